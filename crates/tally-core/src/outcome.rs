@@ -1,0 +1,68 @@
+//! The provider's outcome of a request and the signed receipt (spec/PROTOCOL.md §5.2).
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::Canonical;
+use crate::error::Result;
+use crate::hash::{ChannelId, Hash};
+use crate::keys::{PublicKey, SecretKey};
+use crate::signature::Signature;
+
+/// What the provider charged for one authorized request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Always [`crate::VERSION`].
+    pub version: u8,
+    /// The channel; equal to the authorization's.
+    pub channel_id: ChannelId,
+    /// The record index; equal to the authorization's `seq`.
+    pub seq: u64,
+    /// [`crate::Authorization::signed_hash`] of the authorization this answers.
+    pub authorization_hash: Hash,
+    /// Metered units (1 for fixed-price routes).
+    pub units: u64,
+    /// The net amount of this record: positive for a charge, negative for a credit, never
+    /// above the authorization's `max_amount`.
+    pub amount: i128,
+    /// The cumulative net amount after this record: `prev_cumulative + amount`, never negative.
+    pub cumulative: u128,
+    /// [`crate::request::response_hash`] of the response delivered.
+    pub response_hash: Hash,
+    /// Provider time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+}
+
+impl Canonical for Outcome {
+    const DOMAIN: &'static [u8] = b"tally\0outcome\0";
+    const NAME: &'static str = "outcome";
+    fn version(&self) -> u8 {
+        self.version
+    }
+}
+
+impl Outcome {
+    /// Signs the canonical bytes with the provider's key, making a receipt.
+    pub fn sign(self, key: &SecretKey) -> Receipt {
+        let signature = key.sign(&self.to_bytes());
+        Receipt {
+            outcome: self,
+            signature,
+        }
+    }
+}
+
+/// An outcome with the provider's signature: what the client gets back with the response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The signed outcome.
+    pub outcome: Outcome,
+    /// The provider's ed25519 signature over `bytes(outcome)`.
+    pub signature: Signature,
+}
+
+impl Receipt {
+    /// Checks the provider's signature strictly.
+    pub fn verify(&self, provider: &PublicKey) -> Result<()> {
+        provider.verify(&self.outcome.to_bytes(), &self.signature)
+    }
+}
