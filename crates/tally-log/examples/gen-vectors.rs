@@ -63,7 +63,9 @@ fn sample_log() -> (
     let mut sigs = Vec::new();
     let mut cumulative = 0u128;
     // Two charges and one credit.
-    let calls: [(&str, &str, &str, &[u8], u128, i128, u64); 3] = [
+    // (method, path, query, body, max_amount, amount, units)
+    type Call<'a> = (&'a str, &'a str, &'a str, &'a [u8], u128, i128, u64);
+    let calls: [Call; 3] = [
         (
             "POST",
             "/v1/chat",
@@ -466,11 +468,10 @@ pub fn vectors_dir() -> PathBuf {
 #[allow(dead_code)]
 fn main() -> std::io::Result<()> {
     let dir = vectors_dir();
-    for sub in ["blake3"] {
-        let p = dir.join(sub);
-        if p.exists() {
-            std::fs::remove_dir_all(&p)?;
-        }
+    // The BLAKE3 proof vectors are rewritten whole, so a dropped case leaves no stale file.
+    let blake3 = dir.join("blake3");
+    if blake3.exists() {
+        std::fs::remove_dir_all(&blake3)?;
     }
     let files = generate();
     for (path, contents) in &files {

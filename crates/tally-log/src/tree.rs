@@ -53,19 +53,10 @@ fn fold_right<H: TreeHasher>(hasher: &H, parts: &[Hash]) -> Option<Hash> {
 /// The right edge of a growing tree: the roots of the complete subtrees that the binary
 /// decomposition of its size gives, largest first. It is all an appender needs to compute
 /// every new stored hash and the current root.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Frontier {
     size: u64,
     edge: Vec<Hash>,
-}
-
-impl Default for Frontier {
-    fn default() -> Self {
-        Frontier {
-            size: 0,
-            edge: Vec::new(),
-        }
-    }
 }
 
 impl Frontier {
