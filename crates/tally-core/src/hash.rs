@@ -100,6 +100,8 @@ pub fn blake3_of(parts: &[&[u8]]) -> Hash {
 /// The tree code in tally-log is generic over it, so one implementation serves tally's BLAKE3
 /// trees and the SHA-256 conformance mode.
 pub trait TreeHasher: Clone + Send + Sync + 'static {
+    /// A short name, recorded by stores so a log is never reopened with another hash.
+    fn name(&self) -> &'static str;
     /// `MTH({})`: the hash of the empty tree, `H("")`.
     fn empty(&self) -> Hash;
     /// `H(0x00 || data)`.
@@ -113,6 +115,9 @@ pub trait TreeHasher: Clone + Send + Sync + 'static {
 pub struct Blake3Hasher;
 
 impl TreeHasher for Blake3Hasher {
+    fn name(&self) -> &'static str {
+        "blake3"
+    }
     fn empty(&self) -> Hash {
         blake3_of(&[])
     }
@@ -129,6 +134,9 @@ impl TreeHasher for Blake3Hasher {
 pub struct Sha256Hasher;
 
 impl TreeHasher for Sha256Hasher {
+    fn name(&self) -> &'static str {
+        "sha256"
+    }
     fn empty(&self) -> Hash {
         use sha2::Digest;
         Hash(sha2::Sha256::digest([]).into())

@@ -77,6 +77,14 @@ pub enum LogError {
     /// The writer thread is gone (the store is shutting down or it failed to start).
     #[error("the log writer has stopped")]
     WriterStopped,
+    /// The store was written with another hasher or layout.
+    #[error("store format is {found:?}, expected {expected:?}")]
+    Format {
+        /// What the store says it is.
+        found: String,
+        /// What this build writes.
+        expected: String,
+    },
     /// A failed group commit: nothing of this append is durable, and it may be retried.
     #[error("group commit failed, nothing was written: {0}")]
     CommitFailed(String),

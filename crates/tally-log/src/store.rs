@@ -1,18 +1,27 @@
 //! The durable store: many channel logs in one sled database (DESIGN.md §4, "The log store").
 //!
-//! Layout of the single sled tree `logs` (all integers big-endian so keys sort by index):
+//! Layout of the single sled tree `logs` (integers big-endian, so keys sort by index):
 //!
 //! | key | value |
 //! |---|---|
-//! | `R` · channel · index:u64 | record bytes (leaf data) |
-//! | `H` · channel · level:u8 · index:u64 | stored hash (32 bytes) |
+//! | `V` | format: `tally-log/1 ` followed by the hasher's name |
+//! | `E` · channel · index:u64 | the record (leaf data) |
+//! | `T` · channel · block:u64 | tile: the 126 stored hashes of levels 0–5 inside the complete 64-leaf block |
+//! | `U` · channel · level:u8 · index:u64 | a stored hash of level 6 or above |
 //! | `M` · channel | head: size:u64 · root (32 bytes) |
 //! | `C` · channel · size:u64 | a checkpoint the parties signed at that size |
+//!
+//! A tile lists level 0's 64 hashes, then level 1's 32, down to level 5's 2 (tlog's tiles,
+//! height 6). Any inclusion proof reads one tile for its lower six levels; the levels above
+//! are few (one hash per 32 records) and are kept in memory per channel once read. The hashes
+//! of the last, incomplete block are kept in memory only: on open they are recomputed from its
+//! at most 63 records.
 //!
 //! One writer thread owns all appends. It drains whatever is queued, writes one
 //! `apply_batch` (atomic: records, hashes and heads together) and one `flush()`, and only
 //! then answers the callers: an index reported durable is on disk (P8).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Range;
@@ -31,10 +40,24 @@ use crate::error::LogError;
 use crate::proof;
 use crate::tree::{range_hash, Frontier, HashReader};
 
-const RECORD: u8 = b'R';
-const HASH: u8 = b'H';
+const FORMAT: u8 = b'V';
+const ENTRY: u8 = b'E';
+const TILE: u8 = b'T';
+const UPPER: u8 = b'U';
 const HEAD: u8 = b'M';
 const CHECKPOINT: u8 = b'C';
+
+/// Height of a tile: a tile holds the stored hashes of levels `0..TILE_HEIGHT` of one block of
+/// `2^TILE_HEIGHT` leaves.
+pub const TILE_HEIGHT: u8 = 6;
+const BLOCK: u64 = 1 << TILE_HEIGHT;
+/// Hashes in a tile: 64 + 32 + 16 + 8 + 4 + 2.
+const TILE_HASHES: usize = 126;
+
+/// Offset (in hashes) of `level`'s first hash inside a tile.
+fn tile_offset(level: u8) -> usize {
+    128 - (128 >> level)
+}
 
 /// Tuning of a [`LogStore`].
 #[derive(Clone, Debug)]
@@ -126,12 +149,54 @@ impl Future for Ticket {
 
 type Heads = Arc<RwLock<HashMap<ChannelId, Head>>>;
 
+/// Levels `0..TILE_HEIGHT` of the incomplete last block of a channel's log.
+#[derive(Clone, Debug)]
+struct Partial {
+    /// The block these hashes belong to: `size / 64`.
+    block: u64,
+    /// `levels[l]` lists the stored hashes of level `l` inside the block, in order.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Partial {
+    fn new(block: u64) -> Self {
+        Partial {
+            block,
+            levels: vec![Vec::new(); TILE_HEIGHT as usize],
+        }
+    }
+
+    /// The tile value of a complete block.
+    fn tile_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(TILE_HASHES * 32);
+        for level in &self.levels {
+            for h in level {
+                out.extend_from_slice(&h.0);
+            }
+        }
+        out
+    }
+}
+
+/// What readers of one channel take from memory: the incomplete block and, once loaded, the
+/// levels above the tiles.
+#[derive(Debug)]
+struct Memory {
+    partial: RwLock<Arc<Partial>>,
+    /// `upper[j]` is level `TILE_HEIGHT + j`, in index order; `None` until first needed.
+    upper: RwLock<Option<Vec<Vec<Hash>>>>,
+}
+
+type MemoryMap = HashMap<ChannelId, Arc<Memory>>;
+type Memories = Arc<RwLock<MemoryMap>>;
+
 /// Many channel logs in one sled database, with one group-committing writer.
 pub struct LogStore<H: TreeHasher = Blake3Hasher> {
     db: sled::Db,
     tree: sled::Tree,
     hasher: H,
     heads: Heads,
+    memories: Memories,
     jobs: Option<SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -156,16 +221,20 @@ impl<H: TreeHasher> LogStore<H> {
             .cache_capacity(config.cache_bytes)
             .open()?;
         let tree = db.open_tree("logs")?;
-        let heads = load_and_check_heads(&tree, &hasher)?;
+        check_format(&db, &tree, &hasher)?;
+        let (heads, memories) = load_and_check_heads(&tree, &hasher)?;
         let heads: Heads = Arc::new(RwLock::new(heads));
+        let memories: Memories = Arc::new(RwLock::new(memories));
         let (tx, rx) = mpsc::sync_channel(config.queue_depth.max(1));
         let writer = Writer {
             db: db.clone(),
             tree: tree.clone(),
             hasher: hasher.clone(),
             heads: heads.clone(),
-            frontiers: HashMap::new(),
+            memories: memories.clone(),
+            tips: HashMap::new(),
             max_group: config.max_group_records.max(1),
+            poisoned: None,
         };
         let handle = std::thread::Builder::new()
             .name("tally-log-writer".into())
@@ -176,6 +245,7 @@ impl<H: TreeHasher> LogStore<H> {
             tree,
             hasher,
             heads,
+            memories,
             jobs: Some(tx),
             writer: Some(handle),
         })
@@ -215,11 +285,25 @@ impl<H: TreeHasher> LogStore<H> {
         self.head(channel).map_or(0, |h| h.size)
     }
 
-    fn reader<'a>(&'a self, channel: &'a ChannelId) -> ChannelReader<'a> {
-        ChannelReader {
-            tree: &self.tree,
-            channel,
+    /// A reader of `channel`'s stored hashes. The first reader of a channel loads the levels
+    /// above the tiles into memory (one hash per 32 records).
+    fn reader<'a>(&'a self, channel: &'a ChannelId) -> Result<ChannelReader<'a>, LogError> {
+        let memory = self
+            .memories
+            .read()
+            .ok()
+            .and_then(|m| m.get(channel).cloned());
+        if let Some(memory) = &memory {
+            let loaded = memory.upper.read().map(|u| u.is_some()).unwrap_or(false);
+            if !loaded {
+                if let Ok(mut upper) = memory.upper.write() {
+                    if upper.is_none() {
+                        *upper = Some(load_upper(&self.tree, channel)?);
+                    }
+                }
+            }
         }
+        Ok(ChannelReader::new(&self.tree, channel, memory))
     }
 
     /// The root of `channel`'s log at `size` (any size up to the head): O(log n) reads.
@@ -231,7 +315,7 @@ impl<H: TreeHasher> LogStore<H> {
                 size: head,
             });
         }
-        range_hash(&self.hasher, &self.reader(channel), 0, size)
+        range_hash(&self.hasher, &self.reader(channel)?, 0, size)
     }
 
     /// The record at `index`.
@@ -240,13 +324,7 @@ impl<H: TreeHasher> LogStore<H> {
         if index >= size {
             return Err(LogError::OutOfRange { index, size });
         }
-        self.tree
-            .get(record_key(channel, index))?
-            .map(|v| v.to_vec())
-            .ok_or_else(|| LogError::Corrupt {
-                channel: *channel,
-                detail: format!("record {index} is missing below head {size}"),
-            })
+        read_record(&self.tree, channel, index)
     }
 
     /// The records in `range` (clamped to the head), in order.
@@ -260,17 +338,22 @@ impl<H: TreeHasher> LogStore<H> {
             return Ok(Vec::new());
         }
         let mut out = Vec::with_capacity((end - range.start).min(1 << 16) as usize);
+        let mut expected = range.start;
         for item in self
             .tree
-            .range(record_key(channel, range.start)..record_key(channel, end))
+            .range(entry_key(channel, range.start)..entry_key(channel, end))
         {
-            let (_, v) = item?;
+            let (k, v) = item?;
+            if key_index(channel, &k)? != expected {
+                break;
+            }
             out.push(v.to_vec());
+            expected += 1;
         }
-        if out.len() as u64 != end - range.start {
+        if expected != end {
             return Err(LogError::Corrupt {
                 channel: *channel,
-                detail: format!("records {}..{end} are not all present", range.start),
+                detail: format!("record {expected} is missing below head {end}"),
             });
         }
         Ok(out)
@@ -290,7 +373,7 @@ impl<H: TreeHasher> LogStore<H> {
                 size: head,
             });
         }
-        proof::inclusion_proof(&self.hasher, &self.reader(channel), index, size)
+        proof::inclusion_proof(&self.hasher, &self.reader(channel)?, index, size)
     }
 
     /// The consistency proof between sizes `old` and `new` (RFC 9162 §2.1.4).
@@ -308,16 +391,24 @@ impl<H: TreeHasher> LogStore<H> {
                 size: head,
             });
         }
-        proof::consistency_proof(&self.hasher, &self.reader(channel), old, new)
+        proof::consistency_proof(&self.hasher, &self.reader(channel)?, old, new)
     }
 
-    /// Stores a signed checkpoint (opaque bytes) of `channel` at `size`, durably.
+    /// Stores a signed checkpoint (opaque bytes) of `channel` at `size` (at most the durable
+    /// head), durably.
     pub fn put_checkpoint(
         &self,
         channel: &ChannelId,
         size: u64,
         bytes: &[u8],
     ) -> Result<(), LogError> {
+        let head = self.size(channel);
+        if size > head {
+            return Err(LogError::OutOfRange {
+                index: size,
+                size: head,
+            });
+        }
         self.tree.insert(checkpoint_key(channel, size), bytes)?;
         self.db.flush()?;
         Ok(())
@@ -351,8 +442,9 @@ impl<H: TreeHasher> LogStore<H> {
         Ok(out)
     }
 
-    /// Recomputes `channel`'s whole log from its records: every leaf, every stored hash and
-    /// the head root. Reports the first record index where anything disagrees.
+    /// Recomputes `channel`'s whole log from its records and compares every stored hash (tiles
+    /// and upper levels) and the head root. Reports the first record index where anything
+    /// disagrees: for a bad stored hash, the record whose append completed it.
     pub fn fsck(&self, channel: &ChannelId) -> Result<FsckReport, LogError> {
         let size = self.size(channel);
         let mut report = FsckReport {
@@ -361,47 +453,89 @@ impl<H: TreeHasher> LogStore<H> {
             first_bad_index: None,
             problem: None,
         };
+        let bad = |report: &mut FsckReport, index: u64, problem: String| {
+            report.first_bad_index = Some(index);
+            report.problem = Some(problem);
+        };
+        let complete_blocks = size / BLOCK;
         let mut frontier = Frontier::default();
-        let reader = self.reader(channel);
+        let mut tile: Option<sled::IVec> = None;
         let mut expected = 0u64;
         for item in self
             .tree
-            .range(record_key(channel, 0)..record_key(channel, size))
+            .range(entry_key(channel, 0)..entry_key(channel, size))
         {
-            let (k, v) = item?;
+            let (k, record) = item?;
             let index = key_index(channel, &k)?;
             if index != expected {
-                report.first_bad_index = Some(expected);
-                report.problem = Some(format!("record {expected} is missing"));
+                bad(
+                    &mut report,
+                    expected,
+                    format!("record {expected} is missing"),
+                );
                 return Ok(report);
             }
-            let leaf = self.hasher.leaf(&v);
-            for (level, idx, hash) in frontier.push(&self.hasher, leaf) {
-                let stored = reader.stored_hash(level, idx);
-                if !matches!(stored, Ok(ref h) if *h == hash) {
-                    report.first_bad_index = Some(index);
-                    report.problem = Some(format!(
-                        "stored hash at level {level} index {idx} does not match record {index}"
-                    ));
+            let block = index / BLOCK;
+            if index % BLOCK == 0 && block < complete_blocks {
+                tile = self.tree.get(tile_key(channel, block))?;
+                if tile.as_ref().map(|t| t.len()) != Some(TILE_HASHES * 32) {
+                    bad(
+                        &mut report,
+                        index,
+                        format!("tile {block} is missing or truncated"),
+                    );
+                    return Ok(report);
+                }
+            }
+            for (level, k, hash) in frontier.push(&self.hasher, self.hasher.leaf(&record)) {
+                let stored = if level >= TILE_HEIGHT {
+                    self.tree
+                        .get(upper_key(channel, level, k))?
+                        .map(|v| v.to_vec())
+                } else if block < complete_blocks {
+                    let at =
+                        32 * (tile_offset(level) + (k - (block << (TILE_HEIGHT - level))) as usize);
+                    tile.as_ref()
+                        .and_then(|t| t.get(at..at + 32))
+                        .map(|b| b.to_vec())
+                } else {
+                    // The incomplete block's hashes are not stored; they are recomputed from
+                    // these same records on open.
+                    continue;
+                };
+                if stored.as_deref() != Some(&hash.0[..]) {
+                    bad(
+                        &mut report,
+                        index,
+                        format!(
+                            "stored hash at level {level} index {k} does not match record {index}"
+                        ),
+                    );
                     return Ok(report);
                 }
             }
             expected += 1;
         }
         if expected != size {
-            report.first_bad_index = Some(expected);
-            report.problem = Some(format!("record {expected} is missing"));
+            bad(
+                &mut report,
+                expected,
+                format!("record {expected} is missing"),
+            );
             return Ok(report);
         }
-        let head = self.head(channel);
-        if let Some(head) = head {
+        if self.tree.get(entry_key(channel, size))?.is_some() {
+            bad(
+                &mut report,
+                size,
+                format!("record {size} exists beyond the head"),
+            );
+            return Ok(report);
+        }
+        if let Some(head) = self.head(channel) {
             if head.root != frontier.root(&self.hasher) {
                 report.problem = Some("head root does not match the recomputed root".into());
             }
-        }
-        if self.tree.get(record_key(channel, size))?.is_some() {
-            report.first_bad_index = Some(size);
-            report.problem = Some(format!("record {size} exists beyond the head"));
         }
         Ok(report)
     }
@@ -427,27 +561,110 @@ impl<H: TreeHasher> Drop for LogStore<H> {
     }
 }
 
-/// Stored hashes of one channel, read straight from sled.
+/// Stored hashes of one channel: tiles from sled (the last one read is kept), the incomplete
+/// block and the upper levels from memory, upper levels from sled when not in memory.
 struct ChannelReader<'a> {
     tree: &'a sled::Tree,
     channel: &'a ChannelId,
+    memory: Option<Arc<Memory>>,
+    tile: RefCell<Option<(u64, sled::IVec)>>,
+}
+
+impl<'a> ChannelReader<'a> {
+    fn new(tree: &'a sled::Tree, channel: &'a ChannelId, memory: Option<Arc<Memory>>) -> Self {
+        ChannelReader {
+            tree,
+            channel,
+            memory,
+            tile: RefCell::new(None),
+        }
+    }
+
+    fn corrupt(&self, detail: String) -> LogError {
+        LogError::Corrupt {
+            channel: *self.channel,
+            detail,
+        }
+    }
+
+    fn upper_hash(&self, level: u8, index: u64) -> Result<Hash, LogError> {
+        let cached = self.memory.as_ref().and_then(|m| {
+            let upper = m.upper.read().ok()?;
+            let l = upper.as_ref()?.get((level - TILE_HEIGHT) as usize)?;
+            l.get(usize::try_from(index).ok()?).copied()
+        });
+        if let Some(h) = cached {
+            return Ok(h);
+        }
+        let v = self
+            .tree
+            .get(upper_key(self.channel, level, index))?
+            .ok_or_else(|| {
+                self.corrupt(format!(
+                    "stored hash at level {level} index {index} is missing"
+                ))
+            })?;
+        let bytes: [u8; 32] = v.as_ref().try_into().map_err(|_| {
+            self.corrupt(format!(
+                "stored hash at level {level} index {index} is not 32 bytes"
+            ))
+        })?;
+        Ok(Hash(bytes))
+    }
+
+    fn lower_hash(&self, level: u8, index: u64) -> Result<Hash, LogError> {
+        let shift = TILE_HEIGHT - level;
+        let block = index >> shift;
+        let within = (index - (block << shift)) as usize;
+        if let Some(memory) = &self.memory {
+            if let Ok(partial) = memory.partial.read() {
+                if partial.block == block {
+                    return partial.levels[level as usize]
+                        .get(within)
+                        .copied()
+                        .ok_or_else(|| {
+                            self.corrupt(format!(
+                                "hash at level {level} index {index} is beyond the head"
+                            ))
+                        });
+                }
+            }
+        }
+        let mut cached = self.tile.borrow_mut();
+        let tile = match cached.as_ref() {
+            Some((b, t)) if *b == block => t.clone(),
+            _ => {
+                let t = self
+                    .tree
+                    .get(tile_key(self.channel, block))?
+                    .ok_or_else(|| self.corrupt(format!("tile {block} is missing")))?;
+                *cached = Some((block, t.clone()));
+                t
+            }
+        };
+        let at = 32 * (tile_offset(level) + within);
+        let bytes: [u8; 32] = tile
+            .get(at..at + 32)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| self.corrupt(format!("tile {block} is truncated")))?;
+        Ok(Hash(bytes))
+    }
 }
 
 impl HashReader for ChannelReader<'_> {
     fn stored_hash(&self, level: u8, index: u64) -> Result<Hash, LogError> {
-        let v = self
-            .tree
-            .get(hash_key(self.channel, level, index))?
-            .ok_or_else(|| LogError::Corrupt {
-                channel: *self.channel,
-                detail: format!("stored hash at level {level} index {index} is missing"),
-            })?;
-        let bytes: [u8; 32] = v.as_ref().try_into().map_err(|_| LogError::Corrupt {
-            channel: *self.channel,
-            detail: format!("stored hash at level {level} index {index} is not 32 bytes"),
-        })?;
-        Ok(Hash(bytes))
+        if level >= TILE_HEIGHT {
+            self.upper_hash(level, index)
+        } else {
+            self.lower_hash(level, index)
+        }
     }
+}
+
+/// The writer's view of a channel's right edge: the frontier and the incomplete block.
+struct Tip {
+    frontier: Frontier,
+    partial: Partial,
 }
 
 struct Writer<H: TreeHasher> {
@@ -455,8 +672,12 @@ struct Writer<H: TreeHasher> {
     tree: sled::Tree,
     hasher: H,
     heads: Heads,
-    frontiers: HashMap<ChannelId, Frontier>,
+    memories: Memories,
+    tips: HashMap<ChannelId, Tip>,
     max_group: usize,
+    /// Set when a flush failed after its batch was applied: what is on disk is then unknown
+    /// until the store is reopened (and checked), so no further append is accepted.
+    poisoned: Option<String>,
 }
 
 impl<H: TreeHasher> Writer<H> {
@@ -477,73 +698,108 @@ impl<H: TreeHasher> Writer<H> {
         }
     }
 
-    fn frontier(&mut self, channel: &ChannelId) -> Result<&mut Frontier, LogError> {
-        if !self.frontiers.contains_key(channel) {
+    /// The tip of `channel`, loaded from the durable state if the writer has none.
+    fn tip(&mut self, channel: &ChannelId) -> Result<&mut Tip, LogError> {
+        if !self.tips.contains_key(channel) {
             let size = self
                 .heads
                 .read()
                 .ok()
                 .and_then(|h| h.get(channel).map(|h| h.size))
                 .unwrap_or(0);
-            let reader = ChannelReader {
-                tree: &self.tree,
-                channel,
+            let memory = self
+                .memories
+                .read()
+                .ok()
+                .and_then(|m| m.get(channel).cloned());
+            let partial = match &memory {
+                Some(m) => m
+                    .partial
+                    .read()
+                    .map(|p| (**p).clone())
+                    .map_err(|_| LogError::WriterStopped)?,
+                None => Partial::new(0),
             };
-            let f = Frontier::load(&reader, size)?;
-            self.frontiers.insert(*channel, f);
+            let reader = ChannelReader::new(&self.tree, channel, memory);
+            let frontier = Frontier::load(&reader, size)?;
+            self.tips.insert(*channel, Tip { frontier, partial });
         }
-        self.frontiers
-            .get_mut(channel)
-            .ok_or(LogError::WriterStopped)
+        self.tips.get_mut(channel).ok_or(LogError::WriterStopped)
     }
 
     /// One group commit: one atomic batch, one flush, then the replies.
     fn commit(&mut self, group: Vec<Job>) {
+        if let Some(reason) = &self.poisoned {
+            for job in group {
+                let _ = job.reply.send(Err(LogError::CommitFailed(reason.clone())));
+            }
+            return;
+        }
         let mut batch = sled::Batch::default();
         let mut replies = Vec::with_capacity(group.len());
         let mut touched: HashMap<ChannelId, Head> = HashMap::new();
+        let mut new_upper: Vec<(ChannelId, u8, u64, Hash)> = Vec::new();
         let mut failed: Option<String> = None;
+        let hasher = self.hasher.clone();
         for job in group {
-            let hasher = self.hasher.clone();
-            match self.frontier(&job.channel) {
-                Ok(frontier) => {
-                    let start = frontier.size();
-                    for record in &job.records {
-                        let index = frontier.size();
-                        for (level, idx, hash) in frontier.push(&hasher, hasher.leaf(record)) {
-                            batch.insert(
-                                hash_key(&job.channel, level, idx).to_vec(),
-                                hash.0.to_vec(),
-                            );
-                        }
-                        batch.insert(record_key(&job.channel, index).to_vec(), record.as_slice());
-                    }
-                    let head = Head {
-                        size: frontier.size(),
-                        root: frontier.root(&hasher),
-                    };
-                    touched.insert(job.channel, head);
-                    replies.push((job.reply, Ok(start..head.size)));
-                }
+            let channel = job.channel;
+            let tip = match self.tip(&channel) {
+                Ok(tip) => tip,
                 Err(e) => {
                     failed.get_or_insert(e.to_string());
                     replies.push((job.reply, Err(())));
+                    continue;
+                }
+            };
+            let start = tip.frontier.size();
+            for record in &job.records {
+                let index = tip.frontier.size();
+                for (level, k, hash) in tip.frontier.push(&hasher, hasher.leaf(record)) {
+                    if level < TILE_HEIGHT {
+                        tip.partial.levels[level as usize].push(hash);
+                    } else {
+                        batch.insert(upper_key(&channel, level, k).to_vec(), hash.0.to_vec());
+                        new_upper.push((channel, level, k, hash));
+                    }
+                }
+                batch.insert(entry_key(&channel, index).to_vec(), record.as_slice());
+                if index % BLOCK == BLOCK - 1 {
+                    batch.insert(
+                        tile_key(&channel, index / BLOCK).to_vec(),
+                        tip.partial.tile_bytes(),
+                    );
+                    tip.partial = Partial::new(index / BLOCK + 1);
                 }
             }
+            let head = Head {
+                size: tip.frontier.size(),
+                root: tip.frontier.root(&hasher),
+            };
+            if !job.records.is_empty() {
+                touched.insert(channel, head);
+            }
+            replies.push((job.reply, Ok(start..head.size)));
         }
         for (channel, head) in &touched {
             batch.insert(head_key(channel).to_vec(), encode_head(head).to_vec());
         }
         let outcome = match failed {
             Some(e) => Err(e),
-            None => self
-                .tree
-                .apply_batch(batch)
-                .and_then(|()| self.db.flush().map(|_| ()))
-                .map_err(|e| e.to_string()),
+            None if touched.is_empty() => Ok(()),
+            None => match self.tree.apply_batch(batch) {
+                // The batch is atomic: when it fails nothing of it is applied.
+                Err(e) => Err(e.to_string()),
+                Ok(()) => self.db.flush().map(|_| ()).map_err(|e| {
+                    let reason =
+                        format!("flush failed after the batch was applied ({e}); reopen the store");
+                    self.poisoned = Some(reason.clone());
+                    reason
+                }),
+            },
         };
         match outcome {
             Ok(()) => {
+                self.publish(&touched, new_upper);
                 if let Ok(mut heads) = self.heads.write() {
                     heads.extend(touched);
                 }
@@ -552,10 +808,10 @@ impl<H: TreeHasher> Writer<H> {
                 }
             }
             Err(e) => {
-                // Nothing of this group is durable: forget the advanced frontiers so the next
+                // Nothing of this group is durable: forget the advanced tips so the next
                 // group starts again from the durable heads.
                 for channel in touched.keys() {
-                    self.frontiers.remove(channel);
+                    self.tips.remove(channel);
                 }
                 for (reply, _) in replies {
                     let _ = reply.send(Err(LogError::CommitFailed(e.clone())));
@@ -563,13 +819,157 @@ impl<H: TreeHasher> Writer<H> {
             }
         }
     }
+
+    /// Makes a durable group's in-memory hashes visible to readers: each touched channel's
+    /// incomplete block, and the new upper-level hashes of channels whose upper levels are
+    /// loaded (a cache that would fall out of order is dropped and reloads).
+    fn publish(
+        &self,
+        touched: &HashMap<ChannelId, Head>,
+        new_upper: Vec<(ChannelId, u8, u64, Hash)>,
+    ) {
+        let Ok(mut memories) = self.memories.write() else {
+            return;
+        };
+        for channel in touched.keys() {
+            let Some(tip) = self.tips.get(channel) else {
+                continue;
+            };
+            let partial = Arc::new(tip.partial.clone());
+            match memories.get(channel) {
+                Some(m) => {
+                    if let Ok(mut p) = m.partial.write() {
+                        *p = partial;
+                    }
+                }
+                None => {
+                    memories.insert(
+                        *channel,
+                        Arc::new(Memory {
+                            partial: RwLock::new(partial),
+                            upper: RwLock::new(None),
+                        }),
+                    );
+                }
+            }
+        }
+        for (channel, level, k, hash) in new_upper {
+            let Some(memory) = memories.get(&channel) else {
+                continue;
+            };
+            let Ok(mut upper) = memory.upper.write() else {
+                continue;
+            };
+            let Some(levels) = upper.as_mut() else {
+                continue;
+            };
+            let j = (level - TILE_HEIGHT) as usize;
+            if levels.len() == j {
+                levels.push(Vec::new());
+            }
+            let in_order = match levels.get_mut(j) {
+                Some(l) if l.len() as u64 == k => {
+                    l.push(hash);
+                    true
+                }
+                _ => false,
+            };
+            if !in_order {
+                *upper = None;
+            }
+        }
+    }
+}
+
+/// Refuses a store written with another hasher or format; marks a new store.
+fn check_format<H: TreeHasher>(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    hasher: &H,
+) -> Result<(), LogError> {
+    let want = format!("tally-log/1 {}", hasher.name());
+    match tree.get([FORMAT])? {
+        Some(v) if v.as_ref() == want.as_bytes() => Ok(()),
+        Some(v) => Err(LogError::Format {
+            found: String::from_utf8_lossy(&v).into_owned(),
+            expected: want,
+        }),
+        None if tree.is_empty() => {
+            tree.insert([FORMAT], want.as_bytes())?;
+            db.flush()?;
+            Ok(())
+        }
+        None => Err(LogError::Format {
+            found: "no format marker".into(),
+            expected: want,
+        }),
+    }
+}
+
+/// Recomputes the incomplete last block's hashes from its records.
+fn load_partial<H: TreeHasher>(
+    tree: &sled::Tree,
+    hasher: &H,
+    channel: &ChannelId,
+    size: u64,
+) -> Result<Partial, LogError> {
+    let block = size / BLOCK;
+    let mut partial = Partial::new(block);
+    let mut local = Frontier::default();
+    for index in block * BLOCK..size {
+        let record = read_record(tree, channel, index)?;
+        for (level, _, hash) in local.push(hasher, hasher.leaf(&record)) {
+            partial.levels[level as usize].push(hash);
+        }
+    }
+    Ok(partial)
+}
+
+/// Reads every stored hash of level 6 and above of `channel`, in order.
+fn load_upper(tree: &sled::Tree, channel: &ChannelId) -> Result<Vec<Vec<Hash>>, LogError> {
+    let mut prefix = vec![UPPER];
+    prefix.extend_from_slice(&channel.0);
+    let mut levels: Vec<Vec<Hash>> = Vec::new();
+    for item in tree.scan_prefix(&prefix) {
+        let (k, v) = item?;
+        let corrupt = |detail: &str| LogError::Corrupt {
+            channel: *channel,
+            detail: detail.to_string(),
+        };
+        if k.len() != 42 || k[33] < TILE_HEIGHT {
+            return Err(corrupt("upper-level key of wrong shape"));
+        }
+        let j = (k[33] - TILE_HEIGHT) as usize;
+        let hash: [u8; 32] = v
+            .as_ref()
+            .try_into()
+            .map_err(|_| corrupt("upper-level hash is not 32 bytes"))?;
+        while levels.len() <= j {
+            levels.push(Vec::new());
+        }
+        if levels[j].len() as u64 != be_u64(&k[34..]) {
+            return Err(corrupt("upper-level hashes are not contiguous"));
+        }
+        levels[j].push(Hash(hash));
+    }
+    Ok(levels)
+}
+
+fn read_record(tree: &sled::Tree, channel: &ChannelId, index: u64) -> Result<Vec<u8>, LogError> {
+    tree.get(entry_key(channel, index))?
+        .map(|v| v.to_vec())
+        .ok_or_else(|| LogError::Corrupt {
+            channel: *channel,
+            detail: format!("record {index} is missing"),
+        })
 }
 
 fn load_and_check_heads<H: TreeHasher>(
     tree: &sled::Tree,
     hasher: &H,
-) -> Result<HashMap<ChannelId, Head>, LogError> {
+) -> Result<(HashMap<ChannelId, Head>, MemoryMap), LogError> {
     let mut heads = HashMap::new();
+    let mut memories = HashMap::new();
     for item in tree.scan_prefix([HEAD]) {
         let (k, v) = item?;
         let id: [u8; 32] = k[1..].try_into().map_err(|_| LogError::Corrupt {
@@ -581,10 +981,11 @@ fn load_and_check_heads<H: TreeHasher>(
             channel,
             detail: "head value of wrong length".into(),
         })?;
-        let reader = ChannelReader {
-            tree,
-            channel: &channel,
-        };
+        let memory = Arc::new(Memory {
+            partial: RwLock::new(Arc::new(load_partial(tree, hasher, &channel, head.size)?)),
+            upper: RwLock::new(None),
+        });
+        let reader = ChannelReader::new(tree, &channel, Some(memory.clone()));
         let root = Frontier::load(&reader, head.size)?.root(hasher);
         if root != head.root {
             return Err(LogError::Corrupt {
@@ -595,28 +996,38 @@ fn load_and_check_heads<H: TreeHasher>(
                 ),
             });
         }
-        if head.size > 0 && tree.get(record_key(&channel, head.size - 1))?.is_none() {
-            return Err(LogError::Corrupt {
-                channel,
-                detail: format!("last record {} is missing", head.size - 1),
-            });
+        if head.size > 0 {
+            read_record(tree, &channel, head.size - 1)?;
         }
         heads.insert(channel, head);
+        memories.insert(channel, memory);
     }
-    Ok(heads)
+    Ok((heads, memories))
 }
 
-fn record_key(channel: &ChannelId, index: u64) -> [u8; 41] {
+fn entry_key(channel: &ChannelId, index: u64) -> [u8; 41] {
+    channel_key(ENTRY, channel, index)
+}
+
+fn tile_key(channel: &ChannelId, block: u64) -> [u8; 41] {
+    channel_key(TILE, channel, block)
+}
+
+fn checkpoint_key(channel: &ChannelId, size: u64) -> [u8; 41] {
+    channel_key(CHECKPOINT, channel, size)
+}
+
+fn channel_key(tag: u8, channel: &ChannelId, n: u64) -> [u8; 41] {
     let mut k = [0u8; 41];
-    k[0] = RECORD;
+    k[0] = tag;
     k[1..33].copy_from_slice(&channel.0);
-    k[33..].copy_from_slice(&index.to_be_bytes());
+    k[33..].copy_from_slice(&n.to_be_bytes());
     k
 }
 
-fn hash_key(channel: &ChannelId, level: u8, index: u64) -> [u8; 42] {
+fn upper_key(channel: &ChannelId, level: u8, index: u64) -> [u8; 42] {
     let mut k = [0u8; 42];
-    k[0] = HASH;
+    k[0] = UPPER;
     k[1..33].copy_from_slice(&channel.0);
     k[33] = level;
     k[34..].copy_from_slice(&index.to_be_bytes());
@@ -627,14 +1038,6 @@ fn head_key(channel: &ChannelId) -> [u8; 33] {
     let mut k = [0u8; 33];
     k[0] = HEAD;
     k[1..].copy_from_slice(&channel.0);
-    k
-}
-
-fn checkpoint_key(channel: &ChannelId, size: u64) -> [u8; 41] {
-    let mut k = [0u8; 41];
-    k[0] = CHECKPOINT;
-    k[1..33].copy_from_slice(&channel.0);
-    k[33..].copy_from_slice(&size.to_be_bytes());
     k
 }
 
@@ -664,8 +1067,8 @@ fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(a)
 }
 
-/// The big-endian index at the end of a record or checkpoint key, refusing a key of the wrong
-/// length (which only corruption can produce).
+/// The big-endian number at the end of a 41-byte key, refusing a key of another length
+/// (which only corruption can produce).
 fn key_index(channel: &ChannelId, key: &[u8]) -> Result<u64, LogError> {
     match key.get(33..) {
         Some(tail) if tail.len() == 8 => Ok(be_u64(tail)),

@@ -25,7 +25,7 @@ pub(crate) fn split(n: u64) -> u64 {
 /// the RFC 6962 tree (lo is a multiple of the largest power of two not above `hi - lo`).
 /// It costs `popcount(hi - lo)` reads: the range splits into complete subtrees of decreasing
 /// size, folded from the right.
-pub fn range_hash<H: TreeHasher, R: HashReader + ?Sized>(
+pub(crate) fn range_hash<H: TreeHasher, R: HashReader + ?Sized>(
     hasher: &H,
     reader: &R,
     lo: u64,
@@ -33,6 +33,15 @@ pub fn range_hash<H: TreeHasher, R: HashReader + ?Sized>(
 ) -> Result<Hash, LogError> {
     if lo == hi {
         return Ok(hasher.empty());
+    }
+    let top = 63 - (hi - lo).leading_zeros();
+    if lo > hi || lo & ((1u64 << top) - 1) != 0 {
+        // Not a node of the tree: its hash would silently be some other range's.
+        return Err(LogError::BadSizes {
+            old: lo,
+            new: hi,
+            size: hi,
+        });
     }
     let mut parts = Vec::with_capacity(64);
     let mut at = lo;
