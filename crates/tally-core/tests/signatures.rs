@@ -120,3 +120,66 @@ fn batches_accept_good_and_name_the_first_bad() {
         sigs[bad] = saved;
     }
 }
+
+#[test]
+fn the_small_order_list_is_exactly_the_small_order_points() {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use curve25519_dalek::scalar::Scalar;
+    use tally_core::signature::r_is_small_order;
+
+    let as_r = |enc: [u8; 32]| {
+        let mut s = [0u8; 64];
+        s[..32].copy_from_slice(&enc);
+        Signature(s)
+    };
+    // Every point of the 8-torsion subgroup is listed, whatever its sign bit.
+    for t in EIGHT_TORSION {
+        let enc = t.compress().to_bytes();
+        assert!(r_is_small_order(&as_r(enc)), "{enc:?}");
+        let mut flipped = enc;
+        flipped[31] ^= 0x80;
+        assert!(r_is_small_order(&as_r(flipped)));
+    }
+    // Every listed encoding that decodes at all decodes to a small-order point.
+    let mut decodable = 0;
+    for enc in small_order_candidates() {
+        if let Some(p) = CompressedEdwardsY(enc).decompress() {
+            decodable += 1;
+            assert_eq!(p.is_small_order(), r_is_small_order(&as_r(enc)), "{enc:?}");
+        }
+    }
+    assert!(decodable >= 8);
+    // Ordinary points are not listed.
+    for k in 1..200u64 {
+        let p = ED25519_BASEPOINT_POINT * Scalar::from(k);
+        assert!(!p.is_small_order());
+        assert!(!r_is_small_order(&as_r(p.compress().to_bytes())));
+    }
+}
+
+/// The 8-torsion encodings and the non-canonical encodings y = p, p + 1, each with both sign
+/// bits.
+fn small_order_candidates() -> Vec<[u8; 32]> {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    let mut out: Vec<[u8; 32]> = EIGHT_TORSION
+        .iter()
+        .map(|t| t.compress().to_bytes())
+        .collect();
+    for low in [0xedu8, 0xee] {
+        let mut e = [0xffu8; 32];
+        e[0] = low;
+        e[31] = 0x7f;
+        out.push(e);
+    }
+    let signed: Vec<[u8; 32]> = out
+        .iter()
+        .map(|e| {
+            let mut f = *e;
+            f[31] ^= 0x80;
+            f
+        })
+        .collect();
+    out.extend(signed);
+    out
+}

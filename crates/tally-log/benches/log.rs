@@ -70,11 +70,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // tally: one producer keeps up to 4096 single-record appends in flight.
-    let store = LogStore::open_with(
-        dir.path().join("tally"),
-        Blake3Hasher,
-        StoreConfig::default(),
-    )?;
+    // A page cache large enough for the tiles (64 bytes of hashes per record) keeps proof
+    // reads off the disk; the records themselves need not fit.
+    let config = StoreConfig {
+        cache_bytes: 1 << 30,
+        ..StoreConfig::default()
+    };
+    println!("sled cache: {} MiB", config.cache_bytes >> 20);
+    let store = LogStore::open_with(dir.path().join("tally"), Blake3Hasher, config)?;
     let channel = ChannelId([7; 32]);
     let t = Instant::now();
     let mut inflight = std::collections::VecDeque::new();
