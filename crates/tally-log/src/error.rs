@@ -77,6 +77,14 @@ pub enum LogError {
     /// The writer thread is gone (the store is shutting down or it failed to start).
     #[error("the log writer has stopped")]
     WriterStopped,
+    /// A checkpoint's root is not the log's root at its size.
+    #[error("checkpoint of channel {channel} at size {size} does not match the log's root")]
+    CheckpointMismatch {
+        /// The channel.
+        channel: ChannelId,
+        /// The checkpoint's size.
+        size: u64,
+    },
     /// The store was written with another hasher or layout.
     #[error("store format is {found:?}, expected {expected:?}")]
     Format {

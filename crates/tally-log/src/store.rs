@@ -394,12 +394,15 @@ impl<H: TreeHasher> LogStore<H> {
         proof::consistency_proof(&self.hasher, &self.reader(channel)?, old, new)
     }
 
-    /// Stores a signed checkpoint (opaque bytes) of `channel` at `size` (at most the durable
-    /// head), durably.
+    /// Stores a signed checkpoint of `channel` at `size` (at most the durable head), durably.
+    /// The checkpoint's bytes are opaque to the store, but its `root` must be the log's root
+    /// at `size`: a checkpoint that contradicts the log is refused, and on every open the
+    /// latest checkpoint is checked against the log again.
     pub fn put_checkpoint(
         &self,
         channel: &ChannelId,
         size: u64,
+        root: &Hash,
         bytes: &[u8],
     ) -> Result<(), LogError> {
         let head = self.size(channel);
@@ -409,7 +412,16 @@ impl<H: TreeHasher> LogStore<H> {
                 size: head,
             });
         }
-        self.tree.insert(checkpoint_key(channel, size), bytes)?;
+        if self.root_at(channel, size)? != *root {
+            return Err(LogError::CheckpointMismatch {
+                channel: *channel,
+                size,
+            });
+        }
+        let mut value = Vec::with_capacity(32 + bytes.len());
+        value.extend_from_slice(&root.0);
+        value.extend_from_slice(bytes);
+        self.tree.insert(checkpoint_key(channel, size), value)?;
         self.db.flush()?;
         Ok(())
     }
@@ -419,25 +431,18 @@ impl<H: TreeHasher> LogStore<H> {
         &self,
         channel: &ChannelId,
     ) -> Result<Option<(u64, Vec<u8>)>, LogError> {
-        let lo = checkpoint_key(channel, 0);
-        let hi = checkpoint_key(channel, u64::MAX);
-        match self.tree.range(lo..=hi).next_back() {
-            Some(item) => {
-                let (k, v) = item?;
-                Ok(Some((key_index(channel, &k)?, v.to_vec())))
-            }
-            None => Ok(None),
-        }
+        Ok(latest_checkpoint(&self.tree, channel)?.map(|(size, _, bytes)| (size, bytes)))
     }
 
-    /// All stored checkpoints of `channel`, oldest first.
+    /// All stored checkpoints of `channel`, oldest first, as `(size, bytes)`.
     pub fn checkpoints(&self, channel: &ChannelId) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
         let lo = checkpoint_key(channel, 0);
         let hi = checkpoint_key(channel, u64::MAX);
         let mut out = Vec::new();
         for item in self.tree.range(lo..=hi) {
             let (k, v) = item?;
-            out.push((key_index(channel, &k)?, v.to_vec()));
+            let (_, bytes) = split_checkpoint(channel, &v)?;
+            out.push((key_index(channel, &k)?, bytes));
         }
         Ok(out)
     }
@@ -955,6 +960,35 @@ fn load_upper(tree: &sled::Tree, channel: &ChannelId) -> Result<Vec<Vec<Hash>>, 
     Ok(levels)
 }
 
+/// The latest checkpoint of `channel` as `(size, root, bytes)`.
+fn latest_checkpoint(
+    tree: &sled::Tree,
+    channel: &ChannelId,
+) -> Result<Option<(u64, Hash, Vec<u8>)>, LogError> {
+    let lo = checkpoint_key(channel, 0);
+    let hi = checkpoint_key(channel, u64::MAX);
+    match tree.range(lo..=hi).next_back() {
+        Some(item) => {
+            let (k, v) = item?;
+            let (root, bytes) = split_checkpoint(channel, &v)?;
+            Ok(Some((key_index(channel, &k)?, root, bytes)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A stored checkpoint value: the root it commits to, then the caller's bytes.
+fn split_checkpoint(channel: &ChannelId, v: &[u8]) -> Result<(Hash, Vec<u8>), LogError> {
+    let root: [u8; 32] =
+        v.get(..32)
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| LogError::Corrupt {
+                channel: *channel,
+                detail: "stored checkpoint shorter than its root".into(),
+            })?;
+    Ok((Hash(root), v[32..].to_vec()))
+}
+
 fn read_record(tree: &sled::Tree, channel: &ChannelId, index: u64) -> Result<Vec<u8>, LogError> {
     tree.get(entry_key(channel, index))?
         .map(|v| v.to_vec())
@@ -998,6 +1032,19 @@ fn load_and_check_heads<H: TreeHasher>(
         }
         if head.size > 0 {
             read_record(tree, &channel, head.size - 1)?;
+        }
+        if let Some((size, cp_root, _)) = latest_checkpoint(tree, &channel)? {
+            let at = if size <= head.size {
+                range_hash(hasher, &reader, 0, size)?
+            } else {
+                Hash::default()
+            };
+            if size > head.size || at != cp_root {
+                return Err(LogError::Corrupt {
+                    channel,
+                    detail: format!("the latest checkpoint (size {size}) does not match the log"),
+                });
+            }
         }
         heads.insert(channel, head);
         memories.insert(channel, memory);

@@ -35,8 +35,32 @@ fn config() -> StoreConfig {
     }
 }
 
+/// Opens the store. sled releases its file lock from a background thread shortly after the
+/// previous handle is dropped, so a lock conflict is retried for a few seconds; any other
+/// result is returned as it is.
 fn open(path: &Path) -> Result<LogStore, LogError> {
-    LogStore::open_with(path, Blake3Hasher, config())
+    retry_lock(
+        || LogStore::open_with(path, Blake3Hasher, config()),
+        |e| e.to_string(),
+    )
+}
+
+fn retry_lock<T, E>(
+    mut f: impl FnMut() -> Result<T, E>,
+    msg: impl Fn(&E) -> String,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match f() {
+            Err(e)
+                if msg(&e).contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn mirror(records: &[Vec<u8>]) -> MemoryTree<Blake3Hasher> {
@@ -475,22 +499,36 @@ fn checkpoints_are_kept_per_channel_in_size_order() {
         assert!(store.checkpoints(&a).unwrap().is_empty());
         // A checkpoint can only name a size the log has durably reached.
         assert!(matches!(
-            store.put_checkpoint(&a, 1, b"too early"),
+            store.put_checkpoint(&a, 1, &Hash::default(), b"too early"),
             Err(LogError::OutOfRange { index: 1, size: 0 })
         ));
         append_wait(&store, &a, (0..300).map(|i| record(1, i)).collect(), 0);
         append_wait(&store, &b, (0..7).map(|i| record(2, i)).collect(), 0);
-        store.put_checkpoint(&a, 5, b"five").unwrap();
-        store.put_checkpoint(&a, 2, b"two").unwrap();
-        store.put_checkpoint(&a, 300, b"three hundred").unwrap();
-        store.put_checkpoint(&b, 7, b"b seven").unwrap();
-        assert!(store.put_checkpoint(&b, 8, b"b eight").is_err());
+        let root = |c: &ChannelId, n: u64| store.root_at(c, n).unwrap();
+        store.put_checkpoint(&a, 5, &root(&a, 5), b"five").unwrap();
+        store.put_checkpoint(&a, 2, &root(&a, 2), b"two").unwrap();
+        store
+            .put_checkpoint(&a, 300, &root(&a, 300), b"three hundred")
+            .unwrap();
+        store
+            .put_checkpoint(&b, 7, &root(&b, 7), b"b seven")
+            .unwrap();
+        assert!(store
+            .put_checkpoint(&b, 8, &root(&b, 7), b"b eight")
+            .is_err());
+        // A checkpoint whose root is not the log's is refused.
+        assert!(matches!(
+            store.put_checkpoint(&a, 6, &root(&a, 5), b"wrong root"),
+            Err(LogError::CheckpointMismatch { size: 6, .. })
+        ));
         assert_eq!(
             store.latest_checkpoint(&a).unwrap(),
             Some((300, b"three hundred".to_vec()))
         );
         // Overwriting one size replaces it.
-        store.put_checkpoint(&a, 5, b"five again").unwrap();
+        store
+            .put_checkpoint(&a, 5, &root(&a, 5), b"five again")
+            .unwrap();
         assert_eq!(
             store.checkpoints(&a).unwrap(),
             vec![
@@ -517,6 +555,31 @@ fn checkpoints_are_kept_per_channel_in_size_order() {
         store.checkpoints(&b).unwrap(),
         vec![(7, b"b seven".to_vec())]
     );
+}
+
+#[test]
+fn open_checks_the_latest_checkpoint_against_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = filled_store(dir.path(), SIZE);
+    {
+        let store = open(dir.path()).unwrap();
+        let root = store.root_at(&a, 100).unwrap();
+        store.put_checkpoint(&a, 100, &root, b"cp").unwrap();
+    }
+    let cp = key(b'C', &a, 100);
+    // The stored checkpoint's root, tampered: the store no longer agrees with what the
+    // parties signed, and open says so.
+    let old = with_sled(dir.path(), |t| flip_byte(t, &cp, 3));
+    assert!(matches!(open(dir.path()), Err(LogError::Corrupt { channel, .. }) if channel == a));
+    with_sled(dir.path(), |t| t.insert(&cp, old).unwrap());
+    // A tile under the checkpoint's root, tampered: caught through the checkpoint even
+    // though the head's frontier does not use that tile.
+    let tile = key(b'T', &a, 1);
+    // Level 5 index 2 (leaves 64..96) is one of the hashes the root at 100 is folded from.
+    let old = with_sled(dir.path(), |t| flip_byte(t, &tile, 32 * 124));
+    assert!(matches!(open(dir.path()), Err(LogError::Corrupt { .. })));
+    with_sled(dir.path(), |t| t.insert(&tile, old).unwrap());
+    assert!(open(dir.path()).unwrap().fsck(&a).unwrap().is_ok());
 }
 
 #[test]
@@ -630,7 +693,7 @@ fn completing_record(level: u8, k: u64) -> u64 {
 
 /// Runs `f` on the store's sled tree with no `LogStore` open, then flushes.
 fn with_sled<T>(path: &Path, f: impl FnOnce(&sled::Tree) -> T) -> T {
-    let db = sled::open(path).unwrap();
+    let db = retry_lock(|| sled::open(path), |e| e.to_string()).unwrap();
     let tree = db.open_tree("logs").unwrap();
     let out = f(&tree);
     db.flush().unwrap();
@@ -918,7 +981,10 @@ fn a_store_is_never_reopened_with_another_hasher() {
     let dir = tempfile::tempdir().unwrap();
     filled_store(dir.path(), 10);
     assert!(matches!(
-        LogStore::open_with(dir.path(), Sha256Hasher, config()),
+        retry_lock(
+            || LogStore::open_with(dir.path(), Sha256Hasher, config()),
+            |e| e.to_string()
+        ),
         Err(LogError::Format { .. })
     ));
     assert!(open(dir.path()).is_ok());
