@@ -70,13 +70,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // tally: one producer keeps up to 4096 single-record appends in flight.
-    // A page cache large enough for the tiles (64 bytes of hashes per record) keeps proof
-    // reads off the disk; the records themselves need not fit.
+    // A tile budget that holds every tile (64 bytes of hashes per record) keeps proof reads
+    // off the disk; the records themselves need not fit in memory.
     let config = StoreConfig {
-        cache_bytes: 1 << 30,
+        tile_cache_bytes: (records as usize * 64).max(1 << 20),
         ..StoreConfig::default()
     };
-    println!("sled cache: {} MiB", config.cache_bytes >> 20);
+    println!(
+        "sled cache: {} MiB, tile cache: {} MiB",
+        config.cache_bytes >> 20,
+        config.tile_cache_bytes >> 20
+    );
     let store = LogStore::open_with(dir.path().join("tally"), Blake3Hasher, config)?;
     let channel = ChannelId([7; 32]);
     let t = Instant::now();

@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod error;
 pub mod proof;
 pub mod store;
+mod tile_cache;
 pub mod tree;
 
 pub use error::{LogError, ProofError};

@@ -38,6 +38,7 @@ use tokio::sync::oneshot;
 
 use crate::error::LogError;
 use crate::proof;
+use crate::tile_cache::TileCache;
 use crate::tree::{range_hash, Frontier, HashReader};
 
 const FORMAT: u8 = b'V';
@@ -68,6 +69,8 @@ pub struct StoreConfig {
     pub queue_depth: usize,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// The in-memory budget for hash tiles (64 bytes per record), in bytes.
+    pub tile_cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -76,6 +79,7 @@ impl Default for StoreConfig {
             max_group_records: 4096,
             queue_depth: 65536,
             cache_bytes: 256 << 20,
+            tile_cache_bytes: 256 << 20,
         }
     }
 }
@@ -197,6 +201,7 @@ pub struct LogStore<H: TreeHasher = Blake3Hasher> {
     hasher: H,
     heads: Heads,
     memories: Memories,
+    tiles: Arc<TileCache>,
     jobs: Option<SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -225,6 +230,7 @@ impl<H: TreeHasher> LogStore<H> {
         let (heads, memories) = load_and_check_heads(&tree, &hasher)?;
         let heads: Heads = Arc::new(RwLock::new(heads));
         let memories: Memories = Arc::new(RwLock::new(memories));
+        let tiles = Arc::new(TileCache::new(config.tile_cache_bytes));
         let (tx, rx) = mpsc::sync_channel(config.queue_depth.max(1));
         let writer = Writer {
             db: db.clone(),
@@ -232,6 +238,7 @@ impl<H: TreeHasher> LogStore<H> {
             hasher: hasher.clone(),
             heads: heads.clone(),
             memories: memories.clone(),
+            tiles: tiles.clone(),
             tips: HashMap::new(),
             max_group: config.max_group_records.max(1),
             poisoned: None,
@@ -246,6 +253,7 @@ impl<H: TreeHasher> LogStore<H> {
             hasher,
             heads,
             memories,
+            tiles,
             jobs: Some(tx),
             writer: Some(handle),
         })
@@ -303,7 +311,7 @@ impl<H: TreeHasher> LogStore<H> {
                 }
             }
         }
-        Ok(ChannelReader::new(&self.tree, channel, memory))
+        Ok(ChannelReader::new(&self.tree, channel, memory).with_tiles(&self.tiles))
     }
 
     /// The root of `channel`'s log at `size` (any size up to the head): O(log n) reads.
@@ -572,6 +580,7 @@ struct ChannelReader<'a> {
     tree: &'a sled::Tree,
     channel: &'a ChannelId,
     memory: Option<Arc<Memory>>,
+    tiles: Option<&'a TileCache>,
     tile: RefCell<Option<(u64, sled::IVec)>>,
 }
 
@@ -581,8 +590,15 @@ impl<'a> ChannelReader<'a> {
             tree,
             channel,
             memory,
+            tiles: None,
             tile: RefCell::new(None),
         }
+    }
+
+    /// Reads tiles through `cache`.
+    fn with_tiles(mut self, cache: &'a TileCache) -> Self {
+        self.tiles = Some(cache);
+        self
     }
 
     fn corrupt(&self, detail: String) -> LogError {
@@ -639,10 +655,19 @@ impl<'a> ChannelReader<'a> {
         let tile = match cached.as_ref() {
             Some((b, t)) if *b == block => t.clone(),
             _ => {
-                let t = self
-                    .tree
-                    .get(tile_key(self.channel, block))?
-                    .ok_or_else(|| self.corrupt(format!("tile {block} is missing")))?;
+                let t = match self.tiles.and_then(|c| c.get(self.channel, block)) {
+                    Some(t) => t,
+                    None => {
+                        let t = self
+                            .tree
+                            .get(tile_key(self.channel, block))?
+                            .ok_or_else(|| self.corrupt(format!("tile {block} is missing")))?;
+                        if let Some(c) = self.tiles {
+                            c.insert(*self.channel, block, t.clone());
+                        }
+                        t
+                    }
+                };
                 *cached = Some((block, t.clone()));
                 t
             }
@@ -678,6 +703,7 @@ struct Writer<H: TreeHasher> {
     hasher: H,
     heads: Heads,
     memories: Memories,
+    tiles: Arc<TileCache>,
     tips: HashMap<ChannelId, Tip>,
     max_group: usize,
     /// Set when a flush failed after its batch was applied: what is on disk is then unknown
@@ -744,6 +770,7 @@ impl<H: TreeHasher> Writer<H> {
         let mut replies = Vec::with_capacity(group.len());
         let mut touched: HashMap<ChannelId, Head> = HashMap::new();
         let mut new_upper: Vec<(ChannelId, u8, u64, Hash)> = Vec::new();
+        let mut new_tiles: Vec<(ChannelId, u64, sled::IVec)> = Vec::new();
         let mut failed: Option<String> = None;
         let hasher = self.hasher.clone();
         for job in group {
@@ -769,10 +796,9 @@ impl<H: TreeHasher> Writer<H> {
                 }
                 batch.insert(entry_key(&channel, index).to_vec(), record.as_slice());
                 if index % BLOCK == BLOCK - 1 {
-                    batch.insert(
-                        tile_key(&channel, index / BLOCK).to_vec(),
-                        tip.partial.tile_bytes(),
-                    );
+                    let tile = sled::IVec::from(tip.partial.tile_bytes());
+                    batch.insert(tile_key(&channel, index / BLOCK).to_vec(), tile.clone());
+                    new_tiles.push((channel, index / BLOCK, tile));
                     tip.partial = Partial::new(index / BLOCK + 1);
                 }
             }
@@ -804,6 +830,9 @@ impl<H: TreeHasher> Writer<H> {
         };
         match outcome {
             Ok(()) => {
+                for (channel, block, tile) in new_tiles {
+                    self.tiles.insert(channel, block, tile);
+                }
                 self.publish(&touched, new_upper);
                 if let Ok(mut heads) = self.heads.write() {
                     heads.extend(touched);

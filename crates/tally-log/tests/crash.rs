@@ -40,6 +40,7 @@ fn config() -> StoreConfig {
         max_group_records: 64,
         queue_depth: 1024,
         cache_bytes: 8 << 20,
+        tile_cache_bytes: 1 << 20,
     }
 }
 

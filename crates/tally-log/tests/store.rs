@@ -32,6 +32,7 @@ fn config() -> StoreConfig {
         max_group_records: 16,
         queue_depth: 256,
         cache_bytes: 8 << 20,
+        tile_cache_bytes: 1 << 20,
     }
 }
 

@@ -1,0 +1,61 @@
+//! A bounded in-memory cache of hash tiles.
+//!
+//! Tiles are 64 bytes per record against 400 or more for the records, so a budget that holds
+//! most of them keeps proof generation off the disk however large the records grow, and
+//! sled's own page cache is left to the records. Eviction is arbitrary (whatever entry the map
+//! yields first): cheap, and with random proof requests as good as any.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tally_core::ChannelId;
+
+/// Tiles by (channel, block), within a byte budget.
+pub(crate) struct TileCache {
+    budget: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    tiles: HashMap<(ChannelId, u64), sled::IVec>,
+    bytes: usize,
+}
+
+impl TileCache {
+    /// A cache holding at most `budget` bytes of tiles (0 disables it).
+    pub(crate) fn new(budget: usize) -> Self {
+        TileCache {
+            budget,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// The cached tile, if any.
+    pub(crate) fn get(&self, channel: &ChannelId, block: u64) -> Option<sled::IVec> {
+        let inner = self.inner.lock().ok()?;
+        inner.tiles.get(&(*channel, block)).cloned()
+    }
+
+    /// Caches a tile, evicting others to stay within the budget.
+    pub(crate) fn insert(&self, channel: ChannelId, block: u64, tile: sled::IVec) {
+        if tile.len() > self.budget {
+            return;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        while inner.bytes + tile.len() > self.budget {
+            let Some(victim) = inner.tiles.keys().next().copied() else {
+                break;
+            };
+            if let Some(old) = inner.tiles.remove(&victim) {
+                inner.bytes -= old.len();
+            }
+        }
+        inner.bytes += tile.len();
+        if let Some(old) = inner.tiles.insert((channel, block), tile) {
+            inner.bytes -= old.len();
+        }
+    }
+}
