@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+/// @title Tally: payment channels settled by client-signed log checkpoints.
+/// @notice A channel holds an ERC-20 deposit from a payer for one payee. The payee claims with an
+/// EIP-712 checkpoint (log size, Merkle root, cumulative net amount) signed by the payer's
+/// checkpoint signer; one claim settles every call metered since the last one. Nothing per
+/// request ever reaches this contract.
+/// @dev Layout and rules are specified in spec/CHAIN.md. Every state change emits an event,
+/// every external token call happens after all state updates (checks-effects-interactions)
+/// and under a transient-storage reentrancy lock.
+contract Tally {
+    /// @notice One channel's state. Packed so that a claim touches four slots plus the root.
+    struct Channel {
+        // slot 0
+        address payee;
+        uint64 claimedSize; // log size of the last accepted checkpoint
+        // slot 1
+        address signer; // payer's checkpoint key (secp256k1 address)
+        uint64 withdrawAt; // 0 = no withdrawal pending; else earliest finalize time
+        bool closed; // closed channels are kept so their id can never be reopened
+        // slot 2
+        address token;
+        uint32 withdrawDelay; // seconds between initiateWithdraw and finalizeWithdraw
+        // slot 3
+        uint128 deposit; // total ever deposited
+        uint128 claimed; // total ever paid to the payee (capped cumulative)
+        // slot 4
+        bytes32 root; // Merkle root of the last accepted checkpoint
+        // slot 5
+        address payer;
+    }
+
+    /// @notice The fields a checkpoint signature covers (besides the EIP-712 domain).
+    struct Checkpoint {
+        bytes32 channelId;
+        uint64 size;
+        bytes32 root;
+        uint256 cumulative;
+    }
+
+    /// @notice A secp256k1 signature split into its parts; v is 27 or 28.
+    struct Sig {
+        uint8 v;
+        bytes32 r;
+        bytes32 s;
+    }
+
+    /// @notice A checkpoint together with the checkpoint signer's signature over it.
+    struct SignedCheckpoint {
+        Checkpoint checkpoint;
+        Sig sig;
+    }
+
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 private constant NAME_HASH = keccak256("tally");
+    bytes32 private constant VERSION_HASH = keccak256("1");
+    /// @notice EIP-712 type hash of a claimable checkpoint.
+    bytes32 public constant CHECKPOINT_TYPEHASH =
+        keccak256("Checkpoint(bytes32 channelId,uint64 size,bytes32 root,uint256 cumulative)");
+    /// @notice EIP-712 type hash of a cooperative-close agreement.
+    bytes32 public constant CLOSE_TYPEHASH =
+        keccak256("Close(bytes32 channelId,uint64 size,bytes32 root,uint256 cumulative)");
+    /// @dev Upper bound for s (secp256k1n / 2); larger s values are the malleable twin.
+    uint256 private constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+
+    uint256 private immutable cachedChainId;
+    bytes32 private immutable cachedDomainSeparator;
+
+    mapping(bytes32 => Channel) private channels;
+    bool private transient locked;
+
+    event ChannelOpened(
+        bytes32 indexed channelId,
+        address indexed payer,
+        address indexed payee,
+        address token,
+        address signer,
+        uint32 withdrawDelay,
+        bytes32 salt,
+        uint256 deposit
+    );
+    event ToppedUp(bytes32 indexed channelId, address indexed from, uint256 amount, uint256 deposit);
+    event Claimed(bytes32 indexed channelId, uint64 size, bytes32 root, uint256 claimed, uint256 paid);
+    event WithdrawInitiated(bytes32 indexed channelId, uint64 withdrawAt);
+    event WithdrawFinalized(bytes32 indexed channelId, uint256 refund);
+    event CooperativelyClosed(
+        bytes32 indexed channelId, uint64 size, bytes32 root, uint256 claimed, uint256 paid, uint256 refund
+    );
+
+    error ZeroAddress();
+    error ZeroAmount();
+    error AmountTooLarge();
+    error ChannelExists(bytes32 channelId);
+    error UnknownChannel(bytes32 channelId);
+    error ChannelClosed(bytes32 channelId);
+    error NotPayer();
+    error NotPayee();
+    error StaleCheckpoint(uint64 claimedSize, uint64 size);
+    error CumulativeDecreased(uint256 claimed, uint256 cumulative);
+    error BadSignature();
+    error WithdrawPending(uint64 withdrawAt);
+    error WithdrawNotInitiated();
+    error WithdrawDelayActive(uint64 withdrawAt);
+    error ClaimWindowClosed(uint64 withdrawAt);
+    error TokenCallFailed(address token);
+    error Reentrancy();
+    error EmptyBatch();
+
+    modifier nonReentrant() {
+        if (locked) revert Reentrancy();
+        locked = true;
+        _;
+        locked = false;
+    }
+
+    constructor() {
+        cachedChainId = block.chainid;
+        cachedDomainSeparator = _buildDomainSeparator();
+    }
+
+    // ---------------------------------------------------------------- channels
+
+    /// @notice Opens a channel funded by msg.sender (the payer) with `amount` of `token`.
+    /// @return channelId keccak256(abi.encode(chainid, this, payer, payee, token, salt)).
+    function open(
+        address payee,
+        address token,
+        uint256 amount,
+        address signer,
+        uint32 withdrawDelay,
+        bytes32 salt
+    ) external nonReentrant returns (bytes32 channelId) {
+        if (payee == address(0) || token == address(0) || signer == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        channelId = channelIdOf(msg.sender, payee, token, salt);
+        Channel storage c = channels[channelId];
+        if (c.payee != address(0)) revert ChannelExists(channelId);
+        c.payee = payee;
+        c.signer = signer;
+        c.token = token;
+        c.withdrawDelay = withdrawDelay;
+        c.payer = msg.sender;
+        uint256 received = _pull(token, msg.sender, amount);
+        if (received == 0) revert ZeroAmount();
+        if (received > type(uint128).max) revert AmountTooLarge();
+        c.deposit = uint128(received);
+        emit ChannelOpened(channelId, msg.sender, payee, token, signer, withdrawDelay, salt, received);
+    }
+
+    /// @notice Adds `amount` to an open channel's deposit; anyone may fund a channel.
+    function topUp(bytes32 channelId, uint256 amount) external nonReentrant {
+        Channel storage c = _live(channelId);
+        if (c.withdrawAt != 0) revert WithdrawPending(c.withdrawAt);
+        if (amount == 0) revert ZeroAmount();
+        uint256 received = _pull(c.token, msg.sender, amount);
+        uint256 deposit = uint256(c.deposit) + received;
+        if (deposit > type(uint128).max) revert AmountTooLarge();
+        c.deposit = uint128(deposit);
+        emit ToppedUp(channelId, msg.sender, received, deposit);
+    }
+
+    // -------------------------------------------------------------- settlement
+
+    /// @notice The payee settles one channel up to a signed checkpoint.
+    function claim(SignedCheckpoint calldata signed) external nonReentrant {
+        (address token, uint256 paid) = _claim(signed);
+        if (paid != 0) _push(token, msg.sender, paid);
+    }
+
+    /// @notice The payee settles many channels in one transaction. Payouts of consecutive
+    /// entries in the same token are summed into one transfer, so order entries by token.
+    function claimMany(SignedCheckpoint[] calldata batch) external nonReentrant {
+        uint256 n = batch.length;
+        if (n == 0) revert EmptyBatch();
+        address runToken;
+        uint256 runAmount;
+        for (uint256 i = 0; i < n; ++i) {
+            (address token, uint256 paid) = _claim(batch[i]);
+            if (token != runToken) {
+                if (runAmount != 0) _push(runToken, msg.sender, runAmount);
+                runToken = token;
+                runAmount = 0;
+            }
+            runAmount += paid;
+        }
+        if (runAmount != 0) _push(runToken, msg.sender, runAmount);
+    }
+
+    /// @dev Checks and applies one checkpoint; the caller transfers `paid` of `token` afterwards.
+    function _claim(SignedCheckpoint calldata signed) private returns (address token, uint256 paid) {
+        Checkpoint calldata cp = signed.checkpoint;
+        Channel storage c = _live(cp.channelId);
+        if (msg.sender != c.payee) revert NotPayee();
+        uint64 withdrawAt = c.withdrawAt;
+        if (withdrawAt != 0 && block.timestamp >= withdrawAt) revert ClaimWindowClosed(withdrawAt);
+        uint64 claimedSize = c.claimedSize;
+        if (cp.size <= claimedSize) revert StaleCheckpoint(claimedSize, cp.size);
+        uint256 claimed = c.claimed;
+        if (cp.cumulative < claimed) revert CumulativeDecreased(claimed, cp.cumulative);
+        _verify(_hashCheckpoint(CHECKPOINT_TYPEHASH, cp), signed.sig, c.signer);
+
+        uint256 deposit = c.deposit;
+        uint256 capped = cp.cumulative < deposit ? cp.cumulative : deposit;
+        paid = capped - claimed;
+        c.claimedSize = cp.size;
+        c.claimed = uint128(capped);
+        c.root = cp.root;
+        token = c.token;
+        emit Claimed(cp.channelId, cp.size, cp.root, capped, paid);
+    }
+
+    // ------------------------------------------------------------------- exits
+
+    /// @notice The payer starts the exit clock; the payee can still claim until it runs out.
+    function initiateWithdraw(bytes32 channelId) external {
+        Channel storage c = _live(channelId);
+        if (msg.sender != c.payer) revert NotPayer();
+        if (c.withdrawAt != 0) revert WithdrawPending(c.withdrawAt);
+        uint64 at = uint64(block.timestamp) + c.withdrawDelay;
+        c.withdrawAt = at;
+        emit WithdrawInitiated(channelId, at);
+    }
+
+    /// @notice After the delay, returns the unclaimed deposit to the payer and closes the channel.
+    /// Anyone may call it; the refund always goes to the payer.
+    function finalizeWithdraw(bytes32 channelId) external nonReentrant {
+        Channel storage c = _live(channelId);
+        uint64 at = c.withdrawAt;
+        if (at == 0) revert WithdrawNotInitiated();
+        if (block.timestamp < at) revert WithdrawDelayActive(at);
+        uint256 refund = uint256(c.deposit) - c.claimed;
+        c.closed = true;
+        c.deposit = c.claimed;
+        emit WithdrawFinalized(channelId, refund);
+        if (refund != 0) _push(c.token, c.payer, refund);
+    }
+
+    /// @notice Closes a channel at once when the payer's checkpoint signer and the payee both
+    /// signed the same final state. Anyone may submit it. The payee receives the capped increase
+    /// over what was already claimed, the payer the rest.
+    function cooperativeClose(Checkpoint calldata cp, Sig calldata signerSig, Sig calldata payeeSig)
+        external
+        nonReentrant
+    {
+        Channel storage c = _live(cp.channelId);
+        uint64 claimedSize = c.claimedSize;
+        if (cp.size < claimedSize) revert StaleCheckpoint(claimedSize, cp.size);
+        uint256 claimed = c.claimed;
+        if (cp.cumulative < claimed) revert CumulativeDecreased(claimed, cp.cumulative);
+        bytes32 digest = _hashCheckpoint(CLOSE_TYPEHASH, cp);
+        _verify(digest, signerSig, c.signer);
+        _verify(digest, payeeSig, c.payee);
+
+        uint256 deposit = c.deposit;
+        uint256 capped = cp.cumulative < deposit ? cp.cumulative : deposit;
+        uint256 paid = capped - claimed;
+        uint256 refund = deposit - capped;
+        c.claimedSize = cp.size;
+        c.claimed = uint128(capped);
+        c.root = cp.root;
+        c.closed = true;
+        c.deposit = uint128(capped);
+        address token = c.token;
+        emit CooperativelyClosed(cp.channelId, cp.size, cp.root, capped, paid, refund);
+        if (paid != 0) _push(token, c.payee, paid);
+        if (refund != 0) _push(token, c.payer, refund);
+    }
+
+    // ------------------------------------------------------------------- views
+
+    /// @notice The id `open` assigns; the Rust side derives the same value offline.
+    function channelIdOf(address payer, address payee, address token, bytes32 salt)
+        public
+        view
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(block.chainid, address(this), payer, payee, token, salt));
+    }
+
+    /// @notice A channel's full state (all zero for an unknown id).
+    function getChannel(bytes32 channelId) external view returns (Channel memory) {
+        return channels[channelId];
+    }
+
+    /// @notice The EIP-712 domain separator for this chain and contract.
+    function domainSeparator() public view returns (bytes32) {
+        return block.chainid == cachedChainId ? cachedDomainSeparator : _buildDomainSeparator();
+    }
+
+    /// @notice The digest a checkpoint signer signs for `claim` (exposed for differential tests).
+    function checkpointDigest(Checkpoint calldata cp) external view returns (bytes32) {
+        return _hashCheckpoint(CHECKPOINT_TYPEHASH, cp);
+    }
+
+    /// @notice The digest both parties sign for `cooperativeClose`.
+    function closeDigest(Checkpoint calldata cp) external view returns (bytes32) {
+        return _hashCheckpoint(CLOSE_TYPEHASH, cp);
+    }
+
+    // ----------------------------------------------------------------- helpers
+
+    function _live(bytes32 channelId) private view returns (Channel storage c) {
+        c = channels[channelId];
+        if (c.payee == address(0)) revert UnknownChannel(channelId);
+        if (c.closed) revert ChannelClosed(channelId);
+    }
+
+    function _buildDomainSeparator() private view returns (bytes32) {
+        return keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this)));
+    }
+
+    function _hashCheckpoint(bytes32 typeHash, Checkpoint calldata cp) private view returns (bytes32) {
+        bytes32 structHash = keccak256(abi.encode(typeHash, cp.channelId, cp.size, cp.root, cp.cumulative));
+        return keccak256(abi.encodePacked(hex"1901", domainSeparator(), structHash));
+    }
+
+    /// @dev Accepts only canonical (low-s, v in {27,28}) signatures from exactly `expected`.
+    function _verify(bytes32 digest, Sig calldata sig, address expected) private pure {
+        if (uint256(sig.s) > HALF_N || (sig.v != 27 && sig.v != 28)) revert BadSignature();
+        address recovered = ecrecover(digest, sig.v, sig.r, sig.s);
+        if (recovered == address(0) || recovered != expected) revert BadSignature();
+    }
+
+    /// @dev transferFrom into this contract; returns what actually arrived (fee-on-transfer safe).
+    function _pull(address token, address from, uint256 amount) private returns (uint256) {
+        uint256 before = _balanceOf(token);
+        _call(token, abi.encodeWithSelector(0x23b872dd, from, address(this), amount));
+        return _balanceOf(token) - before;
+    }
+
+    function _push(address token, address to, uint256 amount) private {
+        _call(token, abi.encodeWithSelector(0xa9059cbb, to, amount));
+    }
+
+    function _balanceOf(address token) private view returns (uint256) {
+        (bool ok, bytes memory ret) = token.staticcall(abi.encodeWithSelector(0x70a08231, address(this)));
+        if (!ok || ret.length < 32) revert TokenCallFailed(token);
+        return abi.decode(ret, (uint256));
+    }
+
+    /// @dev Calls a token and accepts success with no return data (from a contract) or a true bool.
+    function _call(address token, bytes memory data) private {
+        (bool ok, bytes memory ret) = token.call(data);
+        if (!ok) revert TokenCallFailed(token);
+        if (ret.length == 0) {
+            if (token.code.length == 0) revert TokenCallFailed(token);
+        } else if (ret.length < 32 || abi.decode(ret, (uint256)) != 1) {
+            revert TokenCallFailed(token);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+/// @title TestToken: a minimal ERC-20 with EIP-3009 transferWithAuthorization.
+/// @notice For tests, the gas report and the demo only. Anyone can mint. `mode` lets tests
+/// imitate non-standard tokens: 0 = standard, 1 = transfer/transferFrom return no data
+/// (USDT style), 2 = transfer/transferFrom return false without moving funds.
+contract TestToken {
+    string public name;
+    string public constant symbol = "TUSD";
+    string public constant version = "1";
+    uint8 public constant decimals = 6;
+    uint8 public immutable mode;
+    uint256 public totalSupply;
+
+    mapping(address => uint256) public balanceOf;
+    mapping(address => mapping(address => uint256)) public allowance;
+    mapping(address => mapping(bytes32 => bool)) public authorizationState;
+
+    bytes32 public constant TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak256(
+        "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
+    );
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    uint256 private constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+
+    event Transfer(address indexed from, address indexed to, uint256 value);
+    event Approval(address indexed owner, address indexed spender, uint256 value);
+    event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
+
+    error InsufficientBalance();
+    error InsufficientAllowance();
+    error AuthorizationNotYetValid();
+    error AuthorizationExpired();
+    error AuthorizationAlreadyUsed();
+    error InvalidSignature();
+
+    constructor(string memory name_, uint8 mode_) {
+        name = name_;
+        mode = mode_;
+    }
+
+    /// @notice The EIP-712 domain separator used by transferWithAuthorization.
+    function DOMAIN_SEPARATOR() public view returns (bytes32) {
+        return keccak256(
+            abi.encode(DOMAIN_TYPEHASH, keccak256(bytes(name)), keccak256(bytes(version)), block.chainid, address(this))
+        );
+    }
+
+    /// @notice Test-only faucet.
+    function mint(address to, uint256 value) external {
+        totalSupply += value;
+        balanceOf[to] += value;
+        emit Transfer(address(0), to, value);
+    }
+
+    function approve(address spender, uint256 value) external returns (bool) {
+        allowance[msg.sender][spender] = value;
+        emit Approval(msg.sender, spender, value);
+        return true;
+    }
+
+    function transfer(address to, uint256 value) external returns (bool) {
+        if (mode == 2) return false;
+        _move(msg.sender, to, value);
+        _quirkReturn();
+        return true;
+    }
+
+    function transferFrom(address from, address to, uint256 value) external returns (bool) {
+        if (mode == 2) return false;
+        uint256 allowed = allowance[from][msg.sender];
+        if (allowed != type(uint256).max) {
+            if (allowed < value) revert InsufficientAllowance();
+            allowance[from][msg.sender] = allowed - value;
+        }
+        _move(from, to, value);
+        _quirkReturn();
+        return true;
+    }
+
+    /// @notice EIP-3009: moves `value` from `from` to `to` with `from`'s EIP-712 signature,
+    /// submitted by anyone. Each (from, nonce) pair works once.
+    function transferWithAuthorization(
+        address from,
+        address to,
+        uint256 value,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external {
+        if (block.timestamp <= validAfter) revert AuthorizationNotYetValid();
+        if (block.timestamp >= validBefore) revert AuthorizationExpired();
+        if (authorizationState[from][nonce]) revert AuthorizationAlreadyUsed();
+        bytes32 structHash =
+            keccak256(abi.encode(TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce));
+        bytes32 digest = keccak256(abi.encodePacked(hex"1901", DOMAIN_SEPARATOR(), structHash));
+        if (uint256(s) > HALF_N) revert InvalidSignature();
+        address signer = ecrecover(digest, v, r, s);
+        if (signer == address(0) || signer != from) revert InvalidSignature();
+        authorizationState[from][nonce] = true;
+        emit AuthorizationUsed(from, nonce);
+        _move(from, to, value);
+    }
+
+    function _move(address from, address to, uint256 value) private {
+        uint256 bal = balanceOf[from];
+        if (bal < value) revert InsufficientBalance();
+        unchecked {
+            balanceOf[from] = bal - value;
+        }
+        balanceOf[to] += value;
+        emit Transfer(from, to, value);
+    }
+
+    /// @dev In mode 1, end the call with empty return data like tokens that predate ERC-20's bool.
+    function _quirkReturn() private view {
+        if (mode == 1) {
+            assembly {
+                return(0, 0)
+            }
+        }
+    }
+}

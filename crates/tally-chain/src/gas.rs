@@ -1,0 +1,377 @@
+//! Gas measurements behind GAS.md and the gas regression test: every contract operation on a
+//! real anvil, plus the per-call alternative x402 "exact" uses (one EIP-3009
+//! `transferWithAuthorization` per call) for comparison.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use alloy::node_bindings::AnvilInstance;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use tally_core::{Checkpoint, Hash};
+
+use crate::channel::{connect, finish, OpenParams, TallyClient};
+use crate::contract::TestToken;
+use crate::eip712::{sign_digest, ChainCheckpoint};
+use crate::error::ChainError;
+
+mod eip3009 {
+    alloy::sol! {
+        struct TransferWithAuthorization {
+            address from;
+            address to;
+            uint256 value;
+            uint256 validAfter;
+            uint256 validBefore;
+            bytes32 nonce;
+        }
+    }
+}
+
+/// Channel counts the claimMany rows are measured at.
+pub const BATCH_SIZES: [usize; 3] = [1, 10, 100];
+
+/// Measured gas (total transaction gas, including the 21000 base) and latencies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GasReport {
+    /// `open` of a new channel.
+    pub open: u64,
+    /// `topUp`.
+    pub top_up: u64,
+    /// First `claim` on a channel (root and claimed slots go from zero to non-zero).
+    pub claim_first: u64,
+    /// A later `claim` on a channel: the steady state a provider pays per checkpoint.
+    pub claim: u64,
+    /// (channels, total gas) of a steady-state `claimMany`.
+    pub claim_many: Vec<(usize, u64)>,
+    /// `initiateWithdraw`.
+    pub initiate_withdraw: u64,
+    /// `finalizeWithdraw` (refund transfer included).
+    pub finalize_withdraw: u64,
+    /// `cooperativeClose` (two signatures, two transfers).
+    pub cooperative_close: u64,
+    /// One EIP-3009 `transferWithAuthorization`, the per-call cost of x402 exact.
+    pub x402_transfer: u64,
+    /// Median wall time of one x402 exact call's settlement (sign, send, receipt) on anvil.
+    pub x402_latency_median: Duration,
+    /// Slowest of the measured x402 settlements.
+    pub x402_latency_max: Duration,
+    /// How many x402 settlements the latency figures cover.
+    pub x402_samples: usize,
+}
+
+impl GasReport {
+    /// Gas per additional channel in a claimMany of `n` channels versus one channel.
+    pub fn claim_many_marginal(&self, n: usize) -> Option<u64> {
+        let one = self.claim_many.iter().find(|(k, _)| *k == 1)?.1;
+        let at = self.claim_many.iter().find(|(k, _)| *k == n)?.1;
+        if n < 2 {
+            return None;
+        }
+        Some((at.saturating_sub(one)) / (n as u64 - 1))
+    }
+}
+
+struct Bench {
+    payer: TallyClient,
+    payee: TallyClient,
+    token: Address,
+    signer: PrivateKeySigner,
+    salt: u64,
+}
+
+impl Bench {
+    async fn open(&mut self, amount: u128) -> Result<(tally_core::ChannelId, u64), ChainError> {
+        self.salt += 1;
+        let (id, out) = self
+            .payer
+            .open(OpenParams {
+                payee: self.payee.sender(),
+                token: self.token,
+                amount,
+                signer: self.signer.address(),
+                withdraw_delay: 3600,
+                salt: B256::from(U256::from(self.salt)),
+            })
+            .await?;
+        Ok((id, out.gas_used))
+    }
+
+    fn sign(
+        &self,
+        id: tally_core::ChannelId,
+        size: u64,
+        cumulative: u128,
+    ) -> Result<ChainCheckpoint, ChainError> {
+        let root = Hash(alloy::primitives::keccak256(size.to_be_bytes()).0);
+        self.payer.sign_checkpoint(
+            &self.signer,
+            Checkpoint {
+                channel_id: id,
+                size,
+                root,
+                cumulative,
+            },
+        )
+    }
+}
+
+fn key(anvil: &AnvilInstance, i: usize) -> Result<PrivateKeySigner, ChainError> {
+    let k = anvil
+        .nth_key(i)
+        .ok_or(ChainError::OutOfRange("anvil has too few dev keys"))?;
+    Ok(PrivateKeySigner::from(k.clone()))
+}
+
+/// Runs every scenario on `anvil` (a fresh default node) and returns the numbers.
+pub async fn measure(anvil: &AnvilInstance, x402_samples: usize) -> Result<GasReport, ChainError> {
+    let url = anvil.endpoint_url();
+    let (k_payer, k_payee) = (key(anvil, 1)?, key(anvil, 2)?);
+    let (payer_addr, payee_addr) = (k_payer.address(), k_payee.address());
+    let payer_p = connect(url.clone(), k_payer.clone());
+    let payee_p = connect(url.clone(), k_payee.clone());
+
+    let token = TestToken::deploy(payer_p.clone(), "Tally Test USD".to_string(), 0).await?;
+    let payer = TallyClient::deploy(payer_p.clone(), payer_addr).await?;
+    let payee = payer.as_party(payee_p.clone(), payee_addr).await?;
+    finish(
+        token
+            .mint(payer_addr, U256::from(u128::MAX / 4))
+            .send()
+            .await?,
+    )
+    .await?;
+    payer.approve(*token.address(), u128::MAX).await?;
+    let signer = PrivateKeySigner::from_bytes(&B256::from(U256::from(0x7a11u64)))
+        .map_err(|e| ChainError::Signature(e.to_string()))?;
+    let mut b = Bench {
+        payer,
+        payee,
+        token: *token.address(),
+        signer,
+        salt: 0,
+    };
+
+    // open + topUp + first and steady claim on one channel.
+    let (id, open) = b.open(1_000_000_000).await?;
+    let top_up = b.payer.top_up(&id, 1_000).await?.gas_used;
+    let claim_first = b.payee.claim(&b.sign(id, 1_000, 10_000)?).await?.gas_used;
+    let claim = b.payee.claim(&b.sign(id, 2_000, 20_000)?).await?.gas_used;
+
+    // claimMany at several sizes, each channel already claimed once (steady state).
+    let mut claim_many = Vec::new();
+    for n in BATCH_SIZES {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(b.open(1_000_000_000).await?.0);
+        }
+        let first: Vec<_> = ids
+            .iter()
+            .map(|id| b.sign(*id, 10, 100))
+            .collect::<Result<_, _>>()?;
+        b.payee.claim_many(&first).await?;
+        let second: Vec<_> = ids
+            .iter()
+            .map(|id| b.sign(*id, 20, 200))
+            .collect::<Result<_, _>>()?;
+        claim_many.push((n, b.payee.claim_many(&second).await?.gas_used));
+    }
+
+    // exits
+    let (wid, _) = b.open(1_000_000).await?;
+    b.payee.claim(&b.sign(wid, 5, 500)?).await?;
+    let initiate_withdraw = b.payer.initiate_withdraw(&wid).await?.gas_used;
+    b.payer
+        .provider()
+        .raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (3601u64,))
+        .await?;
+    let finalize_withdraw = b.payer.finalize_withdraw(&wid).await?.gas_used;
+
+    let (cid, _) = b.open(1_000_000).await?;
+    b.payee.claim(&b.sign(cid, 5, 500)?).await?;
+    let final_cp = Checkpoint {
+        channel_id: cid,
+        size: 9,
+        root: Hash([9; 32]),
+        cumulative: 900,
+    };
+    let s_sig = b.payer.sign_close(&b.signer, &final_cp)?;
+    let p_sig = b.payer.sign_close(&k_payee, &final_cp)?;
+    let cooperative_close = b
+        .payer
+        .cooperative_close(&final_cp, &s_sig, &p_sig)
+        .await?
+        .gas_used;
+
+    // x402 exact: the payer authorizes one transfer per call, a facilitator submits it.
+    let facilitator = connect(url, key(anvil, 3)?);
+    let token_f = TestToken::new(*token.address(), facilitator.clone());
+    let chain_id = facilitator.get_chain_id().await?;
+    let domain = Eip712Domain::new(
+        Some("Tally Test USD".into()),
+        Some("1".into()),
+        Some(U256::from(chain_id)),
+        Some(*token.address()),
+        None,
+    );
+    let mut gas = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..x402_samples.max(1) {
+        let started = Instant::now();
+        let auth = eip3009::TransferWithAuthorization {
+            from: payer_addr,
+            to: payee_addr,
+            value: U256::from(500u64),
+            validAfter: U256::ZERO,
+            validBefore: U256::from(u64::MAX),
+            nonce: B256::from(U256::from(i as u64 + 1)),
+        };
+        let sig = sign_digest(&k_payer, &auth.eip712_signing_hash(&domain))?;
+        let call = token_f.transferWithAuthorization(
+            auth.from,
+            auth.to,
+            auth.value,
+            auth.validAfter,
+            auth.validBefore,
+            auth.nonce,
+            sig.v,
+            sig.r,
+            sig.s,
+        );
+        let out = finish(call.send().await?).await?;
+        times.push(started.elapsed());
+        gas.push(out.gas_used);
+    }
+    gas.sort_unstable();
+    times.sort_unstable();
+    let x402_transfer = gas[gas.len() / 2];
+    Ok(GasReport {
+        open,
+        top_up,
+        claim_first,
+        claim,
+        claim_many,
+        initiate_withdraw,
+        finalize_withdraw,
+        cooperative_close,
+        x402_transfer,
+        x402_latency_median: times[times.len() / 2],
+        x402_latency_max: times[times.len() - 1],
+        x402_samples: times.len(),
+    })
+}
+
+/// The recorded numbers the regression test compares against (`gas-baseline.json`).
+pub fn baseline_json(r: &GasReport) -> String {
+    let many: Vec<String> = r
+        .claim_many
+        .iter()
+        .map(|(n, g)| format!("\"{n}\": {g}"))
+        .collect();
+    format!(
+        "{{\n  \"claim\": {},\n  \"claim_first\": {},\n  \"claim_many\": {{ {} }}\n}}\n",
+        r.claim,
+        r.claim_first,
+        many.join(", ")
+    )
+}
+
+/// Reads the recorded steady-state `claim` gas from a baseline file.
+pub fn recorded_claim_gas(path: &Path) -> Result<u64, ChainError> {
+    let text = std::fs::read_to_string(path)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ChainError::Io(std::io::Error::other(e)))?;
+    v.get("claim")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or(ChainError::OutOfRange("baseline has no numeric \"claim\""))
+}
+
+fn per_call(gas: u64, calls: u64) -> String {
+    let v = gas as f64 / calls as f64;
+    if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// GAS.md: the tables, the comparison and how the numbers were made.
+pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -> String {
+    let mut s = String::new();
+    s.push_str("# Gas report\n\n");
+    s.push_str(
+        "Generated by `cargo run -p tally-chain --example gas-report --release`; do not edit by hand.\n\
+         Numbers are total transaction gas (including the 21,000 base cost) measured on a real anvil\n",
+    );
+    s.push_str(&format!("({anvil_version}, default hardfork) with contracts from {solc_version}, optimizer 10,000 runs,\nEVM version cancun. Token: contracts/TestToken.sol.\n\n"));
+    s.push_str("## tally operations\n\n| operation | gas |\n|---|---:|\n");
+    let rows = [
+        ("open (new channel, includes the token pull)", r.open),
+        ("topUp", r.top_up),
+        (
+            "claim, first on a channel (root slot and payee token balance go from zero to non-zero)",
+            r.claim_first,
+        ),
+        ("claim, steady state (channel claimed before)", r.claim),
+        ("initiateWithdraw", r.initiate_withdraw),
+        (
+            "finalizeWithdraw (refund transfer included)",
+            r.finalize_withdraw,
+        ),
+        (
+            "cooperativeClose (two signatures, two transfers)",
+            r.cooperative_close,
+        ),
+    ];
+    for (name, g) in rows {
+        s.push_str(&format!("| {name} | {g} |\n"));
+    }
+    s.push_str("\n## claimMany (steady state, one token, one payee)\n\n");
+    s.push_str("| channels | total gas | gas per channel | gas per additional channel |\n|---:|---:|---:|---:|\n");
+    for (n, g) in &r.claim_many {
+        let marginal = r
+            .claim_many_marginal(*n)
+            .map_or("-".to_string(), |m| m.to_string());
+        s.push_str(&format!("| {n} | {g} | {} | {marginal} |\n", g / *n as u64));
+    }
+    let marginal100 = r.claim_many_marginal(100).unwrap_or(0);
+    s.push_str(&format!(
+        "\nTargets: claim <= 80,000 gas (steady state measured: {}); claimMany <= 35,000 gas per additional\nchannel (measured at 100 channels: {}).\n",
+        r.claim, marginal100
+    ));
+    s.push_str("\n## Per call: tally versus x402 exact\n\n");
+    s.push_str(
+        "x402 exact settles every call with one EIP-3009 `transferWithAuthorization`. tally settles a\n\
+         checkpoint covering many calls with one `claim` (or a share of a `claimMany`), so its onchain\n\
+         gas per call is the claim gas divided by the calls the checkpoint covers. Nothing is sent\n\
+         onchain per tally call, so tally adds no chain latency per call.\n\n",
+    );
+    s.push_str("| | calls per checkpoint | gas per call | chain latency per call |\n|---|---:|---:|---:|\n");
+    let lat = format!(
+        "{:.1} ms median, {:.1} ms max over {} calls (anvil automine; about 2 s on Base)",
+        r.x402_latency_median.as_secs_f64() * 1e3,
+        r.x402_latency_max.as_secs_f64() * 1e3,
+        r.x402_samples
+    );
+    s.push_str(&format!(
+        "| x402 exact (transferWithAuthorization) | 1 | {} | {lat} |\n",
+        r.x402_transfer
+    ));
+    for calls in [1_000u64, 1_000_000] {
+        s.push_str(&format!(
+            "| tally claim | {calls} | {} | 0 (offchain) |\n",
+            per_call(r.claim, calls)
+        ));
+        s.push_str(&format!(
+            "| tally claimMany, per channel at 100 | {calls} | {} | 0 (offchain) |\n",
+            per_call(marginal100, calls)
+        ));
+    }
+    s.push_str(
+        "\nThe x402 latency is sign + submit + receipt against a local node that mines instantly, so it\n\
+         is a lower bound; a real chain adds its block time.\n",
+    );
+    s
+}
