@@ -74,6 +74,9 @@ pub enum LogError {
         /// The log's size.
         size: u64,
     },
+    /// The append queue is full: back-pressure, retry shortly.
+    #[error("the log writer is busy; retry")]
+    Busy,
     /// The writer thread is gone (the store is shutting down or it failed to start).
     #[error("the log writer has stopped")]
     WriterStopped,

@@ -39,10 +39,14 @@ pub fn inclusion_proof<H: TreeHasher, R: HashReader + ?Sized>(
     Ok(proof)
 }
 
-/// The exact length of the inclusion proof of `index` in a tree of `size` (`index < size`).
+/// The exact length of the inclusion proof of `index` in a tree of `size`; 0 when
+/// `index ≥ size` (no proof exists).
 pub fn inclusion_proof_len(index: u64, size: u64) -> usize {
+    if index >= size {
+        return 0;
+    }
     let inner = 64 - (index ^ (size - 1)).leading_zeros();
-    let border = (index >> inner).count_ones();
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
     (inner + border) as usize
 }
 
@@ -131,8 +135,12 @@ pub fn consistency_proof<H: TreeHasher, R: HashReader + ?Sized>(
     Ok(proof)
 }
 
-/// The exact length of the consistency proof between `old` and `new` (`0 < old ≤ new`).
+/// The exact length of the consistency proof between `old` and `new`; 0 unless
+/// `0 < old ≤ new` (no proof exists).
 pub fn consistency_proof_len(old: u64, new: u64) -> usize {
+    if old == 0 || old > new {
+        return 0;
+    }
     let (mut lo, mut hi, mut m) = (0u64, new, old);
     let mut complete = true;
     let mut len = 0;

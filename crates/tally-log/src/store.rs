@@ -104,6 +104,8 @@ pub struct FsckReport {
     pub first_bad_index: Option<u64>,
     /// A description of the first problem, if any.
     pub problem: Option<String>,
+    /// Something worth knowing that is not damage (a stray record beyond the head).
+    pub note: Option<String>,
 }
 
 impl FsckReport {
@@ -152,6 +154,13 @@ impl Future for Ticket {
 }
 
 type Heads = Arc<RwLock<HashMap<ChannelId, Head>>>;
+
+/// Why the store stopped accepting writes, once a commit has failed.
+type Poison = Arc<RwLock<Option<String>>>;
+
+fn poisoned(flag: &Poison) -> Option<String> {
+    flag.read().ok().and_then(|p| p.clone())
+}
 
 /// Levels `0..TILE_HEIGHT` of the incomplete last block of a channel's log.
 #[derive(Clone, Debug)]
@@ -202,6 +211,7 @@ pub struct LogStore<H: TreeHasher = Blake3Hasher> {
     heads: Heads,
     memories: Memories,
     tiles: Arc<TileCache>,
+    poisoned: Poison,
     jobs: Option<SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -231,6 +241,7 @@ impl<H: TreeHasher> LogStore<H> {
         let heads: Heads = Arc::new(RwLock::new(heads));
         let memories: Memories = Arc::new(RwLock::new(memories));
         let tiles = Arc::new(TileCache::new(config.tile_cache_bytes));
+        let poisoned_flag: Poison = Arc::default();
         let (tx, rx) = mpsc::sync_channel(config.queue_depth.max(1));
         let writer = Writer {
             db: db.clone(),
@@ -241,7 +252,7 @@ impl<H: TreeHasher> LogStore<H> {
             tiles: tiles.clone(),
             tips: HashMap::new(),
             max_group: config.max_group_records.max(1),
-            poisoned: None,
+            poisoned: poisoned_flag.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("tally-log-writer".into())
@@ -254,6 +265,7 @@ impl<H: TreeHasher> LogStore<H> {
             heads,
             memories,
             tiles,
+            poisoned: poisoned_flag,
             jobs: Some(tx),
             writer: Some(handle),
         })
@@ -267,8 +279,13 @@ impl<H: TreeHasher> LogStore<H> {
             records,
             reply,
         };
-        match self.jobs.as_ref().map(|tx| tx.send(job)) {
+        // Never block the caller (often an async task): a full queue is back-pressure the
+        // caller can turn into "retry later".
+        match self.jobs.as_ref().map(|tx| tx.try_send(job)) {
             Some(Ok(())) => Ticket(TicketState::Waiting(rx)),
+            Some(Err(mpsc::TrySendError::Full(_))) => {
+                Ticket(TicketState::Failed(Some(LogError::Busy)))
+            }
             _ => Ticket(TicketState::Failed(Some(LogError::WriterStopped))),
         }
     }
@@ -304,9 +321,12 @@ impl<H: TreeHasher> LogStore<H> {
         if let Some(memory) = &memory {
             let loaded = memory.upper.read().map(|u| u.is_some()).unwrap_or(false);
             if !loaded {
+                // Scan without holding the lock (the writer must not wait on a scan), bounded
+                // to the durable head; the writer fills any gap when it next publishes.
+                let levels = load_upper(&self.tree, channel, self.size(channel))?;
                 if let Ok(mut upper) = memory.upper.write() {
                     if upper.is_none() {
-                        *upper = Some(load_upper(&self.tree, channel)?);
+                        *upper = Some(levels);
                     }
                 }
             }
@@ -413,6 +433,9 @@ impl<H: TreeHasher> LogStore<H> {
         root: &Hash,
         bytes: &[u8],
     ) -> Result<(), LogError> {
+        if let Some(reason) = poisoned(&self.poisoned) {
+            return Err(LogError::CommitFailed(reason));
+        }
         let head = self.size(channel);
         if size > head {
             return Err(LogError::OutOfRange {
@@ -459,12 +482,14 @@ impl<H: TreeHasher> LogStore<H> {
     /// and upper levels) and the head root. Reports the first record index where anything
     /// disagrees: for a bad stored hash, the record whose append completed it.
     pub fn fsck(&self, channel: &ChannelId) -> Result<FsckReport, LogError> {
-        let size = self.size(channel);
+        let head = self.head(channel);
+        let size = head.map_or(0, |h| h.size);
         let mut report = FsckReport {
             channel: *channel,
             size,
             first_bad_index: None,
             problem: None,
+            note: None,
         };
         let bad = |report: &mut FsckReport, index: u64, problem: String| {
             report.first_bad_index = Some(index);
@@ -538,14 +563,13 @@ impl<H: TreeHasher> LogStore<H> {
             return Ok(report);
         }
         if self.tree.get(entry_key(channel, size))?.is_some() {
-            bad(
-                &mut report,
-                size,
-                format!("record {size} exists beyond the head"),
-            );
-            return Ok(report);
+            // Left by a failed commit (or written by an append in flight): never readable,
+            // overwritten by the next append, so worth reporting but not damage.
+            report.note = Some(format!(
+                "record {size} exists beyond the head (a failed or in-flight append)"
+            ));
         }
-        if let Some(head) = self.head(channel) {
+        if let Some(head) = head {
             if head.root != frontier.root(&self.hasher) {
                 report.problem = Some("head root does not match the recomputed root".into());
             }
@@ -706,9 +730,9 @@ struct Writer<H: TreeHasher> {
     tiles: Arc<TileCache>,
     tips: HashMap<ChannelId, Tip>,
     max_group: usize,
-    /// Set when a flush failed after its batch was applied: what is on disk is then unknown
-    /// until the store is reopened (and checked), so no further append is accepted.
-    poisoned: Option<String>,
+    /// Set when a group commit failed: what is on disk is then unknown until the store is
+    /// reopened (and checked), so no further write is accepted.
+    poisoned: Poison,
 }
 
 impl<H: TreeHasher> Writer<H> {
@@ -758,9 +782,15 @@ impl<H: TreeHasher> Writer<H> {
         self.tips.get_mut(channel).ok_or(LogError::WriterStopped)
     }
 
-    /// One group commit: one atomic batch, one flush, then the replies.
+    fn poison(&self, reason: &str) {
+        if let Ok(mut p) = self.poisoned.write() {
+            p.get_or_insert_with(|| reason.to_string());
+        }
+    }
+
+    /// One group commit: one batch, one flush, then the replies.
     fn commit(&mut self, group: Vec<Job>) {
-        if let Some(reason) = &self.poisoned {
+        if let Some(reason) = poisoned(&self.poisoned) {
             for job in group {
                 let _ = job.reply.send(Err(LogError::CommitFailed(reason.clone())));
             }
@@ -817,16 +847,18 @@ impl<H: TreeHasher> Writer<H> {
         let outcome = match failed {
             Some(e) => Err(e),
             None if touched.is_empty() => Ok(()),
-            None => match self.tree.apply_batch(batch) {
-                // The batch is atomic: when it fails nothing of it is applied.
-                Err(e) => Err(e.to_string()),
-                Ok(()) => self.db.flush().map(|_| ()).map_err(|e| {
-                    let reason =
-                        format!("flush failed after the batch was applied ({e}); reopen the store");
-                    self.poisoned = Some(reason.clone());
+            // sled 0.34 applies a batch key by key in memory, so a failed apply may leave a
+            // prefix of it that a later flush persists; a failed flush leaves it unknown what
+            // reached the disk. Either way the writer stops until the store is reopened.
+            None => self
+                .tree
+                .apply_batch(batch)
+                .and_then(|()| self.db.flush().map(|_| ()))
+                .map_err(|e| {
+                    let reason = format!("group commit failed ({e}); reopen the store");
+                    self.poison(&reason);
                     reason
                 }),
-            },
         };
         match outcome {
             Ok(()) => {
@@ -842,8 +874,8 @@ impl<H: TreeHasher> Writer<H> {
                 }
             }
             Err(e) => {
-                // Nothing of this group is durable: forget the advanced tips so the next
-                // group starts again from the durable heads.
+                // Whether any of this group reached the disk is unknown; reopening decides.
+                // Forget the advanced tips so nothing builds on them.
                 for channel in touched.keys() {
                     self.tips.remove(channel);
                 }
@@ -862,33 +894,27 @@ impl<H: TreeHasher> Writer<H> {
         touched: &HashMap<ChannelId, Head>,
         new_upper: Vec<(ChannelId, u8, u64, Hash)>,
     ) {
-        let Ok(mut memories) = self.memories.write() else {
-            return;
-        };
-        for channel in touched.keys() {
-            let Some(tip) = self.tips.get(channel) else {
-                continue;
-            };
-            let partial = Arc::new(tip.partial.clone());
-            match memories.get(channel) {
-                Some(m) => {
-                    if let Ok(mut p) = m.partial.write() {
-                        *p = partial;
-                    }
+        let mut targets: HashMap<ChannelId, Arc<Memory>> = HashMap::new();
+        if let Ok(mut memories) = self.memories.write() {
+            for channel in touched.keys() {
+                let Some(tip) = self.tips.get(channel) else {
+                    continue;
+                };
+                let partial = Arc::new(tip.partial.clone());
+                let memory = memories.entry(*channel).or_insert_with(|| {
+                    Arc::new(Memory {
+                        partial: RwLock::new(partial.clone()),
+                        upper: RwLock::new(None),
+                    })
+                });
+                if let Ok(mut p) = memory.partial.write() {
+                    *p = partial;
                 }
-                None => {
-                    memories.insert(
-                        *channel,
-                        Arc::new(Memory {
-                            partial: RwLock::new(partial),
-                            upper: RwLock::new(None),
-                        }),
-                    );
-                }
+                targets.insert(*channel, memory.clone());
             }
         }
         for (channel, level, k, hash) in new_upper {
-            let Some(memory) = memories.get(&channel) else {
+            let Some(memory) = targets.get(&channel) else {
                 continue;
             };
             let Ok(mut upper) = memory.upper.write() else {
@@ -897,21 +923,41 @@ impl<H: TreeHasher> Writer<H> {
             let Some(levels) = upper.as_mut() else {
                 continue;
             };
-            let j = (level - TILE_HEIGHT) as usize;
-            if levels.len() == j {
-                levels.push(Vec::new());
-            }
-            let in_order = match levels.get_mut(j) {
-                Some(l) if l.len() as u64 == k => {
-                    l.push(hash);
-                    true
-                }
-                _ => false,
-            };
-            if !in_order {
+            if !self.extend_level(&channel, levels, level, k, hash) {
+                // Something disagrees with sled; let the next reader load afresh.
                 *upper = None;
             }
         }
+    }
+
+    /// Puts the durable hash `(level, k)` into a loaded upper cache. A cache loaded behind the
+    /// writer is brought up to date from sled (every hash below `k` is durable); one loaded
+    /// ahead must already hold the same hash. Returns false if the cache cannot be trusted.
+    fn extend_level(
+        &self,
+        channel: &ChannelId,
+        levels: &mut Vec<Vec<Hash>>,
+        level: u8,
+        k: u64,
+        hash: Hash,
+    ) -> bool {
+        let j = (level - TILE_HEIGHT) as usize;
+        while levels.len() <= j {
+            levels.push(Vec::new());
+        }
+        let l = &mut levels[j];
+        if (l.len() as u64) > k {
+            return usize::try_from(k).ok().and_then(|i| l.get(i)) == Some(&hash);
+        }
+        let reader = ChannelReader::new(&self.tree, channel, None);
+        while (l.len() as u64) < k {
+            match reader.upper_hash(level, l.len() as u64) {
+                Ok(h) => l.push(h),
+                Err(_) => return false,
+            }
+        }
+        l.push(hash);
+        true
     }
 }
 
@@ -959,32 +1005,42 @@ fn load_partial<H: TreeHasher>(
     Ok(partial)
 }
 
-/// Reads every stored hash of level 6 and above of `channel`, in order.
-fn load_upper(tree: &sled::Tree, channel: &ChannelId) -> Result<Vec<Vec<Hash>>, LogError> {
-    let mut prefix = vec![UPPER];
-    prefix.extend_from_slice(&channel.0);
-    let mut levels: Vec<Vec<Hash>> = Vec::new();
-    for item in tree.scan_prefix(&prefix) {
-        let (k, v) = item?;
-        let corrupt = |detail: &str| LogError::Corrupt {
-            channel: *channel,
-            detail: detail.to_string(),
-        };
-        if k.len() != 42 || k[33] < TILE_HEIGHT {
-            return Err(corrupt("upper-level key of wrong shape"));
+/// Reads the stored hashes of level 6 and above of `channel` that a log of `size` has, in
+/// order.
+fn load_upper(
+    tree: &sled::Tree,
+    channel: &ChannelId,
+    size: u64,
+) -> Result<Vec<Vec<Hash>>, LogError> {
+    let mut levels = Vec::new();
+    let mut level = TILE_HEIGHT;
+    while level < 64 && (size >> level) > 0 {
+        let count = size >> level;
+        let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for item in tree.range(upper_key(channel, level, 0)..upper_key(channel, level, count)) {
+            let (k, v) = item?;
+            let corrupt = |detail: &str| LogError::Corrupt {
+                channel: *channel,
+                detail: format!("level {level}: {detail}"),
+            };
+            let index = k.get(34..).map(be_u64);
+            if index != Some(hashes.len() as u64) || k.len() != 42 {
+                return Err(corrupt("upper-level hashes are not contiguous"));
+            }
+            let hash: [u8; 32] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("upper-level hash is not 32 bytes"))?;
+            hashes.push(Hash(hash));
         }
-        let j = (k[33] - TILE_HEIGHT) as usize;
-        let hash: [u8; 32] = v
-            .as_ref()
-            .try_into()
-            .map_err(|_| corrupt("upper-level hash is not 32 bytes"))?;
-        while levels.len() <= j {
-            levels.push(Vec::new());
+        if hashes.len() as u64 != count {
+            return Err(LogError::Corrupt {
+                channel: *channel,
+                detail: format!("level {level} holds {} of {count} hashes", hashes.len()),
+            });
         }
-        if levels[j].len() as u64 != be_u64(&k[34..]) {
-            return Err(corrupt("upper-level hashes are not contiguous"));
-        }
-        levels[j].push(Hash(hash));
+        levels.push(hashes);
+        level += 1;
     }
     Ok(levels)
 }

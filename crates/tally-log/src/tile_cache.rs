@@ -2,10 +2,10 @@
 //!
 //! Tiles are 64 bytes per record against 400 or more for the records, so a budget that holds
 //! most of them keeps proof generation off the disk however large the records grow, and
-//! sled's own page cache is left to the records. Eviction is arbitrary (whatever entry the map
-//! yields first): cheap, and with random proof requests as good as any.
+//! sled's own page cache is left to the records. Eviction is first in, first out: O(1), and
+//! with random proof requests as good as any policy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use tally_core::ChannelId;
@@ -19,6 +19,8 @@ pub(crate) struct TileCache {
 #[derive(Default)]
 struct Inner {
     tiles: HashMap<(ChannelId, u64), sled::IVec>,
+    /// Keys in insertion order, each once.
+    order: VecDeque<(ChannelId, u64)>,
     bytes: usize,
 }
 
@@ -45,8 +47,13 @@ impl TileCache {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
+        let key = (channel, block);
+        if inner.tiles.contains_key(&key) {
+            // Tiles never change once written; two readers may have fetched the same one.
+            return;
+        }
         while inner.bytes + tile.len() > self.budget {
-            let Some(victim) = inner.tiles.keys().next().copied() else {
+            let Some(victim) = inner.order.pop_front() else {
                 break;
             };
             if let Some(old) = inner.tiles.remove(&victim) {
@@ -54,8 +61,7 @@ impl TileCache {
             }
         }
         inner.bytes += tile.len();
-        if let Some(old) = inner.tiles.insert((channel, block), tile) {
-            inner.bytes -= old.len();
-        }
+        inner.tiles.insert(key, tile);
+        inner.order.push_back(key);
     }
 }

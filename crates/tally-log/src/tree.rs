@@ -34,7 +34,7 @@ pub(crate) fn range_hash<H: TreeHasher, R: HashReader + ?Sized>(
     if lo == hi {
         return Ok(hasher.empty());
     }
-    let top = 63 - (hi - lo).leading_zeros();
+    let top = 63 - hi.saturating_sub(lo).leading_zeros().min(63);
     if lo > hi || lo & ((1u64 << top) - 1) != 0 {
         // Not a node of the tree: its hash would silently be some other range's.
         return Err(LogError::BadSizes {

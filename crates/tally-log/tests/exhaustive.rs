@@ -383,3 +383,32 @@ fn the_empty_tree_has_no_proofs() {
         Err(LogError::OutOfRange { index: 0, size: 0 })
     ));
 }
+
+/// Sizes near 2^64 must not overflow the length arithmetic: the verifier refuses cleanly.
+#[test]
+fn huge_sizes_are_refused_without_panicking() {
+    let h = Hash([7; 32]);
+    for (index, size) in [
+        (1u64, (1u64 << 63) + 1),
+        (0, u64::MAX),
+        (u64::MAX - 1, u64::MAX),
+        (5, 3),
+    ] {
+        let expected = inclusion_proof_len(index, size);
+        assert!(expected <= 64 + 64);
+        let proof = vec![h; expected.min(128)];
+        assert!(verify_inclusion(&Blake3Hasher, index, size, &h, &proof, &h).is_err());
+    }
+    assert_eq!(inclusion_proof_len(1, (1u64 << 63) + 1), 64);
+    assert_eq!(inclusion_proof_len(3, 0), 0);
+    assert_eq!(consistency_proof_len(0, 1), 0);
+    assert_eq!(consistency_proof_len(5, 1), 0);
+    for (old, new) in [
+        (1u64, u64::MAX),
+        (u64::MAX - 1, u64::MAX),
+        ((1 << 63) + 1, u64::MAX),
+    ] {
+        let proof = vec![h; consistency_proof_len(old, new)];
+        assert!(verify_consistency(&Blake3Hasher, old, new, &proof, &h, &h).is_err());
+    }
+}

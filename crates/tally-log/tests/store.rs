@@ -881,7 +881,17 @@ fn missing_short_and_extra_entries_are_found() {
     {
         let store = open(dir.path()).unwrap();
         let report = store.fsck(&a).unwrap();
-        assert_eq!(report.first_bad_index, Some(SIZE), "{report:?}");
+        // A stray record beyond the head is what a failed commit can leave: reported, but
+        // not damage, since nothing can read it and the next append overwrites it.
+        assert!(report.is_ok(), "{report:?}");
+        assert!(
+            report
+                .note
+                .as_deref()
+                .unwrap_or("")
+                .contains("beyond the head"),
+            "{report:?}"
+        );
         // The head is the durable truth: the stray entry is not readable.
         assert_eq!(store.head(&a).unwrap().size, SIZE);
         assert!(store.record(&a, SIZE).is_err());
