@@ -1,0 +1,916 @@
+//! The paying HTTP client: `client.get(url).send().await` signs the authorization, sends
+//! request and payment together (P1), verifies the receipt and mirrors the record before
+//! returning. Requests of one client (one channel) are serialized, as the protocol's strict
+//! seq requires; use one client per channel for parallelism.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use alloy::signers::local::PrivateKeySigner;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use tally_chain::ChainCheckpoint;
+use tally_core::request::{body_hash, request_hash};
+use tally_core::{
+    Authorization, ChannelId, Checkpoint, Hash, PublicKey, Receipt, Record, SecretKey,
+    SignedCheckpoint,
+};
+use tally_http::api::{
+    ChannelState, DisputeGranted, DisputeRequest, DisputedExchange, RecordsPage,
+};
+use tally_http::bundle_format;
+use tally_http::headers::{
+    decode_header, encode_header, API_PREFIX, CHECKPOINT, CHECKPOINT_REQUEST, PAYMENT_RESPONSE,
+    PAYMENT_SIGNATURE,
+};
+use tally_http::payment::WireEip712Sig;
+use tally_http::{
+    ErrorBody, PaymentPayload, PaymentResponse, Price, Reason, SessionBinding, WireCheckpoint,
+};
+use tokio::sync::Mutex;
+
+use crate::discovery::{discover, Discovered};
+use crate::error::{ClientError, Misbehavior};
+use crate::mirror::Mirror;
+use crate::receipt::{check_receipt, expected_charge};
+use crate::statement::{verify_statement, Statement};
+
+/// How to reach the provider and which channel and keys to pay with.
+pub struct ClientConfig {
+    /// The gateway, e.g. `http://127.0.0.1:8402` (no trailing slash).
+    pub base_url: String,
+    /// Where the mirror lives (its own sled files).
+    pub data_dir: PathBuf,
+    /// The channel opened onchain.
+    pub channel_id: ChannelId,
+    /// The ed25519 session key that signs authorizations and checkpoint notes.
+    pub session_key: SecretKey,
+    /// The secp256k1 checkpoint key registered as the channel's signer.
+    pub checkpoint_key: PrivateKeySigner,
+    /// If set, the provider key the terms must carry (else trusted on first use and pinned
+    /// in the mirror).
+    pub provider_key: Option<PublicKey>,
+    /// Transport retries of one request (same bytes, so never charged twice).
+    pub retries: u32,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration with 3 retries and a 30 s timeout.
+    pub fn new(
+        base_url: impl Into<String>,
+        data_dir: PathBuf,
+        channel_id: ChannelId,
+        session_key: SecretKey,
+        checkpoint_key: PrivateKeySigner,
+    ) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            data_dir,
+            channel_id,
+            session_key,
+            checkpoint_key,
+            provider_key: None,
+            retries: 3,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+struct State {
+    mirror: Mirror,
+    terms: Discovered,
+    contract: Address,
+    stopped: Option<Misbehavior>,
+    checkpoint_due: bool,
+}
+
+/// A paying client for one channel.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    channel: ChannelId,
+    session_key: Arc<SecretKey>,
+    session_public: PublicKey,
+    checkpoint_key: Arc<PrivateKeySigner>,
+    retries: u32,
+    state: Arc<Mutex<State>>,
+}
+
+/// A response, with the receipt that paid for it.
+#[derive(Clone, Debug)]
+pub struct PaidResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+    /// The verified receipt (`None` on free routes).
+    pub receipt: Option<Receipt>,
+    /// The request and response behind the receipt's hashes, kept for a dispute.
+    pub exchange: DisputedExchange,
+}
+
+/// A request being built; [`RequestBuilder::send`] pays and verifies.
+pub struct RequestBuilder<'a> {
+    client: &'a Client,
+    method: Method,
+    url: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    max_amount: Option<u128>,
+}
+
+struct Raw {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+enum Expect {
+    /// Check amount and units against the terms.
+    Terms,
+    /// A dispute: the amount must be the credit the body states, or zero.
+    Credit,
+}
+
+fn header_value(text: &str) -> Result<HeaderValue, ClientError> {
+    HeaderValue::from_str(text).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+impl Client {
+    /// Opens the mirror, discovers the terms, binds the session key and resyncs with the
+    /// provider's log (which also resumes after either side crashed).
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .tcp_nodelay(true)
+            .build()?;
+        let base = config.base_url.trim_end_matches('/').to_string();
+        let terms = discover(&http, &base).await?;
+        let mirror = Mirror::open(&config.data_dir, config.channel_id)?;
+        let served = terms.terms.provider_key;
+        let pinned = match config.provider_key {
+            Some(k) => Some(k),
+            None => match mirror.get_meta("provider_key")? {
+                Some(b) => Some(
+                    <[u8; 32]>::try_from(b.as_slice())
+                        .ok()
+                        .and_then(|b| PublicKey::from_bytes(&b).ok())
+                        .ok_or_else(|| ClientError::Mirror("pinned provider key".into()))?,
+                ),
+                None => None,
+            },
+        };
+        if let Some(p) = pinned {
+            if p != served {
+                return Err(Misbehavior::ProviderKeyChanged {
+                    pinned: p.to_hex(),
+                    served: served.to_hex(),
+                }
+                .into());
+            }
+        }
+        mirror.put_meta("provider_key", &served.to_bytes())?;
+        let contract: Address = terms
+            .terms
+            .chain
+            .contract
+            .parse()
+            .map_err(|e| ClientError::Protocol(format!("terms contract: {e}")))?;
+        let client = Client {
+            http,
+            base,
+            channel: config.channel_id,
+            session_public: config.session_key.public(),
+            session_key: Arc::new(config.session_key),
+            checkpoint_key: Arc::new(config.checkpoint_key),
+            retries: config.retries,
+            state: Arc::new(Mutex::new(State {
+                mirror,
+                terms,
+                contract,
+                stopped: None,
+                checkpoint_due: false,
+            })),
+        };
+        client.bind_session().await?;
+        {
+            let mut st = client.state.lock().await;
+            client.resync(&mut st).await?;
+        }
+        Ok(client)
+    }
+
+    fn channel_url(&self, tail: &str) -> String {
+        format!(
+            "{}{API_PREFIX}/channels/{}{tail}",
+            self.base,
+            self.channel.to_hex()
+        )
+    }
+
+    /// The channel paid from.
+    pub fn channel(&self) -> ChannelId {
+        self.channel
+    }
+
+    /// The session public key.
+    pub fn session_key(&self) -> PublicKey {
+        self.session_public
+    }
+
+    /// `(size, root, cumulative)` of the mirror.
+    pub async fn mirror_head(&self) -> (u64, Hash, u128) {
+        let st = self.state.lock().await;
+        (st.mirror.size(), st.mirror.root(), st.mirror.cumulative())
+    }
+
+    /// The misbehavior that stopped this client, if any.
+    pub async fn stopped(&self) -> Option<Misbehavior> {
+        self.state.lock().await.stopped.clone()
+    }
+
+    /// Starts a GET.
+    pub fn get(&self, url: &str) -> RequestBuilder<'_> {
+        self.request(Method::GET, url)
+    }
+
+    /// Starts a POST.
+    pub fn post(&self, url: &str) -> RequestBuilder<'_> {
+        self.request(Method::POST, url)
+    }
+
+    /// Starts a request with any method. `url` is a path (`/v1/x?y=1`) or an absolute URL
+    /// under the base URL.
+    pub fn request(&self, method: Method, url: &str) -> RequestBuilder<'_> {
+        RequestBuilder {
+            client: self,
+            method,
+            url: url.to_string(),
+            headers: HeaderMap::new(),
+            body: Vec::new(),
+            max_amount: None,
+        }
+    }
+
+    async fn bind_session(&self) -> Result<(), ClientError> {
+        let (chain_id, contract) = {
+            let st = self.state.lock().await;
+            (st.terms.terms.chain.chain_id, st.contract)
+        };
+        let digest = tally_http::session::session_digest(
+            chain_id,
+            contract,
+            &self.channel,
+            &self.session_public,
+        );
+        let sig = tally_chain::eip712::sign_digest(&self.checkpoint_key, &digest)
+            .map_err(|e| ClientError::Signing(e.to_string()))?;
+        let binding = SessionBinding {
+            session_key: self.session_public,
+            eip712: WireEip712Sig::from_sig(&sig),
+        };
+        let resp = self
+            .http
+            .post(self.channel_url("/session"))
+            .json_body(&binding)?
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(refusal(&body))
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+    ) -> Result<T, ClientError> {
+        let resp = self.http.get(url).send().await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            return Err(refusal(&body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    fn stop(st: &mut State, m: Misbehavior) -> ClientError {
+        st.stopped = Some(m.clone());
+        ClientError::Misbehavior(m)
+    }
+
+    /// Brings the mirror level with the provider's log: fetches and verifies records the
+    /// provider holds beyond the mirror (each must carry this client's own signature and
+    /// extend the mirror exactly), refuses a provider that lost records or forked, and
+    /// fetches provider signatures the mirror lost in a crash.
+    async fn resync(&self, st: &mut State) -> Result<(), ClientError> {
+        let provider = st.terms.terms.provider_key;
+        let theirs: ChannelState = self.get_json(self.channel_url("")).await?;
+        if theirs.size < st.mirror.size() {
+            return Err(Self::stop(
+                st,
+                Misbehavior::LostRecords {
+                    ours: st.mirror.size(),
+                    theirs: theirs.size,
+                },
+            ));
+        }
+        let missing = st.mirror.missing_signatures()?;
+        if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
+            let page: RecordsPage = self
+                .get_json(self.channel_url(&format!("/records?from={first}&to={}", last + 1)))
+                .await?;
+            for (k, wr) in page.records.iter().enumerate() {
+                let index = first + k as u64;
+                let ours = st.mirror.record(index)?;
+                if ours
+                    .verify_receipt(&provider, &wr.provider_signature)
+                    .is_err()
+                {
+                    return Err(Self::stop(
+                        st,
+                        Misbehavior::BadRecord {
+                            index,
+                            why: "provider signature of a mirrored record".into(),
+                        },
+                    ));
+                }
+                st.mirror.put_signature(index, &wr.provider_signature)?;
+            }
+        }
+        while st.mirror.size() < theirs.size {
+            let from = st.mirror.size();
+            let page: RecordsPage = self
+                .get_json(self.channel_url(&format!("/records?from={from}&to={}", theirs.size)))
+                .await?;
+            if page.records.is_empty() {
+                return Err(ClientError::Protocol(
+                    "records endpoint returned nothing".into(),
+                ));
+            }
+            for wr in &page.records {
+                let index = st.mirror.size();
+                let record = match wr.decode() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Err(Self::stop(
+                            st,
+                            Misbehavior::BadRecord {
+                                index,
+                                why: e.to_string(),
+                            },
+                        ))
+                    }
+                };
+                if let Err(m) = st.mirror.check_extends(
+                    &record,
+                    &wr.provider_signature,
+                    &self.session_public,
+                    &provider,
+                ) {
+                    return Err(Self::stop(st, m));
+                }
+                st.mirror.append(&record, wr.provider_signature).await?;
+            }
+        }
+        if theirs.root != st.mirror.root() {
+            return Err(Self::stop(
+                st,
+                Misbehavior::Fork {
+                    size: theirs.size,
+                    ours: st.mirror.root(),
+                    theirs: theirs.root,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    fn sign_checkpoint(&self, st: &State) -> Result<WireCheckpoint, ClientError> {
+        let cp = Checkpoint {
+            channel_id: self.channel,
+            size: st.mirror.size(),
+            root: st.mirror.root(),
+            cumulative: st.mirror.cumulative(),
+        };
+        let note = SignedCheckpoint {
+            checkpoint: cp,
+            client_signature: cp.sign_client(&self.session_key),
+            provider_cosignature: None,
+        }
+        .to_note(&self.session_public, &st.terms.terms.provider_key);
+        let domain = tally_chain::eip712::domain(st.terms.terms.chain.chain_id, st.contract);
+        let chain = ChainCheckpoint::sign(&self.checkpoint_key, &domain, cp)
+            .map_err(|e| ClientError::Signing(e.to_string()))?;
+        Ok(WireCheckpoint {
+            note,
+            eip712: WireEip712Sig::from_sig(&chain.sig),
+        })
+    }
+
+    /// Signs a checkpoint at the mirror's size and posts it; returns the note with the
+    /// provider's cosignature (verified), which is also kept in the mirror for disputes.
+    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, ClientError> {
+        let mut st = self.state.lock().await;
+        self.post_checkpoint(&mut st).await
+    }
+
+    async fn post_checkpoint(&self, st: &mut State) -> Result<SignedCheckpoint, ClientError> {
+        let wire = self.sign_checkpoint(st)?;
+        let resp = self
+            .http
+            .post(self.channel_url("/checkpoints"))
+            .json_body(&wire)?
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            return Err(refusal(&body));
+        }
+        let back: WireCheckpoint =
+            serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let provider = st.terms.terms.provider_key;
+        let signed = SignedCheckpoint::from_note(&back.note, &self.session_public, &provider, true)
+            .map_err(|e| ClientError::Protocol(format!("cosigned checkpoint: {e}")))?;
+        let ours = Checkpoint::parse_body(
+            wire.note
+                .split_inclusive('\n')
+                .take(4)
+                .collect::<String>()
+                .as_str(),
+        )
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if signed.checkpoint != ours {
+            return Err(ClientError::Protocol(
+                "the cosigned checkpoint is not the one sent".into(),
+            ));
+        }
+        st.mirror.put_meta("checkpoint", back.note.as_bytes())?;
+        st.checkpoint_due = false;
+        Ok(signed)
+    }
+
+    /// Fetches the provider's whole log, audits it with [`verify_statement`] and compares
+    /// its root with the mirror's at the same size.
+    pub async fn audit(&self) -> Result<Statement, ClientError> {
+        let mut st = self.state.lock().await;
+        let provider = st.terms.terms.provider_key;
+        let mut all = Vec::new();
+        loop {
+            let page: RecordsPage = self
+                .get_json(self.channel_url(&format!("/records?from={}", all.len())))
+                .await?;
+            if page.records.is_empty() {
+                break;
+            }
+            for wr in &page.records {
+                let r = wr
+                    .decode()
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                all.push((r, wr.provider_signature));
+            }
+            if all.len() as u64 >= page.size {
+                break;
+            }
+        }
+        let statement = verify_statement(&all, &self.session_public, &provider)
+            .map_err(|e| ClientError::Protocol(format!("statement: {e}")))?;
+        let size = statement.records.min(st.mirror.size());
+        let ours = st.mirror.root_at(size)?;
+        let theirs = if size == statement.records {
+            statement.root
+        } else {
+            let mut t = tally_log::MemoryTree::new(tally_log::Blake3Hasher);
+            for (r, _) in &all[..size as usize] {
+                t.push(&tally_core::encoding::Canonical::to_bytes(r));
+            }
+            t.root()
+        };
+        if ours != theirs {
+            return Err(Self::stop(
+                &mut st,
+                Misbehavior::Fork { size, ours, theirs },
+            ));
+        }
+        Ok(statement)
+    }
+
+    /// Disputes mirrored record `index`: builds a proof bundle against the latest cosigned
+    /// checkpoint held and posts it with a `max_amount = 0` authorization. Returns the
+    /// credit granted (and mirrored), or the provider's refusal.
+    pub async fn dispute(
+        &self,
+        index: u64,
+        exchange: DisputedExchange,
+    ) -> Result<DisputeGranted, ClientError> {
+        let body = {
+            let st = self.state.lock().await;
+            let note = st
+                .mirror
+                .get_meta("checkpoint")?
+                .ok_or_else(|| ClientError::Protocol("no cosigned checkpoint held".into()))?;
+            let note = String::from_utf8(note).map_err(|e| ClientError::Mirror(e.to_string()))?;
+            let provider = st.terms.terms.provider_key;
+            let signed = SignedCheckpoint::from_note(&note, &self.session_public, &provider, true)
+                .map_err(|e| ClientError::Mirror(format!("held checkpoint: {e}")))?;
+            let size = signed.checkpoint.size;
+            if index >= size {
+                return Err(ClientError::Protocol(format!(
+                    "record {index} is not covered by the latest checkpoint (size {size})"
+                )));
+            }
+            let record = st.mirror.record(index)?;
+            let provider_signature = st
+                .mirror
+                .provider_signature(index)?
+                .ok_or_else(|| ClientError::Mirror(format!("no provider signature for {index}")))?;
+            let proof = st
+                .mirror
+                .log()
+                .inclusion_proof(&self.channel, index, size)?;
+            let bundle = tally_core::ProofBundle {
+                format: bundle_format().into(),
+                client_key: self.session_public,
+                provider_key: provider,
+                record: hex::encode(tally_core::encoding::Canonical::to_bytes(&record)),
+                provider_signature,
+                index,
+                inclusion_proof: proof,
+                checkpoint: note,
+                chain: None,
+            };
+            serde_json::to_vec(&DisputeRequest { bundle, exchange })
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+        };
+        let path = format!("{API_PREFIX}/channels/{}/disputes", self.channel.to_hex());
+        let resp = self
+            .send_paid(
+                Method::POST,
+                &path,
+                "",
+                HeaderMap::new(),
+                body,
+                Some(0),
+                Expect::Credit,
+            )
+            .await?;
+        serde_json::from_slice(&resp.body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    async fn transmit(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Raw, ClientError> {
+        let mut last = None;
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(6))).await;
+            }
+            let sent = self
+                .http
+                .request(method.clone(), url)
+                .headers(headers.clone())
+                .body(body.to_vec())
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Ok(body) => {
+                            return Ok(Raw {
+                                status,
+                                headers,
+                                body,
+                            })
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(
+            || ClientError::Http("no attempt made".into()),
+            ClientError::from,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_paid(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        max_amount: Option<u128>,
+        expect: Expect,
+    ) -> Result<PaidResponse, ClientError> {
+        let mut st = self.state.lock().await;
+        if let Some(m) = &st.stopped {
+            return Err(ClientError::Stopped(m.clone()));
+        }
+        let url = if query.is_empty() {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}{path}?{query}", self.base)
+        };
+        let request_body_hash = body_hash(&body);
+        let req_hash = request_hash(method.as_str(), path, query, &body);
+        // Resolutions (resync, checkpoint, new terms) each allow one more attempt.
+        for _ in 0..4 {
+            let price = match &expect {
+                Expect::Terms => st.terms.terms.price_for(method.as_str(), path).clone(),
+                Expect::Credit => Price::Fixed {
+                    amount: Default::default(),
+                },
+            };
+            let route_max = price.max_per_call().unwrap_or(0);
+            let max = max_amount.map_or(route_max, |m| m.min(route_max));
+            let auth = Authorization {
+                version: tally_core::VERSION,
+                channel_id: self.channel,
+                seq: st.mirror.size(),
+                request_hash: req_hash,
+                max_amount: max,
+                prev_root: st.mirror.root(),
+                prev_cumulative: st.mirror.cumulative(),
+                terms_hash: st.terms.hash,
+            };
+            let sig = auth.sign(&self.session_key);
+            let payment = PaymentPayload::new(st.terms.terms.chain.chain_id, &auth, sig);
+            let mut h = headers.clone();
+            let text = encode_header("PAYMENT-SIGNATURE", &payment)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            h.insert(PAYMENT_SIGNATURE, header_value(&text)?);
+            let sent_checkpoint = st.checkpoint_due;
+            if sent_checkpoint {
+                let cp = self.sign_checkpoint(&st)?;
+                let text = encode_header("TALLY-CHECKPOINT", &cp)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                h.insert(CHECKPOINT, header_value(&text)?);
+            }
+            let raw = self.transmit(&method, &url, &h, &body).await?;
+            let exchange = DisputedExchange {
+                method: method.as_str().to_string(),
+                path: path.to_string(),
+                query: query.to_string(),
+                request_body_hash,
+                status: raw.status.as_u16(),
+                response_body_hash: body_hash(&raw.body),
+            };
+            if let Some(v) = raw.headers.get(PAYMENT_RESPONSE) {
+                let pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", v.as_bytes())
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let receipt = match pr.receipt.receipt() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Err(Self::stop(
+                            &mut st,
+                            Misbehavior::WrongAuthorization(format!("unreadable receipt: {e}")),
+                        ))
+                    }
+                };
+                let provider = st.terms.terms.provider_key;
+                let expected = match &expect {
+                    Expect::Terms => Some(expected_charge(
+                        &st.terms.terms,
+                        &price,
+                        raw.status.as_u16(),
+                        &raw.headers,
+                        max,
+                    )),
+                    Expect::Credit => {
+                        let credit = serde_json::from_slice::<DisputeGranted>(&raw.body)
+                            .map(|g| g.amount.0)
+                            .unwrap_or(0);
+                        Some((0, credit))
+                    }
+                };
+                let outcome = match check_receipt(
+                    &receipt,
+                    &provider,
+                    &auth,
+                    &sig,
+                    raw.status.as_u16(),
+                    &raw.body,
+                    expected,
+                ) {
+                    Ok(o) => o,
+                    Err(m) => return Err(Self::stop(&mut st, m)),
+                };
+                let record = Record::new(auth, sig, outcome);
+                st.mirror.append(&record, receipt.signature).await?;
+                if sent_checkpoint {
+                    st.checkpoint_due = false;
+                }
+                if raw.headers.contains_key(CHECKPOINT_REQUEST) {
+                    st.checkpoint_due = true;
+                }
+                return Ok(PaidResponse {
+                    status: raw.status,
+                    headers: raw.headers,
+                    body: raw.body,
+                    receipt: Some(receipt),
+                    exchange,
+                });
+            }
+            let err: ErrorBody = match serde_json::from_slice(&raw.body) {
+                Ok(e) => e,
+                Err(_) => {
+                    return Err(ClientError::Protocol(format!(
+                        "status {} without a receipt or a reason",
+                        raw.status
+                    )))
+                }
+            };
+            match err.error.reason {
+                Reason::StaleSeq { .. } => self.resync(&mut st).await?,
+                Reason::StateMismatch { size, root, .. } => {
+                    if size == st.mirror.size() {
+                        let ours = st.mirror.root();
+                        return Err(Self::stop(
+                            &mut st,
+                            Misbehavior::Fork {
+                                size,
+                                ours,
+                                theirs: root,
+                            },
+                        ));
+                    }
+                    self.resync(&mut st).await?;
+                }
+                Reason::CheckpointRequired { .. } => {
+                    self.post_checkpoint(&mut st).await?;
+                }
+                Reason::TermsChanged { .. } => {
+                    let fresh = discover(&self.http, &self.base).await?;
+                    if fresh.terms.provider_key != st.terms.terms.provider_key {
+                        let m = Misbehavior::ProviderKeyChanged {
+                            pinned: st.terms.terms.provider_key.to_hex(),
+                            served: fresh.terms.provider_key.to_hex(),
+                        };
+                        return Err(Self::stop(&mut st, m));
+                    }
+                    st.terms = fresh;
+                }
+                Reason::AlreadyRecorded { record } => {
+                    let provider = st.terms.terms.provider_key;
+                    let decoded = match record.decode() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            return Err(Self::stop(
+                                &mut st,
+                                Misbehavior::BadRecord {
+                                    index: auth.seq,
+                                    why: e.to_string(),
+                                },
+                            ))
+                        }
+                    };
+                    if decoded.authorization.request_hash != auth.request_hash {
+                        return Err(Self::stop(
+                            &mut st,
+                            Misbehavior::BadRecord {
+                                index: auth.seq,
+                                why: "already_recorded for another request".into(),
+                            },
+                        ));
+                    }
+                    if let Err(m) = st.mirror.check_extends(
+                        &decoded,
+                        &record.provider_signature,
+                        &self.session_public,
+                        &provider,
+                    ) {
+                        return Err(Self::stop(&mut st, m));
+                    }
+                    st.mirror
+                        .append(&decoded, record.provider_signature)
+                        .await?;
+                    return Err(ClientError::ResponseLost { seq: auth.seq });
+                }
+                reason => {
+                    return Err(ClientError::Refused {
+                        reason,
+                        message: err.error.message,
+                    })
+                }
+            }
+        }
+        Err(ClientError::Protocol(
+            "the provider kept refusing after resync".into(),
+        ))
+    }
+}
+
+impl RequestBuilder<'_> {
+    /// Adds a header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Authorizes at most `amount` for this call (never more than the route's maximum).
+    pub fn max_amount(mut self, amount: u128) -> Self {
+        self.max_amount = Some(amount);
+        self
+    }
+
+    /// Sends, paying if the route is priced; returns once the receipt is verified and
+    /// mirrored durably.
+    pub async fn send(self) -> Result<PaidResponse, ClientError> {
+        let c = self.client;
+        let rest = if self.url.starts_with('/') {
+            self.url.as_str()
+        } else {
+            self.url
+                .strip_prefix(c.base.as_str())
+                .filter(|r| r.starts_with('/'))
+                .ok_or_else(|| ClientError::BadUrl(self.url.clone()))?
+        };
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let price = {
+            let st = c.state.lock().await;
+            st.terms.terms.price_for(self.method.as_str(), path).clone()
+        };
+        if price == Price::Free {
+            let url = format!("{}{rest}", c.base);
+            let raw = c
+                .transmit(&self.method, &url, &self.headers, &self.body)
+                .await?;
+            return Ok(PaidResponse {
+                exchange: DisputedExchange {
+                    method: self.method.as_str().to_string(),
+                    path: path.to_string(),
+                    query: query.to_string(),
+                    request_body_hash: body_hash(&self.body),
+                    status: raw.status.as_u16(),
+                    response_body_hash: body_hash(&raw.body),
+                },
+                status: raw.status,
+                headers: raw.headers,
+                body: raw.body,
+                receipt: None,
+            });
+        }
+        c.send_paid(
+            self.method,
+            path,
+            query,
+            self.headers,
+            self.body,
+            self.max_amount,
+            Expect::Terms,
+        )
+        .await
+    }
+}
+
+fn refusal(body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Refused {
+            reason: e.error.reason,
+            message: e.error.message,
+        },
+        Err(_) => ClientError::Protocol(format!(
+            "unreadable error body: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        )),
+    }
+}
+
+/// JSON bodies without reqwest's `json` feature (one serializer, serde_json, everywhere).
+trait JsonBody: Sized {
+    fn json_body<T: serde::Serialize>(self, value: &T) -> Result<Self, ClientError>;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    fn json_body<T: serde::Serialize>(self, value: &T) -> Result<Self, ClientError> {
+        let body = serde_json::to_vec(value).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(self
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body))
+    }
+}

@@ -1,0 +1,125 @@
+//! Request and response bodies of the gateway's endpoints (spec/HTTP.md §5).
+
+use serde::{Deserialize, Serialize};
+use tally_core::bundle::ProofBundle;
+use tally_core::{ChannelId, Hash, PublicKey};
+
+use crate::amount::{Amount, SignedAmount};
+use crate::payment::{WireCheckpoint, WireRecord};
+
+/// `GET /tally/v1/channels/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelState {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// The bound session key, if any.
+    pub session_key: Option<PublicKey>,
+    /// Durable log size: the next seq.
+    pub size: u64,
+    /// Root at `size`.
+    pub root: Hash,
+    /// Cumulative net amount at `size`.
+    pub cumulative: Amount,
+    /// Size of the latest client-signed checkpoint (0 if none).
+    pub checkpoint_size: u64,
+    /// Cumulative of that checkpoint.
+    pub checkpoint_cumulative: Amount,
+    /// The last record and its provider signature, if any.
+    pub last_record: Option<WireRecord>,
+}
+
+/// `GET /tally/v1/channels/{id}/records?from=&to=`: at most [`MAX_RECORDS_PER_PAGE`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsPage {
+    /// Index of the first record returned.
+    pub from: u64,
+    /// The records in order, each with its provider signature.
+    pub records: Vec<WireRecord>,
+    /// The log size when read.
+    pub size: u64,
+}
+
+/// The most records one page returns.
+pub const MAX_RECORDS_PER_PAGE: u64 = 1000;
+
+/// `GET /tally/v1/channels/{id}/proofs/inclusion?index=&size=`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionProof {
+    /// Leaf index.
+    pub index: u64,
+    /// Tree size.
+    pub size: u64,
+    /// Root at `size`.
+    pub root: Hash,
+    /// RFC 9162 §2.1.3 path.
+    pub proof: Vec<Hash>,
+}
+
+/// `GET /tally/v1/channels/{id}/proofs/consistency?old=&new=`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyProof {
+    /// Older size.
+    pub old: u64,
+    /// Newer size.
+    pub new: u64,
+    /// Root at `old`.
+    pub old_root: Hash,
+    /// Root at `new`.
+    pub new_root: Hash,
+    /// RFC 9162 §2.1.4 proof.
+    pub proof: Vec<Hash>,
+}
+
+/// `GET /tally/v1/channels/{id}/checkpoints`: every stored checkpoint, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoints {
+    /// Cosigned checkpoints.
+    pub checkpoints: Vec<WireCheckpoint>,
+}
+
+/// What the disputed request and response were, so the gateway can apply its refund policy
+/// to the record's hashes (spec/HTTP.md §7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisputedExchange {
+    /// Upper-case method.
+    pub method: String,
+    /// Path as sent.
+    pub path: String,
+    /// Raw query, without `?`.
+    pub query: String,
+    /// BLAKE3 of the request body.
+    pub request_body_hash: Hash,
+    /// HTTP status of the response received.
+    pub status: u16,
+    /// BLAKE3 of the response body received.
+    pub response_body_hash: Hash,
+}
+
+/// `POST /tally/v1/channels/{id}/disputes` body; the request itself is paid with a
+/// `max_amount = 0` authorization (spec/PROTOCOL.md §5.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisputeRequest {
+    /// The disputed record, proven against a cosigned checkpoint.
+    pub bundle: ProofBundle,
+    /// The preimages of the record's request and response hashes.
+    pub exchange: DisputedExchange,
+}
+
+/// A granted dispute: the body of the credit record's response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisputeGranted {
+    /// The disputed record's index.
+    pub disputed_index: u64,
+    /// The credit (negative).
+    pub amount: SignedAmount,
+    /// Why it was granted.
+    pub rule: String,
+}

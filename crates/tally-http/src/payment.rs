@@ -1,0 +1,273 @@
+//! The x402 header payloads (spec/HTTP.md §3) and the signed-checkpoint and session-key
+//! documents that travel with them (§6, §5.2).
+
+use serde::{Deserialize, Serialize};
+use tally_core::encoding::Canonical;
+use tally_core::{Authorization, Hash, Outcome, PublicKey, Receipt, Record, Signature};
+
+use crate::amount::Amount;
+use crate::error::WireError;
+
+/// The `accepted` member of a payment: which requirement the client pays under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accepted {
+    /// Always `tally`.
+    pub scheme: String,
+    /// CAIP-2 network, `eip155:<chain id>`.
+    pub network: String,
+}
+
+/// The tally part of a payment: the signed authorization (spec/PROTOCOL.md §5.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TallyPayment {
+    /// Hex of the authorization's canonical bytes, prefix included.
+    pub authorization: String,
+    /// The session key's signature over those bytes.
+    pub signature: Signature,
+}
+
+/// `PAYMENT-SIGNATURE`: x402 v2 PaymentPayload with the tally scheme (spec/HTTP.md §3.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentPayload {
+    /// Always 2.
+    #[serde(rename = "x402Version")]
+    pub x402_version: u32,
+    /// Scheme and network.
+    pub accepted: Accepted,
+    /// The authorization.
+    pub payload: TallyPayment,
+}
+
+impl PaymentPayload {
+    /// Wraps a signed authorization.
+    pub fn new(chain_id: u64, authorization: &Authorization, signature: Signature) -> Self {
+        PaymentPayload {
+            x402_version: crate::headers::X402_VERSION,
+            accepted: Accepted {
+                scheme: crate::headers::SCHEME.into(),
+                network: crate::headers::network(chain_id),
+            },
+            payload: TallyPayment {
+                authorization: hex::encode(authorization.to_bytes()),
+                signature,
+            },
+        }
+    }
+
+    /// Decodes the authorization, refusing anything tally-core refuses.
+    pub fn authorization(&self) -> Result<Authorization, WireError> {
+        let bytes = hex::decode(&self.payload.authorization).map_err(|e| WireError::Malformed {
+            what: "authorization",
+            reason: e.to_string(),
+        })?;
+        Authorization::from_bytes(&bytes).map_err(|source| WireError::Message {
+            what: "authorization",
+            source,
+        })
+    }
+}
+
+/// A receipt on the wire: the outcome's canonical bytes and the provider's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireReceipt {
+    /// Hex of the outcome's canonical bytes, prefix included.
+    pub outcome: String,
+    /// The provider's signature over those bytes.
+    pub signature: Signature,
+}
+
+impl WireReceipt {
+    /// Renders a receipt.
+    pub fn from_receipt(receipt: &Receipt) -> Self {
+        WireReceipt {
+            outcome: hex::encode(receipt.outcome.to_bytes()),
+            signature: receipt.signature,
+        }
+    }
+
+    /// Decodes the outcome (the signature is not checked here).
+    pub fn receipt(&self) -> Result<Receipt, WireError> {
+        let bytes = hex::decode(&self.outcome).map_err(|e| WireError::Malformed {
+            what: "outcome",
+            reason: e.to_string(),
+        })?;
+        let outcome = Outcome::from_bytes(&bytes).map_err(|source| WireError::Message {
+            what: "outcome",
+            source,
+        })?;
+        Ok(Receipt {
+            outcome,
+            signature: self.signature,
+        })
+    }
+}
+
+/// `PAYMENT-RESPONSE`: x402 v2 SettlementResponse carrying the receipt (spec/HTTP.md §3.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentResponse {
+    /// Always true: a failed payment has no PAYMENT-RESPONSE, only an error.
+    pub success: bool,
+    /// Always `tally`.
+    pub scheme: String,
+    /// CAIP-2 network.
+    pub network: String,
+    /// Always empty: nothing per request goes onchain (P7).
+    pub transaction: String,
+    /// The receipt.
+    pub receipt: WireReceipt,
+}
+
+/// A record with its provider signature, as endpoints and errors return it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireRecord {
+    /// Hex of the record's canonical bytes (spec/PROTOCOL.md §5.3).
+    pub record: String,
+    /// The provider's signature over the record's outcome.
+    pub provider_signature: Signature,
+}
+
+impl WireRecord {
+    /// Renders a record and signature.
+    pub fn new(record: &Record, provider_signature: Signature) -> Self {
+        WireRecord {
+            record: hex::encode(record.to_bytes()),
+            provider_signature,
+        }
+    }
+
+    /// Decodes the record (signatures are not checked here).
+    pub fn decode(&self) -> Result<Record, WireError> {
+        let bytes = hex::decode(&self.record).map_err(|e| WireError::Malformed {
+            what: "record",
+            reason: e.to_string(),
+        })?;
+        Record::from_bytes(&bytes).map_err(|source| WireError::Message {
+            what: "record",
+            source,
+        })
+    }
+}
+
+/// An EIP-712 signature `(v, r, s)` as JSON (spec/PROTOCOL.md §8.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireEip712Sig {
+    /// 27 or 28.
+    pub v: u8,
+    /// `r`, 32 bytes.
+    pub r: Hash,
+    /// `s`, 32 bytes.
+    pub s: Hash,
+}
+
+impl WireEip712Sig {
+    /// From tally-chain's signature.
+    pub fn from_sig(sig: &tally_chain::Eip712Sig) -> Self {
+        WireEip712Sig {
+            v: sig.v,
+            r: Hash(sig.r.0),
+            s: Hash(sig.s.0),
+        }
+    }
+
+    /// To tally-chain's signature.
+    pub fn to_sig(&self) -> tally_chain::Eip712Sig {
+        tally_chain::Eip712Sig {
+            v: self.v,
+            r: alloy::primitives::B256::from(self.r.0),
+            s: alloy::primitives::B256::from(self.s.0),
+        }
+    }
+}
+
+/// A client-signed checkpoint: the C2SP note (§6.2) and the EIP-712 signature (§8.2) over the
+/// same values. Sent in the `TALLY-CHECKPOINT` header or POSTed (spec/HTTP.md §6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireCheckpoint {
+    /// The signed note; on the way back, also carrying the provider's cosignature.
+    pub note: String,
+    /// The checkpoint key's EIP-712 signature.
+    pub eip712: WireEip712Sig,
+}
+
+/// Binds an ed25519 session key to a channel: the channel's checkpoint key signs the EIP-712
+/// `SessionKey(bytes32 channelId,bytes32 sessionKey)` (spec/HTTP.md §5.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionBinding {
+    /// The session key authorizations will be signed with.
+    pub session_key: PublicKey,
+    /// The checkpoint key's signature over [`crate::session::session_digest`].
+    pub eip712: WireEip712Sig,
+}
+
+/// One requirement of a 402 (x402 v2 PaymentRequirements, tally scheme).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    /// `tally`.
+    pub scheme: String,
+    /// CAIP-2 network.
+    pub network: String,
+    /// The most one call on this route costs.
+    pub amount: Amount,
+    /// The token.
+    pub asset: String,
+    /// The payee.
+    #[serde(rename = "payTo")]
+    pub pay_to: String,
+    /// How long the requirement stands, seconds.
+    #[serde(rename = "maxTimeoutSeconds")]
+    pub max_timeout_seconds: u64,
+    /// What a tally client needs beyond x402's fields.
+    pub extra: RequirementExtra,
+}
+
+/// The `extra` member of a tally requirement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequirementExtra {
+    /// The settlement contract.
+    pub contract: String,
+    /// The provider's ed25519 key.
+    pub provider_key: PublicKey,
+    /// The hash of the terms document authorizations must sign.
+    pub terms_hash: Hash,
+    /// Where the terms document is served.
+    pub terms_url: String,
+}
+
+/// The resource a 402 is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    /// The request's path and query.
+    pub url: String,
+    /// Human-readable.
+    pub description: String,
+    /// The response type, if known (empty otherwise).
+    #[serde(rename = "mimeType")]
+    pub mime_type: String,
+}
+
+/// `PAYMENT-REQUIRED`: x402 v2 PaymentRequired (spec/HTTP.md §3.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequired {
+    /// Always 2.
+    #[serde(rename = "x402Version")]
+    pub x402_version: u32,
+    /// The reason code (spec/HTTP.md §8).
+    pub error: String,
+    /// The resource.
+    pub resource: Resource,
+    /// One tally requirement.
+    pub accepts: Vec<Requirement>,
+}

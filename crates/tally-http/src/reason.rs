@@ -1,0 +1,180 @@
+//! Machine-readable error reasons (spec/HTTP.md §8). Every failure of the gateway answers
+//! with an [`ErrorBody`]; the reason alone tells a client what to do next.
+
+use serde::{Deserialize, Serialize};
+use tally_core::Hash;
+
+use crate::amount::Amount;
+use crate::payment::WireRecord;
+
+/// Why a request was refused, with what the client needs to recover.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Reason {
+    /// A priced route was called without `PAYMENT-SIGNATURE`.
+    PaymentRequired,
+    /// A header, path parameter or body could not be parsed.
+    Malformed,
+    /// A request body (or header) exceeds the limit.
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The channel does not exist onchain, or has no registered session key.
+    UnknownChannel,
+    /// The authorization's or a checkpoint's signature fails strict verification.
+    InvalidSignature,
+    /// `seq` is not the next index and the request is not a retry of a recorded one. The
+    /// client resyncs from `last_record` (or the records endpoint).
+    StaleSeq {
+        /// The seq the gateway expects next: the log size.
+        expected_seq: u64,
+        /// The last record and its provider signature, if the log is not empty.
+        last_record: Option<WireRecord>,
+    },
+    /// `prev_root` / `prev_cumulative` do not match the log at `seq`.
+    StateMismatch {
+        /// The log size.
+        size: u64,
+        /// The log's root at `size`.
+        root: Hash,
+        /// The cumulative amount at `size`.
+        cumulative: Amount,
+    },
+    /// The authorization's `request_hash` is not the hash of the request received.
+    RequestMismatch {
+        /// The hash the gateway computed (spec/PROTOCOL.md §3.3).
+        request_hash: Hash,
+    },
+    /// The authorization signs other terms than those served now.
+    TermsChanged {
+        /// The current terms hash.
+        terms_hash: Hash,
+    },
+    /// The deposit cannot cover `prev_cumulative + max_amount`.
+    InsufficientFunds {
+        /// Deposit minus the acknowledged cumulative.
+        remaining: Amount,
+    },
+    /// Serving would exceed the credit limit beyond the last client-signed checkpoint.
+    CheckpointRequired {
+        /// The size to sign a checkpoint at (the log size).
+        size: u64,
+    },
+    /// `max_amount` is below the route's fixed price.
+    AmountTooLow {
+        /// The price of this route.
+        price: Amount,
+    },
+    /// The channel is closed or its withdrawal has started: no new credit.
+    ChannelClosed,
+    /// A different session key is already bound to this channel.
+    SessionKeyConflict,
+    /// The request at this seq was recorded, but its response body is no longer held; the
+    /// record and receipt are returned so the client's mirror stays complete.
+    AlreadyRecorded {
+        /// The record and its provider signature.
+        record: WireRecord,
+    },
+    /// The upstream did not answer; nothing was recorded or charged.
+    UpstreamUnavailable,
+    /// The upstream's response is larger than the gateway meters; nothing was charged.
+    ResponseTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A dispute was not granted.
+    DisputeRefused {
+        /// Why.
+        why: String,
+    },
+    /// The chain could not be read, so funding is unknown; retry later.
+    ChainUnavailable,
+    /// No such endpoint or record.
+    NotFound,
+    /// The gateway failed (storage); nothing was recorded.
+    Internal,
+}
+
+impl Reason {
+    /// The reason's code, as in the JSON `reason` field and x402's `error`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::PaymentRequired => "payment_required",
+            Reason::Malformed => "malformed",
+            Reason::PayloadTooLarge { .. } => "payload_too_large",
+            Reason::UnknownChannel => "unknown_channel",
+            Reason::InvalidSignature => "invalid_signature",
+            Reason::StaleSeq { .. } => "stale_seq",
+            Reason::StateMismatch { .. } => "state_mismatch",
+            Reason::RequestMismatch { .. } => "request_mismatch",
+            Reason::TermsChanged { .. } => "terms_changed",
+            Reason::InsufficientFunds { .. } => "insufficient_funds",
+            Reason::CheckpointRequired { .. } => "checkpoint_required",
+            Reason::AmountTooLow { .. } => "amount_too_low",
+            Reason::ChannelClosed => "channel_closed",
+            Reason::SessionKeyConflict => "session_key_conflict",
+            Reason::AlreadyRecorded { .. } => "already_recorded",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::ResponseTooLarge { .. } => "response_too_large",
+            Reason::DisputeRefused { .. } => "dispute_refused",
+            Reason::ChainUnavailable => "chain_unavailable",
+            Reason::NotFound => "not_found",
+            Reason::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status of the reason (spec/HTTP.md §8).
+    pub fn status(&self) -> u16 {
+        match self {
+            Reason::Malformed | Reason::RequestMismatch { .. } => 400,
+            Reason::PayloadTooLarge { .. } => 413,
+            Reason::StaleSeq { .. }
+            | Reason::StateMismatch { .. }
+            | Reason::SessionKeyConflict
+            | Reason::AlreadyRecorded { .. } => 409,
+            Reason::DisputeRefused { .. } => 422,
+            Reason::UpstreamUnavailable | Reason::ResponseTooLarge { .. } => 502,
+            Reason::ChainUnavailable => 503,
+            Reason::NotFound => 404,
+            Reason::Internal => 500,
+            Reason::PaymentRequired
+            | Reason::UnknownChannel
+            | Reason::InvalidSignature
+            | Reason::TermsChanged { .. }
+            | Reason::InsufficientFunds { .. }
+            | Reason::CheckpointRequired { .. }
+            | Reason::AmountTooLow { .. }
+            | Reason::ChannelClosed => 402,
+        }
+    }
+}
+
+/// The inner object of an error body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The reason and its fields, flattened (`"reason": "<code>"`).
+    #[serde(flatten)]
+    pub reason: Reason,
+    /// A human-readable sentence; never contains secrets.
+    pub message: String,
+}
+
+/// The JSON body of every error: `{"error": {"reason": "...", "message": "...", ...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+impl ErrorBody {
+    /// Builds a body.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                reason,
+                message: message.into(),
+            },
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The provider's terms: the discovery document served at `/.well-known/tally` and the hash
+//! every authorization signs (spec/HTTP.md §4).
+//!
+//! The hash is over the exact bytes served, under a domain prefix, so it never depends on how
+//! a JSON library orders keys or prints numbers.
+
+use serde::{Deserialize, Serialize};
+use tally_core::hash::{blake3_of, Hash};
+use tally_core::PublicKey;
+
+use crate::amount::Amount;
+use crate::error::WireError;
+
+/// The `format` of a terms document.
+pub const TERMS_FORMAT: &str = "tally-terms/v1";
+/// Domain prefix of the terms hash (spec/HTTP.md §4.2).
+pub const TERMS_DOMAIN: &[u8] = b"tally\0terms\0";
+/// The largest terms document a client reads.
+pub const MAX_TERMS_BYTES: usize = 64 * 1024;
+
+/// `terms_hash = BLAKE3("tally\0terms\0" || served bytes)` (spec/HTTP.md §4.2).
+pub fn terms_hash(served: &[u8]) -> Hash {
+    blake3_of(&[TERMS_DOMAIN, served])
+}
+
+/// Where and in what the channel settles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainTerms {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// The Tally settlement contract, `0x` hex.
+    pub contract: String,
+    /// The ERC-20 token deposits are in, `0x` hex (x402 `asset`).
+    pub asset: String,
+    /// The provider's payee address, `0x` hex (x402 `payTo`).
+    pub pay_to: String,
+}
+
+/// When the gateway asks for a checkpoint (spec/HTTP.md §6): whichever comes first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointPolicy {
+    /// After this many records since the last checkpoint (0 = never for this reason).
+    pub every_records: u64,
+    /// After this many seconds since the last checkpoint (0 = never for this reason).
+    pub every_seconds: u64,
+    /// After this much net amount since the last checkpoint (0 = never for this reason).
+    pub every_amount: Amount,
+}
+
+/// How a route is priced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Price {
+    /// Not metered: no payment, no record.
+    Free,
+    /// A fixed amount per call; the authorization's `max_amount` must be at least this.
+    Fixed {
+        /// The price of one call.
+        amount: Amount,
+    },
+    /// `units × unit_price`, units read from an upstream response header, capped at
+    /// `max_amount` and at the authorization's `max_amount`.
+    Metered {
+        /// The response header the upstream reports units in (decimal).
+        units_header: String,
+        /// Price of one unit.
+        unit_price: Amount,
+        /// The most one call costs; what a client should authorize.
+        max_amount: Amount,
+    },
+}
+
+impl Price {
+    /// The most one call on this route can cost: what a client authorizes.
+    pub fn max_per_call(&self) -> Option<u128> {
+        match self {
+            Price::Free => None,
+            Price::Fixed { amount } => Some(amount.0),
+            Price::Metered { max_amount, .. } => Some(max_amount.0),
+        }
+    }
+}
+
+/// How paths of a route are matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    /// The path equals `path`.
+    Exact,
+    /// The path equals `path` or continues it after a `/`.
+    Prefix,
+}
+
+/// One entry of the price list. The first entry that matches a request prices it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutePrice {
+    /// Upper-case HTTP method, or `*` for any.
+    pub method: String,
+    /// The path, as sent (percent-encoding kept).
+    pub path: String,
+    /// How `path` matches.
+    #[serde(rename = "match")]
+    pub path_match: PathMatch,
+    /// The price.
+    pub price: Price,
+}
+
+impl RoutePrice {
+    /// Whether this entry applies to `method` and `path`.
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        if self.method != "*" && self.method != method {
+            return false;
+        }
+        match self.path_match {
+            PathMatch::Exact => path == self.path,
+            PathMatch::Prefix => match path.strip_prefix(self.path.as_str()) {
+                Some(rest) => rest.is_empty() || rest.starts_with('/') || self.path.ends_with('/'),
+                None => false,
+            },
+        }
+    }
+}
+
+/// Refunds the gateway grants on a dispute without a human (spec/HTTP.md §7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundPolicy {
+    /// Refund a charged record whose response had a 5xx status.
+    pub server_errors: bool,
+    /// Refund the part of a charge above the route's price list maximum.
+    pub over_max: bool,
+}
+
+/// The terms document (spec/HTTP.md §4.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Terms {
+    /// Always [`TERMS_FORMAT`].
+    pub format: String,
+    /// The provider's ed25519 key: it signs receipts and cosigns checkpoints.
+    pub provider_key: PublicKey,
+    /// Where the channel settles.
+    pub chain: ChainTerms,
+    /// The most the gateway serves beyond the last client-signed checkpoint (P5).
+    pub credit_limit: Amount,
+    /// When the gateway asks for checkpoints.
+    pub checkpoint: CheckpointPolicy,
+    /// Whether upstream 5xx responses are charged.
+    pub charge_server_errors: bool,
+    /// Automatic refunds on dispute.
+    pub refunds: RefundPolicy,
+    /// The largest paid request body the gateway reads.
+    pub max_request_bytes: u64,
+    /// The largest paid response body the gateway returns.
+    pub max_response_bytes: u64,
+    /// The price list, first match wins; unmatched requests are free.
+    pub routes: Vec<RoutePrice>,
+}
+
+impl Terms {
+    /// The price entry of a request, if any route matches.
+    pub fn route_for(&self, method: &str, path: &str) -> Option<&RoutePrice> {
+        self.routes.iter().find(|r| r.matches(method, path))
+    }
+
+    /// The price of a request: [`Price::Free`] when nothing matches.
+    pub fn price_for(&self, method: &str, path: &str) -> &Price {
+        const FREE: &Price = &Price::Free;
+        self.route_for(method, path).map_or(FREE, |r| &r.price)
+    }
+
+    /// The exact bytes to serve (pretty JSON with a final newline). Rendered once; the hash is
+    /// of these bytes.
+    pub fn render(&self) -> Vec<u8> {
+        // Strings, integers, booleans and hex: serialising to JSON cannot fail.
+        let mut bytes = match serde_json::to_vec_pretty(self) {
+            Ok(b) => b,
+            Err(e) => unreachable!("terms JSON cannot fail: {e}"),
+        };
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Parses served bytes, refusing oversize documents, unknown fields and other formats.
+    pub fn parse(bytes: &[u8]) -> Result<Terms, WireError> {
+        let bad = |reason: String| WireError::Malformed {
+            what: "terms document",
+            reason,
+        };
+        if bytes.len() > MAX_TERMS_BYTES {
+            return Err(bad(format!(
+                "{} bytes exceeds the {MAX_TERMS_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
+        let terms: Terms = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if terms.format != TERMS_FORMAT {
+            return Err(bad(format!(
+                "format {:?} is not {TERMS_FORMAT:?}",
+                terms.format
+            )));
+        }
+        Ok(terms)
+    }
+}

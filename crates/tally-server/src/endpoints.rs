@@ -1,0 +1,255 @@
+//! The gateway's own endpoints (spec/HTTP.md §4–§7): terms discovery, channel state,
+//! records, proofs, checkpoints, session binding, disputes, `/metrics` and `/healthz`.
+//! Every failure answers with a reason (spec/HTTP.md §8).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{HeaderMap, Method};
+use tally_core::encoding::Canonical;
+use tally_core::{ChannelId, Record};
+use tally_http::api::{
+    Checkpoints, ConsistencyProof, InclusionProof, RecordsPage, MAX_RECORDS_PER_PAGE,
+};
+use tally_http::headers::{API_PREFIX, WELL_KNOWN_PATH};
+use tally_http::{Reason, SessionBinding, WireCheckpoint};
+
+use crate::errors::GatewayError;
+use crate::gateway::{Gateway, RequestView};
+
+/// The largest JSON body an endpoint reads (a proof bundle is at most 64 KiB).
+pub const MAX_ENDPOINT_BODY: usize = 128 * 1024;
+
+/// The router of every gateway endpoint.
+pub fn router(gateway: Gateway) -> Router {
+    let api = Router::new()
+        .route("/channels/{id}", get(channel_state))
+        .route("/channels/{id}/session", post(bind_session))
+        .route("/channels/{id}/records", get(records))
+        .route("/channels/{id}/proofs/inclusion", get(inclusion))
+        .route("/channels/{id}/proofs/consistency", get(consistency))
+        .route(
+            "/channels/{id}/checkpoints",
+            get(checkpoints).post(post_checkpoint),
+        )
+        .route("/channels/{id}/disputes", post(dispute))
+        .fallback(not_found);
+    Router::new()
+        .route(WELL_KNOWN_PATH, get(terms))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .nest(API_PREFIX, api)
+        .with_state(gateway)
+}
+
+async fn not_found() -> GatewayError {
+    GatewayError::new(Reason::NotFound, "no such endpoint")
+}
+
+async fn terms(State(gw): State<Gateway>) -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        gw.inner.terms_bytes.clone(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(gw): State<Gateway>) -> Response {
+    let store = gw.store();
+    let channels = store.channels();
+    let records: u64 = channels
+        .iter()
+        .filter_map(|c| store.head(c))
+        .map(|h| h.size)
+        .sum();
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gw.metrics().render(channels.len(), records),
+    )
+        .into_response()
+}
+
+fn channel_id(text: &str) -> Result<ChannelId, GatewayError> {
+    ChannelId::from_hex(text).map_err(|e| GatewayError::malformed(format!("channel id: {e}")))
+}
+
+fn query_u64(query: &Option<String>, name: &str) -> Result<Option<u64>, GatewayError> {
+    let Some(q) = query else { return Ok(None) };
+    let map: HashMap<&str, &str> = q.split('&').filter_map(|kv| kv.split_once('=')).collect();
+    match map.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| GatewayError::malformed(format!("query parameter {name} is not a u64"))),
+    }
+}
+
+fn required(query: &Option<String>, name: &str) -> Result<u64, GatewayError> {
+    query_u64(query, name)?
+        .ok_or_else(|| GatewayError::malformed(format!("query parameter {name} is required")))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, GatewayError> {
+    if body.len() > MAX_ENDPOINT_BODY {
+        return Err(GatewayError::new(
+            Reason::PayloadTooLarge {
+                limit: MAX_ENDPOINT_BODY as u64,
+            },
+            format!("{what} exceeds {MAX_ENDPOINT_BODY} bytes"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| GatewayError::malformed(format!("{what}: {e}")))
+}
+
+fn log_error(e: tally_log::LogError) -> GatewayError {
+    match e {
+        tally_log::LogError::OutOfRange { .. } | tally_log::LogError::BadSizes { .. } => {
+            GatewayError::new(Reason::NotFound, e.to_string())
+        }
+        other => GatewayError::internal(other.to_string()),
+    }
+}
+
+async fn channel_state(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+) -> Result<Json<tally_http::api::ChannelState>, GatewayError> {
+    let id = channel_id(&id)?;
+    Ok(Json(gw.channel_state(&id).await?))
+}
+
+async fn bind_session(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, GatewayError> {
+    let id = channel_id(&id)?;
+    let binding: SessionBinding = parse_json(&body, "session binding")?;
+    gw.bind_session(&id, &binding).await?;
+    Ok(Json(
+        serde_json::json!({ "bound": binding.session_key.to_hex() }),
+    ))
+}
+
+async fn records(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<RecordsPage>, GatewayError> {
+    let id = channel_id(&id)?;
+    let from = query_u64(&q, "from")?.unwrap_or(0);
+    let size = gw.store().head(&id).map_or(0, |h| h.size);
+    let to = query_u64(&q, "to")?
+        .unwrap_or(size)
+        .min(from.saturating_add(MAX_RECORDS_PER_PAGE))
+        .min(size);
+    let mut out = Vec::new();
+    if from < to {
+        for bytes in gw.store().records(&id, from..to).map_err(log_error)? {
+            let record = Record::from_bytes(&bytes)
+                .map_err(|e| GatewayError::internal(format!("stored record: {e}")))?;
+            out.push(gw.wire_record(&record));
+        }
+    }
+    Ok(Json(RecordsPage {
+        from,
+        records: out,
+        size,
+    }))
+}
+
+async fn inclusion(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<InclusionProof>, GatewayError> {
+    let id = channel_id(&id)?;
+    let index = required(&q, "index")?;
+    let size = required(&q, "size")?;
+    let store = gw.store();
+    let proof = store.inclusion_proof(&id, index, size).map_err(log_error)?;
+    let root = store.root_at(&id, size).map_err(log_error)?;
+    Ok(Json(InclusionProof {
+        index,
+        size,
+        root,
+        proof,
+    }))
+}
+
+async fn consistency(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<ConsistencyProof>, GatewayError> {
+    let id = channel_id(&id)?;
+    let old = required(&q, "old")?;
+    let new = required(&q, "new")?;
+    let store = gw.store();
+    let proof = store.consistency_proof(&id, old, new).map_err(log_error)?;
+    Ok(Json(ConsistencyProof {
+        old,
+        new,
+        old_root: store.root_at(&id, old).map_err(log_error)?,
+        new_root: store.root_at(&id, new).map_err(log_error)?,
+        proof,
+    }))
+}
+
+async fn checkpoints(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+) -> Result<Json<Checkpoints>, GatewayError> {
+    let id = channel_id(&id)?;
+    let mut out = Vec::new();
+    for (_, bytes) in gw.store().checkpoints(&id).map_err(log_error)? {
+        let cp: WireCheckpoint = serde_json::from_slice(&bytes)
+            .map_err(|e| GatewayError::internal(format!("stored checkpoint: {e}")))?;
+        out.push(cp);
+    }
+    Ok(Json(Checkpoints { checkpoints: out }))
+}
+
+async fn post_checkpoint(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<WireCheckpoint>, GatewayError> {
+    let id = channel_id(&id)?;
+    let wire: WireCheckpoint = parse_json(&body, "checkpoint")?;
+    Ok(Json(gw.accept_checkpoint(&id, &wire).await?))
+}
+
+async fn dispute(
+    State(gw): State<Gateway>,
+    OriginalUri(uri): OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    if body.len() > MAX_ENDPOINT_BODY {
+        return Err(GatewayError::new(
+            Reason::PayloadTooLarge {
+                limit: MAX_ENDPOINT_BODY as u64,
+            },
+            "dispute body too large",
+        ));
+    }
+    let view = RequestView {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers: &headers,
+        body: &body,
+    };
+    crate::dispute::dispute(&gw, &view).await
+}

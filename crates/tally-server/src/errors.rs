@@ -1,0 +1,94 @@
+//! The gateway's error type and its HTTP rendering (spec/HTTP.md §8): every refusal is a
+//! JSON [`ErrorBody`] with the reason's status; payment refusals (402) also carry an x402
+//! `PAYMENT-REQUIRED` header.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use tally_http::headers::{encode_header, PAYMENT_REQUIRED};
+use tally_http::{ErrorBody, PaymentRequired, Reason};
+use thiserror::Error;
+
+/// A refusal or failure, with the reason a client acts on.
+#[derive(Debug, Error, Clone)]
+#[error("{}: {message}", reason.code())]
+pub struct GatewayError {
+    /// The machine-readable reason (boxed: some carry a record).
+    pub reason: Box<Reason>,
+    /// A sentence for humans; never contains key material.
+    pub message: String,
+    /// The x402 requirements to attach to a 402, if known.
+    pub required: Option<Box<PaymentRequired>>,
+}
+
+impl GatewayError {
+    /// A refusal with `reason`.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        GatewayError {
+            reason: Box::new(reason),
+            message: message.into(),
+            required: None,
+        }
+    }
+
+    /// A `malformed` refusal.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(Reason::Malformed, message)
+    }
+
+    /// An `internal` failure (storage); nothing was recorded.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Reason::Internal, message)
+    }
+
+    /// Attaches x402 requirements (sent only if the status is 402).
+    pub fn with_required(mut self, required: PaymentRequired) -> Self {
+        let mut required = required;
+        required.error = self.reason.code().to_string();
+        self.required = Some(Box::new(required));
+        self
+    }
+}
+
+/// Failures while starting a gateway.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The log store could not be opened.
+    #[error("log store: {0}")]
+    Log(#[from] tally_log::LogError),
+    /// The gateway's own sled database could not be opened.
+    #[error("gateway database: {0}")]
+    Db(#[from] sled::Error),
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A key file is missing, malformed or readable by others.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Binding or serving failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody::new(*self.reason, self.message);
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::PAYMENT_REQUIRED {
+            if let Some(req) = self.required {
+                if let Ok(text) = encode_header(PAYMENT_REQUIRED, &*req) {
+                    if let Ok(v) = HeaderValue::from_str(&text) {
+                        resp.headers_mut().insert(PAYMENT_REQUIRED, v);
+                    }
+                }
+            }
+        }
+        resp
+    }
+}

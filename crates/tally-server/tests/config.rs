@@ -1,0 +1,80 @@
+//! The TOML configuration and the key-file rules.
+
+use tally_core::SecretKey;
+use tally_server::config::{read_key_file, write_key_file, GatewayConfig};
+
+const EXAMPLE: &str = r#"
+listen = "127.0.0.1:8402"
+upstream = "http://127.0.0.1:9000"
+data_dir = "data"
+provider_key_file = "provider.key"
+rpc_url = "http://127.0.0.1:8545"
+credit_limit = "1000000"
+charge_server_errors = false
+
+[chain]
+chain_id = 31337
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+asset = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
+pay_to = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+[checkpoint]
+every_records = 1000
+every_seconds = 60
+every_amount = "100000"
+
+[refunds]
+server_errors = true
+over_max = true
+
+[[routes]]
+method = "GET"
+path = "/v1/items"
+match = "prefix"
+price = { kind = "fixed", amount = "10" }
+
+[[routes]]
+method = "POST"
+path = "/v1/complete"
+match = "exact"
+price = { kind = "metered", units_header = "x-tokens", unit_price = "2", max_amount = "4000" }
+"#;
+
+#[test]
+fn example_config_parses_into_settings() {
+    let cfg = GatewayConfig::parse(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    let s = cfg.settings();
+    assert_eq!(s.credit_limit, 1_000_000);
+    assert_eq!(s.routes.len(), 2);
+    assert_eq!(s.routes[1].price.max_per_call(), Some(4000));
+}
+
+#[test]
+fn config_rejects_unknown_fields_and_float_amounts() {
+    let bad = EXAMPLE.replace("charge_server_errors = false", "charge_5xx = false");
+    assert!(GatewayConfig::parse(&bad).is_err());
+    let float = EXAMPLE.replace("credit_limit = \"1000000\"", "credit_limit = 1.5");
+    assert!(GatewayConfig::parse(&float).is_err());
+}
+
+#[test]
+fn key_file_is_written_0600_and_refused_when_readable_by_others() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("provider.key");
+    let key = SecretKey::from_seed(&[4u8; 32]);
+    write_key_file(&path, &key).unwrap_or_else(|e| panic!("{e}"));
+    let back = read_key_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back.public(), key.public());
+    // Never overwritten.
+    assert!(write_key_file(&path, &key).is_err());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+        let err = read_key_file(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+}

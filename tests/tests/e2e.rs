@@ -1,0 +1,641 @@
+//! End-to-end: real upstream, real gateway (reverse proxy), real clients, loopback TCP,
+//! sled files in temporary directories.
+
+use tally_client::{Client, ClientError, Misbehavior};
+use tally_core::encoding::Canonical;
+use tally_core::request::request_hash;
+use tally_core::{Authorization, SecretKey};
+use tally_e2e::*;
+use tally_http::headers::{decode_header, encode_header, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
+use tally_http::{ErrorBody, PaymentPayload, PaymentResponse, Reason};
+
+fn tmp() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    }
+}
+
+async fn connect(url: &str, dir: &std::path::Path, ch: &TestChannel) -> Client {
+    match Client::connect(client_config(url, dir, ch)).await {
+        Ok(c) => c,
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+/// A raw paid request, bypassing the client's checks, to test what the gateway refuses.
+async fn raw(
+    url: &str,
+    path: &str,
+    body: &[u8],
+    auth: &Authorization,
+    key: &SecretKey,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let sig = auth.sign(key);
+    let payload = PaymentPayload::new(CHAIN_ID, auth, sig);
+    let header = encode_header("PAYMENT-SIGNATURE", &payload).unwrap_or_default();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .header(PAYMENT_SIGNATURE, header)
+        .body(body.to_vec())
+        .send()
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => panic!("send: {e}"),
+    };
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    (status, headers, bytes)
+}
+
+fn reason(body: &[u8]) -> Reason {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => e.error.reason,
+        Err(e) => panic!("not an error body ({e}): {}", String::from_utf8_lossy(body)),
+    }
+}
+
+fn next_auth(
+    gw: &tally_server::Gateway,
+    ch: &TestChannel,
+    path: &str,
+    body: &[u8],
+) -> Authorization {
+    let head = gw.store().head(&ch.id);
+    let (size, root) = head.map_or((0, tally_core::hash::blake3_of(&[])), |h| (h.size, h.root));
+    let cumulative = if size == 0 {
+        0
+    } else {
+        let bytes = gw.store().record(&ch.id, size - 1).unwrap_or_default();
+        tally_core::Record::from_bytes(&bytes).map_or(0, |r| r.outcome.cumulative)
+    };
+    Authorization {
+        version: 1,
+        channel_id: ch.id,
+        seq: size,
+        request_hash: request_hash("POST", path, "", body),
+        max_amount: ECHO_PRICE,
+        prev_root: root,
+        prev_cumulative: cumulative,
+        terms_hash: gw.terms_hash(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_mirror_root_equals_provider_root() {
+    let (gdir, cdir) = (tmp(), tmp());
+    let funding = MemFunding::default();
+    let ch = open_channel(&funding, 1_000_000);
+    let upstream = spawn_upstream().await;
+    let mut s = settings(gdir.path());
+    s.checkpoint.every_records = 10;
+    let key = SecretKey::generate(&mut rand::rngs::OsRng);
+    let (gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
+    let client = connect(&server.url(), cdir.path(), &ch).await;
+    for i in 0..40u32 {
+        let body = format!("hello {i}");
+        let r = match client.post("/v1/echo").body(body.clone()).send().await {
+            Ok(r) => r,
+            Err(e) => panic!("request {i}: {e}"),
+        };
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, body.as_bytes());
+        let receipt = r.receipt.unwrap_or_else(|| panic!("no receipt"));
+        assert_eq!(receipt.outcome.seq, u64::from(i));
+        assert_eq!(receipt.outcome.amount, ECHO_PRICE as i128);
+    }
+    // Metered route: 7 units at 3 each.
+    let r = match client.get("/v1/tokens?n=7").send().await {
+        Ok(r) => r,
+        Err(e) => panic!("tokens: {e}"),
+    };
+    let o = r.receipt.map(|r| r.outcome);
+    assert_eq!(o.map(|o| (o.units, o.amount)), Some((7, 21)));
+    // Free route: no receipt, no record.
+    let r = match client.get("/free").send().await {
+        Ok(r) => r,
+        Err(e) => panic!("free: {e}"),
+    };
+    assert!(r.receipt.is_none());
+    let (size, root, cumulative) = client.mirror_head().await;
+    let head = gw.store().head(&ch.id).unwrap_or_else(|| panic!("no head"));
+    assert_eq!(size, 41);
+    assert_eq!(head.size, size);
+    assert_eq!(head.root, root);
+    assert_eq!(cumulative, 40 * ECHO_PRICE + 21);
+    // Checkpoints were requested every 10 records and handed over on the next request.
+    let cps = gw.store().checkpoints(&ch.id).unwrap_or_default();
+    assert!(cps.len() >= 3, "only {} checkpoints stored", cps.len());
+    let statement = match client.audit().await {
+        Ok(s) => s,
+        Err(e) => panic!("audit: {e}"),
+    };
+    assert_eq!(statement.records, 41);
+    assert_eq!(statement.root, root);
+    assert_eq!(statement.cumulative, cumulative);
+    // The metrics endpoint reports the records.
+    let metrics = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap_or_else(|e| panic!("metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("tally_requests_metered_total 41"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tally_log_records 41"));
+    server.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_clients_and_channels() {
+    let gdir = tmp();
+    let funding = MemFunding::default();
+    let upstream = spawn_upstream().await;
+    let key = SecretKey::generate(&mut rand::rngs::OsRng);
+    let (gw, server) = spawn_gateway(settings(gdir.path()), &key, &funding, &upstream).await;
+    let mut tasks = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..8 {
+        let ch = open_channel(&funding, 1_000_000);
+        let dir = tmp();
+        let client = connect(&server.url(), dir.path(), &ch).await;
+        dirs.push(dir);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                if let Err(e) = client.post("/v1/echo/x").body(format!("{i}")).send().await {
+                    panic!("request {i}: {e}");
+                }
+            }
+            (ch.id, client.mirror_head().await)
+        }));
+    }
+    for t in tasks {
+        let (id, (size, root, cumulative)) = t.await.unwrap_or_else(|e| panic!("task: {e}"));
+        let head = gw.store().head(&id).unwrap_or_else(|| panic!("no head"));
+        assert_eq!((head.size, head.root), (size, root));
+        assert_eq!(size, 25);
+        assert_eq!(cumulative, 25 * ECHO_PRICE);
+    }
+    server.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
+    let (gdir, cdir) = (tmp(), tmp());
+    let funding = MemFunding::default();
+    let ch = open_channel(&funding, 25);
+    let upstream = spawn_upstream().await;
+    let key = SecretKey::generate(&mut rand::rngs::OsRng);
+    let mut s = settings(gdir.path());
+    s.credit_limit = 1_000;
+    let (gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
+    // Binds the session key.
+    let client = connect(&server.url(), cdir.path(), &ch).await;
+    let url = server.url();
+
+    // Forged signature: signed by another key.
+    let auth = next_auth(&gw, &ch, "/v1/echo", b"a");
+    let other = SecretKey::generate(&mut rand::rngs::OsRng);
+    let (status, _, body) = raw(&url, "/v1/echo", b"a", &auth, &other).await;
+    assert_eq!((status, reason(&body)), (402, Reason::InvalidSignature));
+
+    // The signed request hash must be the request's.
+    let (status, _, body) = raw(&url, "/v1/echo", b"tampered", &auth, &ch.session).await;
+    assert_eq!(status, 400);
+    assert!(matches!(reason(&body), Reason::RequestMismatch { .. }));
+
+    // A valid one is recorded.
+    let (status, headers, first_body) = raw(&url, "/v1/echo", b"a", &auth, &ch.session).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first_body));
+    let first = headers.get(PAYMENT_RESPONSE).cloned();
+    assert!(first.is_some());
+
+    // Replay (same seq, same request): the same receipt, not charged twice.
+    let (status, headers, again) = raw(&url, "/v1/echo", b"a", &auth, &ch.session).await;
+    assert_eq!(status, 200);
+    assert_eq!(again, first_body);
+    assert_eq!(headers.get(PAYMENT_RESPONSE).cloned(), first);
+    assert_eq!(gw.store().head(&ch.id).map(|h| h.size), Some(1));
+
+    // Same seq, different request: refused as stale.
+    let mut other_req = auth;
+    other_req.request_hash = request_hash("POST", "/v1/echo", "", b"b");
+    let (status, _, body) = raw(&url, "/v1/echo", b"b", &other_req, &ch.session).await;
+    assert_eq!(status, 409);
+    assert!(matches!(
+        reason(&body),
+        Reason::StaleSeq {
+            expected_seq: 1,
+            ..
+        }
+    ));
+
+    // Reordered: seq 2 before seq 1.
+    let mut ahead = next_auth(&gw, &ch, "/v1/echo", b"c");
+    ahead.seq += 1;
+    let (status, _, body) = raw(&url, "/v1/echo", b"c", &ahead, &ch.session).await;
+    assert_eq!(status, 409);
+    assert!(matches!(
+        reason(&body),
+        Reason::StaleSeq {
+            expected_seq: 1,
+            ..
+        }
+    ));
+
+    // Wrong acknowledged root.
+    let mut fork = next_auth(&gw, &ch, "/v1/echo", b"c");
+    fork.prev_root = tally_core::Hash([7; 32]);
+    let (status, _, body) = raw(&url, "/v1/echo", b"c", &fork, &ch.session).await;
+    assert_eq!(status, 409);
+    assert!(matches!(
+        reason(&body),
+        Reason::StateMismatch { size: 1, .. }
+    ));
+
+    // Over the deposit: 25 deposited, 10 spent, a second 10 fits, a third does not.
+    let a = next_auth(&gw, &ch, "/v1/echo", b"d");
+    let (status, _, _) = raw(&url, "/v1/echo", b"d", &a, &ch.session).await;
+    assert_eq!(status, 200);
+    let a = next_auth(&gw, &ch, "/v1/echo", b"e");
+    let (status, headers, body) = raw(&url, "/v1/echo", b"e", &a, &ch.session).await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        reason(&body),
+        Reason::InsufficientFunds {
+            remaining: tally_http::Amount(5)
+        }
+    );
+    assert!(headers.contains_key("payment-required"));
+    // max_amount below the price.
+    let mut low = next_auth(&gw, &ch, "/v1/echo", b"e");
+    low.max_amount = 1;
+    let (status, _, body) = raw(&url, "/v1/echo", b"e", &low, &ch.session).await;
+    assert_eq!(status, 402);
+    assert!(matches!(reason(&body), Reason::AmountTooLow { .. }));
+
+    // Malformed and missing payments.
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/echo"))
+        .header(PAYMENT_SIGNATURE, "!!!not base64")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 400);
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/echo"))
+        .header(PAYMENT_SIGNATURE, "A".repeat(4000))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 413);
+    let resp = reqwest::get(format!("{url}/v1/echo"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 402);
+    let required = resp
+        .headers()
+        .get("payment-required")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let pr: tally_http::PaymentRequired =
+        decode_header("PAYMENT-REQUIRED", &required).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pr.accepts[0].scheme, "tally");
+    assert_eq!(pr.accepts[0].network, "eip155:31337");
+    assert_eq!(pr.accepts[0].extra.terms_hash, gw.terms_hash());
+    // Nothing refused was recorded.
+    assert_eq!(gw.store().head(&ch.id).map(|h| h.size), Some(2));
+    drop(client);
+    server.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_limit_requires_a_checkpoint_and_the_client_provides_it() {
+    let (gdir, cdir) = (tmp(), tmp());
+    let funding = MemFunding::default();
+    let ch = open_channel(&funding, 1_000_000);
+    let upstream = spawn_upstream().await;
+    let key = SecretKey::generate(&mut rand::rngs::OsRng);
+    let mut s = settings(gdir.path());
+    s.credit_limit = 35;
+    s.checkpoint.every_records = 0;
+    s.checkpoint.every_seconds = 0;
+    s.checkpoint.every_amount = tally_http::Amount(0);
+    let (gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
+    let client = connect(&server.url(), cdir.path(), &ch).await;
+    for i in 0..10 {
+        if let Err(e) = client.post("/v1/echo").body("x").send().await {
+            panic!("request {i}: {e}");
+        }
+    }
+    // 100 charged with a 35 credit limit: the gateway demanded checkpoints along the way.
+    let cps = gw.store().checkpoints(&ch.id).unwrap_or_default();
+    assert!(cps.len() >= 2, "{} checkpoints", cps.len());
+    server.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_restart_loses_no_receipt_and_client_resumes() {
+    let (gdir, cdir) = (tmp(), tmp());
+    let funding = MemFunding::default();
+    let ch = open_channel(&funding, 1_000_000);
+    let upstream = spawn_upstream().await;
+    let key = SecretKey::generate(&mut rand::rngs::OsRng);
+    let (gw, server) = spawn_gateway(settings(gdir.path()), &key, &funding, &upstream).await;
+    let client = connect(&server.url(), cdir.path(), &ch).await;
+    let mut receipts = Vec::new();
+    for i in 0..20 {
+        match client.post("/v1/echo").body(format!("{i}")).send().await {
+            Ok(r) => receipts.extend(r.receipt),
+            Err(e) => panic!("request {i}: {e}"),
+        }
+    }
+    // A raw request recorded just before the crash, whose response the client never saw.
+    let lost = next_auth(&gw, &ch, "/v1/echo", b"lost");
+    let (status, _, _) = raw(&server.url(), "/v1/echo", b"lost", &lost, &ch.session).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+    drop(gw);
+    // Restart on the same sled files, once every connection task let go of the old gateway.
+    let (gw, server2) = reopen_gateway(settings(gdir.path()), &key, &funding, &upstream).await;
+    for r in &receipts {
+        let bytes = gw
+            .store()
+            .record(&ch.id, r.outcome.seq)
+            .unwrap_or_else(|e| panic!("record {} lost: {e}", r.outcome.seq));
+        let record = tally_core::Record::from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(record.outcome, r.outcome);
+        // Re-derived signatures are identical.
+        assert!(record.verify_receipt(&key.public(), &r.signature).is_ok());
+    }
+    // The retry after restart is recognised: already recorded, not charged again.
+    let (status, _, body) = raw(&server2.url(), "/v1/echo", b"lost", &lost, &ch.session).await;
+    assert_eq!(status, 409);
+    assert!(matches!(reason(&body), Reason::AlreadyRecorded { .. }));
+    // The same client (its port changed, so reconnect with the same mirror) resyncs the
+    // record it never saw through stale_seq and continues.
+    drop(client);
+    let client = connect(&server2.url(), cdir.path(), &ch).await;
+    let r = client
+        .post("/v1/echo")
+        .body("after")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("after restart: {e}"));
+    assert_eq!(r.receipt.map(|r| r.outcome.seq), Some(21));
+    let (size, root, _) = client.mirror_head().await;
+    let head = gw.store().head(&ch.id).unwrap_or_else(|| panic!("no head"));
+    assert_eq!((head.size, head.root), (size, root));
+    server2.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispute_of_a_charged_5xx_returns_a_cosigned_credit() {
+    let (gdir, cdir) = (tmp(), tmp());
+    let funding = MemFunding::default();
+    let ch = open_channel(&funding, 1_000_000);
+    let upstream = spawn_upstream().await;
+    let key = SecretKey::generate(&mut rand::rngs::OsRng);
+    let mut s = settings(gdir.path());
+    s.charge_server_errors = true;
+    let (gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
+    let client = connect(&server.url(), cdir.path(), &ch).await;
+    let ok = client.post("/v1/echo").body("fine").send().await;
+    assert!(ok.is_ok());
+    let failed = client
+        .post("/v1/fail")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("fail route: {e}"));
+    assert_eq!(failed.status, 500);
+    assert_eq!(
+        failed.receipt.map(|r| r.outcome.amount),
+        Some(ECHO_PRICE as i128)
+    );
+    let cp = client.checkpoint().await;
+    assert!(cp.is_ok(), "{cp:?}");
+    // Disputing the fine record is refused; the 5xx one is credited.
+    let fine = match ok {
+        Ok(r) => r.exchange,
+        Err(e) => panic!("{e}"),
+    };
+    match client.dispute(0, fine).await {
+        Err(ClientError::Refused {
+            reason: Reason::DisputeRefused { .. },
+            ..
+        }) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let granted = client
+        .dispute(1, failed.exchange.clone())
+        .await
+        .unwrap_or_else(|e| panic!("dispute: {e}"));
+    assert_eq!(granted.amount.0, -(ECHO_PRICE as i128));
+    let (size, root, cumulative) = client.mirror_head().await;
+    assert_eq!(size, 3);
+    assert_eq!(cumulative, ECHO_PRICE);
+    let head = gw.store().head(&ch.id).unwrap_or_else(|| panic!("no head"));
+    assert_eq!((head.size, head.root), (size, root));
+    // A second dispute of the same record is refused (a new checkpoint covers it too).
+    let cp = client.checkpoint().await;
+    assert!(cp.is_ok());
+    match client.dispute(1, failed.exchange).await {
+        Err(ClientError::Refused { .. }) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    server.stop().await;
+    upstream.stop().await;
+}
+
+/// A man in the middle that rewrites the gateway's answers, to check the client notices.
+#[derive(Clone, Copy)]
+enum Tamper {
+    Signature,
+    Amount,
+    Undercharge,
+    Cumulative,
+    Root,
+}
+
+async fn tampering_proxy(gateway: String, key: SecretKey, mode: Tamper) -> Running {
+    use axum::body::Body;
+    let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
+        let gateway = gateway.clone();
+        let key = key.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            let url = format!(
+                "{gateway}{}",
+                parts.uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            let mut headers = parts.headers.clone();
+            headers.remove(http::header::HOST);
+            let resp = reqwest::Client::new()
+                .request(parts.method.clone(), url)
+                .headers(headers)
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("mitm: {e}"));
+            let status = resp.status();
+            let mut headers = resp.headers().clone();
+            let mut bytes = resp.bytes().await.unwrap_or_default().to_vec();
+            if let Some(v) = headers.get(PAYMENT_RESPONSE).cloned() {
+                let mut pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", v.as_bytes())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let mut receipt = pr.receipt.receipt().unwrap_or_else(|e| panic!("{e}"));
+                match mode {
+                    Tamper::Signature => receipt.signature.0[5] ^= 1,
+                    Tamper::Amount => {
+                        receipt.outcome.amount += 1;
+                        receipt.outcome.cumulative += 1;
+                        receipt = receipt.outcome.sign(&key);
+                    }
+                    Tamper::Undercharge => {
+                        receipt.outcome.amount -= 1;
+                        receipt.outcome.cumulative -= 1;
+                        receipt = receipt.outcome.sign(&key);
+                    }
+                    Tamper::Cumulative => {
+                        receipt.outcome.cumulative += 1;
+                        receipt = receipt.outcome.sign(&key);
+                    }
+                    Tamper::Root => {}
+                }
+                pr.receipt = tally_http::WireReceipt::from_receipt(&receipt);
+                let text = encode_header("PAYMENT-RESPONSE", &pr).unwrap_or_default();
+                if let Ok(v) = http::HeaderValue::from_str(&text) {
+                    headers.insert(PAYMENT_RESPONSE, v);
+                }
+            }
+            if matches!(mode, Tamper::Root) {
+                if let Ok(mut state) =
+                    serde_json::from_slice::<tally_http::api::ChannelState>(&bytes)
+                {
+                    if state.size > 0 {
+                        state.root = tally_core::Hash([9; 32]);
+                        bytes = serde_json::to_vec(&state).unwrap_or_default();
+                    }
+                }
+            }
+            headers.remove(http::header::CONTENT_LENGTH);
+            headers.remove(http::header::TRANSFER_ENCODING);
+            let mut out = http::Response::new(Body::from(bytes));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            out
+        }
+    });
+    spawn(app).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_detects_tampered_receipt_wrong_amount_wrong_cumulative_and_forked_root() {
+    let funding = MemFunding::default();
+    let upstream = spawn_upstream().await;
+    let key = SecretKey::generate(&mut rand::rngs::OsRng);
+    let gdir = tmp();
+    let (_gw, server) = spawn_gateway(settings(gdir.path()), &key, &funding, &upstream).await;
+    for mode in [
+        Tamper::Signature,
+        Tamper::Amount,
+        Tamper::Undercharge,
+        Tamper::Cumulative,
+        Tamper::Root,
+    ] {
+        let ch = open_channel(&funding, 1_000_000);
+        let mitm = tampering_proxy(server.url(), key.clone(), mode).await;
+        let cdir = tmp();
+        let client = connect(&mitm.url(), cdir.path(), &ch).await;
+        let first = client.post("/v1/echo").body("x").send().await;
+        match (mode, &first) {
+            (
+                Tamper::Signature,
+                Err(ClientError::Misbehavior(Misbehavior::BadReceiptSignature)),
+            ) => {}
+            (Tamper::Amount, Err(ClientError::Misbehavior(Misbehavior::OverMaximum { .. }))) => {}
+            (
+                Tamper::Undercharge,
+                Err(ClientError::Misbehavior(Misbehavior::WrongAmount { .. })),
+            ) => {}
+            (
+                Tamper::Cumulative,
+                Err(ClientError::Misbehavior(Misbehavior::WrongCumulative { .. })),
+            ) => {}
+            (Tamper::Root, Ok(_)) => {
+                // The root is forged only in the channel state; a reconnect must notice.
+                drop(client);
+                match Client::connect(client_config(&mitm.url(), cdir.path(), &ch)).await {
+                    Err(ClientError::Misbehavior(Misbehavior::Fork { size: 1, .. })) => {}
+                    Err(e) => panic!("expected a fork, got {e}"),
+                    Ok(_) => panic!("expected a fork, got a connection"),
+                }
+                mitm.stop().await;
+                continue;
+            }
+            _ => panic!("mode did not produce the expected misbehavior: {first:?}"),
+        }
+        // Once caught, the client refuses to continue.
+        assert!(matches!(
+            client.post("/v1/echo").body("y").send().await,
+            Err(ClientError::Stopped(_))
+        ));
+        assert_eq!(client.mirror_head().await.0, 0);
+        mitm.stop().await;
+    }
+    server.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_layer_meters_an_embedded_axum_app() {
+    let (gdir, cdir) = (tmp(), tmp());
+    let funding = MemFunding::default();
+    let ch = open_channel(&funding, 1_000_000);
+    let key = SecretKey::generate(&mut rand::rngs::OsRng);
+    let gw = tally_server::Gateway::open(
+        settings(gdir.path()),
+        key,
+        std::sync::Arc::new(funding.clone()),
+    )
+    .unwrap_or_else(|e| panic!("gateway: {e}"));
+    let server = spawn(tally_server::app(&gw, upstream_routes())).await;
+    let client = connect(&server.url(), cdir.path(), &ch).await;
+    for i in 0..5 {
+        let r = client
+            .post("/v1/echo")
+            .body(format!("{i}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.body, format!("{i}").as_bytes());
+    }
+    let r = client
+        .get("/v1/tokens?n=500")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // 500 units × 3 is capped at the route maximum of 300.
+    assert_eq!(
+        r.receipt.map(|r| (r.outcome.units, r.outcome.amount)),
+        Some((500, 300))
+    );
+    let (size, root, _) = client.mirror_head().await;
+    assert_eq!(
+        gw.store().head(&ch.id).map(|h| (h.size, h.root)),
+        Some((size, root))
+    );
+    server.stop().await;
+}
