@@ -6,9 +6,13 @@ pragma solidity 0.8.30;
 /// EIP-712 checkpoint (log size, Merkle root, cumulative net amount) signed by the payer's
 /// checkpoint signer; one claim settles every call metered since the last one. Nothing per
 /// request ever reaches this contract.
-/// @dev Layout and rules are specified in spec/CHAIN.md. Every state change emits an event,
-/// every external token call happens after all state updates (checks-effects-interactions)
-/// and under a transient-storage reentrancy lock.
+/// @dev Layout and rules are specified in spec/CHAIN.md. Every state change emits an event.
+/// Every function that changes state holds a transient-storage reentrancy lock. Outgoing
+/// transfers follow checks-effects-interactions: `claim`, `finalizeWithdraw` and
+/// `cooperativeClose` update all state before they transfer; `claimMany` pays one token's run
+/// when the token changes, so with several tokens a transfer can precede later entries'
+/// updates (only the lock makes that safe). `open` and `topUp` must call the token before
+/// crediting, because they credit the balance difference the call caused.
 contract Tally {
     /// @notice One channel's state. Packed so that a claim touches four slots plus the root.
     struct Channel {
@@ -64,6 +68,12 @@ contract Tally {
         keccak256("Close(bytes32 channelId,uint64 size,bytes32 root,uint256 cumulative)");
     /// @dev Upper bound for s (secp256k1n / 2); larger s values are the malleable twin.
     uint256 private constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+    /// @notice The shortest withdraw delay `open` accepts. Without a floor a payer could
+    /// initiate and finalize in one transaction and take back signed but unclaimed funds.
+    /// An hour leaves the payee's worker time to see the event, ride out an RPC outage and
+    /// bump fees on a congested chain; providers that need longer refuse shorter channels
+    /// offchain (spec/CHAIN.md §5).
+    uint32 public constant MIN_WITHDRAW_DELAY = 1 hours;
 
     uint256 private immutable cachedChainId;
     bytes32 private immutable cachedDomainSeparator;
@@ -107,6 +117,7 @@ contract Tally {
     error TokenCallFailed(address token);
     error Reentrancy();
     error EmptyBatch();
+    error WithdrawDelayTooShort(uint32 minimum, uint32 withdrawDelay);
 
     modifier nonReentrant() {
         if (locked) revert Reentrancy();
@@ -134,6 +145,7 @@ contract Tally {
     ) external nonReentrant returns (bytes32 channelId) {
         if (payee == address(0) || token == address(0) || signer == address(0)) revert ZeroAddress();
         if (amount == 0) revert ZeroAmount();
+        if (withdrawDelay < MIN_WITHDRAW_DELAY) revert WithdrawDelayTooShort(MIN_WITHDRAW_DELAY, withdrawDelay);
         channelId = channelIdOf(msg.sender, payee, token, salt);
         Channel storage c = channels[channelId];
         if (c.payee != address(0)) revert ChannelExists(channelId);
@@ -149,12 +161,14 @@ contract Tally {
         emit ChannelOpened(channelId, msg.sender, payee, token, signer, withdrawDelay, salt, received);
     }
 
-    /// @notice Adds `amount` to an open channel's deposit; anyone may fund a channel.
+    /// @notice Adds `amount` to an open channel's deposit; anyone may fund a channel. Like
+    /// `open`, it reverts with ZeroAmount when the token delivered nothing.
     function topUp(bytes32 channelId, uint256 amount) external nonReentrant {
         Channel storage c = _live(channelId);
         if (c.withdrawAt != 0) revert WithdrawPending(c.withdrawAt);
         if (amount == 0) revert ZeroAmount();
         uint256 received = _pull(c.token, msg.sender, amount);
+        if (received == 0) revert ZeroAmount();
         uint256 deposit = uint256(c.deposit) + received;
         if (deposit > type(uint128).max) revert AmountTooLarge();
         c.deposit = uint128(deposit);
@@ -214,7 +228,7 @@ contract Tally {
     // ------------------------------------------------------------------- exits
 
     /// @notice The payer starts the exit clock; the payee can still claim until it runs out.
-    function initiateWithdraw(bytes32 channelId) external {
+    function initiateWithdraw(bytes32 channelId) external nonReentrant {
         Channel storage c = _live(channelId);
         if (msg.sender != c.payer) revert NotPayer();
         if (c.withdrawAt != 0) revert WithdrawPending(c.withdrawAt);
@@ -224,7 +238,8 @@ contract Tally {
     }
 
     /// @notice After the delay, returns the unclaimed deposit to the payer and closes the channel.
-    /// Anyone may call it; the refund always goes to the payer.
+    /// Anyone may call it; the refund always goes to the payer. `deposit` keeps the total ever
+    /// deposited: a closed channel holds nothing whatever its fields say.
     function finalizeWithdraw(bytes32 channelId) external nonReentrant {
         Channel storage c = _live(channelId);
         uint64 at = c.withdrawAt;
@@ -232,7 +247,6 @@ contract Tally {
         if (block.timestamp < at) revert WithdrawDelayActive(at);
         uint256 refund = uint256(c.deposit) - c.claimed;
         c.closed = true;
-        c.deposit = c.claimed;
         emit WithdrawFinalized(channelId, refund);
         if (refund != 0) _push(c.token, c.payer, refund);
     }
@@ -261,7 +275,6 @@ contract Tally {
         c.claimed = uint128(capped);
         c.root = cp.root;
         c.closed = true;
-        c.deposit = uint128(capped);
         address token = c.token;
         emit CooperativelyClosed(cp.channelId, cp.size, cp.root, capped, paid, refund);
         if (paid != 0) _push(token, c.payee, paid);

@@ -4,13 +4,16 @@ pragma solidity 0.8.30;
 /// @title TestToken: a minimal ERC-20 with EIP-3009 transferWithAuthorization.
 /// @notice For tests, the gas report and the demo only. Anyone can mint. `mode` lets tests
 /// imitate non-standard tokens: 0 = standard, 1 = transfer/transferFrom return no data
-/// (USDT style), 2 = transfer/transferFrom return false without moving funds.
+/// (USDT style), 2 = transfer/transferFrom return false without moving funds, 3 =
+/// transfer/transferFrom burn a flat fee of FLAT_FEE units from the amount sent (a
+/// fee-on-transfer token; sending FLAT_FEE or less delivers nothing).
 contract TestToken {
     string public name;
     string public constant symbol = "TUSD";
     string public constant version = "1";
     uint8 public constant decimals = 6;
     uint8 public immutable mode;
+    uint256 public constant FLAT_FEE = 10;
     uint256 public totalSupply;
 
     mapping(address => uint256) public balanceOf;
@@ -62,7 +65,7 @@ contract TestToken {
 
     function transfer(address to, uint256 value) external returns (bool) {
         if (mode == 2) return false;
-        _move(msg.sender, to, value);
+        _moveMinusFee(msg.sender, to, value);
         _quirkReturn();
         return true;
     }
@@ -74,7 +77,7 @@ contract TestToken {
             if (allowed < value) revert InsufficientAllowance();
             allowance[from][msg.sender] = allowed - value;
         }
-        _move(from, to, value);
+        _moveMinusFee(from, to, value);
         _quirkReturn();
         return true;
     }
@@ -114,6 +117,21 @@ contract TestToken {
         }
         balanceOf[to] += value;
         emit Transfer(from, to, value);
+    }
+
+    /// @dev `_move`, except that in mode 3 the flat fee is burned from the sender instead of
+    /// reaching `to`.
+    function _moveMinusFee(address from, address to, uint256 value) private {
+        if (mode != 3) return _move(from, to, value);
+        uint256 fee = value < FLAT_FEE ? value : FLAT_FEE;
+        _move(from, to, value - fee);
+        uint256 bal = balanceOf[from];
+        if (bal < fee) revert InsufficientBalance();
+        unchecked {
+            balanceOf[from] = bal - fee;
+        }
+        totalSupply -= fee;
+        emit Transfer(from, address(0), fee);
     }
 
     /// @dev In mode 1, end the call with empty return data like tokens that predate ERC-20's bool.

@@ -1,6 +1,6 @@
 //! The one error type every fallible operation in this crate returns.
 
-use alloy::primitives::B256;
+use alloy::primitives::{Address, B256};
 use tally_core::ChannelId;
 
 use crate::contract::Tally::TallyErrors;
@@ -43,6 +43,14 @@ pub enum ChainError {
     /// The gateway's checkpoint source failed.
     #[error("checkpoint source: {0}")]
     Source(String),
+    /// The wallet given to the settlement worker does not sign for the client's sender.
+    #[error("wallet signs for {wallet}, but the client sends from {sender}")]
+    WalletMismatch {
+        /// The wallet's default signer.
+        wallet: Address,
+        /// The client's sender (the payee).
+        sender: Address,
+    },
     /// A file needed by a report or check could not be read or written.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

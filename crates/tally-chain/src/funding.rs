@@ -2,6 +2,8 @@
 //!
 //! [`Funding`] is object-safe (it returns a boxed future), so the gateway can hold a
 //! `Arc<dyn Funding>` and tests can substitute an in-memory implementation.
+//! [`ChannelFunding::acceptable`] is the gateway's admission check: right payee and token, not
+//! exiting, and a withdraw delay at least as long as the provider's own policy.
 
 use alloy::primitives::{Address, B256};
 use tally_core::{ChannelId, Hash};
@@ -10,6 +12,48 @@ use crate::channel::TallyClient;
 use crate::contract::Tally;
 use crate::error::ChainError;
 use crate::BoxFuture;
+
+/// The contract's `MIN_WITHDRAW_DELAY` (seconds): `open` refuses shorter delays. A test checks
+/// it against the deployed contract.
+pub const MIN_WITHDRAW_DELAY: u32 = 3600;
+
+/// Why a gateway should not serve a channel; returned by [`ChannelFunding::acceptable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FundingRefusal {
+    /// The channel pays someone else.
+    #[error("channel pays {actual}, not this provider's {expected}")]
+    WrongPayee {
+        /// This provider's payee address.
+        expected: Address,
+        /// The channel's payee.
+        actual: Address,
+    },
+    /// The deposit is in a token this provider does not take.
+    #[error("channel is funded in {actual}, this provider takes {expected}")]
+    WrongToken {
+        /// The token this provider takes.
+        expected: Address,
+        /// The channel's token.
+        actual: Address,
+    },
+    /// The channel is closed; nothing more can be claimed.
+    #[error("channel is closed")]
+    Closed,
+    /// The payer started a withdrawal; claims stop at `at`.
+    #[error("a withdrawal is pending; claims stop at unix time {at}")]
+    Withdrawing {
+        /// Earliest finalize time (unix seconds).
+        at: u64,
+    },
+    /// The payer could exit faster than this provider's settlement can react.
+    #[error("withdraw delay {delay} s is shorter than this provider's minimum {minimum} s")]
+    DelayTooShort {
+        /// The channel's `withdrawDelay`.
+        delay: u32,
+        /// The provider's policy.
+        minimum: u32,
+    },
+}
 
 /// Where a channel is in its exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +83,8 @@ pub struct ChannelFunding {
     pub token: Address,
     /// The payer's checkpoint key.
     pub signer: Address,
-    /// Total ever deposited.
+    /// Total ever deposited (what actually arrived). Kept unchanged when the channel closes;
+    /// [`remaining`](Self::remaining) is what is still held.
     pub deposit: u128,
     /// Total ever paid to the payee (the capped cumulative of the last claim).
     pub claimed: u128,
@@ -54,7 +99,12 @@ pub struct ChannelFunding {
 }
 
 impl ChannelFunding {
-    /// What the payee could still be paid: deposit minus claimed (0 once closed).
+    /// What the channel still holds: deposit minus claimed, or 0 once closed.
+    ///
+    /// During a pending withdrawal this is the balance either party may still end up with: the
+    /// payee by claiming before `at`, the payer through `finalizeWithdraw`. Once `at` has
+    /// passed, the payee can no longer claim any of it (see [`claimable_at`](Self::claimable_at)),
+    /// but it stays non-zero until someone calls `finalizeWithdraw`.
     pub fn remaining(&self) -> u128 {
         match self.withdraw {
             WithdrawState::Closed => 0,
@@ -71,9 +121,53 @@ impl ChannelFunding {
         }
     }
 
-    /// What claiming a checkpoint with `cumulative` would pay out now (capped at the deposit).
+    /// What claiming a checkpoint with `cumulative` would pay out (capped at the deposit),
+    /// provided the claim is accepted at all ([`claimable_at`](Self::claimable_at)).
     pub fn payout_for(&self, cumulative: u128) -> u128 {
-        cumulative.min(self.deposit).saturating_sub(self.claimed)
+        match self.withdraw {
+            WithdrawState::Closed => 0,
+            _ => cumulative.min(self.deposit).saturating_sub(self.claimed),
+        }
+    }
+
+    /// Whether a gateway whose settlement needs at least `min_delay` seconds to react to a
+    /// withdrawal should serve this channel for `payee` in `token`.
+    ///
+    /// Checks, in this order: the payee, the token, that the channel is neither closed nor
+    /// withdrawing, and that its withdraw delay is at least `min_delay`. The contract already
+    /// refuses delays below [`MIN_WITHDRAW_DELAY`]; `min_delay` is the provider's own, usually
+    /// longer, policy. Whether the deposit covers a particular call is a separate question
+    /// ([`remaining`](Self::remaining)).
+    pub fn acceptable(
+        &self,
+        min_delay: u32,
+        payee: Address,
+        token: Address,
+    ) -> Result<(), FundingRefusal> {
+        if self.payee != payee {
+            return Err(FundingRefusal::WrongPayee {
+                expected: payee,
+                actual: self.payee,
+            });
+        }
+        if self.token != token {
+            return Err(FundingRefusal::WrongToken {
+                expected: token,
+                actual: self.token,
+            });
+        }
+        match self.withdraw {
+            WithdrawState::Closed => return Err(FundingRefusal::Closed),
+            WithdrawState::Pending { at } => return Err(FundingRefusal::Withdrawing { at }),
+            WithdrawState::None => {}
+        }
+        if self.withdraw_delay < min_delay {
+            return Err(FundingRefusal::DelayTooShort {
+                delay: self.withdraw_delay,
+                minimum: min_delay,
+            });
+        }
+        Ok(())
     }
 
     /// Decodes the contract's `getChannel` result; an all-zero payee means no such channel.
@@ -132,5 +226,78 @@ impl Funding for ChainFunding {
         channel: &'a ChannelId,
     ) -> BoxFuture<'a, Result<ChannelFunding, ChainError>> {
         Box::pin(self.client.channel(channel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(withdraw: WithdrawState, delay: u32) -> ChannelFunding {
+        ChannelFunding {
+            channel_id: ChannelId([1; 32]),
+            payer: Address::repeat_byte(1),
+            payee: Address::repeat_byte(2),
+            token: Address::repeat_byte(3),
+            signer: Address::repeat_byte(4),
+            deposit: 1_000,
+            claimed: 400,
+            claimed_size: 7,
+            claimed_root: Hash([0; 32]),
+            withdraw_delay: delay,
+            withdraw,
+        }
+    }
+
+    #[test]
+    fn acceptable_checks_payee_token_exit_and_delay_in_order() {
+        let (payee, token) = (Address::repeat_byte(2), Address::repeat_byte(3));
+        let open = channel(WithdrawState::None, 7_200);
+        assert_eq!(open.acceptable(7_200, payee, token), Ok(()));
+        assert_eq!(open.acceptable(MIN_WITHDRAW_DELAY, payee, token), Ok(()));
+        assert_eq!(
+            open.acceptable(7_201, payee, token),
+            Err(FundingRefusal::DelayTooShort {
+                delay: 7_200,
+                minimum: 7_201
+            })
+        );
+        let other = Address::repeat_byte(9);
+        assert_eq!(
+            open.acceptable(0, other, other),
+            Err(FundingRefusal::WrongPayee {
+                expected: other,
+                actual: payee
+            })
+        );
+        assert_eq!(
+            open.acceptable(0, payee, other),
+            Err(FundingRefusal::WrongToken {
+                expected: other,
+                actual: token
+            })
+        );
+        let exiting = channel(WithdrawState::Pending { at: 99 }, 1);
+        assert_eq!(
+            exiting.acceptable(7_200, payee, token),
+            Err(FundingRefusal::Withdrawing { at: 99 })
+        );
+        let closed = channel(WithdrawState::Closed, 7_200);
+        assert_eq!(
+            closed.acceptable(0, payee, token),
+            Err(FundingRefusal::Closed)
+        );
+    }
+
+    #[test]
+    fn a_closed_channel_holds_and_pays_nothing_whatever_its_deposit() {
+        let closed = channel(WithdrawState::Closed, 3_600);
+        assert_eq!((closed.remaining(), closed.payout_for(900)), (0, 0));
+        assert!(!closed.claimable_at(0));
+        let pending = channel(WithdrawState::Pending { at: 50 }, 3_600);
+        assert_eq!((pending.remaining(), pending.payout_for(900)), (600, 500));
+        assert!(pending.claimable_at(49) && !pending.claimable_at(50));
+        // Past `at` the balance is still there until finalizeWithdraw, but not claimable.
+        assert_eq!(pending.remaining(), 600);
     }
 }

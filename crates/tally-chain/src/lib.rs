@@ -21,8 +21,12 @@ pub mod settle;
 pub use channel::{channel_id, OpenParams, TallyClient, TxOutcome};
 pub use eip712::{ChainCheckpoint, Eip712Sig};
 pub use error::ChainError;
-pub use funding::{ChainFunding, ChannelFunding, Funding, WithdrawState};
-pub use settle::{CheckpointSource, SettleConfig, SettlementWorker, TickReport};
+pub use funding::{
+    ChainFunding, ChannelFunding, Funding, FundingRefusal, WithdrawState, MIN_WITHDRAW_DELAY,
+};
+pub use settle::{
+    CheckpointSource, FeeBid, SettleConfig, SettlementWorker, TickReport, WorkerStats,
+};
 
 /// A boxed, sendable future; keeps the async traits here object-safe without extra crates.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -4,23 +4,44 @@
 //! When it claims, per channel:
 //! - the payout now possible reaches `threshold`; or
 //! - the claim timer (`claim_interval`) ran out and the payout is non-zero; or
-//! - an `initiateWithdraw` event was seen for the channel and the payout is non-zero (the
-//!   payee must claim before the delay ends, so this skips the threshold).
+//! - the channel is withdrawing (a `WithdrawInitiated` event was seen, or a read showed a
+//!   pending withdrawal) and the payout is non-zero: the payee must claim before the delay
+//!   ends, so this skips the threshold.
 //!
-//! Never double-submits: at most one claim transaction is in flight, and every entry is
-//! re-checked against the channel's onchain claimed size (read fresh) before it is sent.
-//! RPC failures surface from [`SettlementWorker::tick`] as transient errors; [`run`]
-//! retries them with exponential backoff.
+//! A batch takes withdrawing channels first (earliest deadline first), then over-threshold
+//! ones, then timer-due ones, up to `max_batch`; the chosen entries are ordered by token so
+//! `claimMany` merges their transfers. The timer restarts only when nothing due was left out.
+//!
+//! Never double-submits: at most one claim is in flight, and it owns one nonce. The worker
+//! signs a claim locally and records its hash and nonce *before* broadcasting, so a send that
+//! fails after the node accepted the transaction leaves the claim in flight rather than
+//! forgotten. Until a receipt for one of its versions is `confirmations` blocks deep, the
+//! worker only ever re-broadcasts the same signed bytes (when the node does not know them) or
+//! signs a replacement with the same nonce and fees raised by at least 12.5% (after
+//! `pending_timeout`): all versions share the nonce, so at most one can be mined. A new claim
+//! is signed only after the previous one settled or its nonce was used by something else, and
+//! every entry is re-checked against the channel's onchain claimed size (read fresh) first.
+//! New claims use the account's mined nonce, so after a restart a claim left pending by the
+//! previous process is replaced, never followed by a second one. The worker's account must
+//! therefore send nothing but claims.
+//!
+//! RPC failures surface from [`SettlementWorker::tick`] as transient errors; [`run`] retries
+//! them with exponential backoff. A failing `WithdrawInitiated` scan does not fail the tick:
+//! the scan resumes from the failed chunk next tick, and meanwhile every channel with a newer
+//! checkpoint has its state read, which shows pending withdrawals too.
 //!
 //! [`run`]: SettlementWorker::run
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use alloy::eips::eip2718::Encodable2718;
 use alloy::eips::BlockNumberOrTag;
+use alloy::network::{EthereumWallet, NetworkWallet, TransactionBuilder};
 use alloy::primitives::{Address, B256};
-use alloy::providers::Provider;
-use alloy::rpc::types::Filter;
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{Filter, TransactionRequest};
 use alloy::sol_types::SolEvent;
 use tally_core::ChannelId;
 
@@ -42,7 +63,9 @@ pub trait CheckpointSource: Send + Sync {
 pub struct SettleConfig {
     /// Claim a channel as soon as its payout reaches this amount.
     pub threshold: u128,
-    /// Claim every channel with a non-zero payout at least this often.
+    /// Claim every channel with a non-zero payout at least this often. When it runs out the
+    /// worker also re-reads every channel it has a checkpoint for, so a claim undone by a
+    /// reorg is found and claimed again.
     pub claim_interval: Duration,
     /// How often [`SettlementWorker::run`] ticks when all is well.
     pub poll_interval: Duration,
@@ -52,10 +75,22 @@ pub struct SettleConfig {
     pub backoff_initial: Duration,
     /// Retry delays double up to this.
     pub backoff_max: Duration,
-    /// An unmined claim older than this that the node no longer knows is treated as dropped.
+    /// A claim still unmined this long after its newest version was signed is replaced: same
+    /// nonce and calldata, fees raised by at least [`FEE_BUMP`] (or to the market rate).
     pub pending_timeout: Duration,
+    /// Never bid more than this max fee per gas (wei); `None` for no cap. At the cap the worker
+    /// stops bumping and waits.
+    pub max_fee_per_gas: Option<u128>,
+    /// A claim's outcome is trusted once its receipt's block is this many blocks deep
+    /// (1 = in the head block). Until then it stays in flight.
+    pub confirmations: u64,
     /// First block to scan for `WithdrawInitiated` events.
     pub from_block: u64,
+    /// Blocks per `eth_getLogs` request (many providers refuse wide ranges).
+    pub log_chunk_blocks: u64,
+    /// At most this many `eth_getLogs` requests per tick, so catching up from an old
+    /// `from_block` is spread over ticks instead of delaying claims.
+    pub log_chunks_per_tick: u32,
 }
 
 impl Default for SettleConfig {
@@ -68,53 +103,172 @@ impl Default for SettleConfig {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             pending_timeout: Duration::from_secs(120),
+            max_fee_per_gas: None,
+            confirmations: 1,
             from_block: 0,
+            log_chunk_blocks: 2_000,
+            log_chunks_per_tick: 32,
         }
     }
+}
+
+/// The EIP-1559 fees one version of a claim bids, in wei per gas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeeBid {
+    /// `maxFeePerGas`.
+    pub max_fee_per_gas: u128,
+    /// `maxPriorityFeePerGas`.
+    pub max_priority_fee_per_gas: u128,
+}
+
+/// The minimum raise of both fees for a replacement: 1/8 (12.5%). geth and reth refuse a
+/// same-nonce replacement that raises either fee by less than 10%.
+pub const FEE_BUMP: (u128, u128) = (1, 8);
+
+fn raised(x: u128) -> u128 {
+    let (num, den) = FEE_BUMP;
+    let step = (x.saturating_mul(num)).div_ceil(den).max(1);
+    x.saturating_add(step)
+}
+
+/// The first version's fees: the market estimate, limited by `cap`.
+pub fn initial_fees(market: FeeBid, cap: Option<u128>) -> FeeBid {
+    let max_fee = cap.map_or(market.max_fee_per_gas, |c| market.max_fee_per_gas.min(c));
+    FeeBid {
+        max_fee_per_gas: max_fee,
+        max_priority_fee_per_gas: market.max_priority_fee_per_gas.min(max_fee),
+    }
+}
+
+/// The fees of a replacement for a version that bid `prev`: each fee raised by at least
+/// [`FEE_BUMP`], and at least the current `market` estimate. `None` when `cap` does not leave
+/// room for a raise the node would accept (then the worker keeps waiting).
+pub fn bumped_fees(prev: FeeBid, market: FeeBid, cap: Option<u128>) -> Option<FeeBid> {
+    let floor_max = raised(prev.max_fee_per_gas);
+    let floor_tip = raised(prev.max_priority_fee_per_gas);
+    let mut max_fee = floor_max.max(market.max_fee_per_gas);
+    let mut tip = floor_tip.max(market.max_priority_fee_per_gas);
+    if let Some(cap) = cap {
+        if floor_max > cap || floor_tip > cap {
+            return None;
+        }
+        max_fee = max_fee.min(cap);
+        tip = tip.min(max_fee);
+    }
+    Some(FeeBid {
+        max_fee_per_gas: max_fee.max(tip),
+        max_priority_fee_per_gas: tip,
+    })
 }
 
 /// What one tick did, for tests and monitoring.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TickReport {
-    /// A claim transaction sent this tick, with the channels it covers.
+    /// A new claim transaction signed and sent this tick, with the channels it covers.
     pub submitted: Option<(B256, Vec<ChannelId>)>,
-    /// A claim transaction whose receipt arrived this tick, and whether it succeeded.
+    /// A replacement for the claim in flight (same nonce, higher fees) sent this tick.
+    pub resent: Option<B256>,
+    /// The claim in flight was broadcast again, unchanged, because the node did not know it.
+    pub rebroadcast: Option<B256>,
+    /// A claim transaction whose receipt is now deep enough, and whether it succeeded.
     pub confirmed: Option<(B256, bool)>,
-    /// Set when a claim is still in flight, so nothing new was sent.
+    /// The claim in flight's nonce was used by a transaction that is none of its versions;
+    /// the worker dropped it and re-reads the chain. The hash is its newest version.
+    pub abandoned: Option<B256>,
+    /// Set when a claim is still in flight (unmined, or mined but not yet deep enough), so
+    /// nothing new was sent.
     pub waiting_on: Option<B256>,
     /// Channels newly seen entering a withdrawal.
     pub withdraw_seen: Vec<ChannelId>,
+    /// Why the `WithdrawInitiated` scan stopped early this tick, if it failed.
+    pub scan_error: Option<String>,
     /// Checkpoints the contract would reject (bad signature, stale, not ours), with why.
     pub rejected: Vec<(ChannelId, String)>,
+    /// Due channels left out of this tick's batch by `max_batch`.
+    pub deferred: usize,
 }
 
-/// Counters kept by [`SettlementWorker::run`].
+/// Counters kept by the worker.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerStats {
-    /// Ticks attempted.
+    /// Ticks attempted by [`SettlementWorker::run`].
     pub ticks: u64,
     /// Ticks that failed.
     pub errors: u64,
     /// The last failure.
     pub last_error: Option<String>,
-    /// Every claim transaction sent.
+    /// The first version of every claim signed.
     pub submitted: Vec<B256>,
+    /// Every fee-bumped replacement signed.
+    pub resent: Vec<B256>,
+    /// `WithdrawInitiated` scans that failed (the tick went on).
+    pub scan_errors: u64,
+}
+
+/// One signed version of the claim in flight.
+struct Attempt {
+    hash: B256,
+    fees: FeeBid,
+    raw: Vec<u8>,
 }
 
 struct InFlight {
-    hash: B256,
-    sent_at: Instant,
+    nonce: u64,
+    /// The unsigned transaction (nonce, gas, calldata); each version adds its fees.
+    request: TransactionRequest,
+    /// The version signed last.
+    newest: Attempt,
+    /// Hashes of the versions it replaced. All share `nonce`: at most one is ever mined.
+    replaced: Vec<B256>,
+    /// When the newest version was signed.
+    signed_at: Instant,
     /// Per channel: the (size, claimed) the chain will hold once this lands.
     expect: Vec<(ChannelId, u64, u128)>,
+}
+
+/// Why a channel is in the candidate list; the order is the batch priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Why {
+    /// Withdrawing: claims stop at `at`.
+    Withdrawing {
+        at: u64,
+    },
+    OverThreshold,
+    Timer,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    why: Why,
+    token: Address,
+    payout: u128,
+    /// What the channel's claimed amount becomes (cumulative capped at the deposit).
+    capped: u128,
+    cp: ChainCheckpoint,
+}
+
+/// Picks at most `max` candidates: withdrawing channels first (earliest deadline first), then
+/// over-threshold ones, then timer-due ones, larger payouts first within a class. The chosen
+/// ones are ordered by token (then id) so claimMany merges their transfers. Returns them and
+/// how many were left out.
+fn choose_batch(mut all: Vec<Candidate>, max: usize) -> (Vec<Candidate>, usize) {
+    let max = max.max(1);
+    all.sort_by_key(|c| (c.why, Reverse(c.payout), c.cp.checkpoint.channel_id));
+    let cut = all.len().saturating_sub(max);
+    all.truncate(max);
+    all.sort_by_key(|c| (c.token, c.cp.checkpoint.channel_id));
+    (all, cut)
 }
 
 /// The worker. Drive it with [`tick`](Self::tick) or hand it to [`run`](Self::run).
 pub struct SettlementWorker<S> {
     client: TallyClient,
+    wallet: EthereumWallet,
     source: S,
     config: SettleConfig,
     next_block: u64,
-    withdrawing: BTreeSet<ChannelId>,
+    /// Channels known to be withdrawing, with the time their claims stop.
+    withdrawing: BTreeMap<ChannelId, u64>,
     last_timer: Instant,
     in_flight: Option<InFlight>,
     /// Last onchain (claimed size, claimed amount) seen or caused, per channel.
@@ -123,29 +277,48 @@ pub struct SettlementWorker<S> {
 }
 
 impl<S: CheckpointSource> SettlementWorker<S> {
-    /// A worker claiming as `client.sender()` (the payee).
-    pub fn new(client: TallyClient, source: S, config: SettleConfig) -> Self {
-        SettlementWorker {
+    /// A worker claiming as `client.sender()` (the payee). `wallet` signs its transactions
+    /// locally and must have that address as its default signer ([`ChainError::WalletMismatch`]).
+    pub fn new(
+        client: TallyClient,
+        wallet: EthereumWallet,
+        source: S,
+        config: SettleConfig,
+    ) -> Result<Self, ChainError> {
+        let signer = NetworkWallet::<alloy::network::Ethereum>::default_signer_address(&wallet);
+        if signer != client.sender() {
+            return Err(ChainError::WalletMismatch {
+                wallet: signer,
+                sender: client.sender(),
+            });
+        }
+        Ok(SettlementWorker {
             client,
+            wallet,
             source,
             next_block: config.from_block,
             config,
-            withdrawing: BTreeSet::new(),
+            withdrawing: BTreeMap::new(),
             last_timer: Instant::now(),
             in_flight: None,
             known: HashMap::new(),
             stats: WorkerStats::default(),
-        }
+        })
     }
 
-    /// Counters from [`run`](Self::run).
+    /// Counters kept so far.
     pub fn stats(&self) -> &WorkerStats {
         &self.stats
     }
 
-    /// The claim currently in flight, if any.
+    /// The newest version of the claim currently in flight, if any.
     pub fn in_flight(&self) -> Option<B256> {
-        self.in_flight.as_ref().map(|f| f.hash)
+        self.in_flight.as_ref().map(|f| f.newest.hash)
+    }
+
+    /// The next block the `WithdrawInitiated` scan will read.
+    pub fn scan_cursor(&self) -> u64 {
+        self.next_block
     }
 
     /// Runs ticks until `shutdown` turns true, backing off after errors. Returns the worker so
@@ -167,12 +340,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             }
             self.stats.ticks += 1;
             match self.tick().await {
-                Ok(report) => {
-                    if let Some((hash, _)) = report.submitted {
-                        self.stats.submitted.push(hash);
-                    }
-                    delay = self.config.poll_interval;
-                }
+                Ok(_) => delay = self.config.poll_interval,
                 Err(e) => {
                     self.stats.errors += 1;
                     self.stats.last_error = Some(e.to_string());
@@ -189,7 +357,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
     /// One round: settle the in-flight claim, scan withdraw events, claim what is due.
     pub async fn tick(&mut self) -> Result<TickReport, ChainError> {
         let mut report = TickReport::default();
-        if !self.check_in_flight(&mut report).await? {
+        if !self.check_in_flight(&mut report, true).await? {
             return Ok(report);
         }
 
@@ -211,33 +379,25 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             .await?
             .ok_or_else(|| ChainError::Rpc(format!("node has no block {head}")))?;
         let now = block.header.timestamp;
-        if self.next_block <= head {
-            let filter = Filter::new()
-                .address(self.client.address())
-                .event_signature(Tally::WithdrawInitiated::SIGNATURE_HASH)
-                .from_block(self.next_block)
-                .to_block(head);
-            for log in provider.get_logs(&filter).await? {
-                if let Some(topic) = log.topics().get(1) {
-                    let id = ChannelId(topic.0);
-                    if latest.contains_key(&id) && self.withdrawing.insert(id) {
-                        report.withdraw_seen.push(id);
-                    }
-                }
-            }
-            self.next_block = head + 1;
-        }
+        self.scan_withdrawals(&provider, head, now, &mut report)
+            .await;
+        // Past its deadline a withdrawing channel can no longer be claimed.
+        self.withdrawing.retain(|_, at| *at > now);
+        // While the scan lags, events may be unseen: read every channel with news instead.
+        let scan_behind = self.next_block <= head;
 
         let timer_due = self.last_timer.elapsed() >= self.config.claim_interval;
-        let mut due: Vec<(Address, ChainCheckpoint, u128)> = Vec::new();
+        let mut candidates = Vec::new();
         for (id, cp) in &latest {
-            let urgent = self.withdrawing.contains(id);
             let (known_size, known_claimed) = self.known.get(id).copied().unwrap_or((0, 0));
-            if cp.checkpoint.size <= known_size {
-                continue; // nothing newer than what the chain already holds
+            // On the timer every channel is read again, even one we believe claimed up to
+            // this checkpoint: a reorg may have undone that claim.
+            if cp.checkpoint.size <= known_size && !timer_due {
+                continue;
             }
             let estimate = cp.checkpoint.cumulative.saturating_sub(known_claimed);
-            if !(urgent || timer_due || estimate >= self.config.threshold) {
+            let urgent = self.withdrawing.contains_key(id);
+            if !(urgent || timer_due || scan_behind || estimate >= self.config.threshold) {
                 continue;
             }
             let state = match self.client.channel(id).await {
@@ -256,31 +416,37 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 self.withdrawing.remove(id);
                 continue;
             }
-            if matches!(state.withdraw, WithdrawState::Pending { .. }) {
-                self.withdrawing.insert(*id);
+            if let WithdrawState::Pending { at } = state.withdraw {
+                if self.withdrawing.insert(*id, at).is_none() {
+                    report.withdraw_seen.push(*id);
+                }
             }
             if let Some(why) = self.unclaimable(&state, cp) {
                 report.rejected.push((*id, why));
                 continue;
             }
             let payout = state.payout_for(cp.checkpoint.cumulative);
-            let wanted = payout >= self.config.threshold
-                || (payout > 0 && (timer_due || self.withdrawing.contains(id)));
-            if wanted {
-                due.push((
-                    state.token,
-                    *cp,
-                    cp.checkpoint.cumulative.min(state.deposit),
-                ));
-            }
+            let why = match self.withdrawing.get(id) {
+                Some(&at) if payout > 0 => Why::Withdrawing { at },
+                _ if payout >= self.config.threshold => Why::OverThreshold,
+                _ if payout > 0 && timer_due => Why::Timer,
+                _ => continue,
+            };
+            candidates.push(Candidate {
+                why,
+                token: state.token,
+                payout,
+                capped: cp.checkpoint.cumulative.min(state.deposit),
+                cp: *cp,
+            });
         }
-        due.sort_by_key(|(token, cp, _)| (*token, cp.checkpoint.channel_id));
-        due.truncate(self.config.max_batch.max(1));
-        let expected: HashMap<ChannelId, u128> = due
+        let (chosen, cut) = choose_batch(candidates, self.config.max_batch);
+        report.deferred = cut;
+        let expected: HashMap<ChannelId, u128> = chosen
             .iter()
-            .map(|(_, cp, capped)| (cp.checkpoint.channel_id, *capped))
+            .map(|c| (c.cp.checkpoint.channel_id, c.capped))
             .collect();
-        let mut batch: Vec<ChainCheckpoint> = due.into_iter().map(|(_, cp, _)| cp).collect();
+        let mut batch: Vec<ChainCheckpoint> = chosen.into_iter().map(|c| c.cp).collect();
 
         if !batch.is_empty() {
             if let Err(e) = self.client.simulate_claim_many(&batch).await {
@@ -291,37 +457,61 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             }
         }
         if !batch.is_empty() {
-            let pending = if batch.len() == 1 {
-                self.client.send_claim(&batch[0]).await?
-            } else {
-                self.client.send_claim_many(&batch).await?
-            };
-            let hash = *pending.tx_hash();
-            let channels: Vec<ChannelId> = batch.iter().map(|c| c.checkpoint.channel_id).collect();
-            let expect = batch
-                .iter()
-                .map(|c| {
-                    let id = c.checkpoint.channel_id;
-                    (
-                        id,
-                        c.checkpoint.size,
-                        expected.get(&id).copied().unwrap_or(0),
-                    )
-                })
-                .collect();
-            self.in_flight = Some(InFlight {
-                hash,
-                sent_at: Instant::now(),
-                expect,
-            });
-            report.submitted = Some((hash, channels));
-            // A fast chain may already have mined it; confirm now rather than next tick.
-            self.check_in_flight(&mut report).await?;
+            self.submit(&batch, &expected, &mut report).await?;
         }
-        if timer_due {
+        if timer_due && cut == 0 {
             self.last_timer = Instant::now();
         }
         Ok(report)
+    }
+
+    /// Reads `WithdrawInitiated` logs from the cursor towards `head` in chunks, advancing the
+    /// cursor after each chunk. A failure stops the scan for this tick (reported) and is retried
+    /// from the same chunk next tick; it never fails the tick.
+    async fn scan_withdrawals(
+        &mut self,
+        provider: &DynProvider,
+        head: u64,
+        now: u64,
+        report: &mut TickReport,
+    ) {
+        let span = self.config.log_chunk_blocks.max(1);
+        for _ in 0..self.config.log_chunks_per_tick.max(1) {
+            if self.next_block > head {
+                return;
+            }
+            let to = head.min(self.next_block.saturating_add(span - 1));
+            let filter = Filter::new()
+                .address(self.client.address())
+                .event_signature(Tally::WithdrawInitiated::SIGNATURE_HASH)
+                .from_block(self.next_block)
+                .to_block(to);
+            let logs = match provider.get_logs(&filter).await {
+                Ok(logs) => logs,
+                Err(e) => {
+                    self.stats.scan_errors += 1;
+                    report.scan_error = Some(format!(
+                        "eth_getLogs {}..={to}: {}",
+                        self.next_block,
+                        ChainError::from(e)
+                    ));
+                    return;
+                }
+            };
+            for log in logs {
+                // Every event counts, also for channels without a checkpoint yet: one may
+                // arrive during the delay. Channels of other payees expire with their delay.
+                let Ok(event) = log.log_decode::<Tally::WithdrawInitiated>() else {
+                    continue;
+                };
+                let id = ChannelId(event.inner.data.channelId.0);
+                let at = event.inner.data.withdrawAt;
+                if at > now && self.withdrawing.insert(id, at).is_none() {
+                    report.withdraw_seen.push(id);
+                }
+            }
+            self.next_block = to + 1;
+        }
     }
 
     /// Why the contract would refuse `cp` for `state`, checked offchain; None if it would not.
@@ -368,41 +558,292 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         Ok(good)
     }
 
-    /// Looks for the in-flight claim's receipt. Returns true when nothing is in flight any more
-    /// (so a new claim may be sent).
-    async fn check_in_flight(&mut self, report: &mut TickReport) -> Result<bool, ChainError> {
+    /// Signs a claim for `batch` at the account's mined nonce, records it as in flight, then
+    /// broadcasts it. A broadcast error is returned but the claim stays in flight.
+    async fn submit(
+        &mut self,
+        batch: &[ChainCheckpoint],
+        expected: &HashMap<ChannelId, u128>,
+        report: &mut TickReport,
+    ) -> Result<(), ChainError> {
+        let provider = self.client.provider().clone();
+        let sender = self.client.sender();
+        let call = if let [one] = batch {
+            self.client
+                .contract()
+                .claim(one.to_abi())
+                .from(sender)
+                .into_transaction_request()
+        } else {
+            let items = batch.iter().map(ChainCheckpoint::to_abi).collect();
+            self.client
+                .contract()
+                .claimMany(items)
+                .from(sender)
+                .into_transaction_request()
+        };
+        let nonce = provider.get_transaction_count(sender).latest().await?;
+        let gas = provider.estimate_gas(call.clone()).await?;
+        let request = call
+            .with_nonce(nonce)
+            .with_chain_id(self.client.chain_id())
+            // Headroom: a replacement may be mined against slightly different state.
+            .with_gas_limit(gas.saturating_add(gas / 5));
+        let fees = initial_fees(market_fees(&provider).await?, self.config.max_fee_per_gas);
+        let attempt = sign(&self.wallet, &request, fees).await?;
+        let hash = attempt.hash;
+        let raw = attempt.raw.clone();
+        let expect = batch
+            .iter()
+            .map(|c| {
+                let id = c.checkpoint.channel_id;
+                let capped = expected.get(&id).copied().unwrap_or(0);
+                (id, c.checkpoint.size, capped)
+            })
+            .collect();
+        self.in_flight = Some(InFlight {
+            nonce,
+            request,
+            newest: attempt,
+            replaced: Vec::new(),
+            signed_at: Instant::now(),
+            expect,
+        });
+        self.stats.submitted.push(hash);
+        let channels = batch.iter().map(|c| c.checkpoint.channel_id).collect();
+        report.submitted = Some((hash, channels));
+        broadcast(&provider, hash, &raw).await?;
+        // A fast chain may already have mined it; look now rather than next tick.
+        self.check_in_flight(report, false).await?;
+        Ok(())
+    }
+
+    /// Follows the claim in flight. Returns true when nothing is in flight any more (so a new
+    /// claim may be signed). With `may_resend`, also handles an unmined claim: abandons it if
+    /// its nonce was used by something else, replaces it with higher fees after
+    /// `pending_timeout`, or re-broadcasts it when the node does not know it.
+    async fn check_in_flight(
+        &mut self,
+        report: &mut TickReport,
+        may_resend: bool,
+    ) -> Result<bool, ChainError> {
         let Some(flight) = &self.in_flight else {
             return Ok(true);
         };
         let provider = self.client.provider().clone();
-        if let Some(receipt) = provider.get_transaction_receipt(flight.hash).await? {
+        // Read before the receipts: a nonce used by then would show one of ours as mined.
+        let mined_nonce = if may_resend {
+            Some(
+                provider
+                    .get_transaction_count(self.client.sender())
+                    .latest()
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let versions = std::iter::once(flight.newest.hash).chain(flight.replaced.iter().copied());
+        for hash in versions {
+            let Some(receipt) = provider.get_transaction_receipt(hash).await? else {
+                continue;
+            };
+            let head = provider.get_block_number().await?;
+            let mined_in = receipt.block_number.unwrap_or(head);
+            if head.saturating_add(1) < mined_in.saturating_add(self.config.confirmations) {
+                report.waiting_on = Some(hash);
+                return Ok(false);
+            }
             let ok = receipt.status();
-            report.confirmed = Some((flight.hash, ok));
-            if ok {
-                for (id, size, claimed) in &flight.expect {
+            report.confirmed = Some((hash, ok));
+            for (id, size, claimed) in &flight.expect {
+                if ok {
                     self.known.insert(*id, (*size, *claimed));
-                }
-            } else {
-                // Reverted: forget what we assumed, so the next tick re-reads the chain.
-                for (id, _, _) in &flight.expect {
+                } else {
+                    // Reverted: forget what we assumed, so the next tick re-reads the chain.
                     self.known.remove(id);
                 }
             }
             self.in_flight = None;
             return Ok(true);
         }
-        if flight.sent_at.elapsed() >= self.config.pending_timeout
-            && provider
-                .get_transaction_by_hash(flight.hash)
-                .await?
-                .is_none()
-        {
-            // The node forgot it: it was dropped and can no longer be mined with its nonce
-            // reused. The next claim re-reads every claimed size, so nothing is paid twice.
+        let newest = &flight.newest;
+        let Some(mined_nonce) = mined_nonce else {
+            report.waiting_on = Some(newest.hash);
+            return Ok(false);
+        };
+        if mined_nonce > flight.nonce {
+            // Something else used the nonce, so no version can be mined any more. Fresh reads
+            // decide what to claim next.
+            report.abandoned = Some(newest.hash);
+            for (id, _, _) in &flight.expect {
+                self.known.remove(id);
+            }
             self.in_flight = None;
             return Ok(true);
         }
-        report.waiting_on = Some(flight.hash);
+        if flight.signed_at.elapsed() >= self.config.pending_timeout {
+            let market = market_fees(&provider).await?;
+            if let Some(fees) = bumped_fees(newest.fees, market, self.config.max_fee_per_gas) {
+                let attempt = sign(&self.wallet, &flight.request, fees).await?;
+                let (hash, raw) = (attempt.hash, attempt.raw.clone());
+                if let Some(flight) = self.in_flight.as_mut() {
+                    let old = std::mem::replace(&mut flight.newest, attempt);
+                    flight.replaced.push(old.hash);
+                    flight.signed_at = Instant::now();
+                }
+                self.stats.resent.push(hash);
+                report.resent = Some(hash);
+                report.waiting_on = Some(hash);
+                broadcast(&provider, hash, &raw).await?;
+                return Ok(false);
+            }
+        }
+        let (hash, raw) = (newest.hash, newest.raw.clone());
+        report.waiting_on = Some(hash);
+        if provider.get_transaction_by_hash(hash).await?.is_none() {
+            // The broadcast failed, or the node dropped it: the same signed bytes again.
+            report.rebroadcast = Some(hash);
+            broadcast(&provider, hash, &raw).await?;
+        }
         Ok(false)
+    }
+}
+
+async fn market_fees(provider: &DynProvider) -> Result<FeeBid, ChainError> {
+    let est = provider.estimate_eip1559_fees().await?;
+    Ok(FeeBid {
+        max_fee_per_gas: est.max_fee_per_gas,
+        max_priority_fee_per_gas: est.max_priority_fee_per_gas,
+    })
+}
+
+/// Signs `request` with `fees`, locally: the hash is known before anything is sent.
+async fn sign(
+    wallet: &EthereumWallet,
+    request: &TransactionRequest,
+    fees: FeeBid,
+) -> Result<Attempt, ChainError> {
+    let envelope = request
+        .clone()
+        .with_max_fee_per_gas(fees.max_fee_per_gas)
+        .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+        .build(wallet)
+        .await
+        .map_err(|e| ChainError::Signature(format!("signing a claim transaction: {e}")))?;
+    Ok(Attempt {
+        hash: *envelope.tx_hash(),
+        fees,
+        raw: envelope.encoded_2718(),
+    })
+}
+
+/// Sends signed bytes. An error is ignored when the node has the transaction anyway (it was
+/// already known, or the answer was lost after the node accepted it).
+async fn broadcast(provider: &DynProvider, hash: B256, raw: &[u8]) -> Result<(), ChainError> {
+    let Err(e) = provider.send_raw_transaction(raw).await else {
+        return Ok(());
+    };
+    match provider.get_transaction_by_hash(hash).await {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(ChainError::from(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eip712::Eip712Sig;
+
+    fn bid(max: u128, tip: u128) -> FeeBid {
+        FeeBid {
+            max_fee_per_gas: max,
+            max_priority_fee_per_gas: tip,
+        }
+    }
+
+    #[test]
+    fn replacement_raises_both_fees_by_at_least_an_eighth() {
+        let prev = bid(2_000_000_000, 1_000_000_000);
+        let b = bumped_fees(prev, bid(1, 1), None).unwrap();
+        assert_eq!(b, bid(2_250_000_000, 1_125_000_000));
+        // Rounding up, and a zero tip still moves.
+        let b = bumped_fees(bid(9, 0), bid(0, 0), None).unwrap();
+        assert_eq!(b, bid(11, 1));
+        // A market above the raise wins.
+        let b = bumped_fees(prev, bid(5_000_000_000, 3_000_000_000), None).unwrap();
+        assert_eq!(b, bid(5_000_000_000, 3_000_000_000));
+        // Every replacement is strictly above 112.5% of what it replaces.
+        let mut f = bid(1_000, 100);
+        for _ in 0..20 {
+            let n = bumped_fees(f, bid(0, 0), None).unwrap();
+            assert!(n.max_fee_per_gas * 8 >= f.max_fee_per_gas * 9);
+            assert!(n.max_priority_fee_per_gas * 8 >= f.max_priority_fee_per_gas * 9);
+            assert!(n.max_priority_fee_per_gas <= n.max_fee_per_gas);
+            f = n;
+        }
+    }
+
+    #[test]
+    fn the_fee_cap_limits_and_then_stops_replacements() {
+        let prev = bid(1_000, 100);
+        // The market is above the cap: bid the cap, which is still a valid raise.
+        let b = bumped_fees(prev, bid(10_000, 5_000), Some(1_200)).unwrap();
+        assert_eq!(b, bid(1_200, 1_200));
+        // No valid raise fits under the cap: wait instead.
+        assert_eq!(bumped_fees(prev, bid(0, 0), Some(1_100)), None);
+        assert_eq!(
+            initial_fees(bid(10_000, 5_000), Some(3_000)),
+            bid(3_000, 3_000)
+        );
+        assert_eq!(initial_fees(bid(10_000, 5_000), None), bid(10_000, 5_000));
+    }
+
+    fn cand(n: u8, why: Why, token: u8, payout: u128) -> Candidate {
+        Candidate {
+            why,
+            token: Address::repeat_byte(token),
+            payout,
+            capped: payout,
+            cp: ChainCheckpoint {
+                checkpoint: crate::eip712::checkpoint(B256::repeat_byte(n), 1, B256::ZERO, 1),
+                sig: Eip712Sig {
+                    v: 27,
+                    r: B256::ZERO,
+                    s: B256::ZERO,
+                },
+            },
+        }
+    }
+
+    fn ids(c: &[Candidate]) -> Vec<u8> {
+        c.iter().map(|c| c.cp.checkpoint.channel_id.0[0]).collect()
+    }
+
+    #[test]
+    fn batch_takes_withdrawing_then_threshold_then_timer_and_orders_by_token() {
+        let all = vec![
+            cand(1, Why::Timer, 1, 900),
+            cand(2, Why::OverThreshold, 2, 5_000),
+            cand(3, Why::Withdrawing { at: 200 }, 3, 1),
+            cand(4, Why::Timer, 1, 10),
+            cand(5, Why::OverThreshold, 1, 7_000),
+            cand(6, Why::Withdrawing { at: 100 }, 2, 1),
+        ];
+        // Room for four: both withdrawing, both over threshold; timer-due ones are cut.
+        let (chosen, cut) = choose_batch(all.clone(), 4);
+        assert_eq!(cut, 2);
+        // Sorted by token, then id.
+        assert_eq!(ids(&chosen), vec![5, 2, 6, 3]);
+        // Room for one: the earliest withdrawal deadline.
+        let (chosen, cut) = choose_batch(all.clone(), 1);
+        assert_eq!((ids(&chosen), cut), (vec![6], 5));
+        // Room for five: the larger timer payout goes first.
+        let (chosen, cut) = choose_batch(all.clone(), 5);
+        assert_eq!((ids(&chosen), cut), (vec![1, 5, 2, 6, 3], 1));
+        let (chosen, cut) = choose_batch(all, 100);
+        assert_eq!((chosen.len(), cut), (6, 0));
+        // max_batch 0 still makes progress.
+        let (chosen, _) = choose_batch(vec![cand(9, Why::Timer, 1, 1)], 0);
+        assert_eq!(ids(&chosen), vec![9]);
     }
 }

@@ -11,6 +11,7 @@ use tally_chain::contract::Tally::TallyErrors;
 use tally_chain::eip712::{self, Eip712Sig};
 use tally_chain::{
     channel_id, ChainCheckpoint, ChainError, OpenParams, TallyClient, WithdrawState,
+    MIN_WITHDRAW_DELAY,
 };
 use tally_core::{Checkpoint, Hash};
 
@@ -94,7 +95,7 @@ async fn rust_channel_id_matches_contract() {
             token,
             amount: 1,
             signer: env.signer.address(),
-            withdraw_delay: 1,
+            withdraw_delay: DELAY,
             salt,
         })
         .await
@@ -109,7 +110,7 @@ async fn rust_channel_id_matches_contract() {
             token,
             amount: 1,
             signer: env.signer.address(),
-            withdraw_delay: 1,
+            withdraw_delay: DELAY,
             salt,
         })
         .await;
@@ -550,4 +551,96 @@ async fn open_rejects_bad_arguments() {
         revert(env.payee.claim_many(&[]).await),
         TallyErrors::EmptyBatch(_)
     ));
+}
+
+#[tokio::test]
+async fn open_enforces_the_minimum_withdraw_delay() {
+    let mut env = Env::new().await;
+    let onchain = env
+        .payer
+        .contract()
+        .MIN_WITHDRAW_DELAY()
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(onchain, MIN_WITHDRAW_DELAY);
+    let base = OpenParams {
+        payee: env.payee_key.address(),
+        token: *env.token.address(),
+        amount: 10,
+        signer: env.signer.address(),
+        withdraw_delay: MIN_WITHDRAW_DELAY,
+        salt: env.next_salt(),
+    };
+    for short in [0, 1, MIN_WITHDRAW_DELAY - 1] {
+        let r = env
+            .payer
+            .open(OpenParams {
+                withdraw_delay: short,
+                ..base
+            })
+            .await;
+        match revert(r) {
+            TallyErrors::WithdrawDelayTooShort(e) => {
+                assert_eq!((e.minimum, e.withdrawDelay), (MIN_WITHDRAW_DELAY, short))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let (id, _) = env.payer.open(base).await.unwrap();
+    // At the minimum, initiate and finalize can never share a block.
+    env.payer.initiate_withdraw(&id).await.unwrap();
+    assert!(matches!(
+        revert(env.payer.finalize_withdraw(&id).await),
+        TallyErrors::WithdrawDelayActive(_)
+    ));
+    env.warp(u64::from(MIN_WITHDRAW_DELAY) - 5).await;
+    assert!(matches!(
+        revert(env.payer.finalize_withdraw(&id).await),
+        TallyErrors::WithdrawDelayActive(_)
+    ));
+}
+
+#[tokio::test]
+async fn fee_on_transfer_deposits_credit_what_arrived_and_zero_arrivals_revert() {
+    // Mode 3: every transfer burns a flat 10 units.
+    let mut env = Env::with_anvil(spawn(|b| b), 3).await;
+    let tally = env.payer.address();
+    let id = env.open(1_000).await;
+    let ch = env.payer.channel(&id).await.unwrap();
+    assert_eq!(
+        ch.deposit, 990,
+        "credited the balance difference, not the amount"
+    );
+    assert_eq!(env.balance(tally).await, 990);
+
+    // A top-up that delivers nothing reverts like an open that delivers nothing.
+    for amount in [0, 1, 10] {
+        assert!(matches!(
+            revert(env.payer.top_up(&id, amount).await),
+            TallyErrors::ZeroAmount(_)
+        ));
+    }
+    let salt = env.next_salt();
+    let nothing = env
+        .payer
+        .open(OpenParams {
+            payee: env.payee_key.address(),
+            token: *env.token.address(),
+            amount: 10,
+            signer: env.signer.address(),
+            withdraw_delay: DELAY,
+            salt,
+        })
+        .await;
+    assert!(matches!(revert(nothing), TallyErrors::ZeroAmount(_)));
+    env.payer.top_up(&id, 510).await.unwrap();
+    assert_eq!(env.payer.channel(&id).await.unwrap().deposit, 1_490);
+
+    // Payouts lose the fee on the way out; the books count what left the contract.
+    env.payee.claim(&env.sign(id, 1, 100)).await.unwrap();
+    let ch = env.payer.channel(&id).await.unwrap();
+    assert_eq!((ch.claimed, ch.remaining()), (100, 1_390));
+    assert_eq!(env.balance(env.payee_key.address()).await, 90);
+    assert!(env.balance(tally).await >= ch.remaining());
 }

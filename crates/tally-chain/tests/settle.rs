@@ -1,19 +1,25 @@
-//! The settlement worker against a real anvil: threshold, timer, withdraw events, batching,
-//! bad checkpoints, no double submission while a claim is pending, and retries through an
-//! unreachable RPC endpoint. Also the Funding view.
+//! The settlement worker against a real anvil: threshold, timer, withdraw events, batching
+//! and its priorities, bad checkpoints, chunked log scans that fail without blocking claims,
+//! fee-bumped replacement of a stuck claim, no second claim after a lost send answer or while
+//! a claim is pending, confirmations and re-reads after a reorg, and retries through an
+//! unreachable RPC endpoint. Also the Funding view and its admission check.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::B256;
+use alloy::consensus::Transaction as _;
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
+use common::proxy::{Fault, RpcProxy};
 use common::{spawn, Env};
 use tally_chain::channel::connect;
 use tally_chain::{
-    BoxFuture, ChainCheckpoint, ChainError, ChainFunding, CheckpointSource, Funding, SettleConfig,
-    SettlementWorker, TallyClient,
+    BoxFuture, ChainCheckpoint, ChainError, ChainFunding, CheckpointSource, Funding,
+    FundingRefusal, SettleConfig, SettlementWorker, TallyClient, TickReport, WithdrawState,
 };
 use tally_core::ChannelId;
 
@@ -46,7 +52,85 @@ fn config(threshold: u128, interval: Duration) -> SettleConfig {
     }
 }
 
-fn covers(r: &tally_chain::TickReport, ids: &[ChannelId]) -> bool {
+fn worker(env: &Env, source: &Source, cfg: SettleConfig) -> SettlementWorker<Source> {
+    SettlementWorker::new(env.payee.clone(), env.payee_wallet(), source.clone(), cfg).unwrap()
+}
+
+/// The payee's client talking through a fault-injecting proxy instead of straight to anvil.
+async fn via_proxy(env: &Env) -> (RpcProxy, TallyClient) {
+    let proxy = RpcProxy::start(env.anvil.endpoint_url()).await;
+    let client = TallyClient::new(
+        connect(proxy.url.clone(), env.payee_key.clone()),
+        env.payee_key.address(),
+        env.payer.address(),
+    )
+    .await
+    .unwrap();
+    (proxy, client)
+}
+
+/// The payee account's (mined, pending) nonces, asked of anvil directly.
+async fn nonces(env: &Env) -> (u64, u64) {
+    let p = env.payer.provider();
+    let who = env.payee_key.address();
+    (
+        p.get_transaction_count(who).latest().await.unwrap(),
+        p.get_transaction_count(who).pending().await.unwrap(),
+    )
+}
+
+/// (max fee, priority fee) of a transaction anvil knows, or None.
+async fn fees_of(env: &Env, hash: B256) -> Option<(u128, u128)> {
+    let tx = env
+        .payer
+        .provider()
+        .get_transaction_by_hash(hash)
+        .await
+        .unwrap()?;
+    Some((
+        tx.max_fee_per_gas(),
+        tx.max_priority_fee_per_gas().unwrap_or(0),
+    ))
+}
+
+/// One tick, then, because anvil's automine mines asynchronously, more ticks until the claim
+/// it sent (if any) is confirmed; those may send nothing. Returns the first tick's report
+/// with `confirmed` taken from whichever tick saw the receipt.
+async fn tick_mined(w: &mut SettlementWorker<Source>) -> TickReport {
+    let mut r = w.tick().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.in_flight().is_some() {
+        assert!(Instant::now() < deadline, "claim never mined: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let more = w.tick().await.unwrap();
+        assert!(
+            more.submitted.is_none() && more.resent.is_none(),
+            "sent while a claim was in flight: {more:?}"
+        );
+        if more.confirmed.is_some() {
+            r.confirmed = more.confirmed;
+        }
+    }
+    r
+}
+
+/// Waits until anvil has mined `hash`.
+async fn wait_receipt(env: &Env, hash: B256) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env
+        .payer
+        .provider()
+        .get_transaction_receipt(hash)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "{hash} never mined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn covers(r: &TickReport, ids: &[ChannelId]) -> bool {
     r.submitted.as_ref().is_some_and(|(_, got)| {
         let mut got = got.clone();
         let mut want = ids.to_vec();
@@ -60,39 +144,35 @@ fn covers(r: &tally_chain::TickReport, ids: &[ChannelId]) -> bool {
 async fn claims_on_threshold_and_withdraw_event_never_twice() {
     let mut env = Env::new().await;
     let source = Source::default();
-    let mut w = SettlementWorker::new(
-        env.payee.clone(),
-        source.clone(),
-        config(1_000, Duration::from_secs(3600)),
-    );
+    let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
     let a = env.open(10_000).await;
     let b = env.open(10_000).await;
 
     source.set(env.sign(a, 5, 500));
-    let r = w.tick().await.unwrap();
+    let r = tick_mined(&mut w).await;
     assert!(r.submitted.is_none(), "below threshold: {r:?}");
 
     source.set(env.sign(a, 9, 1_500));
-    let r = w.tick().await.unwrap();
+    let r = tick_mined(&mut w).await;
     assert!(covers(&r, &[a]), "{r:?}");
     assert!(matches!(r.confirmed, Some((_, true))), "{r:?}");
     assert_eq!(env.payer.channel(&a).await.unwrap().claimed, 1_500);
 
     // Same checkpoints again: nothing to send.
-    let r = w.tick().await.unwrap();
+    let r = tick_mined(&mut w).await;
     assert!(r.submitted.is_none(), "double submission: {r:?}");
 
     // b is below threshold until its payer starts a withdrawal.
     source.set(env.sign(b, 3, 40));
-    assert!(w.tick().await.unwrap().submitted.is_none());
+    assert!(tick_mined(&mut w).await.submitted.is_none());
     env.payer.initiate_withdraw(&b).await.unwrap();
-    let r = w.tick().await.unwrap();
+    let r = tick_mined(&mut w).await;
     assert_eq!(r.withdraw_seen, vec![b]);
     assert!(covers(&r, &[b]), "{r:?}");
     assert_eq!(env.payer.channel(&b).await.unwrap().claimed, 40);
     // During the delay every newer checkpoint for b is claimed at once, whatever its size.
     source.set(env.sign(b, 4, 45));
-    assert!(covers(&w.tick().await.unwrap(), &[b]));
+    assert!(covers(&tick_mined(&mut w).await, &[b]));
     assert_eq!(env.payer.channel(&b).await.unwrap().claimed, 45);
     assert_eq!(env.balance(env.payee_key.address()).await, 1_545);
 }
@@ -118,12 +198,8 @@ async fn timer_claims_small_amounts_and_batches_with_claim_many() {
             .unwrap(),
     );
 
-    let mut w = SettlementWorker::new(
-        env.payee.clone(),
-        source.clone(),
-        config(u128::MAX, Duration::ZERO),
-    );
-    let r = w.tick().await.unwrap();
+    let mut w = worker(&env, &source, config(u128::MAX, Duration::ZERO));
+    let r = tick_mined(&mut w).await;
     assert!(
         covers(&r, &ids),
         "one claimMany for all good channels: {r:?}"
@@ -142,16 +218,9 @@ async fn never_double_submits_while_a_claim_is_pending() {
     let source = Source::default();
     let id = env.open(5_000).await;
     source.set(env.sign(id, 7, 2_000));
-    let p = env.payer.provider().clone();
-    p.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
+    env.automine(false).await;
 
-    let mut w = SettlementWorker::new(
-        env.payee.clone(),
-        source.clone(),
-        config(1_000, Duration::from_secs(3600)),
-    );
+    let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
     let r = w.tick().await.unwrap();
     let (hash, _) = r.submitted.clone().expect("claim sent");
     assert!(r.confirmed.is_none());
@@ -164,17 +233,13 @@ async fn never_double_submits_while_a_claim_is_pending() {
     source.set(env.sign(id, 8, 3_500));
     assert!(w.tick().await.unwrap().submitted.is_none());
 
-    p.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
-        .await
-        .unwrap();
+    env.mine().await;
     let r = w.tick().await.unwrap();
     assert_eq!(r.confirmed, Some((hash, true)));
     let (next, _) = r
         .submitted
         .expect("the newer checkpoint goes out once the first landed");
-    p.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
-        .await
-        .unwrap();
+    env.mine().await;
     let r = w.tick().await.unwrap();
     assert_eq!(r.confirmed, Some((next, true)));
     let ch = env.payer.channel(&id).await.unwrap();
@@ -205,8 +270,14 @@ async fn retries_until_the_rpc_endpoint_comes_up() {
     let source = Source::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(
-        SettlementWorker::new(client, source.clone(), config(1, Duration::from_secs(3600)))
-            .run(stopped),
+        SettlementWorker::new(
+            client,
+            alloy::network::EthereumWallet::from(payee_key),
+            source.clone(),
+            config(1, Duration::from_secs(3600)),
+        )
+        .unwrap()
+        .run(stopped),
     );
 
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -263,4 +334,436 @@ async fn funding_reads_the_contract_through_a_trait_object() {
     assert!(
         matches!(funding.funding(&ghost).await, Err(ChainError::UnknownChannel(g)) if g == ghost)
     );
+
+    // The admission check, on real chain state.
+    let (payee, token) = (env.payee_key.address(), *env.token.address());
+    assert_eq!(f.acceptable(common::DELAY, payee, token), Ok(()));
+    assert_eq!(
+        f.acceptable(2 * common::DELAY, payee, token),
+        Err(FundingRefusal::DelayTooShort {
+            delay: common::DELAY,
+            minimum: 2 * common::DELAY
+        })
+    );
+    assert!(matches!(
+        f.acceptable(common::DELAY, env.payer_key.address(), token),
+        Err(FundingRefusal::WrongPayee { .. })
+    ));
+    assert!(matches!(
+        f.acceptable(common::DELAY, payee, env.payer.address()),
+        Err(FundingRefusal::WrongToken { .. })
+    ));
+    env.payer.initiate_withdraw(&id).await.unwrap();
+    let f = funding.funding(&id).await.unwrap();
+    let WithdrawState::Pending { at } = f.withdraw else {
+        panic!("{f:?}")
+    };
+    assert_eq!(
+        f.acceptable(common::DELAY, payee, token),
+        Err(FundingRefusal::Withdrawing { at })
+    );
+    env.warp(u64::from(common::DELAY)).await;
+    env.payer.finalize_withdraw(&id).await.unwrap();
+    let f = funding.funding(&id).await.unwrap();
+    assert_eq!(
+        f.acceptable(common::DELAY, payee, token),
+        Err(FundingRefusal::Closed)
+    );
+    // Closing keeps the deposit total; nothing is left or claimable.
+    assert_eq!(
+        (f.deposit, f.remaining(), f.payout_for(10_000)),
+        (2_000, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn the_wallet_must_sign_for_the_sender() {
+    let env = Env::new().await;
+    let payer_wallet = alloy::network::EthereumWallet::from(env.payer_key.clone());
+    let r = SettlementWorker::new(
+        env.payee.clone(),
+        payer_wallet,
+        Source::default(),
+        SettleConfig::default(),
+    );
+    assert!(matches!(
+        r.err(),
+        Some(ChainError::WalletMismatch { wallet, sender })
+            if wallet == env.payer_key.address() && sender == env.payee_key.address()
+    ));
+}
+
+#[tokio::test]
+async fn a_withdraw_event_before_the_first_checkpoint_still_makes_the_channel_urgent() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
+    let b = env.open(10_000).await;
+    assert_eq!(tick_mined(&mut w).await, TickReport::default());
+    // The payer starts the exit before any checkpoint for the channel reached the worker.
+    env.payer.initiate_withdraw(&b).await.unwrap();
+    let r = tick_mined(&mut w).await;
+    assert_eq!(r.withdraw_seen, vec![b]);
+    assert!(r.submitted.is_none(), "{r:?}");
+    // Far below the threshold, but the channel is withdrawing: claimed at once.
+    source.set(env.sign(b, 3, 40));
+    let r = tick_mined(&mut w).await;
+    assert!(covers(&r, &[b]), "{r:?}");
+    assert!(r.withdraw_seen.is_empty(), "seen once only: {r:?}");
+    assert_eq!(env.payer.channel(&b).await.unwrap().claimed, 40);
+}
+
+fn hex_u64(v: &serde_json::Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+#[tokio::test]
+async fn log_scan_goes_in_chunks_resumes_after_a_failure_and_never_blocks_claims() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let (proxy, client) = via_proxy(&env).await;
+    let cfg = SettleConfig {
+        log_chunk_blocks: 3,
+        log_chunks_per_tick: 100,
+        ..config(1_000, Duration::from_secs(3600))
+    };
+    let mut w =
+        SettlementWorker::new(client, env.payee_wallet(), source.clone(), cfg.clone()).unwrap();
+    let a = env.open(10_000).await;
+    let b = env.open(10_000).await;
+    for _ in 0..6 {
+        env.open(1).await;
+    }
+    env.payer.initiate_withdraw(&b).await.unwrap();
+    source.set(env.sign(a, 5, 2_000));
+    source.set(env.sign(b, 3, 40));
+
+    proxy.fail("eth_getLogs", Fault::Error, 1);
+    let r = tick_mined(&mut w).await;
+    assert!(r.scan_error.is_some(), "{r:?}");
+    assert_eq!(
+        w.scan_cursor(),
+        0,
+        "the failed chunk is retried, not skipped"
+    );
+    // The claim over the threshold went out anyway, and so did b's: with the scan behind,
+    // every channel with news was read, and the read shows b's pending withdrawal.
+    assert!(covers(&r, &[a, b]), "{r:?}");
+    assert_eq!(r.withdraw_seen, vec![b]);
+    assert_eq!(w.stats().scan_errors, 1);
+
+    let r = tick_mined(&mut w).await;
+    assert_eq!(r.scan_error, None);
+    assert!(r.withdraw_seen.is_empty(), "{r:?}");
+    let head = env.payer.provider().get_block_number().await.unwrap();
+    assert_eq!(w.scan_cursor(), head + 1);
+    let ranges: Vec<(u64, u64)> = proxy
+        .calls("eth_getLogs")
+        .iter()
+        .map(|p| (hex_u64(&p[0]["fromBlock"]), hex_u64(&p[0]["toBlock"])))
+        .collect();
+    assert_eq!(ranges[0], (0, 2), "the failed request");
+    let mut next = 0;
+    for &(from, to) in &ranges[1..] {
+        assert_eq!(from, next, "contiguous: {ranges:?}");
+        assert!(to >= from && to - from < 3, "at most 3 blocks: {ranges:?}");
+        next = to + 1;
+    }
+    assert_eq!(next, head + 1);
+
+    // A bounded number of requests per tick: catching up spreads over ticks.
+    let slow = SettleConfig {
+        log_chunks_per_tick: 2,
+        ..cfg
+    };
+    let mut w2 = worker(&env, &Source::default(), slow);
+    w2.tick().await.unwrap();
+    assert_eq!(w2.scan_cursor(), 6.min(head + 1));
+    w2.tick().await.unwrap();
+    assert_eq!(w2.scan_cursor(), 12.min(head + 1));
+}
+
+#[tokio::test]
+async fn batches_take_withdrawing_then_threshold_then_timer_and_keep_the_timer_when_cut() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let interval = Duration::from_millis(1_500);
+    let cfg = SettleConfig {
+        max_batch: 2,
+        ..config(1_000, interval)
+    };
+    let mut w = worker(&env, &source, cfg);
+    let t1 = env.open(10_000).await;
+    let t2 = env.open(10_000).await;
+    let wd = env.open(10_000).await;
+    let hi = env.open(10_000).await;
+    env.payer.initiate_withdraw(&wd).await.unwrap();
+    source.set(env.sign(t1, 1, 10));
+    source.set(env.sign(t2, 1, 20));
+    source.set(env.sign(wd, 1, 5));
+    source.set(env.sign(hi, 1, 5_000));
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+
+    // Four channels due, room for two: the withdrawing one and the one over the threshold.
+    let r = tick_mined(&mut w).await;
+    assert!(covers(&r, &[wd, hi]), "{r:?}");
+    assert_eq!(r.deferred, 2);
+    // Timer-due channels were cut, so the timer is still due on the next tick.
+    let r = tick_mined(&mut w).await;
+    assert!(covers(&r, &[t1, t2]), "{r:?}");
+    assert_eq!(r.deferred, 0);
+    // Nothing was cut: the timer restarted, and a small new payout waits for it.
+    source.set(env.sign(t1, 2, 15));
+    let r = tick_mined(&mut w).await;
+    assert!(r.submitted.is_none(), "timer should have restarted: {r:?}");
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    let r = tick_mined(&mut w).await;
+    assert!(covers(&r, &[t1]), "{r:?}");
+    for (id, claimed) in [(t1, 15), (t2, 20), (wd, 5), (hi, 5_000)] {
+        assert_eq!(env.payer.channel(&id).await.unwrap().claimed, claimed);
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_underpriced_claim_is_replaced_with_the_same_nonce_and_higher_fees() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let id = env.open(10_000).await;
+    let timeout = Duration::from_millis(300);
+    let mut w = worker(
+        &env,
+        &source,
+        SettleConfig {
+            pending_timeout: timeout,
+            ..config(1_000, Duration::from_secs(3600))
+        },
+    );
+    env.automine(false).await;
+    source.set(env.sign(id, 5, 2_000));
+    let r = w.tick().await.unwrap();
+    let (first, _) = r.submitted.expect("claim sent");
+    let (max1, tip1) = fees_of(&env, first).await.expect("in anvil's pool");
+
+    // The node keeps the claim but does not mine it. Before the timeout the worker waits.
+    let r = w.tick().await.unwrap();
+    assert_eq!(
+        (r.waiting_on, r.resent, r.submitted),
+        (Some(first), None, None)
+    );
+    tokio::time::sleep(timeout + Duration::from_millis(50)).await;
+    let r = w.tick().await.unwrap();
+    let second = r.resent.expect("replaced after the timeout");
+    assert!(r.submitted.is_none());
+    assert_ne!(second, first);
+    let (max2, tip2) = fees_of(&env, second)
+        .await
+        .expect("replacement in the pool");
+    assert!(
+        max2 * 8 >= max1 * 9 && tip2 * 8 >= tip1 * 9,
+        "{max1}/{tip1} -> {max2}/{tip2}"
+    );
+    assert!(
+        fees_of(&env, first).await.is_none(),
+        "the old version was replaced"
+    );
+    assert_eq!(nonces(&env).await, (0, 1), "one transaction, one nonce");
+
+    // Now the base fee jumps far above the bid: anvil drops the claim and refuses it again.
+    let p = env.payer.provider();
+    p.raw_request::<_, serde_json::Value>(
+        "anvil_setNextBlockBaseFeePerGas".into(),
+        (U256::from(max2 * 4),),
+    )
+    .await
+    .unwrap();
+    env.mine().await;
+    assert!(p.get_transaction_receipt(second).await.unwrap().is_none());
+    assert!(fees_of(&env, second).await.is_none(), "dropped by the node");
+    // Before the timeout: the same bytes are offered again (and refused); nothing new.
+    let e = w.tick().await.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert_eq!(w.in_flight(), Some(second));
+    tokio::time::sleep(timeout + Duration::from_millis(50)).await;
+    let r = w.tick().await.unwrap();
+    let third = r.resent.expect("replaced at the market rate");
+    let (max3, _) = fees_of(&env, third).await.expect("accepted");
+    let base = p
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .base_fee_per_gas
+        .unwrap();
+    assert!(
+        u128::from(base) < max3,
+        "bids above the base fee: {base} vs {max3}"
+    );
+    assert_eq!(nonces(&env).await, (0, 1));
+
+    env.mine().await;
+    let r = w.tick().await.unwrap();
+    assert_eq!(r.confirmed, Some((third, true)));
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 2_000);
+    assert_eq!(nonces(&env).await, (1, 1));
+    assert_eq!(w.stats().submitted, vec![first]);
+    assert_eq!(w.stats().resent, vec![second, third]);
+    assert!(w.tick().await.unwrap().submitted.is_none());
+}
+
+#[tokio::test]
+async fn a_lost_send_answer_never_leads_to_a_second_claim() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let a = env.open(10_000).await;
+    let b = env.open(10_000).await;
+    let (proxy, client) = via_proxy(&env).await;
+    let mut w = SettlementWorker::new(
+        client,
+        env.payee_wallet(),
+        source.clone(),
+        config(1_000, Duration::from_secs(3600)),
+    )
+    .unwrap();
+    env.automine(false).await;
+
+    // The node accepts the claim but the answer never arrives, and the follow-up lookup fails.
+    proxy.fail("eth_sendRawTransaction", Fault::AnswerLost, 1);
+    proxy.fail("eth_getTransactionByHash", Fault::Error, 1);
+    source.set(env.sign(a, 5, 2_000));
+    let err = w.tick().await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let first = w.in_flight().expect("recorded before sending");
+    assert!(fees_of(&env, first).await.is_some(), "the node has it");
+    // The next tick finds it in flight and sends nothing, not even the same bytes.
+    let r = w.tick().await.unwrap();
+    assert_eq!(
+        (r.submitted, r.rebroadcast, r.waiting_on),
+        (None, None, Some(first))
+    );
+    assert_eq!(proxy.calls("eth_sendRawTransaction").len(), 1);
+    env.mine().await;
+    let r = w.tick().await.unwrap();
+    assert_eq!(r.confirmed, Some((first, true)));
+    assert_eq!(nonces(&env).await, (1, 1));
+
+    // This time the claim never reaches the node: the same signed bytes go out again.
+    proxy.fail("eth_sendRawTransaction", Fault::NotDelivered, 1);
+    proxy.fail("eth_getTransactionByHash", Fault::Error, 1);
+    source.set(env.sign(b, 5, 3_000));
+    assert!(w.tick().await.unwrap_err().is_transient());
+    let second = w.in_flight().expect("recorded before sending");
+    assert!(
+        fees_of(&env, second).await.is_none(),
+        "the node never saw it"
+    );
+    let r = w.tick().await.unwrap();
+    assert_eq!((r.submitted, r.rebroadcast), (None, Some(second)));
+    let sent = proxy.calls("eth_sendRawTransaction");
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        sent[1], sent[2],
+        "identical bytes, so identical hash and nonce"
+    );
+    assert_eq!(nonces(&env).await, (1, 2));
+    env.mine().await;
+    let r = w.tick().await.unwrap();
+    assert_eq!(r.confirmed, Some((second, true)));
+    assert!(w.tick().await.unwrap().submitted.is_none());
+    assert_eq!(env.payer.channel(&a).await.unwrap().claimed, 2_000);
+    assert_eq!(env.payer.channel(&b).await.unwrap().claimed, 3_000);
+    assert_eq!(env.balance(env.payee_key.address()).await, 5_000);
+    assert_eq!(nonces(&env).await, (2, 2));
+}
+
+#[tokio::test]
+async fn a_claim_whose_nonce_was_taken_is_abandoned_and_claimed_again() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let id = env.open(10_000).await;
+    let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
+    env.automine(false).await;
+    source.set(env.sign(id, 5, 2_000));
+    let (first, _) = w.tick().await.unwrap().submitted.expect("claim sent");
+    let (max1, tip1) = fees_of(&env, first).await.unwrap();
+    // Someone else with the payee's key uses the nonce (outbidding the claim).
+    let payee = env.payee_key.address();
+    let other = TransactionRequest::default()
+        .with_from(payee)
+        .with_to(payee)
+        .with_nonce(0)
+        .with_gas_limit(21_000)
+        .with_max_fee_per_gas(max1 * 3)
+        .with_max_priority_fee_per_gas(tip1 * 3 + 1);
+    let other = *env
+        .payee
+        .provider()
+        .send_transaction(other)
+        .await
+        .unwrap()
+        .tx_hash();
+    env.mine().await;
+    assert!(env
+        .payer
+        .provider()
+        .get_transaction_receipt(other)
+        .await
+        .unwrap()
+        .is_some());
+
+    let r = w.tick().await.unwrap();
+    assert_eq!(r.abandoned, Some(first));
+    let (again, _) = r.submitted.expect("re-read and claimed again");
+    assert_ne!(again, first);
+    env.mine().await;
+    assert_eq!(w.tick().await.unwrap().confirmed, Some((again, true)));
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 2_000);
+}
+
+#[tokio::test]
+async fn waits_for_confirmations_and_rereads_on_the_timer_after_a_reorg() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let id = env.open(10_000).await;
+    // Long enough that the steps before the timer surely finish first.
+    let interval = Duration::from_secs(4);
+    let mut w = worker(
+        &env,
+        &source,
+        SettleConfig {
+            confirmations: 3,
+            ..config(1_000, interval)
+        },
+    );
+    let p = env.payer.provider().clone();
+    let snapshot: U256 = p.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    source.set(env.sign(id, 5, 2_000));
+    let r = w.tick().await.unwrap();
+    let (hash, _) = r.submitted.clone().expect("claim sent");
+    assert_eq!(r.confirmed, None);
+    wait_receipt(&env, hash).await;
+    assert_eq!(w.tick().await.unwrap().waiting_on, Some(hash), "1 of 3");
+    env.mine().await;
+    assert_eq!(w.tick().await.unwrap().waiting_on, Some(hash), "2 of 3");
+    env.mine().await;
+    assert_eq!(w.tick().await.unwrap().confirmed, Some((hash, true)));
+
+    // A reorg takes the claim away again.
+    let reverted: bool = p
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert!(reverted);
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 0);
+    // The worker believes the checkpoint claimed, so nothing happens before the timer...
+    assert!(w.tick().await.unwrap().submitted.is_none());
+    // ...which re-reads every channel and finds the claim missing.
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    let r = w.tick().await.unwrap();
+    let (again, _) = r.submitted.expect("claimed again after the re-read");
+    wait_receipt(&env, again).await;
+    env.mine().await;
+    env.mine().await;
+    assert_eq!(w.tick().await.unwrap().confirmed, Some((again, true)));
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 2_000);
 }

@@ -45,5 +45,11 @@ pub fn body_hash(body: &[u8]) -> Hash {
 
 /// The hash of a response: HTTP status and body (spec/PROTOCOL.md §3.3).
 pub fn response_hash(status: u16, body: &[u8]) -> Hash {
-    blake3_of(&[RESPONSE_DOMAIN, &status.to_le_bytes(), &body_hash(body).0])
+    response_hash_with_body_hash(status, &body_hash(body))
+}
+
+/// As [`response_hash`], for a body already hashed with [`body_hash`] (streamed, or stated in
+/// a dispute).
+pub fn response_hash_with_body_hash(status: u16, body: &Hash) -> Hash {
+    blake3_of(&[RESPONSE_DOMAIN, &status.to_le_bytes(), &body.0])
 }

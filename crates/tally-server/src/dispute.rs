@@ -8,9 +8,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use tally_core::encoding::Canonical;
-use tally_core::hash::blake3_of;
 use tally_core::record::apply_amount;
-use tally_core::request::{request_hash_with_body_hash, RESPONSE_DOMAIN};
+use tally_core::request::{request_hash_with_body_hash, response_hash_with_body_hash};
 use tally_core::Record;
 use tally_http::amount::SignedAmount;
 use tally_http::api::{DisputeGranted, DisputeRequest};
@@ -104,11 +103,7 @@ pub async fn dispute(gateway: &Gateway, view: &RequestView<'_>) -> Result<Respon
     {
         return Err(refused("the stated request does not hash to the record's"));
     }
-    let response_hash = blake3_of(&[
-        RESPONSE_DOMAIN,
-        &x.status.to_le_bytes(),
-        &x.response_body_hash.0,
-    ]);
+    let response_hash = response_hash_with_body_hash(x.status, &x.response_body_hash);
     if response_hash != disputed.outcome.response_hash {
         return Err(refused("the stated response does not hash to the record's"));
     }

@@ -2,6 +2,8 @@
 //! separate wallets for deployer, payer and payee.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use alloy::node_bindings::AnvilInstance;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider};
@@ -108,6 +110,29 @@ impl Env {
 
     pub async fn balance(&self, who: Address) -> u128 {
         self.token.balanceOf(who).call().await.unwrap().to::<u128>()
+    }
+
+    /// The payee's wallet, for the settlement worker.
+    pub fn payee_wallet(&self) -> alloy::network::EthereumWallet {
+        alloy::network::EthereumWallet::from(self.payee_key.clone())
+    }
+
+    /// Turns anvil's automine on or off.
+    pub async fn automine(&self, on: bool) {
+        self.payer
+            .provider()
+            .raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (on,))
+            .await
+            .unwrap();
+    }
+
+    /// Mines one block now.
+    pub async fn mine(&self) {
+        self.payer
+            .provider()
+            .raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+            .await
+            .unwrap();
     }
 
     pub async fn warp(&self, seconds: u64) {
