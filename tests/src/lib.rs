@@ -3,6 +3,8 @@
 //! in temporary directories. The only stand-in is [`MemFunding`], an in-memory
 //! `tally_chain::Funding` for tests where the chain is not what is tested.
 
+pub mod chain;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -307,4 +309,28 @@ pub fn client_config(
         ch.session.clone(),
         ch.checkpoint.clone(),
     )
+}
+
+/// As [`spawn_gateway`] with any funding source (the chain tests pass tally-chain's
+/// `ChainFunding`).
+pub async fn spawn_gateway_funded(
+    settings: Settings,
+    key: &SecretKey,
+    funding: Arc<dyn Funding>,
+    upstream: &Running,
+) -> (Gateway, Running) {
+    let gateway = match Gateway::open(settings, key.clone(), funding) {
+        Ok(g) => g,
+        Err(e) => panic!("opening gateway: {e}"),
+    };
+    let uri = match upstream.url().parse() {
+        Ok(u) => u,
+        Err(e) => panic!("upstream uri: {e}"),
+    };
+    let proxy = match Proxy::new(&uri) {
+        Ok(p) => p,
+        Err(e) => panic!("proxy: {e}"),
+    };
+    let running = spawn(tally_server::proxy_app(&gateway, proxy)).await;
+    (gateway, running)
 }

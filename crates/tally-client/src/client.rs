@@ -20,7 +20,6 @@ use tally_core::{
 use tally_http::api::{
     ChannelState, DisputeGranted, DisputeRequest, DisputedExchange, RecordsPage,
 };
-use tally_http::bundle_format;
 use tally_http::headers::{
     decode_header, encode_header, API_PREFIX, CHECKPOINT, CHECKPOINT_REQUEST, PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
@@ -231,6 +230,13 @@ impl Client {
         (st.mirror.size(), st.mirror.root(), st.mirror.cumulative())
     }
 
+    /// Waits until every receipt verified so far is durable in the mirror. `send()` returns
+    /// once the receipt is verified; its mirror append is group-committed in the background
+    /// (spec/DESIGN-DECISIONS.md, "The client mirrors off the critical path").
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        self.state.lock().await.mirror.sync().await
+    }
+
     /// The misbehavior that stopped this client, if any.
     pub async fn stopped(&self) -> Option<Misbehavior> {
         self.state.lock().await.stopped.clone()
@@ -313,6 +319,7 @@ impl Client {
     /// extend the mirror exactly), refuses a provider that lost records or forked, and
     /// fetches provider signatures the mirror lost in a crash.
     async fn resync(&self, st: &mut State) -> Result<(), ClientError> {
+        st.mirror.sync().await?;
         let provider = st.terms.terms.provider_key;
         let theirs: ChannelState = self.get_json(self.channel_url("")).await?;
         if theirs.size < st.mirror.size() {
@@ -425,6 +432,7 @@ impl Client {
     }
 
     async fn post_checkpoint(&self, st: &mut State) -> Result<SignedCheckpoint, ClientError> {
+        st.mirror.sync().await?;
         let wire = self.sign_checkpoint(st)?;
         let resp = self
             .http
@@ -464,6 +472,7 @@ impl Client {
     /// its root with the mirror's at the same size.
     pub async fn audit(&self) -> Result<Statement, ClientError> {
         let mut st = self.state.lock().await;
+        st.mirror.sync().await?;
         let provider = st.terms.terms.provider_key;
         let mut all = Vec::new();
         loop {
@@ -505,6 +514,16 @@ impl Client {
         Ok(statement)
     }
 
+    /// A proof bundle of mirrored record `index` against the latest cosigned checkpoint
+    /// held ([`Mirror::proof_bundle`]); `chain` is left empty for the caller to fill.
+    pub async fn proof_bundle(&self, index: u64) -> Result<tally_core::ProofBundle, ClientError> {
+        let mut st = self.state.lock().await;
+        // Records are read from the store: wait for pipelined appends.
+        st.mirror.sync().await?;
+        st.mirror
+            .proof_bundle(index, &self.session_public, &st.terms.terms.provider_key)
+    }
+
     /// Disputes mirrored record `index`: builds a proof bundle against the latest cosigned
     /// checkpoint held and posts it with a `max_amount = 0` authorization. Returns the
     /// credit granted (and mirrored), or the provider's refusal.
@@ -513,45 +532,25 @@ impl Client {
         index: u64,
         exchange: DisputedExchange,
     ) -> Result<DisputeGranted, ClientError> {
-        let body = {
-            let st = self.state.lock().await;
-            let note = st
-                .mirror
-                .get_meta("checkpoint")?
-                .ok_or_else(|| ClientError::Protocol("no cosigned checkpoint held".into()))?;
-            let note = String::from_utf8(note).map_err(|e| ClientError::Mirror(e.to_string()))?;
-            let provider = st.terms.terms.provider_key;
-            let signed = SignedCheckpoint::from_note(&note, &self.session_public, &provider, true)
-                .map_err(|e| ClientError::Mirror(format!("held checkpoint: {e}")))?;
-            let size = signed.checkpoint.size;
-            if index >= size {
-                return Err(ClientError::Protocol(format!(
-                    "record {index} is not covered by the latest checkpoint (size {size})"
-                )));
-            }
-            let record = st.mirror.record(index)?;
-            let provider_signature = st
-                .mirror
-                .provider_signature(index)?
-                .ok_or_else(|| ClientError::Mirror(format!("no provider signature for {index}")))?;
-            let proof = st
-                .mirror
-                .log()
-                .inclusion_proof(&self.channel, index, size)?;
-            let bundle = tally_core::ProofBundle {
-                format: bundle_format().into(),
-                client_key: self.session_public,
-                provider_key: provider,
-                record: hex::encode(tally_core::encoding::Canonical::to_bytes(&record)),
-                provider_signature,
-                index,
-                inclusion_proof: proof,
-                checkpoint: note,
-                chain: None,
-            };
-            serde_json::to_vec(&DisputeRequest { bundle, exchange })
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-        };
+        let bundle = self.proof_bundle(index).await?;
+        self.dispute_bundle(bundle, exchange).await
+    }
+
+    /// Disputes the record a proof bundle proves (one made by [`Client::proof_bundle`], or
+    /// read back from a file): posts it with a `max_amount = 0` authorization. The bundle
+    /// must be for this client's session key; the provider checks the rest.
+    pub async fn dispute_bundle(
+        &self,
+        bundle: tally_core::ProofBundle,
+        exchange: DisputedExchange,
+    ) -> Result<DisputeGranted, ClientError> {
+        if bundle.client_key != self.session_public {
+            return Err(ClientError::Protocol(
+                "the bundle is for another session key".into(),
+            ));
+        }
+        let body = serde_json::to_vec(&DisputeRequest { bundle, exchange })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let path = format!("{API_PREFIX}/channels/{}/disputes", self.channel.to_hex());
         let resp = self
             .send_paid(
@@ -660,6 +659,8 @@ impl Client {
             h.insert(PAYMENT_SIGNATURE, header_value(&text)?);
             let sent_checkpoint = st.checkpoint_due;
             if sent_checkpoint {
+                // A checkpoint is signed only over a durable mirror.
+                st.mirror.sync().await?;
                 let cp = self.sign_checkpoint(&st)?;
                 let text = encode_header("TALLY-CHECKPOINT", &cp)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -715,7 +716,11 @@ impl Client {
                     Err(m) => return Err(Self::stop(&mut st, m)),
                 };
                 let record = Record::new(auth, sig, outcome);
-                st.mirror.append(&record, receipt.signature).await?;
+                // Verified above; durable with the mirror's next group commit, off this
+                // request's critical path (spec/DESIGN-DECISIONS.md).
+                st.mirror
+                    .append_pipelined(&record, receipt.signature)
+                    .await?;
                 if sent_checkpoint {
                     st.checkpoint_due = false;
                 }
@@ -838,8 +843,9 @@ impl RequestBuilder<'_> {
         self
     }
 
-    /// Sends, paying if the route is priced; returns once the receipt is verified and
-    /// mirrored durably.
+    /// Sends, paying if the route is priced; returns once the receipt is verified and its
+    /// record is queued to the mirror (durable at the mirror's next group commit; see
+    /// [`Client::flush`]).
     pub async fn send(self) -> Result<PaidResponse, ClientError> {
         let c = self.client;
         let rest = if self.url.starts_with('/') {

@@ -1,13 +1,24 @@
 //! The client's mirror of its channel's log, in its own sled file (tally-log's
 //! [`LogStore`]), plus what it needs to resume and to prove: the provider's signature of
 //! every record and the checkpoints it signed.
+//!
+//! Appends can be pipelined ([`Mirror::append_pipelined`]): the record is queued to the
+//! store's group-committing writer and the mirror's size, root and cumulative advance at
+//! once (the root from the mirror's own right-edge [`Frontier`]), so the next authorization
+//! can be signed without waiting for the fsync. [`Mirror::sync`] waits until everything
+//! queued is durable; every read of stored records (resync, checkpoints, audits, disputes)
+//! goes through it first. See spec/DESIGN-DECISIONS.md for what a client crash can lose.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use tally_core::encoding::Canonical;
 use tally_core::hash::TreeHasher;
 use tally_core::{ChannelId, Hash, Record, Signature};
-use tally_log::{Blake3Hasher, LogStore};
+use tally_log::{Blake3Hasher, Frontier, HashReader, LogError, LogStore, Ticket};
 
 use crate::error::{ClientError, Misbehavior};
 
@@ -20,6 +31,65 @@ pub struct Mirror {
     size: u64,
     root: Hash,
     cumulative: u128,
+    /// The right edge of the mirror at `size` (durable and pending records).
+    frontier: Frontier,
+    /// Appends queued but not yet known durable, oldest first: `(index, ticket)`.
+    pending: VecDeque<(u64, Ticket)>,
+    /// Why a pipelined append failed, if one did: the mirror refuses to go on.
+    failed: Option<String>,
+}
+
+/// Most pipelined appends in flight before [`Mirror::append_pipelined`] waits for the oldest.
+const MAX_PENDING: usize = 1024;
+
+/// Answers the stored hashes of one frontier from a list (largest subtree first).
+struct EdgeReader(Vec<(u8, u64, Hash)>);
+
+impl HashReader for EdgeReader {
+    fn stored_hash(&self, level: u8, index: u64) -> Result<Hash, LogError> {
+        self.0
+            .iter()
+            .find(|(l, i, _)| *l == level && *i == index)
+            .map(|(_, _, h)| *h)
+            .ok_or(LogError::OutOfRange { index, size: 0 })
+    }
+}
+
+/// The frontier of the durable log of `size` records: the inclusion proof of the last leaf
+/// lists the complete subtrees of size `size - 1`, smallest first (RFC 9162 §2.1.3.1, the
+/// last leaf is always in the right part); pushing that leaf gives the frontier of `size`.
+/// O(log n) reads, checked against the durable root.
+fn load_frontier(
+    log: &LogStore,
+    channel: &ChannelId,
+    size: u64,
+    root: &Hash,
+) -> Result<Frontier, ClientError> {
+    if size == 0 {
+        return Ok(Frontier::default());
+    }
+    let proof = log.inclusion_proof(channel, size - 1, size)?;
+    let before = size - 1;
+    let mut edge = Vec::with_capacity(proof.len());
+    let mut hashes = proof.iter().rev();
+    let mut at = 0u64;
+    while at < before {
+        let level = 63 - (before - at).leading_zeros();
+        let h = hashes
+            .next()
+            .ok_or_else(|| ClientError::Mirror("short proof loading the frontier".into()))?;
+        edge.push((level as u8, at >> level, *h));
+        at += 1u64 << level;
+    }
+    let mut frontier = Frontier::load(&EdgeReader(edge), before)?;
+    let last = log.record(channel, size - 1)?;
+    frontier.push(&Blake3Hasher, Blake3Hasher.leaf(&last));
+    if frontier.root(&Blake3Hasher) != *root {
+        return Err(ClientError::Mirror(
+            "the mirror's frontier does not give its stored root".into(),
+        ));
+    }
+    Ok(frontier)
 }
 
 impl Mirror {
@@ -42,6 +112,7 @@ impl Mirror {
         } else {
             0
         };
+        let frontier = load_frontier(&log, &channel, size, &root)?;
         Ok(Mirror {
             channel,
             log,
@@ -50,6 +121,9 @@ impl Mirror {
             size,
             root,
             cumulative,
+            frontier,
+            pending: VecDeque::new(),
+            failed: None,
         })
     }
 
@@ -100,41 +174,115 @@ impl Mirror {
         }))
     }
 
-    /// Appends a verified record at the next index and waits until it is durable, then
-    /// stores the provider's signature. The signature is not flushed here (sled flushes
-    /// within 500 ms); one lost in a crash is fetched again on resume
-    /// ([`Mirror::missing_signatures`]), since the provider can always recompute it.
+    /// Appends a verified record at the next index and waits until it (and every pipelined
+    /// append before it) is durable, then stores the provider's signature. The signature is
+    /// not flushed here (sled flushes within 500 ms); one lost in a crash is fetched again on
+    /// resume ([`Mirror::missing_signatures`]), since the provider can always recompute it.
     pub async fn append(
         &mut self,
         record: &Record,
         provider: Signature,
     ) -> Result<(), ClientError> {
+        self.append_pipelined(record, provider).await?;
+        self.sync().await
+    }
+
+    /// Appends a verified record at the next index without waiting for the fsync: size, root
+    /// and cumulative advance now, the record becomes durable with the store's next group
+    /// commit. Waits only when [`MAX_PENDING`] appends are already in flight. A failure of
+    /// an earlier pipelined append is returned here (or by [`Mirror::sync`]) and stops the
+    /// mirror.
+    pub async fn append_pipelined(
+        &mut self,
+        record: &Record,
+        provider: Signature,
+    ) -> Result<(), ClientError> {
+        self.reap()?;
+        if self.pending.len() >= MAX_PENDING {
+            if let Some((index, ticket)) = self.pending.pop_front() {
+                let done = ticket.await;
+                self.settle(index, done)?;
+            }
+        }
         if record.outcome.seq != self.size {
             return Err(ClientError::Mirror(format!(
                 "record {} does not extend the mirror of size {}",
                 record.outcome.seq, self.size
             )));
         }
-        let range = self
-            .log
-            .append(self.channel, vec![record.to_bytes()])
-            .await?;
-        if range.start != self.size {
-            return Err(ClientError::Mirror(format!(
-                "mirror appended at {range:?}, expected {}",
-                self.size
-            )));
-        }
+        let bytes = record.to_bytes();
+        let leaf = Blake3Hasher.leaf(&bytes);
+        let ticket = self.log.append(self.channel, vec![bytes]);
         self.sigs
             .insert(record.outcome.seq.to_be_bytes(), &provider.0[..])?;
-        let head = self
-            .log
-            .head(&self.channel)
-            .ok_or_else(|| ClientError::Mirror("no head after append".into()))?;
-        self.size = head.size;
-        self.root = head.root;
+        self.frontier.push(&Blake3Hasher, leaf);
+        self.pending.push_back((self.size, ticket));
+        self.size = self.frontier.size();
+        self.root = self.frontier.root(&Blake3Hasher);
         self.cumulative = record.outcome.cumulative;
         Ok(())
+    }
+
+    /// Waits until every pipelined append is durable, and checks that the store's durable
+    /// head is the mirror's.
+    pub async fn sync(&mut self) -> Result<(), ClientError> {
+        while let Some((index, ticket)) = self.pending.pop_front() {
+            let done = ticket.await;
+            self.settle(index, done)?;
+        }
+        if let Some(why) = &self.failed {
+            return Err(ClientError::Mirror(why.clone()));
+        }
+        let durable = self.log.head(&self.channel).map(|h| (h.size, h.root));
+        let expected = (self.size > 0).then_some((self.size, self.root));
+        if durable != expected {
+            let why = format!(
+                "the mirror's durable head {durable:?} is not its size {} and root",
+                self.size
+            );
+            self.failed = Some(why.clone());
+            return Err(ClientError::Mirror(why));
+        }
+        Ok(())
+    }
+
+    /// Pipelined appends not yet known durable.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Takes the pipelined appends that have completed, without waiting.
+    fn reap(&mut self) -> Result<(), ClientError> {
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Some((index, ticket)) = self.pending.front_mut() {
+            let index = *index;
+            match Pin::new(ticket).poll(&mut cx) {
+                Poll::Ready(done) => {
+                    self.pending.pop_front();
+                    self.settle(index, done)?;
+                }
+                Poll::Pending => break,
+            }
+        }
+        match &self.failed {
+            Some(why) => Err(ClientError::Mirror(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks one completed append: durable exactly at `index`.
+    fn settle(
+        &mut self,
+        index: u64,
+        done: Result<std::ops::Range<u64>, LogError>,
+    ) -> Result<(), ClientError> {
+        let why = match done {
+            Ok(range) if range.start == index && range.end == index + 1 => return Ok(()),
+            Ok(range) => format!("mirror appended at {range:?}, expected {index}"),
+            Err(e) => format!("mirror append of record {index}: {e}"),
+        };
+        self.failed.get_or_insert(why.clone());
+        Err(ClientError::Mirror(why))
     }
 
     /// The indices at the end of the mirror whose provider signature is not held.
@@ -192,5 +340,44 @@ impl Mirror {
             .verify_receipt(provider, provider_sig)
             .map_err(|e| bad(format!("provider signature: {e}")))?;
         Ok(())
+    }
+
+    /// A proof bundle of record `index` (spec/PROTOCOL.md §7.3) against the latest
+    /// checkpoint the provider cosigned (kept under the `checkpoint` metadata key).
+    /// `chain` is left empty.
+    pub fn proof_bundle(
+        &self,
+        index: u64,
+        client: &tally_core::PublicKey,
+        provider: &tally_core::PublicKey,
+    ) -> Result<tally_core::ProofBundle, ClientError> {
+        let note = self
+            .get_meta("checkpoint")?
+            .ok_or_else(|| ClientError::Protocol("no cosigned checkpoint held".into()))?;
+        let note = String::from_utf8(note).map_err(|e| ClientError::Mirror(e.to_string()))?;
+        let signed = tally_core::SignedCheckpoint::from_note(&note, client, provider, true)
+            .map_err(|e| ClientError::Mirror(format!("held checkpoint: {e}")))?;
+        let size = signed.checkpoint.size;
+        if index >= size {
+            return Err(ClientError::Protocol(format!(
+                "record {index} is not covered by the latest checkpoint (size {size})"
+            )));
+        }
+        let record = self.record(index)?;
+        let provider_signature = self
+            .provider_signature(index)?
+            .ok_or_else(|| ClientError::Mirror(format!("no provider signature for {index}")))?;
+        let inclusion_proof = self.log.inclusion_proof(&self.channel, index, size)?;
+        Ok(tally_core::ProofBundle {
+            format: tally_core::bundle::BUNDLE_FORMAT.into(),
+            client_key: *client,
+            provider_key: *provider,
+            record: hex::encode(record.to_bytes()),
+            provider_signature,
+            index,
+            inclusion_proof,
+            checkpoint: note,
+            chain: None,
+        })
     }
 }

@@ -8,6 +8,27 @@ use tally_core::{Authorization, Hash, Outcome, PublicKey, Receipt, Record, Signa
 use crate::amount::Amount;
 use crate::error::WireError;
 
+/// Lowercase hex, as `hex::encode` gives, without building the string char by char.
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    // The buffer is exactly twice the input, the only way encode_to_slice can fail.
+    if hex::encode_to_slice(bytes, &mut out).is_err() {
+        return hex::encode(bytes);
+    }
+    String::from_utf8(out).unwrap_or_else(|_| hex::encode(bytes))
+}
+
+/// Decodes hex (either case, even length) into bytes.
+fn hex_bytes(what: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
+    let malformed = |reason: String| WireError::Malformed { what, reason };
+    if !text.len().is_multiple_of(2) {
+        return Err(malformed(hex::FromHexError::OddLength.to_string()));
+    }
+    let mut out = vec![0u8; text.len() / 2];
+    hex::decode_to_slice(text, &mut out).map_err(|e| malformed(e.to_string()))?;
+    Ok(out)
+}
+
 /// The `accepted` member of a payment: which requirement the client pays under.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +72,7 @@ impl PaymentPayload {
                 network: crate::headers::network(chain_id),
             },
             payload: TallyPayment {
-                authorization: hex::encode(authorization.to_bytes()),
+                authorization: hex_lower(&authorization.to_bytes()),
                 signature,
             },
         }
@@ -59,14 +80,19 @@ impl PaymentPayload {
 
     /// Decodes the authorization, refusing anything tally-core refuses.
     pub fn authorization(&self) -> Result<Authorization, WireError> {
-        let bytes = hex::decode(&self.payload.authorization).map_err(|e| WireError::Malformed {
-            what: "authorization",
-            reason: e.to_string(),
-        })?;
-        Authorization::from_bytes(&bytes).map_err(|source| WireError::Message {
+        self.authorization_and_bytes().map(|(a, _)| a)
+    }
+
+    /// Decodes the authorization and also returns its canonical bytes (the signed message):
+    /// tally-core's decoder accepts only bytes that re-encode identically, so they are
+    /// `authorization.to_bytes()` without encoding it again.
+    pub fn authorization_and_bytes(&self) -> Result<(Authorization, Vec<u8>), WireError> {
+        let bytes = hex_bytes("authorization", &self.payload.authorization)?;
+        let auth = Authorization::from_bytes(&bytes).map_err(|source| WireError::Message {
             what: "authorization",
             source,
-        })
+        })?;
+        Ok((auth, bytes))
     }
 }
 
@@ -83,18 +109,20 @@ pub struct WireReceipt {
 impl WireReceipt {
     /// Renders a receipt.
     pub fn from_receipt(receipt: &Receipt) -> Self {
+        Self::from_parts(&receipt.outcome.to_bytes(), receipt.signature)
+    }
+
+    /// Renders a receipt from the outcome's canonical bytes (as signed) and the signature.
+    pub fn from_parts(outcome_bytes: &[u8], signature: Signature) -> Self {
         WireReceipt {
-            outcome: hex::encode(receipt.outcome.to_bytes()),
-            signature: receipt.signature,
+            outcome: hex_lower(outcome_bytes),
+            signature,
         }
     }
 
     /// Decodes the outcome (the signature is not checked here).
     pub fn receipt(&self) -> Result<Receipt, WireError> {
-        let bytes = hex::decode(&self.outcome).map_err(|e| WireError::Malformed {
-            what: "outcome",
-            reason: e.to_string(),
-        })?;
+        let bytes = hex_bytes("outcome", &self.outcome)?;
         let outcome = Outcome::from_bytes(&bytes).map_err(|source| WireError::Message {
             what: "outcome",
             source,
@@ -122,6 +150,63 @@ pub struct PaymentResponse {
     pub receipt: WireReceipt,
 }
 
+impl PaymentResponse {
+    /// The `PAYMENT-RESPONSE` header text of a tally receipt: exactly
+    /// `encode_header("PAYMENT-RESPONSE", &PaymentResponse { success: true, scheme: "tally",
+    /// network, transaction: "", receipt })`, written directly (no JSON serializer, no
+    /// intermediate strings). `network` must be a CAIP-2 id (`eip155:<digits>`), which needs
+    /// no JSON escaping; anything else goes through the serializer.
+    pub fn receipt_header(
+        network: &str,
+        outcome_bytes: &[u8],
+        signature: &Signature,
+    ) -> Result<String, WireError> {
+        use base64::Engine;
+        let plain = network
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b':' || b == b'-' || b == b'_');
+        if !plain {
+            let response = PaymentResponse {
+                success: true,
+                scheme: crate::headers::SCHEME.into(),
+                network: network.into(),
+                transaction: String::new(),
+                receipt: WireReceipt::from_parts(outcome_bytes, *signature),
+            };
+            return crate::headers::encode_header("PAYMENT-RESPONSE", &response);
+        }
+        let mut json = Vec::with_capacity(128 + 2 * outcome_bytes.len() + 128);
+        json.extend_from_slice(b"{\"success\":true,\"scheme\":\"");
+        json.extend_from_slice(crate::headers::SCHEME.as_bytes());
+        json.extend_from_slice(b"\",\"network\":\"");
+        json.extend_from_slice(network.as_bytes());
+        json.extend_from_slice(b"\",\"transaction\":\"\",\"receipt\":{\"outcome\":\"");
+        let at = json.len();
+        json.resize(at + 2 * outcome_bytes.len(), 0);
+        hex::encode_to_slice(outcome_bytes, &mut json[at..]).map_err(|e| WireError::Malformed {
+            what: "PAYMENT-RESPONSE",
+            reason: e.to_string(),
+        })?;
+        json.extend_from_slice(b"\",\"signature\":\"");
+        let at = json.len();
+        json.resize(at + 128, 0);
+        hex::encode_to_slice(signature.0, &mut json[at..]).map_err(|e| WireError::Malformed {
+            what: "PAYMENT-RESPONSE",
+            reason: e.to_string(),
+        })?;
+        json.extend_from_slice(b"\"}}");
+        let text = base64::engine::general_purpose::STANDARD.encode(json);
+        if text.len() > crate::headers::MAX_HEADER_BYTES {
+            return Err(WireError::TooLarge {
+                header: "PAYMENT-RESPONSE",
+                len: text.len(),
+                limit: crate::headers::MAX_HEADER_BYTES,
+            });
+        }
+        Ok(text)
+    }
+}
+
 /// A record with its provider signature, as endpoints and errors return it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,17 +221,14 @@ impl WireRecord {
     /// Renders a record and signature.
     pub fn new(record: &Record, provider_signature: Signature) -> Self {
         WireRecord {
-            record: hex::encode(record.to_bytes()),
+            record: hex_lower(&record.to_bytes()),
             provider_signature,
         }
     }
 
     /// Decodes the record (signatures are not checked here).
     pub fn decode(&self) -> Result<Record, WireError> {
-        let bytes = hex::decode(&self.record).map_err(|e| WireError::Malformed {
-            what: "record",
-            reason: e.to_string(),
-        })?;
+        let bytes = hex_bytes("record", &self.record)?;
         Record::from_bytes(&bytes).map_err(|source| WireError::Message {
             what: "record",
             source,

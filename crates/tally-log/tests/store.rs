@@ -33,6 +33,7 @@ fn config() -> StoreConfig {
         queue_depth: 256,
         cache_bytes: 8 << 20,
         tile_cache_bytes: 1 << 20,
+        sync_data: true,
     }
 }
 

@@ -22,14 +22,13 @@ use tally_core::{
     SignedCheckpoint,
 };
 use tally_http::headers::{
-    decode_header, encode_header, network, CHECKPOINT, PAYMENT_SIGNATURE, SCHEME, WELL_KNOWN_PATH,
-    X402_VERSION,
+    decode_header, network, CHECKPOINT, PAYMENT_SIGNATURE, SCHEME, WELL_KNOWN_PATH, X402_VERSION,
 };
 use tally_http::payment::{Requirement, RequirementExtra, Resource};
 use tally_http::terms::{ChainTerms, CheckpointPolicy, RefundPolicy, TERMS_FORMAT};
 use tally_http::{
     Amount, PaymentPayload, PaymentRequired, PaymentResponse, Price, Reason, RoutePrice,
-    SessionBinding, Terms, WireCheckpoint, WireError, WireReceipt, WireRecord,
+    SessionBinding, Terms, WireCheckpoint, WireError, WireRecord,
 };
 use tally_log::{LogStore, StoreConfig};
 use tokio::sync::OwnedMutexGuard;
@@ -97,6 +96,8 @@ impl Settings {
 }
 
 pub(crate) struct Inner {
+    /// `eip155:<chain id>`, rendered once.
+    pub(crate) network: String,
     pub(crate) key: SecretKey,
     pub(crate) public: PublicKey,
     pub(crate) terms: Terms,
@@ -134,6 +135,9 @@ pub struct RequestView<'a> {
 }
 
 /// The result of admitting a paid request.
+// One per request, matched at once by the caller: boxing the large variant would only add
+// an allocation to every paid request.
+#[allow(clippy::large_enum_variant)]
 pub enum Admitted {
     /// A new request at the next seq: forward it, then [`Gateway::record`].
     Fresh(Admission),
@@ -146,6 +150,8 @@ pub struct Admission {
     guard: OwnedMutexGuard<Option<ChannelState>>,
     authorization: Authorization,
     signature: tally_core::Signature,
+    /// `authorization.signed_hash(&signature)`, from the bytes the signature was checked on.
+    authorization_hash: Hash,
     price: Price,
 }
 
@@ -268,6 +274,7 @@ impl Gateway {
         let funding = FundingCache::new(funding, settings.funding_ttl);
         Ok(Gateway {
             inner: Arc::new(Inner {
+                network: network(settings.chain.chain_id),
                 key,
                 public,
                 terms,
@@ -390,9 +397,7 @@ impl Gateway {
         })?;
         let payload: PaymentPayload =
             decode_header("PAYMENT-SIGNATURE", header.as_bytes()).map_err(wire_error)?;
-        if payload.accepted.scheme != SCHEME
-            || payload.accepted.network != network(i.settings.chain.chain_id)
-        {
+        if payload.accepted.scheme != SCHEME || payload.accepted.network != i.network {
             return Err(GatewayError::malformed(format!(
                 "payment is for scheme {:?} on {:?}; this gateway takes {SCHEME:?} on {:?}",
                 payload.accepted.scheme,
@@ -400,7 +405,8 @@ impl Gateway {
                 network(i.settings.chain.chain_id)
             )));
         }
-        let auth = payload.authorization().map_err(wire_error)?;
+        // The decoder only accepts canonical bytes, so these are `auth.to_bytes()`.
+        let (auth, auth_bytes) = payload.authorization_and_bytes().map_err(wire_error)?;
         let sig = payload.payload.signature;
         let checkpoint = match req.headers.get(CHECKPOINT) {
             Some(v) => Some(
@@ -423,7 +429,7 @@ impl Gateway {
         })?;
         // Strict single verification: a fresh authorization is a non-repudiation decision
         // (spec/PROTOCOL.md §4.2).
-        session.verify(&auth.to_bytes(), &sig).map_err(|_| {
+        session.verify(&auth_bytes, &sig).map_err(|_| {
             GatewayError::new(
                 Reason::InvalidSignature,
                 "authorization signature does not verify",
@@ -514,6 +520,7 @@ impl Gateway {
             guard,
             authorization: auth,
             signature: sig,
+            authorization_hash: tally_core::hash::blake3_of(&[&auth_bytes, &sig.0]),
             price: price.clone(),
         }))
     }
@@ -567,9 +574,14 @@ impl Gateway {
 
     /// Steps 4–5: build the outcome, append the record, wait until it is durable (P8), sign
     /// the receipt. `charge` is `(units, amount)`; `amount` is already capped by the caller.
+    ///
+    /// Cancel-safe: if the caller is dropped (a client that hangs up) while the record is
+    /// being committed, the channel stays locked until the record is durable and its state is
+    /// then reloaded from the log ([`Committing`]), so the next request of the channel is
+    /// never admitted at a seq the log already holds.
     pub async fn record(
         &self,
-        mut admission: Admission,
+        admission: Admission,
         status: u16,
         content_type: Option<HeaderValue>,
         body: Bytes,
@@ -585,7 +597,7 @@ impl Gateway {
             version: tally_core::VERSION,
             channel_id: auth.channel_id,
             seq: auth.seq,
-            authorization_hash: auth.signed_hash(&admission.signature),
+            authorization_hash: admission.authorization_hash,
             units,
             amount,
             cumulative,
@@ -597,11 +609,17 @@ impl Gateway {
             .check_consistency()
             .map_err(|e| GatewayError::internal(format!("built an invalid record: {e}")))?;
         let commit_start = Instant::now();
-        let range = i
-            .store
-            .append(auth.channel_id, vec![record.to_bytes()])
+        let mut committing = Committing {
+            ticket: Some(i.store.append(auth.channel_id, vec![record.to_bytes()])),
+            guard: Some(admission.guard),
+        };
+        let range = committing
+            .durable()
             .await
             .map_err(|e| GatewayError::internal(format!("log append: {e}")))?;
+        let mut guard = committing
+            .into_guard()
+            .ok_or_else(|| GatewayError::internal("channel lock lost while committing"))?;
         i.metrics.commit.observe(commit_start.elapsed());
         if range.start != auth.seq || range.end != auth.seq + 1 {
             return Err(GatewayError::internal(format!(
@@ -613,20 +631,18 @@ impl Gateway {
             .store
             .head(&auth.channel_id)
             .ok_or_else(|| GatewayError::internal("no head after a durable append"))?;
-        let receipt = outcome.sign(&i.key);
-        let response = PaymentResponse {
-            success: true,
-            scheme: SCHEME.into(),
-            network: network(i.settings.chain.chain_id),
-            transaction: String::new(),
-            receipt: WireReceipt::from_receipt(&receipt),
+        // Encode the outcome once: it is both the signed message and the receipt's payload.
+        let outcome_bytes = outcome.to_bytes();
+        let receipt = Receipt {
+            outcome,
+            signature: i.key.sign(&outcome_bytes),
         };
-        let payment_response = encode_header("PAYMENT-RESPONSE", &response)
-            .ok()
-            .and_then(|t| HeaderValue::from_str(&t).ok())
-            .ok_or_else(|| GatewayError::internal("rendering PAYMENT-RESPONSE"))?;
-        let st = admission
-            .guard
+        let payment_response =
+            PaymentResponse::receipt_header(&i.network, &outcome_bytes, &receipt.signature)
+                .ok()
+                .and_then(|t| HeaderValue::from_maybe_shared(Bytes::from(t)).ok())
+                .ok_or_else(|| GatewayError::internal("rendering PAYMENT-RESPONSE"))?;
+        let st = guard
             .as_mut()
             .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
         st.size = head.size;
@@ -834,6 +850,53 @@ impl Gateway {
 
     pub(crate) fn bindings(&self) -> &Bindings {
         &self.inner.bindings
+    }
+}
+
+/// A record handed to the log, with its channel's lock. Dropped before the append resolved
+/// (the request's future was cancelled), it forgets the channel's in-memory state, which is
+/// then rebuilt from the durable log on next use, and keeps the channel locked until the
+/// append has resolved, so nothing is admitted against a log that is about to grow.
+struct Committing {
+    ticket: Option<tally_log::Ticket>,
+    guard: Option<OwnedMutexGuard<Option<ChannelState>>>,
+}
+
+impl Committing {
+    /// Waits until the record is durable.
+    async fn durable(&mut self) -> Result<std::ops::Range<u64>, tally_log::LogError> {
+        let result = match self.ticket.as_mut() {
+            Some(ticket) => ticket.await,
+            None => Err(tally_log::LogError::WriterStopped),
+        };
+        self.ticket = None;
+        result
+    }
+
+    fn into_guard(mut self) -> Option<OwnedMutexGuard<Option<ChannelState>>> {
+        self.guard.take()
+    }
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        let (Some(mut guard), Some(ticket)) = (self.guard.take(), self.ticket.take()) else {
+            return;
+        };
+        *guard = None;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = ticket.await;
+                    drop(guard);
+                });
+            }
+            // Outside a runtime nothing else can take the lock meanwhile.
+            Err(_) => {
+                let _ = ticket.wait();
+                drop(guard);
+            }
+        }
     }
 }
 

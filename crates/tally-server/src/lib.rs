@@ -23,6 +23,7 @@ pub mod layer;
 pub mod metrics;
 pub mod pricing;
 pub mod proxy;
+pub mod standalone;
 
 use axum::Router;
 

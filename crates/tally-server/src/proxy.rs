@@ -21,17 +21,21 @@ use tower::Service;
 use crate::errors::GatewayError;
 use crate::layer::UpstreamFailed;
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). Names, not strings, so
+/// removing them parses nothing per request.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
+/// The payment headers, which the upstream never sees.
+const PAYMENT_SIGNATURE_NAME: HeaderName = HeaderName::from_static(PAYMENT_SIGNATURE);
+const CHECKPOINT_NAME: HeaderName = HeaderName::from_static(CHECKPOINT);
 
 /// Forwards requests to `upstream` (scheme and authority; the request's path and query are
 /// kept).
@@ -90,8 +94,8 @@ impl Proxy {
         };
         parts.uri = uri;
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(PAYMENT_SIGNATURE);
-        parts.headers.remove(CHECKPOINT);
+        parts.headers.remove(PAYMENT_SIGNATURE_NAME);
+        parts.headers.remove(CHECKPOINT_NAME);
         if let Ok(v) = http::HeaderValue::from_str(self.authority.as_str()) {
             parts.headers.insert(HOST, v);
         }
@@ -115,6 +119,12 @@ impl Proxy {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.contains_key(CONNECTION) {
+        for name in &HOP_BY_HOP[1..] {
+            headers.remove(name);
+        }
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -125,7 +135,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -1,0 +1,167 @@
+//! The chain side of the CLI, all through tally-chain: finding (or installing) the
+//! project-local anvil, connecting with a wallet, deploying the contracts for the demo,
+//! opening a channel and reading one.
+
+use std::path::PathBuf;
+
+use alloy::node_bindings::AnvilInstance;
+use alloy::primitives::{Address, B256, U256};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::Eip712Domain;
+use tally_chain::anvil;
+use tally_chain::channel::{connect, finish};
+use tally_chain::contract::TestToken;
+use tally_chain::{ChainError, ChannelFunding, OpenParams, TallyClient};
+use tally_core::ChannelId;
+
+use crate::error::{CliError, Result};
+
+/// Parses an RPC URL.
+pub fn rpc_url(text: &str) -> Result<alloy::transports::http::reqwest::Url> {
+    text.parse()
+        .map_err(|e| CliError::Usage(format!("rpc url {text:?}: {e}")))
+}
+
+/// Parses an address.
+pub fn address(what: &str, text: &str) -> Result<Address> {
+    text.parse()
+        .map_err(|e| CliError::Usage(format!("{what} {text:?} is not an address: {e}")))
+}
+
+/// A read-only handle on the contract at `contract` (a random key; never sends).
+pub async fn reader(rpc: &str, contract: Address) -> Result<TallyClient> {
+    let key = PrivateKeySigner::random();
+    let sender = key.address();
+    TallyClient::new(connect(rpc_url(rpc)?, key), sender, contract)
+        .await
+        .map_err(|e| CliError::Service(format!("chain at {rpc}: {e}")))
+}
+
+/// A channel's onchain state and the contract's EIP-712 domain.
+pub async fn read_channel(
+    rpc: &str,
+    contract: Address,
+    id: &ChannelId,
+) -> Result<(ChannelFunding, Eip712Domain)> {
+    let client = reader(rpc, contract).await?;
+    let f = client
+        .channel(id)
+        .await
+        .map_err(|e| CliError::Service(format!("reading channel {}: {e}", id.to_hex())))?;
+    Ok((f, client.domain()))
+}
+
+/// Locates anvil; if it is missing from the project-local npm install (and `TALLY_ANVIL`
+/// does not point elsewhere), installs it with `bash tools/install.sh` first.
+pub fn ensure_anvil(note: &dyn Fn(&str)) -> Result<PathBuf> {
+    match anvil::anvil_path() {
+        Ok(p) => Ok(p),
+        Err(ChainError::AnvilNotFound { path, hint }) => {
+            if std::env::var_os(anvil::ANVIL_ENV).is_some_and(|v| !v.is_empty()) {
+                return Err(CliError::Service(format!(
+                    "anvil not found at {path} (from {}); {hint}",
+                    anvil::ANVIL_ENV
+                )));
+            }
+            let root = anvil::repo_root();
+            note("anvil is not installed; running `bash tools/install.sh` (npm ci, project-local)");
+            let status = std::process::Command::new("bash")
+                .arg(root.join("tools").join("install.sh"))
+                .current_dir(&root)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .map_err(|e| CliError::Service(format!("running tools/install.sh: {e}")))?;
+            if !status.success() {
+                return Err(CliError::Service(format!(
+                    "tools/install.sh failed ({status}); anvil not found at {path}"
+                )));
+            }
+            anvil::anvil_path().map_err(CliError::from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A local chain with both contracts deployed and the payer funded.
+pub struct LocalChain {
+    /// The node; dropping it stops anvil.
+    pub anvil: AnvilInstance,
+    /// Its RPC URL.
+    pub rpc: String,
+    /// The Tally contract.
+    pub contract: Address,
+    /// The test token.
+    pub token: Address,
+    /// The client's wallet (funds the channel).
+    pub payer: PrivateKeySigner,
+    /// The provider's wallet (claims).
+    pub payee: PrivateKeySigner,
+}
+
+fn dev_key(node: &AnvilInstance, i: usize) -> Result<PrivateKeySigner> {
+    node.nth_key(i)
+        .map(|k| PrivateKeySigner::from(k.clone()))
+        .ok_or_else(|| CliError::Service("anvil has too few dev accounts".into()))
+}
+
+/// Starts anvil, deploys the test token and Tally, and mints `mint` tokens to the payer.
+pub async fn start_local(mint: u128, note: &dyn Fn(&str)) -> Result<LocalChain> {
+    ensure_anvil(note)?;
+    let node = tokio::task::spawn_blocking(|| anvil::spawn(anvil::builder()?))
+        .await
+        .map_err(|e| CliError::Service(format!("starting anvil: {e}")))??;
+    let rpc = node.endpoint_url().to_string();
+    let payer = dev_key(&node, 1)?;
+    let payee = dev_key(&node, 2)?;
+    let provider = connect(rpc_url(&rpc)?, payer.clone());
+    let token = TestToken::deploy(provider.clone(), "Tally Test USD".to_string(), 0)
+        .await
+        .map_err(ChainError::from)?;
+    finish(
+        token
+            .mint(payer.address(), U256::from(mint))
+            .send()
+            .await
+            .map_err(ChainError::from)?,
+    )
+    .await?;
+    let tally = TallyClient::deploy(provider, payer.address()).await?;
+    Ok(LocalChain {
+        rpc,
+        contract: tally.address(),
+        token: *token.address(),
+        payer,
+        payee,
+        anvil: node,
+    })
+}
+
+/// Approves and opens a channel from `payer` to `payee` with checkpoint key `signer`.
+pub async fn open_channel(
+    rpc: &str,
+    contract: Address,
+    payer: &PrivateKeySigner,
+    payee: Address,
+    token: Address,
+    deposit: u128,
+    signer: Address,
+) -> Result<(ChannelId, tally_chain::TxOutcome)> {
+    let client = TallyClient::new(
+        connect(rpc_url(rpc)?, payer.clone()),
+        payer.address(),
+        contract,
+    )
+    .await?;
+    client.approve(token, deposit).await?;
+    let salt = B256::from(rand::random::<[u8; 32]>());
+    Ok(client
+        .open(OpenParams {
+            payee,
+            token,
+            amount: deposit,
+            signer,
+            withdraw_delay: tally_chain::MIN_WITHDRAW_DELAY * 24,
+            salt,
+        })
+        .await?)
+}

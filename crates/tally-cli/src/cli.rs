@@ -1,0 +1,236 @@
+//! The command line, as clap derive types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "Exit codes: 0 ok; 1 verification failed (a discrepancy, a bad proof, a \
+refused dispute, provider misbehavior); 2 usage or I/O error (bad arguments, missing or \
+unreadable files, unreachable node or gateway).";
+
+/// tally: verifiable metering for pay-per-request APIs.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole protocol locally end to end (anvil, contracts, channel, gateway,
+    /// thousands of paid calls, onchain settlement, audit, proof, dispute).
+    #[command(after_help = EXIT_CODES)]
+    Demo(DemoArgs),
+    /// Generate key files (mode 0600): a client profile's session and checkpoint keys, or a
+    /// provider key.
+    #[command(after_help = EXIT_CODES)]
+    Keygen(KeygenArgs),
+    /// Run the metering gateway (reverse proxy) from a TOML config.
+    #[command(after_help = EXIT_CODES)]
+    Serve(ServeArgs),
+    /// Make a paid request with a client profile; prints the body, keeps the receipt in the
+    /// mirror.
+    #[command(after_help = EXIT_CODES)]
+    Pay(PayArgs),
+    /// Sign a checkpoint at the mirror's size and have the provider cosign it (needed before
+    /// `prove` covers the latest records).
+    #[command(after_help = EXIT_CODES)]
+    Checkpoint(ProfileArg),
+    /// Audit a bill: a statement file, or the provider's endpoints.
+    #[command(after_help = EXIT_CODES)]
+    Verify(VerifyArgs),
+    /// Write a proof bundle for record N of the client's mirror.
+    #[command(after_help = EXIT_CODES)]
+    Prove(ProveArgs),
+    /// Check a proof bundle offline, and against the onchain root with --rpc.
+    #[command(name = "verify-proof", after_help = EXIT_CODES)]
+    VerifyProof(VerifyProofArgs),
+    /// Disputes.
+    #[command(subcommand)]
+    Dispute(DisputeCommand),
+    /// Provider side: claim every due checkpoint onchain now, through the settlement worker.
+    #[command(after_help = EXIT_CODES)]
+    Settle(SettleArgs),
+    /// Export a channel's log as a statement file (from a gateway's store or a client mirror).
+    #[command(after_help = EXIT_CODES)]
+    Export(ExportArgs),
+    /// Check a log store's integrity (every channel, or one).
+    #[command(after_help = EXIT_CODES)]
+    Fsck(FsckArgs),
+}
+
+/// `tally demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Paid calls to make.
+    #[arg(long, default_value_t = 5000)]
+    pub calls: u64,
+    /// Keep the artifacts (profile, gateway data, statement, bundle) in this new directory
+    /// instead of a temporary one.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+}
+
+/// `tally keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Directory to write into (created if missing). Existing key files are never
+    /// overwritten.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Write a provider key (provider.key) instead of a client's session.key and
+    /// checkpoint.key.
+    #[arg(long)]
+    pub provider: bool,
+}
+
+/// `tally serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The gateway's TOML config (see the README's config reference).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// The client profile argument.
+#[derive(Debug, Args)]
+pub struct ProfileArg {
+    /// The client profile directory (client.toml, keys, mirror/).
+    #[arg(long)]
+    pub client: PathBuf,
+}
+
+/// `tally pay`.
+#[derive(Debug, Args)]
+pub struct PayArgs {
+    #[command(flatten)]
+    pub profile: ProfileArg,
+    /// HTTP method.
+    #[arg(short = 'X', long = "request", default_value = "GET")]
+    pub method: String,
+    /// Request body.
+    #[arg(short = 'd', long = "data")]
+    pub data: Option<String>,
+    /// A header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// The most to authorize for this call (never more than the route's price).
+    #[arg(long)]
+    pub max_amount: Option<u128>,
+    /// A path (`/v1/items/7`) or a URL under the profile's provider.
+    pub url: String,
+}
+
+/// `tally verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A statement file (from `tally export`).
+    #[arg(long, conflicts_with = "provider")]
+    pub statement: Option<PathBuf>,
+    /// Fetch the statement from this provider's endpoints (needs --client).
+    #[arg(long, requires = "client")]
+    pub provider: Option<String>,
+    /// A client profile: its mirror is compared with the statement, and its provider is used
+    /// when neither --statement nor --provider is given.
+    #[arg(long)]
+    pub client: Option<PathBuf>,
+    /// Compare with the channel's onchain state at this JSON-RPC URL.
+    #[arg(long)]
+    pub rpc: Option<String>,
+    /// The settlement contract (default: from the terms in the statement).
+    #[arg(long)]
+    pub contract: Option<String>,
+    /// Verifying threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// `tally prove`.
+#[derive(Debug, Args)]
+pub struct ProveArgs {
+    #[command(flatten)]
+    pub profile: ProfileArg,
+    /// The record's index.
+    #[arg(long)]
+    pub index: u64,
+    /// Where to write the bundle (default: stdout).
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `tally verify-proof`.
+#[derive(Debug, Args)]
+pub struct VerifyProofArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// Also require the bundle's checkpoint to be the channel's claimed state on this chain.
+    #[arg(long)]
+    pub rpc: Option<String>,
+}
+
+/// `tally dispute …`.
+#[derive(Debug, Subcommand)]
+pub enum DisputeCommand {
+    /// Post a bundle to the provider's dispute endpoint; prints the credit or the refusal.
+    #[command(after_help = EXIT_CODES)]
+    Submit(DisputeSubmitArgs),
+}
+
+/// `tally dispute submit`.
+#[derive(Debug, Args)]
+pub struct DisputeSubmitArgs {
+    /// The bundle file (from `tally prove`).
+    pub bundle: PathBuf,
+    /// The provider's base URL (default: the profile's).
+    #[arg(long)]
+    pub provider: Option<String>,
+    #[command(flatten)]
+    pub profile: ProfileArg,
+}
+
+/// `tally settle`.
+#[derive(Debug, Args)]
+pub struct SettleArgs {
+    /// The gateway's TOML config (its store must not be open in a running gateway).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The payee's wallet key file (secp256k1, 64 hex digits, mode 0600).
+    #[arg(long)]
+    pub payee_key: PathBuf,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// `tally export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Export from a gateway's store (its config).
+    #[arg(long, conflicts_with = "client", requires = "channel")]
+    pub config: Option<PathBuf>,
+    /// The channel (with --config).
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Export from a client profile's mirror.
+    #[arg(long)]
+    pub client: Option<PathBuf>,
+    /// The statement file to write.
+    #[arg(short, long)]
+    pub out: PathBuf,
+}
+
+/// `tally fsck`.
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// The log store directory (a gateway's `data_dir/log`, or a profile's `mirror/log`).
+    pub store: PathBuf,
+    /// Only this channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+}

@@ -1,0 +1,44 @@
+//! One module per command; each parses nothing itself (clap did) and only wires library
+//! modules together and reports through [`Output`].
+
+pub mod checkpoint;
+pub mod demo;
+pub mod dispute;
+pub mod export;
+pub mod fsck;
+pub mod keygen;
+pub mod pay;
+pub mod prove;
+pub mod serve;
+pub mod settle;
+pub mod verify;
+pub mod verify_proof;
+
+use crate::cli::{Cli, Command, DisputeCommand};
+use crate::error::Result;
+use crate::output::Output;
+
+/// Runs the command `cli` names.
+pub async fn run(cli: Cli) -> Result<()> {
+    let out = Output { json: cli.json };
+    match cli.command {
+        Command::Demo(a) => demo::run(a, out).await,
+        Command::Keygen(a) => keygen::run(a, out),
+        Command::Serve(a) => serve::run(a, out).await,
+        Command::Pay(a) => pay::run(a, out).await,
+        Command::Checkpoint(a) => checkpoint::run(a, out).await,
+        Command::Verify(a) => verify::run(a, out).await,
+        Command::Prove(a) => prove::run(a, out),
+        Command::VerifyProof(a) => verify_proof::run(a, out).await,
+        Command::Dispute(DisputeCommand::Submit(a)) => dispute::submit(a, out).await,
+        Command::Settle(a) => settle::run(a, out).await,
+        Command::Export(a) => export::run(a, out).await,
+        Command::Fsck(a) => fsck::run(a, out),
+    }
+}
+
+/// Parses a channel id (64 hex digits, optional `0x`).
+pub fn channel_id(text: &str) -> Result<tally_core::ChannelId> {
+    tally_core::ChannelId::from_hex(text.trim_start_matches("0x"))
+        .map_err(|e| crate::error::CliError::Usage(format!("channel id {text:?}: {e}")))
+}

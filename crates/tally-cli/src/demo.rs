@@ -1,0 +1,465 @@
+//! `tally demo`: the whole protocol on one machine, end to end, in a temporary directory:
+//! a local chain (anvil), the contracts, a channel, a gateway in front of the built-in
+//! upstream, thousands of paid calls, a checkpoint settled onchain in one claim, the bill
+//! audited, a proof bundle made and checked against the chain, and a dispute that yields a
+//! credit. Every step goes through the same library code as the matching command; any
+//! failure ends the demo with an error (and a non-zero exit).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tally_core::bundle::ChainRef;
+
+use crate::audit::{audit, AuditContext};
+use crate::error::{CliError, Result};
+use crate::output::Output;
+use crate::profile::{Profile, ProfileFile};
+use crate::upstream::Upstream;
+use crate::{chain, gateway, keys, proof, statement};
+
+/// Price of a fixed-price call (`GET /v1/items/{id}`), token base units.
+pub const ITEM_PRICE: u128 = 10;
+/// Price per token of the metered route.
+pub const TOKEN_PRICE: u128 = 2;
+/// The channel's deposit.
+pub const DEPOSIT: u128 = 1_000_000_000;
+/// The smallest possible cost of one onchain transaction (the base cost), for the
+/// one-transaction-per-call comparison.
+pub const TX_BASE_GAS: u64 = 21_000;
+
+/// What the demo did, for the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoSummary {
+    /// Paid calls made.
+    pub calls: u64,
+    /// Of which fixed-price.
+    pub fixed_calls: u64,
+    /// Of which metered.
+    pub metered_calls: u64,
+    /// Of which answered 500 (charged, then disputed).
+    pub failed_calls: u64,
+    /// Total charged.
+    pub charged: String,
+    /// Net after the dispute's credit.
+    pub net_after_dispute: String,
+    /// Records in the log at the checkpoint.
+    pub checkpoint_size: u64,
+    /// Checkpoints the client signed.
+    pub checkpoints: usize,
+    /// The one claim transaction.
+    pub claim_transaction: String,
+    /// Its gas.
+    pub claim_gas: u64,
+    /// Claim gas divided by the calls it settled.
+    pub gas_per_call: f64,
+    /// Transactions one-per-call settlement would need.
+    pub one_per_call_transactions: u64,
+    /// Their gas at the 21,000 base cost alone (a lower bound).
+    pub one_per_call_min_gas: u64,
+    /// Paid onchain by the claim.
+    pub claimed_onchain: String,
+    /// Audit throughput.
+    pub audit_records_per_second: f64,
+    /// Discrepancies the audit found (0).
+    pub audit_discrepancies: usize,
+    /// Index of the disputed record.
+    pub disputed_index: u64,
+    /// The credit granted.
+    pub credit: String,
+    /// Rule that granted it.
+    pub credit_rule: String,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Where the artifacts are, when kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
+}
+
+impl DemoSummary {
+    /// The short readable summary.
+    pub fn render(&self) -> String {
+        format!(
+            "tally demo: done in {:.1} s\n\
+             \n  calls          {} paid ({} fixed-price, {} metered, {} failed upstream)\n\
+             \x20 amount         {} charged, {} net after the dispute's credit\n\
+             \x20 onchain        1 claim transaction settled {} calls: {} paid, {} gas\n\
+             \x20                = {:.1} gas per call\n\
+             \x20 one per call   {} transactions, at least {} gas ({} each, base cost only)\n\
+             \x20 audit          {} records verified, {} discrepancies ({:.0} records/s)\n\
+             \x20 proof bundle   record {} verified offline and against the onchain root\n\
+             \x20 dispute        record {} refunded: credit {} ({})\n{}",
+            self.seconds,
+            self.calls,
+            self.fixed_calls,
+            self.metered_calls,
+            self.failed_calls,
+            self.charged,
+            self.net_after_dispute,
+            self.checkpoint_size,
+            self.claimed_onchain,
+            self.claim_gas,
+            self.gas_per_call,
+            self.one_per_call_transactions,
+            self.one_per_call_min_gas,
+            TX_BASE_GAS,
+            self.checkpoint_size,
+            self.audit_discrepancies,
+            self.audit_records_per_second,
+            self.disputed_index,
+            self.disputed_index,
+            self.credit,
+            self.credit_rule,
+            self.kept
+                .as_ref()
+                .map(|k| format!("\n  artifacts kept in {k}\n"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+fn gateway_toml(upstream: &str, rpc: &str, chain_id: u64, c: &chain::LocalChain) -> String {
+    format!(
+        r#"# written by `tally demo`
+listen = "127.0.0.1:0"
+upstream = "{upstream}"
+data_dir = "data"
+provider_key_file = "provider.key"
+rpc_url = "{rpc}"
+credit_limit = "1000000"
+charge_server_errors = true
+
+[chain]
+chain_id = {chain_id}
+contract = "{contract}"
+asset = "{token}"
+pay_to = "{payee}"
+
+[checkpoint]
+every_records = 500
+every_seconds = 0
+every_amount = "0"
+
+[refunds]
+server_errors = true
+over_max = true
+
+[[routes]]
+method = "GET"
+path = "/v1/items"
+match = "prefix"
+price = {{ kind = "fixed", amount = "{ITEM_PRICE}" }}
+
+[[routes]]
+method = "POST"
+path = "/v1/complete"
+match = "exact"
+price = {{ kind = "metered", units_header = "{units}", unit_price = "{TOKEN_PRICE}", max_amount = "4000" }}
+
+[[routes]]
+method = "GET"
+path = "/v1/flaky"
+match = "exact"
+price = {{ kind = "fixed", amount = "{ITEM_PRICE}" }}
+"#,
+        contract = c.contract,
+        token = c.token,
+        payee = c.payee.address(),
+        units = crate::upstream::UNITS_HEADER,
+    )
+}
+
+fn step(out: &Output, n: u32, text: &str) {
+    out.note(&format!("[{n}/9] {text}"));
+}
+
+/// Runs the demo in a fresh temporary directory (or in `keep`, which must not exist yet,
+/// and is left in place). `calls` paid calls are made.
+pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSummary> {
+    if calls < 3 {
+        return Err(CliError::Usage("--calls must be at least 3".into()));
+    }
+    let started = Instant::now();
+    let temp;
+    let dir: PathBuf = match keep {
+        Some(k) => {
+            if k.exists() {
+                return Err(CliError::Usage(format!("{} already exists", k.display())));
+            }
+            std::fs::create_dir_all(k).map_err(|e| CliError::io(k, e))?;
+            k.to_path_buf()
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("tally-demo-")
+                .tempdir()
+                .map_err(|e| CliError::io(Path::new("temporary directory"), e))?;
+            temp.path().to_path_buf()
+        }
+    };
+
+    step(&out, 1, "starting anvil (local chain)");
+    let note = |t: &str| out.note(t);
+    let local = chain::start_local(u128::MAX / 4, &note).await?;
+    step(
+        &out,
+        2,
+        &format!(
+            "deployed Tally at {} and a test token at {}",
+            local.contract, local.token
+        ),
+    );
+    let rpc = local.rpc.clone();
+    let chain_id = chain::reader(&rpc, local.contract).await?.chain_id();
+
+    // Keys: provider (gateway), session + checkpoint (client profile).
+    let gdir = dir.join("gateway");
+    let pdir = dir.join("client");
+    std::fs::create_dir_all(&gdir).map_err(|e| CliError::io(&gdir, e))?;
+    std::fs::create_dir_all(&pdir).map_err(|e| CliError::io(&pdir, e))?;
+    keys::write_ed25519(&gdir.join("provider.key"), &keys::generate_ed25519())?;
+    keys::write_ed25519(&pdir.join("session.key"), &keys::generate_ed25519())?;
+    let checkpoint_key = keys::generate_secp256k1();
+    keys::write_secp256k1(&pdir.join("checkpoint.key"), &checkpoint_key)?;
+
+    let (channel_id, _) = chain::open_channel(
+        &rpc,
+        local.contract,
+        &local.payer,
+        local.payee.address(),
+        local.token,
+        DEPOSIT,
+        checkpoint_key.address(),
+    )
+    .await?;
+    step(
+        &out,
+        3,
+        &format!(
+            "opened channel {} with a deposit of {DEPOSIT}",
+            channel_id.to_hex()
+        ),
+    );
+
+    let upstream = Upstream::start().await?;
+    let cfg_path = gdir.join("gateway.toml");
+    std::fs::write(
+        &cfg_path,
+        gateway_toml(&upstream.url(), &rpc, chain_id, &local),
+    )
+    .map_err(|e| CliError::io(&cfg_path, e))?;
+    let cfg = tally_server::config::GatewayConfig::load(&cfg_path)?;
+    let serving = gateway::serve(&cfg).await?;
+    step(
+        &out,
+        4,
+        &format!(
+            "gateway on {} in front of the upstream on {}",
+            serving.url(),
+            upstream.url()
+        ),
+    );
+
+    let result = paid_part(
+        &out, &dir, &pdir, &serving, &local, chain_id, channel_id, calls,
+    )
+    .await;
+    let stopped = serving.stop().await;
+    upstream.stop().await;
+    drop(local);
+    let mut summary = result?;
+    stopped?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.kept = keep.map(|k| k.display().to_string());
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn paid_part(
+    out: &Output,
+    dir: &Path,
+    pdir: &Path,
+    serving: &gateway::Serving,
+    local: &chain::LocalChain,
+    chain_id: u64,
+    channel_id: tally_core::ChannelId,
+    calls: u64,
+) -> Result<DemoSummary> {
+    Profile::save(
+        pdir,
+        &ProfileFile {
+            provider: serving.url(),
+            channel_id: channel_id.to_hex(),
+            session_key_file: "session.key".into(),
+            checkpoint_key_file: "checkpoint.key".into(),
+            rpc_url: Some(local.rpc.clone()),
+            chain: Some(ChainRef {
+                chain_id,
+                contract: local.contract.to_string(),
+            }),
+        },
+    )?;
+    let profile = Profile::load(pdir)?;
+    let client = profile.connect().await?;
+
+    step(out, 5, &format!("making {calls} paid calls"));
+    let bar = out.progress(calls, "calls");
+    let flaky_at = calls / 2;
+    let (mut fixed, mut metered, mut failed) = (0u64, 0u64, 0u64);
+    let mut flaky = None;
+    for i in 0..calls {
+        let resp = if i == flaky_at {
+            failed += 1;
+            client.get("/v1/flaky").send().await?
+        } else if i % 3 == 2 {
+            metered += 1;
+            let words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do";
+            let n = (i % 10 + 1) as usize;
+            let body: Vec<&str> = words.split(' ').take(n).collect();
+            client
+                .post("/v1/complete")
+                .body(body.join(" "))
+                .send()
+                .await?
+        } else {
+            fixed += 1;
+            client.get(&format!("/v1/items/{i}")).send().await?
+        };
+        let receipt = resp.receipt.ok_or_else(|| {
+            CliError::Verification(format!("call {i} came back without a receipt"))
+        })?;
+        profile.keep_exchange(receipt.outcome.seq, &resp.exchange)?;
+        if i == flaky_at {
+            if resp.status != http::StatusCode::INTERNAL_SERVER_ERROR {
+                return Err(CliError::Verification(format!(
+                    "/v1/flaky answered {}",
+                    resp.status
+                )));
+            }
+            flaky = Some(receipt.outcome.seq);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    client.flush().await?;
+    let flaky = flaky.ok_or_else(|| CliError::Verification("no failed call was made".into()))?;
+
+    let cp = client.checkpoint().await?;
+    let (size, _, cumulative) = client.mirror_head().await;
+    step(
+        out,
+        6,
+        &format!(
+            "checkpoint at size {} (cumulative {}) signed and cosigned; settling onchain",
+            cp.checkpoint.size, cp.checkpoint.cumulative
+        ),
+    );
+    let settled = gateway::settle_once(
+        &serving.gateway,
+        &local.rpc,
+        chain_id,
+        local.contract,
+        local.payee.clone(),
+        Duration::from_secs(60),
+    )
+    .await?
+    .ok_or_else(|| CliError::Verification("the settlement worker found nothing to claim".into()))?;
+    let (funding, domain) = chain::read_channel(&local.rpc, local.contract, &channel_id).await?;
+    if funding.claimed != cumulative || funding.claimed_size != size {
+        return Err(CliError::Verification(format!(
+            "onchain: claimed {} at size {}, expected {cumulative} at size {size}",
+            funding.claimed, funding.claimed_size
+        )));
+    }
+
+    step(out, 7, "auditing the bill from the provider's endpoints");
+    let stmt = statement::fetch(&serving.url(), &channel_id, client.session_key()).await?;
+    let report = audit(
+        &stmt,
+        &AuditContext {
+            mirror: Some((size, client.mirror_head().await.1)),
+            onchain: Some((funding, domain.clone())),
+            progress: None,
+        },
+        0,
+    );
+    if !report.ok() {
+        return Err(CliError::Verification(format!(
+            "audit failed:\n{}",
+            report.render()
+        )));
+    }
+
+    step(
+        out,
+        8,
+        &format!("proving record {flaky} (the failed call) and verifying the bundle"),
+    );
+    let mut bundle = client.proof_bundle(flaky).await?;
+    bundle.chain = profile.file.chain.clone();
+    let bundle_path = dir.join("bundle.json");
+    proof::write(&bundle_path, &bundle)?;
+    let bundle = proof::read(&bundle_path)?;
+    let checked = proof::verify(&bundle, Some(&local.rpc)).await?;
+    if checked.checked != "onchain" {
+        return Err(CliError::Verification(
+            "the bundle was not checked onchain".into(),
+        ));
+    }
+
+    step(out, 9, &format!("disputing record {flaky}"));
+    let exchange = profile
+        .exchange(flaky)?
+        .ok_or_else(|| CliError::Verification(format!("no exchange kept for record {flaky}")))?;
+    let granted = client.dispute_bundle(bundle, exchange).await?;
+    if granted.amount.0 >= 0 {
+        return Err(CliError::Verification(format!(
+            "the dispute granted {}",
+            granted.amount.0
+        )));
+    }
+    let (final_size, final_root, net) = client.mirror_head().await;
+    // The final bill, credit included, audited again and kept as statement.jsonl.
+    let last = statement::fetch(&serving.url(), &channel_id, client.session_key()).await?;
+    let again = audit(
+        &last,
+        &AuditContext {
+            mirror: Some((final_size, final_root)),
+            onchain: Some((funding, domain)),
+            progress: None,
+        },
+        0,
+    );
+    if !again.ok() || again.credited != granted.amount.0.unsigned_abs().to_string() {
+        return Err(CliError::Verification(format!(
+            "the final bill does not verify with the credit:\n{}",
+            again.render()
+        )));
+    }
+    last.write(&dir.join("statement.jsonl"))?;
+    drop(client);
+
+    Ok(DemoSummary {
+        calls,
+        fixed_calls: fixed,
+        metered_calls: metered,
+        failed_calls: failed,
+        charged: report.charged.clone(),
+        net_after_dispute: net.to_string(),
+        checkpoint_size: size,
+        checkpoints: stmt.header.checkpoints.len(),
+        claim_transaction: settled.transaction,
+        claim_gas: settled.gas_used,
+        gas_per_call: settled.gas_used as f64 / size as f64,
+        one_per_call_transactions: size,
+        one_per_call_min_gas: size * TX_BASE_GAS,
+        claimed_onchain: cumulative.to_string(),
+        audit_records_per_second: report.records_per_second,
+        audit_discrepancies: report.discrepancies.len(),
+        disputed_index: granted.disputed_index,
+        credit: granted.amount.0.to_string(),
+        credit_rule: granted.rule,
+        seconds: 0.0,
+        kept: None,
+    })
+}

@@ -1,0 +1,138 @@
+//! Shared helpers of the CLI tests: run the built `tally` binary and read its results.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The binary under test.
+pub fn tally() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+}
+
+/// Runs `tally args…`, returning the output.
+pub fn run(args: &[&str]) -> Output {
+    match tally().args(args).output() {
+        Ok(o) => o,
+        Err(e) => panic!("running tally {args:?}: {e}"),
+    }
+}
+
+/// The exit code.
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing both streams on failure.
+pub fn expect(o: &Output, want: i32) {
+    assert_eq!(
+        code(o),
+        want,
+        "exit code\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Stdout parsed as JSON.
+pub fn json(o: &Output) -> serde_json::Value {
+    match serde_json::from_slice(&o.stdout) {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "stdout is not JSON ({e}):\n{}\n--- stderr\n{}",
+            stdout(o),
+            stderr(o)
+        ),
+    }
+}
+
+/// A temporary directory.
+pub fn tmp() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    }
+}
+
+/// A demo run with its artifacts kept, shared by the offline tests (made once).
+pub struct Kept {
+    /// The artifacts' directory.
+    pub dir: PathBuf,
+    /// The demo's JSON summary.
+    pub summary: serde_json::Value,
+    _root: tempfile::TempDir,
+}
+
+/// Paid calls of the shared demo run.
+pub const KEPT_CALLS: u64 = 60;
+
+/// Runs `tally --json demo --keep DIR` once per test binary.
+pub fn kept() -> &'static Kept {
+    static KEPT: OnceLock<Kept> = OnceLock::new();
+    KEPT.get_or_init(|| {
+        let root = tmp();
+        let dir = root.path().join("demo");
+        let calls = KEPT_CALLS.to_string();
+        let o = run(&["--json", "demo", "--calls", &calls, "--keep", path(&dir)]);
+        expect(&o, 0);
+        Kept {
+            summary: json(&o),
+            dir,
+            _root: root,
+        }
+    })
+}
+
+/// A path as &str.
+pub fn path(p: &Path) -> &str {
+    match p.to_str() {
+        Some(s) => s,
+        None => panic!("non-UTF-8 path {}", p.display()),
+    }
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    if let Err(e) = std::fs::create_dir_all(to) {
+        panic!("mkdir {}: {e}", to.display());
+    }
+    let entries = match std::fs::read_dir(from) {
+        Ok(e) => e,
+        Err(e) => panic!("read_dir {}: {e}", from.display()),
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let dest = to.join(entry.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else if let Err(e) = std::fs::copy(&p, &dest) {
+            panic!("copy {}: {e}", p.display());
+        }
+    }
+}
+
+/// Reads a file.
+pub fn read(p: &Path) -> String {
+    match std::fs::read_to_string(p) {
+        Ok(s) => s,
+        Err(e) => panic!("read {}: {e}", p.display()),
+    }
+}
+
+/// Writes a file.
+pub fn write(p: &Path, text: &str) {
+    if let Err(e) = std::fs::write(p, text) {
+        panic!("write {}: {e}", p.display());
+    }
+}

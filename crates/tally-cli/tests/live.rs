@@ -1,0 +1,367 @@
+//! The commands that need live components, against a real anvil, the real contracts and a
+//! `tally serve` child process: pay (fixed, metered, free, a failing upstream), checkpoint,
+//! verify against the provider's endpoints and the chain, prove, dispute submit, settle,
+//! verify-proof against the onchain root, and the refusals of each.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use common::*;
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Serve {
+    /// Interrupts it like Ctrl-C and waits for the graceful exit.
+    fn interrupt(mut self) -> i32 {
+        let pid = self.0.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        let code = self.0.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
+        std::mem::forget(self);
+        code
+    }
+}
+
+/// A free loopback port (bound, read, released: the gateway binds it right after).
+fn free_port() -> u16 {
+    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => panic!("free port: {e}"),
+    }
+}
+
+/// Starts `tally serve` and waits for its "listening on" line on stderr.
+fn start_serve(config: &std::path::Path) -> Serve {
+    let mut child = match tally()
+        .args(["serve", "--config", path(config)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("spawn serve: {e}"),
+    };
+    let err = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let serve = Serve(child);
+    let mut lines = BufReader::new(err).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("listening on ") => break,
+            Some(Ok(_)) => continue,
+            _ => panic!("serve exited before listening"),
+        }
+    }
+    // Keep draining stderr so the gateway never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    serve
+}
+
+#[test]
+fn serve_pay_checkpoint_verify_prove_dispute_settle() {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => panic!("runtime: {e}"),
+    };
+    let d = tmp();
+    let note = |_: &str| {};
+    let local = match rt.block_on(tally_cli::chain::start_local(u128::MAX / 4, &note)) {
+        Ok(l) => l,
+        Err(e) => panic!("local chain (is anvil installed? bash tools/install.sh): {e}"),
+    };
+    let upstream = match rt.block_on(tally_cli::upstream::Upstream::start()) {
+        Ok(u) => u,
+        Err(e) => panic!("upstream: {e}"),
+    };
+    // Provider side: keys and config.
+    let gw = d.path().join("gw");
+    expect(&run(&["keygen", "--provider", "--dir", path(&gw)]), 0);
+    let payee_key = d.path().join("payee.key");
+    if let Err(e) = tally_cli::keys::write_secp256k1(&payee_key, &local.payee) {
+        panic!("payee key: {e}");
+    }
+    let config = gw.join("gateway.toml");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    write(
+        &config,
+        &format!(
+            r#"listen = "127.0.0.1:{port}"
+upstream = "{}"
+data_dir = "data"
+provider_key_file = "provider.key"
+rpc_url = "{}"
+credit_limit = "1000000"
+charge_server_errors = true
+[chain]
+chain_id = 31337
+contract = "{}"
+asset = "{}"
+pay_to = "{}"
+[checkpoint]
+every_records = 1000
+every_seconds = 0
+every_amount = "0"
+[refunds]
+server_errors = true
+over_max = true
+[[routes]]
+method = "GET"
+path = "/v1/items"
+match = "prefix"
+price = {{ kind = "fixed", amount = "10" }}
+[[routes]]
+method = "POST"
+path = "/v1/complete"
+match = "exact"
+price = {{ kind = "metered", units_header = "x-tokens", unit_price = "2", max_amount = "4000" }}
+[[routes]]
+method = "GET"
+path = "/v1/flaky"
+match = "exact"
+price = {{ kind = "fixed", amount = "10" }}
+"#,
+            upstream.url(),
+            local.rpc,
+            local.contract,
+            local.token,
+            local.payee.address()
+        ),
+    );
+    // Client side: keys, channel, profile.
+    let cdir = d.path().join("client");
+    let o = run(&["--json", "keygen", "--dir", path(&cdir)]);
+    expect(&o, 0);
+    let signer = json(&o)["checkpoint_signer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let signer = match signer.parse() {
+        Ok(a) => a,
+        Err(e) => panic!("signer {signer}: {e}"),
+    };
+    let (channel, _) = match rt.block_on(tally_cli::chain::open_channel(
+        &local.rpc,
+        local.contract,
+        &local.payer,
+        local.payee.address(),
+        local.token,
+        1_000_000,
+        signer,
+    )) {
+        Ok(c) => c,
+        Err(e) => panic!("open: {e}"),
+    };
+    let serve = start_serve(&config);
+    write(
+        &cdir.join("client.toml"),
+        &format!(
+            "provider = \"{url}\"\nchannel_id = \"{}\"\nsession_key_file = \"session.key\"\ncheckpoint_key_file = \"checkpoint.key\"\nrpc_url = \"{}\"\n[chain]\nchain_id = 31337\ncontract = \"{}\"\n",
+            channel.to_hex(),
+            local.rpc,
+            local.contract
+        ),
+    );
+    let c = path(&cdir);
+
+    // pay: fixed, metered, free, failing upstream.
+    let o = run(&["pay", "--client", c, "/v1/items/42"]);
+    expect(&o, 0);
+    assert!(stdout(&o).contains("\"item\":\"42\""), "{}", stdout(&o));
+    assert!(stderr(&o).contains("record 0 charged 10"), "{}", stderr(&o));
+    let o = run(&[
+        "--json",
+        "pay",
+        "--client",
+        c,
+        "-X",
+        "POST",
+        "-d",
+        "one two three",
+        "/v1/complete",
+    ]);
+    expect(&o, 0);
+    let v = json(&o);
+    assert_eq!(v["receipt"]["units"], 3);
+    assert_eq!(v["receipt"]["amount"], "6");
+    let o = run(&["--json", "pay", "--client", c, "/health"]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["receipt"], serde_json::Value::Null);
+    let o = run(&["--json", "pay", "--client", c, "/v1/flaky"]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["status"], 500);
+    assert_eq!(json(&o)["receipt"]["seq"], 2);
+    for i in 0..3 {
+        expect(&run(&["pay", "--client", c, &format!("/v1/items/{i}")]), 0);
+    }
+    // A URL under another host is a usage error of the client.
+    expect(
+        &run(&["pay", "--client", c, "-X", "BAD METHOD", "/v1/items/1"]),
+        2,
+    );
+
+    // Nothing cosigned yet: prove refuses.
+    let bundle = d.path().join("b.json");
+    expect(
+        &run(&["prove", "--client", c, "--index", "2", "-o", path(&bundle)]),
+        2,
+    );
+    let o = run(&["--json", "checkpoint", "--client", c]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["size"], 6);
+    assert_eq!(json(&o)["cumulative"], "56");
+
+    // verify against the live endpoints, the mirror and the chain (nothing claimed yet).
+    let o = run(&["--json", "verify", "--client", c, "--rpc", &local.rpc]);
+    expect(&o, 0);
+    let v = json(&o);
+    assert_eq!(v["records"], 6);
+    assert_eq!(v["mirror_size"], 6);
+    assert_eq!(v["onchain"]["claimed_size"], 0);
+    // A wrong RPC URL.
+    let o = run(&["verify", "--client", c, "--rpc", "http://127.0.0.1:1"]);
+    expect(&o, 2);
+
+    // prove + dispute the failed call.
+    expect(
+        &run(&["prove", "--client", c, "--index", "2", "-o", path(&bundle)]),
+        0,
+    );
+    expect(&run(&["verify-proof", path(&bundle)]), 0);
+    // Not claimed onchain yet: the chain's root is not this checkpoint's.
+    let o = run(&["verify-proof", path(&bundle), "--rpc", &local.rpc]);
+    expect(&o, 1);
+    assert!(
+        stderr(&o).contains("claimed state is size 0"),
+        "{}",
+        stderr(&o)
+    );
+    // A record that was served fine is refused a refund.
+    let ok_bundle = d.path().join("ok.json");
+    expect(
+        &run(&[
+            "prove",
+            "--client",
+            c,
+            "--index",
+            "0",
+            "-o",
+            path(&ok_bundle),
+        ]),
+        0,
+    );
+    let o = run(&["dispute", "submit", path(&ok_bundle), "--client", c]);
+    expect(&o, 1);
+    assert!(stderr(&o).contains("dispute_refused"), "{}", stderr(&o));
+    let o = run(&[
+        "--json",
+        "dispute",
+        "submit",
+        path(&bundle),
+        "--client",
+        c,
+        "--provider",
+        &url,
+    ]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["credit"], "-10");
+    assert_eq!(json(&o)["disputed_index"], 2);
+    // Twice is refused.
+    expect(
+        &run(&["dispute", "submit", path(&bundle), "--client", c]),
+        1,
+    );
+    // An unreachable provider.
+    expect(
+        &run(&[
+            "dispute",
+            "submit",
+            path(&bundle),
+            "--client",
+            c,
+            "--provider",
+            "http://127.0.0.1:1",
+        ]),
+        2,
+    );
+
+    // Stop the gateway, settle through the worker, and check everything against the chain.
+    assert_eq!(serve.interrupt(), 0);
+    let o = run(&[
+        "--json",
+        "settle",
+        "--config",
+        path(&config),
+        "--payee-key",
+        path(&payee_key),
+    ]);
+    expect(&o, 0);
+    let v = json(&o);
+    assert!(v["gas_used"].as_u64().unwrap_or(0) > 21_000, "{v}");
+    assert_eq!(v["channels"][0], channel.to_hex());
+    // Nothing left to claim.
+    let o = run(&[
+        "--json",
+        "settle",
+        "--config",
+        path(&config),
+        "--payee-key",
+        path(&payee_key),
+    ]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["claimed"], serde_json::Value::Null);
+    let o = run(&["--json", "verify-proof", path(&bundle), "--rpc", &local.rpc]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["checked"], "onchain");
+    let s = d.path().join("s.jsonl");
+    expect(
+        &run(&[
+            "export",
+            "--config",
+            path(&config),
+            "--channel",
+            &channel.to_hex(),
+            "-o",
+            path(&s),
+        ]),
+        0,
+    );
+    let o = run(&[
+        "--json",
+        "verify",
+        "--statement",
+        path(&s),
+        "--client",
+        c,
+        "--rpc",
+        &local.rpc,
+    ]);
+    expect(&o, 0);
+    let v = json(&o);
+    assert_eq!(v["onchain"]["claimed_size"], 6);
+    assert_eq!(v["onchain"]["matches_checkpoint"], true);
+    assert_eq!(v["records"], 7);
+    assert_eq!(v["credited"], "10");
+    // A config whose key file others can read is refused.
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(
+        gw.join("provider.key"),
+        std::fs::Permissions::from_mode(0o640),
+    ) {
+        panic!("chmod: {e}");
+    }
+    let o = run(&["serve", "--config", path(&config)]);
+    expect(&o, 2);
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+    rt.block_on(upstream.stop());
+    drop(local);
+}

@@ -1,0 +1,481 @@
+//! The CLI's commands on the artifacts of a real demo run (`tally demo --keep`): verify,
+//! prove, verify-proof, export, fsck and keygen, with wrong inputs and exit codes.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn demo_summary_reports_calls_settlement_audit_and_credit() {
+    let k = kept();
+    let s = &k.summary;
+    assert_eq!(s["calls"], KEPT_CALLS);
+    assert_eq!(s["checkpoint_size"], KEPT_CALLS);
+    assert_eq!(s["failed_calls"], 1);
+    assert_eq!(s["audit_discrepancies"], 0);
+    assert_eq!(s["credit"], "-10");
+    assert_eq!(s["credit_rule"], "server_error");
+    assert!(s["claim_gas"].as_u64().unwrap_or(0) > 21_000, "{s}");
+    assert_eq!(s["one_per_call_transactions"], KEPT_CALLS);
+    let charged: u128 = s["charged"].as_str().unwrap_or("0").parse().unwrap_or(0);
+    let net: u128 = s["net_after_dispute"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    assert_eq!(
+        charged,
+        s["claimed_onchain"]
+            .as_str()
+            .unwrap_or("x")
+            .parse()
+            .unwrap_or(0)
+    );
+    assert_eq!(net + 10, charged);
+    for f in [
+        "statement.jsonl",
+        "bundle.json",
+        "client/client.toml",
+        "gateway/gateway.toml",
+    ] {
+        assert!(k.dir.join(f).is_file(), "{f} not kept");
+    }
+}
+
+#[test]
+fn help_on_every_command_documents_exit_codes() {
+    for args in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["keygen", "--help"],
+        vec!["serve", "--help"],
+        vec!["pay", "--help"],
+        vec!["checkpoint", "--help"],
+        vec!["verify", "--help"],
+        vec!["prove", "--help"],
+        vec!["verify-proof", "--help"],
+        vec!["dispute", "--help"],
+        vec!["dispute", "submit", "--help"],
+        vec!["settle", "--help"],
+        vec!["export", "--help"],
+        vec!["fsck", "--help"],
+    ] {
+        let o = run(&args);
+        expect(&o, 0);
+        if args.len() > 1 && args[0] != "dispute" || args == ["dispute", "submit", "--help"] {
+            assert!(
+                stdout(&o).contains("Exit codes: 0 ok; 1 verification failed"),
+                "{args:?}: {}",
+                stdout(&o)
+            );
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    expect(&run(&["no-such-command"]), 2);
+    expect(&run(&["prove"]), 2);
+    let o = run(&["verify"]);
+    expect(&o, 2);
+    assert!(stderr(&o).contains("--statement"), "{}", stderr(&o));
+    expect(&run(&["demo", "--calls", "2"]), 2);
+}
+
+#[test]
+fn verify_accepts_the_demo_statement() {
+    let k = kept();
+    let st = k.dir.join("statement.jsonl");
+    let o = run(&["--json", "verify", "--statement", path(&st)]);
+    expect(&o, 0);
+    let v = json(&o);
+    assert_eq!(v["discrepancies"].as_array().map(Vec::len), Some(0), "{v}");
+    // 60 calls + the dispute's credit record.
+    assert_eq!(v["records"], KEPT_CALLS + 1);
+    assert_eq!(v["credited"], "10");
+    assert_eq!(v["prices_checked"], true);
+    assert!(v["checkpoints"].as_u64().unwrap_or(0) >= 1);
+    // Human form too.
+    let o = run(&["verify", "--statement", path(&st)]);
+    expect(&o, 0);
+    assert!(
+        stdout(&o).contains("VERIFIED: no discrepancies"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Rewrites line `line` (0 = header) of a statement with `f`.
+fn tamper(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    line: usize,
+    f: impl Fn(&mut serde_json::Value),
+) {
+    let text = read(src);
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut v: serde_json::Value = match serde_json::from_str(&lines[line]) {
+        Ok(v) => v,
+        Err(e) => panic!("line {line}: {e}"),
+    };
+    f(&mut v);
+    lines[line] = v.to_string();
+    write(dst, &(lines.join("\n") + "\n"));
+}
+
+fn discrepancies(o: &std::process::Output) -> Vec<(Option<u64>, String, String)> {
+    json(o)["discrepancies"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    (
+                        d["index"].as_u64(),
+                        d["kind"].as_str().unwrap_or_default().to_string(),
+                        d["detail"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn verify_names_a_forged_provider_signature_exactly() {
+    let k = kept();
+    let d = tmp();
+    let bad = d.path().join("bad.jsonl");
+    // Record 7 is line 8.
+    tamper(&k.dir.join("statement.jsonl"), &bad, 8, |v| {
+        let sig = v["provider_signature"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (head, rest) = sig.split_at(1);
+        let flipped = format!("{}{rest}", if head == "0" { "1" } else { "0" });
+        v["provider_signature"] = serde_json::Value::String(flipped);
+    });
+    let o = run(&["--json", "verify", "--statement", path(&bad)]);
+    expect(&o, 1);
+    let found = discrepancies(&o);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, Some(7));
+    assert_eq!(found[0].1, "provider_signature");
+    // The human report names it too.
+    let o = run(&["verify", "--statement", path(&bad)]);
+    expect(&o, 1);
+    assert!(
+        stdout(&o).contains("record 7: [provider_signature]"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn verify_names_a_changed_amount_exactly() {
+    let k = kept();
+    let d = tmp();
+    let bad = d.path().join("bad.jsonl");
+    // The outcome's amount (i128 LE) starts at byte 13 + 1 + 169 + 64 + 81 = 328 of the
+    // record: lower record 4's charge (10) by one.
+    tamper(&k.dir.join("statement.jsonl"), &bad, 5, |v| {
+        let hexrec = v["record"].as_str().unwrap_or_default().to_string();
+        let mut bytes = hex::decode(&hexrec).unwrap_or_default();
+        bytes[328] = bytes[328].wrapping_sub(1);
+        v["record"] = serde_json::Value::String(hex::encode(bytes));
+    });
+    let o = run(&["--json", "verify", "--statement", path(&bad)]);
+    expect(&o, 1);
+    let found = discrepancies(&o);
+    let at4: Vec<_> = found.iter().filter(|d| d.0 == Some(4)).collect();
+    assert!(
+        at4.iter()
+            .any(|d| d.1 == "record" && d.2.contains("cumulative")),
+        "{found:?}"
+    );
+    assert!(at4.iter().any(|d| d.1 == "provider_signature"), "{found:?}");
+    assert!(at4.iter().any(|d| d.1 == "price"), "{found:?}");
+    // The next record acknowledged the true log, which the tampered leaf no longer gives.
+    assert!(
+        found
+            .iter()
+            .any(|d| d.0 == Some(5) && d.1 == "acknowledgement"),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().all(|d| d.0.is_none_or(|i| i == 4 || i == 5)),
+        "{found:?}"
+    );
+    // And the checkpoints no longer match the recomputed roots.
+    assert!(found.iter().any(|d| d.1 == "checkpoint"), "{found:?}");
+}
+
+#[test]
+fn verify_refuses_missing_and_garbage_files() {
+    let d = tmp();
+    let o = run(&["verify", "--statement", path(&d.path().join("nope.jsonl"))]);
+    expect(&o, 2);
+    assert!(stderr(&o).contains("nope.jsonl"), "{}", stderr(&o));
+    let junk = d.path().join("junk.jsonl");
+    write(&junk, "this is not a statement\n");
+    let o = run(&["verify", "--statement", path(&junk)]);
+    expect(&o, 2);
+    assert!(stderr(&o).contains("not a statement"), "{}", stderr(&o));
+}
+
+#[test]
+fn verify_with_an_unreachable_rpc_exits_2() {
+    let k = kept();
+    let st = k.dir.join("statement.jsonl");
+    let o = run(&[
+        "verify",
+        "--statement",
+        path(&st),
+        "--rpc",
+        "http://127.0.0.1:1",
+    ]);
+    expect(&o, 2);
+    assert!(stderr(&o).contains("chain"), "{}", stderr(&o));
+}
+
+#[test]
+fn verify_proof_accepts_the_demo_bundle_offline() {
+    let k = kept();
+    let o = run(&["--json", "verify-proof", path(&k.dir.join("bundle.json"))]);
+    expect(&o, 0);
+    let v = json(&o);
+    assert_eq!(v["checked"], "offline");
+    assert_eq!(v["index"], KEPT_CALLS / 2);
+    assert_eq!(v["amount"], "10");
+}
+
+#[test]
+fn verify_proof_refuses_corrupted_bundles() {
+    let k = kept();
+    let d = tmp();
+    let text = read(&k.dir.join("bundle.json"));
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    // A wrong sibling hash.
+    let mut proof = v.clone();
+    if let Some(first) = proof["inclusion_proof"].get_mut(0) {
+        *first = serde_json::Value::String("00".repeat(32));
+    }
+    let p = d.path().join("proof.json");
+    write(&p, &proof.to_string());
+    let o = run(&["verify-proof", path(&p)]);
+    expect(&o, 1);
+    assert!(stderr(&o).contains("inclusion proof"), "{}", stderr(&o));
+    // Another index than the record's.
+    v["index"] = serde_json::json!(0);
+    let p = d.path().join("index.json");
+    write(&p, &v.to_string());
+    let o = run(&["verify-proof", path(&p)]);
+    expect(&o, 1);
+    assert!(stderr(&o).contains("seq"), "{}", stderr(&o));
+    // Truncated JSON, unknown field.
+    let p = d.path().join("trunc.json");
+    write(&p, &text[..text.len() / 2]);
+    expect(&run(&["verify-proof", path(&p)]), 1);
+    let p = d.path().join("extra.json");
+    write(&p, &text.replacen('{', "{\"extra\":1,", 1));
+    expect(&run(&["verify-proof", path(&p)]), 1);
+    // Missing file.
+    expect(
+        &run(&["verify-proof", path(&d.path().join("none.json"))]),
+        2,
+    );
+}
+
+#[test]
+fn verify_proof_with_a_wrong_rpc_url_exits_2() {
+    let k = kept();
+    let o = run(&[
+        "verify-proof",
+        path(&k.dir.join("bundle.json")),
+        "--rpc",
+        "http://127.0.0.1:1",
+    ]);
+    expect(&o, 2);
+    let o = run(&[
+        "verify-proof",
+        path(&k.dir.join("bundle.json")),
+        "--rpc",
+        "not a url",
+    ]);
+    expect(&o, 2);
+}
+
+#[test]
+fn prove_from_the_mirror_then_verify() {
+    let k = kept();
+    let d = tmp();
+    let client = d.path().join("client");
+    copy_dir(&k.dir.join("client"), &client);
+    let b = d.path().join("b3.json");
+    let o = run(&[
+        "prove",
+        "--client",
+        path(&client),
+        "--index",
+        "3",
+        "-o",
+        path(&b),
+    ]);
+    expect(&o, 0);
+    let o = run(&["--json", "verify-proof", path(&b)]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["index"], 3);
+    // Beyond the latest cosigned checkpoint.
+    let o = run(&["prove", "--client", path(&client), "--index", "100000"]);
+    expect(&o, 2);
+    assert!(stderr(&o).contains("not covered"), "{}", stderr(&o));
+    // No such profile.
+    expect(
+        &run(&[
+            "prove",
+            "--client",
+            path(&d.path().join("none")),
+            "--index",
+            "0",
+        ]),
+        2,
+    );
+}
+
+#[test]
+fn key_files_readable_by_others_are_refused() {
+    let k = kept();
+    let d = tmp();
+    let client = d.path().join("client");
+    copy_dir(&k.dir.join("client"), &client);
+    use std::os::unix::fs::PermissionsExt;
+    let key = client.join("session.key");
+    if let Err(e) = std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)) {
+        panic!("chmod: {e}");
+    }
+    let o = run(&["prove", "--client", path(&client), "--index", "0"]);
+    expect(&o, 2);
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains(read(&key).trim()),
+        "the secret was printed"
+    );
+}
+
+#[test]
+fn keygen_writes_0600_files_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmp();
+    let o = run(&["--json", "keygen", "--dir", path(d.path())]);
+    expect(&o, 0);
+    let v = json(&o);
+    for f in ["session.key", "checkpoint.key"] {
+        let p = d.path().join(f);
+        let mode = std::fs::metadata(&p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o600, "{f}");
+        assert!(
+            !stdout(&o).contains(read(&p).trim()),
+            "{f}'s secret was printed"
+        );
+    }
+    assert!(v["checkpoint_signer"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("0x"));
+    expect(&run(&["keygen", "--dir", path(d.path())]), 2);
+    let o = run(&["keygen", "--dir", path(d.path()), "--provider"]);
+    expect(&o, 0);
+    expect(&run(&["keygen", "--dir", path(d.path()), "--provider"]), 2);
+}
+
+#[test]
+fn fsck_checks_the_gateway_store_and_the_mirror() {
+    let k = kept();
+    let d = tmp();
+    let g = d.path().join("gw");
+    copy_dir(&k.dir.join("gateway").join("data").join("log"), &g);
+    let o = run(&["--json", "fsck", path(&g)]);
+    expect(&o, 0);
+    let v = json(&o);
+    assert_eq!(v["channels"][0]["ok"], true, "{v}");
+    assert_eq!(v["channels"][0]["size"], KEPT_CALLS + 1);
+    let m = d.path().join("mirror");
+    copy_dir(&k.dir.join("client").join("mirror").join("log"), &m);
+    expect(&run(&["fsck", path(&m)]), 0);
+    expect(&run(&["fsck", path(&d.path().join("none"))]), 2);
+}
+
+#[test]
+fn export_from_the_gateway_and_the_mirror_verifies() {
+    let k = kept();
+    let d = tmp();
+    let gw = d.path().join("gateway");
+    copy_dir(&k.dir.join("gateway"), &gw);
+    let channel = k.dir.join("client").join("client.toml");
+    let profile: toml::Value = toml::from_str(&read(&channel)).unwrap_or(toml::Value::Integer(0));
+    let id = profile["channel_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let s = d.path().join("s.jsonl");
+    let o = run(&[
+        "export",
+        "--config",
+        path(&gw.join("gateway.toml")),
+        "--channel",
+        &id,
+        "-o",
+        path(&s),
+    ]);
+    expect(&o, 0);
+    let o = run(&["--json", "verify", "--statement", path(&s)]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["records"], KEPT_CALLS + 1);
+    // The same statement as the provider's endpoints served.
+    assert!(
+        read(&s) == read(&k.dir.join("statement.jsonl")),
+        "export and endpoints differ"
+    );
+    let client = d.path().join("client");
+    copy_dir(&k.dir.join("client"), &client);
+    let m = d.path().join("m.jsonl");
+    expect(
+        &run(&["export", "--client", path(&client), "-o", path(&m)]),
+        0,
+    );
+    let o = run(&[
+        "--json",
+        "verify",
+        "--statement",
+        path(&m),
+        "--client",
+        path(&client),
+    ]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["mirror_size"], KEPT_CALLS + 1);
+    expect(&run(&["export", "-o", path(&m)]), 2);
+}
+
+#[test]
+fn demo_without_anvil_fails() {
+    let o = match tally()
+        .args(["demo", "--calls", "10"])
+        .env("TALLY_ANVIL", "/nonexistent/anvil")
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    expect(&o, 2);
+    assert!(stderr(&o).contains("anvil not found"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_example_config_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tally.example.toml");
+    if let Err(e) = tally_server::config::GatewayConfig::load(std::path::Path::new(path)) {
+        panic!("{path}: {e}");
+    }
+}

@@ -1,0 +1,87 @@
+//! The hand-written hot paths give exactly the bytes of the serde paths they replace.
+
+use tally_core::encoding::Canonical;
+use tally_core::{Authorization, ChannelId, Hash, Outcome, SecretKey};
+use tally_http::headers::{decode_header, encode_header, network, SCHEME};
+use tally_http::{PaymentPayload, PaymentResponse, WireReceipt};
+
+fn outcome(seq: u64, amount: i128) -> Outcome {
+    Outcome {
+        version: tally_core::VERSION,
+        channel_id: ChannelId([seq as u8; 32]),
+        seq,
+        authorization_hash: Hash([0xab; 32]),
+        units: seq / 3,
+        amount,
+        cumulative: u128::from(seq) * 1000,
+        response_hash: Hash([0x01; 32]),
+        time_ms: 1_700_000_000_000 + seq / 7,
+    }
+}
+
+#[test]
+fn receipt_header_matches_the_serializer() {
+    let key = SecretKey::from_seed(&[4u8; 32]);
+    for (seq, amount, chain) in [
+        (0u64, 0i128, 1u64),
+        (7, -5, 31337),
+        (u64::MAX, i128::MAX, 8453),
+    ] {
+        let o = outcome(seq, amount);
+        let receipt = o.sign(&key);
+        let slow = encode_header(
+            "PAYMENT-RESPONSE",
+            &PaymentResponse {
+                success: true,
+                scheme: SCHEME.into(),
+                network: network(chain),
+                transaction: String::new(),
+                receipt: WireReceipt::from_receipt(&receipt),
+            },
+        )
+        .unwrap();
+        let fast =
+            PaymentResponse::receipt_header(&network(chain), &o.to_bytes(), &receipt.signature)
+                .unwrap();
+        assert_eq!(fast, slow);
+        let back: PaymentResponse = decode_header("PAYMENT-RESPONSE", fast.as_bytes()).unwrap();
+        assert_eq!(back.receipt.receipt().unwrap(), receipt);
+    }
+    // A network that would need escaping takes the serializer's path.
+    let o = outcome(1, 1);
+    let receipt = o.sign(&key);
+    let odd = "eip155:\"1\"";
+    let fast = PaymentResponse::receipt_header(odd, &o.to_bytes(), &receipt.signature).unwrap();
+    let back: PaymentResponse = decode_header("PAYMENT-RESPONSE", fast.as_bytes()).unwrap();
+    assert_eq!(back.network, odd);
+}
+
+#[test]
+fn authorization_bytes_are_canonical() {
+    let key = SecretKey::from_seed(&[5u8; 32]);
+    let auth = Authorization {
+        version: tally_core::VERSION,
+        channel_id: ChannelId([9; 32]),
+        seq: 42,
+        request_hash: Hash([1; 32]),
+        max_amount: 77,
+        prev_root: Hash([2; 32]),
+        prev_cumulative: 1234,
+        terms_hash: Hash([3; 32]),
+    };
+    let sig = auth.sign(&key);
+    let p = PaymentPayload::new(1, &auth, sig);
+    assert_eq!(p.payload.authorization, hex::encode(auth.to_bytes()));
+    let (back, bytes) = p.authorization_and_bytes().unwrap();
+    assert_eq!(back, auth);
+    assert_eq!(bytes, auth.to_bytes());
+    let mut upper = p.clone();
+    upper.payload.authorization = upper.payload.authorization.to_uppercase();
+    assert_eq!(upper.authorization().unwrap(), auth);
+    let mut odd = p.clone();
+    odd.payload.authorization.pop();
+    assert!(odd.authorization().is_err());
+    let mut bad = p;
+    bad.payload.authorization.replace_range(0..2, "zz");
+    assert!(bad.authorization().is_err());
+}

@@ -1,0 +1,568 @@
+//! A real crash of the gateway: the standalone gateway (`tally_server::standalone::run`, the
+//! code of the `tally-gateway` binary) runs as a separate OS process with its funding read
+//! from a real anvil. Several clients pay concurrently over loopback while the test SIGKILLs
+//! the process at random moments and restarts it on the same sled files and port. At the end
+//! every receipt a client holds must be in the provider's log byte for byte, no request may
+//! be charged twice, and every client's mirror root must equal the provider's root.
+
+use std::collections::HashSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tally_client::mirror::Mirror;
+use tally_client::{Client, ClientError};
+use tally_core::encoding::Canonical;
+use tally_core::request::request_hash;
+use tally_core::{Authorization, Hash, Receipt, Record, SecretKey};
+use tally_e2e::chain::ChainEnv;
+use tally_e2e::*;
+use tally_http::headers::{encode_header, PAYMENT_SIGNATURE};
+use tally_http::PaymentPayload;
+
+const TRAFFIC_CLIENTS: usize = 4;
+const CRASHES: usize = 5;
+
+fn ok<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+fn tmp() -> tempfile::TempDir {
+    ok("tempdir", tempfile::tempdir())
+}
+
+/// The gateway as a child process of this test. Dropping it SIGKILLs it by its own pid, so a
+/// failing test leaves nothing running.
+struct GatewayProcess {
+    child: Option<Child>,
+    config: PathBuf,
+    log: PathBuf,
+    url: String,
+    starts: usize,
+}
+
+impl GatewayProcess {
+    fn new(config: PathBuf, log: PathBuf, url: String) -> Self {
+        GatewayProcess {
+            child: None,
+            config,
+            log,
+            url,
+            starts: 0,
+        }
+    }
+
+    /// Starts the process and waits until `/healthz` answers; returns how long that took.
+    async fn start(&mut self) -> Duration {
+        assert!(self.child.is_none(), "the gateway is already running");
+        let t = Instant::now();
+        let log = ok(
+            "gateway log",
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log),
+        );
+        let child = ok(
+            "spawning the gateway",
+            Command::new(env!("CARGO_BIN_EXE_tally-e2e-gateway"))
+                .arg("--config")
+                .arg(&self.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn(),
+        );
+        self.child = Some(child);
+        self.starts += 1;
+        let http = ok(
+            "http",
+            reqwest::Client::builder()
+                .timeout(Duration::from_millis(500))
+                .build(),
+        );
+        while t.elapsed() < Duration::from_secs(15) {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "the gateway exited at start ({status}): {}",
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    );
+                }
+            }
+            if let Ok(r) = http.get(format!("{}/healthz", self.url)).send().await {
+                if r.status() == 200 {
+                    return t.elapsed();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "the gateway did not come up in 15 s: {}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    /// SIGKILL (no shutdown path runs) and reap it.
+    fn crash(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            panic!("no gateway to crash");
+        };
+        ok("SIGKILL", child.kill());
+        let status = ok("waiting for the killed gateway", child.wait());
+        assert_eq!(status.signal(), Some(9), "the gateway ended by {status}");
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let l = ok("probe port", std::net::TcpListener::bind("127.0.0.1:0"));
+    ok("probe addr", l.local_addr()).port()
+}
+
+fn write_config(dir: &Path, port: u16, upstream: &str, env: &ChainEnv) -> PathBuf {
+    let t = env.chain_terms();
+    let text = format!(
+        r#"listen = "127.0.0.1:{port}"
+upstream = "{upstream}"
+data_dir = "data"
+provider_key_file = "provider.key"
+rpc_url = "{rpc}"
+credit_limit = "1000000"
+funding_ttl_ms = 2000
+
+[chain]
+chain_id = {chain_id}
+contract = "{contract}"
+asset = "{asset}"
+pay_to = "{pay_to}"
+
+[checkpoint]
+every_records = 7
+every_seconds = 0
+every_amount = "0"
+
+[refunds]
+server_errors = true
+over_max = true
+
+[[routes]]
+method = "*"
+path = "/v1/echo"
+match = "prefix"
+price = {{ kind = "fixed", amount = "{price}" }}
+"#,
+        rpc = env.rpc_url(),
+        chain_id = t.chain_id,
+        contract = t.contract,
+        asset = t.asset,
+        pay_to = t.pay_to,
+        price = ECHO_PRICE,
+    );
+    let path = dir.join("gateway.toml");
+    ok("writing the config", std::fs::write(&path, text));
+    path
+}
+
+/// What one paying client saw.
+#[derive(Default, Debug)]
+struct Seen {
+    /// Receipts it got with a response.
+    receipts: Vec<Receipt>,
+    /// Request hashes of every request it ever sent (each body is unique).
+    sent: HashSet<[u8; 32]>,
+    /// Requests answered with a receipt.
+    ok: usize,
+    /// Answers that showed the provider was ahead of the mirror: resynced through
+    /// `stale_seq` (a receipt at a seq beyond the mirror's size before the call).
+    resynced: usize,
+    /// Retries answered `already_recorded` (the client mirrored the record).
+    already_recorded: usize,
+    /// Transport failures while the gateway was down or dying.
+    transport_errors: usize,
+    /// After a failure, the same request was retried (else a new one was sent).
+    retried_same: usize,
+}
+
+/// Sends one paid request and files the outcome. `Err` is a transport failure.
+async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Result<(), String> {
+    seen.sent
+        .insert(request_hash("POST", path, "", body.as_bytes()).0);
+    let before = client.mirror_head().await.0;
+    match client.post(path).body(body.to_string()).send().await {
+        Ok(r) => {
+            assert_eq!(r.status, 200, "{body}");
+            assert_eq!(r.body, body.as_bytes());
+            let receipt = r
+                .receipt
+                .unwrap_or_else(|| panic!("{body}: a paid call without a receipt"));
+            assert_eq!(receipt.outcome.amount, ECHO_PRICE as i128);
+            if receipt.outcome.seq > before {
+                seen.resynced += 1;
+            }
+            seen.receipts.push(receipt);
+            seen.ok += 1;
+            Ok(())
+        }
+        Err(ClientError::ResponseLost { seq }) => {
+            assert!(seq >= before, "{body}: lost response for old seq {seq}");
+            seen.already_recorded += 1;
+            Ok(())
+        }
+        Err(ClientError::Http(e)) => {
+            seen.transport_errors += 1;
+            Err(e)
+        }
+        Err(e) => panic!("{body}: the client could not go on: {e}"),
+    }
+}
+
+/// Pays until `stop`; after a transport failure retries the same request or moves on to a
+/// new one at random (a new one meets `stale_seq` if the lost one was recorded).
+async fn traffic(client: Client, c: usize, stop: Arc<AtomicBool>) -> (Client, Seen) {
+    let mut seen = Seen::default();
+    let mut n = 0u64;
+    let mut again: Option<String> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let body = match again.take() {
+            Some(b) => {
+                seen.retried_same += 1;
+                b
+            }
+            None => {
+                n += 1;
+                format!("client {c} request {n}")
+            }
+        };
+        if call(&client, "/v1/echo", &body, &mut seen).await.is_err() {
+            if rand::thread_rng().gen_bool(0.5) {
+                again = Some(body);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (client, seen)
+}
+
+/// Sends a paid request for `client`'s next seq directly, exactly as the client would sign
+/// it, and discards the answer: a request recorded whose response the client never saw.
+async fn record_behind_the_clients_back(
+    url: &str,
+    client: &Client,
+    ch: &TestChannel,
+    terms_hash: Hash,
+    body: &str,
+) -> u64 {
+    let (seq, root, cumulative) = client.mirror_head().await;
+    let auth = Authorization {
+        version: tally_core::VERSION,
+        channel_id: ch.id,
+        seq,
+        request_hash: request_hash("POST", "/v1/echo", "", body.as_bytes()),
+        max_amount: ECHO_PRICE,
+        prev_root: root,
+        prev_cumulative: cumulative,
+        terms_hash,
+    };
+    let payload = PaymentPayload::new(CHAIN_ID, &auth, auth.sign(&ch.session));
+    let header = ok("header", encode_header("PAYMENT-SIGNATURE", &payload));
+    let resp = ok(
+        "raw request",
+        reqwest::Client::new()
+            .post(format!("{url}/v1/echo"))
+            .header(PAYMENT_SIGNATURE, header)
+            .body(body.to_string())
+            .send()
+            .await,
+    );
+    assert_eq!(resp.status(), 200, "the raw request was not recorded");
+    seq
+}
+
+async fn channel_state(url: &str, id: &tally_core::ChannelId) -> tally_http::api::ChannelState {
+    let resp = ok(
+        "channel state",
+        reqwest::get(format!("{url}/tally/v1/channels/{}", id.to_hex())).await,
+    );
+    let bytes = ok("channel state", resp.bytes().await);
+    ok("channel state", serde_json::from_slice(&bytes))
+}
+
+/// The checkpoint body of a stored (cosigned) checkpoint document.
+fn stored_checkpoint(bytes: &[u8]) -> Option<tally_core::Checkpoint> {
+    let wire: tally_http::WireCheckpoint = serde_json::from_slice(bytes).ok()?;
+    let end = wire.note.find("\n\n")? + 1;
+    tally_core::Checkpoint::parse_body(&wire.note[..end]).ok()
+}
+
+async fn open_mirror(dir: &Path, ch: &TestChannel) -> Mirror {
+    // The client's sled files are released once its last handle is gone.
+    let mut last = String::new();
+    for _ in 0..100 {
+        match Mirror::open(dir, ch.id) {
+            Ok(m) => return m,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("reopening a mirror: {last}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() {
+    let started = Instant::now();
+    let run = async {
+        let mut env = ChainEnv::new().await;
+        let upstream = spawn_upstream().await;
+        let gdir = tmp();
+        let key = SecretKey::generate(&mut rand::rngs::OsRng);
+        ok(
+            "key file",
+            tally_server::config::write_key_file(&gdir.path().join("provider.key"), &key),
+        );
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let config = write_config(gdir.path(), port, &upstream.url(), &env);
+        let mut gateway = GatewayProcess::new(config, gdir.path().join("gateway.log"), url.clone());
+        let first_start = gateway.start().await;
+
+        let terms = ok(
+            "terms",
+            ok(
+                "terms",
+                reqwest::get(format!("{url}/.well-known/tally")).await,
+            )
+            .bytes()
+            .await,
+        );
+        let terms_hash = tally_http::terms::terms_hash(&terms);
+
+        // Traffic channels, and two probe channels driven by the test itself.
+        let mut channels = Vec::new();
+        for _ in 0..TRAFFIC_CLIENTS + 2 {
+            channels.push((env.open(1_000_000_000).await, tmp()));
+        }
+        let mut clients = Vec::new();
+        for (c, (ch, dir)) in channels.iter().enumerate() {
+            let mut config = client_config(&url, dir.path(), ch);
+            // Half the traffic clients see every transport failure themselves (no
+            // transparent retries), so they choose between retrying and moving on.
+            if c < TRAFFIC_CLIENTS && c % 2 == 0 {
+                config.retries = 0;
+            }
+            clients.push(ok("connect", Client::connect(config).await));
+        }
+        let probe_b = clients.pop().unwrap_or_else(|| panic!("no probe"));
+        let probe_a = clients.pop().unwrap_or_else(|| panic!("no probe"));
+        let (ch_a, ch_b) = (
+            &channels[TRAFFIC_CLIENTS].0,
+            &channels[TRAFFIC_CLIENTS + 1].0,
+        );
+        let mut cosigned: Vec<tally_core::Checkpoint> = Vec::new();
+        let mut probe_a_seen = Seen::default();
+        let mut probe_b_seen = Seen::default();
+
+        ok(
+            "probe a first call",
+            call(&probe_a, "/v1/echo", "probe a first", &mut probe_a_seen).await,
+        );
+        ok(
+            "probe b first call",
+            call(&probe_b, "/v1/echo", "probe b first", &mut probe_b_seen).await,
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(c, client)| tokio::spawn(traffic(client, c, stop.clone())))
+            .collect();
+
+        let mut restarts = Vec::new();
+        for cycle in 0..CRASHES {
+            let run_for = rand::thread_rng().gen_range(150..700);
+            tokio::time::sleep(Duration::from_millis(run_for)).await;
+            // Just before the crash, probe A gets a checkpoint cosigned (it must survive the
+            // crash), and each probe has a request recorded whose response it never got.
+            let cp = ok("probe a checkpoint", probe_a.checkpoint().await).checkpoint;
+            cosigned.push(cp);
+            let body_a = format!("probe a lost {cycle}");
+            let seq_a =
+                record_behind_the_clients_back(&url, &probe_a, ch_a, terms_hash, &body_a).await;
+            let body_b = format!("probe b lost {cycle}");
+            let seq_b =
+                record_behind_the_clients_back(&url, &probe_b, ch_b, terms_hash, &body_b).await;
+            gateway.crash();
+            // Down for a moment: clients meet refused connections.
+            let down = rand::thread_rng().gen_range(0..300);
+            tokio::time::sleep(Duration::from_millis(down)).await;
+            restarts.push(gateway.start().await);
+            let state = channel_state(&url, &ch_a.id).await;
+            assert!(
+                (state.checkpoint_size, state.checkpoint_cumulative.0) >= (cp.size, cp.cumulative),
+                "the restarted gateway forgot checkpoint {} of probe a",
+                cp.size
+            );
+
+            // Probe A retries the very request: already_recorded, mirrored, not charged again.
+            match probe_a.post("/v1/echo").body(body_a.clone()).send().await {
+                Err(ClientError::ResponseLost { seq }) => {
+                    assert_eq!(seq, seq_a);
+                    probe_a_seen.already_recorded += 1;
+                }
+                other => panic!("probe a expected already_recorded, got {other:?}"),
+            }
+            probe_a_seen
+                .sent
+                .insert(request_hash("POST", "/v1/echo", "", body_a.as_bytes()).0);
+            assert_eq!(probe_a.mirror_head().await.0, seq_a + 1);
+            // Probe B moves on to a new request: stale_seq, resync, then recorded after it.
+            probe_b_seen
+                .sent
+                .insert(request_hash("POST", "/v1/echo", "", body_b.as_bytes()).0);
+            let next = format!("probe b next {cycle}");
+            ok(
+                "probe b after the crash",
+                call(&probe_b, "/v1/echo", &next, &mut probe_b_seen).await,
+            );
+            assert_eq!(
+                probe_b_seen.receipts.last().map(|r| r.outcome.seq),
+                Some(seq_b + 1),
+                "probe b did not resync past the record it never saw"
+            );
+            let next = format!("probe a next {cycle}");
+            ok(
+                "probe a after the crash",
+                call(&probe_a, "/v1/echo", &next, &mut probe_a_seen).await,
+            );
+        }
+        // Let the traffic run on the last incarnation, then stop it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut paying = Vec::new();
+        for w in workers {
+            paying.push(ok("traffic task", w.await));
+        }
+        paying.push((probe_a, probe_a_seen));
+        paying.push((probe_b, probe_b_seen));
+
+        // Everyone continues on the last incarnation.
+        for (c, (client, seen)) in paying.iter_mut().enumerate() {
+            ok(
+                "final call",
+                call(client, "/v1/echo", &format!("final {c}"), seen).await,
+            );
+            ok("flush", client.flush().await);
+            let (size, root, cumulative) = client.mirror_head().await;
+            let state = channel_state(&url, &client.channel()).await;
+            assert_eq!(
+                (state.size, state.root, state.cumulative.0),
+                (size, root, cumulative),
+                "client {c}: provider and mirror disagree"
+            );
+        }
+
+        // A last crash, then read the provider's sled files directly.
+        gateway.crash();
+        let store = ok(
+            "opening the provider's log",
+            tally_log::LogStore::open(gdir.path().join("data").join("log")),
+        );
+        let provider = key.public();
+        let mut totals = Seen::default();
+        for ((client, seen), (ch, dir)) in paying.into_iter().zip(&channels) {
+            let (size, root, cumulative) = client.mirror_head().await;
+            drop(client);
+            let head = store
+                .head(&ch.id)
+                .unwrap_or_else(|| panic!("the provider lost channel {}", ch.id.to_hex()));
+            assert_eq!((head.size, head.root), (size, root));
+            let mirror = open_mirror(dir.path(), ch).await;
+            assert_eq!((mirror.size(), mirror.root()), (size, root));
+            // The provider's log, record by record, against the mirror: same bytes, the
+            // provider's signature re-derives identically, and nothing charged twice.
+            let mut hashes = HashSet::new();
+            for i in 0..size {
+                let bytes = ok("provider record", store.record(&ch.id, i));
+                let ours = ok("mirror record", mirror.record(i));
+                assert_eq!(bytes, ours.to_bytes(), "record {i} differs");
+                let record = ok("decoding", Record::from_bytes(&bytes));
+                assert_eq!((record.authorization.seq, record.outcome.seq), (i, i));
+                assert_eq!(record.outcome.amount, ECHO_PRICE as i128);
+                assert_eq!(record.outcome.cumulative, ECHO_PRICE * u128::from(i + 1));
+                let sig = key.sign(&record.outcome.to_bytes());
+                if let Some(held) = ok("mirror signature", mirror.provider_signature(i)) {
+                    assert_eq!(held, sig, "record {i}: the held provider signature");
+                }
+                assert!(
+                    seen.sent.contains(&record.authorization.request_hash.0),
+                    "record {i} is for a request this client never sent"
+                );
+                assert!(
+                    hashes.insert(record.authorization.request_hash.0),
+                    "request of record {i} charged twice"
+                );
+            }
+            assert_eq!(cumulative, ECHO_PRICE * u128::from(size));
+            // Every receipt the client holds is in the provider's log.
+            for r in &seen.receipts {
+                let seq = r.outcome.seq;
+                let bytes = ok("provider record", store.record(&ch.id, seq));
+                let record = ok("decoding", Record::from_bytes(&bytes));
+                assert_eq!(record.outcome, r.outcome, "receipt {seq}");
+                assert!(record.verify_receipt(&provider, &r.signature).is_ok());
+                assert_eq!(key.sign(&record.outcome.to_bytes()), r.signature);
+            }
+            totals.ok += seen.ok;
+            totals.resynced += seen.resynced;
+            totals.already_recorded += seen.already_recorded;
+            totals.transport_errors += seen.transport_errors;
+            totals.retried_same += seen.retried_same;
+            totals.receipts.extend(seen.receipts);
+        }
+        // Every checkpoint the provider cosigned is in its store, at its size.
+        let stored = ok("stored checkpoints", store.checkpoints(&ch_a.id));
+        for cp in &cosigned {
+            let found = stored.iter().any(|(size, bytes)| {
+                *size == cp.size && stored_checkpoint(bytes).as_ref() == Some(cp)
+            });
+            assert!(found, "cosigned checkpoint {} of probe a lost", cp.size);
+        }
+        assert_eq!(gateway.starts, CRASHES + 1);
+        eprintln!(
+            "crash test: {} crashes, first start {first_start:?}, restarts {restarts:?}; \
+             {} receipts, {} resynced through stale_seq, {} already_recorded, {} transport \
+             errors, {} same-request retries, {:?} in all",
+            CRASHES,
+            totals.ok,
+            totals.resynced,
+            totals.already_recorded,
+            totals.transport_errors,
+            totals.retried_same,
+            started.elapsed()
+        );
+        assert!(totals.resynced >= CRASHES, "{totals:?}");
+        assert!(totals.already_recorded >= CRASHES, "{totals:?}");
+        upstream.stop().await;
+    };
+    if tokio::time::timeout(Duration::from_secs(55), run)
+        .await
+        .is_err()
+    {
+        panic!("the crash test took longer than 55 s");
+    }
+}
