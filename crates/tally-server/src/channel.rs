@@ -32,6 +32,21 @@ pub struct CachedResponse {
     pub payment_response: http::HeaderValue,
 }
 
+impl CachedResponse {
+    /// The byte-identical response a retry of its seq gets (spec/HTTP.md §9).
+    pub fn into_response(self) -> axum::response::Response {
+        let mut resp = axum::response::Response::new(axum::body::Body::from(self.body));
+        *resp.status_mut() =
+            http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::OK);
+        if let Some(ct) = self.content_type {
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+        }
+        resp.headers_mut()
+            .insert(tally_http::headers::PAYMENT_RESPONSE, self.payment_response);
+        resp
+    }
+}
+
 /// What the gateway knows of one channel. Mutated only under the channel's lock.
 #[derive(Debug)]
 pub struct ChannelState {

@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use tally_core::encoding::Canonical;
 use tally_core::record::apply_amount;
 use tally_core::request::{request_hash_with_body_hash, response_hash_with_body_hash};
@@ -38,16 +38,7 @@ pub async fn dispute(gateway: &Gateway, view: &RequestView<'_>) -> Result<Respon
         .await?
     {
         Admitted::Fresh(a) => a,
-        Admitted::Replay(cached) => {
-            let mut resp = Response::new(Body::from(cached.body));
-            *resp.status_mut() = StatusCode::from_u16(cached.status).unwrap_or(StatusCode::OK);
-            if let Some(ct) = cached.content_type {
-                resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
-            }
-            resp.headers_mut()
-                .insert(PAYMENT_RESPONSE, cached.payment_response);
-            return Ok(resp);
-        }
+        Admitted::Replay(cached) => return Ok(cached.into_response()),
     };
     if admission.authorization().max_amount != 0 {
         return Err(GatewayError::malformed(

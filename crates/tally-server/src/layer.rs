@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::OriginalUri;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode};
+use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
 use tally_http::headers::{CHECKPOINT_REQUEST, PAYMENT_RESPONSE};
 use tally_http::{Price, Reason};
@@ -146,16 +146,7 @@ where
         body: &body,
     };
     let admission = match gateway.admit(&view, price).await? {
-        Admitted::Replay(cached) => {
-            let mut resp = Response::new(Body::from(cached.body));
-            *resp.status_mut() = StatusCode::from_u16(cached.status).unwrap_or(StatusCode::OK);
-            if let Some(ct) = cached.content_type {
-                resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
-            }
-            resp.headers_mut()
-                .insert(PAYMENT_RESPONSE, cached.payment_response);
-            return Ok(resp);
-        }
+        Admitted::Replay(cached) => return Ok(cached.into_response()),
         Admitted::Fresh(a) => a,
     };
     let max_amount = admission.authorization().max_amount;
