@@ -136,32 +136,61 @@ pub async fn start_local(mint: u128, note: &dyn Fn(&str)) -> Result<LocalChain> 
     })
 }
 
+/// A handle on the contract at `contract` that sends from `wallet`.
+pub async fn wallet(
+    rpc: &str,
+    contract: Address,
+    wallet: &PrivateKeySigner,
+) -> Result<TallyClient> {
+    TallyClient::new(
+        connect(rpc_url(rpc)?, wallet.clone()),
+        wallet.address(),
+        contract,
+    )
+    .await
+    .map_err(|e| CliError::Service(format!("chain at {rpc}: {e}")))
+}
+
+/// The withdraw delay the demo opens channels with (a day).
+pub const DEFAULT_WITHDRAW_DELAY: u32 = tally_chain::MIN_WITHDRAW_DELAY * 24;
+
+/// A fresh random salt for `open`.
+pub fn random_salt() -> B256 {
+    B256::from(rand::random::<[u8; 32]>())
+}
+
+/// What `open` is asked for, besides the parties.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenTerms {
+    /// The deposit's ERC-20.
+    pub token: Address,
+    /// The initial deposit.
+    pub deposit: u128,
+    /// Seconds the payee keeps to claim after a withdraw starts.
+    pub withdraw_delay: u32,
+    /// Makes the channel id unique.
+    pub salt: B256,
+}
+
 /// Approves and opens a channel from `payer` to `payee` with checkpoint key `signer`.
 pub async fn open_channel(
     rpc: &str,
     contract: Address,
     payer: &PrivateKeySigner,
     payee: Address,
-    token: Address,
-    deposit: u128,
     signer: Address,
+    terms: OpenTerms,
 ) -> Result<(ChannelId, tally_chain::TxOutcome)> {
-    let client = TallyClient::new(
-        connect(rpc_url(rpc)?, payer.clone()),
-        payer.address(),
-        contract,
-    )
-    .await?;
-    client.approve(token, deposit).await?;
-    let salt = B256::from(rand::random::<[u8; 32]>());
+    let client = wallet(rpc, contract, payer).await?;
+    client.approve(terms.token, terms.deposit).await?;
     Ok(client
         .open(OpenParams {
             payee,
-            token,
-            amount: deposit,
+            token: terms.token,
+            amount: terms.deposit,
             signer,
-            withdraw_delay: tally_chain::MIN_WITHDRAW_DELAY * 24,
-            salt,
+            withdraw_delay: terms.withdraw_delay,
+            salt: terms.salt,
         })
         .await?)
 }

@@ -36,7 +36,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Make a paid request with a client profile; prints the body, keeps the receipt in the
     /// mirror.
-    #[command(after_help = EXIT_CODES)]
+    #[command(visible_alias = "request", after_help = EXIT_CODES)]
     Pay(PayArgs),
     /// Sign a checkpoint at the mirror's size and have the provider cosign it (needed before
     /// `prove` covers the latest records).
@@ -54,6 +54,9 @@ pub enum Command {
     /// Disputes.
     #[command(subcommand)]
     Dispute(DisputeCommand),
+    /// Client side: a channel's onchain operations (open, top up, withdraw) and its state.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Channel(ChannelCommand),
     /// Provider side: claim every due checkpoint onchain now, through the settlement worker.
     #[command(after_help = EXIT_CODES)]
     Settle(SettleArgs),
@@ -233,4 +236,106 @@ pub struct FsckArgs {
     /// Only this channel.
     #[arg(long)]
     pub channel: Option<String>,
+}
+
+/// `tally channel …`.
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Approve the deposit and open a channel paid by --payer-key, with the profile's
+    /// checkpoint key as the signer; prints the channel id.
+    #[command(after_help = EXIT_CODES)]
+    Open(ChannelOpenArgs),
+    /// Approve and add to a channel's deposit (from the channel's payer wallet).
+    #[command(after_help = EXIT_CODES)]
+    Topup(ChannelTopupArgs),
+    /// Start the withdraw delay (the payer's wallet); with --finalize, after the delay,
+    /// refund the unclaimed deposit and close the channel.
+    #[command(after_help = EXIT_CODES)]
+    Withdraw(ChannelWithdrawArgs),
+    /// Read a channel's onchain state: deposit, claimed, size, root, withdraw state.
+    #[command(after_help = EXIT_CODES)]
+    Status(ChannelStatusArgs),
+}
+
+/// The chain a channel command talks to.
+#[derive(Debug, Args)]
+pub struct ChainArgs {
+    /// JSON-RPC URL of the chain.
+    #[arg(long)]
+    pub rpc: String,
+    /// The Tally settlement contract.
+    #[arg(long)]
+    pub contract: String,
+}
+
+/// `tally channel open`.
+#[derive(Debug, Args)]
+pub struct ChannelOpenArgs {
+    /// The client profile directory (from `tally keygen`): its checkpoint.key signs the
+    /// channel's checkpoints.
+    #[arg(long)]
+    pub client: PathBuf,
+    /// The payer's wallet key file (secp256k1, 64 hex digits, mode 0600); it funds the deposit.
+    #[arg(long)]
+    pub payer_key: PathBuf,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// The deposit's ERC-20 token.
+    #[arg(long)]
+    pub token: String,
+    /// The provider's payee address.
+    #[arg(long)]
+    pub payee: String,
+    /// The initial deposit, in token base units.
+    #[arg(long)]
+    pub amount: u128,
+    /// Seconds the payee keeps to claim after a withdraw starts (the contract's minimum is
+    /// 3600).
+    #[arg(long, default_value_t = crate::chain::DEFAULT_WITHDRAW_DELAY)]
+    pub withdraw_delay: u32,
+    /// The channel's salt, 64 hex digits (default: random).
+    #[arg(long)]
+    pub salt: Option<String>,
+}
+
+/// `tally channel topup`.
+#[derive(Debug, Args)]
+pub struct ChannelTopupArgs {
+    /// The channel, 64 hex digits.
+    #[arg(long)]
+    pub channel: String,
+    /// The payer's wallet key file (secp256k1, 64 hex digits, mode 0600).
+    #[arg(long)]
+    pub payer_key: PathBuf,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// The amount to add, in token base units.
+    #[arg(long)]
+    pub amount: u128,
+}
+
+/// `tally channel withdraw`.
+#[derive(Debug, Args)]
+pub struct ChannelWithdrawArgs {
+    /// The channel, 64 hex digits.
+    #[arg(long)]
+    pub channel: String,
+    /// The payer's wallet key file (secp256k1, 64 hex digits, mode 0600).
+    #[arg(long)]
+    pub payer_key: PathBuf,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// Finalize a withdraw whose delay has passed instead of starting one.
+    #[arg(long)]
+    pub finalize: bool,
+}
+
+/// `tally channel status`.
+#[derive(Debug, Args)]
+pub struct ChannelStatusArgs {
+    /// The channel, 64 hex digits.
+    #[arg(long)]
+    pub channel: String,
+    #[command(flatten)]
+    pub chain: ChainArgs,
 }

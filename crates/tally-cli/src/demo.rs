@@ -227,9 +227,13 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
         local.contract,
         &local.payer,
         local.payee.address(),
-        local.token,
-        DEPOSIT,
         checkpoint_key.address(),
+        chain::OpenTerms {
+            token: local.token,
+            deposit: DEPOSIT,
+            withdraw_delay: chain::DEFAULT_WITHDRAW_DELAY,
+            salt: chain::random_salt(),
+        },
     )
     .await?;
     step(

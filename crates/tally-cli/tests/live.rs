@@ -154,9 +154,13 @@ price = {{ kind = "fixed", amount = "10" }}
         local.contract,
         &local.payer,
         local.payee.address(),
-        local.token,
-        1_000_000,
         signer,
+        tally_cli::chain::OpenTerms {
+            token: local.token,
+            deposit: 1_000_000,
+            withdraw_delay: tally_cli::chain::DEFAULT_WITHDRAW_DELAY,
+            salt: tally_cli::chain::random_salt(),
+        },
     )) {
         Ok(c) => c,
         Err(e) => panic!("open: {e}"),

@@ -1,6 +1,7 @@
 //! One module per command; each parses nothing itself (clap did) and only wires library
 //! modules together and reports through [`Output`].
 
+pub mod channel;
 pub mod checkpoint;
 pub mod demo;
 pub mod dispute;
@@ -14,7 +15,7 @@ pub mod settle;
 pub mod verify;
 pub mod verify_proof;
 
-use crate::cli::{Cli, Command, DisputeCommand};
+use crate::cli::{ChannelCommand, Cli, Command, DisputeCommand};
 use crate::error::Result;
 use crate::output::Output;
 
@@ -31,6 +32,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Prove(a) => prove::run(a, out),
         Command::VerifyProof(a) => verify_proof::run(a, out).await,
         Command::Dispute(DisputeCommand::Submit(a)) => dispute::submit(a, out).await,
+        Command::Channel(ChannelCommand::Open(a)) => channel::open(a, out).await,
+        Command::Channel(ChannelCommand::Topup(a)) => channel::topup(a, out).await,
+        Command::Channel(ChannelCommand::Withdraw(a)) => channel::withdraw(a, out).await,
+        Command::Channel(ChannelCommand::Status(a)) => channel::status(a, out).await,
         Command::Settle(a) => settle::run(a, out).await,
         Command::Export(a) => export::run(a, out).await,
         Command::Fsck(a) => fsck::run(a, out),

@@ -1,0 +1,296 @@
+//! `tally channel open|topup|withdraw|status`: the client's onchain channel operations,
+//! all through tally-chain's contract client. Every transaction is followed by a read of
+//! the channel, and the command fails (exit 1) if the contract does not hold what the
+//! transaction should have left there.
+//!
+//! There is no `close`: a cooperative close needs the payee's signature over the final
+//! state as well as the checkpoint key's, and the CLI has no way to obtain it from the
+//! provider; a client exits with `withdraw` then `withdraw --finalize`.
+
+use alloy::primitives::B256;
+use serde_json::{json, Value};
+use tally_chain::{ChannelFunding, TallyClient, TxOutcome, WithdrawState};
+use tally_core::ChannelId;
+
+use crate::chain;
+use crate::cli::{
+    ChainArgs, ChannelOpenArgs, ChannelStatusArgs, ChannelTopupArgs, ChannelWithdrawArgs,
+};
+use crate::error::{CliError, Result};
+use crate::keys;
+use crate::output::Output;
+
+/// The profile's checkpoint key file (as `tally keygen` writes it).
+const CHECKPOINT_KEY: &str = "checkpoint.key";
+
+fn contract(a: &ChainArgs) -> Result<alloy::primitives::Address> {
+    chain::rpc_url(&a.rpc)?;
+    chain::address("contract", &a.contract)
+}
+
+async fn read(client: &TallyClient, id: &ChannelId) -> Result<ChannelFunding> {
+    client
+        .channel(id)
+        .await
+        .map_err(|e| CliError::Service(format!("reading channel {}: {e}", id.to_hex())))
+}
+
+fn tx_json(t: &TxOutcome) -> Value {
+    json!({"transaction": t.tx_hash.to_string(), "block": t.block, "gas_used": t.gas_used})
+}
+
+/// A channel's state as JSON (amounts as decimal strings).
+pub fn funding_json(f: &ChannelFunding) -> Value {
+    let withdraw = match f.withdraw {
+        WithdrawState::None => json!({"state": "none"}),
+        WithdrawState::Pending { at } => json!({"state": "pending", "at": at}),
+        WithdrawState::Closed => json!({"state": "closed"}),
+    };
+    json!({
+        "channel_id": f.channel_id.to_hex(),
+        "payer": f.payer.to_string(),
+        "payee": f.payee.to_string(),
+        "token": f.token.to_string(),
+        "signer": f.signer.to_string(),
+        "deposit": f.deposit.to_string(),
+        "claimed": f.claimed.to_string(),
+        "remaining": f.remaining().to_string(),
+        "claimed_size": f.claimed_size,
+        "claimed_root": f.claimed_root.to_hex(),
+        "withdraw_delay": f.withdraw_delay,
+        "withdraw": withdraw,
+    })
+}
+
+fn withdraw_text(w: WithdrawState) -> String {
+    match w {
+        WithdrawState::None => "none".into(),
+        WithdrawState::Pending { at } => format!("pending (finalize from unix time {at})"),
+        WithdrawState::Closed => "closed".into(),
+    }
+}
+
+/// A channel's state for humans.
+pub fn funding_text(f: &ChannelFunding) -> String {
+    format!(
+        "channel         {}\npayer           {}\npayee           {}\ntoken           {}\nsigner          {}\ndeposit         {}\nclaimed         {}\nremaining       {}\nclaimed size    {}\nclaimed root    {}\nwithdraw delay  {}s\nwithdraw        {}",
+        f.channel_id.to_hex(),
+        f.payer,
+        f.payee,
+        f.token,
+        f.signer,
+        f.deposit,
+        f.claimed,
+        f.remaining(),
+        f.claimed_size,
+        f.claimed_root.to_hex(),
+        f.withdraw_delay,
+        withdraw_text(f.withdraw)
+    )
+}
+
+fn with_tx(f: &ChannelFunding, t: &TxOutcome) -> Value {
+    let mut v = funding_json(f);
+    v["tx"] = tx_json(t);
+    v
+}
+
+/// `tally channel open`.
+pub async fn open(a: ChannelOpenArgs, out: Output) -> Result<()> {
+    let contract = contract(&a.chain)?;
+    let token = chain::address("token", &a.token)?;
+    let payee = chain::address("payee", &a.payee)?;
+    let salt = match &a.salt {
+        Some(s) => s
+            .parse::<B256>()
+            .map_err(|e| CliError::Usage(format!("salt {s:?} is not 64 hex digits: {e}")))?,
+        None => chain::random_salt(),
+    };
+    if a.amount == 0 {
+        return Err(CliError::Usage("--amount must be positive".into()));
+    }
+    if a.withdraw_delay < tally_chain::MIN_WITHDRAW_DELAY {
+        return Err(CliError::Usage(format!(
+            "--withdraw-delay {} is below the contract's minimum of {}s",
+            a.withdraw_delay,
+            tally_chain::MIN_WITHDRAW_DELAY
+        )));
+    }
+    if !a.client.is_dir() {
+        return Err(CliError::Usage(format!(
+            "{}: no such profile directory (create one with `tally keygen --dir`)",
+            a.client.display()
+        )));
+    }
+    let signer = keys::read_secp256k1(&a.client.join(CHECKPOINT_KEY))?.address();
+    let payer = keys::read_secp256k1(&a.payer_key)?;
+    let terms = chain::OpenTerms {
+        token,
+        deposit: a.amount,
+        withdraw_delay: a.withdraw_delay,
+        salt,
+    };
+    let client = chain::wallet(&a.chain.rpc, contract, &payer).await?;
+    let (id, tx) =
+        chain::open_channel(&a.chain.rpc, contract, &payer, payee, signer, terms).await?;
+    let expected = tally_chain::channel_id(
+        client.chain_id(),
+        contract,
+        payer.address(),
+        payee,
+        token,
+        salt,
+    );
+    if id != expected {
+        return Err(CliError::Verification(format!(
+            "channel id {} differs from the one computed offline, {}",
+            id.to_hex(),
+            expected.to_hex()
+        )));
+    }
+    let f = read(&client, &id).await?;
+    if f.payer != payer.address()
+        || f.payee != payee
+        || f.token != token
+        || f.signer != signer
+        || f.deposit != a.amount
+        || f.withdraw_delay != a.withdraw_delay
+        || f.withdraw != WithdrawState::None
+    {
+        return Err(CliError::Verification(format!(
+            "the contract does not hold the channel that was opened:\n{}",
+            funding_text(&f)
+        )));
+    }
+    let mut v = with_tx(&f, &tx);
+    v["salt"] = json!(salt.to_string());
+    out.emit(&v, || id.to_hex());
+    out.note(&format!(
+        "opened with a deposit of {} (signer {signer}, salt {salt}, tx {})",
+        f.deposit, tx.tx_hash
+    ));
+    Ok(())
+}
+
+/// `tally channel topup`.
+pub async fn topup(a: ChannelTopupArgs, out: Output) -> Result<()> {
+    let contract = contract(&a.chain)?;
+    let id = super::channel_id(&a.channel)?;
+    if a.amount == 0 {
+        return Err(CliError::Usage("--amount must be positive".into()));
+    }
+    let payer = keys::read_secp256k1(&a.payer_key)?;
+    let client = chain::wallet(&a.chain.rpc, contract, &payer).await?;
+    let before = read(&client, &id).await?;
+    if before.withdraw == WithdrawState::Closed {
+        return Err(CliError::Usage(format!(
+            "channel {} is closed",
+            id.to_hex()
+        )));
+    }
+    client.approve(before.token, a.amount).await?;
+    let tx = client.top_up(&id, a.amount).await?;
+    let after = read(&client, &id).await?;
+    if Some(after.deposit) != before.deposit.checked_add(a.amount) {
+        return Err(CliError::Verification(format!(
+            "deposit went from {} to {} after a top-up of {}",
+            before.deposit, after.deposit, a.amount
+        )));
+    }
+    out.emit(&with_tx(&after, &tx), || {
+        format!(
+            "topped up {} by {}: deposit {} (tx {})",
+            id.to_hex(),
+            a.amount,
+            after.deposit,
+            tx.tx_hash
+        )
+    });
+    Ok(())
+}
+
+/// `tally channel withdraw [--finalize]`.
+pub async fn withdraw(a: ChannelWithdrawArgs, out: Output) -> Result<()> {
+    let contract = contract(&a.chain)?;
+    let id = super::channel_id(&a.channel)?;
+    let payer = keys::read_secp256k1(&a.payer_key)?;
+    let client = chain::wallet(&a.chain.rpc, contract, &payer).await?;
+    let before = read(&client, &id).await?;
+    if before.payer != payer.address() {
+        return Err(CliError::Usage(format!(
+            "channel {} is paid by {}, not by this key's {}",
+            id.to_hex(),
+            before.payer,
+            payer.address()
+        )));
+    }
+    if a.finalize {
+        match before.withdraw {
+            WithdrawState::Pending { .. } => {}
+            other => {
+                return Err(CliError::Usage(format!(
+                    "channel {} has no pending withdraw (withdraw: {}); run `tally channel withdraw` first",
+                    id.to_hex(),
+                    withdraw_text(other)
+                )))
+            }
+        }
+        let refund = before.remaining();
+        let tx = client.finalize_withdraw(&id).await?;
+        let after = read(&client, &id).await?;
+        if after.withdraw != WithdrawState::Closed {
+            return Err(CliError::Verification(format!(
+                "channel {} is not closed after finalizeWithdraw (withdraw: {})",
+                id.to_hex(),
+                withdraw_text(after.withdraw)
+            )));
+        }
+        let mut v = with_tx(&after, &tx);
+        v["refunded"] = json!(refund.to_string());
+        out.emit(&v, || {
+            format!(
+                "closed {}: refunded {refund} (tx {})",
+                id.to_hex(),
+                tx.tx_hash
+            )
+        });
+        return Ok(());
+    }
+    if before.withdraw != WithdrawState::None {
+        return Err(CliError::Usage(format!(
+            "channel {} cannot start a withdraw (withdraw: {})",
+            id.to_hex(),
+            withdraw_text(before.withdraw)
+        )));
+    }
+    let tx = client.initiate_withdraw(&id).await?;
+    let after = read(&client, &id).await?;
+    let at = match after.withdraw {
+        WithdrawState::Pending { at } => at,
+        other => {
+            return Err(CliError::Verification(format!(
+                "channel {} is not withdrawing after initiateWithdraw (withdraw: {})",
+                id.to_hex(),
+                withdraw_text(other)
+            )))
+        }
+    };
+    out.emit(&with_tx(&after, &tx), || {
+        format!(
+            "withdraw started on {}: the payee can claim until unix time {at}; then run `tally channel withdraw --finalize` (tx {})",
+            id.to_hex(),
+            tx.tx_hash
+        )
+    });
+    Ok(())
+}
+
+/// `tally channel status`.
+pub async fn status(a: ChannelStatusArgs, out: Output) -> Result<()> {
+    let contract = contract(&a.chain)?;
+    let id = super::channel_id(&a.channel)?;
+    let client = chain::reader(&a.chain.rpc, contract).await?;
+    let f = read(&client, &id).await?;
+    out.emit(&funding_json(&f), || funding_text(&f));
+    Ok(())
+}
