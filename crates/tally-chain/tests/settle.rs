@@ -93,22 +93,23 @@ async fn fees_of(env: &Env, hash: B256) -> Option<(u128, u128)> {
     ))
 }
 
-/// One tick, then, because anvil's automine mines asynchronously, more ticks until the claim
-/// it sent (if any) is confirmed; those may send nothing. Returns the first tick's report
-/// with `confirmed` taken from whichever tick saw the receipt.
-async fn tick_mined(w: &mut SettlementWorker<Source>) -> TickReport {
+/// One tick, then, because anvil's automine mines asynchronously, a wait on anvil (not on
+/// more ticks, which could do the next step's work early under load) until the claim that
+/// tick sent, if any, is mined. Returns that tick's report with `confirmed` filled from the
+/// receipt; the worker itself notices the confirmation on its next tick.
+async fn tick_mined(env: &Env, w: &mut SettlementWorker<Source>) -> TickReport {
     let mut r = w.tick().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while w.in_flight().is_some() {
-        assert!(Instant::now() < deadline, "claim never mined: {r:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let more = w.tick().await.unwrap();
-        assert!(
-            more.submitted.is_none() && more.resent.is_none(),
-            "sent while a claim was in flight: {more:?}"
-        );
-        if more.confirmed.is_some() {
-            r.confirmed = more.confirmed;
+    if r.confirmed.is_none() {
+        if let Some(hash) = w.in_flight() {
+            wait_receipt(env, hash).await;
+            let receipt = env
+                .payer
+                .provider()
+                .get_transaction_receipt(hash)
+                .await
+                .unwrap()
+                .expect("mined");
+            r.confirmed = Some((hash, receipt.status()));
         }
     }
     r
@@ -149,30 +150,30 @@ async fn claims_on_threshold_and_withdraw_event_never_twice() {
     let b = env.open(10_000).await;
 
     source.set(env.sign(a, 5, 500));
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(r.submitted.is_none(), "below threshold: {r:?}");
 
     source.set(env.sign(a, 9, 1_500));
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[a]), "{r:?}");
     assert!(matches!(r.confirmed, Some((_, true))), "{r:?}");
     assert_eq!(env.payer.channel(&a).await.unwrap().claimed, 1_500);
 
     // Same checkpoints again: nothing to send.
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(r.submitted.is_none(), "double submission: {r:?}");
 
     // b is below threshold until its payer starts a withdrawal.
     source.set(env.sign(b, 3, 40));
-    assert!(tick_mined(&mut w).await.submitted.is_none());
+    assert!(tick_mined(&env, &mut w).await.submitted.is_none());
     env.payer.initiate_withdraw(&b).await.unwrap();
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert_eq!(r.withdraw_seen, vec![b]);
     assert!(covers(&r, &[b]), "{r:?}");
     assert_eq!(env.payer.channel(&b).await.unwrap().claimed, 40);
     // During the delay every newer checkpoint for b is claimed at once, whatever its size.
     source.set(env.sign(b, 4, 45));
-    assert!(covers(&tick_mined(&mut w).await, &[b]));
+    assert!(covers(&tick_mined(&env, &mut w).await, &[b]));
     assert_eq!(env.payer.channel(&b).await.unwrap().claimed, 45);
     assert_eq!(env.balance(env.payee_key.address()).await, 1_545);
 }
@@ -199,7 +200,7 @@ async fn timer_claims_small_amounts_and_batches_with_claim_many() {
     );
 
     let mut w = worker(&env, &source, config(u128::MAX, Duration::ZERO));
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(
         covers(&r, &ids),
         "one claimMany for all good channels: {r:?}"
@@ -399,15 +400,15 @@ async fn a_withdraw_event_before_the_first_checkpoint_still_makes_the_channel_ur
     let source = Source::default();
     let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
     let b = env.open(10_000).await;
-    assert_eq!(tick_mined(&mut w).await, TickReport::default());
+    assert_eq!(tick_mined(&env, &mut w).await, TickReport::default());
     // The payer starts the exit before any checkpoint for the channel reached the worker.
     env.payer.initiate_withdraw(&b).await.unwrap();
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert_eq!(r.withdraw_seen, vec![b]);
     assert!(r.submitted.is_none(), "{r:?}");
     // Far below the threshold, but the channel is withdrawing: claimed at once.
     source.set(env.sign(b, 3, 40));
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[b]), "{r:?}");
     assert!(r.withdraw_seen.is_empty(), "seen once only: {r:?}");
     assert_eq!(env.payer.channel(&b).await.unwrap().claimed, 40);
@@ -439,7 +440,7 @@ async fn log_scan_goes_in_chunks_resumes_after_a_failure_and_never_blocks_claims
     source.set(env.sign(b, 3, 40));
 
     proxy.fail("eth_getLogs", Fault::Error, 1);
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(r.scan_error.is_some(), "{r:?}");
     assert_eq!(
         w.scan_cursor(),
@@ -452,7 +453,7 @@ async fn log_scan_goes_in_chunks_resumes_after_a_failure_and_never_blocks_claims
     assert_eq!(r.withdraw_seen, vec![b]);
     assert_eq!(w.stats().scan_errors, 1);
 
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert_eq!(r.scan_error, None);
     assert!(r.withdraw_seen.is_empty(), "{r:?}");
     let head = env.payer.provider().get_block_number().await.unwrap();
@@ -505,19 +506,19 @@ async fn batches_take_withdrawing_then_threshold_then_timer_and_keep_the_timer_w
     tokio::time::sleep(interval + Duration::from_millis(100)).await;
 
     // Four channels due, room for two: the withdrawing one and the one over the threshold.
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[wd, hi]), "{r:?}");
     assert_eq!(r.deferred, 2);
     // Timer-due channels were cut, so the timer is still due on the next tick.
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[t1, t2]), "{r:?}");
     assert_eq!(r.deferred, 0);
     // Nothing was cut: the timer restarted, and a small new payout waits for it.
     source.set(env.sign(t1, 2, 15));
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(r.submitted.is_none(), "timer should have restarted: {r:?}");
     tokio::time::sleep(interval + Duration::from_millis(100)).await;
-    let r = tick_mined(&mut w).await;
+    let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[t1]), "{r:?}");
     for (id, claimed) in [(t1, 15), (t2, 20), (wd, 5), (hi, 5_000)] {
         assert_eq!(env.payer.channel(&id).await.unwrap().claimed, claimed);
