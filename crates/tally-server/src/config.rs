@@ -48,6 +48,9 @@ pub struct GatewayConfig {
     /// Funding cache lifetime, ms.
     #[serde(default = "default_funding_ttl_ms")]
     pub funding_ttl_ms: u64,
+    /// Shortest withdraw delay (seconds) of a channel this gateway serves.
+    #[serde(default = "default_min_withdraw_delay")]
+    pub min_withdraw_delay: u32,
     /// The price list.
     #[serde(default)]
     pub routes: Vec<RoutePrice>,
@@ -61,6 +64,9 @@ fn default_response_bytes() -> u64 {
 }
 fn default_funding_ttl_ms() -> u64 {
     2000
+}
+fn default_min_withdraw_delay() -> u32 {
+    tally_chain::funding::MIN_WITHDRAW_DELAY
 }
 
 impl GatewayConfig {
@@ -97,6 +103,7 @@ impl GatewayConfig {
         s.max_request_bytes = self.max_request_bytes;
         s.max_response_bytes = self.max_response_bytes;
         s.funding_ttl = Duration::from_millis(self.funding_ttl_ms);
+        s.min_withdraw_delay = self.min_withdraw_delay;
         s
     }
 }

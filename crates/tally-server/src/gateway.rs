@@ -62,6 +62,10 @@ pub struct Settings {
     pub routes: Vec<RoutePrice>,
     /// How long a funding read is trusted.
     pub funding_ttl: Duration,
+    /// The shortest withdraw delay a channel may have to be served (seconds): the payee's
+    /// window to claim after the payer starts an exit (P4). Never below the contract's
+    /// `MIN_WITHDRAW_DELAY`.
+    pub min_withdraw_delay: u32,
     /// Responses up to this size are kept for byte-identical retries of the last seq.
     pub replay_cache_bytes: usize,
     /// Log store tuning.
@@ -87,6 +91,7 @@ impl Settings {
             },
             max_request_bytes: 1 << 20,
             max_response_bytes: 8 << 20,
+            min_withdraw_delay: tally_chain::funding::MIN_WITHDRAW_DELAY,
             routes,
             funding_ttl: Duration::from_secs(2),
             replay_cache_bytes: 64 << 10,
@@ -537,17 +542,17 @@ impl Gateway {
         if short(&funding) {
             funding = i.funding.refresh(&st.id).await.map_err(chain_error)?;
         }
-        if funding.payee != i.payee || funding.token != i.token {
-            return Err(GatewayError::new(
-                Reason::UnknownChannel,
-                "this channel pays another payee or token",
-            ));
-        }
-        if funding.withdraw != tally_chain::WithdrawState::None {
-            return Err(GatewayError::new(
-                Reason::ChannelClosed,
-                "the channel is closed or withdrawing",
-            ));
+        let min_delay = i
+            .settings
+            .min_withdraw_delay
+            .max(tally_chain::funding::MIN_WITHDRAW_DELAY);
+        if let Err(refusal) = funding.acceptable(min_delay, i.payee, i.token) {
+            use tally_chain::funding::FundingRefusal as F;
+            let reason = match refusal {
+                F::Closed | F::Withdrawing { .. } => Reason::ChannelClosed,
+                _ => Reason::UnknownChannel,
+            };
+            return Err(GatewayError::new(reason, refusal.to_string()));
         }
         if short(&funding) {
             return Err(GatewayError::new(
