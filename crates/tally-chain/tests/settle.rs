@@ -95,22 +95,24 @@ async fn fees_of(env: &Env, hash: B256) -> Option<(u128, u128)> {
 
 /// One tick, then, because anvil's automine mines asynchronously, a wait on anvil (not on
 /// more ticks, which could do the next step's work early under load) until the claim that
-/// tick sent, if any, is mined. Returns that tick's report with `confirmed` filled from the
-/// receipt; the worker itself notices the confirmation on its next tick.
+/// tick sent is mined. A tick can both confirm the previous claim and send the next one, so
+/// the wait is on the claim sent (or, if none was sent, the one still in flight), never
+/// skipped because `confirmed` is already set. Returns that tick's report with `confirmed`
+/// describing the claim waited for; the worker itself notices it on its next tick.
 async fn tick_mined(env: &Env, w: &mut SettlementWorker<Source>) -> TickReport {
     let mut r = w.tick().await.unwrap();
-    if r.confirmed.is_none() {
-        if let Some(hash) = w.in_flight() {
-            wait_receipt(env, hash).await;
-            let receipt = env
-                .payer
-                .provider()
-                .get_transaction_receipt(hash)
-                .await
-                .unwrap()
-                .expect("mined");
-            r.confirmed = Some((hash, receipt.status()));
-        }
+    let sent = r.submitted.as_ref().map(|(hash, _)| *hash).or(r.resent);
+    let waited = sent.or_else(|| r.confirmed.is_none().then(|| w.in_flight()).flatten());
+    if let Some(hash) = waited {
+        wait_receipt(env, hash).await;
+        let receipt = env
+            .payer
+            .provider()
+            .get_transaction_receipt(hash)
+            .await
+            .unwrap()
+            .expect("mined");
+        r.confirmed = Some((hash, receipt.status()));
     }
     r
 }
