@@ -490,7 +490,8 @@ async fn log_scan_goes_in_chunks_resumes_after_a_failure_and_never_blocks_claims
 async fn batches_take_withdrawing_then_threshold_then_timer_and_keep_the_timer_when_cut() {
     let mut env = Env::new().await;
     let source = Source::default();
-    let interval = Duration::from_millis(1_500);
+    // Long enough that a tick_mined (one claim mined) under load surely fits inside it.
+    let interval = Duration::from_secs(3);
     let cfg = SettleConfig {
         max_batch: 2,
         ..config(1_000, interval)

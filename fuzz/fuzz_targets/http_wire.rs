@@ -1,0 +1,51 @@
+//! The HTTP binding's decoders (tally-http, spec/HTTP.md §2–§8) on arbitrary bytes: every
+//! header value a gateway or client reads (`base64(JSON)`) and every JSON body it parses
+//! never panics, and whatever decodes is taken on through its inner decoders (the canonical
+//! authorization, outcome and record bytes, the EIP-712 signature, the checkpoint note).
+//! Each input is tried both as a raw header value and as the JSON inside one, so the fuzzer
+//! reaches the JSON decoders without having to discover base64 first.
+#![no_main]
+use base64::Engine;
+use libfuzzer_sys::fuzz_target;
+use tally_http::api::{ChannelState, Checkpoints, ConsistencyProof, InclusionProof, RecordsPage};
+use tally_http::headers::decode_header;
+use tally_http::{
+    ErrorBody, PaymentPayload, PaymentRequired, PaymentResponse, SessionBinding, Terms,
+    WireCheckpoint,
+};
+
+fn headers(value: &[u8]) {
+    if let Ok(p) = decode_header::<PaymentPayload>("PAYMENT-SIGNATURE", value) {
+        let _ = p.authorization_and_bytes();
+    }
+    if let Ok(r) = decode_header::<PaymentResponse>("PAYMENT-RESPONSE", value) {
+        let _ = r.receipt.receipt();
+    }
+    let _ = decode_header::<PaymentRequired>("PAYMENT-REQUIRED", value);
+    if let Ok(c) = decode_header::<WireCheckpoint>("TALLY-CHECKPOINT", value) {
+        let _ = c.eip712.to_sig();
+        let body_end = c.note.find("\n\n").map_or(0, |i| i + 1);
+        let _ = tally_core::Checkpoint::parse_body(&c.note[..body_end]);
+    }
+}
+
+fn bodies(json: &[u8]) {
+    let _ = serde_json::from_slice::<Terms>(json);
+    let _ = serde_json::from_slice::<ErrorBody>(json);
+    let _ = serde_json::from_slice::<SessionBinding>(json);
+    let _ = serde_json::from_slice::<ChannelState>(json);
+    let _ = serde_json::from_slice::<InclusionProof>(json);
+    let _ = serde_json::from_slice::<ConsistencyProof>(json);
+    let _ = serde_json::from_slice::<Checkpoints>(json);
+    if let Ok(page) = serde_json::from_slice::<RecordsPage>(json) {
+        for r in &page.records {
+            let _ = r.decode();
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    headers(data);
+    headers(base64::engine::general_purpose::STANDARD.encode(data).as_bytes());
+    bodies(data);
+});
