@@ -6,7 +6,6 @@
 pub mod chain;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +18,8 @@ use tally_core::{ChannelId, Hash, SecretKey};
 use tally_http::terms::{ChainTerms, PathMatch};
 use tally_http::{Amount, Price, RoutePrice};
 use tally_server::{Gateway, Proxy, Settings};
-use tokio::sync::oneshot;
+
+pub use tally_cli::upstream::Server;
 
 /// The payee address the test gateway is configured with.
 pub const PAYEE: Address = Address::repeat_byte(0xbb);
@@ -151,7 +151,8 @@ pub fn settings(dir: &Path) -> Settings {
 }
 
 /// The upstream API's routes: `/v1/echo` echoes the body, `/v1/tokens?n=` reports `n`
-/// units, `/v1/fail` answers 500, `/free` is unpriced.
+/// units, `/v1/fail` answers 500, `/free` is unpriced. Not tally-cli's built-in upstream
+/// (the demo's API): these tests check bodies come back byte for byte and choose the units.
 pub fn upstream_routes() -> Router {
     Router::new()
         .route(
@@ -178,67 +179,17 @@ pub fn upstream_routes() -> Router {
         .route("/free", any(|| async { "free" }))
 }
 
-/// A running server; dropping it does not stop it, [`Running::stop`] does.
-pub struct Running {
-    /// Its address.
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    /// `http://addr`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Graceful shutdown, waiting until the server task ended.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = self.task.await;
-    }
-
-    /// Hard stop: abort the task (connections dropped mid-flight), like a crash of the
-    /// serving loop.
-    pub async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    /// Whether the serving task has ended.
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-}
-
-/// Serves `app` on a fresh loopback port.
-pub async fn spawn(app: Router) -> Running {
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-        Ok(l) => l,
-        Err(e) => panic!("binding loopback: {e}"),
-    };
-    let addr = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => panic!("local addr: {e}"),
-    };
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = tally_server::serve(listener, app, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    Running {
-        addr,
-        stop: Some(tx),
-        task,
+/// Serves `app` on a fresh loopback port (tally-cli's [`Server`], the one in-process server
+/// of the demo and these tests).
+pub async fn spawn(app: Router) -> Server {
+    match Server::bind("127.0.0.1:0", app).await {
+        Ok(s) => s,
+        Err(e) => panic!("serving on loopback: {e}"),
     }
 }
 
 /// Starts the upstream.
-pub async fn spawn_upstream() -> Running {
+pub async fn spawn_upstream() -> Server {
     spawn(upstream_routes()).await
 }
 
@@ -247,22 +198,9 @@ pub async fn spawn_gateway(
     settings: Settings,
     key: &SecretKey,
     funding: &MemFunding,
-    upstream: &Running,
-) -> (Gateway, Running) {
-    let gateway = match Gateway::open(settings, key.clone(), Arc::new(funding.clone())) {
-        Ok(g) => g,
-        Err(e) => panic!("opening gateway: {e}"),
-    };
-    let uri = match upstream.url().parse() {
-        Ok(u) => u,
-        Err(e) => panic!("upstream uri: {e}"),
-    };
-    let proxy = match Proxy::new(&uri) {
-        Ok(p) => p,
-        Err(e) => panic!("proxy: {e}"),
-    };
-    let running = spawn(tally_server::proxy_app(&gateway, proxy)).await;
-    (gateway, running)
+    upstream: &Server,
+) -> (Gateway, Server) {
+    spawn_gateway_funded(settings, key, Arc::new(funding.clone()), upstream).await
 }
 
 /// As [`spawn_gateway`] over the data directory of a gateway that was just stopped: the old
@@ -272,21 +210,13 @@ pub async fn reopen_gateway(
     settings: Settings,
     key: &SecretKey,
     funding: &MemFunding,
-    upstream: &Running,
-) -> (Gateway, Running) {
+    upstream: &Server,
+) -> (Gateway, Server) {
     let mut last = String::new();
     for _ in 0..100 {
         match Gateway::open(settings.clone(), key.clone(), Arc::new(funding.clone())) {
             Ok(gateway) => {
-                let uri = match upstream.url().parse() {
-                    Ok(u) => u,
-                    Err(e) => panic!("upstream uri: {e}"),
-                };
-                let proxy = match Proxy::new(&uri) {
-                    Ok(p) => p,
-                    Err(e) => panic!("proxy: {e}"),
-                };
-                let running = spawn(tally_server::proxy_app(&gateway, proxy)).await;
+                let running = serve_proxy(&gateway, upstream).await;
                 return (gateway, running);
             }
             Err(e) => last = e.to_string(),
@@ -294,6 +224,92 @@ pub async fn reopen_gateway(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("reopening the gateway: {last}")
+}
+
+/// Serves `gateway` as the reverse proxy to `upstream`.
+async fn serve_proxy(gateway: &Gateway, upstream: &Server) -> Server {
+    let uri = match upstream.url().parse() {
+        Ok(u) => u,
+        Err(e) => panic!("upstream uri: {e}"),
+    };
+    let proxy = match Proxy::new(&uri) {
+        Ok(p) => p,
+        Err(e) => panic!("proxy: {e}"),
+    };
+    spawn(tally_server::proxy_app(gateway, proxy)).await
+}
+
+/// A temporary directory.
+pub fn tmp() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    }
+}
+
+/// Connects a paying client for `ch` to `url`, mirroring into `dir`.
+pub async fn connect(url: &str, dir: &Path, ch: &TestChannel) -> tally_client::Client {
+    match tally_client::Client::connect(client_config(url, dir, ch)).await {
+        Ok(c) => c,
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+/// The setup most end-to-end tests start from: the upstream, and a gateway over in-memory
+/// funding serving as the reverse proxy in front of it, with its data in a temporary
+/// directory.
+pub struct Stack {
+    /// Where channels are opened.
+    pub funding: MemFunding,
+    /// The provider's key.
+    pub key: SecretKey,
+    /// The upstream.
+    pub upstream: Server,
+    /// The gateway.
+    pub gateway: Gateway,
+    /// The gateway served as the reverse proxy.
+    pub server: Server,
+    /// The gateway's data directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts it with [`settings`] as `tune` changes them.
+    pub async fn start(tune: impl FnOnce(&mut Settings)) -> Stack {
+        let funding = MemFunding::default();
+        let upstream = spawn_upstream().await;
+        let key = SecretKey::generate(&mut rand::rngs::OsRng);
+        let dir = tmp();
+        let mut s = settings(dir.path());
+        tune(&mut s);
+        let (gateway, server) = spawn_gateway(s, &key, &funding, &upstream).await;
+        Stack {
+            funding,
+            key,
+            upstream,
+            gateway,
+            server,
+            dir,
+        }
+    }
+
+    /// Opens a channel with `deposit` and connects a client for it to the gateway, mirroring
+    /// into the returned directory (keep it while the client lives).
+    pub async fn client(
+        &self,
+        deposit: u128,
+    ) -> (TestChannel, tally_client::Client, tempfile::TempDir) {
+        let ch = open_channel(&self.funding, deposit);
+        let dir = tmp();
+        let client = connect(&self.server.url(), dir.path(), &ch).await;
+        (ch, client, dir)
+    }
+
+    /// Stops the gateway's server, then the upstream.
+    pub async fn stop(self) {
+        self.server.stop().await;
+        self.upstream.stop().await;
+    }
 }
 
 /// A client config for `channel` against `gateway_url`, mirroring into `dir`.
@@ -317,20 +333,12 @@ pub async fn spawn_gateway_funded(
     settings: Settings,
     key: &SecretKey,
     funding: Arc<dyn Funding>,
-    upstream: &Running,
-) -> (Gateway, Running) {
+    upstream: &Server,
+) -> (Gateway, Server) {
     let gateway = match Gateway::open(settings, key.clone(), funding) {
         Ok(g) => g,
         Err(e) => panic!("opening gateway: {e}"),
     };
-    let uri = match upstream.url().parse() {
-        Ok(u) => u,
-        Err(e) => panic!("upstream uri: {e}"),
-    };
-    let proxy = match Proxy::new(&uri) {
-        Ok(p) => p,
-        Err(e) => panic!("proxy: {e}"),
-    };
-    let running = spawn(tally_server::proxy_app(&gateway, proxy)).await;
+    let running = serve_proxy(&gateway, upstream).await;
     (gateway, running)
 }

@@ -13,20 +13,6 @@ use tally_e2e::chain::ChainEnv;
 use tally_e2e::*;
 use tally_http::{Amount, Reason};
 
-fn tmp() -> tempfile::TempDir {
-    match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => panic!("tempdir: {e}"),
-    }
-}
-
-async fn connect(url: &str, dir: &std::path::Path, ch: &TestChannel) -> Client {
-    match Client::connect(client_config(url, dir, ch)).await {
-        Ok(c) => c,
-        Err(e) => panic!("connect: {e}"),
-    }
-}
-
 /// `n` paid calls that must all succeed; returns the last receipt's cumulative.
 async fn pay(client: &Client, tag: &str, n: usize) -> u128 {
     let mut cumulative = 0;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tally_cli::gateway::GatewayFile;
 use tally_client::mirror::Mirror;
 use tally_client::{Client, ClientError};
 use tally_core::encoding::Canonical;
@@ -32,10 +33,6 @@ fn ok<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
         Ok(v) => v,
         Err(e) => panic!("{what}: {e}"),
     }
-}
-
-fn tmp() -> tempfile::TempDir {
-    ok("tempdir", tempfile::tempdir())
 }
 
 /// The gateway as a child process of this test. Dropping it SIGKILLs it by its own pid, so a
@@ -136,46 +133,17 @@ fn free_port() -> u16 {
 }
 
 fn write_config(dir: &Path, port: u16, upstream: &str, env: &ChainEnv) -> PathBuf {
-    let t = env.chain_terms();
-    let text = format!(
-        r#"listen = "127.0.0.1:{port}"
-upstream = "{upstream}"
-data_dir = "data"
-provider_key_file = "provider.key"
-rpc_url = "{rpc}"
-credit_limit = "1000000"
-funding_ttl_ms = 2000
-
-[chain]
-chain_id = {chain_id}
-contract = "{contract}"
-asset = "{asset}"
-pay_to = "{pay_to}"
-
-[checkpoint]
-every_records = 7
-every_seconds = 0
-every_amount = "0"
-
-[refunds]
-server_errors = true
-over_max = true
-
-[[routes]]
-method = "*"
-path = "/v1/echo"
-match = "prefix"
-price = {{ kind = "fixed", amount = "{price}" }}
-"#,
-        rpc = env.rpc_url(),
-        chain_id = t.chain_id,
-        contract = t.contract,
-        asset = t.asset,
-        pay_to = t.pay_to,
-        price = ECHO_PRICE,
+    let mut file = GatewayFile::new(
+        &format!("127.0.0.1:{port}"),
+        upstream,
+        &env.rpc_url(),
+        env.chain_terms(),
+        routes(),
     );
+    file.charge_server_errors = false;
+    file.checkpoint.every_records = 7;
     let path = dir.join("gateway.toml");
-    ok("writing the config", std::fs::write(&path, text));
+    ok("writing the config", file.write(&path));
     path
 }
 

@@ -9,20 +9,6 @@ use tally_e2e::*;
 use tally_http::headers::{decode_header, encode_header, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
 use tally_http::{ErrorBody, PaymentPayload, PaymentResponse, Reason};
 
-fn tmp() -> tempfile::TempDir {
-    match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => panic!("tempdir: {e}"),
-    }
-}
-
-async fn connect(url: &str, dir: &std::path::Path, ch: &TestChannel) -> Client {
-    match Client::connect(client_config(url, dir, ch)).await {
-        Ok(c) => c,
-        Err(e) => panic!("connect: {e}"),
-    }
-}
-
 /// A raw paid request, bypassing the client's checks, to test what the gateway refuses.
 async fn raw(
     url: &str,
@@ -85,15 +71,9 @@ fn next_auth(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_mirror_root_equals_provider_root() {
-    let (gdir, cdir) = (tmp(), tmp());
-    let funding = MemFunding::default();
-    let ch = open_channel(&funding, 1_000_000);
-    let upstream = spawn_upstream().await;
-    let mut s = settings(gdir.path());
-    s.checkpoint.every_records = 10;
-    let key = SecretKey::generate(&mut rand::rngs::OsRng);
-    let (gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
-    let client = connect(&server.url(), cdir.path(), &ch).await;
+    let stack = Stack::start(|s| s.checkpoint.every_records = 10).await;
+    let (ch, client, _cdir) = stack.client(1_000_000).await;
+    let (gw, server) = (&stack.gateway, &stack.server);
     for i in 0..40u32 {
         let body = format!("hello {i}");
         let r = match client.post("/v1/echo").body(body.clone()).send().await {
@@ -147,23 +127,16 @@ async fn happy_path_mirror_root_equals_provider_root() {
         "{metrics}"
     );
     assert!(metrics.contains("tally_log_records 41"));
-    server.stop().await;
-    upstream.stop().await;
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_clients_and_channels() {
-    let gdir = tmp();
-    let funding = MemFunding::default();
-    let upstream = spawn_upstream().await;
-    let key = SecretKey::generate(&mut rand::rngs::OsRng);
-    let (gw, server) = spawn_gateway(settings(gdir.path()), &key, &funding, &upstream).await;
+    let stack = Stack::start(|_| {}).await;
     let mut tasks = Vec::new();
     let mut dirs = Vec::new();
     for _ in 0..8 {
-        let ch = open_channel(&funding, 1_000_000);
-        let dir = tmp();
-        let client = connect(&server.url(), dir.path(), &ch).await;
+        let (ch, client, dir) = stack.client(1_000_000).await;
         dirs.push(dir);
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
@@ -176,31 +149,28 @@ async fn many_concurrent_clients_and_channels() {
     }
     for t in tasks {
         let (id, (size, root, cumulative)) = t.await.unwrap_or_else(|e| panic!("task: {e}"));
-        let head = gw.store().head(&id).unwrap_or_else(|| panic!("no head"));
+        let head = stack
+            .gateway
+            .store()
+            .head(&id)
+            .unwrap_or_else(|| panic!("no head"));
         assert_eq!((head.size, head.root), (size, root));
         assert_eq!(size, 25);
         assert_eq!(cumulative, 25 * ECHO_PRICE);
     }
-    server.stop().await;
-    upstream.stop().await;
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
-    let (gdir, cdir) = (tmp(), tmp());
-    let funding = MemFunding::default();
-    let ch = open_channel(&funding, 25);
-    let upstream = spawn_upstream().await;
-    let key = SecretKey::generate(&mut rand::rngs::OsRng);
-    let mut s = settings(gdir.path());
-    s.credit_limit = 1_000;
-    let (gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
+    let stack = Stack::start(|s| s.credit_limit = 1_000).await;
     // Binds the session key.
-    let client = connect(&server.url(), cdir.path(), &ch).await;
-    let url = server.url();
+    let (ch, client, _cdir) = stack.client(25).await;
+    let gw = &stack.gateway;
+    let url = stack.server.url();
 
     // Forged signature: signed by another key.
-    let auth = next_auth(&gw, &ch, "/v1/echo", b"a");
+    let auth = next_auth(gw, &ch, "/v1/echo", b"a");
     let other = SecretKey::generate(&mut rand::rngs::OsRng);
     let (status, _, body) = raw(&url, "/v1/echo", b"a", &auth, &other).await;
     assert_eq!((status, reason(&body)), (402, Reason::InvalidSignature));
@@ -237,7 +207,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     ));
 
     // Reordered: seq 2 before seq 1.
-    let mut ahead = next_auth(&gw, &ch, "/v1/echo", b"c");
+    let mut ahead = next_auth(gw, &ch, "/v1/echo", b"c");
     ahead.seq += 1;
     let (status, _, body) = raw(&url, "/v1/echo", b"c", &ahead, &ch.session).await;
     assert_eq!(status, 409);
@@ -250,7 +220,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     ));
 
     // Wrong acknowledged root.
-    let mut fork = next_auth(&gw, &ch, "/v1/echo", b"c");
+    let mut fork = next_auth(gw, &ch, "/v1/echo", b"c");
     fork.prev_root = tally_core::Hash([7; 32]);
     let (status, _, body) = raw(&url, "/v1/echo", b"c", &fork, &ch.session).await;
     assert_eq!(status, 409);
@@ -260,10 +230,10 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     ));
 
     // Over the deposit: 25 deposited, 10 spent, a second 10 fits, a third does not.
-    let a = next_auth(&gw, &ch, "/v1/echo", b"d");
+    let a = next_auth(gw, &ch, "/v1/echo", b"d");
     let (status, _, _) = raw(&url, "/v1/echo", b"d", &a, &ch.session).await;
     assert_eq!(status, 200);
-    let a = next_auth(&gw, &ch, "/v1/echo", b"e");
+    let a = next_auth(gw, &ch, "/v1/echo", b"e");
     let (status, headers, body) = raw(&url, "/v1/echo", b"e", &a, &ch.session).await;
     assert_eq!(status, 402);
     assert_eq!(
@@ -274,7 +244,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     );
     assert!(headers.contains_key("payment-required"));
     // max_amount below the price.
-    let mut low = next_auth(&gw, &ch, "/v1/echo", b"e");
+    let mut low = next_auth(gw, &ch, "/v1/echo", b"e");
     low.max_amount = 1;
     let (status, _, body) = raw(&url, "/v1/echo", b"e", &low, &ch.session).await;
     assert_eq!(status, 402);
@@ -312,45 +282,46 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     // Nothing refused was recorded.
     assert_eq!(gw.store().head(&ch.id).map(|h| h.size), Some(2));
     drop(client);
-    server.stop().await;
-    upstream.stop().await;
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_limit_requires_a_checkpoint_and_the_client_provides_it() {
-    let (gdir, cdir) = (tmp(), tmp());
-    let funding = MemFunding::default();
-    let ch = open_channel(&funding, 1_000_000);
-    let upstream = spawn_upstream().await;
-    let key = SecretKey::generate(&mut rand::rngs::OsRng);
-    let mut s = settings(gdir.path());
-    s.credit_limit = 35;
-    s.checkpoint.every_records = 0;
-    s.checkpoint.every_seconds = 0;
-    s.checkpoint.every_amount = tally_http::Amount(0);
-    let (gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
-    let client = connect(&server.url(), cdir.path(), &ch).await;
+    let stack = Stack::start(|s| {
+        s.credit_limit = 35;
+        s.checkpoint.every_records = 0;
+        s.checkpoint.every_seconds = 0;
+        s.checkpoint.every_amount = tally_http::Amount(0);
+    })
+    .await;
+    let (ch, client, _cdir) = stack.client(1_000_000).await;
     for i in 0..10 {
         if let Err(e) = client.post("/v1/echo").body("x").send().await {
             panic!("request {i}: {e}");
         }
     }
     // 100 charged with a 35 credit limit: the gateway demanded checkpoints along the way.
-    let cps = gw.store().checkpoints(&ch.id).unwrap_or_default();
+    let cps = stack
+        .gateway
+        .store()
+        .checkpoints(&ch.id)
+        .unwrap_or_default();
     assert!(cps.len() >= 2, "{} checkpoints", cps.len());
-    server.stop().await;
-    upstream.stop().await;
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_restart_loses_no_receipt_and_client_resumes() {
-    let (gdir, cdir) = (tmp(), tmp());
-    let funding = MemFunding::default();
-    let ch = open_channel(&funding, 1_000_000);
-    let upstream = spawn_upstream().await;
-    let key = SecretKey::generate(&mut rand::rngs::OsRng);
-    let (gw, server) = spawn_gateway(settings(gdir.path()), &key, &funding, &upstream).await;
-    let client = connect(&server.url(), cdir.path(), &ch).await;
+    let stack = Stack::start(|_| {}).await;
+    let (ch, client, cdir) = stack.client(1_000_000).await;
+    let Stack {
+        funding,
+        key,
+        upstream,
+        gateway: gw,
+        server,
+        dir: gdir,
+    } = stack;
     let mut receipts = Vec::new();
     for i in 0..20 {
         match client.post("/v1/echo").body(format!("{i}")).send().await {
@@ -400,15 +371,8 @@ async fn gateway_restart_loses_no_receipt_and_client_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispute_of_a_charged_5xx_returns_a_cosigned_credit() {
-    let (gdir, cdir) = (tmp(), tmp());
-    let funding = MemFunding::default();
-    let ch = open_channel(&funding, 1_000_000);
-    let upstream = spawn_upstream().await;
-    let key = SecretKey::generate(&mut rand::rngs::OsRng);
-    let mut s = settings(gdir.path());
-    s.charge_server_errors = true;
-    let (gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
-    let client = connect(&server.url(), cdir.path(), &ch).await;
+    let stack = Stack::start(|s| s.charge_server_errors = true).await;
+    let (ch, client, _cdir) = stack.client(1_000_000).await;
     let ok = client.post("/v1/echo").body("fine").send().await;
     assert!(ok.is_ok());
     let failed = client
@@ -443,7 +407,11 @@ async fn dispute_of_a_charged_5xx_returns_a_cosigned_credit() {
     let (size, root, cumulative) = client.mirror_head().await;
     assert_eq!(size, 3);
     assert_eq!(cumulative, ECHO_PRICE);
-    let head = gw.store().head(&ch.id).unwrap_or_else(|| panic!("no head"));
+    let head = stack
+        .gateway
+        .store()
+        .head(&ch.id)
+        .unwrap_or_else(|| panic!("no head"));
     assert_eq!((head.size, head.root), (size, root));
     // A second dispute of the same record is refused (a new checkpoint covers it too).
     let cp = client.checkpoint().await;
@@ -452,8 +420,7 @@ async fn dispute_of_a_charged_5xx_returns_a_cosigned_credit() {
         Err(ClientError::Refused { .. }) => {}
         other => panic!("expected a refusal, got {other:?}"),
     }
-    server.stop().await;
-    upstream.stop().await;
+    stack.stop().await;
 }
 
 /// A man in the middle that rewrites the gateway's answers, to check the client notices.
@@ -466,7 +433,7 @@ enum Tamper {
     Root,
 }
 
-async fn tampering_proxy(gateway: String, key: SecretKey, mode: Tamper) -> Running {
+async fn tampering_proxy(gateway: String, key: SecretKey, mode: Tamper) -> Server {
     use axum::body::Body;
     let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
         let gateway = gateway.clone();
@@ -543,11 +510,8 @@ async fn tampering_proxy(gateway: String, key: SecretKey, mode: Tamper) -> Runni
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_detects_tampered_receipt_wrong_amount_wrong_cumulative_and_forked_root() {
-    let funding = MemFunding::default();
-    let upstream = spawn_upstream().await;
-    let key = SecretKey::generate(&mut rand::rngs::OsRng);
-    let gdir = tmp();
-    let (_gw, server) = spawn_gateway(settings(gdir.path()), &key, &funding, &upstream).await;
+    let stack = Stack::start(|_| {}).await;
+    let (funding, key, server) = (&stack.funding, &stack.key, &stack.server);
     for mode in [
         Tamper::Signature,
         Tamper::Amount,
@@ -555,7 +519,7 @@ async fn client_detects_tampered_receipt_wrong_amount_wrong_cumulative_and_forke
         Tamper::Cumulative,
         Tamper::Root,
     ] {
-        let ch = open_channel(&funding, 1_000_000);
+        let ch = open_channel(funding, 1_000_000);
         let mitm = tampering_proxy(server.url(), key.clone(), mode).await;
         let cdir = tmp();
         let client = connect(&mitm.url(), cdir.path(), &ch).await;
@@ -595,8 +559,7 @@ async fn client_detects_tampered_receipt_wrong_amount_wrong_cumulative_and_forke
         assert_eq!(client.mirror_head().await.0, 0);
         mitm.stop().await;
     }
-    server.stop().await;
-    upstream.stop().await;
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

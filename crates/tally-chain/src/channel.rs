@@ -1,5 +1,5 @@
 //! A client for every contract operation: deploy, open, topUp, claim, claimMany, the two
-//! withdraw steps, cooperative close and reading a channel.
+//! withdraw steps, cooperative close, reading a channel and a token balance.
 
 use alloy::network::{Ethereum, EthereumWallet};
 use alloy::primitives::{keccak256, Address, B256, U256};
@@ -187,7 +187,7 @@ impl TallyClient {
         key: &PrivateKeySigner,
         cp: &Checkpoint,
     ) -> Result<Eip712Sig, ChainError> {
-        eip712::sign_digest(key, &eip712::close_digest(&self.domain(), cp))
+        eip712::sign_close(key, &self.domain(), cp)
     }
 
     /// Lets the contract pull `amount` of `token` from `sender` (needed before open/topUp).
@@ -320,6 +320,13 @@ impl TallyClient {
             )
             .from(self.sender);
         finish(call.send().await?).await
+    }
+
+    /// `owner`'s balance of the ERC-20 `token`: what a payout or refund is checked against.
+    pub async fn token_balance(&self, token: Address, owner: Address) -> Result<u128, ChainError> {
+        let erc20 = IERC20::new(token, self.provider.clone());
+        let balance = erc20.balanceOf(owner).call().await?;
+        u128::try_from(balance).map_err(|_| ChainError::OutOfRange("token balance"))
     }
 
     /// A channel's state as the contract holds it.

@@ -1,4 +1,5 @@
-//! EIP-712 encoding and signing of checkpoints (spec/CHAIN.md §3).
+//! EIP-712 encoding and signing of checkpoints and cooperative-close agreements
+//! (spec/CHAIN.md §3).
 //!
 //! The struct definitions below are an independent Rust statement of the types in
 //! `contracts/Tally.sol`; the differential test checks both produce the same digest.
@@ -116,6 +117,18 @@ impl Eip712Sig {
             .map_err(|e| ChainError::Signature(e.to_string()))
     }
 
+    /// Checks, with the contract's rules, that `expected` signed `digest`: what checkpoint and
+    /// close verification share, so neither is laxer than the contract.
+    pub fn verify(&self, digest: &B256, expected: Address) -> Result<(), ChainError> {
+        let got = self.recover(digest)?;
+        if got != expected {
+            return Err(ChainError::Signature(format!(
+                "signed by {got}, expected {expected}"
+            )));
+        }
+        Ok(())
+    }
+
     /// The ABI value the contract takes.
     pub fn to_abi(&self) -> Tally::Sig {
         Tally::Sig {
@@ -157,15 +170,8 @@ impl ChainCheckpoint {
     /// Checks offchain, with the contract's rules, that `expected` signed this checkpoint,
     /// so a provider never counts on a checkpoint the contract would reject.
     pub fn verify(&self, domain: &Eip712Domain, expected: Address) -> Result<(), ChainError> {
-        let got = self
-            .sig
-            .recover(&checkpoint_digest(domain, &self.checkpoint))?;
-        if got != expected {
-            return Err(ChainError::Signature(format!(
-                "signed by {got}, expected {expected}"
-            )));
-        }
-        Ok(())
+        self.sig
+            .verify(&checkpoint_digest(domain, &self.checkpoint), expected)
     }
 
     /// The ABI value `claim` and `claimMany` take.
@@ -174,6 +180,53 @@ impl ChainCheckpoint {
             checkpoint: checkpoint_to_abi(&self.checkpoint),
             sig: self.sig.to_abi(),
         }
+    }
+}
+
+/// Signs the EIP-712 **Close** struct of `cp` (spec/CHAIN.md §3.3): the checkpoint key signs
+/// it on the payer's side, the payee key on the provider's. Never a checkpoint signature: the
+/// type hashes differ, so a close agreement cannot be replayed as a claim or the reverse.
+pub fn sign_close(
+    key: &PrivateKeySigner,
+    domain: &Eip712Domain,
+    cp: &Checkpoint,
+) -> Result<Eip712Sig, ChainError> {
+    sign_digest(key, &close_digest(domain, cp))
+}
+
+/// Checks, with the contract's rules, that `expected` signed the Close struct of `cp`, so
+/// neither party counts on a close agreement `cooperativeClose` would reject.
+pub fn verify_close(
+    sig: &Eip712Sig,
+    domain: &Eip712Domain,
+    cp: &Checkpoint,
+    expected: Address,
+) -> Result<(), ChainError> {
+    sig.verify(&close_digest(domain, cp), expected)
+}
+
+/// Everything `cooperativeClose` takes: the final state and both parties' Close signatures.
+/// Whoever holds it can close the channel at once (anyone may submit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseAgreement {
+    /// The final state: the log's size, root and cumulative.
+    pub checkpoint: Checkpoint,
+    /// The channel's checkpoint signer's Close signature.
+    pub signer_sig: Eip712Sig,
+    /// The channel's payee's Close signature.
+    pub payee_sig: Eip712Sig,
+}
+
+impl CloseAgreement {
+    /// Checks both signatures against the channel's `signer` and `payee`.
+    pub fn verify(
+        &self,
+        domain: &Eip712Domain,
+        signer: Address,
+        payee: Address,
+    ) -> Result<(), ChainError> {
+        verify_close(&self.signer_sig, domain, &self.checkpoint, signer)?;
+        verify_close(&self.payee_sig, domain, &self.checkpoint, payee)
     }
 }
 
@@ -252,6 +305,34 @@ mod tests {
             s: B256::from(high.s()),
         };
         assert!(raw.recover(&digest).is_err());
+    }
+
+    #[test]
+    fn close_signatures_verify_only_as_closes_and_are_deterministic() {
+        let (key, d, cp) = sample();
+        let payee = PrivateKeySigner::random();
+        let agreement = CloseAgreement {
+            checkpoint: cp,
+            signer_sig: sign_close(&key, &d, &cp).unwrap(),
+            payee_sig: sign_close(&payee, &d, &cp).unwrap(),
+        };
+        agreement
+            .verify(&d, key.address(), payee.address())
+            .unwrap();
+        assert!(agreement
+            .verify(&d, payee.address(), key.address())
+            .is_err());
+        // RFC 6979: the same key, digest and state give the same signature every time.
+        assert_eq!(sign_close(&payee, &d, &cp).unwrap(), agreement.payee_sig);
+        // A Close signature is not a checkpoint signature.
+        let as_checkpoint = ChainCheckpoint {
+            checkpoint: cp,
+            sig: agreement.signer_sig,
+        };
+        assert!(as_checkpoint.verify(&d, key.address()).is_err());
+        let mut other = cp;
+        other.size += 1;
+        assert!(verify_close(&agreement.signer_sig, &d, &other, key.address()).is_err());
     }
 
     #[test]

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use alloy::node_bindings::AnvilInstance;
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::Provider;
+use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{Eip712Domain, SolStruct};
 use tally_core::{Checkpoint, Hash};
 
-use crate::channel::{connect, finish, OpenParams, TallyClient};
+use crate::channel::{connect, finish, OpenParams, TallyClient, TxOutcome};
 use crate::contract::TestToken;
 use crate::eip712::{sign_digest, ChainCheckpoint};
 use crate::error::ChainError;
@@ -27,6 +27,66 @@ mod eip3009 {
             uint256 validBefore;
             bytes32 nonce;
         }
+    }
+}
+
+/// How x402 "exact" settles one call: the payer signs an EIP-3009
+/// `transferWithAuthorization` and a facilitator submits it, one token transfer per call.
+/// Shared by the gas report and `tally demo`, so both measure the per-call alternative the
+/// same way on the token they use.
+pub struct X402Exact {
+    token: TestToken::TestTokenInstance<DynProvider>,
+    domain: Eip712Domain,
+}
+
+impl X402Exact {
+    /// The token at `token`, submitting from `facilitator`'s wallet; reads the token's
+    /// EIP-712 domain (name, version, chain id) from the chain.
+    pub async fn new(facilitator: DynProvider, token: Address) -> Result<Self, ChainError> {
+        let chain_id = facilitator.get_chain_id().await?;
+        let token = TestToken::new(token, facilitator);
+        let name = token.name().call().await?;
+        let version = token.version().call().await?;
+        let domain = Eip712Domain::new(
+            Some(name.into()),
+            Some(version.into()),
+            Some(U256::from(chain_id)),
+            Some(*token.address()),
+            None,
+        );
+        Ok(X402Exact { token, domain })
+    }
+
+    /// Pays `value` from `payer` to `to` in one mined `transferWithAuthorization` (each
+    /// `nonce` works once per payer).
+    pub async fn pay(
+        &self,
+        payer: &PrivateKeySigner,
+        to: Address,
+        value: u128,
+        nonce: B256,
+    ) -> Result<TxOutcome, ChainError> {
+        let auth = eip3009::TransferWithAuthorization {
+            from: payer.address(),
+            to,
+            value: U256::from(value),
+            validAfter: U256::ZERO,
+            validBefore: U256::from(u64::MAX),
+            nonce,
+        };
+        let sig = sign_digest(payer, &auth.eip712_signing_hash(&self.domain))?;
+        let call = self.token.transferWithAuthorization(
+            auth.from,
+            auth.to,
+            auth.value,
+            auth.validAfter,
+            auth.validBefore,
+            auth.nonce,
+            sig.v,
+            sig.r,
+            sig.s,
+        );
+        finish(call.send().await?).await
     }
 }
 
@@ -207,40 +267,13 @@ pub async fn measure(anvil: &AnvilInstance, x402_samples: usize) -> Result<GasRe
 
     // x402 exact: the payer authorizes one transfer per call, a facilitator submits it.
     let facilitator = connect(url, key(anvil, 3)?);
-    let token_f = TestToken::new(*token.address(), facilitator.clone());
-    let chain_id = facilitator.get_chain_id().await?;
-    let domain = Eip712Domain::new(
-        Some("Tally Test USD".into()),
-        Some("1".into()),
-        Some(U256::from(chain_id)),
-        Some(*token.address()),
-        None,
-    );
+    let exact = X402Exact::new(facilitator, *token.address()).await?;
     let mut gas = Vec::new();
     let mut times = Vec::new();
     for i in 0..x402_samples.max(1) {
         let started = Instant::now();
-        let auth = eip3009::TransferWithAuthorization {
-            from: payer_addr,
-            to: payee_addr,
-            value: U256::from(500u64),
-            validAfter: U256::ZERO,
-            validBefore: U256::from(u64::MAX),
-            nonce: B256::from(U256::from(i as u64 + 1)),
-        };
-        let sig = sign_digest(&k_payer, &auth.eip712_signing_hash(&domain))?;
-        let call = token_f.transferWithAuthorization(
-            auth.from,
-            auth.to,
-            auth.value,
-            auth.validAfter,
-            auth.validBefore,
-            auth.nonce,
-            sig.v,
-            sig.r,
-            sig.s,
-        );
-        let out = finish(call.send().await?).await?;
+        let nonce = B256::from(U256::from(i as u64 + 1));
+        let out = exact.pay(&k_payer, payee_addr, 500, nonce).await?;
         times.push(started.elapsed());
         gas.push(out.gas_used);
     }
@@ -371,7 +404,10 @@ pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -
     }
     s.push_str(
         "\nThe x402 latency is sign + submit + receipt against a local node that mines instantly, so it\n\
-         is a lower bound; a real chain adds its block time.\n",
+         is a lower bound; a real chain adds its block time.\n\n\
+         `tally demo` measures its one-per-call baseline the same way (`gas::X402Exact`): one\n\
+         EIP-3009 `transferWithAuthorization` of its test token on its own anvil, after its claim,\n\
+         times the calls the claim settled.\n",
     );
     s
 }

@@ -19,7 +19,7 @@ pub mod gas;
 pub mod settle;
 
 pub use channel::{channel_id, OpenParams, TallyClient, TxOutcome};
-pub use eip712::{ChainCheckpoint, Eip712Sig};
+pub use eip712::{ChainCheckpoint, CloseAgreement, Eip712Sig};
 pub use error::ChainError;
 pub use funding::{
     ChainFunding, ChannelFunding, Funding, FundingRefusal, WithdrawState, MIN_WITHDRAW_DELAY,

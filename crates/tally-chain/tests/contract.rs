@@ -503,32 +503,15 @@ async fn tokens_without_return_value_work_and_false_returns_fail() {
     assert_eq!(quiet.balance(quiet.payee_key.address()).await, 250);
 
     let mut liar = Env::with_anvil(spawn(|b| b), 2).await;
-    let salt = liar.next_salt();
-    let r = liar
-        .payer
-        .open(OpenParams {
-            payee: liar.payee_key.address(),
-            token: *liar.token.address(),
-            amount: 1_000,
-            signer: liar.signer.address(),
-            withdraw_delay: DELAY,
-            salt,
-        })
-        .await;
+    let params = liar.params(1_000);
+    let r = liar.payer.open(params).await;
     assert!(matches!(revert(r), TallyErrors::TokenCallFailed(_)));
 }
 
 #[tokio::test]
 async fn open_rejects_bad_arguments() {
     let mut env = Env::new().await;
-    let base = OpenParams {
-        payee: env.payee_key.address(),
-        token: *env.token.address(),
-        amount: 10,
-        signer: env.signer.address(),
-        withdraw_delay: DELAY,
-        salt: env.next_salt(),
-    };
+    let base = env.params(10);
     let zero_amount = env.payer.open(OpenParams { amount: 0, ..base }).await;
     assert!(matches!(revert(zero_amount), TallyErrors::ZeroAmount(_)));
     let zero_signer = env
@@ -565,12 +548,8 @@ async fn open_enforces_the_minimum_withdraw_delay() {
         .unwrap();
     assert_eq!(onchain, MIN_WITHDRAW_DELAY);
     let base = OpenParams {
-        payee: env.payee_key.address(),
-        token: *env.token.address(),
-        amount: 10,
-        signer: env.signer.address(),
         withdraw_delay: MIN_WITHDRAW_DELAY,
-        salt: env.next_salt(),
+        ..env.params(10)
     };
     for short in [0, 1, MIN_WITHDRAW_DELAY - 1] {
         let r = env
@@ -621,18 +600,8 @@ async fn fee_on_transfer_deposits_credit_what_arrived_and_zero_arrivals_revert()
             TallyErrors::ZeroAmount(_)
         ));
     }
-    let salt = env.next_salt();
-    let nothing = env
-        .payer
-        .open(OpenParams {
-            payee: env.payee_key.address(),
-            token: *env.token.address(),
-            amount: 10,
-            signer: env.signer.address(),
-            withdraw_delay: DELAY,
-            salt,
-        })
-        .await;
+    let params = env.params(10);
+    let nothing = env.payer.open(params).await;
     assert!(matches!(revert(nothing), TallyErrors::ZeroAmount(_)));
     env.payer.top_up(&id, 510).await.unwrap();
     assert_eq!(env.payer.channel(&id).await.unwrap().deposit, 1_490);

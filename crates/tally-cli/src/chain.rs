@@ -98,6 +98,19 @@ pub struct LocalChain {
     pub payee: PrivateKeySigner,
 }
 
+impl LocalChain {
+    /// The chain section of a gateway's terms on this chain: the contract, the test token and
+    /// the payee, on chain `chain_id`.
+    pub fn chain_terms(&self, chain_id: u64) -> tally_http::terms::ChainTerms {
+        tally_http::terms::ChainTerms {
+            chain_id,
+            contract: self.contract.to_string(),
+            asset: self.token.to_string(),
+            pay_to: self.payee.address().to_string(),
+        }
+    }
+}
+
 fn dev_key(node: &AnvilInstance, i: usize) -> Result<PrivateKeySigner> {
     node.nth_key(i)
         .map(|k| PrivateKeySigner::from(k.clone()))

@@ -54,7 +54,8 @@ pub enum Command {
     /// Disputes.
     #[command(subcommand)]
     Dispute(DisputeCommand),
-    /// Client side: a channel's onchain operations (open, top up, withdraw) and its state.
+    /// Client side: a channel's onchain operations (open, top up, withdraw, cooperative
+    /// close) and its state.
     #[command(subcommand, after_help = EXIT_CODES)]
     Channel(ChannelCommand),
     /// Provider side: claim every due checkpoint onchain now, through the settlement worker.
@@ -203,9 +204,10 @@ pub struct SettleArgs {
     /// The gateway's TOML config (its store must not be open in a running gateway).
     #[arg(long)]
     pub config: PathBuf,
-    /// The payee's wallet key file (secp256k1, 64 hex digits, mode 0600).
+    /// The payee's wallet key file (secp256k1, 64 hex digits, mode 0600); default: the
+    /// config's `[settlement].payee_key_file`.
     #[arg(long)]
-    pub payee_key: PathBuf,
+    pub payee_key: Option<PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -255,6 +257,11 @@ pub enum ChannelCommand {
     /// Read a channel's onchain state: deposit, claimed, size, root, withdraw state.
     #[command(after_help = EXIT_CODES)]
     Status(ChannelStatusArgs),
+    /// Close at once, cooperatively: sign the Close of the mirror's verified state, get the
+    /// provider's payee signature over it, submit cooperativeClose (gas from --payer-key),
+    /// then check the channel is closed and the payout and refund are what the state implies.
+    #[command(after_help = EXIT_CODES)]
+    Close(ChannelCloseArgs),
 }
 
 /// The chain a channel command talks to.
@@ -336,6 +343,21 @@ pub struct ChannelStatusArgs {
     /// The channel, 64 hex digits.
     #[arg(long)]
     pub channel: String,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+/// `tally channel close`.
+#[derive(Debug, Args)]
+pub struct ChannelCloseArgs {
+    /// The client profile directory: its mirror's head is the state closed at, its
+    /// checkpoint.key signs the Close.
+    #[arg(long)]
+    pub client: PathBuf,
+    /// A wallet key file (secp256k1, 64 hex digits, mode 0600) that pays the gas; usually the
+    /// payer's (anyone may submit a close; the refund always goes to the channel's payer).
+    #[arg(long)]
+    pub payer_key: PathBuf,
     #[command(flatten)]
     pub chain: ChainArgs,
 }

@@ -1,32 +1,31 @@
 //! `tally demo`: the whole protocol on one machine, end to end, in a temporary directory:
 //! a local chain (anvil), the contracts, a channel, a gateway in front of the built-in
-//! upstream, thousands of paid calls, a checkpoint settled onchain in one claim, the bill
-//! audited, a proof bundle made and checked against the chain, and a dispute that yields a
-//! credit. Every step goes through the same library code as the matching command; any
-//! failure ends the demo with an error (and a non-zero exit).
+//! upstream, thousands of paid calls, a checkpoint settled onchain in one claim, one x402
+//! "exact" payment (an EIP-3009 `transferWithAuthorization`) measured as the per-call
+//! alternative, the bill audited, a proof bundle made and checked against the chain, and a
+//! dispute that yields a credit. Every step goes through the same library code as the
+//! matching command; any failure ends the demo with an error (and a non-zero exit).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use alloy::primitives::B256;
 use serde::Serialize;
+use tally_chain::gas::X402Exact;
 use tally_core::bundle::ChainRef;
 
 use crate::audit::{audit, AuditContext};
 use crate::error::{CliError, Result};
 use crate::output::Output;
 use crate::profile::{Profile, ProfileFile};
-use crate::upstream::Upstream;
-use crate::{chain, gateway, keys, proof, statement};
+use crate::{chain, gateway, keys, proof, statement, upstream};
 
-/// Price of a fixed-price call (`GET /v1/items/{id}`), token base units.
-pub const ITEM_PRICE: u128 = 10;
-/// Price per token of the metered route.
-pub const TOKEN_PRICE: u128 = 2;
 /// The channel's deposit.
 pub const DEPOSIT: u128 = 1_000_000_000;
-/// The smallest possible cost of one onchain transaction (the base cost), for the
-/// one-transaction-per-call comparison.
-pub const TX_BASE_GAS: u64 = 21_000;
+/// What the one-per-call alternative pays each call with: how x402 "exact" settles a call.
+pub const PER_CALL_TRANSFER: &str = "x402 exact EIP-3009 transferWithAuthorization";
+/// How many steps the demo reports.
+const STEPS: u32 = 10;
 
 /// What the demo did, for the summary.
 #[derive(Clone, Debug, Serialize)]
@@ -53,10 +52,18 @@ pub struct DemoSummary {
     pub claim_gas: u64,
     /// Claim gas divided by the calls it settled.
     pub gas_per_call: f64,
-    /// Transactions one-per-call settlement would need.
+    /// What one-per-call settlement pays each call with ([`PER_CALL_TRANSFER`]).
+    pub per_call_transfer: String,
+    /// The one such transfer the demo made on its chain, for its gas.
+    pub per_call_transfer_transaction: String,
+    /// Its gas, measured.
+    pub per_call_transfer_gas: u64,
+    /// Transactions one-per-call settlement would need: one per call the claim settled.
     pub one_per_call_transactions: u64,
-    /// Their gas at the 21,000 base cost alone (a lower bound).
-    pub one_per_call_min_gas: u64,
+    /// Their gas: the transactions times the measured transfer's gas.
+    pub one_per_call_gas: u64,
+    /// How many times the claim's gas that is.
+    pub one_per_call_ratio: f64,
     /// Paid onchain by the claim.
     pub claimed_onchain: String,
     /// Audit throughput.
@@ -79,16 +86,21 @@ pub struct DemoSummary {
 impl DemoSummary {
     /// The short readable summary.
     pub fn render(&self) -> String {
+        let kept = self
+            .kept
+            .as_ref()
+            .map(|k| format!("\n  artifacts kept in {k}\n"))
+            .unwrap_or_default();
         format!(
-            "tally demo: done in {:.1} s\n\
-             \n  calls          {} paid ({} fixed-price, {} metered, {} failed upstream)\n\
+            "tally demo: done in {:.1} s\n\n\
+             \x20 calls          {} paid ({} fixed-price, {} metered, {} failed upstream)\n\
              \x20 amount         {} charged, {} net after the dispute's credit\n\
-             \x20 onchain        1 claim transaction settled {} calls: {} paid, {} gas\n\
-             \x20                = {:.1} gas per call\n\
-             \x20 one per call   {} transactions, at least {} gas ({} each, base cost only)\n\
+             \x20 onchain        1 claim settled {} calls ({} paid): {} gas, {:.1} gas per call\n\
+             \x20 one per call   {} transfers x {} gas = {} gas, {:.0}x the claim\n\
+             \x20                (each an {}, measured in this run)\n\
              \x20 audit          {} records verified, {} discrepancies ({:.0} records/s)\n\
              \x20 proof bundle   record {} verified offline and against the onchain root\n\
-             \x20 dispute        record {} refunded: credit {} ({})\n{}",
+             \x20 dispute        record {} refunded: credit {} ({})\n{kept}",
             self.seconds,
             self.calls,
             self.fixed_calls,
@@ -98,11 +110,13 @@ impl DemoSummary {
             self.net_after_dispute,
             self.checkpoint_size,
             self.claimed_onchain,
-            self.claim_gas,
+            thousands(self.claim_gas),
             self.gas_per_call,
             self.one_per_call_transactions,
-            self.one_per_call_min_gas,
-            TX_BASE_GAS,
+            thousands(self.per_call_transfer_gas),
+            thousands(self.one_per_call_gas),
+            self.one_per_call_ratio,
+            self.per_call_transfer,
             self.checkpoint_size,
             self.audit_discrepancies,
             self.audit_records_per_second,
@@ -110,67 +124,25 @@ impl DemoSummary {
             self.disputed_index,
             self.credit,
             self.credit_rule,
-            self.kept
-                .as_ref()
-                .map(|k| format!("\n  artifacts kept in {k}\n"))
-                .unwrap_or_default()
         )
     }
 }
 
-fn gateway_toml(upstream: &str, rpc: &str, chain_id: u64, c: &chain::LocalChain) -> String {
-    format!(
-        r#"# written by `tally demo`
-listen = "127.0.0.1:0"
-upstream = "{upstream}"
-data_dir = "data"
-provider_key_file = "provider.key"
-rpc_url = "{rpc}"
-credit_limit = "1000000"
-charge_server_errors = true
-
-[chain]
-chain_id = {chain_id}
-contract = "{contract}"
-asset = "{token}"
-pay_to = "{payee}"
-
-[checkpoint]
-every_records = 500
-every_seconds = 0
-every_amount = "0"
-
-[refunds]
-server_errors = true
-over_max = true
-
-[[routes]]
-method = "GET"
-path = "/v1/items"
-match = "prefix"
-price = {{ kind = "fixed", amount = "{ITEM_PRICE}" }}
-
-[[routes]]
-method = "POST"
-path = "/v1/complete"
-match = "exact"
-price = {{ kind = "metered", units_header = "{units}", unit_price = "{TOKEN_PRICE}", max_amount = "4000" }}
-
-[[routes]]
-method = "GET"
-path = "/v1/flaky"
-match = "exact"
-price = {{ kind = "fixed", amount = "{ITEM_PRICE}" }}
-"#,
-        contract = c.contract,
-        token = c.token,
-        payee = c.payee.address(),
-        units = crate::upstream::UNITS_HEADER,
-    )
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn step(out: &Output, n: u32, text: &str) {
-    out.note(&format!("[{n}/9] {text}"));
+    out.note(&format!("[{n}/{STEPS}] {text}"));
 }
 
 /// Runs the demo in a fresh temporary directory (or in `keep`, which must not exist yet,
@@ -245,13 +217,16 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
         ),
     );
 
-    let upstream = Upstream::start().await?;
+    let upstream = upstream::start().await?;
     let cfg_path = gdir.join("gateway.toml");
-    std::fs::write(
-        &cfg_path,
-        gateway_toml(&upstream.url(), &rpc, chain_id, &local),
+    gateway::GatewayFile::new(
+        "127.0.0.1:0",
+        &upstream.url(),
+        &rpc,
+        local.chain_terms(chain_id),
+        upstream::prices(),
     )
-    .map_err(|e| CliError::io(&cfg_path, e))?;
+    .write(&cfg_path)?;
     let cfg = tally_server::config::GatewayConfig::load(&cfg_path)?;
     let serving = gateway::serve(&cfg).await?;
     step(
@@ -276,6 +251,24 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
     summary.seconds = started.elapsed().as_secs_f64();
     summary.kept = keep.map(|k| k.display().to_string());
     Ok(summary)
+}
+
+/// One call paid the way x402 "exact" pays each call: the payer signs an EIP-3009
+/// `transferWithAuthorization` of one item's price and the provider submits it, on the demo's
+/// chain and token. After the claim, so the payee's balance is already non-zero, as it is
+/// for every call but the first of one-per-call settlement.
+async fn per_call_transfer(local: &chain::LocalChain) -> Result<tally_chain::TxOutcome> {
+    let submitter = tally_chain::channel::connect(chain::rpc_url(&local.rpc)?, local.payee.clone());
+    let exact = X402Exact::new(submitter, local.token).await?;
+    let nonce = B256::from(rand::random::<[u8; 32]>());
+    Ok(exact
+        .pay(
+            &local.payer,
+            local.payee.address(),
+            upstream::ITEM_PRICE,
+            nonce,
+        )
+        .await?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -376,7 +369,14 @@ async fn paid_part(
         )));
     }
 
-    step(out, 7, "auditing the bill from the provider's endpoints");
+    step(
+        out,
+        7,
+        &format!("paying one call the one-per-call way, for its gas: an {PER_CALL_TRANSFER}"),
+    );
+    let transfer = per_call_transfer(local).await?;
+
+    step(out, 8, "auditing the bill from the provider's endpoints");
     let stmt = statement::fetch(&serving.url(), &channel_id, client.session_key()).await?;
     let report = audit(
         &stmt,
@@ -396,7 +396,7 @@ async fn paid_part(
 
     step(
         out,
-        8,
+        9,
         &format!("proving record {flaky} (the failed call) and verifying the bundle"),
     );
     let mut bundle = client.proof_bundle(flaky).await?;
@@ -411,7 +411,7 @@ async fn paid_part(
         ));
     }
 
-    step(out, 9, &format!("disputing record {flaky}"));
+    step(out, 10, &format!("disputing record {flaky}"));
     let exchange = profile
         .exchange(flaky)?
         .ok_or_else(|| CliError::Verification(format!("no exchange kept for record {flaky}")))?;
@@ -455,8 +455,12 @@ async fn paid_part(
         claim_transaction: settled.transaction,
         claim_gas: settled.gas_used,
         gas_per_call: settled.gas_used as f64 / size as f64,
+        per_call_transfer: PER_CALL_TRANSFER.into(),
+        per_call_transfer_transaction: format!("{}", transfer.tx_hash),
+        per_call_transfer_gas: transfer.gas_used,
         one_per_call_transactions: size,
-        one_per_call_min_gas: size * TX_BASE_GAS,
+        one_per_call_gas: size * transfer.gas_used,
+        one_per_call_ratio: (size * transfer.gas_used) as f64 / settled.gas_used as f64,
         claimed_onchain: cumulative.to_string(),
         audit_records_per_second: report.records_per_second,
         audit_discrepancies: report.discrepancies.len(),

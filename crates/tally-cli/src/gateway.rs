@@ -2,8 +2,10 @@
 //! §10), for the demo and the provider-side commands that need the `Gateway` itself (its
 //! store for `export`, its checkpoints for `settle`), and claiming through tally-chain's
 //! settlement worker. `tally serve` is tally-server's `standalone::run`; the metering itself
-//! is all tally-server's, this module only opens it, binds it and stops it.
+//! is all tally-server's, this module only opens it, binds it and stops it. It also writes
+//! the config file ([`GatewayFile`]) for the demo and the tests that run a gateway.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,12 +16,88 @@ use alloy::signers::local::PrivateKeySigner;
 use serde::Serialize;
 use tally_chain::channel::connect;
 use tally_chain::{SettleConfig, SettlementWorker, TallyClient};
+use tally_http::terms::{ChainTerms, CheckpointPolicy, RefundPolicy};
+use tally_http::{Amount, RoutePrice};
 use tally_server::config::{read_key_file, GatewayConfig};
 use tally_server::{proxy_app, Gateway, Proxy};
 use tokio::sync::oneshot;
 
 use crate::chain::{address, rpc_url};
 use crate::error::{CliError, Result};
+
+/// The gateway config file (spec/HTTP.md §10) that `tally demo` and the tests write, so its
+/// text comes from one place. It holds the [`GatewayConfig`] fields they set; everything
+/// else (body limits, the funding cache, optional tables) is left out and takes tally-server's
+/// default when [`GatewayConfig::load`] reads it back.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayFile {
+    /// Listen address, e.g. `127.0.0.1:0` for any free loopback port.
+    pub listen: String,
+    /// The upstream API, `http://host:port`.
+    pub upstream: String,
+    /// Data directory, relative to the file.
+    pub data_dir: PathBuf,
+    /// The provider key file, relative to the file.
+    pub provider_key_file: PathBuf,
+    /// JSON-RPC endpoint funding is read from.
+    pub rpc_url: String,
+    /// Most served beyond the last checkpoint.
+    pub credit_limit: Amount,
+    /// Whether 5xx answers are charged (and so can be disputed for a credit).
+    pub charge_server_errors: bool,
+    /// Chain, contract, token, payee.
+    pub chain: ChainTerms,
+    /// When the gateway asks for a checkpoint.
+    pub checkpoint: CheckpointPolicy,
+    /// Automatic refunds.
+    pub refunds: RefundPolicy,
+    /// The price list.
+    pub routes: Vec<RoutePrice>,
+}
+
+impl GatewayFile {
+    /// A gateway on `listen` in front of `upstream`, with the demo's policy: `data/` and
+    /// `provider.key` next to the file, a credit limit of 1,000,000, charged (and
+    /// refundable) 5xx answers, and a checkpoint every 500 records.
+    pub fn new(
+        listen: &str,
+        upstream: &str,
+        rpc_url: &str,
+        chain: ChainTerms,
+        routes: Vec<RoutePrice>,
+    ) -> Self {
+        GatewayFile {
+            listen: listen.into(),
+            upstream: upstream.into(),
+            data_dir: "data".into(),
+            provider_key_file: "provider.key".into(),
+            rpc_url: rpc_url.into(),
+            credit_limit: Amount(1_000_000),
+            charge_server_errors: true,
+            chain,
+            checkpoint: CheckpointPolicy {
+                every_records: 500,
+                every_seconds: 0,
+                every_amount: Amount(0),
+            },
+            refunds: RefundPolicy {
+                server_errors: true,
+                over_max: true,
+            },
+            routes,
+        }
+    }
+
+    /// The TOML text.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| CliError::Usage(format!("gateway config: {e}")))
+    }
+
+    /// Writes the file at `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_toml()?).map_err(|e| CliError::io(path, e))
+    }
+}
 
 /// Opens the gateway a config describes (log, bindings, terms), with funding read from the
 /// chain at `rpc_url`. The node is not contacted until a channel's funding is read.
@@ -171,5 +249,46 @@ pub async fn settle_once(
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_file_reads_back_as_the_same_gateway_config() {
+        let chain = ChainTerms {
+            chain_id: 31337,
+            contract: "0x00000000000000000000000000000000000000dd".into(),
+            asset: "0x00000000000000000000000000000000000000cc".into(),
+            pay_to: "0x00000000000000000000000000000000000000bb".into(),
+        };
+        let file = GatewayFile::new(
+            "127.0.0.1:0",
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:8545",
+            chain.clone(),
+            crate::upstream::prices(),
+        );
+        let text = match file.to_toml() {
+            Ok(t) => t,
+            Err(e) => panic!("to_toml: {e}"),
+        };
+        let cfg = match GatewayConfig::parse(&text) {
+            Ok(c) => c,
+            Err(e) => panic!("parse: {e}\n{text}"),
+        };
+        assert_eq!(cfg.listen, file.listen);
+        assert_eq!(cfg.upstream, file.upstream);
+        assert_eq!(cfg.data_dir, file.data_dir);
+        assert_eq!(cfg.provider_key_file, file.provider_key_file);
+        assert_eq!(cfg.rpc_url, file.rpc_url);
+        assert_eq!(cfg.credit_limit, file.credit_limit);
+        assert_eq!(cfg.charge_server_errors, file.charge_server_errors);
+        assert_eq!(cfg.chain, chain);
+        assert_eq!(cfg.checkpoint, file.checkpoint);
+        assert_eq!(cfg.refunds, file.refunds);
+        assert_eq!(cfg.routes, file.routes);
     }
 }

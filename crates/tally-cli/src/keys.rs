@@ -1,15 +1,15 @@
 //! Key files. Every secret is 32 bytes written as 64 hex digits in a file of mode 0600;
 //! a file group or others can read is refused. The file handling is tally-server's
-//! (`config::read_key_file` / `write_key_file`), shared rather than copied: an ed25519
-//! seed and a secp256k1 secret are both 32-byte secrets, so the checkpoint key goes through
-//! the same functions as its raw 32 bytes. Secrets are never printed.
+//! (`config::read_key_file`, `read_secp256k1_key_file`, `write_key_file`), shared rather than
+//! copied: an ed25519 seed and a secp256k1 secret are both 32-byte secrets, so the checkpoint
+//! key goes through the same functions as its raw 32 bytes. Secrets are never printed.
 
 use std::path::Path;
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use tally_core::SecretKey;
-use tally_server::config::{read_key_file, write_key_file};
+use tally_server::config::{read_key_file, read_secp256k1_key_file, write_key_file};
 
 use crate::error::{CliError, Result};
 
@@ -25,9 +25,7 @@ pub fn write_ed25519(path: &Path, key: &SecretKey) -> Result<()> {
 
 /// Reads a secp256k1 key (checkpoint key or a chain wallet).
 pub fn read_secp256k1(path: &Path) -> Result<PrivateKeySigner> {
-    let raw = read_key_file(path).map_err(|e| CliError::Usage(e.to_string()))?;
-    PrivateKeySigner::from_bytes(&B256::from(raw.seed()))
-        .map_err(|_| CliError::Usage(format!("{}: not a secp256k1 secret key", path.display())))
+    read_secp256k1_key_file(path).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// Writes a secp256k1 key; refuses to overwrite.

@@ -4,15 +4,59 @@
 //!   units in `x-tokens`;
 //! - `GET /v1/flaky`: fails with 500 (charged by the demo's terms, then refunded on dispute);
 //! - `GET /health`: free.
+//!
+//! [`prices`] is the price list a gateway in front of it uses, and [`Server`] serves any
+//! router on a port until stopped (this upstream, and the end-to-end tests' servers).
 
 use axum::routing::{get, post};
 use axum::Router;
+use tally_http::terms::PathMatch;
+use tally_http::{Amount, Price, RoutePrice};
 use tokio::sync::oneshot;
 
 use crate::error::{CliError, Result};
 
 /// The units header the metered route reports.
 pub const UNITS_HEADER: &str = "x-tokens";
+/// Price of a fixed-price call (`GET /v1/items/{id}`, and the charged `GET /v1/flaky`),
+/// token base units.
+pub const ITEM_PRICE: u128 = 10;
+/// Price per token of the metered route (`POST /v1/complete`).
+pub const TOKEN_PRICE: u128 = 2;
+/// The most one metered call costs.
+pub const COMPLETE_MAX: u128 = 4000;
+
+/// The price list of these routes, for the gateway in front of them (`/health` is free by
+/// not being listed).
+pub fn prices() -> Vec<RoutePrice> {
+    let fixed = Price::Fixed {
+        amount: Amount(ITEM_PRICE),
+    };
+    vec![
+        RoutePrice {
+            method: "GET".into(),
+            path: "/v1/items".into(),
+            path_match: PathMatch::Prefix,
+            price: fixed.clone(),
+        },
+        RoutePrice {
+            method: "POST".into(),
+            path: "/v1/complete".into(),
+            path_match: PathMatch::Exact,
+            price: Price::Metered {
+                units_header: UNITS_HEADER.into(),
+                unit_price: Amount(TOKEN_PRICE),
+                max_amount: Amount(COMPLETE_MAX),
+            },
+        },
+        RoutePrice {
+            method: "GET".into(),
+            path: "/v1/flaky".into(),
+            path_match: PathMatch::Exact,
+            price: fixed,
+        },
+    ]
+}
 
 /// The routes.
 pub fn routes() -> Router {
@@ -42,28 +86,34 @@ pub fn routes() -> Router {
         .route("/health", get(|| async { "ok" }))
 }
 
-/// The upstream, serving on a loopback port until stopped.
-pub struct Upstream {
+/// Starts the built-in upstream on 127.0.0.1 at a free port.
+pub async fn start() -> Result<Server> {
+    Server::bind("127.0.0.1:0", routes()).await
+}
+
+/// A router served on a listener until stopped; one type for every in-process server so
+/// each is started and stopped the same way.
+pub struct Server {
     /// Its address.
     pub addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-impl Upstream {
-    /// Starts it on 127.0.0.1 at a free port.
-    pub async fn start() -> Result<Upstream> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+impl Server {
+    /// Binds `addr` (`127.0.0.1:0` for a free loopback port) and serves `app` on it.
+    pub async fn bind(addr: &str, app: Router) -> Result<Server> {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| CliError::Service(format!("binding the upstream: {e}")))?;
+            .map_err(|e| CliError::Service(format!("binding {addr}: {e}")))?;
         let addr = listener
             .local_addr()
             .map_err(|e| CliError::Service(e.to_string()))?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(tally_server::serve(listener, routes(), async {
+        let task = tokio::spawn(tally_server::serve(listener, app, async {
             let _ = rx.await;
         }));
-        Ok(Upstream {
+        Ok(Server {
             addr,
             stop: Some(tx),
             task,
@@ -75,7 +125,7 @@ impl Upstream {
         format!("http://{}", self.addr)
     }
 
-    /// Stops it.
+    /// Graceful shutdown: waits until every connection has ended.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

@@ -5,66 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-
 use common::*;
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Serve {
-    /// Interrupts it like Ctrl-C and waits for the graceful exit.
-    fn interrupt(mut self) -> i32 {
-        let pid = self.0.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status();
-        let code = self.0.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
-        std::mem::forget(self);
-        code
-    }
-}
-
-/// A free loopback port (bound, read, released: the gateway binds it right after).
-fn free_port() -> u16 {
-    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-        Ok(a) => a.port(),
-        Err(e) => panic!("free port: {e}"),
-    }
-}
-
-/// Starts `tally serve` and waits for its "listening on" line on stderr.
-fn start_serve(config: &std::path::Path) -> Serve {
-    let mut child = match tally()
-        .args(["serve", "--config", path(config)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("spawn serve: {e}"),
-    };
-    let err = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-    let serve = Serve(child);
-    let mut lines = BufReader::new(err).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("listening on ") => break,
-            Some(Ok(_)) => continue,
-            _ => panic!("serve exited before listening"),
-        }
-    }
-    // Keep draining stderr so the gateway never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    serve
-}
 
 #[test]
 fn serve_pay_checkpoint_verify_prove_dispute_settle() {
@@ -78,7 +19,7 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
         Ok(l) => l,
         Err(e) => panic!("local chain (is anvil installed? bash tools/install.sh): {e}"),
     };
-    let upstream = match rt.block_on(tally_cli::upstream::Upstream::start()) {
+    let upstream = match rt.block_on(tally_cli::upstream::start()) {
         Ok(u) => u,
         Err(e) => panic!("upstream: {e}"),
     };
@@ -92,51 +33,17 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     let config = gw.join("gateway.toml");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    write(
-        &config,
-        &format!(
-            r#"listen = "127.0.0.1:{port}"
-upstream = "{}"
-data_dir = "data"
-provider_key_file = "provider.key"
-rpc_url = "{}"
-credit_limit = "1000000"
-charge_server_errors = true
-[chain]
-chain_id = 31337
-contract = "{}"
-asset = "{}"
-pay_to = "{}"
-[checkpoint]
-every_records = 1000
-every_seconds = 0
-every_amount = "0"
-[refunds]
-server_errors = true
-over_max = true
-[[routes]]
-method = "GET"
-path = "/v1/items"
-match = "prefix"
-price = {{ kind = "fixed", amount = "10" }}
-[[routes]]
-method = "POST"
-path = "/v1/complete"
-match = "exact"
-price = {{ kind = "metered", units_header = "x-tokens", unit_price = "2", max_amount = "4000" }}
-[[routes]]
-method = "GET"
-path = "/v1/flaky"
-match = "exact"
-price = {{ kind = "fixed", amount = "10" }}
-"#,
-            upstream.url(),
-            local.rpc,
-            local.contract,
-            local.token,
-            local.payee.address()
-        ),
+    let mut file = tally_cli::gateway::GatewayFile::new(
+        &format!("127.0.0.1:{port}"),
+        &upstream.url(),
+        &local.rpc,
+        local.chain_terms(31337),
+        tally_cli::upstream::prices(),
     );
+    file.checkpoint.every_records = 1000;
+    if let Err(e) = file.write(&config) {
+        panic!("gateway config: {e}");
+    }
     // Client side: keys, channel, profile.
     let cdir = d.path().join("client");
     let o = run(&["--json", "keygen", "--dir", path(&cdir)]);
@@ -300,28 +207,23 @@ price = {{ kind = "fixed", amount = "10" }}
 
     // Stop the gateway, settle through the worker, and check everything against the chain.
     assert_eq!(serve.interrupt(), 0);
-    let o = run(&[
-        "--json",
-        "settle",
-        "--config",
-        path(&config),
-        "--payee-key",
-        path(&payee_key),
-    ]);
-    expect(&o, 0);
-    let v = json(&o);
+    let settle = || {
+        let o = run(&[
+            "--json",
+            "settle",
+            "--config",
+            path(&config),
+            "--payee-key",
+            path(&payee_key),
+        ]);
+        expect(&o, 0);
+        o
+    };
+    let v = json(&settle());
     assert!(v["gas_used"].as_u64().unwrap_or(0) > 21_000, "{v}");
     assert_eq!(v["channels"][0], channel.to_hex());
     // Nothing left to claim.
-    let o = run(&[
-        "--json",
-        "settle",
-        "--config",
-        path(&config),
-        "--payee-key",
-        path(&payee_key),
-    ]);
-    expect(&o, 0);
+    let o = settle();
     assert_eq!(json(&o)["claimed"], serde_json::Value::Null);
     let o = run(&["--json", "verify-proof", path(&bundle), "--rpc", &local.rpc]);
     expect(&o, 0);

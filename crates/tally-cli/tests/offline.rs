@@ -17,6 +17,13 @@ fn demo_summary_reports_calls_settlement_audit_and_credit() {
     assert_eq!(s["credit_rule"], "server_error");
     assert!(s["claim_gas"].as_u64().unwrap_or(0) > 21_000, "{s}");
     assert_eq!(s["one_per_call_transactions"], KEPT_CALLS);
+    // The per-call alternative is measured: one real transfer's gas, times the calls.
+    let transfer = s["per_call_transfer_gas"].as_u64().unwrap_or(0);
+    assert!(transfer > 21_000, "{s}");
+    assert_eq!(s["one_per_call_gas"].as_u64(), Some(transfer * KEPT_CALLS));
+    assert!(s["per_call_transfer_transaction"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("0x")));
     let charged: u128 = s["charged"].as_str().unwrap_or("0").parse().unwrap_or(0);
     let net: u128 = s["net_after_dispute"]
         .as_str()

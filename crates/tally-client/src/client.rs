@@ -11,14 +11,15 @@ use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use tally_chain::ChainCheckpoint;
+use tally_chain::{ChainCheckpoint, CloseAgreement};
 use tally_core::request::{body_hash, request_hash};
 use tally_core::{
     Authorization, ChannelId, Checkpoint, Hash, PublicKey, Receipt, Record, SecretKey,
     SignedCheckpoint,
 };
 use tally_http::api::{
-    ChannelState, DisputeGranted, DisputeRequest, DisputedExchange, RecordsPage,
+    ChannelState, CloseRequest, CloseSigned, DisputeGranted, DisputeRequest, DisputedExchange,
+    RecordsPage,
 };
 use tally_http::headers::{
     decode_header, encode_header, API_PREFIX, CHECKPOINT, CHECKPOINT_REQUEST, PAYMENT_RESPONSE,
@@ -26,7 +27,8 @@ use tally_http::headers::{
 };
 use tally_http::payment::WireEip712Sig;
 use tally_http::{
-    ErrorBody, PaymentPayload, PaymentResponse, Price, Reason, SessionBinding, WireCheckpoint,
+    Amount, ErrorBody, PaymentPayload, PaymentResponse, Price, Reason, SessionBinding,
+    WireCheckpoint,
 };
 use tokio::sync::Mutex;
 
@@ -300,13 +302,23 @@ impl Client {
         &self,
         url: String,
     ) -> Result<T, ClientError> {
-        let resp = self.http.get(url).send().await?;
-        let status = resp.status();
-        let body = resp.bytes().await?;
-        if !status.is_success() {
-            return Err(refusal(&body));
-        }
-        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+        json_answer(self.http.get(url).send().await?).await
+    }
+
+    /// POSTs `value` as JSON to the channel endpoint `tail` and reads the JSON answer; a
+    /// refusal is [`ClientError::Refused`].
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        tail: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
+        let resp = self
+            .http
+            .post(self.channel_url(tail))
+            .json_body(value)?
+            .send()
+            .await?;
+        json_answer(resp).await
     }
 
     fn stop(st: &mut State, m: Misbehavior) -> ClientError {
@@ -402,21 +414,30 @@ impl Client {
         Ok(())
     }
 
-    fn sign_checkpoint(&self, st: &State) -> Result<WireCheckpoint, ClientError> {
-        let cp = Checkpoint {
+    /// The mirror's head as a checkpoint: the state this client verified record by record.
+    fn head_checkpoint(&self, st: &State) -> Checkpoint {
+        Checkpoint {
             channel_id: self.channel,
             size: st.mirror.size(),
             root: st.mirror.root(),
             cumulative: st.mirror.cumulative(),
-        };
+        }
+    }
+
+    /// The EIP-712 domain of the terms' chain and contract.
+    fn domain(st: &State) -> alloy::sol_types::Eip712Domain {
+        tally_chain::eip712::domain(st.terms.terms.chain.chain_id, st.contract)
+    }
+
+    fn sign_checkpoint(&self, st: &State) -> Result<WireCheckpoint, ClientError> {
+        let cp = self.head_checkpoint(st);
         let note = SignedCheckpoint {
             checkpoint: cp,
             client_signature: cp.sign_client(&self.session_key),
             provider_cosignature: None,
         }
         .to_note(&self.session_public, &st.terms.terms.provider_key);
-        let domain = tally_chain::eip712::domain(st.terms.terms.chain.chain_id, st.contract);
-        let chain = ChainCheckpoint::sign(&self.checkpoint_key, &domain, cp)
+        let chain = ChainCheckpoint::sign(&self.checkpoint_key, &Self::domain(st), cp)
             .map_err(|e| ClientError::Signing(e.to_string()))?;
         Ok(WireCheckpoint {
             note,
@@ -434,19 +455,7 @@ impl Client {
     async fn post_checkpoint(&self, st: &mut State) -> Result<SignedCheckpoint, ClientError> {
         st.mirror.sync().await?;
         let wire = self.sign_checkpoint(st)?;
-        let resp = self
-            .http
-            .post(self.channel_url("/checkpoints"))
-            .json_body(&wire)?
-            .send()
-            .await?;
-        let status = resp.status();
-        let body = resp.bytes().await?;
-        if !status.is_success() {
-            return Err(refusal(&body));
-        }
-        let back: WireCheckpoint =
-            serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let back: WireCheckpoint = self.post_json("/checkpoints", &wire).await?;
         let provider = st.terms.terms.provider_key;
         let signed = SignedCheckpoint::from_note(&back.note, &self.session_public, &provider, true)
             .map_err(|e| ClientError::Protocol(format!("cosigned checkpoint: {e}")))?;
@@ -466,6 +475,47 @@ impl Client {
         st.mirror.put_meta("checkpoint", back.note.as_bytes())?;
         st.checkpoint_due = false;
         Ok(signed)
+    }
+
+    /// Agrees a cooperative close with the provider at the mirror's head (spec/HTTP.md §5.4):
+    /// signs the EIP-712 Close struct of (size, root, cumulative) with the checkpoint key,
+    /// posts it, and checks the provider's answer is that same state with a payee signature
+    /// that recovers to `payee`, which should be the channel's onchain payee
+    /// (`ChannelFunding::payee`; the terms' `pay_to` is only what the provider claims).
+    /// Returns everything `cooperativeClose` takes. Once the provider answered, it records
+    /// nothing more on this channel. A provider refusal is [`ClientError::Refused`]; a wrong
+    /// answer stops the client with [`Misbehavior::BadClose`].
+    pub async fn close(&self, payee: Address) -> Result<CloseAgreement, ClientError> {
+        let mut st = self.state.lock().await;
+        st.mirror.sync().await?;
+        let cp = self.head_checkpoint(&st);
+        let domain = Self::domain(&st);
+        let signer_sig = tally_chain::eip712::sign_close(&self.checkpoint_key, &domain, &cp)
+            .map_err(|e| ClientError::Signing(e.to_string()))?;
+        let request = CloseRequest {
+            size: cp.size,
+            root: cp.root,
+            cumulative: Amount(cp.cumulative),
+            eip712: WireEip712Sig::from_sig(&signer_sig),
+        };
+        let back: CloseSigned = self.post_json("/close", &request).await?;
+        if (back.size, back.root, back.cumulative.0) != (cp.size, cp.root, cp.cumulative) {
+            let why = format!(
+                "asked to close at size {}, answered for size {}",
+                cp.size, back.size
+            );
+            return Err(Self::stop(&mut st, Misbehavior::BadClose(why)));
+        }
+        let payee_sig = back.payee_eip712.to_sig();
+        if let Err(e) = tally_chain::eip712::verify_close(&payee_sig, &domain, &cp, payee) {
+            let why = format!("payee signature: {e}");
+            return Err(Self::stop(&mut st, Misbehavior::BadClose(why)));
+        }
+        Ok(CloseAgreement {
+            checkpoint: cp,
+            signer_sig,
+            payee_sig,
+        })
     }
 
     /// Fetches the provider's whole log, audits it with [`verify_statement`] and compares
@@ -892,6 +942,18 @@ impl RequestBuilder<'_> {
         )
         .await
     }
+}
+
+/// The JSON body of a successful answer, or the refusal it carries.
+async fn json_answer<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+) -> Result<T, ClientError> {
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        return Err(refusal(&body));
+    }
+    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
 fn refusal(body: &[u8]) -> ClientError {

@@ -75,6 +75,10 @@ pub enum Misbehavior {
         /// Why.
         why: String,
     },
+    /// The provider answered a close request with another state, or with a payee signature
+    /// that does not recover to the channel's payee: `cooperativeClose` would reject it.
+    #[error("bad cooperative close from the provider: {0}")]
+    BadClose(String),
     /// The terms' provider key changed from the one pinned.
     #[error("the provider key changed from {pinned} to {served}")]
     ProviderKeyChanged {

@@ -5,7 +5,7 @@ use tally_core::bundle::ProofBundle;
 use tally_core::{ChannelId, Hash, PublicKey};
 
 use crate::amount::{Amount, SignedAmount};
-use crate::payment::{WireCheckpoint, WireRecord};
+use crate::payment::{WireCheckpoint, WireEip712Sig, WireRecord};
 
 /// `GET /tally/v1/channels/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,4 +122,37 @@ pub struct DisputeGranted {
     pub amount: SignedAmount,
     /// Why it was granted.
     pub rule: String,
+}
+
+/// `POST /tally/v1/channels/{id}/close` body (spec/HTTP.md §5.4): the final state the client
+/// verified record by record, and its checkpoint key's EIP-712 signature over the **Close**
+/// struct of that state (spec/CHAIN.md §3.3), which the gateway cosigns as payee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseRequest {
+    /// The log size; must be the gateway's durable log size.
+    pub size: u64,
+    /// The root at `size`.
+    pub root: Hash,
+    /// The cumulative net amount at `size`.
+    pub cumulative: Amount,
+    /// The checkpoint signer's Close signature.
+    pub eip712: WireEip712Sig,
+}
+
+/// The answer to a close request: the state and both Close signatures, exactly what
+/// `cooperativeClose` takes, so either party (or anyone) can submit it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseSigned {
+    /// The log size closed at.
+    pub size: u64,
+    /// The root at `size`.
+    pub root: Hash,
+    /// The cumulative net amount at `size`.
+    pub cumulative: Amount,
+    /// The checkpoint signer's Close signature, as received.
+    pub signer_eip712: WireEip712Sig,
+    /// The payee's Close signature over the same digest.
+    pub payee_eip712: WireEip712Sig,
 }

@@ -90,6 +90,9 @@ pub enum Reason {
     },
     /// The chain could not be read, so funding is unknown; retry later.
     ChainUnavailable,
+    /// This gateway holds no payee key (no `[settlement]` in its configuration), so it
+    /// cannot cosign a cooperative close; the client exits with a withdrawal instead.
+    CloseUnavailable,
     /// No such endpoint or record.
     NotFound,
     /// The gateway failed (storage); nothing was recorded.
@@ -119,6 +122,7 @@ impl Reason {
             Reason::ResponseTooLarge { .. } => "response_too_large",
             Reason::DisputeRefused { .. } => "dispute_refused",
             Reason::ChainUnavailable => "chain_unavailable",
+            Reason::CloseUnavailable => "close_unavailable",
             Reason::NotFound => "not_found",
             Reason::Internal => "internal",
         }
@@ -136,6 +140,7 @@ impl Reason {
             Reason::DisputeRefused { .. } => 422,
             Reason::UpstreamUnavailable | Reason::ResponseTooLarge { .. } => 502,
             Reason::ChainUnavailable => 503,
+            Reason::CloseUnavailable => 501,
             Reason::NotFound => 404,
             Reason::Internal => 500,
             Reason::PaymentRequired

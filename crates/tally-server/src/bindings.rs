@@ -1,16 +1,68 @@
 //! The gateway's own small database, next to the log: which session key each channel bound
-//! (spec/HTTP.md §5.2) and which records a dispute already credited (§7). Both must survive
-//! restarts; both are written with a flush before the caller is answered.
+//! (spec/HTTP.md §5.2), which records a dispute already credited (§7) and which channels the
+//! payee agreed to close, at what state and with what signature (§5.4). All must survive
+//! restarts; all are written with a flush before the caller is answered.
 
 use std::path::Path;
 
-use tally_core::{ChannelId, PublicKey};
+use alloy::primitives::B256;
+use tally_chain::Eip712Sig;
+use tally_core::{ChannelId, Hash, PublicKey};
 
-/// Session bindings and dispute credits, in one sled database.
+/// Session bindings, dispute credits and close agreements, in one sled database.
 pub struct Bindings {
     db: sled::Db,
     sessions: sled::Tree,
     credits: sled::Tree,
+    closing: sled::Tree,
+}
+
+/// A cooperative close the payee signed: the channel's final state and the payee's Close
+/// signature over it. Once stored, the channel records nothing more, and a repeat of the same
+/// close request gets this very signature back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closing {
+    /// The log size closed at (the whole log).
+    pub size: u64,
+    /// The root at `size`.
+    pub root: Hash,
+    /// The cumulative at `size`.
+    pub cumulative: u128,
+    /// The payee's EIP-712 Close signature.
+    pub payee_sig: Eip712Sig,
+}
+
+/// size (8) ‖ root (32) ‖ cumulative (16) ‖ v (1) ‖ r (32) ‖ s (32), integers big-endian.
+const CLOSING_LEN: usize = 8 + 32 + 16 + 1 + 32 + 32;
+
+impl Closing {
+    fn to_bytes(self) -> [u8; CLOSING_LEN] {
+        let mut b = [0u8; CLOSING_LEN];
+        b[..8].copy_from_slice(&self.size.to_be_bytes());
+        b[8..40].copy_from_slice(&self.root.0);
+        b[40..56].copy_from_slice(&self.cumulative.to_be_bytes());
+        b[56] = self.payee_sig.v;
+        b[57..89].copy_from_slice(&self.payee_sig.r.0);
+        b[89..].copy_from_slice(&self.payee_sig.s.0);
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != CLOSING_LEN {
+            return None;
+        }
+        let word = |r: std::ops::Range<usize>| <[u8; 32]>::try_from(&b[r]).ok();
+        Some(Closing {
+            size: u64::from_be_bytes(b[..8].try_into().ok()?),
+            root: Hash(word(8..40)?),
+            cumulative: u128::from_be_bytes(b[40..56].try_into().ok()?),
+            payee_sig: Eip712Sig {
+                v: b[56],
+                r: B256::from(word(57..89)?),
+                s: B256::from(word(89..CLOSING_LEN)?),
+            },
+        })
+    }
 }
 
 impl Bindings {
@@ -19,11 +71,31 @@ impl Bindings {
         let db = sled::Config::new().path(path).open()?;
         let sessions = db.open_tree("sessions")?;
         let credits = db.open_tree("credits")?;
+        let closing = db.open_tree("closing")?;
         Ok(Bindings {
             db,
             sessions,
             credits,
+            closing,
         })
+    }
+
+    /// The close the payee signed for `channel`, if any. A stored value that does not decode
+    /// reads as an error, never as "not closing".
+    pub fn closing(&self, channel: &ChannelId) -> Result<Option<Closing>, String> {
+        match self.closing.get(channel.0).map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(v) => Closing::from_bytes(&v)
+                .map(Some)
+                .ok_or_else(|| "stored close agreement has the wrong length".to_string()),
+        }
+    }
+
+    /// Marks `channel` closing at `closing`'s state, durably (flushed before returning).
+    pub fn mark_closing(&self, channel: &ChannelId, closing: &Closing) -> Result<(), sled::Error> {
+        self.closing.insert(channel.0, &closing.to_bytes()[..])?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The session key bound to `channel`. A stored value that is not a valid key reads as
@@ -79,4 +151,34 @@ fn credit_key(channel: &ChannelId, index: u64) -> [u8; 40] {
     k[..32].copy_from_slice(&channel.0);
     k[32..].copy_from_slice(&index.to_be_bytes());
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_round_trips_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ChannelId([7; 32]);
+        let closing = Closing {
+            size: 9,
+            root: Hash([3; 32]),
+            cumulative: u128::MAX - 1,
+            payee_sig: Eip712Sig {
+                v: 28,
+                r: B256::repeat_byte(0xaa),
+                s: B256::repeat_byte(0x11),
+            },
+        };
+        {
+            let b = Bindings::open(dir.path()).unwrap();
+            assert_eq!(b.closing(&id).unwrap(), None);
+            b.mark_closing(&id, &closing).unwrap();
+        }
+        let b = Bindings::open(dir.path()).unwrap();
+        assert_eq!(b.closing(&id).unwrap(), Some(closing));
+        assert_eq!(b.closing(&ChannelId([8; 32])).unwrap(), None);
+        assert!(Closing::from_bytes(&closing.to_bytes()[1..]).is_none());
+    }
 }

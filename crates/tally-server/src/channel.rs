@@ -14,7 +14,7 @@ use tally_http::WireCheckpoint;
 use tally_log::LogStore;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::bindings::Bindings;
+use crate::bindings::{Bindings, Closing};
 use crate::errors::GatewayError;
 
 /// A response kept so a retry of the last seq gets the same bytes (spec/HTTP.md §9).
@@ -70,11 +70,13 @@ pub struct ChannelState {
     pub checkpoint_at: Instant,
     /// The last response, for byte-identical retries.
     pub cached: Option<CachedResponse>,
+    /// The cooperative close the payee signed, if any: then nothing more is recorded.
+    pub closing: Option<Closing>,
 }
 
 impl ChannelState {
     /// Rebuilds a channel's state from the durable log, the stored checkpoints and the
-    /// bindings. The provider signature of the last record is recomputed (ed25519 is
+    /// bindings (session key, close agreement). The provider signature of the last record is recomputed (ed25519 is
     /// deterministic, spec/PROTOCOL.md §5.3).
     pub fn load(
         id: ChannelId,
@@ -85,6 +87,9 @@ impl ChannelState {
         let session_key = bindings
             .session(&id)
             .map_err(|e| GatewayError::internal(format!("session binding: {e}")))?;
+        let closing = bindings
+            .closing(&id)
+            .map_err(|e| GatewayError::internal(format!("close agreement: {e}")))?;
         let head = store.head(&id);
         let (size, root) = match head {
             Some(h) => (h.size, h.root),
@@ -127,6 +132,7 @@ impl ChannelState {
             checkpoint_cumulative,
             checkpoint_at: Instant::now(),
             cached: None,
+            closing,
         })
     }
 }

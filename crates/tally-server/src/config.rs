@@ -1,12 +1,17 @@
-//! The standalone gateway's TOML configuration (spec/HTTP.md §10) and the provider key file.
+//! The standalone gateway's TOML configuration (spec/HTTP.md §10) and its key files.
 //!
-//! The key file holds the 32-byte ed25519 seed as 64 hex digits. It is written with mode
-//! 0600 and refused if group or others can read it; its contents never reach a log line.
+//! A key file holds a 32-byte secret as 64 hex digits: the provider's ed25519 seed, or a
+//! secp256k1 secret (the payee's wallet of `[settlement]`, a client's checkpoint key). It is
+//! written with mode 0600 and refused if group or others can read it; its contents never
+//! reach a log line.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use alloy::primitives::B256;
+use alloy::signers::local::PrivateKeySigner;
 use serde::Deserialize;
+use tally_chain::SettleConfig;
 use tally_core::SecretKey;
 use tally_http::terms::{ChainTerms, CheckpointPolicy, RefundPolicy};
 use tally_http::{Amount, RoutePrice};
@@ -54,6 +59,58 @@ pub struct GatewayConfig {
     /// The price list.
     #[serde(default)]
     pub routes: Vec<RoutePrice>,
+    /// The payee side: with it, `tally serve` claims by itself and cosigns cooperative
+    /// closes; without it, claims are manual (`tally settle`) and closes are unavailable.
+    #[serde(default)]
+    pub settlement: Option<SettlementConfig>,
+}
+
+/// `[settlement]`: the payee's wallet and when the settlement worker claims (spec/HTTP.md
+/// §10, spec/CHAIN.md §9).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementConfig {
+    /// The payee's secp256k1 secret (64 hex digits, mode 0600); its address must be
+    /// `chain.pay_to`. Relative paths are relative to the config file.
+    pub payee_key_file: PathBuf,
+    /// Claim a channel once its payout reaches this (token base units).
+    #[serde(default = "default_threshold")]
+    pub threshold: Amount,
+    /// Claim every channel with a non-zero payout at least this often, seconds.
+    #[serde(default = "default_claim_interval_seconds")]
+    pub claim_interval_seconds: u64,
+    /// Blocks deep a claim's receipt must be before it counts.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// How often the worker looks for due checkpoints, ms.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+fn default_threshold() -> Amount {
+    Amount(SettleConfig::default().threshold)
+}
+fn default_claim_interval_seconds() -> u64 {
+    SettleConfig::default().claim_interval.as_secs()
+}
+fn default_confirmations() -> u64 {
+    SettleConfig::default().confirmations
+}
+fn default_poll_interval_ms() -> u64 {
+    SettleConfig::default().poll_interval.as_millis() as u64
+}
+
+impl SettlementConfig {
+    /// The worker configuration: these four values over tally-chain's defaults.
+    pub fn settle_config(&self) -> SettleConfig {
+        SettleConfig {
+            threshold: self.threshold.0,
+            claim_interval: Duration::from_secs(self.claim_interval_seconds),
+            confirmations: self.confirmations,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            ..SettleConfig::default()
+        }
+    }
 }
 
 fn default_request_bytes() -> u64 {
@@ -85,6 +142,11 @@ impl GatewayConfig {
         }
         if cfg.data_dir.is_relative() {
             cfg.data_dir = base.join(&cfg.data_dir);
+        }
+        if let Some(s) = cfg.settlement.as_mut() {
+            if s.payee_key_file.is_relative() {
+                s.payee_key_file = base.join(&s.payee_key_file);
+            }
         }
         Ok(cfg)
     }
@@ -132,6 +194,16 @@ pub fn read_key_file(path: &Path) -> Result<SecretKey, StartError> {
     let seed = tally_core::encoding::parse_hex::<32>("key seed", text.trim())
         .map_err(|_| err("expected 64 hex digits".into()))?;
     Ok(SecretKey::from_seed(&seed))
+}
+
+/// Reads a secp256k1 secret key file (the payee's wallet, a checkpoint key) with the same
+/// rules as [`read_key_file`]: both are 32-byte secrets as 64 hex digits.
+pub fn read_secp256k1_key_file(path: &Path) -> Result<PrivateKeySigner, StartError> {
+    let raw = read_key_file(path)?;
+    PrivateKeySigner::from_bytes(&B256::from(raw.seed())).map_err(|_| StartError::KeyFile {
+        path: path.display().to_string(),
+        reason: "not a secp256k1 secret key".into(),
+    })
 }
 
 /// Writes a key file with mode 0600 (created exclusively: an existing file is never

@@ -1,5 +1,6 @@
 //! The gateway's own endpoints (spec/HTTP.md §4–§7): terms discovery, channel state,
-//! records, proofs, checkpoints, session binding, disputes, `/metrics` and `/healthz`.
+//! records, proofs, checkpoints, session binding, disputes, cooperative close, `/metrics`
+//! and `/healthz`.
 //! Every failure answers with a reason (spec/HTTP.md §8).
 
 use std::collections::HashMap;
@@ -13,7 +14,8 @@ use http::{HeaderMap, Method};
 use tally_core::encoding::Canonical;
 use tally_core::{ChannelId, Record};
 use tally_http::api::{
-    Checkpoints, ConsistencyProof, InclusionProof, RecordsPage, MAX_RECORDS_PER_PAGE,
+    Checkpoints, CloseRequest, CloseSigned, ConsistencyProof, InclusionProof, RecordsPage,
+    MAX_RECORDS_PER_PAGE,
 };
 use tally_http::headers::{API_PREFIX, WELL_KNOWN_PATH};
 use tally_http::{Reason, SessionBinding, WireCheckpoint};
@@ -37,6 +39,7 @@ pub fn router(gateway: Gateway) -> Router {
             get(checkpoints).post(post_checkpoint),
         )
         .route("/channels/{id}/disputes", post(dispute))
+        .route("/channels/{id}/close", post(close))
         .fallback(not_found);
     Router::new()
         .route(WELL_KNOWN_PATH, get(terms))
@@ -227,6 +230,16 @@ async fn post_checkpoint(
     let id = channel_id(&id)?;
     let wire: WireCheckpoint = parse_json(&body, "checkpoint")?;
     Ok(Json(gw.accept_checkpoint(&id, &wire).await?))
+}
+
+async fn close(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<CloseSigned>, GatewayError> {
+    let id = channel_id(&id)?;
+    let req: CloseRequest = parse_json(&body, "close request")?;
+    Ok(Json(gw.close(&id, &req).await?))
 }
 
 async fn dispute(

@@ -69,6 +69,27 @@ pub enum StartError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The `[settlement]` payee key is not the key of `chain.pay_to`: its Close signatures
+    /// and claims would be worthless, so the gateway does not start.
+    #[error("the payee key signs for {key}, but chain.pay_to is {pay_to}")]
+    PayeeKeyMismatch {
+        /// The key file's address (public).
+        key: String,
+        /// The configured payee.
+        pay_to: String,
+    },
+    /// The chain could not be reached at start-up, or the settlement worker refused its
+    /// configuration.
+    #[error("chain: {0}")]
+    Chain(#[from] tally_chain::ChainError),
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The configured `listen`.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Binding or serving failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -1,6 +1,7 @@
 //! The metering core shared by the tower layer, the reverse proxy and the dispute endpoint:
 //! admit a paid request (spec/HTTP.md §9, DESIGN.md §3 steps 1–2), then record its outcome
-//! durably and sign the receipt (steps 4–5).
+//! durably and sign the receipt (steps 4–5); and, with the payee key, cosign a cooperative
+//! close at the log's final state, after which the channel records nothing more.
 //!
 //! An [`Admission`] holds the channel's lock from admission to receipt, so the requests of
 //! one channel are strictly serialized while other channels proceed; the log store's group
@@ -11,20 +12,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::Address;
+use alloy::signers::local::PrivateKeySigner;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
+use tally_chain::funding::WithdrawState;
 use tally_chain::{ChainCheckpoint, ChainError};
 use tally_core::encoding::Canonical;
 use tally_core::record::apply_amount;
 use tally_core::request::request_hash;
 use tally_core::{
-    Authorization, ChannelId, Hash, Outcome, PublicKey, Receipt, Record, SecretKey,
+    Authorization, ChannelId, Checkpoint, Hash, Outcome, PublicKey, Receipt, Record, SecretKey,
     SignedCheckpoint,
 };
+use tally_http::api::{CloseRequest, CloseSigned};
 use tally_http::headers::{
     decode_header, network, CHECKPOINT, PAYMENT_SIGNATURE, SCHEME, WELL_KNOWN_PATH, X402_VERSION,
 };
-use tally_http::payment::{Requirement, RequirementExtra, Resource};
+use tally_http::payment::{Requirement, RequirementExtra, Resource, WireEip712Sig};
 use tally_http::terms::{ChainTerms, CheckpointPolicy, RefundPolicy, TERMS_FORMAT};
 use tally_http::{
     Amount, PaymentPayload, PaymentRequired, PaymentResponse, Price, Reason, RoutePrice,
@@ -33,7 +37,7 @@ use tally_http::{
 use tally_log::{LogStore, StoreConfig};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::bindings::Bindings;
+use crate::bindings::{Bindings, Closing};
 use crate::channel::{CachedResponse, ChannelState, Channels};
 use crate::errors::{GatewayError, StartError};
 use crate::funding::FundingCache;
@@ -117,6 +121,9 @@ pub(crate) struct Inner {
     pub(crate) channels: Channels,
     pub(crate) funding: FundingCache,
     pub(crate) metrics: Metrics,
+    /// The payee's wallet key (`[settlement]`): signs cooperative closes. `None` means the
+    /// close endpoint answers `close_unavailable`.
+    pub(crate) payee_key: Option<PrivateKeySigner>,
 }
 
 /// A metering gateway: cheap to clone, shared by every connection.
@@ -232,16 +239,48 @@ fn chain_error(e: ChainError) -> GatewayError {
     }
 }
 
+fn state_mismatch(st: &ChannelState, message: &str) -> GatewayError {
+    GatewayError::new(
+        Reason::StateMismatch {
+            size: st.size,
+            root: st.root,
+            cumulative: Amount(st.cumulative),
+        },
+        message,
+    )
+}
+
 impl Gateway {
-    /// Opens the log and bindings under `settings.data_dir` and renders the terms.
+    /// Opens the log and bindings under `settings.data_dir` and renders the terms. The
+    /// gateway holds no payee key: it meters, but cannot cosign cooperative closes.
     pub fn open(
         settings: Settings,
         key: SecretKey,
         funding: Arc<dyn tally_chain::Funding>,
     ) -> Result<Gateway, StartError> {
+        Self::open_with_payee(settings, key, funding, None)
+    }
+
+    /// [`open`](Self::open), also holding the payee's wallet key so the gateway can cosign
+    /// cooperative closes (spec/HTTP.md §5.4). The key must be `pay_to`'s
+    /// ([`StartError::PayeeKeyMismatch`]).
+    pub fn open_with_payee(
+        settings: Settings,
+        key: SecretKey,
+        funding: Arc<dyn tally_chain::Funding>,
+        payee_key: Option<PrivateKeySigner>,
+    ) -> Result<Gateway, StartError> {
         let contract = parse_address("contract", &settings.chain.contract)?;
         let payee = parse_address("pay_to", &settings.chain.pay_to)?;
         let token = parse_address("asset", &settings.chain.asset)?;
+        if let Some(k) = &payee_key {
+            if k.address() != payee {
+                return Err(StartError::PayeeKeyMismatch {
+                    key: k.address().to_string(),
+                    pay_to: settings.chain.pay_to.clone(),
+                });
+            }
+        }
         if settings.max_request_bytes == 0 || settings.max_response_bytes == 0 {
             return Err(StartError::Config("body limits must be positive".into()));
         }
@@ -294,6 +333,7 @@ impl Gateway {
                 channels: Channels::default(),
                 funding,
                 metrics: Metrics::default(),
+                payee_key,
             }),
         })
     }
@@ -480,6 +520,16 @@ impl Gateway {
                 ));
             }
         }
+        if let Some(c) = &st.closing {
+            return Err(GatewayError::new(
+                Reason::ChannelClosed,
+                format!(
+                    "the payee agreed to a cooperative close at size {}; nothing more is recorded",
+                    c.size
+                ),
+            )
+            .with_required(required()));
+        }
         if auth.seq != st.size {
             return Err(GatewayError::new(
                 Reason::StaleSeq {
@@ -490,12 +540,8 @@ impl Gateway {
             ));
         }
         if auth.prev_root != st.root || auth.prev_cumulative != st.cumulative {
-            return Err(GatewayError::new(
-                Reason::StateMismatch {
-                    size: st.size,
-                    root: st.root,
-                    cumulative: Amount(st.cumulative),
-                },
+            return Err(state_mismatch(
+                st,
                 "the acknowledged root or cumulative is not the log's",
             ));
         }
@@ -830,6 +876,129 @@ impl Gateway {
                 Ok(())
             }
         }
+    }
+
+    /// Cosigns a cooperative close (spec/HTTP.md §5.4). Under the channel's lock: the
+    /// request must be at the log's durable final state (the provider never agrees to less
+    /// than it served), signed over the EIP-712 Close struct by the channel's onchain signer,
+    /// for a channel that pays this gateway's payee in its token. The channel is then marked
+    /// closing durably, before the answer, so it records nothing more, also after a restart.
+    /// A repeat of the same close gets the stored signature back.
+    pub async fn close(
+        &self,
+        channel: &ChannelId,
+        req: &CloseRequest,
+    ) -> Result<CloseSigned, GatewayError> {
+        let i = &self.inner;
+        let payee_key = i.payee_key.as_ref().ok_or_else(|| {
+            GatewayError::new(
+                Reason::CloseUnavailable,
+                "this gateway holds no payee key ([settlement] is not configured); exit with a withdrawal",
+            )
+        })?;
+        let mut guard = self.lock(channel).await?;
+        let st = guard
+            .as_mut()
+            .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
+        if req.size != st.size || req.root != st.root || req.cumulative.0 != st.cumulative {
+            return Err(state_mismatch(
+                st,
+                "a close must be at the log's final state: its size, root and cumulative",
+            ));
+        }
+        let funding = i.funding.refresh(channel).await.map_err(chain_error)?;
+        if funding.payee != i.payee || funding.token != i.token {
+            return Err(GatewayError::new(
+                Reason::UnknownChannel,
+                "this channel pays another payee or token",
+            ));
+        }
+        let cp = Checkpoint {
+            channel_id: *channel,
+            size: st.size,
+            root: st.root,
+            cumulative: st.cumulative,
+        };
+        let domain = tally_chain::eip712::domain(i.settings.chain.chain_id, i.contract);
+        let signer_sig = req.eip712.to_sig();
+        tally_chain::eip712::verify_close(&signer_sig, &domain, &cp, funding.signer).map_err(
+            |e| GatewayError::new(Reason::InvalidSignature, format!("EIP-712 close: {e}")),
+        )?;
+        let (payee_sig, fresh) = match st.closing {
+            Some(c) if (c.size, c.root, c.cumulative) == (cp.size, cp.root, cp.cumulative) => {
+                (c.payee_sig, None)
+            }
+            Some(c) => {
+                return Err(GatewayError::internal(format!(
+                    "the log moved past the close agreed at size {}",
+                    c.size
+                )))
+            }
+            None => {
+                if funding.withdraw == WithdrawState::Closed {
+                    return Err(GatewayError::new(
+                        Reason::ChannelClosed,
+                        "the channel is already closed onchain",
+                    ));
+                }
+                if cp.size < funding.claimed_size || cp.cumulative < funding.claimed {
+                    return Err(GatewayError::new(
+                        Reason::CloseUnavailable,
+                        format!(
+                            "the contract would refuse this close: the log's cumulative {} at size {} is below the {} claimed at size {} (a credit after the last claim); exit with a withdrawal",
+                            cp.cumulative, cp.size, funding.claimed, funding.claimed_size
+                        ),
+                    ));
+                }
+                let payee_sig = tally_chain::eip712::sign_close(payee_key, &domain, &cp)
+                    .map_err(|e| GatewayError::internal(format!("signing the close: {e}")))?;
+                let closing = Closing {
+                    size: cp.size,
+                    root: cp.root,
+                    cumulative: cp.cumulative,
+                    payee_sig,
+                };
+                (payee_sig, Some(closing))
+            }
+        };
+        if let Some(closing) = fresh {
+            // The write runs in its own task, which owns the channel's lock: even if this
+            // request is dropped meanwhile, the in-memory state changes only once the mark
+            // is durable, and nothing is admitted in between.
+            let gw = self.clone();
+            let id = *channel;
+            tokio::spawn(async move {
+                let mut guard = guard;
+                let written = tokio::task::spawn_blocking(move || {
+                    gw.inner.bindings.mark_closing(&id, &closing)
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => {
+                        if let Some(st) = guard.as_mut() {
+                            st.closing = Some(closing);
+                        }
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(format!("storing the close: {e}")),
+                    Err(e) => {
+                        // Unknown whether it landed: reload from the durable state.
+                        *guard = None;
+                        Err(format!("close writer: {e}"))
+                    }
+                }
+            })
+            .await
+            .map_err(|e| GatewayError::internal(format!("close writer task: {e}")))?
+            .map_err(GatewayError::internal)?;
+        }
+        Ok(CloseSigned {
+            size: cp.size,
+            root: cp.root,
+            cumulative: Amount(cp.cumulative),
+            signer_eip712: req.eip712.clone(),
+            payee_eip712: WireEip712Sig::from_sig(&payee_sig),
+        })
     }
 
     /// A snapshot of a channel's state for the state endpoint.

@@ -5,11 +5,15 @@
 //! ([`config::GatewayConfig`], binary `tally-gateway`). Either way every priced request is
 //! admitted only with a valid client authorization at the channel's next seq, forwarded,
 //! metered, appended durably to the channel's Merkle log and answered with a signed receipt.
+//! With a payee key (`[settlement]`), the standalone gateway also claims through tally-chain's
+//! settlement worker and cosigns cooperative closes ([`Gateway::close`]).
 //!
 //! What it must never do: return a receipt before its record is durable (P8); charge a
 //! request the upstream did not serve or more than the client authorized (P5); accept a
 //! seq out of order or charge a retry twice (P6); serve beyond the funded deposit or the
-//! credit limit past the last client-signed checkpoint; write key material to a log.
+//! credit limit past the last client-signed checkpoint; write key material to a log; cosign a
+//! close at any state but its log's durable final one, or for a channel that pays another
+//! payee or token; record anything on a channel it agreed to close.
 
 pub mod bindings;
 pub mod channel;

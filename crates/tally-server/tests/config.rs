@@ -1,7 +1,7 @@
 //! The TOML configuration and the key-file rules.
 
 use tally_core::SecretKey;
-use tally_server::config::{read_key_file, write_key_file, GatewayConfig};
+use tally_server::config::{read_key_file, read_secp256k1_key_file, write_key_file, GatewayConfig};
 
 const EXAMPLE: &str = r#"
 listen = "127.0.0.1:8402"
@@ -72,6 +72,81 @@ fn key_file_is_written_0600_and_refused_when_readable_by_others() {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
         let err = read_key_file(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+}
+
+#[test]
+fn settlement_table_is_optional_with_defaults_and_resolves_its_key_path() {
+    let cfg = GatewayConfig::parse(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.settlement.is_none());
+    let with = format!("{EXAMPLE}\n[settlement]\npayee_key_file = \"payee.key\"\n");
+    let s = GatewayConfig::parse(&with)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .settlement
+        .unwrap_or_else(|| panic!("no [settlement]"));
+    let worker = s.settle_config();
+    let defaults = tally_chain::SettleConfig::default();
+    assert_eq!(worker.threshold, defaults.threshold);
+    assert_eq!(worker.claim_interval, defaults.claim_interval);
+    assert_eq!(worker.confirmations, defaults.confirmations);
+    assert_eq!(worker.poll_interval, defaults.poll_interval);
+    let tuned = format!(
+        "{EXAMPLE}\n[settlement]\npayee_key_file = \"payee.key\"\nthreshold = \"5\"\nclaim_interval_seconds = 60\nconfirmations = 3\npoll_interval_ms = 100\n"
+    );
+    let worker = GatewayConfig::parse(&tuned)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .settlement
+        .unwrap_or_else(|| panic!("no [settlement]"))
+        .settle_config();
+    assert_eq!(worker.threshold, 5);
+    assert_eq!(worker.claim_interval, std::time::Duration::from_secs(60));
+    assert_eq!(worker.confirmations, 3);
+    assert_eq!(worker.poll_interval, std::time::Duration::from_millis(100));
+    // Unknown keys, a float threshold and a missing key file are refused.
+    for bad in [
+        "payee_key_file = \"payee.key\"\nthreshhold = \"5\"",
+        "payee_key_file = \"payee.key\"\nthreshold = 5.0",
+        "threshold = \"5\"",
+    ] {
+        let text = format!("{EXAMPLE}\n[settlement]\n{bad}\n");
+        assert!(GatewayConfig::parse(&text).is_err(), "{bad}");
+    }
+    // Relative to the config file, like provider_key_file.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, &with).unwrap_or_else(|e| panic!("{e}"));
+    let loaded = GatewayConfig::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        loaded.settlement.map(|s| s.payee_key_file),
+        Some(dir.path().join("payee.key"))
+    );
+}
+
+#[test]
+fn secp256k1_key_file_follows_the_same_rules() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("payee.key");
+    let seed = [9u8; 32];
+    write_key_file(&path, &SecretKey::from_seed(&seed)).unwrap_or_else(|e| panic!("{e}"));
+    let key = read_secp256k1_key_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(key.to_bytes().0, seed);
+    // Zero is no secp256k1 secret.
+    let zero = dir.path().join("zero.key");
+    write_key_file(&zero, &SecretKey::from_seed(&[0u8; 32])).unwrap_or_else(|e| panic!("{e}"));
+    let err = read_secp256k1_key_file(&zero)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("not a secp256k1 secret key"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+        let err = read_secp256k1_key_file(&path)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

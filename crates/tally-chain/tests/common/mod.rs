@@ -86,20 +86,22 @@ impl Env {
         B256::from(U256::from(self.salt))
     }
 
+    /// `open`'s arguments for a new channel of `amount` from payer to payee in the token,
+    /// with a fresh salt; tests change a field to probe the contract's checks.
+    pub fn params(&mut self, amount: u128) -> OpenParams {
+        OpenParams {
+            payee: self.payee_key.address(),
+            token: *self.token.address(),
+            amount,
+            signer: self.signer.address(),
+            withdraw_delay: DELAY,
+            salt: self.next_salt(),
+        }
+    }
+
     pub async fn open(&mut self, amount: u128) -> ChannelId {
-        let salt = self.next_salt();
-        self.payer
-            .open(OpenParams {
-                payee: self.payee_key.address(),
-                token: *self.token.address(),
-                amount,
-                signer: self.signer.address(),
-                withdraw_delay: DELAY,
-                salt,
-            })
-            .await
-            .unwrap()
-            .0
+        let params = self.params(amount);
+        self.payer.open(params).await.unwrap().0
     }
 
     pub fn sign(&self, id: ChannelId, size: u64, cumulative: u128) -> ChainCheckpoint {

@@ -1,11 +1,13 @@
-//! `tally channel open|topup|withdraw|status`: the client's onchain channel operations,
-//! all through tally-chain's contract client. Every transaction is followed by a read of
-//! the channel, and the command fails (exit 1) if the contract does not hold what the
+//! `tally channel open|topup|withdraw|status|close`: the client's onchain channel
+//! operations, all through tally-chain's contract client. Every transaction is followed by a
+//! read of the channel, and the command fails (exit 1) if the contract does not hold what the
 //! transaction should have left there.
 //!
-//! There is no `close`: a cooperative close needs the payee's signature over the final
-//! state as well as the checkpoint key's, and the CLI has no way to obtain it from the
-//! provider; a client exits with `withdraw` then `withdraw --finalize`.
+//! Two exits: `withdraw` then `withdraw --finalize` after the delay, needing nobody; or
+//! `close`, at once, with the provider's cooperation: tally-client signs the EIP-712 Close of
+//! the mirror's verified head with the checkpoint key and gets the payee's Close signature
+//! from the gateway (spec/HTTP.md §5.4), then `cooperativeClose` is submitted and the payout
+//! and refund are checked against the token balances.
 
 use alloy::primitives::B256;
 use serde_json::{json, Value};
@@ -14,11 +16,13 @@ use tally_core::ChannelId;
 
 use crate::chain;
 use crate::cli::{
-    ChainArgs, ChannelOpenArgs, ChannelStatusArgs, ChannelTopupArgs, ChannelWithdrawArgs,
+    ChainArgs, ChannelCloseArgs, ChannelOpenArgs, ChannelStatusArgs, ChannelTopupArgs,
+    ChannelWithdrawArgs,
 };
 use crate::error::{CliError, Result};
 use crate::keys;
 use crate::output::Output;
+use crate::profile::Profile;
 
 /// The profile's checkpoint key file (as `tally keygen` writes it).
 const CHECKPOINT_KEY: &str = "checkpoint.key";
@@ -293,4 +297,101 @@ pub async fn status(a: ChannelStatusArgs, out: Output) -> Result<()> {
     let f = read(&client, &id).await?;
     out.emit(&funding_json(&f), || funding_text(&f));
     Ok(())
+}
+
+/// The token balances a close moves: the channel's payee's and payer's.
+async fn balances(client: &TallyClient, f: &ChannelFunding) -> Result<(u128, u128)> {
+    let read = |who| async move {
+        client
+            .token_balance(f.token, who)
+            .await
+            .map_err(|e| CliError::Service(format!("reading the balance of {who}: {e}")))
+    };
+    Ok((read(f.payee).await?, read(f.payer).await?))
+}
+
+/// `tally channel close`.
+pub async fn close(a: ChannelCloseArgs, out: Output) -> Result<()> {
+    let contract = contract(&a.chain)?;
+    let profile = Profile::load(&a.client)?;
+    let id = profile.channel_id;
+    let wallet = keys::read_secp256k1(&a.payer_key)?;
+    let client = chain::wallet(&a.chain.rpc, contract, &wallet).await?;
+    let before = read(&client, &id).await?;
+    if before.withdraw == WithdrawState::Closed {
+        return Err(CliError::Usage(format!(
+            "channel {} is already closed",
+            id.to_hex()
+        )));
+    }
+    // Connecting resyncs the mirror with the provider's log, verifying every record.
+    let sdk = profile.connect().await?;
+    let agreement = sdk.close(before.payee).await?;
+    // The SDK signed under the terms' chain and contract; the contract checks its own.
+    agreement
+        .verify(&client.domain(), before.signer, before.payee)
+        .map_err(|e| {
+            CliError::Verification(format!(
+                "the close agreement would not verify at contract {contract}: {e}"
+            ))
+        })?;
+    let cp = agreement.checkpoint;
+    let (payee_before, payer_before) = balances(&client, &before).await?;
+    let tx = client
+        .cooperative_close(&cp, &agreement.signer_sig, &agreement.payee_sig)
+        .await?;
+    let after = read(&client, &id).await?;
+    let (payee_after, payer_after) = balances(&client, &before).await?;
+    let capped = cp.cumulative.min(before.deposit);
+    // Measured from the read before the close, so a claim mined in between counts too.
+    let paid = capped.saturating_sub(before.claimed);
+    let refund = before.deposit - capped;
+    let got_paid = payee_after.checked_sub(payee_before);
+    let got_refund = payer_after.checked_sub(payer_before);
+    let same_account = before.payee == before.payer;
+    let moved_right = if same_account {
+        got_paid == paid.checked_add(refund)
+    } else {
+        got_paid == Some(paid) && got_refund == Some(refund)
+    };
+    if after.withdraw != WithdrawState::Closed
+        || after.claimed != capped
+        || after.claimed_size != cp.size
+        || after.claimed_root != cp.root
+        || !moved_right
+    {
+        return Err(CliError::Verification(format!(
+            "after cooperativeClose (tx {}) the chain does not hold the close of size {} and cumulative {}: expected {paid} paid to the payee and {refund} refunded, the balances moved by {} and {}\n{}",
+            tx.tx_hash,
+            cp.size,
+            cp.cumulative,
+            signed_delta(payee_before, payee_after),
+            signed_delta(payer_before, payer_after),
+            funding_text(&after)
+        )));
+    }
+    let mut v = with_tx(&after, &tx);
+    v["paid"] = json!(paid.to_string());
+    v["refund"] = json!(refund.to_string());
+    v["size"] = json!(cp.size);
+    v["cumulative"] = json!(cp.cumulative.to_string());
+    out.emit(&v, || {
+        format!(
+            "closed {} at size {} (cumulative {}): paid {paid} to the payee, refunded {refund} (tx {})",
+            id.to_hex(),
+            cp.size,
+            cp.cumulative,
+            tx.tx_hash
+        )
+    });
+    Ok(())
+}
+
+/// `after - before` as a signed decimal, for the discrepancy message.
+fn signed_delta(before: u128, after: u128) -> String {
+    if after >= before {
+        format!("+{}", after - before)
+    } else {
+        format!("-{}", before - after)
+    }
 }

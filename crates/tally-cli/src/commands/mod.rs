@@ -36,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Channel(ChannelCommand::Topup(a)) => channel::topup(a, out).await,
         Command::Channel(ChannelCommand::Withdraw(a)) => channel::withdraw(a, out).await,
         Command::Channel(ChannelCommand::Status(a)) => channel::status(a, out).await,
+        Command::Channel(ChannelCommand::Close(a)) => channel::close(a, out).await,
         Command::Settle(a) => settle::run(a, out).await,
         Command::Export(a) => export::run(a, out).await,
         Command::Fsck(a) => fsck::run(a, out),

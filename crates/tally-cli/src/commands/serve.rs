@@ -1,15 +1,15 @@
 //! `tally serve --config FILE`: the gateway until Ctrl-C. This is tally-server's standalone
 //! gateway (`tally_server::standalone::run`, the same code as the `tally-gateway` binary):
-//! it loads the config, refuses a key file others can read, connects to the chain, and logs
-//! one "listening on" line to stderr once it is bound.
+//! it loads the config, refuses a key file others can read (and a `[settlement]` payee key
+//! that is not `chain.pay_to`), connects to the chain, logs whether it claims by itself
+//! (`[settlement]`) or claims are manual, and one "listening on" line to stderr once it is
+//! bound. Every start-up failure is exit 2.
 
 use crate::cli::ServeArgs;
-use crate::error::{CliError, Result};
+use crate::error::Result;
 use crate::output::Output;
 
 /// Serves until interrupted.
 pub async fn run(a: ServeArgs, _out: Output) -> Result<()> {
-    tally_server::standalone::run(&a.config)
-        .await
-        .map_err(CliError::Service)
+    Ok(tally_server::standalone::run(&a.config).await?)
 }

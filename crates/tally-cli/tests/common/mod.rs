@@ -136,3 +136,75 @@ pub fn write(p: &Path, text: &str) {
         panic!("write {}: {e}", p.display());
     }
 }
+
+/// A `tally serve` child process; killed when dropped.
+pub struct Serve {
+    child: std::process::Child,
+    /// The stderr lines it printed up to and including its "listening on" line.
+    pub startup: Vec<String>,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    /// Interrupts it like Ctrl-C and waits for the graceful exit; returns its exit code.
+    pub fn interrupt(mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let code = self
+            .child
+            .wait()
+            .map(|s| s.code().unwrap_or(-1))
+            .unwrap_or(-1);
+        std::mem::forget(self);
+        code
+    }
+}
+
+/// A free loopback port (bound, read, released: the gateway binds it right after).
+pub fn free_port() -> u16 {
+    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => panic!("free port: {e}"),
+    }
+}
+
+/// Starts `tally serve --config CONFIG` and waits for its "listening on" line on stderr,
+/// keeping the lines before it; stderr is drained afterwards so the child never blocks.
+pub fn start_serve(config: &Path) -> Serve {
+    use std::io::{BufRead, BufReader};
+    let mut child = match tally()
+        .args(["serve", "--config", path(config)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("spawn serve: {e}"),
+    };
+    let err = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut serve = Serve {
+        child,
+        startup: Vec::new(),
+    };
+    let mut lines = BufReader::new(err).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                let done = line.contains("listening on ");
+                serve.startup.push(line);
+                if done {
+                    break;
+                }
+            }
+            _ => panic!("serve exited before listening: {:?}", serve.startup),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    serve
+}
