@@ -980,9 +980,13 @@ impl Gateway {
                         }
                         Ok(())
                     }
-                    Ok(Err(e)) => Err(format!("storing the close: {e}")),
+                    // Unknown whether the mark landed: forget the state, so the next use
+                    // reloads it (and the mark, if it is there) from the database.
+                    Ok(Err(e)) => {
+                        *guard = None;
+                        Err(format!("storing the close: {e}"))
+                    }
                     Err(e) => {
-                        // Unknown whether it landed: reload from the durable state.
                         *guard = None;
                         Err(format!("close writer: {e}"))
                     }
