@@ -7,7 +7,10 @@
 #![no_main]
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use tally_http::api::{ChannelState, Checkpoints, ConsistencyProof, InclusionProof, RecordsPage};
+use tally_http::api::{
+    ChannelState, Checkpoints, CloseRequest, CloseSigned, ConsistencyProof, DisputeGranted,
+    DisputeRequest, DisputedExchange, InclusionProof, RecordsPage,
+};
 use tally_http::headers::decode_header;
 use tally_http::{
     ErrorBody, PaymentPayload, PaymentRequired, PaymentResponse, SessionBinding, Terms,
@@ -37,6 +40,18 @@ fn bodies(json: &[u8]) {
     let _ = serde_json::from_slice::<InclusionProof>(json);
     let _ = serde_json::from_slice::<ConsistencyProof>(json);
     let _ = serde_json::from_slice::<Checkpoints>(json);
+    let _ = serde_json::from_slice::<DisputeRequest>(json);
+    let _ = serde_json::from_slice::<DisputeGranted>(json);
+    let _ = serde_json::from_slice::<DisputedExchange>(json);
+    if let Ok(c) = serde_json::from_slice::<WireCheckpoint>(json) {
+        let _ = c.eip712.to_sig();
+    }
+    if let Ok(c) = serde_json::from_slice::<CloseRequest>(json) {
+        let _ = c.eip712.to_sig();
+    }
+    if let Ok(c) = serde_json::from_slice::<CloseSigned>(json) {
+        let _ = (c.signer_eip712.to_sig(), c.payee_eip712.to_sig());
+    }
     if let Ok(page) = serde_json::from_slice::<RecordsPage>(json) {
         for r in &page.records {
             let _ = r.decode();

@@ -28,12 +28,31 @@ pub struct Closing {
     pub root: Hash,
     /// The cumulative at `size`.
     pub cumulative: u128,
+    /// The checkpoint signer's EIP-712 Close signature, kept so the provider holds both
+    /// halves of the agreement and can submit `cooperativeClose` itself.
+    pub signer_sig: Eip712Sig,
     /// The payee's EIP-712 Close signature.
     pub payee_sig: Eip712Sig,
 }
 
-/// size (8) ‖ root (32) ‖ cumulative (16) ‖ v (1) ‖ r (32) ‖ s (32), integers big-endian.
-const CLOSING_LEN: usize = 8 + 32 + 16 + 1 + 32 + 32;
+/// One signature: v (1) ‖ r (32) ‖ s (32).
+const SIG_LEN: usize = 1 + 32 + 32;
+/// size (8) ‖ root (32) ‖ cumulative (16) ‖ signer sig ‖ payee sig, integers big-endian.
+const CLOSING_LEN: usize = 8 + 32 + 16 + 2 * SIG_LEN;
+
+fn put_sig(b: &mut [u8], sig: &Eip712Sig) {
+    b[0] = sig.v;
+    b[1..33].copy_from_slice(&sig.r.0);
+    b[33..SIG_LEN].copy_from_slice(&sig.s.0);
+}
+
+fn get_sig(b: &[u8]) -> Option<Eip712Sig> {
+    Some(Eip712Sig {
+        v: *b.first()?,
+        r: B256::from(<[u8; 32]>::try_from(b.get(1..33)?).ok()?),
+        s: B256::from(<[u8; 32]>::try_from(b.get(33..SIG_LEN)?).ok()?),
+    })
+}
 
 impl Closing {
     fn to_bytes(self) -> [u8; CLOSING_LEN] {
@@ -41,9 +60,8 @@ impl Closing {
         b[..8].copy_from_slice(&self.size.to_be_bytes());
         b[8..40].copy_from_slice(&self.root.0);
         b[40..56].copy_from_slice(&self.cumulative.to_be_bytes());
-        b[56] = self.payee_sig.v;
-        b[57..89].copy_from_slice(&self.payee_sig.r.0);
-        b[89..].copy_from_slice(&self.payee_sig.s.0);
+        put_sig(&mut b[56..56 + SIG_LEN], &self.signer_sig);
+        put_sig(&mut b[56 + SIG_LEN..], &self.payee_sig);
         b
     }
 
@@ -56,11 +74,8 @@ impl Closing {
             size: u64::from_be_bytes(b[..8].try_into().ok()?),
             root: Hash(word(8..40)?),
             cumulative: u128::from_be_bytes(b[40..56].try_into().ok()?),
-            payee_sig: Eip712Sig {
-                v: b[56],
-                r: B256::from(word(57..89)?),
-                s: B256::from(word(89..CLOSING_LEN)?),
-            },
+            signer_sig: get_sig(&b[56..56 + SIG_LEN])?,
+            payee_sig: get_sig(&b[56 + SIG_LEN..])?,
         })
     }
 }
@@ -165,6 +180,11 @@ mod tests {
             size: 9,
             root: Hash([3; 32]),
             cumulative: u128::MAX - 1,
+            signer_sig: Eip712Sig {
+                v: 27,
+                r: B256::repeat_byte(0x5c),
+                s: B256::repeat_byte(0x22),
+            },
             payee_sig: Eip712Sig {
                 v: 28,
                 r: B256::repeat_byte(0xaa),

@@ -906,7 +906,20 @@ impl Gateway {
                 "a close must be at the log's final state: its size, root and cumulative",
             ));
         }
-        let funding = i.funding.refresh(channel).await.map_err(chain_error)?;
+        // The in-memory state must be the durable log's: never agree below what was served.
+        let durable = i
+            .store
+            .head(channel)
+            .map_or((0, st.root), |h| (h.size, h.root));
+        if durable != (st.size, st.root) {
+            *guard = None;
+            return Err(GatewayError::internal(
+                "the channel's state is behind its log; it reloads on the next request",
+            ));
+        }
+        // The cached funding read serves the checks a stranger can trigger; the chain is read
+        // afresh only for a correctly signed first close.
+        let funding = i.funding.get(channel).await.map_err(chain_error)?;
         if funding.payee != i.payee || funding.token != i.token {
             return Err(GatewayError::new(
                 Reason::UnknownChannel,
@@ -924,9 +937,9 @@ impl Gateway {
         tally_chain::eip712::verify_close(&signer_sig, &domain, &cp, funding.signer).map_err(
             |e| GatewayError::new(Reason::InvalidSignature, format!("EIP-712 close: {e}")),
         )?;
-        let (payee_sig, fresh) = match st.closing {
+        let (signer_sig, payee_sig, fresh) = match st.closing {
             Some(c) if (c.size, c.root, c.cumulative) == (cp.size, cp.root, cp.cumulative) => {
-                (c.payee_sig, None)
+                (c.signer_sig, c.payee_sig, None)
             }
             Some(c) => {
                 return Err(GatewayError::internal(format!(
@@ -935,18 +948,23 @@ impl Gateway {
                 )))
             }
             None => {
+                let funding = i.funding.refresh(channel).await.map_err(chain_error)?;
                 if funding.withdraw == WithdrawState::Closed {
                     return Err(GatewayError::new(
                         Reason::ChannelClosed,
                         "the channel is already closed onchain",
                     ));
                 }
-                if cp.size < funding.claimed_size || cp.cumulative < funding.claimed {
+                // `cooperativeClose` reverts below the claimed state, and the settlement
+                // worker may still claim the newest stored checkpoint: the close must be at
+                // or above both (a credit after them makes it lower).
+                let floor = funding.claimed.max(st.checkpoint_cumulative);
+                if cp.size < funding.claimed_size || cp.cumulative < floor {
                     return Err(GatewayError::new(
                         Reason::CloseUnavailable,
                         format!(
-                            "the contract would refuse this close: the log's cumulative {} at size {} is below the {} claimed at size {} (a credit after the last claim); exit with a withdrawal",
-                            cp.cumulative, cp.size, funding.claimed, funding.claimed_size
+                            "the contract could refuse this close at size {} and cumulative {}: {} is claimed at size {} and the newest checkpoint holds {}; exit with a withdrawal",
+                            cp.size, cp.cumulative, funding.claimed, funding.claimed_size, st.checkpoint_cumulative
                         ),
                     ));
                 }
@@ -956,9 +974,10 @@ impl Gateway {
                     size: cp.size,
                     root: cp.root,
                     cumulative: cp.cumulative,
+                    signer_sig,
                     payee_sig,
                 };
-                (payee_sig, Some(closing))
+                (signer_sig, payee_sig, Some(closing))
             }
         };
         if let Some(closing) = fresh {
@@ -1000,7 +1019,7 @@ impl Gateway {
             size: cp.size,
             root: cp.root,
             cumulative: Amount(cp.cumulative),
-            signer_eip712: req.eip712.clone(),
+            signer_eip712: WireEip712Sig::from_sig(&signer_sig),
             payee_eip712: WireEip712Sig::from_sig(&payee_sig),
         })
     }

@@ -40,6 +40,15 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     let sender = reader.address();
     let provider = tally_chain::channel::connect(url.clone(), reader);
     let client = TallyClient::new(provider, sender, contract).await?;
+    // Every signature the gateway checks or makes binds the configured chain id (EIP-712
+    // domain): a node on another chain would make all of them wrong.
+    if client.chain_id() != cfg.chain.chain_id {
+        return Err(StartError::Config(format!(
+            "chain.chain_id is {} but the node at rpc_url is on chain {}",
+            cfg.chain.chain_id,
+            client.chain_id()
+        )));
+    }
     let funding = Arc::new(tally_chain::ChainFunding::new(client));
     let upstream = cfg
         .upstream

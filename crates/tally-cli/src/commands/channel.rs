@@ -336,19 +336,32 @@ pub async fn close(a: ChannelCloseArgs, out: Output) -> Result<()> {
             ))
         })?;
     let cp = agreement.checkpoint;
-    let (payee_before, payer_before) = balances(&client, &before).await?;
+    // The payee gets `capped - claimed` in all, whether a claim (the provider's worker) is
+    // mined before the close or not, so `claimed` and the balances must be read together:
+    // again until no claim landed between the two channel reads.
+    let mut snapshot = None;
+    for _ in 0..5 {
+        let pre = read(&client, &id).await?;
+        let (payee, payer) = balances(&client, &pre).await?;
+        if read(&client, &id).await?.claimed == pre.claimed {
+            snapshot = Some((pre, payee, payer));
+            break;
+        }
+    }
+    let (pre, payee_before, payer_before) = snapshot.ok_or_else(|| {
+        CliError::Service("the channel's claimed amount kept changing while it was read".into())
+    })?;
     let tx = client
         .cooperative_close(&cp, &agreement.signer_sig, &agreement.payee_sig)
         .await?;
     let after = read(&client, &id).await?;
-    let (payee_after, payer_after) = balances(&client, &before).await?;
-    let capped = cp.cumulative.min(before.deposit);
-    // Measured from the read before the close, so a claim mined in between counts too.
-    let paid = capped.saturating_sub(before.claimed);
-    let refund = before.deposit - capped;
+    let (payee_after, payer_after) = balances(&client, &pre).await?;
+    let capped = cp.cumulative.min(pre.deposit);
+    let paid = capped.saturating_sub(pre.claimed);
+    let refund = pre.deposit - capped;
     let got_paid = payee_after.checked_sub(payee_before);
     let got_refund = payer_after.checked_sub(payer_before);
-    let same_account = before.payee == before.payer;
+    let same_account = pre.payee == pre.payer;
     let moved_right = if same_account {
         got_paid == paid.checked_add(refund)
     } else {
