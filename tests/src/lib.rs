@@ -123,6 +123,7 @@ pub fn routes() -> Vec<RoutePrice> {
                 units_header: "x-units".into(),
                 unit_price: Amount(3),
                 max_amount: Amount(300),
+                min_charge: Amount(0),
             },
         },
         RoutePrice {

@@ -81,6 +81,7 @@ fn main() {
                     units_header: "x-tokens".into(),
                     unit_price: Amount(2),
                     max_amount: Amount(4000),
+                    min_charge: Amount(0),
                 },
             },
         ],

@@ -186,24 +186,16 @@ fn d(index: u64, kind: &'static str, detail: String) -> Discrepancy {
     }
 }
 
-/// Whether `(units, amount)` under `max_amount` is what some route of the terms charges.
+/// Whether `(units, amount)` under `max_amount` is what some route of the terms charges
+/// (or an uncharged server error: no units, no amount).
 fn priced_by_terms(terms: &Terms, units: u64, amount: u128, max_amount: u128) -> bool {
+    if units == 0 && amount == 0 {
+        return true;
+    }
     terms.routes.iter().any(|r| match &r.price {
         Price::Free => false,
-        Price::Fixed { amount: p } => {
-            (units == 1 && amount == p.0.min(max_amount)) || (units == 0 && amount == 0)
-        }
-        Price::Metered {
-            unit_price,
-            max_amount: route_max,
-            ..
-        } => {
-            amount
-                == u128::from(units)
-                    .saturating_mul(unit_price.0)
-                    .min(route_max.0)
-                    .min(max_amount)
-        }
+        Price::Fixed { .. } => units == 1 && amount == r.price.charge_for(units, max_amount),
+        Price::Metered { .. } => amount == r.price.charge_for(units, max_amount),
     })
 }
 

@@ -47,6 +47,7 @@ pub fn prices() -> Vec<RoutePrice> {
                 units_header: UNITS_HEADER.into(),
                 unit_price: Amount(TOKEN_PRICE),
                 max_amount: Amount(COMPLETE_MAX),
+                min_charge: Amount(0),
             },
         },
         RoutePrice {

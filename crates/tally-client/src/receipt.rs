@@ -21,28 +21,16 @@ pub fn expected_charge(
     if status >= 500 && !terms.charge_server_errors {
         return (0, 0);
     }
-    let (units, amount) = match price {
-        Price::Free => (0, 0),
-        Price::Fixed { amount } => (1, amount.0.min(max_amount)),
-        Price::Metered {
-            units_header,
-            unit_price,
-            max_amount: route_max,
-        } => {
-            let units = headers
-                .get(units_header.as_str())
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|t| t.parse::<u64>().ok())
-                .unwrap_or(0);
-            let amount = u128::from(units)
-                .saturating_mul(unit_price.0)
-                .min(route_max.0)
-                .min(max_amount);
-            (units, amount)
-        }
+    let units = match price {
+        Price::Free => 0,
+        Price::Fixed { .. } => 1,
+        Price::Metered { units_header, .. } => headers
+            .get(units_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .and_then(tally_http::terms::parse_units)
+            .unwrap_or(0),
     };
+    let amount = price.charge_for(units, max_amount);
     (units, i128::try_from(amount).unwrap_or(i128::MAX))
 }
 

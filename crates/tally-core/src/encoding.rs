@@ -104,7 +104,7 @@ pub mod fixed_bytes {
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<[u8; N], E> {
                 let mut out = [0u8; N];
-                hex::decode_to_slice(v, &mut out).map_err(|e| E::custom(format!("{e}")))?;
+                decode_lower_hex(v, &mut out).map_err(E::custom)?;
                 Ok(out)
             }
             fn visit_seq<A: SeqAccess<'de>>(
@@ -128,12 +128,19 @@ pub mod fixed_bytes {
     }
 }
 
-/// Parses exactly `N` bytes of lowercase or uppercase hex, for CLI and JSON inputs.
+/// Parses exactly `N` bytes of lowercase hex (surrounding whitespace ignored, for files and
+/// CLI arguments). Every hex string tally writes is lowercase, so anything else is refused:
+/// one value has one spelling (spec/PROTOCOL.md §2).
 pub fn parse_hex<const N: usize>(what: &'static str, text: &str) -> Result<[u8; N]> {
     let mut out = [0u8; N];
-    hex::decode_to_slice(text.trim(), &mut out).map_err(|e| Error::BadText {
-        what,
-        reason: e.to_string(),
-    })?;
+    decode_lower_hex(text.trim(), &mut out).map_err(|reason| Error::BadText { what, reason })?;
     Ok(out)
+}
+
+/// Decodes lowercase hex of exactly `out.len()` bytes; upper-case digits are refused.
+pub fn decode_lower_hex(text: &str, out: &mut [u8]) -> std::result::Result<(), String> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err("hex must be lowercase".into());
+    }
+    hex::decode_to_slice(text, out).map_err(|e| e.to_string())
 }

@@ -20,6 +20,11 @@ impl Amount {
         }
         text.parse().ok().map(Amount)
     }
+
+    /// Whether this is zero (optional amounts are omitted from documents when zero).
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
 }
 
 impl fmt::Display for Amount {

@@ -13,6 +13,7 @@ pub mod amount;
 pub mod api;
 pub mod error;
 pub mod headers;
+pub mod path;
 pub mod payment;
 pub mod reason;
 pub mod session;
@@ -25,7 +26,7 @@ pub use payment::{
     WireRecord,
 };
 pub use reason::{ErrorBody, Reason};
-pub use terms::{Price, RoutePrice, Terms};
+pub use terms::{Price, RoutePrice, Terms, Unmatched};
 
 /// The `format` of proof bundles (re-exported so clients need not name tally-core's module).
 pub fn bundle_format() -> &'static str {

@@ -18,14 +18,14 @@ pub(crate) fn hex_lower(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_else(|_| hex::encode(bytes))
 }
 
-/// Decodes hex (either case, even length) into bytes.
+/// Decodes lowercase hex (even length) into bytes; upper case is refused (one spelling).
 fn hex_bytes(what: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
     let malformed = |reason: String| WireError::Malformed { what, reason };
     if !text.len().is_multiple_of(2) {
         return Err(malformed(hex::FromHexError::OddLength.to_string()));
     }
     let mut out = vec![0u8; text.len() / 2];
-    hex::decode_to_slice(text, &mut out).map_err(|e| malformed(e.to_string()))?;
+    tally_core::encoding::decode_lower_hex(text, &mut out).map_err(malformed)?;
     Ok(out)
 }
 
@@ -86,7 +86,19 @@ impl PaymentPayload {
     /// Decodes the authorization and also returns its canonical bytes (the signed message):
     /// tally-core's decoder accepts only bytes that re-encode identically, so they are
     /// `authorization.to_bytes()` without encoding it again.
+    /// The payload must be exactly x402 version 2 (spec/HTTP.md §3.2): another version may
+    /// mean other fields, so it is refused rather than guessed at.
     pub fn authorization_and_bytes(&self) -> Result<(Authorization, Vec<u8>), WireError> {
+        if self.x402_version != crate::headers::X402_VERSION {
+            return Err(WireError::Malformed {
+                what: "x402Version",
+                reason: format!(
+                    "{} is not {}",
+                    self.x402_version,
+                    crate::headers::X402_VERSION
+                ),
+            });
+        }
         let bytes = hex_bytes("authorization", &self.payload.authorization)?;
         let auth = Authorization::from_bytes(&bytes).map_err(|source| WireError::Message {
             what: "authorization",

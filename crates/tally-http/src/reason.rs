@@ -90,6 +90,9 @@ pub enum Reason {
     },
     /// The chain could not be read, so funding is unknown; retry later.
     ChainUnavailable,
+    /// The gateway's log cannot take writes (a failed commit, e.g. a full disk); nothing was
+    /// forwarded or recorded. It reopens the log by itself once writes succeed again.
+    StoreUnavailable,
     /// This gateway holds no payee key (no `[settlement]` in its configuration), so it
     /// cannot cosign a cooperative close; the client exits with a withdrawal instead.
     CloseUnavailable,
@@ -122,6 +125,7 @@ impl Reason {
             Reason::ResponseTooLarge { .. } => "response_too_large",
             Reason::DisputeRefused { .. } => "dispute_refused",
             Reason::ChainUnavailable => "chain_unavailable",
+            Reason::StoreUnavailable => "store_unavailable",
             Reason::CloseUnavailable => "close_unavailable",
             Reason::NotFound => "not_found",
             Reason::Internal => "internal",
@@ -139,7 +143,7 @@ impl Reason {
             | Reason::AlreadyRecorded { .. } => 409,
             Reason::DisputeRefused { .. } => 422,
             Reason::UpstreamUnavailable | Reason::ResponseTooLarge { .. } => 502,
-            Reason::ChainUnavailable => 503,
+            Reason::ChainUnavailable | Reason::StoreUnavailable => 503,
             Reason::CloseUnavailable => 501,
             Reason::NotFound => 404,
             Reason::Internal => 500,

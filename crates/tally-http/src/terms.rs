@@ -69,6 +69,10 @@ pub enum Price {
         unit_price: Amount,
         /// The most one call costs; what a client should authorize.
         max_amount: Amount,
+        /// The least one call is charged whatever the upstream reports (0: none). Clients
+        /// must authorize at least this and one unit (spec/HTTP.md §4.1).
+        #[serde(default, skip_serializing_if = "Amount::is_zero")]
+        min_charge: Amount,
     },
 }
 
@@ -81,6 +85,63 @@ impl Price {
             Price::Metered { max_amount, .. } => Some(max_amount.0),
         }
     }
+
+    /// What one served call costs under this price when the upstream reported `units`
+    /// (ignored by fixed prices), capped by the client's `max_amount` (P5): the one formula
+    /// the gateway charges by and the client and the auditor check against.
+    pub fn charge_for(&self, units: u64, max_amount: u128) -> u128 {
+        match self {
+            Price::Free => 0,
+            Price::Fixed { amount } => amount.0.min(max_amount),
+            Price::Metered {
+                unit_price,
+                max_amount: route_max,
+                min_charge,
+                ..
+            } => u128::from(units)
+                .saturating_mul(unit_price.0)
+                .max(min_charge.0)
+                .min(route_max.0)
+                .min(max_amount),
+        }
+    }
+
+    /// The smallest `max_amount` an authorization for this route may carry: the fixed price,
+    /// or one unit and the minimum charge of a metered route, and never zero — a zero maximum
+    /// is valid only on the dispute endpoint (spec/HTTP.md §9), since it could not pay for
+    /// anything the upstream does. `None` for free routes.
+    pub fn min_authorization(&self) -> Option<u128> {
+        match self {
+            Price::Free => None,
+            Price::Fixed { amount } => Some(amount.0.max(1)),
+            Price::Metered {
+                unit_price,
+                min_charge,
+                ..
+            } => Some(unit_price.0.max(min_charge.0).max(1)),
+        }
+    }
+}
+
+/// Units as an upstream reports them in a header: a plain decimal (surrounding spaces
+/// allowed), nothing else. Anything else reads as no report, never as a guess.
+pub fn parse_units(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// What the gateway does with a request no route prices (spec/HTTP.md §4.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Forward it unmetered (the default).
+    #[default]
+    Free,
+    /// Refuse it with `not_found`: only priced routes reach the upstream.
+    Deny,
 }
 
 /// How paths of a route are matched.
@@ -156,14 +217,21 @@ pub struct Terms {
     pub max_request_bytes: u64,
     /// The largest paid response body the gateway returns.
     pub max_response_bytes: u64,
-    /// The price list, first match wins; unmatched requests are free.
+    /// The price list, first match wins.
     pub routes: Vec<RoutePrice>,
+    /// What happens to requests no route matches.
+    #[serde(default)]
+    pub unmatched: Unmatched,
 }
 
 impl Terms {
-    /// The price entry of a request, if any route matches.
+    /// The price entry of a request, if any route matches. `path` must be canonical
+    /// ([`crate::path::canonical_path`]). A `HEAD` is priced like the `GET` of the same path
+    /// (RFC 9110 §9.3.2: the upstream does the same work), unless a route names `HEAD`.
     pub fn route_for(&self, method: &str, path: &str) -> Option<&RoutePrice> {
-        self.routes.iter().find(|r| r.matches(method, path))
+        self.routes.iter().find(|r| {
+            r.matches(method, path) || (method == "HEAD" && r.method == "GET" && r.matches("GET", path))
+        })
     }
 
     /// The price of a request: [`Price::Free`] when nothing matches.

@@ -290,6 +290,12 @@ impl<H: TreeHasher> LogStore<H> {
         })
     }
 
+    /// Why the store refuses writes, if a group commit failed: what reached the disk is then
+    /// unknown, and only reopening the store (which checks it) clears this.
+    pub fn poisoned(&self) -> Option<String> {
+        poisoned(&self.poisoned)
+    }
+
     /// Queues records for `channel` and returns a ticket that resolves once they are durable.
     pub fn append(&self, channel: ChannelId, records: Vec<Vec<u8>>) -> Ticket {
         let (reply, rx) = oneshot::channel();

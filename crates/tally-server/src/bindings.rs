@@ -1,7 +1,10 @@
 //! The gateway's own small database, next to the log: which session key each channel bound
 //! (spec/HTTP.md §5.2), which records a dispute already credited (§7) and which channels the
-//! payee agreed to close, at what state and with what signature (§5.4). All must survive
-//! restarts; all are written with a flush before the caller is answered.
+//! payee agreed to close, at what state and with what signature (§5.4), and every terms
+//! document the gateway ever served (disputes are judged under a record's own terms, §7).
+//! All must survive restarts; every write is flushed and its data file `fdatasync`ed before
+//! the caller is answered, as the log's group commits are (sled's own flush only schedules
+//! the write-back).
 
 use std::path::Path;
 
@@ -12,9 +15,22 @@ use tally_core::{ChannelId, Hash, PublicKey};
 /// Session bindings, dispute credits and close agreements, in one sled database.
 pub struct Bindings {
     db: sled::Db,
+    data_file: std::fs::File,
     sessions: sled::Tree,
     credits: sled::Tree,
     closing: sled::Tree,
+    terms: sled::Tree,
+}
+
+/// A dispute's credit: the seq of the credit record, and the request hash of the dispute
+/// that asked for it, which the credit record's authorization must carry. A mark whose
+/// record is not in the log (a crash between the two writes) does not count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreditMark {
+    /// The credit record's index.
+    pub seq: u64,
+    /// The dispute request's hash.
+    pub request_hash: Hash,
 }
 
 /// A cooperative close the payee signed: the channel's final state and the payee's Close
@@ -84,15 +100,40 @@ impl Bindings {
     /// Opens or creates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, sled::Error> {
         let db = sled::Config::new().path(path).open()?;
+        let data_file = std::fs::File::open(path.join("db"))?;
         let sessions = db.open_tree("sessions")?;
         let credits = db.open_tree("credits")?;
         let closing = db.open_tree("closing")?;
+        let terms = db.open_tree("terms")?;
         Ok(Bindings {
             db,
+            data_file,
             sessions,
             credits,
             closing,
+            terms,
         })
+    }
+
+    /// Makes every write so far durable: sled's flush, then `fdatasync` of its data file.
+    fn sync(&self) -> Result<(), sled::Error> {
+        self.db.flush()?;
+        self.data_file.sync_data()?;
+        Ok(())
+    }
+
+    /// Keeps a served terms document under its hash (a no-op if already kept).
+    pub fn remember_terms(&self, hash: &Hash, bytes: &[u8]) -> Result<(), sled::Error> {
+        if self.terms.get(hash.0)?.is_none() {
+            self.terms.insert(hash.0, bytes)?;
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// The terms document served under `hash`, if this gateway ever served it.
+    pub fn terms(&self, hash: &Hash) -> Result<Option<Vec<u8>>, sled::Error> {
+        Ok(self.terms.get(hash.0)?.map(|v| v.to_vec()))
     }
 
     /// The close the payee signed for `channel`, if any. A stored value that does not decode
@@ -109,8 +150,7 @@ impl Bindings {
     /// Marks `channel` closing at `closing`'s state, durably (flushed before returning).
     pub fn mark_closing(&self, channel: &ChannelId, closing: &Closing) -> Result<(), sled::Error> {
         self.closing.insert(channel.0, &closing.to_bytes()[..])?;
-        self.db.flush()?;
-        Ok(())
+        self.sync()
     }
 
     /// The session key bound to `channel`. A stored value that is not a valid key reads as
@@ -133,31 +173,50 @@ impl Bindings {
     /// Binds `key` to `channel` durably.
     pub fn bind(&self, channel: &ChannelId, key: &PublicKey) -> Result<(), sled::Error> {
         self.sessions.insert(channel.0, &key.to_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        self.sync()
     }
 
-    /// The credit record's seq if record `index` of `channel` was already credited.
-    pub fn credit_for(&self, channel: &ChannelId, index: u64) -> Result<Option<u64>, sled::Error> {
-        Ok(self.credits.get(credit_key(channel, index))?.map(|v| {
-            let mut b = [0u8; 8];
-            let n = v.len().min(8);
-            b[..n].copy_from_slice(&v[..n]);
-            u64::from_be_bytes(b)
+    /// The credit mark of record `index` of `channel`, if a dispute asked for one. A stored
+    /// value of the wrong shape reads as an error, never as "not credited".
+    pub fn credit_for(
+        &self,
+        channel: &ChannelId,
+        index: u64,
+    ) -> Result<Option<CreditMark>, String> {
+        let Some(v) = self
+            .credits
+            .get(credit_key(channel, index))
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        if v.len() != 40 {
+            return Err("stored credit mark has the wrong length".into());
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&v[..8]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&v[8..]);
+        Ok(Some(CreditMark {
+            seq: u64::from_be_bytes(seq),
+            request_hash: Hash(hash),
         }))
     }
 
-    /// Marks record `index` as credited by record `credit_seq`, durably.
+    /// Marks record `index` as credited by `mark`, durably (before the credit record is
+    /// appended, so a crash in between errs toward refusing a second credit until the mark
+    /// is found not to be backed by its record).
     pub fn mark_credited(
         &self,
         channel: &ChannelId,
         index: u64,
-        credit_seq: u64,
+        mark: &CreditMark,
     ) -> Result<(), sled::Error> {
-        self.credits
-            .insert(credit_key(channel, index), &credit_seq.to_be_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        let mut v = [0u8; 40];
+        v[..8].copy_from_slice(&mark.seq.to_be_bytes());
+        v[8..].copy_from_slice(&mark.request_hash.0);
+        self.credits.insert(credit_key(channel, index), &v[..])?;
+        self.sync()
     }
 }
 

@@ -3,6 +3,7 @@
 //! requests of one channel while different channels run in parallel.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -72,6 +73,9 @@ pub struct ChannelState {
     pub cached: Option<CachedResponse>,
     /// The cooperative close the payee signed, if any: then nothing more is recorded.
     pub closing: Option<Closing>,
+    /// The generation of the log store this state was loaded from: after the store is
+    /// reopened, state of an older generation may not append.
+    pub generation: u64,
 }
 
 impl ChannelState {
@@ -81,6 +85,7 @@ impl ChannelState {
     pub fn load(
         id: ChannelId,
         store: &LogStore,
+        generation: u64,
         bindings: &Bindings,
         key: &SecretKey,
     ) -> Result<Self, GatewayError> {
@@ -133,24 +138,122 @@ impl ChannelState {
             checkpoint_at: Instant::now(),
             cached: None,
             closing,
+            generation,
         })
     }
 }
 
-/// One lock per channel. Holding a channel's lock is the only way to change its log.
-#[derive(Default)]
+type Slot = Arc<AsyncMutex<Option<ChannelState>>>;
+
+/// One lock per channel, for at most `capacity` channels at a time. Holding a channel's lock
+/// is the only way to change its log.
+///
+/// Past the capacity, the least recently used slots that nobody holds are evicted; their
+/// state is rebuilt from the log on next use. A slot is never evicted while a request holds
+/// it (its `Arc` is shared then), so one channel never has two live locks.
 pub struct Channels {
-    map: Mutex<HashMap<ChannelId, Arc<AsyncMutex<Option<ChannelState>>>>>,
+    map: Mutex<HashMap<ChannelId, (Slot, u64)>>,
+    capacity: usize,
+    clock: AtomicU64,
 }
 
 impl Channels {
-    /// The lock of `id` (its state is `None` until first loaded under the lock).
-    pub fn slot(&self, id: &ChannelId) -> Arc<AsyncMutex<Option<ChannelState>>> {
-        match self.map.lock() {
-            Ok(mut m) => m.entry(*id).or_default().clone(),
-            // A poisoned map only means another thread panicked while inserting; the data
-            // (Arcs) is still consistent.
-            Err(p) => p.into_inner().entry(*id).or_default().clone(),
+    /// An empty map holding at most `capacity` (at least 1) channels.
+    pub fn new(capacity: usize) -> Self {
+        Channels {
+            map: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            clock: AtomicU64::new(0),
         }
+    }
+
+    fn with_map<T>(&self, f: impl FnOnce(&mut HashMap<ChannelId, (Slot, u64)>) -> T) -> T {
+        // A poisoned map only means another thread panicked while inserting; the data
+        // (Arcs and counters) is still consistent.
+        match self.map.lock() {
+            Ok(mut m) => f(&mut m),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    /// The lock of `id` if it is in memory.
+    pub fn existing(&self, id: &ChannelId) -> Option<Slot> {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        self.with_map(|m| {
+            m.get_mut(id).map(|(slot, used)| {
+                *used = now;
+                slot.clone()
+            })
+        })
+    }
+
+    /// The lock of `id`, created (state `None`, loaded under the lock) if absent.
+    pub fn slot(&self, id: &ChannelId) -> Slot {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        let capacity = self.capacity;
+        self.with_map(|m| {
+            if let Some((slot, used)) = m.get_mut(id) {
+                *used = now;
+                return slot.clone();
+            }
+            if m.len() >= capacity {
+                evict_idle(m, capacity);
+            }
+            let slot = Slot::default();
+            m.insert(*id, (slot.clone(), now));
+            slot
+        })
+    }
+
+    /// How many channels are in memory.
+    pub fn len(&self) -> usize {
+        self.with_map(|m| m.len())
+    }
+
+    /// Whether no channel is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every channel (after the log store was reopened): each reloads on next use.
+    pub fn clear(&self) {
+        self.with_map(|m| m.clear());
+    }
+}
+
+/// Removes the least recently used eighth of the map among slots nobody holds, so an
+/// eviction scan is paid once per `capacity / 8` insertions.
+fn evict_idle(m: &mut HashMap<ChannelId, (Slot, u64)>, capacity: usize) {
+    let mut idle: Vec<(u64, ChannelId)> = m
+        .iter()
+        .filter(|(_, (slot, _))| Arc::strong_count(slot) == 1)
+        .map(|(id, (_, used))| (*used, *id))
+        .collect();
+    idle.sort_unstable();
+    let excess = m.len() + 1 - capacity.min(m.len());
+    let target = excess.max(capacity / 8).max(1);
+    for (_, id) in idle.into_iter().take(target) {
+        m.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_slots_are_evicted_held_ones_are_not() {
+        let channels = Channels::new(16);
+        let held = channels.slot(&ChannelId([0; 32]));
+        for i in 1..200u8 {
+            channels.slot(&ChannelId([i; 32]));
+            assert!(channels.len() <= 16, "map grew to {}", channels.len());
+        }
+        // The held slot survived every eviction and is still the same lock.
+        let again = channels.existing(&ChannelId([0; 32])).unwrap();
+        assert!(Arc::ptr_eq(&held, &again));
+        // A recently used channel outlives older idle ones.
+        assert!(channels.existing(&ChannelId([199; 32])).is_some());
+        assert!(channels.existing(&ChannelId([1; 32])).is_none());
     }
 }

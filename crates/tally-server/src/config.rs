@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tally_chain::SettleConfig;
 use tally_core::SecretKey;
 use tally_http::terms::{ChainTerms, CheckpointPolicy, RefundPolicy};
-use tally_http::{Amount, RoutePrice};
+use tally_http::{Amount, RoutePrice, Unmatched};
 
 use crate::errors::StartError;
 use crate::gateway::Settings;
@@ -59,6 +59,12 @@ pub struct GatewayConfig {
     /// The price list.
     #[serde(default)]
     pub routes: Vec<RoutePrice>,
+    /// Requests no route prices: `"free"` (forwarded unmetered, the default) or `"deny"`.
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// Most channels whose state is held in memory at once (idle ones beyond are evicted).
+    #[serde(default = "default_max_channels_in_memory")]
+    pub max_channels_in_memory: usize,
     /// The payee side: with it, `tally serve` claims by itself and cosigns cooperative
     /// closes; without it, claims are manual (`tally settle`) and closes are unavailable.
     #[serde(default)]
@@ -122,6 +128,9 @@ fn default_response_bytes() -> u64 {
 fn default_funding_ttl_ms() -> u64 {
     2000
 }
+fn default_max_channels_in_memory() -> usize {
+    100_000
+}
 fn default_min_withdraw_delay() -> u32 {
     tally_chain::funding::MIN_WITHDRAW_DELAY
 }
@@ -166,6 +175,8 @@ impl GatewayConfig {
         s.max_response_bytes = self.max_response_bytes;
         s.funding_ttl = Duration::from_millis(self.funding_ttl_ms);
         s.min_withdraw_delay = self.min_withdraw_delay;
+        s.unmatched = self.unmatched;
+        s.max_channels_in_memory = self.max_channels_in_memory;
         s
     }
 }

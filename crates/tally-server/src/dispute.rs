@@ -2,6 +2,13 @@
 //! and response behind its hashes, and pays for the dispute request with a `max_amount = 0`
 //! authorization. If a refund rule applies, the answer is a credit record (negative amount,
 //! spec/PROTOCOL.md §5.3), co-signed like any other; otherwise a `dispute_refused` reason.
+//!
+//! A record is judged under the terms it was signed under (its `terms_hash`), not today's:
+//! lowering a price later must not make every earlier, correctly charged call refundable.
+//! A credit is granted only if the chain can still pay it: the cumulative after it must stay
+//! at or above both the amount claimed onchain and the newest client-signed checkpoint
+//! (which the settlement worker may claim at any time, and the contract's cumulative only
+//! grows). Otherwise it is refused with that reason; it nets against later usage instead.
 
 use axum::body::Body;
 use axum::response::Response;
@@ -14,10 +21,12 @@ use tally_core::Record;
 use tally_http::amount::SignedAmount;
 use tally_http::api::{DisputeGranted, DisputeRequest};
 use tally_http::headers::PAYMENT_RESPONSE;
-use tally_http::{Price, Reason};
+use tally_http::path::canonical_path;
+use tally_http::{Reason, Terms};
 
+use crate::bindings::CreditMark;
 use crate::errors::GatewayError;
-use crate::gateway::{Admitted, Gateway, RequestView};
+use crate::gateway::{Admitted, Gateway, Purpose, RequestView};
 
 fn refused(why: impl Into<String>) -> GatewayError {
     let why = why.into();
@@ -25,26 +34,20 @@ fn refused(why: impl Into<String>) -> GatewayError {
 }
 
 /// Handles `POST /tally/v1/channels/{id}/disputes`.
-pub async fn dispute(gateway: &Gateway, view: &RequestView<'_>) -> Result<Response, GatewayError> {
-    let request: DisputeRequest = serde_json::from_slice(view.body)
+pub async fn dispute(
+    gateway: &Gateway,
+    view: &RequestView<'_>,
+    body: &[u8],
+) -> Result<Response, GatewayError> {
+    gateway.ensure_writable()?;
+    let request: DisputeRequest = serde_json::from_slice(body)
         .map_err(|e| GatewayError::malformed(format!("dispute body: {e}")))?;
-    let admission = match gateway
-        .admit(
-            view,
-            &Price::Fixed {
-                amount: Default::default(),
-            },
-        )
-        .await?
-    {
+    let admitted = gateway.admit(view, Purpose::Dispute).await?;
+    admitted.check_body(view, body)?;
+    let admission = match admitted {
         Admitted::Fresh(a) => a,
-        Admitted::Replay(cached) => return Ok(cached.into_response()),
+        Admitted::Replay { cached, .. } => return Ok(cached.into_response()),
     };
-    if admission.authorization().max_amount != 0 {
-        return Err(GatewayError::malformed(
-            "a dispute is authorized with max_amount 0 (spec/PROTOCOL.md §5.3)",
-        ));
-    }
     let channel = admission.channel();
     let credit_seq = admission.seq();
     let session = admission
@@ -63,28 +66,21 @@ pub async fn dispute(gateway: &Gateway, view: &RequestView<'_>) -> Result<Respon
     }
     let index = disputed.outcome.seq;
     let stored = gateway
-        .store()
+        .store()?
         .record(&channel, index)
         .map_err(|_| refused(format!("record {index} is not in this log")))?;
     if stored != disputed.to_bytes() {
         return Err(refused(format!("record {index} differs from the log's")));
     }
-    if let Some(seq) = gateway
+    if let Some(mark) = gateway
         .bindings()
         .credit_for(&channel, index)
         .map_err(|e| GatewayError::internal(format!("reading credits: {e}")))?
     {
-        // The mark is written before the credit is appended; it counts only if the credit
-        // record made it into the log.
-        let credited = gateway
-            .store()
-            .record(&channel, seq)
-            .ok()
-            .and_then(|b| Record::from_bytes(&b).ok())
-            .is_some_and(|r| r.outcome.amount < 0);
-        if credited {
+        if credit_landed(gateway, &channel, &mark)? {
             return Err(refused(format!(
-                "record {index} was already credited by record {seq}"
+                "record {index} was already credited by record {}",
+                mark.seq
             )));
         }
     }
@@ -102,10 +98,12 @@ pub async fn dispute(gateway: &Gateway, view: &RequestView<'_>) -> Result<Respon
     if amount <= 0 {
         return Err(refused("the record charged nothing"));
     }
-    let terms = gateway.terms();
+    let terms = signed_terms(gateway, &disputed)?;
     let charged = amount.unsigned_abs();
+    let path = canonical_path(&x.path)
+        .map_err(|e| refused(format!("the stated path has no canonical form: {e}")))?;
     let route_max = terms
-        .price_for(&x.method, &x.path)
+        .price_for(&x.method, &path)
         .max_per_call()
         .unwrap_or(0);
     let (refund, rule) = if x.status >= 500 && terms.refunds.server_errors {
@@ -116,14 +114,24 @@ pub async fn dispute(gateway: &Gateway, view: &RequestView<'_>) -> Result<Respon
         return Err(refused("no refund rule applies to this record"));
     };
     let credit = -i128::try_from(refund).map_err(|_| refused("refund out of range"))?;
-    if apply_amount(admission.authorization().prev_cumulative, credit).is_none() {
+    let Some(after) = apply_amount(admission.authorization().prev_cumulative, credit) else {
         return Err(refused("the credit exceeds the cumulative amount"));
+    };
+    let checkpointed = admission.state().map_or(0, |s| s.checkpoint_cumulative);
+    let claimed = gateway.funding_fresh(&channel).await?.claimed;
+    let floor = claimed.max(checkpointed);
+    if after < floor {
+        return Err(refused(format!(
+            "a credit of {refund} would take the cumulative to {after}, below {floor} (claimed onchain {claimed}, newest checkpoint {checkpointed}), which the contract could no longer pay; dispute again once later usage covers it"
+        )));
     }
+    let mark = CreditMark {
+        seq: credit_seq,
+        request_hash: admission.authorization().request_hash,
+    };
     {
         let gw = gateway.clone();
-        tokio::task::spawn_blocking(move || {
-            gw.bindings().mark_credited(&channel, index, credit_seq)
-        })
+        tokio::task::spawn_blocking(move || gw.bindings().mark_credited(&channel, index, &mark))
         .await
         .map_err(|e| GatewayError::internal(format!("credit writer: {e}")))?
         .map_err(|e| GatewayError::internal(format!("storing credit mark: {e}")))?;
@@ -154,4 +162,31 @@ pub async fn dispute(gateway: &Gateway, view: &RequestView<'_>) -> Result<Respon
     resp.headers_mut()
         .insert(PAYMENT_RESPONSE, recorded.payment_response);
     Ok(resp)
+}
+
+/// Whether a credit mark is backed by its credit record: the record at the mark's seq is a
+/// credit, authorized by the very dispute request the mark names.
+fn credit_landed(
+    gateway: &Gateway,
+    channel: &tally_core::ChannelId,
+    mark: &CreditMark,
+) -> Result<bool, GatewayError> {
+    let store = gateway.store()?;
+    let Ok(bytes) = store.record(channel, mark.seq) else {
+        return Ok(false);
+    };
+    let record = Record::from_bytes(&bytes)
+        .map_err(|e| GatewayError::internal(format!("stored record {}: {e}", mark.seq)))?;
+    Ok(record.outcome.amount < 0 && record.authorization.request_hash == mark.request_hash)
+}
+
+/// The terms document the disputed record's authorization signed.
+fn signed_terms(gateway: &Gateway, record: &Record) -> Result<Terms, GatewayError> {
+    let hash = record.authorization.terms_hash;
+    let bytes = gateway
+        .bindings()
+        .terms(&hash)
+        .map_err(|e| GatewayError::internal(format!("reading terms: {e}")))?
+        .ok_or_else(|| refused(format!("the record's terms {hash} were never served here")))?;
+    Terms::parse(&bytes).map_err(|e| GatewayError::internal(format!("stored terms {hash}: {e}")))
 }

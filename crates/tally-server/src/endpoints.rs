@@ -61,12 +61,20 @@ async fn terms(State(gw): State<Gateway>) -> Response {
         .into_response()
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok` while the gateway can record; 503 with the reason while its log cannot take writes
+/// (and a recovery attempt is started), so a load balancer stops sending paid traffic.
+async fn healthz(State(gw): State<Gateway>) -> Response {
+    match gw.ensure_writable() {
+        Ok(()) => "ok\n".into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn metrics(State(gw): State<Gateway>) -> Response {
-    let store = gw.store();
+    let Ok(store) = gw.store() else {
+        return GatewayError::new(Reason::StoreUnavailable, "the log is being reopened")
+            .into_response();
+    };
     let channels = store.channels();
     let records: u64 = channels
         .iter()
@@ -150,14 +158,15 @@ async fn records(
 ) -> Result<Json<RecordsPage>, GatewayError> {
     let id = channel_id(&id)?;
     let from = query_u64(&q, "from")?.unwrap_or(0);
-    let size = gw.store().head(&id).map_or(0, |h| h.size);
+    let store = gw.store()?;
+    let size = store.head(&id).map_or(0, |h| h.size);
     let to = query_u64(&q, "to")?
         .unwrap_or(size)
         .min(from.saturating_add(MAX_RECORDS_PER_PAGE))
         .min(size);
     let mut out = Vec::new();
     if from < to {
-        for bytes in gw.store().records(&id, from..to).map_err(log_error)? {
+        for bytes in store.records(&id, from..to).map_err(log_error)? {
             let record = Record::from_bytes(&bytes)
                 .map_err(|e| GatewayError::internal(format!("stored record: {e}")))?;
             out.push(gw.wire_record(&record));
@@ -178,7 +187,7 @@ async fn inclusion(
     let id = channel_id(&id)?;
     let index = required(&q, "index")?;
     let size = required(&q, "size")?;
-    let store = gw.store();
+    let store = gw.store()?;
     let proof = store.inclusion_proof(&id, index, size).map_err(log_error)?;
     let root = store.root_at(&id, size).map_err(log_error)?;
     Ok(Json(InclusionProof {
@@ -197,7 +206,7 @@ async fn consistency(
     let id = channel_id(&id)?;
     let old = required(&q, "old")?;
     let new = required(&q, "new")?;
-    let store = gw.store();
+    let store = gw.store()?;
     let proof = store.consistency_proof(&id, old, new).map_err(log_error)?;
     Ok(Json(ConsistencyProof {
         old,
@@ -214,7 +223,7 @@ async fn checkpoints(
 ) -> Result<Json<Checkpoints>, GatewayError> {
     let id = channel_id(&id)?;
     let mut out = Vec::new();
-    for (_, bytes) in gw.store().checkpoints(&id).map_err(log_error)? {
+    for (_, bytes) in gw.store()?.checkpoints(&id).map_err(log_error)? {
         let cp: WireCheckpoint = serde_json::from_slice(&bytes)
             .map_err(|e| GatewayError::internal(format!("stored checkpoint: {e}")))?;
         out.push(cp);
@@ -262,7 +271,6 @@ async fn dispute(
         path: uri.path(),
         query: uri.query().unwrap_or(""),
         headers: &headers,
-        body: &body,
     };
-    crate::dispute::dispute(&gw, &view).await
+    crate::dispute::dispute(&gw, &view, &body).await
 }

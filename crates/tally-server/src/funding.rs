@@ -1,6 +1,11 @@
 //! A short-lived cache over tally-chain's [`Funding`], so the chain is read once per channel
 //! per refresh interval rather than once per request. A refusal for lack of funds always
 //! re-reads the chain first, so a top-up is seen at once.
+//!
+//! Channel ids are public and anyone can name one, so the cache also guards the chain node
+//! from strangers: "no such channel" answers are remembered for a while, reads of channels
+//! the cache does not hold are rate-limited (a token bucket), and the cache itself holds a
+//! bounded number of entries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,12 +13,71 @@ use std::time::{Duration, Instant};
 
 use tally_chain::{ChainError, ChannelFunding, Funding};
 use tally_core::ChannelId;
+use tally_http::Reason;
+
+use crate::errors::GatewayError;
+
+/// How long "no such channel" is believed.
+const UNKNOWN_TTL: Duration = Duration::from_secs(30);
+/// Most entries held; past it, expired entries go first, then arbitrary ones.
+const MAX_ENTRIES: usize = 100_000;
+/// Reads of channels not in the cache allowed per second, with a burst of as many.
+const COLD_READS_PER_SECOND: f64 = 20.0;
+
+#[derive(Clone, Copy)]
+enum Entry {
+    Known(ChannelFunding),
+    Unknown,
+}
+
+/// A token bucket: `rate` tokens a second, at most `rate` held.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, rate: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// Cached funding reads.
 pub struct FundingCache {
     source: Arc<dyn Funding>,
     ttl: Duration,
-    entries: Mutex<HashMap<ChannelId, (Instant, ChannelFunding)>>,
+    entries: Mutex<HashMap<ChannelId, (Instant, Entry)>>,
+    cold: Mutex<Bucket>,
+}
+
+/// A chain failure as a client sees it: the reason only. The detail (which may hold the
+/// node's URL, and an API key in it) goes to the server's log, redacted, never into a
+/// response (spec/HTTP.md §8).
+pub fn chain_error(e: ChainError) -> GatewayError {
+    match e {
+        ChainError::UnknownChannel(id) => GatewayError::new(
+            Reason::UnknownChannel,
+            format!("channel {id} does not exist onchain"),
+        ),
+        other => {
+            tracing::warn!(
+                error = %crate::redact::redact_text(&other.to_string()),
+                "chain read failed"
+            );
+            GatewayError::new(
+                Reason::ChainUnavailable,
+                "the chain could not be read; retry shortly",
+            )
+        }
+    }
 }
 
 impl FundingCache {
@@ -23,28 +87,116 @@ impl FundingCache {
             source,
             ttl,
             entries: Mutex::new(HashMap::new()),
+            cold: Mutex::new(Bucket {
+                tokens: COLD_READS_PER_SECOND,
+                at: Instant::now(),
+            }),
         }
+    }
+
+    fn cached(&self, channel: &ChannelId) -> Option<(Instant, Entry)> {
+        self.entries.lock().ok()?.get(channel).copied()
     }
 
     /// The channel's funding, from cache if younger than the TTL.
-    pub async fn get(&self, channel: &ChannelId) -> Result<ChannelFunding, ChainError> {
-        let cached = self.entries.lock().ok().and_then(|m| {
-            m.get(channel)
-                .filter(|(at, _)| at.elapsed() < self.ttl)
-                .map(|(_, f)| *f)
-        });
-        match cached {
-            Some(f) => Ok(f),
-            None => self.refresh(channel).await,
+    pub async fn get(&self, channel: &ChannelId) -> Result<ChannelFunding, GatewayError> {
+        match self.cached(channel) {
+            Some((at, Entry::Known(f))) if at.elapsed() < self.ttl => Ok(f),
+            _ => self.refresh(channel).await,
         }
     }
 
-    /// Reads the chain now and caches the answer.
-    pub async fn refresh(&self, channel: &ChannelId) -> Result<ChannelFunding, ChainError> {
-        let f = self.source.funding(channel).await?;
-        if let Ok(mut m) = self.entries.lock() {
-            m.insert(*channel, (Instant::now(), f));
+    /// Reads the chain now and caches the answer. A channel recently found not to exist is
+    /// answered from memory; one the cache has never seen costs a token of the cold-read
+    /// bucket, and none left means `chain_unavailable` without a read.
+    pub async fn refresh(&self, channel: &ChannelId) -> Result<ChannelFunding, GatewayError> {
+        match self.cached(channel) {
+            Some((at, Entry::Unknown)) if at.elapsed() < UNKNOWN_TTL => {
+                return Err(chain_error(ChainError::UnknownChannel(*channel)));
+            }
+            Some(_) => {}
+            None => {
+                let allowed = self.cold.lock().map(|mut b| b.take(COLD_READS_PER_SECOND));
+                if !allowed.unwrap_or(false) {
+                    return Err(GatewayError::new(
+                        Reason::ChainUnavailable,
+                        "too many reads of channels this gateway does not know; retry shortly",
+                    ));
+                }
+            }
         }
-        Ok(f)
+        let read = self.source.funding(channel).await;
+        let entry = match &read {
+            Ok(f) => Some(Entry::Known(*f)),
+            Err(ChainError::UnknownChannel(_)) => Some(Entry::Unknown),
+            Err(_) => None,
+        };
+        if let Some(entry) = entry {
+            self.insert(*channel, entry);
+        }
+        read.map_err(chain_error)
+    }
+
+    fn insert(&self, channel: ChannelId, entry: Entry) {
+        let Ok(mut m) = self.entries.lock() else {
+            return;
+        };
+        if m.len() >= MAX_ENTRIES && !m.contains_key(&channel) {
+            let ttl = self.ttl.max(UNKNOWN_TTL);
+            m.retain(|_, (at, _)| at.elapsed() < ttl);
+            if m.len() >= MAX_ENTRIES {
+                let drop: Vec<ChannelId> = m.keys().take(MAX_ENTRIES / 8).copied().collect();
+                for id in drop {
+                    m.remove(&id);
+                }
+            }
+        }
+        m.insert(channel, (Instant::now(), entry));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tally_chain::BoxFuture;
+
+    /// Knows no channel; counts reads.
+    #[derive(Default)]
+    struct Empty(AtomicUsize);
+
+    impl Funding for Empty {
+        fn funding<'a>(
+            &'a self,
+            channel: &'a ChannelId,
+        ) -> BoxFuture<'a, Result<ChannelFunding, ChainError>> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            let id = *channel;
+            Box::pin(async move { Err(ChainError::UnknownChannel(id)) })
+        }
+    }
+
+    #[tokio::test]
+    async fn strangers_cost_bounded_chain_reads() {
+        let source = Arc::new(Empty::default());
+        let cache = FundingCache::new(source.clone(), Duration::from_secs(2));
+        // The same unknown id, again and again: one read.
+        for _ in 0..50 {
+            let e = cache.refresh(&ChannelId([1; 32])).await.unwrap_err();
+            assert_eq!(e.reason.code(), "unknown_channel");
+        }
+        assert_eq!(source.0.load(Ordering::Relaxed), 1);
+        // 200 fresh random ids at once: at most the bucket's burst reaches the node.
+        let mut busy = 0;
+        for i in 0..200u32 {
+            let mut id = [2u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            if cache.refresh(&ChannelId(id)).await.unwrap_err().reason.code() == "chain_unavailable" {
+                busy += 1;
+            }
+        }
+        let reads = source.0.load(Ordering::Relaxed);
+        assert!(reads <= 1 + COLD_READS_PER_SECOND as usize + 2, "{reads} reads");
+        assert!(busy >= 170, "{busy} refused without a read");
     }
 }

@@ -1,9 +1,16 @@
 //! The tower layer: wrap any axum routes with it and every priced route is metered
-//! (DESIGN.md §3). Free routes pass through untouched and stream.
+//! (DESIGN.md §3). Free routes pass through and stream.
 //!
-//! A paid request's body is read whole (up to the terms' limit) before anything is
-//! forwarded, because the client's signature covers its hash; the response body is read
-//! whole (up to the limit) because the receipt in the response headers covers its hash.
+//! Every request is priced on its canonical path (spec/HTTP.md §4.3), which is also what is
+//! forwarded, so spellings of one resource cannot reach it unpriced. For a paid request the
+//! payment header is verified first (admission), and only then is the body read, whole, up
+//! to the terms' limit (a declared `Content-Length` over it is refused unread), because the
+//! client's signature covers its hash; the response body is read whole (up to the limit)
+//! because the receipt in the response headers covers its hash.
+//!
+//! Once admitted, forwarding and recording run in a task of their own: a client that hangs
+//! up after sending its request does not stop the record (the upstream did the work), and a
+//! retry of the same seq gets the held response or the stored record.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,11 +24,12 @@ use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
 use tally_http::headers::{CHECKPOINT_REQUEST, PAYMENT_RESPONSE};
-use tally_http::{Price, Reason};
+use tally_http::path::canonical_path;
+use tally_http::{Price, Reason, Unmatched};
 use tower::{Layer, Service};
 
 use crate::errors::GatewayError;
-use crate::gateway::{Admitted, Gateway, RequestView};
+use crate::gateway::{Admission, Admitted, Gateway, Purpose, RequestView};
 use crate::pricing::charge;
 
 /// Marks a response that the upstream never produced (the proxy could not reach it): the
@@ -81,40 +89,115 @@ where
     }
 }
 
-async fn meter<S>(gateway: Gateway, mut inner: S, req: Request<Body>) -> Response
+async fn meter<S>(gateway: Gateway, inner: S, mut req: Request<Body>) -> Response
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
 {
     let uri = req
         .extensions()
         .get::<OriginalUri>()
         .map_or_else(|| req.uri().clone(), |o| o.0.clone());
     let method = req.method().as_str().to_string();
-    let path = uri.path().to_string();
+    let path = match canonical_path(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return refuse(&gateway, GatewayError::malformed(format!("path: {e}"))),
+    };
     let query = uri.query().unwrap_or("").to_string();
-    let price = gateway.terms().price_for(&method, &path).clone();
+    if let Err(e) = forward_canonical(&mut req, &path) {
+        return refuse(&gateway, e);
+    }
+    let terms = gateway.terms();
+    let route = terms.route_for(&method, &path);
+    if route.is_none() && terms.unmatched == Unmatched::Deny {
+        return refuse(
+            &gateway,
+            GatewayError::new(Reason::NotFound, "no route of the price list matches"),
+        );
+    }
+    let price = route.map_or(Price::Free, |r| r.price.clone());
     if price == Price::Free {
         gateway
             .metrics()
             .free
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut inner = inner;
         return match inner.call(req).await {
-            Ok(r) => r,
+            Ok(r) => strip_payment_headers(r),
             Err(never) => match never {},
         };
     }
-    match meter_paid(&gateway, &mut inner, req, &method, &path, &query, &price).await {
+    let raw_path = uri.path().to_string();
+    match meter_paid(&gateway, inner, req, &method, &raw_path, &query, &price).await {
         Ok(resp) => resp,
-        Err(e) => {
-            gateway.metrics().refused(e.reason.code());
-            e.into_response()
-        }
+        Err(e) => refuse(&gateway, e),
     }
+}
+
+/// Counts, logs and renders a refusal.
+fn refuse(gateway: &Gateway, e: GatewayError) -> Response {
+    gateway.metrics().refused(e.reason.code());
+    tracing::info!(reason = e.reason.code(), message = %e.message, "refused");
+    e.into_response()
+}
+
+/// Rewrites the request's path to its canonical form (query kept), so the upstream serves
+/// exactly what was priced.
+fn forward_canonical(req: &mut Request<Body>, path: &str) -> Result<(), GatewayError> {
+    if req.uri().path() == path {
+        return Ok(());
+    }
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| GatewayError::malformed("the canonical path is not a valid URI"))?,
+    );
+    *req.uri_mut() = http::Uri::from_parts(parts)
+        .map_err(|_| GatewayError::malformed("the canonical path is not a valid URI"))?;
+    Ok(())
+}
+
+/// Drops every `payment-*` and `tally-*` header an upstream sets: only the gateway speaks
+/// the payment protocol, so an upstream cannot forge a receipt or a checkpoint request.
+fn strip_payment_headers(mut resp: Response) -> Response {
+    let forged: Vec<http::HeaderName> = resp
+        .headers()
+        .keys()
+        .filter(|k| k.as_str().starts_with("payment-") || k.as_str().starts_with("tally-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        resp.headers_mut().remove(name);
+    }
+    resp
+}
+
+/// Refuses a declared body over the limit before reading a byte of it.
+fn check_declared_length(headers: &http::HeaderMap, limit: u64) -> Result<(), GatewayError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+fn too_large(limit: u64) -> GatewayError {
+    GatewayError::new(
+        Reason::PayloadTooLarge { limit },
+        format!("request body exceeds {limit} bytes"),
+    )
 }
 
 async fn meter_paid<S>(
     gateway: &Gateway,
-    inner: &mut S,
+    inner: S,
     req: Request<Body>,
     method: &str,
     path: &str,
@@ -122,45 +205,73 @@ async fn meter_paid<S>(
     price: &Price,
 ) -> Result<Response, GatewayError>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
 {
-    let settings = gateway.settings();
     let started = std::time::Instant::now();
+    gateway.ensure_writable()?;
     let (parts, body) = req.into_parts();
-    let limit = settings.max_request_bytes;
-    let body = read_limited(body, limit).await.map_err(|too_big| {
-        if too_big {
-            GatewayError::new(
-                Reason::PayloadTooLarge { limit },
-                format!("request body exceeds {limit} bytes"),
-            )
-        } else {
-            GatewayError::malformed("could not read the request body")
-        }
-    })?;
+    let limit = gateway.settings().max_request_bytes;
+    check_declared_length(&parts.headers, limit)?;
     let view = RequestView {
         method,
         path,
         query,
         headers: &parts.headers,
-        body: &body,
     };
-    let admission = match gateway.admit(&view, price).await? {
-        Admitted::Replay(cached) => return Ok(cached.into_response()),
+    let admitted = gateway.admit(&view, Purpose::Route(price)).await?;
+    let body = read_limited(body, limit).await.map_err(|too_big| {
+        if too_big {
+            too_large(limit)
+        } else {
+            GatewayError::malformed("could not read the request body")
+        }
+    })?;
+    admitted.check_body(&view, &body)?;
+    let admission = match admitted {
+        Admitted::Replay { cached, .. } => return Ok(cached.into_response()),
         Admitted::Fresh(a) => a,
     };
+    let upstream_req = Request::from_parts(parts, Body::from(body));
+    let task = tokio::spawn(forward_and_record(
+        gateway.clone(),
+        inner,
+        upstream_req,
+        admission,
+        price.clone(),
+        started,
+    ));
+    task.await
+        .map_err(|e| GatewayError::internal(format!("metering task: {e}")))?
+}
+
+/// Calls the upstream with an admitted request, meters the answer and records it (the part
+/// that runs on even if the client hangs up).
+async fn forward_and_record<S>(
+    gateway: Gateway,
+    mut inner: S,
+    req: Request<Body>,
+    admission: Admission,
+    price: Price,
+    started: std::time::Instant,
+) -> Result<Response, GatewayError>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    let settings = gateway.settings();
+    let (channel, seq) = (admission.channel(), admission.seq());
     let max_amount = admission.authorization().max_amount;
     let admitted_at = std::time::Instant::now();
-    let upstream_req = Request::from_parts(parts, Body::from(body.clone()));
-    let resp = match inner.call(upstream_req).await {
+    let resp = match inner.call(req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
     if resp.extensions().get::<UpstreamFailed>().is_some() {
         // Nothing was served: drop the admission (and the lock), record nothing.
+        tracing::warn!(%channel, seq, "upstream unavailable; nothing recorded");
         return Ok(resp);
     }
-    let (mut resp_parts, resp_body) = resp.into_parts();
+    let (mut resp_parts, resp_body) = strip_payment_headers(resp).into_parts();
     let limit = settings.max_response_bytes;
     let resp_body = read_limited(resp_body, limit).await.map_err(|_| {
         GatewayError::new(
@@ -171,7 +282,7 @@ where
     let upstream_time = admitted_at.elapsed();
     let status = resp_parts.status.as_u16();
     let c = charge(
-        price,
+        &price,
         status,
         &resp_parts.headers,
         max_amount,
@@ -200,11 +311,19 @@ where
     }
     resp_parts.headers.remove(http::header::CONTENT_LENGTH);
     let total = started.elapsed();
+    let overhead = total.saturating_sub(upstream_time);
     gateway.metrics().total.observe(total);
-    gateway
-        .metrics()
-        .overhead
-        .observe(total.saturating_sub(upstream_time));
+    gateway.metrics().overhead.observe(overhead);
+    tracing::info!(
+        %channel,
+        seq,
+        status,
+        units = c.units,
+        amount = c.amount,
+        upstream_us = upstream_time.as_micros() as u64,
+        overhead_us = overhead.as_micros() as u64,
+        "metered"
+    );
     Ok(Response::from_parts(resp_parts, Body::from(resp_body)))
 }
 
@@ -217,5 +336,35 @@ async fn read_limited(body: Body, limit: u64) -> Result<Bytes, bool> {
         Err(e) => Err(e
             .downcast_ref::<http_body_util::LengthLimitError>()
             .is_some()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_cannot_speak_the_payment_protocol() {
+        let mut resp = Response::new(Body::empty());
+        for name in ["payment-response", "tally-checkpoint-request", "tally-x", "x-ok"] {
+            resp.headers_mut()
+                .insert(http::HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        let resp = strip_payment_headers(resp);
+        let left: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-ok"]);
+    }
+
+    #[test]
+    fn declared_oversize_bodies_are_refused_unread() {
+        let mut h = http::HeaderMap::new();
+        assert!(check_declared_length(&h, 10).is_ok());
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        assert!(check_declared_length(&h, 10).is_ok());
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+        assert_eq!(
+            check_declared_length(&h, 10).unwrap_err().reason.code(),
+            "payload_too_large"
+        );
     }
 }

@@ -31,35 +31,18 @@ pub fn charge(
             amount: 0,
         };
     }
-    match price {
-        Price::Free => Charge {
-            units: 0,
-            amount: 0,
-        },
-        Price::Fixed { amount } => Charge {
-            units: 1,
-            amount: amount.0.min(max_amount),
-        },
-        Price::Metered {
-            units_header,
-            unit_price,
-            max_amount: route_max,
-        } => {
-            let units = reported_units(headers, units_header).unwrap_or(0);
-            let amount = u128::from(units)
-                .saturating_mul(unit_price.0)
-                .min(route_max.0)
-                .min(max_amount);
-            Charge { units, amount }
-        }
+    let units = match price {
+        Price::Free => 0,
+        Price::Fixed { .. } => 1,
+        Price::Metered { units_header, .. } => reported_units(headers, units_header).unwrap_or(0),
+    };
+    Charge {
+        units,
+        amount: price.charge_for(units, max_amount),
     }
 }
 
-/// The units an upstream reported in `header`, as a plain decimal.
+/// The units an upstream reported in `header` ([`tally_http::terms::parse_units`]).
 pub fn reported_units(headers: &HeaderMap, header: &str) -> Option<u64> {
-    let text = headers.get(header)?.to_str().ok()?.trim();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
+    tally_http::terms::parse_units(headers.get(header)?.to_str().ok()?)
 }

@@ -1,0 +1,353 @@
+//! Admission (DESIGN.md §3 steps 1–2, spec/HTTP.md §9): everything decided before the
+//! upstream is called.
+//!
+//! The order is chosen so that a stranger costs little: the payment header is decoded and its
+//! signature checked against the channel's bound session key before any per-channel state is
+//! created, and the request body is read only after admission (the caller then checks it
+//! against the signed request hash with [`Admitted::check_body`]).
+
+use super::*;
+
+/// What a paid request pays for.
+#[derive(Clone, Copy, Debug)]
+pub enum Purpose<'a> {
+    /// A priced route: `max_amount` must cover the route's minimum
+    /// ([`Price::min_authorization`]).
+    Route(&'a Price),
+    /// The dispute endpoint, the one place a zero `max_amount` is valid (spec/HTTP.md §7).
+    Dispute,
+}
+
+impl Purpose<'_> {
+    /// The price quoted in a 402's requirements.
+    fn quoted(&self) -> Price {
+        match self {
+            Purpose::Route(p) => (*p).clone(),
+            Purpose::Dispute => Price::Fixed {
+                amount: Amount(0),
+            },
+        }
+    }
+}
+
+impl Admitted {
+    /// The request hash the client signed.
+    fn signed_request_hash(&self) -> Hash {
+        match self {
+            Admitted::Fresh(a) => a.authorization.request_hash,
+            Admitted::Replay { request_hash, .. } => *request_hash,
+        }
+    }
+
+    /// Checks the body read after admission against the signed request hash: a mismatch
+    /// drops the admission (and the channel's lock) and records nothing.
+    pub fn check_body(&self, req: &RequestView<'_>, body: &[u8]) -> Result<(), GatewayError> {
+        let computed = request_hash(req.method, req.path, req.query, body);
+        if self.signed_request_hash() != computed {
+            return Err(GatewayError::new(
+                Reason::RequestMismatch {
+                    request_hash: computed,
+                },
+                "the authorization signs a different request than the one received",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn unbound() -> GatewayError {
+    GatewayError::new(
+        Reason::UnknownChannel,
+        "no session key is bound to this channel; POST it to /tally/v1/channels/{id}/session",
+    )
+}
+
+/// Strict single verification: a fresh authorization is a non-repudiation decision
+/// (spec/PROTOCOL.md §4.2).
+fn verify_authorization(
+    key: &PublicKey,
+    message: &[u8],
+    sig: &tally_core::Signature,
+) -> Result<(), GatewayError> {
+    key.verify(message, sig).map_err(|_| {
+        GatewayError::new(
+            Reason::InvalidSignature,
+            "authorization signature does not verify",
+        )
+    })
+}
+
+impl Gateway {
+    /// Steps 1–2 of DESIGN.md §3: parse the payment, verify its signature against the bound
+    /// session key, take the channel's lock, check terms, seq, acknowledged state, the
+    /// purpose's minimum and the channel's funding. A refusal records nothing.
+    pub async fn admit(
+        &self,
+        req: &RequestView<'_>,
+        purpose: Purpose<'_>,
+    ) -> Result<Admitted, GatewayError> {
+        let i = &self.inner;
+        let required = || self.payment_required(&url_of(req), &purpose.quoted());
+        let header = req.headers.get(PAYMENT_SIGNATURE).ok_or_else(|| {
+            GatewayError::new(
+                Reason::PaymentRequired,
+                "this route is priced; send PAYMENT-SIGNATURE",
+            )
+            .with_required(required())
+        })?;
+        let payload: PaymentPayload =
+            decode_header("PAYMENT-SIGNATURE", header.as_bytes()).map_err(wire_error)?;
+        if payload.accepted.scheme != SCHEME || payload.accepted.network != i.network {
+            return Err(GatewayError::malformed(format!(
+                "payment is for scheme {:?} on {:?}; this gateway takes {SCHEME:?} on {:?}",
+                payload.accepted.scheme, payload.accepted.network, i.network
+            )));
+        }
+        // The decoder only accepts canonical bytes, so these are `auth.to_bytes()`.
+        let (auth, auth_bytes) = payload.authorization_and_bytes().map_err(wire_error)?;
+        let sig = payload.payload.signature;
+        let checkpoint = match req.headers.get(CHECKPOINT) {
+            Some(v) => Some(
+                decode_header::<WireCheckpoint>("TALLY-CHECKPOINT", v.as_bytes())
+                    .map_err(wire_error)?,
+            ),
+            None => None,
+        };
+        let mut guard = self
+            .lock_verified(&auth.channel_id, &auth_bytes, &sig)
+            .await?;
+        let st = guard
+            .as_mut()
+            .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
+        if auth.terms_hash != i.terms_hash {
+            return Err(GatewayError::new(
+                Reason::TermsChanged {
+                    terms_hash: i.terms_hash,
+                },
+                "the terms changed; fetch /.well-known/tally again",
+            )
+            .with_required(required()));
+        }
+        if let Some(cp) = &checkpoint {
+            self.accept_checkpoint_locked(st, cp).await?;
+        }
+        if auth.seq < st.size {
+            return self.retried(st, &auth);
+        }
+        if let Some(c) = &st.closing {
+            return Err(GatewayError::new(
+                Reason::ChannelClosed,
+                format!(
+                    "the payee agreed to a cooperative close at size {}; nothing more is recorded",
+                    c.size
+                ),
+            )
+            .with_required(required()));
+        }
+        check_position(st, &auth)?;
+        check_minimum(&purpose, auth.max_amount).map_err(|e| match e.reason.status() {
+            402 => e.with_required(required()),
+            _ => e,
+        })?;
+        self.check_funding(st, &auth).await.map_err(|e| {
+            if e.reason.status() == 402 {
+                e.with_required(required())
+            } else {
+                e
+            }
+        })?;
+        Ok(Admitted::Fresh(Admission {
+            guard,
+            authorization: auth,
+            signature: sig,
+            authorization_hash: tally_core::hash::blake3_of(&[&auth_bytes, &sig.0]),
+            price: purpose.quoted(),
+        }))
+    }
+
+    /// Takes the lock of a channel whose bound session key signed `message`. A channel not
+    /// yet in memory gets its state (and a slot in the bounded map) only once the signature
+    /// has verified against the binding read from the database, so random channel ids and
+    /// forged signatures cost a database read and a signature check, never memory.
+    async fn lock_verified(
+        &self,
+        channel: &ChannelId,
+        message: &[u8],
+        sig: &tally_core::Signature,
+    ) -> Result<ChannelGuard, GatewayError> {
+        let checked = match self.inner.channels.existing(channel) {
+            Some(_) => false,
+            None => {
+                let key = self.stored_session(channel)?.ok_or_else(unbound)?;
+                verify_authorization(&key, message, sig)?;
+                true
+            }
+        };
+        let guard = self.lock_slot(channel).await?;
+        let session = guard
+            .as_ref()
+            .and_then(|s| s.session_key)
+            .ok_or_else(unbound)?;
+        if !checked {
+            verify_authorization(&session, message, sig)?;
+        }
+        Ok(guard)
+    }
+
+    /// A request at a seq the log already holds: the same request again is answered from
+    /// the held response, or with the stored record; anything else is a stale seq.
+    fn retried(&self, st: &ChannelState, auth: &Authorization) -> Result<Admitted, GatewayError> {
+        let stored = self.stored_record(&st.id, auth.seq)?;
+        if stored.authorization.request_hash != auth.request_hash {
+            return Err(stale_seq(st, auth));
+        }
+        self.inner
+            .metrics
+            .replays
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = st.cached.as_ref().filter(|c| c.seq == auth.seq) {
+            return Ok(Admitted::Replay {
+                cached: c.clone(),
+                request_hash: auth.request_hash,
+            });
+        }
+        Err(GatewayError::new(
+            Reason::AlreadyRecorded {
+                record: self.wire_record(&stored),
+            },
+            format!(
+                "seq {} is already recorded; its response is no longer held",
+                auth.seq
+            ),
+        ))
+    }
+
+    /// The channel's funding must be acceptable for every paid request, disputes included
+    /// (open, not withdrawing, paying this payee in this token, a long enough withdraw
+    /// delay); a non-zero maximum must also be covered by the deposit and stay within the
+    /// credit limit past the last client-signed checkpoint (P5).
+    async fn check_funding(
+        &self,
+        st: &ChannelState,
+        auth: &Authorization,
+    ) -> Result<(), GatewayError> {
+        let i = &self.inner;
+        let need = auth.prev_cumulative.checked_add(auth.max_amount);
+        let mut funding = i.funding.get(&st.id).await?;
+        let short = |f: &tally_chain::ChannelFunding| need.is_none_or(|n| n > f.deposit);
+        if auth.max_amount > 0 && short(&funding) {
+            funding = i.funding.refresh(&st.id).await?;
+        }
+        let min_delay = i
+            .settings
+            .min_withdraw_delay
+            .max(tally_chain::funding::MIN_WITHDRAW_DELAY);
+        if let Err(refusal) = funding.acceptable(min_delay, i.payee, i.token) {
+            use tally_chain::funding::FundingRefusal as F;
+            let reason = match refusal {
+                F::Closed | F::Withdrawing { .. } => Reason::ChannelClosed,
+                _ => Reason::UnknownChannel,
+            };
+            return Err(GatewayError::new(reason, refusal.to_string()));
+        }
+        if auth.max_amount == 0 {
+            return Ok(());
+        }
+        if short(&funding) {
+            return Err(GatewayError::new(
+                Reason::InsufficientFunds {
+                    remaining: Amount(funding.deposit.saturating_sub(auth.prev_cumulative)),
+                },
+                "the deposit does not cover this call's maximum",
+            ));
+        }
+        let exposure = need
+            .unwrap_or(u128::MAX)
+            .saturating_sub(st.checkpoint_cumulative);
+        if exposure > i.settings.credit_limit {
+            return Err(GatewayError::new(
+                Reason::CheckpointRequired { size: st.size },
+                format!(
+                    "serving would put {exposure} beyond the last checkpoint (limit {})",
+                    i.settings.credit_limit
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn stale_seq(st: &ChannelState, auth: &Authorization) -> GatewayError {
+    GatewayError::new(
+        Reason::StaleSeq {
+            expected_seq: st.size,
+            last_record: st.last.as_ref().map(|(r, s)| WireRecord::new(r, *s)),
+        },
+        format!("seq {} is not the next seq {}", auth.seq, st.size),
+    )
+}
+
+/// The authorization must be for the next seq and acknowledge the log as it is.
+fn check_position(st: &ChannelState, auth: &Authorization) -> Result<(), GatewayError> {
+    if auth.seq != st.size {
+        return Err(stale_seq(st, auth));
+    }
+    if auth.prev_root != st.root || auth.prev_cumulative != st.cumulative {
+        return Err(state_mismatch(
+            st,
+            "the acknowledged root or cumulative is not the log's",
+        ));
+    }
+    Ok(())
+}
+
+/// A route needs a `max_amount` of at least its minimum charge; a dispute needs exactly 0
+/// (spec/HTTP.md §7, §9). Pure, so the rule is tested on its own.
+fn check_minimum(purpose: &Purpose<'_>, max_amount: u128) -> Result<(), GatewayError> {
+    match purpose {
+        Purpose::Dispute if max_amount != 0 => Err(GatewayError::malformed(
+            "a dispute is authorized with max_amount 0 (spec/PROTOCOL.md §5.3)",
+        )),
+        Purpose::Dispute => Ok(()),
+        Purpose::Route(price) => {
+            let min = price.min_authorization().unwrap_or(0);
+            if max_amount < min {
+                return Err(GatewayError::new(
+                    Reason::AmountTooLow { price: Amount(min) },
+                    format!("max_amount {max_amount} is below this route's minimum {min}"),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metered(unit: u128, min_charge: u128) -> Price {
+        Price::Metered {
+            units_header: "x-units".into(),
+            unit_price: Amount(unit),
+            max_amount: Amount(1000),
+            min_charge: Amount(min_charge),
+        }
+    }
+
+    #[test]
+    fn zero_maximum_is_only_for_disputes() {
+        let fixed = Price::Fixed { amount: Amount(5) };
+        assert!(check_minimum(&Purpose::Route(&fixed), 0).is_err());
+        assert!(check_minimum(&Purpose::Route(&fixed), 4).is_err());
+        assert!(check_minimum(&Purpose::Route(&fixed), 5).is_ok());
+        assert!(check_minimum(&Purpose::Route(&metered(3, 0)), 0).is_err());
+        assert!(check_minimum(&Purpose::Route(&metered(3, 0)), 2).is_err());
+        assert!(check_minimum(&Purpose::Route(&metered(3, 0)), 3).is_ok());
+        assert!(check_minimum(&Purpose::Route(&metered(3, 50)), 49).is_err());
+        assert!(check_minimum(&Purpose::Route(&metered(0, 0)), 0).is_err());
+        assert!(check_minimum(&Purpose::Route(&metered(0, 0)), 1).is_ok());
+        assert!(check_minimum(&Purpose::Dispute, 0).is_ok());
+        assert!(check_minimum(&Purpose::Dispute, 1).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Cooperative close (spec/HTTP.md §5.4).
+
+use super::*;
+
+impl Gateway {
+    /// Cosigns a cooperative close (spec/HTTP.md §5.4). Under the channel's lock: the
+    /// request must be at the log's durable final state (the provider never agrees to less
+    /// than it served), signed over the EIP-712 Close struct by the channel's onchain signer,
+    /// for a channel that pays this gateway's payee in its token. The channel is then marked
+    /// closing durably, before the answer, so it records nothing more, also after a restart.
+    /// A repeat of the same close gets the stored signature back.
+    pub async fn close(
+        &self,
+        channel: &ChannelId,
+        req: &CloseRequest,
+    ) -> Result<CloseSigned, GatewayError> {
+        let i = &self.inner;
+        let payee_key = i.payee_key.as_ref().ok_or_else(|| {
+            GatewayError::new(
+                Reason::CloseUnavailable,
+                "this gateway holds no payee key ([settlement] is not configured); exit with a withdrawal",
+            )
+        })?;
+        let mut guard = self.lock(channel).await?;
+        let st = guard
+            .as_mut()
+            .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
+        if req.size != st.size || req.root != st.root || req.cumulative.0 != st.cumulative {
+            return Err(state_mismatch(
+                st,
+                "a close must be at the log's final state: its size, root and cumulative",
+            ));
+        }
+        // The in-memory state must be the durable log's: never agree below what was served.
+        let durable = self
+            .store()?
+            .head(channel)
+            .map_or((0, st.root), |h| (h.size, h.root));
+        if durable != (st.size, st.root) {
+            *guard = None;
+            return Err(GatewayError::internal(
+                "the channel's state is behind its log; it reloads on the next request",
+            ));
+        }
+        // The cached funding read serves the checks a stranger can trigger; the chain is read
+        // afresh only for a correctly signed first close.
+        let funding = i.funding.get(channel).await?;
+        if funding.payee != i.payee || funding.token != i.token {
+            return Err(GatewayError::new(
+                Reason::UnknownChannel,
+                "this channel pays another payee or token",
+            ));
+        }
+        let cp = Checkpoint {
+            channel_id: *channel,
+            size: st.size,
+            root: st.root,
+            cumulative: st.cumulative,
+        };
+        let domain = tally_chain::eip712::domain(i.settings.chain.chain_id, i.contract);
+        let signer_sig = req.eip712.to_sig();
+        tally_chain::eip712::verify_close(&signer_sig, &domain, &cp, funding.signer).map_err(
+            |e| GatewayError::new(Reason::InvalidSignature, format!("EIP-712 close: {e}")),
+        )?;
+        let (signer_sig, payee_sig, fresh) = match st.closing {
+            Some(c) if (c.size, c.root, c.cumulative) == (cp.size, cp.root, cp.cumulative) => {
+                (c.signer_sig, c.payee_sig, None)
+            }
+            Some(c) => {
+                return Err(GatewayError::internal(format!(
+                    "the log moved past the close agreed at size {}",
+                    c.size
+                )))
+            }
+            None => {
+                let funding = i.funding.refresh(channel).await?;
+                if funding.withdraw == WithdrawState::Closed {
+                    return Err(GatewayError::new(
+                        Reason::ChannelClosed,
+                        "the channel is already closed onchain",
+                    ));
+                }
+                // `cooperativeClose` reverts below the claimed state, and the settlement
+                // worker may still claim the newest stored checkpoint: the close must be at
+                // or above both (a credit after them makes it lower).
+                let floor = funding.claimed.max(st.checkpoint_cumulative);
+                if cp.size < funding.claimed_size || cp.cumulative < floor {
+                    return Err(GatewayError::new(
+                        Reason::CloseUnavailable,
+                        format!(
+                            "the contract could refuse this close at size {} and cumulative {}: {} is claimed at size {} and the newest checkpoint holds {}; exit with a withdrawal",
+                            cp.size, cp.cumulative, funding.claimed, funding.claimed_size, st.checkpoint_cumulative
+                        ),
+                    ));
+                }
+                let payee_sig = tally_chain::eip712::sign_close(payee_key, &domain, &cp)
+                    .map_err(|e| GatewayError::internal(format!("signing the close: {e}")))?;
+                let closing = Closing {
+                    size: cp.size,
+                    root: cp.root,
+                    cumulative: cp.cumulative,
+                    signer_sig,
+                    payee_sig,
+                };
+                (signer_sig, payee_sig, Some(closing))
+            }
+        };
+        if let Some(closing) = fresh {
+            // The write runs in its own task, which owns the channel's lock: even if this
+            // request is dropped meanwhile, the in-memory state changes only once the mark
+            // is durable, and nothing is admitted in between.
+            let gw = self.clone();
+            let id = *channel;
+            tokio::spawn(async move {
+                let mut guard = guard;
+                let written = tokio::task::spawn_blocking(move || {
+                    gw.inner.bindings.mark_closing(&id, &closing)
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => {
+                        if let Some(st) = guard.as_mut() {
+                            st.closing = Some(closing);
+                        }
+                        Ok(())
+                    }
+                    // Unknown whether the mark landed: forget the state, so the next use
+                    // reloads it (and the mark, if it is there) from the database.
+                    Ok(Err(e)) => {
+                        *guard = None;
+                        Err(format!("storing the close: {e}"))
+                    }
+                    Err(e) => {
+                        *guard = None;
+                        Err(format!("close writer: {e}"))
+                    }
+                }
+            })
+            .await
+            .map_err(|e| GatewayError::internal(format!("close writer task: {e}")))?
+            .map_err(GatewayError::internal)?;
+        }
+        Ok(CloseSigned {
+            size: cp.size,
+            root: cp.root,
+            cumulative: Amount(cp.cumulative),
+            signer_eip712: WireEip712Sig::from_sig(&signer_sig),
+            payee_eip712: WireEip712Sig::from_sig(&payee_sig),
+        })
+    }
+
+}

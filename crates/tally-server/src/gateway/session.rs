@@ -1,0 +1,70 @@
+//! Session binding (spec/HTTP.md §5.2).
+
+use super::*;
+
+impl Gateway {
+    /// Binds a session key to a channel (spec/HTTP.md §5.2): the binding must be signed by
+    /// the channel's onchain checkpoint signer. Binding the same key again is a no-op.
+    ///
+    /// The signer is recovered before the chain is read (a garbled binding costs no read),
+    /// and the channel gets a slot in memory only once every check passed. The durable write
+    /// and the in-memory update happen in a task that owns the channel's lock, so a client
+    /// that hangs up mid-binding cannot leave memory "unbound" over a bound database (which
+    /// would let a second key be bound over the first).
+    pub async fn bind_session(
+        &self,
+        channel: &ChannelId,
+        binding: &SessionBinding,
+    ) -> Result<(), GatewayError> {
+        let i = &self.inner;
+        let digest = tally_http::session::session_digest(
+            i.settings.chain.chain_id,
+            i.contract,
+            channel,
+            &binding.session_key,
+        );
+        let signer = binding.eip712.to_sig().recover(&digest).map_err(|e| {
+            GatewayError::new(Reason::InvalidSignature, format!("session binding: {e}"))
+        })?;
+        let funding = i.funding.refresh(channel).await?;
+        if funding.payee != i.payee || funding.token != i.token {
+            return Err(GatewayError::new(
+                Reason::UnknownChannel,
+                "this channel pays another payee or token",
+            ));
+        }
+        if signer != funding.signer {
+            return Err(GatewayError::new(
+                Reason::InvalidSignature,
+                "the session binding is not signed by the channel's checkpoint signer",
+            ));
+        }
+        let guard = self.lock_slot(channel).await?;
+        let gw = self.clone();
+        let (id, key) = (*channel, binding.session_key);
+        tokio::spawn(async move {
+            let mut guard = guard;
+            let st = guard
+                .as_mut()
+                .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
+            match st.session_key {
+                Some(k) if k == key => Ok(()),
+                Some(_) => Err(GatewayError::new(
+                    Reason::SessionKeyConflict,
+                    "another session key is bound to this channel",
+                )),
+                None => {
+                    let db = gw.clone();
+                    tokio::task::spawn_blocking(move || db.inner.bindings.bind(&id, &key))
+                        .await
+                        .map_err(|e| GatewayError::internal(format!("binding writer: {e}")))?
+                        .map_err(|e| GatewayError::internal(format!("storing binding: {e}")))?;
+                    st.session_key = Some(key);
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .map_err(|e| GatewayError::internal(format!("binding task: {e}")))?
+    }
+}
