@@ -107,7 +107,7 @@ async fn chain_funded_gateway_enforces_the_deposit_sees_top_ups_and_the_worker_s
 
         // Five calls fit in 55; the credit limit made the client sign checkpoints.
         assert_eq!(pay(&ca, "a", 5).await, 50);
-        let cps = gw.store().checkpoints(&a.id).unwrap_or_default();
+        let cps = gw.store().unwrap().checkpoints(&a.id).unwrap_or_default();
         assert!(
             !cps.is_empty(),
             "no checkpoint was demanded under a 30 credit limit"
@@ -120,7 +120,7 @@ async fn chain_funded_gateway_enforces_the_deposit_sees_top_ups_and_the_worker_s
             }) => assert_eq!(remaining, Amount(5)),
             other => panic!("expected insufficient_funds, got {other:?}"),
         }
-        assert_eq!(gw.store().head(&a.id).map(|h| h.size), Some(5));
+        assert_eq!(gw.store().unwrap().head(&a.id).map(|h| h.size), Some(5));
 
         // Top up onchain: the same request now goes through (a refusal re-reads the chain,
         // so the cached funding does not delay it).
@@ -255,12 +255,12 @@ async fn chain_funded_gateway_enforces_the_deposit_sees_top_ups_and_the_worker_s
             }) => {}
             other => panic!("expected channel_closed, got {other:?}"),
         }
-        assert_eq!(gw.store().head(&a.id).map(|h| h.size), Some(18));
+        assert_eq!(gw.store().unwrap().head(&a.id).map(|h| h.size), Some(18));
         // Channel B is unaffected.
         assert_eq!(pay(&cb, "b2", 1).await, 130);
         let (size, root, _) = ca.mirror_head().await;
         assert_eq!(
-            gw.store().head(&a.id).map(|h| (h.size, h.root)),
+            gw.store().unwrap().head(&a.id).map(|h| (h.size, h.root)),
             Some((size, root))
         );
         server.stop().await;

@@ -49,12 +49,12 @@ fn next_auth(
     path: &str,
     body: &[u8],
 ) -> Authorization {
-    let head = gw.store().head(&ch.id);
+    let head = gw.store().unwrap().head(&ch.id);
     let (size, root) = head.map_or((0, tally_core::hash::blake3_of(&[])), |h| (h.size, h.root));
     let cumulative = if size == 0 {
         0
     } else {
-        let bytes = gw.store().record(&ch.id, size - 1).unwrap_or_default();
+        let bytes = gw.store().unwrap().record(&ch.id, size - 1).unwrap_or_default();
         tally_core::Record::from_bytes(&bytes).map_or(0, |r| r.outcome.cumulative)
     };
     Authorization {
@@ -100,13 +100,13 @@ async fn happy_path_mirror_root_equals_provider_root() {
     };
     assert!(r.receipt.is_none());
     let (size, root, cumulative) = client.mirror_head().await;
-    let head = gw.store().head(&ch.id).unwrap_or_else(|| panic!("no head"));
+    let head = gw.store().unwrap().head(&ch.id).unwrap_or_else(|| panic!("no head"));
     assert_eq!(size, 41);
     assert_eq!(head.size, size);
     assert_eq!(head.root, root);
     assert_eq!(cumulative, 40 * ECHO_PRICE + 21);
     // Checkpoints were requested every 10 records and handed over on the next request.
-    let cps = gw.store().checkpoints(&ch.id).unwrap_or_default();
+    let cps = gw.store().unwrap().checkpoints(&ch.id).unwrap_or_default();
     assert!(cps.len() >= 3, "only {} checkpoints stored", cps.len());
     let statement = match client.audit().await {
         Ok(s) => s,
@@ -151,7 +151,7 @@ async fn many_concurrent_clients_and_channels() {
         let (id, (size, root, cumulative)) = t.await.unwrap_or_else(|e| panic!("task: {e}"));
         let head = stack
             .gateway
-            .store()
+            .store().unwrap()
             .head(&id)
             .unwrap_or_else(|| panic!("no head"));
         assert_eq!((head.size, head.root), (size, root));
@@ -191,7 +191,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     assert_eq!(status, 200);
     assert_eq!(again, first_body);
     assert_eq!(headers.get(PAYMENT_RESPONSE).cloned(), first);
-    assert_eq!(gw.store().head(&ch.id).map(|h| h.size), Some(1));
+    assert_eq!(gw.store().unwrap().head(&ch.id).map(|h| h.size), Some(1));
 
     // Same seq, different request: refused as stale.
     let mut other_req = auth;
@@ -280,7 +280,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     assert_eq!(pr.accepts[0].network, "eip155:31337");
     assert_eq!(pr.accepts[0].extra.terms_hash, gw.terms_hash());
     // Nothing refused was recorded.
-    assert_eq!(gw.store().head(&ch.id).map(|h| h.size), Some(2));
+    assert_eq!(gw.store().unwrap().head(&ch.id).map(|h| h.size), Some(2));
     drop(client);
     stack.stop().await;
 }
@@ -303,7 +303,7 @@ async fn credit_limit_requires_a_checkpoint_and_the_client_provides_it() {
     // 100 charged with a 35 credit limit: the gateway demanded checkpoints along the way.
     let cps = stack
         .gateway
-        .store()
+        .store().unwrap()
         .checkpoints(&ch.id)
         .unwrap_or_default();
     assert!(cps.len() >= 2, "{} checkpoints", cps.len());
@@ -339,7 +339,7 @@ async fn gateway_restart_loses_no_receipt_and_client_resumes() {
     let (gw, server2) = reopen_gateway(settings(gdir.path()), &key, &funding, &upstream).await;
     for r in &receipts {
         let bytes = gw
-            .store()
+            .store().unwrap()
             .record(&ch.id, r.outcome.seq)
             .unwrap_or_else(|e| panic!("record {} lost: {e}", r.outcome.seq));
         let record = tally_core::Record::from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
@@ -363,7 +363,7 @@ async fn gateway_restart_loses_no_receipt_and_client_resumes() {
         .unwrap_or_else(|e| panic!("after restart: {e}"));
     assert_eq!(r.receipt.map(|r| r.outcome.seq), Some(21));
     let (size, root, _) = client.mirror_head().await;
-    let head = gw.store().head(&ch.id).unwrap_or_else(|| panic!("no head"));
+    let head = gw.store().unwrap().head(&ch.id).unwrap_or_else(|| panic!("no head"));
     assert_eq!((head.size, head.root), (size, root));
     server2.stop().await;
     upstream.stop().await;
@@ -409,7 +409,7 @@ async fn dispute_of_a_charged_5xx_returns_a_cosigned_credit() {
     assert_eq!(cumulative, ECHO_PRICE);
     let head = stack
         .gateway
-        .store()
+        .store().unwrap()
         .head(&ch.id)
         .unwrap_or_else(|| panic!("no head"));
     assert_eq!((head.size, head.root), (size, root));
@@ -597,7 +597,7 @@ async fn tower_layer_meters_an_embedded_axum_app() {
     );
     let (size, root, _) = client.mirror_head().await;
     assert_eq!(
-        gw.store().head(&ch.id).map(|h| (h.size, h.root)),
+        gw.store().unwrap().head(&ch.id).map(|h| (h.size, h.root)),
         Some((size, root))
     );
     server.stop().await;

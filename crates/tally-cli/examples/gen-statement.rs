@@ -85,6 +85,7 @@ fn main() {
                 },
             },
         ],
+        unmatched: Default::default(),
     };
     let terms_bytes = terms.render();
     let terms_hash = tally_http::terms::terms_hash(&terms_bytes);

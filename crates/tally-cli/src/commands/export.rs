@@ -50,7 +50,9 @@ async fn from_gateway(
             channel.to_hex()
         ))
     })?;
-    let store = gateway.store();
+    let store = gateway
+        .store()
+        .map_err(|e| CliError::Service(format!("log store: {}", e.message)))?;
     let mut checkpoints = Vec::new();
     for (_, bytes) in store.checkpoints(channel)? {
         checkpoints.push(
