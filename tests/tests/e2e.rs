@@ -399,14 +399,25 @@ async fn dispute_of_a_charged_5xx_returns_a_cosigned_credit() {
         }) => {}
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // The checkpoint holds both charges: a credit now would take the cumulative below it,
+    // which the contract could never pay, so it is refused until later usage covers it.
+    match client.dispute(1, failed.exchange.clone()).await {
+        Err(ClientError::Refused {
+            reason: Reason::DisputeRefused { why },
+            ..
+        }) => assert!(why.contains("below"), "{why}"),
+        other => panic!("expected a refusal below the checkpoint, got {other:?}"),
+    }
+    let later = client.post("/v1/echo").body("later").send().await;
+    assert!(later.is_ok(), "{later:?}");
     let granted = client
         .dispute(1, failed.exchange.clone())
         .await
         .unwrap_or_else(|e| panic!("dispute: {e}"));
     assert_eq!(granted.amount.0, -(ECHO_PRICE as i128));
     let (size, root, cumulative) = client.mirror_head().await;
-    assert_eq!(size, 3);
-    assert_eq!(cumulative, ECHO_PRICE);
+    assert_eq!(size, 4);
+    assert_eq!(cumulative, 2 * ECHO_PRICE);
     let head = stack
         .gateway
         .store().unwrap()
@@ -417,7 +428,10 @@ async fn dispute_of_a_charged_5xx_returns_a_cosigned_credit() {
     let cp = client.checkpoint().await;
     assert!(cp.is_ok());
     match client.dispute(1, failed.exchange).await {
-        Err(ClientError::Refused { .. }) => {}
+        Err(ClientError::Refused {
+            reason: Reason::DisputeRefused { why },
+            ..
+        }) => assert!(why.contains("already credited"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     stack.stop().await;
