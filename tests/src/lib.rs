@@ -4,6 +4,7 @@
 //! `tally_chain::Funding` for tests where the chain is not what is tested.
 
 pub mod chain;
+pub mod process;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -6,9 +6,7 @@
 //! be charged twice, and every client's mirror root must equal the provider's root.
 
 use std::collections::HashSet;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +19,7 @@ use tally_core::encoding::Canonical;
 use tally_core::request::request_hash;
 use tally_core::{Authorization, Hash, Receipt, Record, SecretKey};
 use tally_e2e::chain::ChainEnv;
+use tally_e2e::process::{free_port, GatewayProcess};
 use tally_e2e::*;
 use tally_http::headers::{encode_header, PAYMENT_SIGNATURE};
 use tally_http::PaymentPayload;
@@ -33,103 +32,6 @@ fn ok<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
         Ok(v) => v,
         Err(e) => panic!("{what}: {e}"),
     }
-}
-
-/// The gateway as a child process of this test. Dropping it SIGKILLs it by its own pid, so a
-/// failing test leaves nothing running.
-struct GatewayProcess {
-    child: Option<Child>,
-    config: PathBuf,
-    log: PathBuf,
-    url: String,
-    starts: usize,
-}
-
-impl GatewayProcess {
-    fn new(config: PathBuf, log: PathBuf, url: String) -> Self {
-        GatewayProcess {
-            child: None,
-            config,
-            log,
-            url,
-            starts: 0,
-        }
-    }
-
-    /// Starts the process and waits until `/healthz` answers; returns how long that took.
-    async fn start(&mut self) -> Duration {
-        assert!(self.child.is_none(), "the gateway is already running");
-        let t = Instant::now();
-        let log = ok(
-            "gateway log",
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log),
-        );
-        let child = ok(
-            "spawning the gateway",
-            Command::new(env!("CARGO_BIN_EXE_tally-e2e-gateway"))
-                .arg("--config")
-                .arg(&self.config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .spawn(),
-        );
-        self.child = Some(child);
-        self.starts += 1;
-        let http = ok(
-            "http",
-            reqwest::Client::builder()
-                .timeout(Duration::from_millis(500))
-                .build(),
-        );
-        while t.elapsed() < Duration::from_secs(15) {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
-                        "the gateway exited at start ({status}): {}",
-                        std::fs::read_to_string(&self.log).unwrap_or_default()
-                    );
-                }
-            }
-            if let Ok(r) = http.get(format!("{}/healthz", self.url)).send().await {
-                if r.status() == 200 {
-                    return t.elapsed();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "the gateway did not come up in 15 s: {}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        )
-    }
-
-    /// SIGKILL (no shutdown path runs) and reap it.
-    fn crash(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            panic!("no gateway to crash");
-        };
-        ok("SIGKILL", child.kill());
-        let status = ok("waiting for the killed gateway", child.wait());
-        assert_eq!(status.signal(), Some(9), "the gateway ended by {status}");
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let l = ok("probe port", std::net::TcpListener::bind("127.0.0.1:0"));
-    ok("probe addr", l.local_addr()).port()
 }
 
 fn write_config(dir: &Path, port: u16, upstream: &str, env: &ChainEnv) -> PathBuf {
@@ -306,7 +208,12 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let config = write_config(gdir.path(), port, &upstream.url(), &env);
-        let mut gateway = GatewayProcess::new(config, gdir.path().join("gateway.log"), url.clone());
+        let mut gateway = GatewayProcess::new(
+            env!("CARGO_BIN_EXE_tally-e2e-gateway"),
+            config,
+            gdir.path().join("gateway.log"),
+            url.clone(),
+        );
         let first_start = gateway.start().await;
 
         let terms = ok(

@@ -54,7 +54,11 @@ fn next_auth(
     let cumulative = if size == 0 {
         0
     } else {
-        let bytes = gw.store().unwrap().record(&ch.id, size - 1).unwrap_or_default();
+        let bytes = gw
+            .store()
+            .unwrap()
+            .record(&ch.id, size - 1)
+            .unwrap_or_default();
         tally_core::Record::from_bytes(&bytes).map_or(0, |r| r.outcome.cumulative)
     };
     Authorization {
@@ -100,7 +104,11 @@ async fn happy_path_mirror_root_equals_provider_root() {
     };
     assert!(r.receipt.is_none());
     let (size, root, cumulative) = client.mirror_head().await;
-    let head = gw.store().unwrap().head(&ch.id).unwrap_or_else(|| panic!("no head"));
+    let head = gw
+        .store()
+        .unwrap()
+        .head(&ch.id)
+        .unwrap_or_else(|| panic!("no head"));
     assert_eq!(size, 41);
     assert_eq!(head.size, size);
     assert_eq!(head.root, root);
@@ -151,7 +159,8 @@ async fn many_concurrent_clients_and_channels() {
         let (id, (size, root, cumulative)) = t.await.unwrap_or_else(|e| panic!("task: {e}"));
         let head = stack
             .gateway
-            .store().unwrap()
+            .store()
+            .unwrap()
             .head(&id)
             .unwrap_or_else(|| panic!("no head"));
         assert_eq!((head.size, head.root), (size, root));
@@ -303,7 +312,8 @@ async fn credit_limit_requires_a_checkpoint_and_the_client_provides_it() {
     // 100 charged with a 35 credit limit: the gateway demanded checkpoints along the way.
     let cps = stack
         .gateway
-        .store().unwrap()
+        .store()
+        .unwrap()
         .checkpoints(&ch.id)
         .unwrap_or_default();
     assert!(cps.len() >= 2, "{} checkpoints", cps.len());
@@ -339,7 +349,8 @@ async fn gateway_restart_loses_no_receipt_and_client_resumes() {
     let (gw, server2) = reopen_gateway(settings(gdir.path()), &key, &funding, &upstream).await;
     for r in &receipts {
         let bytes = gw
-            .store().unwrap()
+            .store()
+            .unwrap()
             .record(&ch.id, r.outcome.seq)
             .unwrap_or_else(|e| panic!("record {} lost: {e}", r.outcome.seq));
         let record = tally_core::Record::from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
@@ -363,7 +374,11 @@ async fn gateway_restart_loses_no_receipt_and_client_resumes() {
         .unwrap_or_else(|e| panic!("after restart: {e}"));
     assert_eq!(r.receipt.map(|r| r.outcome.seq), Some(21));
     let (size, root, _) = client.mirror_head().await;
-    let head = gw.store().unwrap().head(&ch.id).unwrap_or_else(|| panic!("no head"));
+    let head = gw
+        .store()
+        .unwrap()
+        .head(&ch.id)
+        .unwrap_or_else(|| panic!("no head"));
     assert_eq!((head.size, head.root), (size, root));
     server2.stop().await;
     upstream.stop().await;
@@ -420,7 +435,8 @@ async fn dispute_of_a_charged_5xx_returns_a_cosigned_credit() {
     assert_eq!(cumulative, 2 * ECHO_PRICE);
     let head = stack
         .gateway
-        .store().unwrap()
+        .store()
+        .unwrap()
         .head(&ch.id)
         .unwrap_or_else(|| panic!("no head"));
     assert_eq!((head.size, head.root), (size, root));

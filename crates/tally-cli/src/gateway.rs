@@ -45,6 +45,8 @@ pub struct GatewayFile {
     pub credit_limit: Amount,
     /// Whether 5xx answers are charged (and so can be disputed for a credit).
     pub charge_server_errors: bool,
+    /// Requests no route prices: forwarded free (the default) or refused.
+    pub unmatched: tally_http::Unmatched,
     /// Chain, contract, token, payee.
     pub chain: ChainTerms,
     /// When the gateway asks for a checkpoint.
@@ -74,6 +76,7 @@ impl GatewayFile {
             rpc_url: rpc_url.into(),
             credit_limit: Amount(1_000_000),
             charge_server_errors: true,
+            unmatched: tally_http::Unmatched::Free,
             chain,
             checkpoint: CheckpointPolicy {
                 every_records: 500,

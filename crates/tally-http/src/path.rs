@@ -37,7 +37,17 @@ fn allowed_raw(b: u8) -> bool {
     unreserved(b)
         || matches!(
             b,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':'
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
                 | b'@'
                 | b'/'
         )
@@ -149,7 +159,10 @@ mod tests {
     fn reserved_encodings_are_kept_with_upper_case_hex() {
         assert_eq!(canonical_path("/a%2fb").unwrap(), "/a%2Fb");
         assert_eq!(canonical_path("/a%2Fb").unwrap(), "/a%2Fb");
-        assert_ne!(canonical_path("/a%2Fb").unwrap(), canonical_path("/a/b").unwrap());
+        assert_ne!(
+            canonical_path("/a%2Fb").unwrap(),
+            canonical_path("/a/b").unwrap()
+        );
         // An encoded dot is unreserved, so "%2e%2e" is a real dot segment.
         assert_eq!(canonical_path("/a/%2e%2e/b").unwrap(), "/b");
     }

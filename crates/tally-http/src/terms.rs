@@ -230,7 +230,8 @@ impl Terms {
     /// (RFC 9110 §9.3.2: the upstream does the same work), unless a route names `HEAD`.
     pub fn route_for(&self, method: &str, path: &str) -> Option<&RoutePrice> {
         self.routes.iter().find(|r| {
-            r.matches(method, path) || (method == "HEAD" && r.method == "GET" && r.matches("GET", path))
+            r.matches(method, path)
+                || (method == "HEAD" && r.method == "GET" && r.matches("GET", path))
         })
     }
 

@@ -132,9 +132,9 @@ pub async fn dispute(
     {
         let gw = gateway.clone();
         tokio::task::spawn_blocking(move || gw.bindings().mark_credited(&channel, index, &mark))
-        .await
-        .map_err(|e| GatewayError::internal(format!("credit writer: {e}")))?
-        .map_err(|e| GatewayError::internal(format!("storing credit mark: {e}")))?;
+            .await
+            .map_err(|e| GatewayError::internal(format!("credit writer: {e}")))?
+            .map_err(|e| GatewayError::internal(format!("storing credit mark: {e}")))?;
     }
     let granted = DisputeGranted {
         disputed_index: index,

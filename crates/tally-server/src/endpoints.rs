@@ -83,7 +83,8 @@ async fn metrics(State(gw): State<Gateway>) -> Response {
         .sum();
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        gw.metrics().render(channels.len(), records),
+        gw.metrics()
+            .render(channels.len(), records, gw.inner.channels.len()),
     )
         .into_response()
 }

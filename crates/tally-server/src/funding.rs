@@ -56,6 +56,8 @@ pub struct FundingCache {
     ttl: Duration,
     entries: Mutex<HashMap<ChannelId, (Instant, Entry)>>,
     cold: Mutex<Bucket>,
+    /// Counts reads sent to the source (for `/metrics`).
+    reads: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// A chain failure as a client sees it: the reason only. The detail (which may hold the
@@ -91,7 +93,14 @@ impl FundingCache {
                 tokens: COLD_READS_PER_SECOND,
                 at: Instant::now(),
             }),
+            reads: None,
         }
+    }
+
+    /// Counts every read sent to the source in `counter`.
+    pub fn counting(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.reads = Some(counter);
+        self
     }
 
     fn cached(&self, channel: &ChannelId) -> Option<(Instant, Entry)> {
@@ -124,6 +133,9 @@ impl FundingCache {
                     ));
                 }
             }
+        }
+        if let Some(counter) = &self.reads {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let read = self.source.funding(channel).await;
         let entry = match &read {
@@ -191,12 +203,22 @@ mod tests {
         for i in 0..200u32 {
             let mut id = [2u8; 32];
             id[..4].copy_from_slice(&i.to_le_bytes());
-            if cache.refresh(&ChannelId(id)).await.unwrap_err().reason.code() == "chain_unavailable" {
+            if cache
+                .refresh(&ChannelId(id))
+                .await
+                .unwrap_err()
+                .reason
+                .code()
+                == "chain_unavailable"
+            {
                 busy += 1;
             }
         }
         let reads = source.0.load(Ordering::Relaxed);
-        assert!(reads <= 1 + COLD_READS_PER_SECOND as usize + 2, "{reads} reads");
+        assert!(
+            reads <= 1 + COLD_READS_PER_SECOND as usize + 2,
+            "{reads} reads"
+        );
         assert!(busy >= 170, "{busy} refused without a read");
     }
 }

@@ -50,11 +50,11 @@ use store::StoreSlot;
 pub(crate) type ChannelGuard = OwnedMutexGuard<Option<ChannelState>>;
 
 mod admit;
-mod store;
 mod checkpoint;
 mod close;
 mod record;
 mod session;
+mod store;
 
 /// Everything a gateway is configured with besides its key and funding source.
 #[derive(Clone, Debug)]
@@ -327,7 +327,9 @@ impl Gateway {
         // Disputes are judged under the terms a record was signed under, so every document
         // ever served is kept (spec/HTTP.md §7).
         bindings.remember_terms(&terms_hash, &terms_bytes)?;
-        let funding = FundingCache::new(funding, settings.funding_ttl);
+        let metrics = Metrics::default();
+        let funding =
+            FundingCache::new(funding, settings.funding_ttl).counting(metrics.chain_reads.clone());
         let settings_capacity = settings.max_channels_in_memory;
         Ok(Gateway {
             inner: Arc::new(Inner {
@@ -345,7 +347,7 @@ impl Gateway {
                 bindings,
                 channels: Channels::new(settings_capacity),
                 funding,
-                metrics: Metrics::default(),
+                metrics,
                 payee_key,
             }),
         })
@@ -454,7 +456,9 @@ impl Gateway {
     /// Locks a channel that has a bound session key; any other id is `unknown_channel`
     /// without a slot being created.
     async fn lock(&self, channel: &ChannelId) -> Result<ChannelGuard, GatewayError> {
-        if self.inner.channels.existing(channel).is_none() && self.stored_session(channel)?.is_none() {
+        if self.inner.channels.existing(channel).is_none()
+            && self.stored_session(channel)?.is_none()
+        {
             return Err(GatewayError::new(
                 Reason::UnknownChannel,
                 "no session key is bound to this channel",
@@ -510,7 +514,6 @@ impl Gateway {
     }
 }
 
-
 fn url_of(req: &RequestView<'_>) -> String {
     if req.query.is_empty() {
         req.path.to_string()
@@ -524,9 +527,7 @@ impl tally_chain::CheckpointSource for Gateway {
         &self,
     ) -> tally_chain::BoxFuture<'_, Result<Vec<ChainCheckpoint>, ChainError>> {
         Box::pin(async move {
-            let store = self
-                .store()
-                .map_err(|e| ChainError::Source(e.message))?;
+            let store = self.store().map_err(|e| ChainError::Source(e.message))?;
             let mut out = Vec::new();
             for channel in store.channels() {
                 let Some((_, bytes)) = store

@@ -346,9 +346,16 @@ mod tests {
     #[test]
     fn upstream_cannot_speak_the_payment_protocol() {
         let mut resp = Response::new(Body::empty());
-        for name in ["payment-response", "tally-checkpoint-request", "tally-x", "x-ok"] {
-            resp.headers_mut()
-                .insert(http::HeaderName::from_static(name), HeaderValue::from_static("1"));
+        for name in [
+            "payment-response",
+            "tally-checkpoint-request",
+            "tally-x",
+            "x-ok",
+        ] {
+            resp.headers_mut().insert(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static("1"),
+            );
         }
         let resp = strip_payment_headers(resp);
         let left: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub credited: Mutex<u128>,
     /// Checkpoints accepted.
     pub checkpoints: AtomicU64,
+    /// Funding reads sent to the chain node.
+    pub chain_reads: std::sync::Arc<AtomicU64>,
     /// Time the gateway itself spent on a metered request (verify, record, sign), excluding
     /// the upstream.
     pub overhead: Histogram,
@@ -106,7 +108,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the log gauges supplied by the caller.
-    pub fn render(&self, channels: usize, log_records: u64) -> String {
+    pub fn render(&self, channels: usize, log_records: u64, in_memory: usize) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(
@@ -137,6 +139,16 @@ impl Metrics {
             "tally_checkpoints_accepted_total",
             "Client-signed checkpoints accepted.",
             self.checkpoints.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tally_chain_reads_total",
+            "Funding reads sent to the chain node.",
+            self.chain_reads.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tally_channels_in_memory Channels whose state is held in memory.\n# TYPE tally_channels_in_memory gauge\ntally_channels_in_memory {in_memory}"
         );
         let _ = writeln!(
             out,

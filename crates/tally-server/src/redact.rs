@@ -50,9 +50,18 @@ mod tests {
     #[test]
     fn keys_in_paths_queries_and_userinfo_are_removed() {
         assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
-        assert_eq!(redact_url("https://n.example/v3/abc123"), "https://n.example/…");
-        assert_eq!(redact_url("https://n.example?key=abc123"), "https://n.example/…");
-        assert_eq!(redact_url("https://user:abc123@n.example"), "https://n.example/…");
+        assert_eq!(
+            redact_url("https://n.example/v3/abc123"),
+            "https://n.example/…"
+        );
+        assert_eq!(
+            redact_url("https://n.example?key=abc123"),
+            "https://n.example/…"
+        );
+        assert_eq!(
+            redact_url("https://user:abc123@n.example"),
+            "https://n.example/…"
+        );
         assert_eq!(redact_url("not a url abc123"), "…");
     }
 

@@ -23,9 +23,7 @@ impl Purpose<'_> {
     fn quoted(&self) -> Price {
         match self {
             Purpose::Route(p) => (*p).clone(),
-            Purpose::Dispute => Price::Fixed {
-                amount: Amount(0),
-            },
+            Purpose::Dispute => Price::Fixed { amount: Amount(0) },
         }
     }
 }

@@ -54,7 +54,11 @@ impl Gateway {
         let advances = cp.size > st.checkpoint_size;
         if !advances {
             if let Some(stored) = stored_checkpoint_at(&store, &st.id, cp.size)? {
-                if stored.eip712 == wire.eip712 && stored.note.starts_with(&wire.note[..note_body_len(&wire.note)]) {
+                if stored.eip712 == wire.eip712
+                    && stored
+                        .note
+                        .starts_with(&wire.note[..note_body_len(&wire.note)])
+                {
                     return Ok(stored);
                 }
             }
@@ -118,7 +122,6 @@ impl Gateway {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
-
 }
 
 /// The length of a note's body (through the blank line that ends it).

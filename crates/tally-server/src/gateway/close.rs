@@ -21,7 +21,14 @@ impl Gateway {
                 "this gateway holds no payee key ([settlement] is not configured); exit with a withdrawal",
             )
         })?;
-        let mut guard = self.lock(channel).await?;
+        // A channel nobody bound a session to may still close (at size 0, all refunded): its
+        // Close signature is checked before it gets a slot in memory.
+        let bound = self.inner.channels.existing(channel).is_some()
+            || self.stored_session(channel)?.is_some();
+        if !bound {
+            self.check_close_signature(channel, req).await?;
+        }
+        let mut guard = self.lock_slot(channel).await?;
         let st = guard
             .as_mut()
             .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
@@ -149,4 +156,23 @@ impl Gateway {
         })
     }
 
+    /// The request's Close signature, by the channel's onchain signer, over the state it
+    /// names (which the caller still compares with the log's).
+    async fn check_close_signature(
+        &self,
+        channel: &ChannelId,
+        req: &CloseRequest,
+    ) -> Result<(), GatewayError> {
+        let i = &self.inner;
+        let funding = i.funding.get(channel).await?;
+        let cp = Checkpoint {
+            channel_id: *channel,
+            size: req.size,
+            root: req.root,
+            cumulative: req.cumulative.0,
+        };
+        let domain = tally_chain::eip712::domain(i.settings.chain.chain_id, i.contract);
+        tally_chain::eip712::verify_close(&req.eip712.to_sig(), &domain, &cp, funding.signer)
+            .map_err(|e| GatewayError::new(Reason::InvalidSignature, format!("EIP-712 close: {e}")))
+    }
 }

@@ -103,9 +103,7 @@ impl Gateway {
             checkpoint_request,
         })
     }
-
 }
-
 
 /// A record handed to the log, with its channel's lock. Dropped before the append resolved
 /// (the request's future was cancelled), it forgets the channel's in-memory state, which is

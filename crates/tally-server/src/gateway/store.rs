@@ -80,7 +80,9 @@ impl StoreSlot {
     pub(crate) fn for_generation(&self, generation: u64) -> Result<Arc<LogStore>, GatewayError> {
         let (store, now) = self.current()?;
         if now != generation {
-            return Err(unavailable("it was reopened while this request was admitted"));
+            return Err(unavailable(
+                "it was reopened while this request was admitted",
+            ));
         }
         Ok(store)
     }
@@ -143,7 +145,10 @@ impl StoreSlot {
     fn recover(&self) -> Result<(), String> {
         probe_write(&self.path).map_err(|e| format!("the data directory refuses writes: {e}"))?;
         let old = {
-            let mut cur = self.current.write().map_err(|_| "store slot lock poisoned")?;
+            let mut cur = self
+                .current
+                .write()
+                .map_err(|_| "store slot lock poisoned")?;
             cur.generation += 1;
             cur.store.take()
         };
@@ -160,7 +165,10 @@ impl StoreSlot {
         for _ in 0..50 {
             match LogStore::open_with(&self.path, tally_log::Blake3Hasher, self.config.clone()) {
                 Ok(store) => {
-                    let mut cur = self.current.write().map_err(|_| "store slot lock poisoned")?;
+                    let mut cur = self
+                        .current
+                        .write()
+                        .map_err(|_| "store slot lock poisoned")?;
                     cur.store = Some(Arc::new(store));
                     return Ok(());
                 }
