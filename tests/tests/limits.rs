@@ -35,19 +35,36 @@ struct Gate {
     open: Arc<Semaphore>,
 }
 
-/// The upstream: `/v1/echo/hold` reports its arrival and waits for the gate, `/v1/echo*`
-/// echoes, `/free` is unpriced.
+impl Gate {
+    async fn pass(&self) {
+        let _ = self.arrived.send(());
+        let permit = self.open.acquire().await;
+        drop(permit);
+    }
+}
+
+/// The upstream: `/v1/echo/hold` (priced) and `/slow` (free) report their arrival and wait
+/// for the gate, `/v1/echo*` echoes, `/free` is unpriced.
 fn upstream(gate: Gate) -> Router {
+    let slow = gate.clone();
     Router::new()
         .route(
             "/v1/echo/hold",
             any(move |body: axum::body::Bytes| {
                 let gate = gate.clone();
                 async move {
-                    let _ = gate.arrived.send(());
-                    let permit = gate.open.acquire().await;
-                    drop(permit);
+                    gate.pass().await;
                     body
+                }
+            }),
+        )
+        .route(
+            "/slow",
+            any(move || {
+                let gate = slow.clone();
+                async move {
+                    gate.pass().await;
+                    "slow"
                 }
             }),
         )
@@ -218,6 +235,52 @@ async fn half_sent_headers_are_closed_after_the_header_read_timeout() {
     assert!(closed, "a silent connection was kept open");
     // The gateway still serves.
     assert_eq!(healthz(&g.url()).await.unwrap(), 200);
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_but_a_slow_upstream_answer_is_not_cut() {
+    let mut g = Limited::start(limits(300, 300, 300, 1024, 256)).await;
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), g.arrived.recv())
+        .await
+        .expect("the request reached the upstream")
+        .expect("upstream alive");
+    // In flight for several times every timeout: the connection has no deadline meanwhile.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    g.gate.add_permits(1);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"slow") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the slow answer arrives")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-request: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Then the kept-alive connection sits idle, and is closed.
+    let idle = Instant::now();
+    let (rest, closed) = read_until_closed(&mut s, Duration::from_secs(3)).await;
+    assert!(closed, "an idle keep-alive connection was kept open");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        idle.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        idle.elapsed()
+    );
     g.stop().await;
 }
 
