@@ -102,7 +102,8 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     /// The limits the server runs with. A zero would close every connection or refuse every
-    /// request, so each value must be positive.
+    /// request, so each value must be positive; timeouts are at most a year
+    /// ([`ServerLimits::MAX_TIMEOUT`]).
     pub fn server_limits(&self) -> Result<ServerLimits, StartError> {
         let positive = |key: &str, v: u64| {
             if v == 0 {
@@ -111,7 +112,16 @@ impl LimitsConfig {
                 Ok(v)
             }
         };
-        let ms = |key: &str, v: u64| positive(key, v).map(Duration::from_millis);
+        let ms = |key: &str, v: u64| {
+            let d = Duration::from_millis(positive(key, v)?);
+            if d > ServerLimits::MAX_TIMEOUT {
+                return Err(StartError::Config(format!(
+                    "limits.{key} must be at most {} ms",
+                    ServerLimits::MAX_TIMEOUT.as_millis()
+                )));
+            }
+            Ok(d)
+        };
         Ok(ServerLimits {
             header_read_timeout: ms("header_read_timeout_ms", self.header_read_timeout_ms)?,
             body_read_timeout: ms("body_read_timeout_ms", self.body_read_timeout_ms)?,

@@ -43,6 +43,7 @@ pub struct PaidCapLayer {
 impl PaidCapLayer {
     /// At most `max` paid requests of `gateway`'s terms in flight through this layer.
     pub fn new(gateway: Gateway, max: usize) -> Self {
+        let max = max.min(Semaphore::MAX_PERMITS);
         PaidCapLayer {
             gateway,
             permits: Arc::new(Semaphore::new(max)),

@@ -201,6 +201,8 @@ fn limits_default_safely_and_refuse_zeros_and_unknown_keys() {
             "{zero} = 0 accepted: {err:?}"
         );
     }
+    let forever = format!("{EXAMPLE}\n[limits]\nidle_timeout_ms = 18446744073709551615\n");
+    assert!(GatewayConfig::parse(&forever).is_err());
     let unknown = format!("{EXAMPLE}\n[limits]\nmax_conns = 5\n");
     assert!(GatewayConfig::parse(&unknown).is_err());
 }

@@ -56,6 +56,25 @@ pub struct ServerLimits {
     pub max_inflight_paid: usize,
 }
 
+impl ServerLimits {
+    /// Longest timeout honoured: longer ones are cut to this, so deadline arithmetic cannot
+    /// overflow.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// These limits with timeouts at most [`Self::MAX_TIMEOUT`] and counts at most what a
+    /// tokio semaphore holds.
+    fn bounded(&self) -> ServerLimits {
+        let t = |d: Duration| d.min(Self::MAX_TIMEOUT);
+        ServerLimits {
+            header_read_timeout: t(self.header_read_timeout),
+            body_read_timeout: t(self.body_read_timeout),
+            idle_timeout: t(self.idle_timeout),
+            max_connections: self.max_connections.min(Semaphore::MAX_PERMITS),
+            max_inflight_paid: self.max_inflight_paid.min(Semaphore::MAX_PERMITS),
+        }
+    }
+}
+
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
@@ -86,6 +105,7 @@ pub async fn serve_with_limits(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = limits.bounded();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // Each connection task holds a receiver: `closed()` resolves when the last one is gone.
     let (stop_tx, stop_rx) = watch::channel(false);
