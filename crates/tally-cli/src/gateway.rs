@@ -19,7 +19,7 @@ use tally_chain::{SettleConfig, SettlementWorker, TallyClient};
 use tally_http::terms::{ChainTerms, CheckpointPolicy, RefundPolicy};
 use tally_http::{Amount, RoutePrice};
 use tally_server::config::{read_key_file, GatewayConfig};
-use tally_server::{proxy_app, Gateway, Proxy};
+use tally_server::{proxy_app_with_limits, Gateway, Proxy};
 use tokio::sync::oneshot;
 
 use crate::chain::{address, rpc_url};
@@ -149,6 +149,10 @@ impl Serving {
 
 /// Opens the gateway and serves it as the reverse proxy to `cfg.upstream` on `cfg.listen`.
 pub async fn serve(cfg: &GatewayConfig) -> Result<Serving> {
+    let limits = cfg
+        .limits
+        .server_limits()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let gateway = open(cfg)?;
     let upstream = cfg
         .upstream
@@ -161,11 +165,16 @@ pub async fn serve(cfg: &GatewayConfig) -> Result<Serving> {
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Service(e.to_string()))?;
-    let app = proxy_app(&gateway, proxy);
+    let app = proxy_app_with_limits(&gateway, proxy, &limits);
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(tally_server::serve(listener, app, async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(tally_server::serve_with_limits(
+        listener,
+        app,
+        limits,
+        async {
+            let _ = rx.await;
+        },
+    ));
     Ok(Serving {
         gateway,
         addr,

@@ -96,6 +96,9 @@ pub enum Reason {
     /// This gateway holds no payee key (no `[settlement]` in its configuration), so it
     /// cannot cosign a cooperative close; the client exits with a withdrawal instead.
     CloseUnavailable,
+    /// The gateway is already serving its limit of paid requests (`max_inflight_paid`,
+    /// spec/HTTP.md §10); nothing was read, recorded or charged. Retry shortly.
+    Overloaded,
     /// No such endpoint or record.
     NotFound,
     /// The gateway failed (storage); nothing was recorded.
@@ -127,6 +130,7 @@ impl Reason {
             Reason::ChainUnavailable => "chain_unavailable",
             Reason::StoreUnavailable => "store_unavailable",
             Reason::CloseUnavailable => "close_unavailable",
+            Reason::Overloaded => "overloaded",
             Reason::NotFound => "not_found",
             Reason::Internal => "internal",
         }
@@ -143,7 +147,7 @@ impl Reason {
             | Reason::AlreadyRecorded { .. } => 409,
             Reason::DisputeRefused { .. } => 422,
             Reason::UpstreamUnavailable | Reason::ResponseTooLarge { .. } => 502,
-            Reason::ChainUnavailable | Reason::StoreUnavailable => 503,
+            Reason::ChainUnavailable | Reason::StoreUnavailable | Reason::Overloaded => 503,
             Reason::CloseUnavailable => 501,
             Reason::NotFound => 404,
             Reason::Internal => 500,

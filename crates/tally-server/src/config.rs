@@ -18,6 +18,7 @@ use tally_http::{Amount, RoutePrice, Unmatched};
 
 use crate::errors::StartError;
 use crate::gateway::Settings;
+use crate::listen::ServerLimits;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -69,6 +70,73 @@ pub struct GatewayConfig {
     /// closes; without it, claims are manual (`tally settle`) and closes are unavailable.
     #[serde(default)]
     pub settlement: Option<SettlementConfig>,
+    /// Connection and request limits; every key has a safe default.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: how long a client may take and how many connections and paid requests are
+/// served at once (spec/HTTP.md §10). Defaults are [`ServerLimits::default`]'s.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most time from a request's first byte (a new connection: from the accept) to the end
+    /// of its header, ms.
+    pub header_read_timeout_ms: u64,
+    /// Most time from a request's header to the end of its body, ms.
+    pub body_read_timeout_ms: u64,
+    /// Most time a connection stays open with no request in flight, ms.
+    pub idle_timeout_ms: u64,
+    /// Most connections served at once; more are refused and closed.
+    pub max_connections: usize,
+    /// Most paid requests in flight at once; more are refused with `overloaded` (503).
+    pub max_inflight_paid: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = ServerLimits::default();
+        LimitsConfig {
+            header_read_timeout_ms: d.header_read_timeout.as_millis() as u64,
+            body_read_timeout_ms: d.body_read_timeout.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+            max_connections: d.max_connections,
+            max_inflight_paid: d.max_inflight_paid,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits the server runs with. A zero would close every connection or refuse every
+    /// request, so each value must be positive; timeouts are at most a year
+    /// ([`ServerLimits::MAX_TIMEOUT`]).
+    pub fn server_limits(&self) -> Result<ServerLimits, StartError> {
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(StartError::Config(format!("limits.{key} must be positive")))
+            } else {
+                Ok(v)
+            }
+        };
+        let ms = |key: &str, v: u64| {
+            let d = Duration::from_millis(positive(key, v)?);
+            if d > ServerLimits::MAX_TIMEOUT {
+                return Err(StartError::Config(format!(
+                    "limits.{key} must be at most {} ms",
+                    ServerLimits::MAX_TIMEOUT.as_millis()
+                )));
+            }
+            Ok(d)
+        };
+        Ok(ServerLimits {
+            header_read_timeout: ms("header_read_timeout_ms", self.header_read_timeout_ms)?,
+            body_read_timeout: ms("body_read_timeout_ms", self.body_read_timeout_ms)?,
+            idle_timeout: ms("idle_timeout_ms", self.idle_timeout_ms)?,
+            max_connections: positive("max_connections", self.max_connections as u64)? as usize,
+            max_inflight_paid: positive("max_inflight_paid", self.max_inflight_paid as u64)?
+                as usize,
+        })
+    }
 }
 
 /// `[settlement]`: the payee's wallet and when the settlement worker claims (spec/HTTP.md
@@ -136,9 +204,11 @@ fn default_min_withdraw_delay() -> u32 {
 }
 
 impl GatewayConfig {
-    /// Parses TOML text.
+    /// Parses TOML text; `[limits]` values must be positive.
     pub fn parse(text: &str) -> Result<Self, StartError> {
-        toml::from_str(text).map_err(|e| StartError::Config(e.to_string()))
+        let cfg: Self = toml::from_str(text).map_err(|e| StartError::Config(e.to_string()))?;
+        cfg.limits.server_limits()?;
+        Ok(cfg)
     }
 
     /// Reads and parses a file; relative paths inside resolve against its directory.

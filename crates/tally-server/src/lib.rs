@@ -23,7 +23,9 @@ pub mod endpoints;
 pub mod errors;
 pub mod funding;
 pub mod gateway;
+pub mod inflight;
 pub mod layer;
+mod listen;
 pub mod metrics;
 pub mod pricing;
 pub mod proxy;
@@ -34,30 +36,38 @@ use axum::Router;
 
 pub use errors::{GatewayError, StartError};
 pub use gateway::{Gateway, Settings};
+pub use inflight::PaidCapLayer;
 pub use layer::MeteringLayer;
+pub use listen::{serve, serve_with_limits, ServerLimits};
 pub use proxy::Proxy;
 
-/// An axum app: the gateway's endpoints plus `routes`, metered by [`MeteringLayer`].
+/// An axum app: the gateway's endpoints plus `routes`, metered by [`MeteringLayer`], with the
+/// default [`ServerLimits`].
 pub fn app(gateway: &Gateway, routes: Router) -> Router {
-    endpoints::router(gateway.clone()).merge(routes.layer(MeteringLayer::new(gateway.clone())))
+    app_with_limits(gateway, routes, &ServerLimits::default())
+}
+
+/// As [`app`], with at most `limits.max_inflight_paid` paid requests in flight
+/// ([`PaidCapLayer`], outside the metering layer so a refused request costs nothing). The
+/// connection limits are [`serve_with_limits`]'s.
+pub fn app_with_limits(gateway: &Gateway, routes: Router, limits: &ServerLimits) -> Router {
+    let metered = routes
+        .layer(MeteringLayer::new(gateway.clone()))
+        .layer(PaidCapLayer::new(gateway.clone(), limits.max_inflight_paid));
+    endpoints::router(gateway.clone()).merge(metered)
 }
 
 /// The reverse proxy app: the gateway's endpoints, and everything else forwarded to
-/// `proxy`'s upstream through the metering layer.
+/// `proxy`'s upstream through the metering layer, with the default [`ServerLimits`].
 pub fn proxy_app(gateway: &Gateway, proxy: Proxy) -> Router {
-    let forward = Router::new()
-        .fallback_service(proxy)
-        .layer(MeteringLayer::new(gateway.clone()));
-    endpoints::router(gateway.clone()).merge(forward)
+    proxy_app_with_limits(gateway, proxy, &ServerLimits::default())
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+/// As [`proxy_app`], with at most `limits.max_inflight_paid` paid requests in flight.
+pub fn proxy_app_with_limits(gateway: &Gateway, proxy: Proxy, limits: &ServerLimits) -> Router {
+    let forward = Router::new()
+        .fallback_service(proxy)
+        .layer(MeteringLayer::new(gateway.clone()))
+        .layer(PaidCapLayer::new(gateway.clone(), limits.max_inflight_paid));
+    endpoints::router(gateway.clone()).merge(forward)
 }

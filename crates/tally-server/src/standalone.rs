@@ -13,7 +13,7 @@ use tally_chain::{SettlementWorker, TallyClient};
 
 use crate::config::{read_key_file, read_secp256k1_key_file, GatewayConfig};
 use crate::errors::StartError;
-use crate::{proxy_app, Gateway, Proxy};
+use crate::{proxy_app_with_limits, Gateway, Proxy};
 
 /// Loads the configuration at `path`, connects to the chain, opens the log and serves until
 /// Ctrl-C (SIGINT); with `[settlement]`, also runs the settlement worker until then. Every
@@ -21,6 +21,7 @@ use crate::{proxy_app, Gateway, Proxy};
 /// `pay_to`, an unreachable chain, a busy port).
 pub async fn run(path: &Path) -> Result<(), StartError> {
     let cfg = GatewayConfig::load(path)?;
+    let limits = cfg.limits.server_limits()?;
     let key = read_key_file(&cfg.provider_key_file)?;
     let payee_key = match &cfg.settlement {
         Some(s) => Some(read_secp256k1_key_file(&s.payee_key_file)?),
@@ -100,8 +101,8 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         cfg.upstream,
         gateway.public_key()
     );
-    let app = proxy_app(&gateway, proxy);
-    let served = crate::serve(listener, app, async {
+    let app = proxy_app_with_limits(&gateway, proxy, &limits);
+    let served = crate::serve_with_limits(listener, app, limits, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;

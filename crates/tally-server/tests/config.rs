@@ -153,3 +153,56 @@ fn secp256k1_key_file_follows_the_same_rules() {
         assert!(err.contains("chmod 600"), "{err}");
     }
 }
+
+#[test]
+fn limits_default_safely_and_refuse_zeros_and_unknown_keys() {
+    let cfg = GatewayConfig::parse(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    let limits = cfg.limits.server_limits().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(limits, tally_server::ServerLimits::default());
+    assert_eq!(limits.header_read_timeout.as_millis(), 10_000);
+    assert_eq!(limits.body_read_timeout.as_millis(), 30_000);
+    assert_eq!(limits.idle_timeout.as_millis(), 60_000);
+    assert_eq!(
+        (limits.max_connections, limits.max_inflight_paid),
+        (1024, 256)
+    );
+
+    let set = format!(
+        "{EXAMPLE}\n[limits]\nheader_read_timeout_ms = 300\nbody_read_timeout_ms = 400\nidle_timeout_ms = 500\nmax_connections = 7\nmax_inflight_paid = 3\n"
+    );
+    let cfg = GatewayConfig::parse(&set).unwrap_or_else(|e| panic!("{e}"));
+    let limits = cfg.limits.server_limits().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(limits.header_read_timeout.as_millis(), 300);
+    assert_eq!(limits.body_read_timeout.as_millis(), 400);
+    assert_eq!(limits.idle_timeout.as_millis(), 500);
+    assert_eq!((limits.max_connections, limits.max_inflight_paid), (7, 3));
+
+    // Only the keys given change.
+    let one = format!("{EXAMPLE}\n[limits]\nmax_connections = 9\n");
+    let limits = GatewayConfig::parse(&one)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .limits
+        .server_limits()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(limits.max_connections, 9);
+    assert_eq!(limits.idle_timeout.as_millis(), 60_000);
+
+    for zero in [
+        "header_read_timeout_ms",
+        "body_read_timeout_ms",
+        "idle_timeout_ms",
+        "max_connections",
+        "max_inflight_paid",
+    ] {
+        let text = format!("{EXAMPLE}\n[limits]\n{zero} = 0\n");
+        let err = GatewayConfig::parse(&text).err();
+        assert!(
+            err.as_ref().is_some_and(|e| e.to_string().contains(zero)),
+            "{zero} = 0 accepted: {err:?}"
+        );
+    }
+    let forever = format!("{EXAMPLE}\n[limits]\nidle_timeout_ms = 18446744073709551615\n");
+    assert!(GatewayConfig::parse(&forever).is_err());
+    let unknown = format!("{EXAMPLE}\n[limits]\nmax_conns = 5\n");
+    assert!(GatewayConfig::parse(&unknown).is_err());
+}
