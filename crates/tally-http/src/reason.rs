@@ -93,6 +93,10 @@ pub enum Reason {
     /// This gateway holds no payee key (no `[settlement]` in its configuration), so it
     /// cannot cosign a cooperative close; the client exits with a withdrawal instead.
     CloseUnavailable,
+    /// A channel read without a valid read token or admin token (spec/HTTP.md §5.1). Also
+    /// the answer for an unknown or unbound channel, so a read says nothing about which
+    /// channels exist.
+    Unauthorized,
     /// No such endpoint or record.
     NotFound,
     /// The gateway failed (storage); nothing was recorded.
@@ -123,6 +127,7 @@ impl Reason {
             Reason::DisputeRefused { .. } => "dispute_refused",
             Reason::ChainUnavailable => "chain_unavailable",
             Reason::CloseUnavailable => "close_unavailable",
+            Reason::Unauthorized => "unauthorized",
             Reason::NotFound => "not_found",
             Reason::Internal => "internal",
         }
@@ -141,6 +146,7 @@ impl Reason {
             Reason::UpstreamUnavailable | Reason::ResponseTooLarge { .. } => 502,
             Reason::ChainUnavailable => 503,
             Reason::CloseUnavailable => 501,
+            Reason::Unauthorized => 401,
             Reason::NotFound => 404,
             Reason::Internal => 500,
             Reason::PaymentRequired
