@@ -7,7 +7,7 @@ use std::path::Path;
 
 use alloy::primitives::B256;
 use tally_chain::Eip712Sig;
-use tally_core::{ChannelId, Hash, PublicKey};
+use tally_core::{ChannelId, Hash, PublicKey, RequestSalt};
 
 /// Session bindings, dispute credits and close agreements, in one sled database.
 pub struct Bindings {
@@ -15,6 +15,7 @@ pub struct Bindings {
     sessions: sled::Tree,
     credits: sled::Tree,
     closing: sled::Tree,
+    salts: sled::Tree,
 }
 
 /// A cooperative close the payee signed: the channel's final state and the payee's Close
@@ -87,11 +88,13 @@ impl Bindings {
         let sessions = db.open_tree("sessions")?;
         let credits = db.open_tree("credits")?;
         let closing = db.open_tree("closing")?;
+        let salts = db.open_tree("salts")?;
         Ok(Bindings {
             db,
             sessions,
             credits,
             closing,
+            salts,
         })
     }
 
@@ -135,6 +138,34 @@ impl Bindings {
         self.sessions.insert(channel.0, &key.to_bytes())?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// The channel's request salt (spec/PROTOCOL.md §3.3), if one was drawn. A stored value
+    /// of the wrong length reads as an error, never as "no salt".
+    pub fn salt(&self, channel: &ChannelId) -> Result<Option<RequestSalt>, String> {
+        match self.salts.get(channel.0).map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(v) => <[u8; 32]>::try_from(v.as_ref())
+                .map(|b| Some(RequestSalt(b)))
+                .map_err(|_| "stored request salt has the wrong length".to_string()),
+        }
+    }
+
+    /// The channel's salt, drawing `fresh` and storing it durably if none is stored yet
+    /// (compare-and-swap, so two racing binds agree on one salt). Flushed before returning.
+    pub fn salt_or_insert(
+        &self,
+        channel: &ChannelId,
+        fresh: RequestSalt,
+    ) -> Result<RequestSalt, String> {
+        let e = |e: sled::Error| e.to_string();
+        let _ = self
+            .salts
+            .compare_and_swap(channel.0, None as Option<&[u8]>, Some(&fresh.0[..]))
+            .map_err(e)?;
+        self.db.flush().map_err(e)?;
+        self.salt(channel)?
+            .ok_or_else(|| "request salt missing after storing it".to_string())
     }
 
     /// The credit record's seq if record `index` of `channel` was already credited.

@@ -19,7 +19,7 @@ use tally_chain::funding::WithdrawState;
 use tally_chain::{ChainCheckpoint, ChainError};
 use tally_core::encoding::Canonical;
 use tally_core::record::apply_amount;
-use tally_core::request::request_hash;
+use tally_core::request::{body_hash, request_hash_with_body_hash};
 use tally_core::{
     Authorization, ChannelId, Checkpoint, Hash, Outcome, PublicKey, Receipt, Record, SecretKey,
     SignedCheckpoint,
@@ -74,6 +74,9 @@ pub struct Settings {
     pub replay_cache_bytes: usize,
     /// Log store tuning.
     pub store: StoreConfig,
+    /// The provider's admin token for channel reads (spec/HTTP.md §5.1); `None`: only the
+    /// channel's session key can read.
+    pub admin_token: Option<crate::readauth::AdminToken>,
 }
 
 impl Settings {
@@ -100,6 +103,7 @@ impl Settings {
             funding_ttl: Duration::from_secs(2),
             replay_cache_bytes: 64 << 10,
             store: StoreConfig::default(),
+            admin_token: None,
         }
     }
 }
@@ -460,7 +464,7 @@ impl Gateway {
             ),
             None => None,
         };
-        let computed = request_hash(req.method, req.path, req.query, req.body);
+        let body_hash = body_hash(req.body);
 
         let mut guard = self.lock(&auth.channel_id).await?;
         let st = guard
@@ -480,6 +484,9 @@ impl Gateway {
                 "authorization signature does not verify",
             )
         })?;
+        let salt = self.request_salt(&auth.channel_id)?;
+        let computed =
+            request_hash_with_body_hash(&salt, req.method, req.path, req.query, &body_hash);
         if auth.request_hash != computed {
             return Err(GatewayError::new(
                 Reason::RequestMismatch {
@@ -826,12 +833,14 @@ impl Gateway {
     }
 
     /// Binds a session key to a channel (spec/HTTP.md §5.2): the binding must be signed by
-    /// the channel's onchain checkpoint signer. Binding the same key again is a no-op.
+    /// the channel's onchain checkpoint signer. Binding the same key again is a no-op. The
+    /// answer is the channel's request salt, drawn and stored before the key on a first
+    /// binding (spec/PROTOCOL.md §3.3).
     pub async fn bind_session(
         &self,
         channel: &ChannelId,
         binding: &SessionBinding,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<tally_core::RequestSalt, GatewayError> {
         let i = &self.inner;
         let funding = i.funding.refresh(channel).await.map_err(chain_error)?;
         if funding.payee != i.payee || funding.token != i.token {
@@ -859,12 +868,15 @@ impl Gateway {
         let st = guard
             .as_mut()
             .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
-        match st.session_key {
-            Some(k) if k == binding.session_key => Ok(()),
-            Some(_) => Err(GatewayError::new(
+        if st.session_key.is_some_and(|k| k != binding.session_key) {
+            return Err(GatewayError::new(
                 Reason::SessionKeyConflict,
                 "another session key is bound to this channel",
-            )),
+            ));
+        }
+        let salt = self.salt_for_binding(channel).await?;
+        match st.session_key {
+            Some(_) => Ok(salt),
             None => {
                 let gw = self.clone();
                 let (id, key) = (*channel, binding.session_key);
@@ -873,7 +885,7 @@ impl Gateway {
                     .map_err(|e| GatewayError::internal(format!("binding writer: {e}")))?
                     .map_err(|e| GatewayError::internal(format!("storing binding: {e}")))?;
                 st.session_key = Some(binding.session_key);
-                Ok(())
+                Ok(salt)
             }
         }
     }
@@ -1036,6 +1048,10 @@ impl Gateway {
         Ok(tally_http::api::ChannelState {
             channel_id: st.id,
             session_key: st.session_key,
+            request_salt: self
+                .bindings()
+                .salt(channel)
+                .map_err(|e| GatewayError::internal(format!("request salt: {e}")))?,
             size: st.size,
             root: st.root,
             cumulative: Amount(st.cumulative),

@@ -26,7 +26,9 @@ pub mod gateway;
 pub mod layer;
 pub mod metrics;
 pub mod pricing;
+pub mod readauth;
 pub mod proxy;
+pub mod salt;
 pub mod standalone;
 
 use axum::Router;
