@@ -169,7 +169,10 @@ struct Seen {
 
 /// Sends one paid request and files the outcome. `Err` is a transport failure.
 async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Result<(), String> {
-    let salt = client.request_salt().await.expect("bound client has a salt");
+    let salt = client
+        .request_salt()
+        .await
+        .expect("bound client has a salt");
     seen.sent
         .insert(request_hash(&salt, "POST", path, "", body.as_bytes()).0);
     let before = client.mirror_head().await.0;
@@ -243,7 +246,10 @@ async fn record_behind_the_clients_back(
         channel_id: ch.id,
         seq,
         request_hash: request_hash(
-            &client.request_salt().await.expect("bound client has a salt"),
+            &client
+                .request_salt()
+                .await
+                .expect("bound client has a salt"),
             "POST",
             "/v1/echo",
             "",
@@ -270,7 +276,8 @@ async fn record_behind_the_clients_back(
 }
 
 async fn channel_state(url: &str, ch: &TestChannel) -> tally_http::api::ChannelState {
-    let resp = tally_e2e::read_get(ch, &format!("{url}/tally/v1/channels/{}", ch.id.to_hex())).await;
+    let resp =
+        tally_e2e::read_get(ch, &format!("{url}/tally/v1/channels/{}", ch.id.to_hex())).await;
     let bytes = ok("channel state", resp.bytes().await);
     ok("channel state", serde_json::from_slice(&bytes))
 }
@@ -398,14 +405,34 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
                 }
                 other => panic!("probe a expected already_recorded, got {other:?}"),
             }
-            probe_a_seen
-                .sent
-                .insert(request_hash(&probe_a.request_salt().await.expect("bound client has a salt"), "POST", "/v1/echo", "", body_a.as_bytes()).0);
+            probe_a_seen.sent.insert(
+                request_hash(
+                    &probe_a
+                        .request_salt()
+                        .await
+                        .expect("bound client has a salt"),
+                    "POST",
+                    "/v1/echo",
+                    "",
+                    body_a.as_bytes(),
+                )
+                .0,
+            );
             assert_eq!(probe_a.mirror_head().await.0, seq_a + 1);
             // Probe B moves on to a new request: stale_seq, resync, then recorded after it.
-            probe_b_seen
-                .sent
-                .insert(request_hash(&probe_b.request_salt().await.expect("bound client has a salt"), "POST", "/v1/echo", "", body_b.as_bytes()).0);
+            probe_b_seen.sent.insert(
+                request_hash(
+                    &probe_b
+                        .request_salt()
+                        .await
+                        .expect("bound client has a salt"),
+                    "POST",
+                    "/v1/echo",
+                    "",
+                    body_b.as_bytes(),
+                )
+                .0,
+            );
             let next = format!("probe b next {cycle}");
             ok(
                 "probe b after the crash",

@@ -37,9 +37,15 @@ async fn get(url: &str, headers: &[(&str, String)]) -> (u16, Vec<u8>) {
     for (k, v) in headers {
         req = req.header(*k, v);
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
-    (status, resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+    (
+        status,
+        resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+    )
 }
 
 /// The refusal's reason and message.
@@ -105,7 +111,11 @@ async fn tokens_for_another_channel_time_key_or_read_are_refused() {
     );
     assert_unauthorized(
         "signed for another channel id",
-        &get(&url, &[(READ_AUTH, sign(&ch.session, &other.id, &target, now))]).await,
+        &get(
+            &url,
+            &[(READ_AUTH, sign(&ch.session, &other.id, &target, now))],
+        )
+        .await,
     );
     // Another key over exactly this read.
     let stranger = SecretKey::generate(&mut rand::rngs::OsRng);
@@ -134,7 +144,10 @@ async fn tokens_for_another_channel_time_key_or_read_are_refused() {
     let (status, _) = get(&url, &[(READ_AUTH, captured.clone())]).await;
     assert_eq!(status, 200, "the captured token was valid when first used");
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    assert_unauthorized("replay after the window", &get(&url, &[(READ_AUTH, captured)]).await);
+    assert_unauthorized(
+        "replay after the window",
+        &get(&url, &[(READ_AUTH, captured)]).await,
+    );
     // Not strictly encoded: upper-case hex, leading zero.
     let good = read_token_at(&ch, &url, now_ms());
     let (ms, sig) = good.split_once('.').unwrap();
@@ -151,9 +164,14 @@ async fn tokens_for_another_channel_time_key_or_read_are_refused() {
     };
     for (what, c) in [("unbound", &unknown), ("unknown", &never_opened)] {
         let u = channel_url(&stack, c, "/records?from=0");
-        let message =
-            assert_unauthorized(what, &get(&u, &[(READ_AUTH, read_token_at(c, &u, now_ms()))]).await);
-        assert_eq!(message, bad_sig, "{what} reads differently from a bad signature");
+        let message = assert_unauthorized(
+            what,
+            &get(&u, &[(READ_AUTH, read_token_at(c, &u, now_ms()))]).await,
+        );
+        assert_eq!(
+            message, bad_sig,
+            "{what} reads differently from a bad signature"
+        );
     }
     stack.stop().await;
 }
@@ -196,23 +214,46 @@ async fn the_same_request_hashes_differently_on_two_channels() {
     let (a, client_a, _da) = stack.client(1_000_000).await;
     let (b, client_b, _db) = stack.client(1_000_000).await;
     for c in [&client_a, &client_b] {
-        let r = c.post("/v1/echo").body("the same body").send().await.unwrap();
+        let r = c
+            .post("/v1/echo")
+            .body("the same body")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
     }
     let stored = |id| {
         let bytes = stack.gateway.store().record(id, 0).unwrap();
-        Record::from_bytes(&bytes).unwrap().authorization.request_hash
+        Record::from_bytes(&bytes)
+            .unwrap()
+            .authorization
+            .request_hash
     };
     let (ha, hb) = (stored(&a.id), stored(&b.id));
-    assert_ne!(ha, hb, "request hashes of the same request must differ across channels");
+    assert_ne!(
+        ha, hb,
+        "request hashes of the same request must differ across channels"
+    );
     let (sa, sb) = (
         client_a.request_salt().await.unwrap(),
         client_b.request_salt().await.unwrap(),
     );
     assert_ne!(sa, sb);
     assert_eq!(stack.gateway.request_salt(&a.id).unwrap(), sa);
-    assert_eq!(ha, request_hash(&sa, "POST", "/v1/echo", "", b"the same body"));
-    assert_ne!(ha, request_hash(&Default::default(), "POST", "/v1/echo", "", b"the same body"));
+    assert_eq!(
+        ha,
+        request_hash(&sa, "POST", "/v1/echo", "", b"the same body")
+    );
+    assert_ne!(
+        ha,
+        request_hash(
+            &Default::default(),
+            "POST",
+            "/v1/echo",
+            "",
+            b"the same body"
+        )
+    );
 
     // Binding the same key again (a second client of channel a) gets the same salt, and the
     // authenticated channel state carries it.

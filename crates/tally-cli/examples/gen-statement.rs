@@ -111,7 +111,13 @@ fn main() {
             channel_id: channel,
             seq,
             // A statement never carries the salt: any fixed one makes a valid bill.
-            request_hash: request_hash(&RequestSalt([0x5a; 32]), method, path, "", &seq.to_le_bytes()),
+            request_hash: request_hash(
+                &RequestSalt([0x5a; 32]),
+                method,
+                path,
+                "",
+                &seq.to_le_bytes(),
+            ),
             max_amount: max,
             prev_root: tree.root(),
             prev_cumulative: cumulative,

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tally_core::{ChannelId, PublicKey, SecretKey};
-use tally_http::read_auth::{ReadToken, READ_AUTH};
 use tally_http::api::{Checkpoints, RecordsPage};
+use tally_http::read_auth::{ReadToken, READ_AUTH};
 use tally_http::{WireCheckpoint, WireRecord};
 
 use crate::error::{CliError, Result};
@@ -146,8 +146,8 @@ async fn get(
 ) -> Result<Vec<u8>> {
     let mut req = http.get(url);
     if let Some((key, channel)) = reader {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| CliError::Service(format!("GET {url}: {e}")))?;
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| CliError::Service(format!("GET {url}: {e}")))?;
         let target = match parsed.query() {
             Some(q) => format!("{}?{q}", parsed.path()),
             None => parsed.path().to_string(),

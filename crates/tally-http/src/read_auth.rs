@@ -203,9 +203,17 @@ mod tests {
     fn window_is_inclusive_both_ways() {
         let (_, _, t) = token();
         let at = t.issued_at_ms;
-        assert!(t.check_time(at + READ_AUTH_WINDOW_MS, READ_AUTH_WINDOW_MS).is_ok());
-        assert!(t.check_time(at - READ_AUTH_WINDOW_MS, READ_AUTH_WINDOW_MS).is_ok());
-        assert!(t.check_time(at + READ_AUTH_WINDOW_MS + 1, READ_AUTH_WINDOW_MS).is_err());
-        assert!(t.check_time(at - READ_AUTH_WINDOW_MS - 1, READ_AUTH_WINDOW_MS).is_err());
+        assert!(t
+            .check_time(at + READ_AUTH_WINDOW_MS, READ_AUTH_WINDOW_MS)
+            .is_ok());
+        assert!(t
+            .check_time(at - READ_AUTH_WINDOW_MS, READ_AUTH_WINDOW_MS)
+            .is_ok());
+        assert!(t
+            .check_time(at + READ_AUTH_WINDOW_MS + 1, READ_AUTH_WINDOW_MS)
+            .is_err());
+        assert!(t
+            .check_time(at - READ_AUTH_WINDOW_MS - 1, READ_AUTH_WINDOW_MS)
+            .is_err());
     }
 }

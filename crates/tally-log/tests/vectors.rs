@@ -109,7 +109,9 @@ fn message_vectors_check_out() {
         tally_core::read::read_token_bytes(&channel, s(&rt["method"]), s(&rt["target"]), at);
     assert_eq!(hex::encode(&bytes), s(&rt["bytes"]));
     let sig = tally_core::Signature::from_hex(s(&rt["signature"])).expect("signature");
-    client_pk.verify(&bytes, &sig).expect("read token signature");
+    client_pk
+        .verify(&bytes, &sig)
+        .expect("read token signature");
     assert_eq!(format!("{at}.{}", sig.to_hex()), s(&rt["header"]));
 
     let resp = &v["response"];

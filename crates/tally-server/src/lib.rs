@@ -26,8 +26,8 @@ pub mod gateway;
 pub mod layer;
 pub mod metrics;
 pub mod pricing;
-pub mod readauth;
 pub mod proxy;
+pub mod readauth;
 pub mod salt;
 pub mod standalone;
 

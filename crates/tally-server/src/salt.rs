@@ -35,11 +35,9 @@ impl Gateway {
         rand::rngs::OsRng.fill_bytes(&mut fresh);
         let gw = self.clone();
         let id = *channel;
-        tokio::task::spawn_blocking(move || {
-            gw.bindings().salt_or_insert(&id, RequestSalt(fresh))
-        })
-        .await
-        .map_err(|e| GatewayError::internal(format!("salt writer: {e}")))?
-        .map_err(|e| GatewayError::internal(format!("storing request salt: {e}")))
+        tokio::task::spawn_blocking(move || gw.bindings().salt_or_insert(&id, RequestSalt(fresh)))
+            .await
+            .map_err(|e| GatewayError::internal(format!("salt writer: {e}")))?
+            .map_err(|e| GatewayError::internal(format!("storing request salt: {e}")))
     }
 }
