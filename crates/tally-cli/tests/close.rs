@@ -459,8 +459,14 @@ fn close_unavailable_without_settlement_startup_refusals_and_the_empty_close() {
         startup.contains("claims are manual (`tally settle`)"),
         "{startup}"
     );
-    let empty = env.head();
-    assert_eq!((empty.size, empty.cumulative), (0, 0));
+    // No session key is bound yet, so the channel state is unreadable (spec/HTTP.md §5.1):
+    // the empty log's head is size 0, MTH({}) = BLAKE3(""), cumulative 0.
+    let empty = checkpoint(
+        env.channel,
+        0,
+        &tally_core::hash::blake3_of(&[]).to_hex(),
+        "0",
+    );
     let (status, v) = env.post_close(&empty, &env.signed_close(&empty));
     assert_eq!((status, reason(&v)), (501, "close_unavailable"), "{v}");
     let o = env.close_cli();
