@@ -9,7 +9,7 @@ use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use tally_http::api::{
     ChannelState, Checkpoints, CloseRequest, CloseSigned, ConsistencyProof, DisputeGranted,
-    DisputeRequest, DisputedExchange, InclusionProof, RecordsPage,
+    DisputeRequest, DisputedExchange, InclusionProof, RecordsPage, SessionBound,
 };
 use tally_http::headers::decode_header;
 use tally_http::{
@@ -30,12 +30,17 @@ fn headers(value: &[u8]) {
         let body_end = c.note.find("\n\n").map_or(0, |i| i + 1);
         let _ = tally_core::Checkpoint::parse_body(&c.note[..body_end]);
     }
+    // TALLY-READ-AUTH is not base64(JSON): a parsed token must re-render to the same bytes.
+    if let Ok(t) = tally_http::ReadToken::parse(value) {
+        assert_eq!(t.to_header().as_bytes(), value, "read token is not canonical");
+    }
 }
 
 fn bodies(json: &[u8]) {
     let _ = serde_json::from_slice::<Terms>(json);
     let _ = serde_json::from_slice::<ErrorBody>(json);
     let _ = serde_json::from_slice::<SessionBinding>(json);
+    let _ = serde_json::from_slice::<SessionBound>(json);
     let _ = serde_json::from_slice::<ChannelState>(json);
     let _ = serde_json::from_slice::<InclusionProof>(json);
     let _ = serde_json::from_slice::<ConsistencyProof>(json);

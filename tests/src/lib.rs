@@ -344,3 +344,34 @@ pub async fn spawn_gateway_funded(
     let running = serve_proxy(&gateway, upstream).await;
     (gateway, running)
 }
+
+/// The `TALLY-READ-AUTH` value for a GET of `url` by `ch`'s session key, issued at
+/// `issued_at_ms` (spec/HTTP.md §5.1).
+pub fn read_token_at(ch: &TestChannel, url: &str, issued_at_ms: u64) -> String {
+    let parsed = reqwest::Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    let target = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    tally_http::ReadToken::sign(&ch.session, &ch.id, "GET", &target, issued_at_ms).to_header()
+}
+
+/// Milliseconds since the Unix epoch, by this clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// GETs a channel read endpoint as `ch`'s client would: with a fresh read token.
+pub async fn read_get(ch: &TestChannel, url: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url)
+        .header(
+            tally_http::read_auth::READ_AUTH,
+            read_token_at(ch, url, now_ms()),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}

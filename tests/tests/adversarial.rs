@@ -17,7 +17,7 @@ use axum::Router;
 use tally_cli::gateway::GatewayFile;
 use tally_client::{Client, ClientError};
 use tally_core::request::request_hash;
-use tally_core::{Authorization, ChannelId, Hash, SecretKey};
+use tally_core::{Authorization, ChannelId, Hash, RequestSalt, SecretKey};
 use tally_e2e::chain::ChainEnv;
 use tally_e2e::process::{free_port, GatewayProcess};
 use tally_e2e::*;
@@ -137,7 +137,7 @@ struct Live {
     gateway: GatewayProcess,
     file: GatewayFile,
     config: PathBuf,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     port: u16,
 }
 
@@ -180,7 +180,7 @@ impl Live {
             gateway,
             file,
             config,
-            dir,
+            _dir: dir,
             port,
         }
     }
@@ -240,16 +240,22 @@ struct At {
     root: Hash,
     cumulative: u128,
     terms_hash: Hash,
+    salt: RequestSalt,
 }
 
 impl At {
     async fn of(client: &Client, terms_hash: Hash) -> At {
         let (seq, root, cumulative) = client.mirror_head().await;
+        let salt = client
+            .request_salt()
+            .await
+            .unwrap_or_else(|| panic!("the client learned no request salt"));
         At {
             seq,
             root,
             cumulative,
             terms_hash,
+            salt,
         }
     }
 }
@@ -266,7 +272,7 @@ fn payment(
         version: 1,
         channel_id: channel,
         seq: at.seq,
-        request_hash: request_hash(method, path, query, body),
+        request_hash: request_hash(&at.salt, method, path, query, body),
         max_amount,
         prev_root: at.root,
         prev_cumulative: at.cumulative,
@@ -525,6 +531,7 @@ async fn hostile_requests_are_refused_before_they_cost_anything() {
         root,
         cumulative,
         terms_hash,
+        salt: at.salt,
     };
     let pay = payment(ch.id, &ch.session, &at, ("POST", "/v1/slow", "", b"w"), 10);
     let req = request("POST", "/v1/slow", &[(PAYMENT_SIGNATURE, &pay)], b"w");

@@ -71,8 +71,12 @@ struct Seen {
 
 /// Sends one paid request and files the outcome. `Err` is a transport failure.
 async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Result<(), String> {
+    let salt = client
+        .request_salt()
+        .await
+        .expect("bound client has a salt");
     seen.sent
-        .insert(request_hash("POST", path, "", body.as_bytes()).0);
+        .insert(request_hash(&salt, "POST", path, "", body.as_bytes()).0);
     let before = client.mirror_head().await.0;
     match client.post(path).body(body.to_string()).send().await {
         Ok(r) => {
@@ -143,7 +147,16 @@ async fn record_behind_the_clients_back(
         version: tally_core::VERSION,
         channel_id: ch.id,
         seq,
-        request_hash: request_hash("POST", "/v1/echo", "", body.as_bytes()),
+        request_hash: request_hash(
+            &client
+                .request_salt()
+                .await
+                .expect("bound client has a salt"),
+            "POST",
+            "/v1/echo",
+            "",
+            body.as_bytes(),
+        ),
         max_amount: ECHO_PRICE,
         prev_root: root,
         prev_cumulative: cumulative,
@@ -164,11 +177,9 @@ async fn record_behind_the_clients_back(
     seq
 }
 
-async fn channel_state(url: &str, id: &tally_core::ChannelId) -> tally_http::api::ChannelState {
-    let resp = ok(
-        "channel state",
-        reqwest::get(format!("{url}/tally/v1/channels/{}", id.to_hex())).await,
-    );
+async fn channel_state(url: &str, ch: &TestChannel) -> tally_http::api::ChannelState {
+    let resp =
+        tally_e2e::read_get(ch, &format!("{url}/tally/v1/channels/{}", ch.id.to_hex())).await;
     let bytes = ok("channel state", resp.bytes().await);
     ok("channel state", serde_json::from_slice(&bytes))
 }
@@ -286,7 +297,7 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
             let down = rand::thread_rng().gen_range(0..300);
             tokio::time::sleep(Duration::from_millis(down)).await;
             restarts.push(gateway.start().await);
-            let state = channel_state(&url, &ch_a.id).await;
+            let state = channel_state(&url, ch_a).await;
             assert!(
                 (state.checkpoint_size, state.checkpoint_cumulative.0) >= (cp.size, cp.cumulative),
                 "the restarted gateway forgot checkpoint {} of probe a",
@@ -301,14 +312,34 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
                 }
                 other => panic!("probe a expected already_recorded, got {other:?}"),
             }
-            probe_a_seen
-                .sent
-                .insert(request_hash("POST", "/v1/echo", "", body_a.as_bytes()).0);
+            probe_a_seen.sent.insert(
+                request_hash(
+                    &probe_a
+                        .request_salt()
+                        .await
+                        .expect("bound client has a salt"),
+                    "POST",
+                    "/v1/echo",
+                    "",
+                    body_a.as_bytes(),
+                )
+                .0,
+            );
             assert_eq!(probe_a.mirror_head().await.0, seq_a + 1);
             // Probe B moves on to a new request: stale_seq, resync, then recorded after it.
-            probe_b_seen
-                .sent
-                .insert(request_hash("POST", "/v1/echo", "", body_b.as_bytes()).0);
+            probe_b_seen.sent.insert(
+                request_hash(
+                    &probe_b
+                        .request_salt()
+                        .await
+                        .expect("bound client has a salt"),
+                    "POST",
+                    "/v1/echo",
+                    "",
+                    body_b.as_bytes(),
+                )
+                .0,
+            );
             let next = format!("probe b next {cycle}");
             ok(
                 "probe b after the crash",
@@ -336,14 +367,15 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
         paying.push((probe_b, probe_b_seen));
 
         // Everyone continues on the last incarnation.
-        for (c, (client, seen)) in paying.iter_mut().enumerate() {
+        for (c, ((client, seen), (ch, _))) in paying.iter_mut().zip(&channels).enumerate() {
             ok(
                 "final call",
                 call(client, "/v1/echo", &format!("final {c}"), seen).await,
             );
             ok("flush", client.flush().await);
             let (size, root, cumulative) = client.mirror_head().await;
-            let state = channel_state(&url, &client.channel()).await;
+            assert_eq!(client.channel(), ch.id);
+            let state = channel_state(&url, ch).await;
             assert_eq!(
                 (state.size, state.root, state.cumulative.0),
                 (size, root, cumulative),

@@ -65,7 +65,13 @@ fn next_auth(
         version: 1,
         channel_id: ch.id,
         seq: size,
-        request_hash: request_hash("POST", path, "", body),
+        request_hash: request_hash(
+            &gw.request_salt(&ch.id).expect("bound channel has a salt"),
+            "POST",
+            path,
+            "",
+            body,
+        ),
         max_amount: ECHO_PRICE,
         prev_root: root,
         prev_cumulative: cumulative,
@@ -204,7 +210,13 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
 
     // Same seq, different request: refused as stale.
     let mut other_req = auth;
-    other_req.request_hash = request_hash("POST", "/v1/echo", "", b"b");
+    other_req.request_hash = request_hash(
+        &gw.request_salt(&ch.id).expect("bound channel has a salt"),
+        "POST",
+        "/v1/echo",
+        "",
+        b"b",
+    );
     let (status, _, body) = raw(&url, "/v1/echo", b"b", &other_req, &ch.session).await;
     assert_eq!(status, 409);
     assert!(matches!(

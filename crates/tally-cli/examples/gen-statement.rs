@@ -14,7 +14,7 @@ use std::time::Instant;
 use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use tally_core::encoding::Canonical;
-use tally_core::request::{request_hash, response_hash};
+use tally_core::request::{request_hash, response_hash, RequestSalt};
 use tally_core::{
     Authorization, ChannelId, Checkpoint, Outcome, Record, SecretKey, SignedCheckpoint,
 };
@@ -112,7 +112,14 @@ fn main() {
             version: 1,
             channel_id: channel,
             seq,
-            request_hash: request_hash(method, path, "", &seq.to_le_bytes()),
+            // A statement never carries the salt: any fixed one makes a valid bill.
+            request_hash: request_hash(
+                &RequestSalt([0x5a; 32]),
+                method,
+                path,
+                "",
+                &seq.to_le_bytes(),
+            ),
             max_amount: max,
             prev_root: tree.root(),
             prev_cumulative: cumulative,

@@ -378,7 +378,7 @@ async fn paid_part(
     let transfer = per_call_transfer(local).await?;
 
     step(out, 8, "auditing the bill from the provider's endpoints");
-    let stmt = statement::fetch(&serving.url(), &channel_id, client.session_key()).await?;
+    let stmt = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
     let report = audit(
         &stmt,
         &AuditContext {
@@ -443,7 +443,7 @@ async fn paid_part(
     }
     let (final_size, final_root, net) = client.mirror_head().await;
     // The final bill, credit included, audited again and kept as statement.jsonl.
-    let last = statement::fetch(&serving.url(), &channel_id, client.session_key()).await?;
+    let last = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
     let again = audit(
         &last,
         &AuditContext {

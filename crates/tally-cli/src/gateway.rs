@@ -116,7 +116,7 @@ pub fn open(cfg: &GatewayConfig) -> Result<Gateway> {
         cfg.chain.chain_id,
     );
     let funding = Arc::new(tally_chain::ChainFunding::new(client));
-    Ok(Gateway::open(cfg.settings(), key, funding)?)
+    Ok(Gateway::open(cfg.gateway_settings()?, key, funding)?)
 }
 
 /// A gateway serving on a listener.

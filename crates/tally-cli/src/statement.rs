@@ -7,8 +7,9 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tally_core::{ChannelId, PublicKey};
+use tally_core::{ChannelId, PublicKey, SecretKey};
 use tally_http::api::{Checkpoints, RecordsPage};
+use tally_http::read_auth::{ReadToken, READ_AUTH};
 use tally_http::{WireCheckpoint, WireRecord};
 
 use crate::error::{CliError, Result};
@@ -136,9 +137,30 @@ impl StatementWriter {
     }
 }
 
-async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>> {
-    let resp = http
-        .get(url)
+/// GETs `url`; with `reader`, signs a read token for it (spec/HTTP.md §5.1): the channel
+/// endpoints answer only the channel's session key.
+async fn get(
+    http: &reqwest::Client,
+    url: &str,
+    reader: Option<(&SecretKey, &ChannelId)>,
+) -> Result<Vec<u8>> {
+    let mut req = http.get(url);
+    if let Some((key, channel)) = reader {
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| CliError::Service(format!("GET {url}: {e}")))?;
+        let target = match parsed.query() {
+            Some(q) => format!("{}?{q}", parsed.path()),
+            None => parsed.path().to_string(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        req = req.header(
+            READ_AUTH,
+            ReadToken::sign(key, channel, "GET", &target, now).to_header(),
+        );
+    }
+    let resp = req
         .send()
         .await
         .map_err(|e| CliError::Service(format!("GET {url}: {e}")))?;
@@ -161,12 +183,15 @@ fn json<T: serde::de::DeserializeOwned>(url: &str, bytes: &[u8]) -> Result<T> {
 }
 
 /// Fetches channel `channel`'s whole statement from a provider's endpoints (terms, records
-/// pages, checkpoints). `client_key` is the session key the client knows it bound.
-pub async fn fetch(base: &str, channel: &ChannelId, client_key: PublicKey) -> Result<Statement> {
+/// pages, checkpoints). `session` is the session key the client bound: it signs the read
+/// tokens, and its public half is the statement's client key.
+pub async fn fetch(base: &str, channel: &ChannelId, session: &SecretKey) -> Result<Statement> {
+    let client_key: PublicKey = session.public();
+    let reader = Some((session, channel));
     let base = base.trim_end_matches('/');
     let http = reqwest::Client::new();
     let terms_url = format!("{base}{}", tally_http::headers::WELL_KNOWN_PATH);
-    let terms_bytes = get(&http, &terms_url).await?;
+    let terms_bytes = get(&http, &terms_url, None).await?;
     let terms = tally_http::Terms::parse(&terms_bytes)
         .map_err(|e| CliError::Service(format!("{terms_url}: {e}")))?;
     let ch = format!(
@@ -177,7 +202,7 @@ pub async fn fetch(base: &str, channel: &ChannelId, client_key: PublicKey) -> Re
     let mut records: Vec<WireRecord> = Vec::new();
     loop {
         let url = format!("{ch}/records?from={}", records.len());
-        let page: RecordsPage = json(&url, &get(&http, &url).await?)?;
+        let page: RecordsPage = json(&url, &get(&http, &url, reader).await?)?;
         let done = page.records.is_empty();
         records.extend(page.records);
         if done || records.len() as u64 >= page.size {
@@ -185,7 +210,7 @@ pub async fn fetch(base: &str, channel: &ChannelId, client_key: PublicKey) -> Re
         }
     }
     let url = format!("{ch}/checkpoints");
-    let cps: Checkpoints = json(&url, &get(&http, &url).await?)?;
+    let cps: Checkpoints = json(&url, &get(&http, &url, reader).await?)?;
     let header = StatementHeader {
         format: STATEMENT_FORMAT.into(),
         channel_id: *channel,

@@ -168,8 +168,30 @@ impl Env {
             self.url,
             self.channel.to_hex()
         );
+        // Channel reads are the session key's (spec/HTTP.md §5.1).
+        let session = ok(
+            "session key",
+            tally_cli::keys::read_ed25519(&self.client.join("session.key")),
+        );
+        let target = ok("url", reqwest::Url::parse(&url));
+        let target = match target.query() {
+            Some(q) => format!("{}?{q}", target.path()),
+            None => target.path().to_string(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let token = tally_http::ReadToken::sign(&session, &self.channel, "GET", &target, now);
         self.rt.block_on(async {
-            let resp = ok("GET", reqwest::get(&url).await);
+            let resp = ok(
+                "GET",
+                reqwest::Client::new()
+                    .get(&url)
+                    .header(tally_http::read_auth::READ_AUTH, token.to_header())
+                    .send()
+                    .await,
+            );
+            assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
             let body = ok("body", resp.bytes().await);
             ok("JSON", serde_json::from_slice(&body))
         })

@@ -5,27 +5,28 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use tally_chain::{ChainCheckpoint, CloseAgreement};
-use tally_core::request::{body_hash, request_hash};
+use tally_core::request::{body_hash, request_hash, RequestSalt};
 use tally_core::{
     Authorization, ChannelId, Checkpoint, Hash, PublicKey, Receipt, Record, SecretKey,
     SignedCheckpoint,
 };
 use tally_http::api::{
     ChannelState, CloseRequest, CloseSigned, DisputeGranted, DisputeRequest, DisputedExchange,
-    RecordsPage,
+    RecordsPage, SessionBound,
 };
 use tally_http::headers::{
     decode_header, encode_header, API_PREFIX, CHECKPOINT, CHECKPOINT_REQUEST, PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
 };
 use tally_http::payment::WireEip712Sig;
+use tally_http::read_auth::{ReadToken, READ_AUTH};
 use tally_http::{
     Amount, ErrorBody, PaymentPayload, PaymentResponse, Price, Reason, SessionBinding,
     WireCheckpoint,
@@ -37,6 +38,10 @@ use crate::error::{ClientError, Misbehavior};
 use crate::mirror::Mirror;
 use crate::receipt::{check_receipt, expected_charge};
 use crate::statement::{verify_statement, Statement};
+
+/// The mirror's meta key of the channel's request salt: kept so a provider that answers a
+/// later binding with another salt is noticed (its records would no longer dispute).
+const SALT_META: &str = "request_salt";
 
 /// How to reach the provider and which channel and keys to pay with.
 pub struct ClientConfig {
@@ -87,6 +92,8 @@ struct State {
     contract: Address,
     stopped: Option<Misbehavior>,
     checkpoint_due: bool,
+    /// The channel's request salt (spec/PROTOCOL.md §3.3), from the binding answer.
+    salt: Option<RequestSalt>,
 }
 
 /// A paying client for one channel.
@@ -198,6 +205,7 @@ impl Client {
                 contract,
                 stopped: None,
                 checkpoint_due: false,
+                salt: None,
             })),
         };
         client.bind_session().await?;
@@ -237,6 +245,12 @@ impl Client {
     /// (spec/DESIGN-DECISIONS.md, "The client mirrors off the critical path").
     pub async fn flush(&self) -> Result<(), ClientError> {
         self.state.lock().await.mirror.sync().await
+    }
+
+    /// The channel's request salt (spec/PROTOCOL.md §3.3), as the provider answered the
+    /// binding: every request hash this client signs starts with it.
+    pub async fn request_salt(&self) -> Option<RequestSalt> {
+        self.state.lock().await.salt
     }
 
     /// The misbehavior that stopped this client, if any.
@@ -290,19 +304,50 @@ impl Client {
             .json_body(&binding)?
             .send()
             .await?;
-        let status = resp.status();
-        let body = resp.bytes().await?;
-        if status.is_success() {
-            return Ok(());
+        let bound: SessionBound = json_answer(resp).await?;
+        if bound.bound != self.session_public {
+            return Err(ClientError::Protocol(
+                "the provider bound another session key".into(),
+            ));
         }
-        Err(refusal(&body))
+        let mut st = self.state.lock().await;
+        match st.mirror.get_meta(SALT_META)? {
+            Some(kept) if kept.as_slice() != bound.request_salt.0.as_slice() => {
+                return Err(ClientError::Protocol(
+                    "the provider's request salt changed since this mirror bound the channel"
+                        .into(),
+                ))
+            }
+            Some(_) => {}
+            None => st.mirror.put_meta(SALT_META, &bound.request_salt.0)?,
+        }
+        st.salt = Some(bound.request_salt);
+        Ok(())
     }
 
+    /// `TALLY-READ-AUTH` for a GET of `url` (spec/HTTP.md §5.1): the session key signs the
+    /// channel, the method and the path and query exactly as sent, at this clock's time.
+    fn read_token(&self, url: &str) -> Result<HeaderValue, ClientError> {
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| ClientError::Protocol(format!("{url}: {e}")))?;
+        let target = match parsed.query() {
+            Some(q) => format!("{}?{q}", parsed.path()),
+            None => parsed.path().to_string(),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let token = ReadToken::sign(&self.session_key, &self.channel, "GET", &target, now);
+        header_value(&token.to_header())
+    }
+
+    /// GETs a channel read endpoint with a read token and reads the JSON answer.
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         url: String,
     ) -> Result<T, ClientError> {
-        json_answer(self.http.get(url).send().await?).await
+        let token = self.read_token(&url)?;
+        json_answer(self.http.get(url).header(READ_AUTH, token).send().await?).await
     }
 
     /// POSTs `value` as JSON to the channel endpoint `tail` and reads the JSON answer; a
@@ -680,7 +725,10 @@ impl Client {
             format!("{}{path}?{query}", self.base)
         };
         let request_body_hash = body_hash(&body);
-        let req_hash = request_hash(method.as_str(), path, query, &body);
+        let salt = st
+            .salt
+            .ok_or_else(|| ClientError::Protocol("no request salt: the key is not bound".into()))?;
+        let req_hash = request_hash(&salt, method.as_str(), path, query, &body);
         // Resolutions (resync, checkpoint, new terms) each allow one more attempt.
         for _ in 0..4 {
             let price = match &expect {

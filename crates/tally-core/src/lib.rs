@@ -17,6 +17,7 @@ pub mod error;
 pub mod hash;
 pub mod keys;
 pub mod outcome;
+pub mod read;
 pub mod record;
 pub mod request;
 pub mod signature;
@@ -29,6 +30,7 @@ pub use hash::{ChannelId, Hash};
 pub use keys::{PublicKey, SecretKey};
 pub use outcome::{Outcome, Receipt};
 pub use record::Record;
+pub use request::RequestSalt;
 pub use signature::Signature;
 
 /// The protocol version carried as the first byte of every signed message body

@@ -1,5 +1,10 @@
 //! Hashes that bind an HTTP exchange into signed messages (spec/PROTOCOL.md §3.3).
 
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::fixed_bytes;
 use crate::hash::{blake3_of, Hash};
 
 /// Domain prefix of a request hash.
@@ -7,27 +12,69 @@ pub const REQUEST_DOMAIN: &[u8] = b"tally\0request\0";
 /// Domain prefix of a response hash.
 pub const RESPONSE_DOMAIN: &[u8] = b"tally\0response\0";
 
-/// The hash of a request as the client will send it: method, path, query and body
-/// (spec/PROTOCOL.md §3.3). Each string is length-prefixed (u64 little-endian) so no two
-/// different requests share an input.
+/// The channel's request salt: 32 random bytes the provider draws when the session key is
+/// bound (spec/HTTP.md §5.2) and mixes into every request hash of the channel
+/// (spec/PROTOCOL.md §3.3), so a request hash seen in a statement or a record cannot be
+/// matched against a dictionary of likely requests by anyone who lacks the salt.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSalt(#[serde(with = "fixed_bytes")] pub [u8; 32]);
+
+impl RequestSalt {
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses exactly 64 lowercase hex digits.
+    pub fn from_hex(text: &str) -> crate::error::Result<Self> {
+        crate::encoding::parse_hex("request salt", text).map(RequestSalt)
+    }
+}
+
+impl fmt::Debug for RequestSalt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestSalt({})", self.to_hex())
+    }
+}
+
+/// The hash of a request as the client will send it: the channel's salt, then method, path,
+/// query and body (spec/PROTOCOL.md §3.3). Each string is length-prefixed (u64
+/// little-endian) so no two different requests share an input; the salt is fixed-length
+/// and comes first.
 ///
 /// ```
-/// use tally_core::request::request_hash;
-/// let a = request_hash("GET", "/v1/items", "page=2", b"");
-/// let b = request_hash("GET", "/v1/items", "page=3", b"");
+/// use tally_core::request::{request_hash, RequestSalt};
+/// let salt = RequestSalt([7; 32]);
+/// let a = request_hash(&salt, "GET", "/v1/items", "page=2", b"");
+/// let b = request_hash(&salt, "GET", "/v1/items", "page=3", b"");
 /// assert_ne!(a, b);
+/// let c = request_hash(&RequestSalt([8; 32]), "GET", "/v1/items", "page=2", b"");
+/// assert_ne!(a, c);
 /// ```
-pub fn request_hash(method: &str, path: &str, query: &str, body: &[u8]) -> Hash {
-    request_hash_with_body_hash(method, path, query, &body_hash(body))
+pub fn request_hash(
+    salt: &RequestSalt,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Hash {
+    request_hash_with_body_hash(salt, method, path, query, &body_hash(body))
 }
 
 /// As [`request_hash`], for callers that hashed a streamed body themselves with [`body_hash`].
-pub fn request_hash_with_body_hash(method: &str, path: &str, query: &str, body: &Hash) -> Hash {
+pub fn request_hash_with_body_hash(
+    salt: &RequestSalt,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &Hash,
+) -> Hash {
     let m = (method.len() as u64).to_le_bytes();
     let p = (path.len() as u64).to_le_bytes();
     let q = (query.len() as u64).to_le_bytes();
     blake3_of(&[
         REQUEST_DOMAIN,
+        &salt.0,
         &m,
         method.as_bytes(),
         &p,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use tally_core::bundle::ProofBundle;
-use tally_core::{ChannelId, Hash, PublicKey};
+use tally_core::{ChannelId, Hash, PublicKey, RequestSalt};
 
 use crate::amount::{Amount, SignedAmount};
 use crate::payment::{WireCheckpoint, WireEip712Sig, WireRecord};
@@ -15,6 +15,8 @@ pub struct ChannelState {
     pub channel_id: ChannelId,
     /// The bound session key, if any.
     pub session_key: Option<PublicKey>,
+    /// The channel's request salt (spec/PROTOCOL.md §3.3), drawn when the key was bound.
+    pub request_salt: Option<RequestSalt>,
     /// Durable log size: the next seq.
     pub size: u64,
     /// Root at `size`.
@@ -39,6 +41,17 @@ pub struct RecordsPage {
     pub records: Vec<WireRecord>,
     /// The log size when read.
     pub size: u64,
+}
+
+/// The answer to `POST /tally/v1/channels/{id}/session` (spec/HTTP.md §5.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionBound {
+    /// The bound session key.
+    pub bound: PublicKey,
+    /// The channel's request salt: every request hash of the channel starts with it
+    /// (spec/PROTOCOL.md §3.3). The same on every rebinding of the same key.
+    pub request_salt: RequestSalt,
 }
 
 /// The most records one page returns.

@@ -15,6 +15,7 @@ pub mod error;
 pub mod headers;
 pub mod path;
 pub mod payment;
+pub mod read_auth;
 pub mod reason;
 pub mod session;
 pub mod terms;
@@ -25,6 +26,7 @@ pub use payment::{
     PaymentPayload, PaymentRequired, PaymentResponse, SessionBinding, WireCheckpoint, WireReceipt,
     WireRecord,
 };
+pub use read_auth::{ReadAuthError, ReadToken};
 pub use reason::{ErrorBody, Reason};
 pub use terms::{Price, RoutePrice, Terms, Unmatched};
 

@@ -99,6 +99,10 @@ pub enum Reason {
     /// The gateway is already serving its limit of paid requests (`max_inflight_paid`,
     /// spec/HTTP.md §10); nothing was read, recorded or charged. Retry shortly.
     Overloaded,
+    /// A channel read without a valid read token or admin token (spec/HTTP.md §5.1). Also
+    /// the answer for an unknown or unbound channel, so a read says nothing about which
+    /// channels exist.
+    Unauthorized,
     /// No such endpoint or record.
     NotFound,
     /// The gateway failed (storage); nothing was recorded.
@@ -131,6 +135,7 @@ impl Reason {
             Reason::StoreUnavailable => "store_unavailable",
             Reason::CloseUnavailable => "close_unavailable",
             Reason::Overloaded => "overloaded",
+            Reason::Unauthorized => "unauthorized",
             Reason::NotFound => "not_found",
             Reason::Internal => "internal",
         }
@@ -149,6 +154,7 @@ impl Reason {
             Reason::UpstreamUnavailable | Reason::ResponseTooLarge { .. } => 502,
             Reason::ChainUnavailable | Reason::StoreUnavailable | Reason::Overloaded => 503,
             Reason::CloseUnavailable => 501,
+            Reason::Unauthorized => 401,
             Reason::NotFound => 404,
             Reason::Internal => 500,
             Reason::PaymentRequired

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tally_core::bundle::{ProofBundle, BUNDLE_FORMAT};
 use tally_core::checkpoint::SignedCheckpoint;
 use tally_core::encoding::Canonical;
-use tally_core::request::{request_hash, response_hash};
+use tally_core::request::{request_hash, response_hash, RequestSalt};
 use tally_core::{Authorization, ChannelId, Checkpoint, Hash, Outcome, Record, SecretKey};
 use tally_log::{consistency_proof, inclusion_proof, Blake3Hasher, MemoryTree, TreeHasher};
 
@@ -57,6 +57,7 @@ fn sample_log() -> (
     let client = SecretKey::from_seed(&CLIENT_SEED);
     let provider = SecretKey::from_seed(&PROVIDER_SEED);
     let channel = ChannelId([0xc7; 32]);
+    let salt = request_salt();
     let terms = Hash([0x7e; 32]);
     let mut tree = MemoryTree::new(Blake3Hasher);
     let mut records = Vec::new();
@@ -83,7 +84,7 @@ fn sample_log() -> (
             version: tally_core::VERSION,
             channel_id: channel,
             seq: seq as u64,
-            request_hash: request_hash(method, path, query, body),
+            request_hash: request_hash(&salt, method, path, query, body),
             max_amount: max,
             prev_root: tree.root(),
             prev_cumulative: cumulative,
@@ -168,10 +169,12 @@ fn messages() -> Value {
             "provider_public": provider.public().to_hex(),
         },
         "request": {
+            "request_salt": request_salt().to_hex(),
             "method": "POST", "path": "/v1/chat", "query": "model=small",
             "body_hex": hex::encode(b"{\"prompt\":\"hi\"}"),
             "request_hash": auth.request_hash.to_hex(),
         },
+        "read_token": read_token_vector(&client),
         "response": {
             "status": 200,
             "body_hex": hex::encode(b"response 0"),
@@ -458,6 +461,36 @@ fn flip(h: &Hash, bit: usize) -> Hash {
     let mut b = h.0;
     b[bit / 8] ^= 1 << (bit % 8);
     Hash(b)
+}
+
+/// The request salt of the vectors (spec/PROTOCOL.md §3.3): bytes 0x00..=0x1f.
+fn request_salt() -> RequestSalt {
+    let mut b = [0u8; 32];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = i as u8;
+    }
+    RequestSalt(b)
+}
+
+/// A read token (spec/PROTOCOL.md §5.4, spec/HTTP.md §5.1) for the vectors' channel.
+fn read_token_vector(client: &SecretKey) -> serde_json::Value {
+    let channel = ChannelId([0xc7; 32]);
+    let (method, target, at) = (
+        "GET",
+        "/tally/v1/channels/c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7/records?from=0",
+        1_798_761_600_000u64,
+    );
+    let bytes = tally_core::read::read_token_bytes(&channel, method, target, at);
+    let sig = tally_core::read::sign_read(client, &channel, method, target, at);
+    json!({
+        "channel_id": channel.to_hex(),
+        "method": method,
+        "target": target,
+        "issued_at_ms": at,
+        "bytes": hex::encode(&bytes),
+        "signature": sig.to_hex(),
+        "header": format!("{at}.{}", sig.to_hex()),
+    })
 }
 
 /// The spec/vectors directory of this checkout.

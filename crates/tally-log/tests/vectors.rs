@@ -9,7 +9,7 @@ use base64::Engine;
 use serde_json::Value;
 use tally_core::checkpoint::SignedCheckpoint;
 use tally_core::encoding::Canonical;
-use tally_core::request::{request_hash, response_hash};
+use tally_core::request::{request_hash, response_hash, RequestSalt};
 use tally_core::{
     Authorization, Hash, Outcome, ProofBundle, PublicKey, Record, SecretKey, Signature,
 };
@@ -89,7 +89,9 @@ fn message_vectors_check_out() {
 
     // Request and response hashes from their parts.
     let req = &v["request"];
+    let salt = RequestSalt::from_hex(s(&req["request_salt"])).expect("salt");
     let request = request_hash(
+        &salt,
         s(&req["method"]),
         s(&req["path"]),
         s(&req["query"]),
@@ -99,6 +101,19 @@ fn message_vectors_check_out() {
         request,
         Hash::from_hex(s(&req["request_hash"])).expect("hash")
     );
+    // Read token: the signed bytes from their parts, the signature under the client key.
+    let rt = &v["read_token"];
+    let channel = tally_core::ChannelId::from_hex(s(&rt["channel_id"])).expect("channel");
+    let at = rt["issued_at_ms"].as_u64().expect("ms");
+    let bytes =
+        tally_core::read::read_token_bytes(&channel, s(&rt["method"]), s(&rt["target"]), at);
+    assert_eq!(hex::encode(&bytes), s(&rt["bytes"]));
+    let sig = tally_core::Signature::from_hex(s(&rt["signature"])).expect("signature");
+    client_pk
+        .verify(&bytes, &sig)
+        .expect("read token signature");
+    assert_eq!(format!("{at}.{}", sig.to_hex()), s(&rt["header"]));
+
     let resp = &v["response"];
     let status = resp["status"].as_u64().expect("status") as u16;
     assert_eq!(

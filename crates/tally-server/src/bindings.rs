@@ -10,7 +10,7 @@ use std::path::Path;
 
 use alloy::primitives::B256;
 use tally_chain::Eip712Sig;
-use tally_core::{ChannelId, Hash, PublicKey};
+use tally_core::{ChannelId, Hash, PublicKey, RequestSalt};
 
 /// Session bindings, dispute credits and close agreements, in one sled database.
 pub struct Bindings {
@@ -20,6 +20,7 @@ pub struct Bindings {
     credits: sled::Tree,
     closing: sled::Tree,
     terms: sled::Tree,
+    salts: sled::Tree,
 }
 
 /// A dispute's credit: the seq of the credit record, and the request hash of the dispute
@@ -105,6 +106,7 @@ impl Bindings {
         let credits = db.open_tree("credits")?;
         let closing = db.open_tree("closing")?;
         let terms = db.open_tree("terms")?;
+        let salts = db.open_tree("salts")?;
         Ok(Bindings {
             db,
             data_file,
@@ -112,6 +114,7 @@ impl Bindings {
             credits,
             closing,
             terms,
+            salts,
         })
     }
 
@@ -201,6 +204,34 @@ impl Bindings {
             seq: u64::from_be_bytes(seq),
             request_hash: Hash(hash),
         }))
+    }
+
+    /// The channel's request salt (spec/PROTOCOL.md §3.3), if one was drawn. A stored value
+    /// of the wrong length reads as an error, never as "no salt".
+    pub fn salt(&self, channel: &ChannelId) -> Result<Option<RequestSalt>, String> {
+        match self.salts.get(channel.0).map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(v) => <[u8; 32]>::try_from(v.as_ref())
+                .map(|b| Some(RequestSalt(b)))
+                .map_err(|_| "stored request salt has the wrong length".to_string()),
+        }
+    }
+
+    /// The channel's salt, drawing `fresh` and storing it durably if none is stored yet
+    /// (compare-and-swap, so two racing binds agree on one salt). Flushed before returning.
+    pub fn salt_or_insert(
+        &self,
+        channel: &ChannelId,
+        fresh: RequestSalt,
+    ) -> Result<RequestSalt, String> {
+        let e = |e: sled::Error| e.to_string();
+        let _ = self
+            .salts
+            .compare_and_swap(channel.0, None as Option<&[u8]>, Some(&fresh.0[..]))
+            .map_err(e)?;
+        self.sync().map_err(e)?;
+        self.salt(channel)?
+            .ok_or_else(|| "request salt missing after storing it".to_string())
     }
 
     /// Marks record `index` as credited by `mark`, durably (before the credit record is

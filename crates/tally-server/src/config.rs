@@ -73,6 +73,10 @@ pub struct GatewayConfig {
     /// Connection and request limits; every key has a safe default.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// A file holding the provider's admin token for channel reads (spec/HTTP.md §5.1),
+    /// mode 0600 or refused; without it only a channel's session key reads the channel.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `[limits]`: how long a client may take and how many connections and paid requests are
@@ -222,6 +226,11 @@ impl GatewayConfig {
         if cfg.data_dir.is_relative() {
             cfg.data_dir = base.join(&cfg.data_dir);
         }
+        if let Some(f) = cfg.admin_token_file.as_mut() {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
         if let Some(s) = cfg.settlement.as_mut() {
             if s.payee_key_file.is_relative() {
                 s.payee_key_file = base.join(&s.payee_key_file);
@@ -230,7 +239,19 @@ impl GatewayConfig {
         Ok(cfg)
     }
 
-    /// The gateway settings this file describes.
+    /// [`settings`](Self::settings) with the secrets the file names read in: the admin
+    /// token (`admin_token_file`, refused unless mode 0600). What a gateway starts with.
+    pub fn gateway_settings(&self) -> Result<Settings, StartError> {
+        let mut s = self.settings();
+        s.admin_token = match &self.admin_token_file {
+            Some(path) => Some(crate::readauth::read_admin_token_file(path)?),
+            None => None,
+        };
+        Ok(s)
+    }
+
+    /// The gateway settings this file describes (no file is read: see
+    /// [`gateway_settings`](Self::gateway_settings)).
     pub fn settings(&self) -> Settings {
         let mut s = Settings::new(
             self.data_dir.clone(),

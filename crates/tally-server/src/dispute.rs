@@ -85,7 +85,8 @@ pub async fn dispute(
         }
     }
     let x = &request.exchange;
-    if request_hash_with_body_hash(&x.method, &x.path, &x.query, &x.request_body_hash)
+    let salt = gateway.request_salt(&channel)?;
+    if request_hash_with_body_hash(&salt, &x.method, &x.path, &x.query, &x.request_body_hash)
         != disputed.authorization.request_hash
     {
         return Err(refused("the stated request does not hash to the record's"));

@@ -15,13 +15,14 @@ use tally_core::encoding::Canonical;
 use tally_core::{ChannelId, Record};
 use tally_http::api::{
     Checkpoints, CloseRequest, CloseSigned, ConsistencyProof, InclusionProof, RecordsPage,
-    MAX_RECORDS_PER_PAGE,
+    SessionBound, MAX_RECORDS_PER_PAGE,
 };
 use tally_http::headers::{API_PREFIX, WELL_KNOWN_PATH};
 use tally_http::{Reason, SessionBinding, WireCheckpoint};
 
 use crate::errors::GatewayError;
 use crate::gateway::{Gateway, RequestView};
+use crate::readauth::ReadAuthorized;
 
 /// The largest JSON body an endpoint reads (a proof bundle is at most 64 KiB).
 pub const MAX_ENDPOINT_BODY: usize = 128 * 1024;
@@ -133,9 +134,9 @@ fn log_error(e: tally_log::LogError) -> GatewayError {
 
 async fn channel_state(
     State(gw): State<Gateway>,
-    Path(id): Path<String>,
+    read: ReadAuthorized,
 ) -> Result<Json<tally_http::api::ChannelState>, GatewayError> {
-    let id = channel_id(&id)?;
+    let id = read.channel;
     Ok(Json(gw.channel_state(&id).await?))
 }
 
@@ -143,21 +144,22 @@ async fn bind_session(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, GatewayError> {
+) -> Result<Json<SessionBound>, GatewayError> {
     let id = channel_id(&id)?;
     let binding: SessionBinding = parse_json(&body, "session binding")?;
-    gw.bind_session(&id, &binding).await?;
-    Ok(Json(
-        serde_json::json!({ "bound": binding.session_key.to_hex() }),
-    ))
+    let request_salt = gw.bind_session(&id, &binding).await?;
+    Ok(Json(SessionBound {
+        bound: binding.session_key,
+        request_salt,
+    }))
 }
 
 async fn records(
     State(gw): State<Gateway>,
-    Path(id): Path<String>,
+    read: ReadAuthorized,
     RawQuery(q): RawQuery,
 ) -> Result<Json<RecordsPage>, GatewayError> {
-    let id = channel_id(&id)?;
+    let id = read.channel;
     let from = query_u64(&q, "from")?.unwrap_or(0);
     let store = gw.store()?;
     let size = store.head(&id).map_or(0, |h| h.size);
@@ -182,10 +184,10 @@ async fn records(
 
 async fn inclusion(
     State(gw): State<Gateway>,
-    Path(id): Path<String>,
+    read: ReadAuthorized,
     RawQuery(q): RawQuery,
 ) -> Result<Json<InclusionProof>, GatewayError> {
-    let id = channel_id(&id)?;
+    let id = read.channel;
     let index = required(&q, "index")?;
     let size = required(&q, "size")?;
     let store = gw.store()?;
@@ -201,10 +203,10 @@ async fn inclusion(
 
 async fn consistency(
     State(gw): State<Gateway>,
-    Path(id): Path<String>,
+    read: ReadAuthorized,
     RawQuery(q): RawQuery,
 ) -> Result<Json<ConsistencyProof>, GatewayError> {
-    let id = channel_id(&id)?;
+    let id = read.channel;
     let old = required(&q, "old")?;
     let new = required(&q, "new")?;
     let store = gw.store()?;
@@ -220,9 +222,9 @@ async fn consistency(
 
 async fn checkpoints(
     State(gw): State<Gateway>,
-    Path(id): Path<String>,
+    read: ReadAuthorized,
 ) -> Result<Json<Checkpoints>, GatewayError> {
-    let id = channel_id(&id)?;
+    let id = read.channel;
     let mut out = Vec::new();
     for (_, bytes) in gw.store()?.checkpoints(&id).map_err(log_error)? {
         let cp: WireCheckpoint = serde_json::from_slice(&bytes)

@@ -92,6 +92,9 @@ pub struct Settings {
     /// Most channels whose state is kept in memory; idle ones beyond it are evicted (and
     /// reloaded from the log on their next request).
     pub max_channels_in_memory: usize,
+    /// The provider's admin token for channel reads (spec/HTTP.md §5.1); `None`: only the
+    /// channel's session key can read.
+    pub admin_token: Option<crate::readauth::AdminToken>,
 }
 
 impl Settings {
@@ -120,6 +123,7 @@ impl Settings {
             store: StoreConfig::default(),
             unmatched: Unmatched::Free,
             max_channels_in_memory: 100_000,
+            admin_token: None,
         }
     }
 }
@@ -179,6 +183,8 @@ pub enum Admitted {
         cached: CachedResponse,
         /// The request hash the retry signed.
         request_hash: Hash,
+        /// The channel's request salt.
+        salt: tally_core::RequestSalt,
     },
 }
 
@@ -190,6 +196,8 @@ pub struct Admission {
     /// `authorization.signed_hash(&signature)`, from the bytes the signature was checked on.
     authorization_hash: Hash,
     price: Price,
+    /// The channel's request salt (spec/PROTOCOL.md §3.3).
+    salt: tally_core::RequestSalt,
 }
 
 impl Admission {
@@ -492,6 +500,10 @@ impl Gateway {
         Ok(tally_http::api::ChannelState {
             channel_id: st.id,
             session_key: st.session_key,
+            request_salt: self
+                .bindings()
+                .salt(channel)
+                .map_err(|e| GatewayError::internal(format!("request salt: {e}")))?,
             size: st.size,
             root: st.root,
             cumulative: Amount(st.cumulative),

@@ -13,7 +13,8 @@
 //! seq out of order or charge a retry twice (P6); serve beyond the funded deposit or the
 //! credit limit past the last client-signed checkpoint; write key material to a log; cosign a
 //! close at any state but its log's durable final one, or for a channel that pays another
-//! payee or token; record anything on a channel it agreed to close.
+//! payee or token; record anything on a channel it agreed to close; answer a channel read
+//! to anyone but the channel's session key or the operator's admin token ([`readauth`]).
 
 pub mod bindings;
 pub mod channel;
@@ -29,7 +30,9 @@ mod listen;
 pub mod metrics;
 pub mod pricing;
 pub mod proxy;
+pub mod readauth;
 pub mod redact;
+pub mod salt;
 pub mod standalone;
 
 use axum::Router;

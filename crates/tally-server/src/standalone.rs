@@ -56,7 +56,8 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         .parse()
         .map_err(|e| StartError::Config(format!("upstream {:?}: {e}", cfg.upstream)))?;
     let proxy = Proxy::new(&upstream).map_err(StartError::Config)?;
-    let gateway = Gateway::open_with_payee(cfg.settings(), key, funding, payee_key.clone())?;
+    let gateway =
+        Gateway::open_with_payee(cfg.gateway_settings()?, key, funding, payee_key.clone())?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = match (&cfg.settlement, payee_key) {
         (Some(s), Some(payee)) => {

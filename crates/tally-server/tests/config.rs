@@ -206,3 +206,60 @@ fn limits_default_safely_and_refuse_zeros_and_unknown_keys() {
     let unknown = format!("{EXAMPLE}\n[limits]\nmax_conns = 5\n");
     assert!(GatewayConfig::parse(&unknown).is_err());
 }
+
+#[cfg(unix)]
+#[test]
+fn admin_token_file_is_read_relative_to_the_config_0600_only_and_long_enough() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        EXAMPLE.replacen(
+            "[chain]",
+            "admin_token_file = \"admin.token\"\n\n[chain]",
+            1,
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let token = dir.path().join("admin.token");
+    let write = |text: &str, mode: u32| {
+        std::fs::write(&token, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    let cfg = GatewayConfig::load(&config).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.admin_token_file.as_deref(), Some(token.as_path()));
+    // No settings without the file.
+    assert!(cfg.gateway_settings().is_err());
+
+    let good = "0123456789abcdef0123456789abcdef";
+    write(&format!("{good}\n"), 0o600);
+    let s = cfg.gateway_settings().unwrap_or_else(|e| panic!("{e}"));
+    let admin = s.admin_token.unwrap_or_else(|| panic!("no admin token"));
+    assert!(admin.matches(good.as_bytes()));
+    assert!(!admin.matches(b"0123456789abcdef0123456789abcdeF"));
+    assert!(
+        !format!("{admin:?}").contains(good),
+        "Debug leaks the token"
+    );
+
+    write(good, 0o644);
+    let err = cfg
+        .gateway_settings()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("chmod 600"), "{err}");
+    write("too short", 0o600);
+    assert!(cfg.gateway_settings().is_err());
+    write("0123456789abcdef 0123456789abcdef", 0o600);
+    assert!(cfg.gateway_settings().is_err());
+    // Without the key, no admin token.
+    let plain = GatewayConfig::parse(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plain
+        .gateway_settings()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .admin_token
+        .is_none());
+}

@@ -18,7 +18,7 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
         (None, url, Some(p)) => {
             let base = url.clone().unwrap_or_else(|| p.file.provider.clone());
             out.note(&format!("fetching the statement from {base}"));
-            crate::statement::fetch(&base, &p.channel_id, p.session_key()?.public()).await?
+            crate::statement::fetch(&base, &p.channel_id, &p.session_key()?).await?
         }
         (None, _, None) => {
             return Err(CliError::Usage(

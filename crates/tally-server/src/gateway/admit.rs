@@ -29,19 +29,22 @@ impl Purpose<'_> {
 }
 
 impl Admitted {
-    /// The request hash the client signed.
-    fn signed_request_hash(&self) -> Hash {
+    /// The request hash the client signed, and the channel's salt.
+    fn signed_request_hash(&self) -> (Hash, &tally_core::RequestSalt) {
         match self {
-            Admitted::Fresh(a) => a.authorization.request_hash,
-            Admitted::Replay { request_hash, .. } => *request_hash,
+            Admitted::Fresh(a) => (a.authorization.request_hash, &a.salt),
+            Admitted::Replay {
+                request_hash, salt, ..
+            } => (*request_hash, salt),
         }
     }
 
     /// Checks the body read after admission against the signed request hash: a mismatch
     /// drops the admission (and the channel's lock) and records nothing.
     pub fn check_body(&self, req: &RequestView<'_>, body: &[u8]) -> Result<(), GatewayError> {
-        let computed = request_hash(req.method, req.path, req.query, body);
-        if self.signed_request_hash() != computed {
+        let (signed, salt) = self.signed_request_hash();
+        let computed = request_hash(salt, req.method, req.path, req.query, body);
+        if signed != computed {
             return Err(GatewayError::new(
                 Reason::RequestMismatch {
                     request_hash: computed,
@@ -117,6 +120,7 @@ impl Gateway {
         let st = guard
             .as_mut()
             .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
+        let salt = self.request_salt(&auth.channel_id)?;
         if auth.terms_hash != i.terms_hash {
             return Err(GatewayError::new(
                 Reason::TermsChanged {
@@ -130,7 +134,7 @@ impl Gateway {
             self.accept_checkpoint_locked(st, cp).await?;
         }
         if auth.seq < st.size {
-            return self.retried(st, &auth);
+            return self.retried(st, &auth, salt);
         }
         if let Some(c) = &st.closing {
             return Err(GatewayError::new(
@@ -160,6 +164,7 @@ impl Gateway {
             signature: sig,
             authorization_hash: tally_core::hash::blake3_of(&[&auth_bytes, &sig.0]),
             price: purpose.quoted(),
+            salt,
         }))
     }
 
@@ -194,7 +199,12 @@ impl Gateway {
 
     /// A request at a seq the log already holds: the same request again is answered from
     /// the held response, or with the stored record; anything else is a stale seq.
-    fn retried(&self, st: &ChannelState, auth: &Authorization) -> Result<Admitted, GatewayError> {
+    fn retried(
+        &self,
+        st: &ChannelState,
+        auth: &Authorization,
+        salt: tally_core::RequestSalt,
+    ) -> Result<Admitted, GatewayError> {
         let stored = self.stored_record(&st.id, auth.seq)?;
         if stored.authorization.request_hash != auth.request_hash {
             return Err(stale_seq(st, auth));
@@ -207,6 +217,7 @@ impl Gateway {
             return Ok(Admitted::Replay {
                 cached: c.clone(),
                 request_hash: auth.request_hash,
+                salt,
             });
         }
         Err(GatewayError::new(

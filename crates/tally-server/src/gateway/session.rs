@@ -4,7 +4,9 @@ use super::*;
 
 impl Gateway {
     /// Binds a session key to a channel (spec/HTTP.md §5.2): the binding must be signed by
-    /// the channel's onchain checkpoint signer. Binding the same key again is a no-op.
+    /// the channel's onchain checkpoint signer. Binding the same key again is a no-op. The
+    /// answer is the channel's request salt, drawn and stored before the key on a first
+    /// binding (spec/PROTOCOL.md §3.3).
     ///
     /// The signer is recovered before the chain is read (a garbled binding costs no read),
     /// and the channel gets a slot in memory only once every check passed. The durable write
@@ -15,7 +17,7 @@ impl Gateway {
         &self,
         channel: &ChannelId,
         binding: &SessionBinding,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<tally_core::RequestSalt, GatewayError> {
         let i = &self.inner;
         let digest = tally_http::session::session_digest(
             i.settings.chain.chain_id,
@@ -47,12 +49,15 @@ impl Gateway {
             let st = guard
                 .as_mut()
                 .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
-            match st.session_key {
-                Some(k) if k == key => Ok(()),
-                Some(_) => Err(GatewayError::new(
+            if st.session_key.is_some_and(|k| k != key) {
+                return Err(GatewayError::new(
                     Reason::SessionKeyConflict,
                     "another session key is bound to this channel",
-                )),
+                ));
+            }
+            let salt = gw.salt_for_binding(&id).await?;
+            match st.session_key {
+                Some(_) => Ok(salt),
                 None => {
                     let db = gw.clone();
                     tokio::task::spawn_blocking(move || db.inner.bindings.bind(&id, &key))
@@ -60,7 +65,7 @@ impl Gateway {
                         .map_err(|e| GatewayError::internal(format!("binding writer: {e}")))?
                         .map_err(|e| GatewayError::internal(format!("storing binding: {e}")))?;
                     st.session_key = Some(key);
-                    Ok(())
+                    Ok(salt)
                 }
             }
         })
