@@ -173,6 +173,13 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     let o = run(&["dispute", "submit", path(&ok_bundle), "--client", c]);
     expect(&o, 1);
     assert!(stderr(&o).contains("dispute_refused"), "{}", stderr(&o));
+    // The checkpoint holds the failed call's charge: a credit now would take the cumulative
+    // below it, which the contract could never pay. Later usage makes room for it.
+    let o = run(&["dispute", "submit", path(&bundle), "--client", c]);
+    expect(&o, 1);
+    assert!(stderr(&o).contains("below"), "{}", stderr(&o));
+    expect(&run(&["pay", "--client", c, "/v1/items/after"]), 0);
+    expect(&run(&["pay", "--client", c, "/v1/items/after-2"]), 0);
     let o = run(&[
         "--json",
         "dispute",

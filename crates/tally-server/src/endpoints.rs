@@ -167,14 +167,28 @@ async fn records(
         .unwrap_or(size)
         .min(from.saturating_add(MAX_RECORDS_PER_PAGE))
         .min(size);
-    let mut out = Vec::new();
-    if from < to {
-        for bytes in store.records(&id, from..to).map_err(log_error)? {
-            let record = Record::from_bytes(&bytes)
-                .map_err(|e| GatewayError::internal(format!("stored record: {e}")))?;
-            out.push(gw.wire_record(&record));
+    // A page signs up to MAX_RECORDS_PER_PAGE outcomes (~27 µs each): pages are rendered one
+    // at a time, off the async workers, so reads can take at most one core from metering.
+    let _permit = gw
+        .inner
+        .page_renders
+        .acquire()
+        .await
+        .map_err(|_| GatewayError::internal("page renderer closed"))?;
+    let signer = gw.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<Vec<_>, GatewayError> {
+        let mut out = Vec::new();
+        if from < to {
+            for bytes in store.records(&id, from..to).map_err(log_error)? {
+                let record = Record::from_bytes(&bytes)
+                    .map_err(|e| GatewayError::internal(format!("stored record: {e}")))?;
+                out.push(signer.wire_record(&record));
+            }
         }
-    }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| GatewayError::internal(format!("page renderer: {e}")))??;
     Ok(Json(RecordsPage {
         from,
         records: out,

@@ -145,6 +145,8 @@ pub(crate) struct Inner {
     pub(crate) channels: Channels,
     pub(crate) funding: FundingCache,
     pub(crate) metrics: Metrics,
+    /// One records page is signed at a time (spec/HTTP.md §5.1).
+    pub(crate) page_renders: tokio::sync::Semaphore,
     /// The payee's wallet key (`[settlement]`): signs cooperative closes. `None` means the
     /// close endpoint answers `close_unavailable`.
     pub(crate) payee_key: Option<PrivateKeySigner>,
@@ -356,6 +358,7 @@ impl Gateway {
                 channels: Channels::new(settings_capacity),
                 funding,
                 metrics,
+                page_renders: tokio::sync::Semaphore::new(1),
                 payee_key,
             }),
         })
@@ -364,6 +367,18 @@ impl Gateway {
     /// The terms being served.
     pub fn terms(&self) -> &Terms {
         &self.inner.terms
+    }
+
+    /// The canonical form of a request's path and the route pricing it there (spec/HTTP.md
+    /// §4.1, §4.3): the one lookup the metering layer and the in-flight cap share.
+    pub fn route_of(
+        &self,
+        method: &str,
+        raw_path: &str,
+    ) -> Result<(String, Option<&RoutePrice>), tally_http::path::PathError> {
+        let path = tally_http::path::canonical_path(raw_path)?;
+        let route = self.inner.terms.route_for(method, &path);
+        Ok((path, route))
     }
 
     /// Their hash, which authorizations must sign.

@@ -110,7 +110,9 @@ fn is_paid(gateway: &Gateway, req: &Request<Body>) -> bool {
         .extensions()
         .get::<OriginalUri>()
         .map_or_else(|| req.uri().path(), |o| o.0.path());
-    *gateway.terms().price_for(req.method().as_str(), path) != Price::Free
+    gateway
+        .route_of(req.method().as_str(), path)
+        .is_ok_and(|(_, route)| route.is_some_and(|r| r.price != Price::Free))
 }
 
 /// The `overloaded` refusal: nothing was read, recorded or charged; retry in a second.

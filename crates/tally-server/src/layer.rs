@@ -24,7 +24,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
 use tally_http::headers::{CHECKPOINT_REQUEST, PAYMENT_RESPONSE};
-use tally_http::path::canonical_path;
 use tally_http::{Price, Reason, Unmatched};
 use tower::{Layer, Service};
 
@@ -99,23 +98,21 @@ where
         .get::<OriginalUri>()
         .map_or_else(|| req.uri().clone(), |o| o.0.clone());
     let method = req.method().as_str().to_string();
-    let path = match canonical_path(uri.path()) {
-        Ok(p) => p,
+    let (path, route) = match gateway.route_of(&method, uri.path()) {
+        Ok((path, route)) => (path, route.cloned()),
         Err(e) => return refuse(&gateway, GatewayError::malformed(format!("path: {e}"))),
     };
     let query = uri.query().unwrap_or("").to_string();
     if let Err(e) = forward_canonical(&mut req, &path) {
         return refuse(&gateway, e);
     }
-    let terms = gateway.terms();
-    let route = terms.route_for(&method, &path);
-    if route.is_none() && terms.unmatched == Unmatched::Deny {
+    if route.is_none() && gateway.terms().unmatched == Unmatched::Deny {
         return refuse(
             &gateway,
             GatewayError::new(Reason::NotFound, "no route of the price list matches"),
         );
     }
-    let price = route.map_or(Price::Free, |r| r.price.clone());
+    let price = route.map_or(Price::Free, |r| r.price);
     if price == Price::Free {
         gateway
             .metrics()
