@@ -100,6 +100,19 @@ pub struct ServeArgs {
     /// The gateway's TOML config (see the README's config reference).
     #[arg(long)]
     pub config: PathBuf,
+    /// How log events go to stderr: `text` lines or one JSON object per line; the level
+    /// filter is `RUST_LOG` (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// JSON Lines.
+    Json,
 }
 
 /// The client profile argument.

@@ -27,6 +27,7 @@ pub mod layer;
 pub mod metrics;
 pub mod pricing;
 pub mod proxy;
+pub mod redact;
 pub mod standalone;
 
 use axum::Router;
