@@ -140,6 +140,10 @@ pub struct PayArgs {
     /// The most to authorize for this call (never more than the route's price).
     #[arg(long)]
     pub max_amount: Option<u128>,
+    /// Accept provider terms that charge more (or refund less) than the terms this profile
+    /// paid under before; without it such a change exits 1 and lists what went up.
+    #[arg(long)]
+    pub accept_terms: bool,
     /// A path (`/v1/items/7`) or a URL under the profile's provider.
     pub url: String,
 }

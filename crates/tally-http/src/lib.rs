@@ -25,7 +25,7 @@ pub use payment::{
     WireRecord,
 };
 pub use reason::{ErrorBody, Reason};
-pub use terms::{Price, RoutePrice, Terms};
+pub use terms::{price_increases, Price, RoutePrice, Terms, TermsIncrease};
 
 /// The `format` of proof bundles (re-exported so clients need not name tally-core's module).
 pub fn bundle_format() -> &'static str {
