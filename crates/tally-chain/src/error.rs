@@ -37,6 +37,9 @@ pub enum ChainError {
         /// How to get it.
         hint: &'static str,
     },
+    /// The project-local tools (solc, anvil) could not be installed (no npm, no network, ...).
+    #[error("installing the project-local tools: {0}")]
+    ToolsInstall(String),
     /// anvil exists but could not be started.
     #[error("anvil failed to start: {0}")]
     AnvilSpawn(String),

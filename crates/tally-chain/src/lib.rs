@@ -25,7 +25,7 @@ pub use funding::{
     ChainFunding, ChannelFunding, Funding, FundingRefusal, WithdrawState, MIN_WITHDRAW_DELAY,
 };
 pub use settle::{
-    CheckpointSource, FeeBid, SettleConfig, SettlementWorker, TickReport, WorkerStats,
+    CheckpointSource, FeeBid, SettleConfig, SettlementWorker, TickObserver, TickReport, WorkerStats,
 };
 
 /// A boxed, sendable future; keeps the async traits here object-safe without extra crates.

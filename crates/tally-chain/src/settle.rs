@@ -260,6 +260,10 @@ fn choose_batch(mut all: Vec<Candidate>, max: usize) -> (Vec<Candidate>, usize) 
     (all, cut)
 }
 
+/// Called by [`SettlementWorker::run`] after every tick with its outcome, so the embedding
+/// process can log each failure (and what each tick sent) as it happens.
+pub type TickObserver = Box<dyn FnMut(&Result<TickReport, ChainError>) + Send + Sync>;
+
 /// The worker. Drive it with [`tick`](Self::tick) or hand it to [`run`](Self::run).
 pub struct SettlementWorker<S> {
     client: TallyClient,
@@ -274,6 +278,7 @@ pub struct SettlementWorker<S> {
     /// Last onchain (claimed size, claimed amount) seen or caused, per channel.
     known: HashMap<ChannelId, (u64, u128)>,
     stats: WorkerStats,
+    observer: Option<TickObserver>,
 }
 
 impl<S: CheckpointSource> SettlementWorker<S> {
@@ -303,7 +308,17 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             in_flight: None,
             known: HashMap::new(),
             stats: WorkerStats::default(),
+            observer: None,
         })
+    }
+
+    /// Sets the function [`run`](Self::run) calls after every tick with its outcome.
+    pub fn on_tick(
+        mut self,
+        observer: impl FnMut(&Result<TickReport, ChainError>) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
     }
 
     /// Counters kept so far.
@@ -339,7 +354,11 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 _ = tokio::time::sleep(delay) => {}
             }
             self.stats.ticks += 1;
-            match self.tick().await {
+            let outcome = self.tick().await;
+            if let Some(observe) = self.observer.as_mut() {
+                observe(&outcome);
+            }
+            match outcome {
                 Ok(_) => delay = self.config.poll_interval,
                 Err(e) => {
                     self.stats.errors += 1;

@@ -3,6 +3,9 @@
 
 use tally_chain::{anvil, ChainError};
 
+/// `TALLY_ANVIL` pointing nowhere is an error naming that path with install advice; the
+/// override is trusted as given, so nothing is installed in its place. Without it, the
+/// project-local tools are installed on demand (once, under the lock) and anvil is found.
 #[test]
 fn missing_anvil_is_a_clear_error() {
     std::env::set_var(anvil::ANVIL_ENV, "/nonexistent/anvil");
@@ -12,7 +15,12 @@ fn missing_anvil_is_a_clear_error() {
         other => panic!("expected AnvilNotFound, got {other:?}"),
     }
     assert!(err.to_string().contains("tools/install.sh"), "{err}");
+    assert!(matches!(
+        anvil::ensure_anvil(),
+        Err(ChainError::AnvilNotFound { .. })
+    ));
     std::env::remove_var(anvil::ANVIL_ENV);
-    // Without the override the project-local binary is found (install.sh ran).
-    anvil::anvil_path().unwrap();
+    let path = anvil::ensure_anvil().unwrap();
+    assert!(path.ends_with(anvil::ANVIL_IN_REPO), "{}", path.display());
+    assert!(path.is_file());
 }

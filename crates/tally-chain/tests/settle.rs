@@ -272,6 +272,9 @@ async fn retries_until_the_rpc_endpoint_comes_up() {
     );
     let source = Source::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The tick hook sees each failure as it happens (what the gateway logs), then the claim.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let seen_by_hook = seen.clone();
     let worker = tokio::spawn(
         SettlementWorker::new(
             client,
@@ -280,6 +283,14 @@ async fn retries_until_the_rpc_endpoint_comes_up() {
             config(1, Duration::from_secs(3600)),
         )
         .unwrap()
+        .on_tick(move |outcome| {
+            let mut seen = seen_by_hook.lock().unwrap();
+            match outcome {
+                Err(_) => seen.0 += 1,
+                Ok(r) if r.submitted.is_some() => seen.1 += 1,
+                Ok(_) => {}
+            }
+        })
         .run(stopped),
     );
 
@@ -301,6 +312,13 @@ async fn retries_until_the_rpc_endpoint_comes_up() {
         "the dead endpoint should have failed at least once"
     );
     assert_eq!(worker.stats().submitted.len(), 1);
+    let seen = *seen.lock().unwrap();
+    assert_eq!(
+        seen.0,
+        worker.stats().errors,
+        "the hook saw every failed tick"
+    );
+    assert_eq!(seen.1, 1, "the hook saw the claim sent");
 }
 
 /// The default anvil mnemonic's account keys ("test test ... junk"), index 1 and 2.

@@ -51,35 +51,15 @@ pub async fn read_channel(
     Ok((f, client.domain()))
 }
 
-/// Locates anvil; if it is missing from the project-local npm install (and `TALLY_ANVIL`
-/// does not point elsewhere), installs it with `bash tools/install.sh` first.
+/// Locates anvil through tally-chain's one install rule ([`anvil::ensure_anvil`]): unless
+/// `TALLY_ANVIL` points elsewhere, the project-local tools are installed (once, under a lock)
+/// when missing, which needs npm.
 pub fn ensure_anvil(note: &dyn Fn(&str)) -> Result<PathBuf> {
-    match anvil::anvil_path() {
-        Ok(p) => Ok(p),
-        Err(ChainError::AnvilNotFound { path, hint }) => {
-            if std::env::var_os(anvil::ANVIL_ENV).is_some_and(|v| !v.is_empty()) {
-                return Err(CliError::Service(format!(
-                    "anvil not found at {path} (from {}); {hint}",
-                    anvil::ANVIL_ENV
-                )));
-            }
-            let root = anvil::repo_root();
-            note("anvil is not installed; running `bash tools/install.sh` (npm ci, project-local)");
-            let status = std::process::Command::new("bash")
-                .arg(root.join("tools").join("install.sh"))
-                .current_dir(&root)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .map_err(|e| CliError::Service(format!("running tools/install.sh: {e}")))?;
-            if !status.success() {
-                return Err(CliError::Service(format!(
-                    "tools/install.sh failed ({status}); anvil not found at {path}"
-                )));
-            }
-            anvil::anvil_path().map_err(CliError::from)
-        }
-        Err(e) => Err(e.into()),
+    let overridden = std::env::var_os(anvil::ANVIL_ENV).is_some_and(|v| !v.is_empty());
+    if !overridden && anvil::anvil_path().is_err() {
+        note("anvil is not installed; running `bash tools/install.sh` (npm ci, project-local)");
     }
+    anvil::ensure_anvil().map_err(CliError::from)
 }
 
 /// A local chain with both contracts deployed and the payer funded.

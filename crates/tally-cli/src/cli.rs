@@ -100,6 +100,19 @@ pub struct ServeArgs {
     /// The gateway's TOML config (see the README's config reference).
     #[arg(long)]
     pub config: PathBuf,
+    /// How log events go to stderr: `text` lines or one JSON object per line; the level
+    /// filter is `RUST_LOG` (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// JSON Lines.
+    Json,
 }
 
 /// The client profile argument.
@@ -127,6 +140,10 @@ pub struct PayArgs {
     /// The most to authorize for this call (never more than the route's price).
     #[arg(long)]
     pub max_amount: Option<u128>,
+    /// Accept provider terms that charge more (or refund less) than the terms this profile
+    /// paid under before; without it such a change exits 1 and lists what went up.
+    #[arg(long)]
+    pub accept_terms: bool,
     /// A path (`/v1/items/7`) or a URL under the profile's provider.
     pub url: String,
 }

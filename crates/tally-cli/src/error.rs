@@ -68,6 +68,9 @@ impl From<tally_client::ClientError> for CliError {
         match e {
             E::Misbehavior(_) | E::Stopped(_) => CliError::Verification(e.to_string()),
             E::Refused { .. } => CliError::Verification(e.to_string()),
+            E::TermsRaised { .. } => CliError::Verification(format!(
+                "{e}; run again with --accept-terms to pay under the new terms"
+            )),
             _ => CliError::Service(format!("client: {e}")),
         }
     }

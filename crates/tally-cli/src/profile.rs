@@ -94,15 +94,27 @@ impl Profile {
         self.dir.join("mirror")
     }
 
-    /// Connects a paying client (discovers terms, binds the session key, resyncs).
+    /// Connects a paying client (discovers terms, binds the session key, resyncs). Terms
+    /// that charge more than the ones accepted before are refused for paying (spec/HTTP.md
+    /// §4.4); [`Profile::connect_accepting`] opts in.
     pub async fn connect(&self) -> Result<tally_client::Client> {
-        let cfg = tally_client::ClientConfig::new(
+        self.connect_accepting(false).await
+    }
+
+    /// [`Profile::connect`], adopting raised terms when `accept_terms_changes`
+    /// (`--accept-terms`).
+    pub async fn connect_accepting(
+        &self,
+        accept_terms_changes: bool,
+    ) -> Result<tally_client::Client> {
+        let mut cfg = tally_client::ClientConfig::new(
             self.file.provider.clone(),
             self.mirror_dir(),
             self.channel_id,
             self.session_key()?,
             self.checkpoint_key()?,
         );
+        cfg.accept_terms_changes = accept_terms_changes;
         Ok(tally_client::Client::connect(cfg).await?)
     }
 

@@ -573,3 +573,62 @@ fn close_help_lists_exit_codes() {
         assert!(text.contains(flag), "{flag}: {text}");
     }
 }
+
+/// `tally pay` after the gateway restarted with a higher price: refused (exit 1, nothing
+/// signed or recorded) with what went up listed, until `--accept-terms`; the accepted terms
+/// are then pinned, and a lower price is adopted without asking (spec/HTTP.md §4.4).
+#[test]
+fn pay_refuses_raised_terms_until_accept_terms() {
+    let env = Env::new("");
+    let pay_json = |extra: &[&str]| {
+        let mut args = vec!["--json", "pay", "--client", path(&env.client)];
+        args.extend_from_slice(extra);
+        args.push("/v1/items/1");
+        run(&args)
+    };
+    let reprice = |from: &str, to: &str| {
+        let text = read(&env.config);
+        let changed = text.replace(
+            &format!("amount = \"{from}\""),
+            &format!("amount = \"{to}\""),
+        );
+        assert_ne!(changed, text, "no fixed price {from} in the config");
+        write(&env.config, &changed);
+    };
+    let serve = start_serve(&env.config);
+    let o = pay_json(&[]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["receipt"]["amount"], "10");
+    assert_eq!(serve.interrupt(), 0);
+
+    reprice("10", "25");
+    let serve = start_serve(&env.config);
+    let o = pay_json(&[]);
+    expect(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains("GET /v1/items: fixed 10 -> fixed 25"), "{err}");
+    assert!(err.contains("--accept-terms"), "{err}");
+    assert_eq!(env.head().size, 1, "nothing was paid");
+
+    let o = pay_json(&["--accept-terms"]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["receipt"]["amount"], "25");
+    let o = pay_json(&[]);
+    expect(&o, 0);
+    assert_eq!(
+        json(&o)["receipt"]["amount"],
+        "25",
+        "accepted terms stay accepted"
+    );
+    assert_eq!(serve.interrupt(), 0);
+
+    reprice("25", "5");
+    let _serve = start_serve(&env.config);
+    let o = pay_json(&[]);
+    expect(&o, 0);
+    assert_eq!(
+        json(&o)["receipt"]["amount"],
+        "5",
+        "a lower price needs no opt-in"
+    );
+}

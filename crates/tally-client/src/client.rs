@@ -38,6 +38,7 @@ use crate::error::{ClientError, Misbehavior};
 use crate::mirror::Mirror;
 use crate::receipt::{check_receipt, expected_charge};
 use crate::statement::{verify_statement, Statement};
+use crate::terms_guard::TermsGuard;
 
 /// The mirror's meta key of the channel's request salt: kept so a provider that answers a
 /// later binding with another salt is noticed (its records would no longer dispute).
@@ -62,6 +63,10 @@ pub struct ClientConfig {
     pub retries: u32,
     /// Per-attempt timeout.
     pub timeout: Duration,
+    /// Adopt served terms that charge more or credit less than the ones accepted before
+    /// (default `false`: such terms are refused and paying fails with
+    /// [`ClientError::TermsRaised`] until [`Client::accept_terms`]; spec/HTTP.md §4.4).
+    pub accept_terms_changes: bool,
 }
 
 impl ClientConfig {
@@ -82,13 +87,17 @@ impl ClientConfig {
             provider_key: None,
             retries: 3,
             timeout: Duration::from_secs(30),
+            accept_terms_changes: false,
         }
     }
 }
 
 struct State {
     mirror: Mirror,
+    /// The terms served now: what authorizations sign.
     terms: Discovered,
+    /// The terms accepted, and whether the served ones may be paid under.
+    guard: TermsGuard,
     contract: Address,
     stopped: Option<Misbehavior>,
     checkpoint_due: bool,
@@ -185,6 +194,7 @@ impl Client {
             }
         }
         mirror.put_meta("provider_key", &served.to_bytes())?;
+        let guard = TermsGuard::open(&mirror, &terms, config.accept_terms_changes)?;
         let contract: Address = terms
             .terms
             .chain
@@ -202,6 +212,7 @@ impl Client {
             state: Arc::new(Mutex::new(State {
                 mirror,
                 terms,
+                guard,
                 contract,
                 stopped: None,
                 checkpoint_due: false,
@@ -251,6 +262,25 @@ impl Client {
     /// binding: every request hash this client signs starts with it.
     pub async fn request_salt(&self) -> Option<RequestSalt> {
         self.state.lock().await.salt
+    }
+
+    /// What the served terms charge more (or credit less) than the accepted ones; while not
+    /// empty, paid requests fail with [`ClientError::TermsRaised`] (spec/HTTP.md §4.4).
+    pub async fn terms_raised(&self) -> Vec<tally_http::TermsIncrease> {
+        self.state.lock().await.guard.raised().to_vec()
+    }
+
+    /// Accepts the terms served now, raises included: they become the accepted terms (kept
+    /// in the mirror) and paying resumes.
+    pub async fn accept_terms(&self) -> Result<(), ClientError> {
+        let mut st = self.state.lock().await;
+        let State {
+            guard,
+            mirror,
+            terms,
+            ..
+        } = &mut *st;
+        guard.accept(mirror, terms)
     }
 
     /// The misbehavior that stopped this client, if any.
@@ -731,6 +761,9 @@ impl Client {
         let req_hash = request_hash(&salt, method.as_str(), path, query, &body);
         // Resolutions (resync, checkpoint, new terms) each allow one more attempt.
         for _ in 0..4 {
+            if let Expect::Terms = expect {
+                st.guard.check_pay()?;
+            }
             let price = match &expect {
                 Expect::Terms => st.terms.terms.price_for(method.as_str(), path).clone(),
                 Expect::Credit => Price::Fixed {
@@ -870,6 +903,9 @@ impl Client {
                         };
                         return Err(Self::stop(&mut st, m));
                     }
+                    // A raising change refuses the retry (above) unless opted in.
+                    let State { guard, mirror, .. } = &mut *st;
+                    guard.review(mirror, &fresh)?;
                     st.terms = fresh;
                 }
                 Reason::AlreadyRecorded { record } => {

@@ -127,6 +127,24 @@ pub enum ClientError {
     /// The URL is not under the client's base URL or is invalid.
     #[error("bad url {0}")]
     BadUrl(String),
+    /// The provider's terms now charge more (or credit less) than the terms this client
+    /// accepted, and the caller did not opt in (spec/HTTP.md §4.4); nothing was paid.
+    #[error(
+        "the provider's terms changed against this client and were not accepted: {}",
+        list_changes(changes)
+    )]
+    TermsRaised {
+        /// Every change, old and new value.
+        changes: Vec<tally_http::TermsIncrease>,
+    },
+}
+
+fn list_changes(changes: &[tally_http::TermsIncrease]) -> String {
+    changes
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl From<tally_log::LogError> for ClientError {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod mirror;
 pub mod receipt;
 pub mod statement;
+mod terms_guard;
 
 pub use client::{Client, ClientConfig, PaidResponse, RequestBuilder};
 pub use error::{ClientError, Misbehavior};

@@ -28,7 +28,7 @@ pub use payment::{
 };
 pub use read_auth::{ReadAuthError, ReadToken};
 pub use reason::{ErrorBody, Reason};
-pub use terms::{Price, RoutePrice, Terms, Unmatched};
+pub use terms::{price_increases, Price, RoutePrice, Terms, TermsIncrease, Unmatched};
 
 /// The `format` of proof bundles (re-exported so clients need not name tally-core's module).
 pub fn bundle_format() -> &'static str {

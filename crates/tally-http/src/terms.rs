@@ -275,3 +275,281 @@ impl Terms {
         Ok(terms)
     }
 }
+
+/// One way a new terms document is worse for the client than the one it accepted before:
+/// what changed, from what, to what (spec/HTTP.md §4.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TermsIncrease {
+    /// The route (`GET /v1/items`) or the field (`charge_server_errors`) that changed.
+    pub what: String,
+    /// Its old value.
+    pub from: String,
+    /// Its new value.
+    pub to: String,
+}
+
+impl std::fmt::Display for TermsIncrease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} -> {}", self.what, self.from, self.to)
+    }
+}
+
+/// A probe method no route names: matched only by `*` routes ("any other method").
+const OTHER_METHOD: &str = "(any other method)";
+
+fn describe(price: &Price) -> String {
+    match price {
+        Price::Free => "free".into(),
+        Price::Fixed { amount } => format!("fixed {amount}"),
+        Price::Metered {
+            units_header,
+            unit_price,
+            max_amount,
+            min_charge,
+        } => format!(
+            "metered {unit_price} per {units_header} unit, min {min_charge}, max {max_amount}"
+        ),
+    }
+}
+
+/// Whether moving from `old` to `new` can charge one call more: a free route became priced,
+/// a fixed price or a metered maximum or minimum went up, a metered unit price went up, or the units
+/// header changed (the client can no longer tell what a unit is).
+fn price_raised(old: &Price, new: &Price) -> bool {
+    match (old, new) {
+        (_, Price::Free) => false,
+        (Price::Free, _) => true,
+        (
+            Price::Metered {
+                units_header: h0,
+                unit_price: u0,
+                max_amount: m0,
+                min_charge: c0,
+            },
+            Price::Metered {
+                units_header: h1,
+                unit_price: u1,
+                max_amount: m1,
+                min_charge: c1,
+            },
+        ) => h0 != h1 || u1.0 > u0.0 || m1.0 > m0.0 || c1.0 > c0.0,
+        _ => new.max_per_call() > old.max_per_call(),
+    }
+}
+
+/// Every way `new` charges the client more, or credits it less, than `old` (spec/HTTP.md
+/// §4.4): prices compared as the routes resolve them (first match wins, so a reordered or
+/// shadowing route counts), at every route path of either document (and a child of every
+/// prefix route) for every method either names and for "any other method"; then
+/// `charge_server_errors` turned on, an automatic refund turned off, and a changed settlement
+/// target (`chain`). Empty when `new` is no worse for the client. Pure: no I/O.
+pub fn price_increases(old: &Terms, new: &Terms) -> Vec<TermsIncrease> {
+    let all = || old.routes.iter().chain(new.routes.iter());
+    let mut methods: Vec<&str> = all()
+        .map(|r| r.method.as_str())
+        .filter(|m| *m != "*")
+        .collect();
+    methods.push(OTHER_METHOD);
+    let mut paths: Vec<String> = Vec::new();
+    for r in all() {
+        paths.push(r.path.clone());
+        if r.path_match == PathMatch::Prefix {
+            let sep = if r.path.ends_with('/') { "" } else { "/" };
+            paths.push(format!("{}{sep}…", r.path));
+        }
+    }
+    let mut out: Vec<TermsIncrease> = Vec::new();
+    for path in &paths {
+        for method in &methods {
+            let (from, to) = (old.price_for(method, path), new.price_for(method, path));
+            if !price_raised(from, to) {
+                continue;
+            }
+            let change = TermsIncrease {
+                what: format!("{method} {path}"),
+                from: describe(from),
+                to: describe(to),
+            };
+            if !out.contains(&change) {
+                out.push(change);
+            }
+        }
+    }
+    let mut flag = |what: &str, from: String, to: String| {
+        out.push(TermsIncrease {
+            what: what.into(),
+            from,
+            to,
+        })
+    };
+    if new.charge_server_errors && !old.charge_server_errors {
+        flag("charge_server_errors", "false".into(), "true".into());
+    }
+    if old.refunds.server_errors && !new.refunds.server_errors {
+        flag("refunds.server_errors", "true".into(), "false".into());
+    }
+    if old.refunds.over_max && !new.refunds.over_max {
+        flag("refunds.over_max", "true".into(), "false".into());
+    }
+    if old.chain != new.chain {
+        flag(
+            "chain",
+            format!("{:?}", old.chain),
+            format!("{:?}", new.chain),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod increase_tests {
+    use super::*;
+
+    fn route(method: &str, path: &str, m: PathMatch, price: Price) -> RoutePrice {
+        RoutePrice {
+            method: method.into(),
+            path: path.into(),
+            path_match: m,
+            price,
+        }
+    }
+
+    fn fixed(a: u128) -> Price {
+        Price::Fixed { amount: Amount(a) }
+    }
+
+    fn metered(unit: u128, max: u128) -> Price {
+        Price::Metered {
+            units_header: "x-tokens".into(),
+            unit_price: Amount(unit),
+            max_amount: Amount(max),
+            min_charge: Amount(0),
+        }
+    }
+
+    fn terms(routes: Vec<RoutePrice>) -> Terms {
+        Terms {
+            format: TERMS_FORMAT.into(),
+            provider_key: tally_core::SecretKey::from_seed(&[7; 32]).public(),
+            chain: ChainTerms {
+                chain_id: 31337,
+                contract: "0x01".into(),
+                asset: "0x02".into(),
+                pay_to: "0x03".into(),
+            },
+            credit_limit: Amount(1000),
+            checkpoint: CheckpointPolicy {
+                every_records: 10,
+                every_seconds: 0,
+                every_amount: Amount(0),
+            },
+            charge_server_errors: false,
+            refunds: RefundPolicy {
+                server_errors: true,
+                over_max: true,
+            },
+            max_request_bytes: 1 << 20,
+            max_response_bytes: 1 << 23,
+            routes,
+            unmatched: Unmatched::Free,
+        }
+    }
+
+    fn base() -> Terms {
+        terms(vec![
+            route("GET", "/v1/items", PathMatch::Prefix, fixed(10)),
+            route("POST", "/v1/complete", PathMatch::Exact, metered(2, 4000)),
+        ])
+    }
+
+    fn whats(v: &[TermsIncrease]) -> Vec<&str> {
+        v.iter().map(|c| c.what.as_str()).collect()
+    }
+
+    #[test]
+    fn identical_and_cheaper_terms_are_no_increase() {
+        assert!(price_increases(&base(), &base()).is_empty());
+        let mut cheaper = base();
+        cheaper.routes[0].price = fixed(5);
+        cheaper.routes[1].price = metered(1, 3000);
+        cheaper.credit_limit = Amount(1);
+        cheaper.charge_server_errors = false;
+        assert!(price_increases(&base(), &cheaper).is_empty());
+        cheaper.routes.remove(0);
+        assert!(
+            price_increases(&base(), &cheaper).is_empty(),
+            "unmatched is free"
+        );
+    }
+
+    #[test]
+    fn a_raised_fixed_price_is_listed_with_both_values() {
+        let mut new = base();
+        new.routes[0].price = fixed(11);
+        let got = price_increases(&base(), &new);
+        assert_eq!(whats(&got), ["GET /v1/items", "GET /v1/items/…"]);
+        assert_eq!(got[0].to_string(), "GET /v1/items: fixed 10 -> fixed 11");
+    }
+
+    #[test]
+    fn metered_unit_price_max_and_units_header() {
+        for price in [
+            metered(3, 4000),
+            metered(2, 4001),
+            Price::Metered {
+                units_header: "x-chars".into(),
+                unit_price: Amount(2),
+                max_amount: Amount(4000),
+                min_charge: Amount(0),
+            },
+            fixed(4001),
+        ] {
+            let mut new = base();
+            new.routes[1].price = price.clone();
+            assert_eq!(
+                whats(&price_increases(&base(), &new)),
+                ["POST /v1/complete"],
+                "{price:?}"
+            );
+        }
+        let mut lower = base();
+        lower.routes[1].price = fixed(4000);
+        assert!(price_increases(&base(), &lower).is_empty());
+    }
+
+    #[test]
+    fn a_route_that_became_priced_or_a_shadowing_route() {
+        let mut new = base();
+        new.routes
+            .push(route("*", "/v1/free", PathMatch::Exact, fixed(1)));
+        let got = price_increases(&base(), &new);
+        assert!(got.iter().any(|c| c.what == "GET /v1/free"), "{got:?}");
+        assert!(got.iter().any(|c| c.what == "(any other method) /v1/free"));
+        assert!(got.iter().all(|c| c.from == "free"));
+        // A new first route that shadows a child of the prefix route at a higher price.
+        let mut new = base();
+        let child = route("GET", "/v1/items/9", PathMatch::Exact, fixed(50));
+        new.routes.insert(0, child);
+        assert_eq!(whats(&price_increases(&base(), &new)), ["GET /v1/items/9"]);
+    }
+
+    #[test]
+    fn credit_terms_against_the_client() {
+        let mut new = base();
+        new.charge_server_errors = true;
+        new.refunds.server_errors = false;
+        new.refunds.over_max = false;
+        new.chain.pay_to = "0x04".into();
+        assert_eq!(
+            whats(&price_increases(&base(), &new)),
+            [
+                "charge_server_errors",
+                "refunds.server_errors",
+                "refunds.over_max",
+                "chain"
+            ]
+        );
+        // The reverse direction is in the client's favour.
+        assert_eq!(whats(&price_increases(&new, &base())), ["chain"]);
+    }
+}

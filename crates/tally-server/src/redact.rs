@@ -1,46 +1,77 @@
-//! Keeping secrets out of logs: a node URL often carries an API key in its path, query or
-//! user info (`https://node.example/v2/<key>`), and errors from HTTP clients quote the URL.
-//! Everything logged about the chain goes through here first.
+//! Redaction of secrets before anything reaches a log line.
+//!
+//! A JSON-RPC endpoint such as `rpc_url` commonly carries its API key in the path
+//! (`https://host/v2/<key>`), the query (`?apikey=...`) or the userinfo (`user:pass@`), and
+//! transport errors quote the URL they failed on. The gateway's log keeps only what locates
+//! the endpoint (scheme, host, port) and replaces everything else with "…" (issue 8 item 8:
+//! detail goes to the log, with the URL redacted; spec/HTTP.md §10, `rpc_url`).
 
-/// `url` with only scheme, host and port kept; path, query and user info become `…`.
-///
-/// ```
-/// use tally_server::redact::redact_url;
-/// assert_eq!(redact_url("https://u:p@node.example:8545/v2/SECRET?k=1"), "https://node.example:8545/…");
-/// ```
+/// What replaces a redacted part.
+pub const MASK: &str = "…";
+
+/// `url` with only its scheme, host and port kept: a userinfo becomes `…@`, and any path,
+/// query or fragment beyond a bare `/` becomes `/…`. Text that is not `scheme://authority...`
+/// is replaced entirely, since it cannot be told which part of it is secret.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return "…".into();
+        return MASK.to_string();
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if end == rest.len() && host.len() == authority.len() {
-        format!("{scheme}://{host}")
-    } else {
-        format!("{scheme}://{host}/…")
+    if !is_scheme(scheme) {
+        return MASK.to_string();
     }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let mut out = format!("{scheme}://");
+    let host = match authority.rfind('@') {
+        Some(at) => {
+            out.push_str(MASK);
+            out.push('@');
+            &authority[at + 1..]
+        }
+        None => authority,
+    };
+    out.push_str(host);
+    match tail {
+        "" => {}
+        "/" => out.push('/'),
+        _ => {
+            out.push('/');
+            out.push_str(MASK);
+        }
+    }
+    out
 }
 
-/// `text` with every `http://` or `https://` URL in it redacted by [`redact_url`].
+/// `text` with every URL in it (`scheme://` up to whitespace, a quote or a bracket) passed
+/// through [`redact_url`]: for error messages that may quote the endpoint they failed on.
 pub fn redact_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(start) = ["http://", "https://"]
-        .iter()
-        .filter_map(|p| rest.find(p))
-        .min()
-    {
+    while let Some(sep) = rest.find("://") {
+        let start = rest[..sep]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        if start == sep || !is_scheme(&rest[start..sep]) {
+            out.push_str(&rest[..sep + 3]);
+            rest = &rest[sep + 3..];
+            continue;
+        }
+        let len = rest[sep..]
+            .find(|c: char| c.is_whitespace() || "\"'<>()[]{}`,".contains(c))
+            .map_or(rest.len(), |i| sep + i);
         out.push_str(&rest[..start]);
-        let tail = &rest[start..];
-        let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '>' | ','))
-            .unwrap_or(tail.len());
-        out.push_str(&redact_url(&tail[..end]));
-        rest = &tail[end..];
+        out.push_str(&redact_url(&rest[start..len]));
+        rest = &rest[len..];
     }
     out.push_str(rest);
     out
+}
+
+/// RFC 3986 §3.1: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 #[cfg(test)]
@@ -48,32 +79,64 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_in_paths_queries_and_userinfo_are_removed() {
-        assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+    fn keeps_scheme_host_and_port_only() {
         assert_eq!(
-            redact_url("https://n.example/v3/abc123"),
-            "https://n.example/…"
+            redact_url("https://eth-mainnet.example.com/v2/SECRETKEY"),
+            "https://eth-mainnet.example.com/…"
         );
         assert_eq!(
-            redact_url("https://n.example?key=abc123"),
-            "https://n.example/…"
+            redact_url("http://127.0.0.1:8545/?apikey=SECRET#frag"),
+            "http://127.0.0.1:8545/…"
         );
         assert_eq!(
-            redact_url("https://user:abc123@n.example"),
-            "https://n.example/…"
+            redact_url("https://node.example:443?key=SECRET"),
+            "https://node.example:443/…"
         );
-        assert_eq!(redact_url("not a url abc123"), "…");
+        assert_eq!(
+            redact_url("wss://user:SECRET@node.example:8546/ws"),
+            "wss://…@node.example:8546/…"
+        );
+        assert_eq!(
+            redact_url("http://[::1]:8545/SECRET"),
+            "http://[::1]:8545/…"
+        );
     }
 
     #[test]
-    fn urls_inside_error_text_are_redacted() {
-        let e = "error sending request for url (https://n.example/v3/abc123): connection refused";
-        let r = redact_text(e);
-        assert!(!r.contains("abc123"), "{r}");
+    fn leaves_nothing_secret_to_redact_alone() {
+        assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
         assert_eq!(
-            r,
-            "error sending request for url (https://n.example/…): connection refused"
+            redact_url("http://127.0.0.1:8545/"),
+            "http://127.0.0.1:8545/"
         );
-        assert_eq!(redact_text("no url here"), "no url here");
+    }
+
+    #[test]
+    fn unparseable_is_masked_entirely() {
+        for bad in [
+            "SECRET",
+            "node.example/SECRET",
+            "://SECRET",
+            "1http://x/SECRET",
+        ] {
+            assert_eq!(redact_url(bad), MASK, "{bad}");
+        }
+    }
+
+    #[test]
+    fn redacts_every_url_inside_text() {
+        let msg = "rpc: error sending request for url (https://a.example/v3/KEY1): \
+                   retried http://u:KEY2@b.example:8545/x?k=KEY3, then \"https://c.example/KEY4\"";
+        let out = redact_text(msg);
+        for secret in ["KEY1", "KEY2", "KEY3", "KEY4"] {
+            assert!(!out.contains(secret), "{out}");
+        }
+        assert_eq!(
+            out,
+            "rpc: error sending request for url (https://a.example/…): \
+             retried http://…@b.example:8545/…, then \"https://c.example/…\""
+        );
+        assert_eq!(redact_text("no urls: a://"), "no urls: a://");
+        assert_eq!(redact_text("odd ://x here"), "odd ://x here");
     }
 }

@@ -4,16 +4,90 @@
 //! settlement worker claims the stored checkpoints on its own, and the close endpoint cosigns
 //! cooperative closes with the payee key. A library function, so the binary and test
 //! harnesses that run the real gateway as a separate process share one implementation.
+//!
+//! It logs through `tracing` (the binary installs the subscriber, [`init_logging`]): start-up,
+//! every settlement-worker tick that failed or sent something, and the worker's final stats.
+//! URLs are logged through [`redact_url`]/[`redact_text`], since an `rpc_url` may carry an
+//! API key; keys and bodies are never logged.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
 use alloy::network::EthereumWallet;
-use tally_chain::{SettlementWorker, TallyClient};
+use tally_chain::{ChainError, SettlementWorker, TallyClient, TickReport};
 
 use crate::config::{read_key_file, read_secp256k1_key_file, GatewayConfig};
 use crate::errors::StartError;
+use crate::redact::{redact_text, redact_url};
 use crate::{proxy_app_with_limits, Gateway, Proxy};
+
+/// How log events are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for log collectors.
+    Json,
+}
+
+/// The filter used when `RUST_LOG` is unset or empty.
+pub const DEFAULT_LOG_FILTER: &str = "info";
+
+/// Installs the process-wide `tracing` subscriber: events to stderr in `format`, filtered by
+/// `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]). Call once, from a binary (`tally serve`,
+/// `tally-gateway`); a library never installs one. An invalid `RUST_LOG` is an error rather
+/// than a silently different filter.
+pub fn init_logging(format: LogFormat) -> Result<(), StartError> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v)
+            .map_err(|e| StartError::Config(format!("RUST_LOG {v:?}: {e}")))?,
+        _ => EnvFilter::new(DEFAULT_LOG_FILTER),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| StartError::Config(format!("log subscriber: {e}")))
+}
+
+/// Logs one settlement-worker tick as it happens: a failure (transient ones are retried with
+/// backoff) or what it sent and confirmed; quiet ticks log nothing.
+fn log_tick(outcome: &Result<TickReport, ChainError>) {
+    let r = match outcome {
+        Err(e) => {
+            let transient = e.is_transient();
+            tracing::warn!(transient, error = %redact_text(&e.to_string()), "settlement tick failed");
+            return;
+        }
+        Ok(r) => r,
+    };
+    if let Some((tx, channels)) = &r.submitted {
+        tracing::info!(%tx, channels = channels.len(), "settlement claim sent");
+    }
+    if let Some(tx) = &r.resent {
+        tracing::info!(%tx, "settlement claim replaced with higher fees");
+    }
+    if let Some((tx, ok)) = &r.confirmed {
+        tracing::info!(%tx, success = *ok, "settlement claim confirmed");
+    }
+    if let Some(tx) = &r.abandoned {
+        tracing::warn!(%tx, "settlement claim abandoned: its nonce was used elsewhere");
+    }
+    if let Some(e) = &r.scan_error {
+        tracing::warn!(error = %redact_text(e), "withdraw event scan failed");
+    }
+    for (channel, why) in &r.rejected {
+        tracing::warn!(channel = %channel.to_hex(), why = %why, "checkpoint not claimable");
+    }
+}
 
 /// Loads the configuration at `path`, connects to the chain, opens the log and serves until
 /// Ctrl-C (SIGINT); with `[settlement]`, also runs the settlement worker until then. Every
@@ -27,10 +101,11 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         Some(s) => Some(read_secp256k1_key_file(&s.payee_key_file)?),
         None => None,
     };
+    let rpc = redact_url(&cfg.rpc_url);
     let url: alloy::transports::http::reqwest::Url = cfg
         .rpc_url
         .parse()
-        .map_err(|e| StartError::Config(format!("rpc_url {:?}: {e}", cfg.rpc_url)))?;
+        .map_err(|e| StartError::Config(format!("rpc_url {rpc:?}: {e}")))?;
     let contract = cfg
         .chain
         .contract
@@ -40,7 +115,13 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     let reader = alloy::signers::local::PrivateKeySigner::random();
     let sender = reader.address();
     let provider = tally_chain::channel::connect(url.clone(), reader);
-    let client = TallyClient::new(provider, sender, contract).await?;
+    tracing::info!(rpc_url = %rpc, "connecting to the chain");
+    // Transport errors quote the URL they failed on: redact it before it is shown anywhere.
+    let client = TallyClient::new(provider, sender, contract)
+        .await
+        .map_err(|e| {
+            StartError::Config(format!("chain at rpc_url: {}", redact_text(&e.to_string())))
+        })?;
     // Every signature the gateway checks or makes binds the configured chain id (EIP-712
     // domain): a node on another chain would make all of them wrong.
     if client.chain_id() != cfg.chain.chain_id {
@@ -74,18 +155,19 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
                 EthereumWallet::from(payee),
                 gateway.clone(),
                 settle.clone(),
-            )?;
-            eprintln!(
-                "tally-gateway: claiming for {address} (threshold {}, every {} s, {} confirmation(s))",
-                settle.threshold,
-                settle.claim_interval.as_secs(),
-                settle.confirmations
+            )?
+            .on_tick(log_tick);
+            tracing::info!(
+                threshold = %settle.threshold,
+                interval_s = settle.claim_interval.as_secs(),
+                confirmations = settle.confirmations,
+                "claiming for {address}"
             );
             Some(tokio::spawn(worker.run(stopped.clone())))
         }
         _ => {
-            eprintln!(
-                "tally-gateway: no [settlement] configured: claims are manual (`tally settle`), cooperative closes unavailable"
+            tracing::info!(
+                "no [settlement] configured: claims are manual (`tally settle`), cooperative closes unavailable"
             );
             None
         }
@@ -96,11 +178,11 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
             addr: cfg.listen.clone(),
             source,
         })?;
-    eprintln!(
-        "tally-gateway: listening on {}, forwarding to {}, provider key {}",
-        cfg.listen,
-        cfg.upstream,
-        gateway.public_key()
+    tracing::info!(
+        upstream = %redact_url(&cfg.upstream),
+        provider_key = %gateway.public_key(),
+        "listening on {}",
+        cfg.listen
     );
     let app = proxy_app_with_limits(&gateway, proxy, &limits);
     let served = crate::serve_with_limits(listener, app, limits, async {
@@ -115,19 +197,15 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         match task.await {
             Ok(w) => {
                 let stats = w.stats();
-                eprintln!(
-                    "tally-gateway: settlement worker stopped after {} tick(s), {} claim(s) sent, {} error(s){}",
-                    stats.ticks,
-                    stats.submitted.len(),
-                    stats.errors,
-                    stats
-                        .last_error
-                        .as_ref()
-                        .map(|e| format!(", last: {e}"))
-                        .unwrap_or_default()
+                tracing::info!(
+                    ticks = stats.ticks,
+                    claims = stats.submitted.len(),
+                    errors = stats.errors,
+                    last_error = %stats.last_error.as_deref().map(redact_text).unwrap_or_default(),
+                    "settlement worker stopped"
                 );
             }
-            Err(e) => eprintln!("tally-gateway: settlement worker task: {e}"),
+            Err(e) => tracing::error!(error = %e, "settlement worker task failed"),
         }
     }
     served.map_err(StartError::Io)

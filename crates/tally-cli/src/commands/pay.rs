@@ -15,7 +15,7 @@ pub async fn run(a: PayArgs, out: Output) -> Result<()> {
     let profile = Profile::load(&a.profile.client)?;
     let method = Method::from_bytes(a.method.to_uppercase().as_bytes())
         .map_err(|e| CliError::Usage(format!("method {:?}: {e}", a.method)))?;
-    let client = profile.connect().await?;
+    let client = profile.connect_accepting(a.accept_terms).await?;
     let mut req = client.request(method, &a.url);
     for h in &a.headers {
         let (name, value) = h

@@ -16,6 +16,14 @@ async fn main() {
         (Some("--config"), Some(p)) => PathBuf::from(p),
         _ => usage(),
     };
+    let format = match std::env::var("TALLY_LOG_FORMAT").as_deref() {
+        Ok("json") => tally_server::standalone::LogFormat::Json,
+        _ => tally_server::standalone::LogFormat::Text,
+    };
+    if let Err(e) = tally_server::standalone::init_logging(format) {
+        eprintln!("tally-gateway: {e}");
+        std::process::exit(2);
+    }
     if let Err(e) = tally_server::standalone::run(&path).await {
         eprintln!("tally-gateway: {e}");
         std::process::exit(1);
