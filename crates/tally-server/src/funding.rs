@@ -24,11 +24,8 @@ const MAX_ENTRIES: usize = 100_000;
 /// Reads of channels not in the cache allowed per second, with a burst of as many.
 const COLD_READS_PER_SECOND: f64 = 20.0;
 
-#[derive(Clone, Copy)]
-enum Entry {
-    Known(ChannelFunding),
-    Unknown,
-}
+/// A cached read: the funding, or `None` for "no such channel".
+type Entry = Option<ChannelFunding>;
 
 /// A token bucket: `rate` tokens a second, at most `rate` held.
 struct Bucket {
@@ -110,7 +107,7 @@ impl FundingCache {
     /// The channel's funding, from cache if younger than the TTL.
     pub async fn get(&self, channel: &ChannelId) -> Result<ChannelFunding, GatewayError> {
         match self.cached(channel) {
-            Some((at, Entry::Known(f))) if at.elapsed() < self.ttl => Ok(f),
+            Some((at, Some(f))) if at.elapsed() < self.ttl => Ok(f),
             _ => self.refresh(channel).await,
         }
     }
@@ -120,7 +117,7 @@ impl FundingCache {
     /// bucket, and none left means `chain_unavailable` without a read.
     pub async fn refresh(&self, channel: &ChannelId) -> Result<ChannelFunding, GatewayError> {
         match self.cached(channel) {
-            Some((at, Entry::Unknown)) if at.elapsed() < UNKNOWN_TTL => {
+            Some((at, None)) if at.elapsed() < UNKNOWN_TTL => {
                 return Err(chain_error(ChainError::UnknownChannel(*channel)));
             }
             Some(_) => {}
@@ -139,8 +136,8 @@ impl FundingCache {
         }
         let read = self.source.funding(channel).await;
         let entry = match &read {
-            Ok(f) => Some(Entry::Known(*f)),
-            Err(ChainError::UnknownChannel(_)) => Some(Entry::Unknown),
+            Ok(f) => Some(Some(*f)),
+            Err(ChainError::UnknownChannel(_)) => Some(None),
             Err(_) => None,
         };
         if let Some(entry) = entry {
