@@ -384,6 +384,42 @@ async fn hostile_requests_are_refused_before_they_cost_anything() {
         (402, "amount_too_low")
     );
 
+    // 1b. The body is read only after the payment header checks out: a forged header with
+    //     a large declared body is answered at once, without waiting for a byte of it, and a
+    //     declared body over the limit is refused unread.
+    let forged = payment(
+        ChannelId(rand::random()),
+        &SecretKey::generate(&mut rand::rngs::OsRng),
+        &at,
+        ("POST", "/v1/echo", "", b""),
+        10,
+    );
+    for (length, code) in [
+        ("1000000", "unknown_channel"),
+        ("1048577", "payload_too_large"),
+    ] {
+        let head = format!(
+            "POST /v1/echo HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n{PAYMENT_SIGNATURE}: {forged}\r\ncontent-length: {length}\r\n\r\n"
+        );
+        let started = Instant::now();
+        let mut s = ok(
+            "connect",
+            tokio::net::TcpStream::connect(("127.0.0.1", live.port)).await,
+        );
+        ok("write", s.write_all(head.as_bytes()).await);
+        let mut answer = vec![0u8; 4096];
+        let n = ok(
+            "read",
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+        );
+        let text = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(text.contains(code), "{length}: {text}");
+    }
+
     // 2. Spellings of a priced path and HEAD of a priced GET are priced, not forwarded free.
     for (method, target) in [
         ("POST", "//v1/echo"),

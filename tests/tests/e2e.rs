@@ -307,6 +307,50 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_checkpoint_is_answered_without_a_new_write() {
+    let stack = Stack::start(|_| {}).await;
+    let (ch, client, _cdir) = stack.client(1_000_000).await;
+    for i in 0..3 {
+        let r = client.post("/v1/echo").body(format!("{i}")).send().await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert!(client.checkpoint().await.is_ok());
+    let stored = || {
+        stack
+            .gateway
+            .store()
+            .unwrap()
+            .checkpoints(&ch.id)
+            .unwrap_or_default()
+    };
+    let before = stored();
+    assert_eq!(before.len(), 1);
+    let wire: tally_http::WireCheckpoint =
+        serde_json::from_slice(&before[0].1).unwrap_or_else(|e| panic!("{e}"));
+    // Anyone holding the public checkpoint replays it, a second later (a new cosignature
+    // time, were it signed again).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let url = format!(
+        "{}/tally/v1/channels/{}/checkpoints",
+        stack.server.url(),
+        ch.id.to_hex()
+    );
+    for _ in 0..3 {
+        let r = reqwest::Client::new()
+            .post(&url)
+            .json(&wire)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200);
+        let answer: tally_http::WireCheckpoint = r.json().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer, wire, "the replay was cosigned again");
+    }
+    assert_eq!(stored(), before);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_limit_requires_a_checkpoint_and_the_client_provides_it() {
     let stack = Stack::start(|s| {
         s.credit_limit = 35;

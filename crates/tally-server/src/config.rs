@@ -272,8 +272,9 @@ impl GatewayConfig {
     }
 }
 
-/// Reads a key file, refusing one that group or others can read.
-pub fn read_key_file(path: &Path) -> Result<SecretKey, StartError> {
+/// Reads a secret file (a key, a token), refusing one that group or others can read: the one
+/// place the 0600 rule is checked.
+pub fn read_secret_file(path: &Path) -> Result<String, StartError> {
     let err = |reason: String| StartError::KeyFile {
         path: path.display().to_string(),
         reason,
@@ -292,7 +293,16 @@ pub fn read_key_file(path: &Path) -> Result<SecretKey, StartError> {
     }
     #[cfg(not(unix))]
     let _ = meta;
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    std::fs::read_to_string(path).map_err(|e| err(e.to_string()))
+}
+
+/// Reads a key file, refusing one that group or others can read.
+pub fn read_key_file(path: &Path) -> Result<SecretKey, StartError> {
+    let err = |reason: String| StartError::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = read_secret_file(path)?;
     let seed = tally_core::encoding::parse_hex::<32>("key seed", text.trim())
         .map_err(|_| err("expected 64 hex digits".into()))?;
     Ok(SecretKey::from_seed(&seed))

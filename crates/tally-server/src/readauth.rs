@@ -71,21 +71,7 @@ pub fn read_admin_token_file(path: &Path) -> Result<AdminToken, StartError> {
         path: path.display().to_string(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(err(format!(
-                "mode {:o} lets group or others read it; chmod 600",
-                mode & 0o777
-            )));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = crate::config::read_secret_file(path)?;
     AdminToken::new(text.trim()).map_err(err)
 }
 
