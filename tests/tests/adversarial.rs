@@ -407,15 +407,10 @@ async fn hostile_requests_are_refused_before_they_cost_anything() {
             tokio::net::TcpStream::connect(("127.0.0.1", live.port)).await,
         );
         ok("write", s.write_all(head.as_bytes()).await);
-        let mut answer = vec![0u8; 4096];
-        let n = ok(
-            "read",
-            tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string())),
-        );
-        let text = String::from_utf8_lossy(&answer[..n]).to_string();
+        // The gateway answers and closes without the body.
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer).to_string();
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(text.contains(code), "{length}: {text}");
     }
