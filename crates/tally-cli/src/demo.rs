@@ -38,9 +38,14 @@ pub struct DemoSummary {
     pub metered_calls: u64,
     /// Of which answered 500 (charged, then disputed).
     pub failed_calls: u64,
-    /// Total charged.
+    /// Total charged up to the claim.
     pub charged: String,
-    /// Net after the dispute's credit.
+    /// Paid calls made after the claim, so the dispute's credit nets against usage the chain
+    /// has not settled yet (spec/HTTP.md §7).
+    pub calls_after_claim: u64,
+    /// What they charged.
+    pub charged_after_claim: String,
+    /// Net after the dispute's credit: charged + charged after the claim + the credit.
     pub net_after_dispute: String,
     /// Records in the log at the checkpoint.
     pub checkpoint_size: u64,
@@ -94,7 +99,7 @@ impl DemoSummary {
         format!(
             "tally demo: done in {:.1} s\n\n\
              \x20 calls          {} paid ({} fixed-price, {} metered, {} failed upstream)\n\
-             \x20 amount         {} charged, {} net after the dispute's credit\n\
+             \x20 amount         {} charged, {} more by {} call(s) after the claim, {} net after the dispute's credit\n\
              \x20 onchain        1 claim settled {} calls ({} paid): {} gas, {:.1} gas per call\n\
              \x20 one per call   {} transfers x {} gas = {} gas, {:.0}x the claim\n\
              \x20                (each an {}, measured in this run)\n\
@@ -107,6 +112,8 @@ impl DemoSummary {
             self.metered_calls,
             self.failed_calls,
             self.charged,
+            self.charged_after_claim,
+            self.calls_after_claim,
             self.net_after_dispute,
             self.checkpoint_size,
             self.claimed_onchain,
@@ -415,6 +422,7 @@ async fn paid_part(
     // The claim made the cumulative onchain final up to there, and it only grows: a credit
     // nets against usage after it, so the client keeps calling until that covers the refund.
     let mut after_claim = 0u64;
+    let mut charged_after_claim = 0u128;
     while client.mirror_head().await.2 < cumulative + flaky_amount.unsigned_abs() {
         let resp = client
             .get(&format!("/v1/items/after-{after_claim}"))
@@ -425,6 +433,7 @@ async fn paid_part(
         })?;
         profile.keep_exchange(receipt.outcome.seq, &resp.exchange)?;
         after_claim += 1;
+        charged_after_claim += receipt.outcome.amount.unsigned_abs();
     }
     step(
         out,
@@ -468,6 +477,8 @@ async fn paid_part(
         metered_calls: metered,
         failed_calls: failed,
         charged: report.charged.clone(),
+        calls_after_claim: after_claim,
+        charged_after_claim: charged_after_claim.to_string(),
         net_after_dispute: net.to_string(),
         checkpoint_size: size,
         checkpoints: stmt.header.checkpoints.len(),

@@ -75,9 +75,10 @@ fn authorization_bytes_are_canonical() {
     let (back, bytes) = p.authorization_and_bytes().unwrap();
     assert_eq!(back, auth);
     assert_eq!(bytes, auth.to_bytes());
+    // One spelling: upper-case hex is refused (issue 8, item 11).
     let mut upper = p.clone();
     upper.payload.authorization = upper.payload.authorization.to_uppercase();
-    assert_eq!(upper.authorization().unwrap(), auth);
+    assert!(upper.authorization().is_err());
     let mut odd = p.clone();
     odd.payload.authorization.pop();
     assert!(odd.authorization().is_err());

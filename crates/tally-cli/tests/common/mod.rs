@@ -77,6 +77,16 @@ pub struct Kept {
 /// Paid calls of the shared demo run.
 pub const KEPT_CALLS: u64 = 60;
 
+/// Records in the kept demo's log: its calls, the calls it made after the claim (which the
+/// dispute's credit nets against), and the credit.
+pub fn kept_log_size() -> u64 {
+    KEPT_CALLS
+        + kept().summary["calls_after_claim"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no calls_after_claim in the summary"))
+        + 1
+}
+
 /// Runs `tally --json demo --keep DIR` once per test binary.
 pub fn kept() -> &'static Kept {
     static KEPT: OnceLock<Kept> = OnceLock::new();
