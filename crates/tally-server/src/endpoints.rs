@@ -27,6 +27,41 @@ use crate::readauth::ReadAuthorized;
 /// The largest JSON body an endpoint reads (a proof bundle is at most 64 KiB).
 pub const MAX_ENDPOINT_BODY: usize = 128 * 1024;
 
+/// An endpoint's JSON body, read only up to [`MAX_ENDPOINT_BODY`]: a declared length over it
+/// is refused unread and a longer stream is cut there, so a stranger's POST costs at most
+/// that much memory (axum's own default would read 2 MiB first), and a refusal is a JSON
+/// reason like every other (spec/HTTP.md §8).
+pub struct EndpointBody(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for EndpointBody {
+    type Rejection = GatewayError;
+
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, GatewayError> {
+        let too_large = || {
+            GatewayError::new(
+                Reason::PayloadTooLarge {
+                    limit: MAX_ENDPOINT_BODY as u64,
+                },
+                format!("the body exceeds {MAX_ENDPOINT_BODY} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_ENDPOINT_BODY as u64) {
+            return Err(too_large());
+        }
+        let limited = http_body_util::Limited::new(req.into_body(), MAX_ENDPOINT_BODY);
+        match http_body_util::BodyExt::collect(limited).await {
+            Ok(c) => Ok(EndpointBody(c.to_bytes())),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(_) => Err(GatewayError::malformed("could not read the body")),
+        }
+    }
+}
+
 /// The router of every gateway endpoint.
 pub fn router(gateway: Gateway) -> Router {
     let api = Router::new()
@@ -111,15 +146,8 @@ fn required(query: &Option<String>, name: &str) -> Result<u64, GatewayError> {
         .ok_or_else(|| GatewayError::malformed(format!("query parameter {name} is required")))
 }
 
+/// Parses an [`EndpointBody`] (already bounded).
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, GatewayError> {
-    if body.len() > MAX_ENDPOINT_BODY {
-        return Err(GatewayError::new(
-            Reason::PayloadTooLarge {
-                limit: MAX_ENDPOINT_BODY as u64,
-            },
-            format!("{what} exceeds {MAX_ENDPOINT_BODY} bytes"),
-        ));
-    }
     serde_json::from_slice(body).map_err(|e| GatewayError::malformed(format!("{what}: {e}")))
 }
 
@@ -143,7 +171,7 @@ async fn channel_state(
 async fn bind_session(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
-    body: Bytes,
+    EndpointBody(body): EndpointBody,
 ) -> Result<Json<SessionBound>, GatewayError> {
     let id = channel_id(&id)?;
     let binding: SessionBinding = parse_json(&body, "session binding")?;
@@ -251,7 +279,7 @@ async fn checkpoints(
 async fn post_checkpoint(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
-    body: Bytes,
+    EndpointBody(body): EndpointBody,
 ) -> Result<Json<WireCheckpoint>, GatewayError> {
     let id = channel_id(&id)?;
     let wire: WireCheckpoint = parse_json(&body, "checkpoint")?;
@@ -261,7 +289,7 @@ async fn post_checkpoint(
 async fn close(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
-    body: Bytes,
+    EndpointBody(body): EndpointBody,
 ) -> Result<Json<CloseSigned>, GatewayError> {
     let id = channel_id(&id)?;
     let req: CloseRequest = parse_json(&body, "close request")?;
@@ -273,16 +301,8 @@ async fn dispute(
     OriginalUri(uri): OriginalUri,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    EndpointBody(body): EndpointBody,
 ) -> Result<Response, GatewayError> {
-    if body.len() > MAX_ENDPOINT_BODY {
-        return Err(GatewayError::new(
-            Reason::PayloadTooLarge {
-                limit: MAX_ENDPOINT_BODY as u64,
-            },
-            "dispute body too large",
-        ));
-    }
     let view = RequestView {
         method: method.as_str(),
         path: uri.path(),
@@ -290,4 +310,43 @@ async fn dispute(
         headers: &headers,
     };
     crate::dispute::dispute(&gw, &view, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::FromRequest;
+
+    async fn extract(declared: Option<usize>, actual: usize) -> Result<usize, String> {
+        let mut req = http::Request::builder().method("POST").uri("/x");
+        if let Some(n) = declared {
+            req = req.header(http::header::CONTENT_LENGTH, n);
+        }
+        let req = req
+            .body(axum::body::Body::from(vec![b'x'; actual]))
+            .map_err(|e| e.to_string())?;
+        EndpointBody::from_request(req, &())
+            .await
+            .map(|b| b.0.len())
+            .map_err(|e| e.reason.code().to_string())
+    }
+
+    #[tokio::test]
+    async fn endpoint_bodies_are_bounded_before_they_are_read() {
+        assert_eq!(extract(Some(10), 10).await, Ok(10));
+        assert_eq!(
+            extract(None, MAX_ENDPOINT_BODY).await,
+            Ok(MAX_ENDPOINT_BODY)
+        );
+        // Declared over the limit: refused without reading (the body here is empty).
+        assert_eq!(
+            extract(Some(MAX_ENDPOINT_BODY + 1), 0).await,
+            Err("payload_too_large".into())
+        );
+        // Undeclared and streamed past the limit: cut at the limit.
+        assert_eq!(
+            extract(None, MAX_ENDPOINT_BODY + 1).await,
+            Err("payload_too_large".into())
+        );
+    }
 }

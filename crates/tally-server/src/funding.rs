@@ -120,8 +120,10 @@ impl FundingCache {
             Some((at, None)) if at.elapsed() < UNKNOWN_TTL => {
                 return Err(chain_error(ChainError::UnknownChannel(*channel)));
             }
-            Some(_) => {}
-            None => {
+            // Only channels known to exist skip the bucket: an id found unknown long ago is
+            // as cold as a new one.
+            Some((_, Some(_))) => {}
+            _ => {
                 let allowed = self.cold.lock().map(|mut b| b.take(COLD_READS_PER_SECOND));
                 if !allowed.unwrap_or(false) {
                     return Err(GatewayError::new(
