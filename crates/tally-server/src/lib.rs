@@ -14,7 +14,10 @@
 //! credit limit past the last client-signed checkpoint; write key material to a log; cosign a
 //! close at any state but its log's durable final one, or for a channel that pays another
 //! payee or token; record anything on a channel it agreed to close; answer a channel read
-//! to anyone but the channel's session key or the operator's admin token ([`readauth`]).
+//! to anyone but the channel's session key or the operator's admin token ([`readauth`]);
+//! read a paid body, hold per-channel state or read the chain for a stranger before a
+//! signature verified (beyond a bounded, rate-limited few); forward a paid request it could
+//! not record (a poisoned log); put a secret (key, token, node URL) into a response or a log.
 
 pub mod bindings;
 pub mod channel;
