@@ -11,7 +11,8 @@ pragma solidity 0.8.30;
 /// transfers follow checks-effects-interactions: `claim`, `finalizeWithdraw` and
 /// `cooperativeClose` update all state before they transfer; `claimMany` pays one token's run
 /// when the token changes, so with several tokens a transfer can precede later entries'
-/// updates (only the lock makes that safe). `open` and `topUp` must call the token before
+/// updates (only the lock makes that safe). `claimMany` skips (with `ClaimSkipped`) an entry
+/// that `claim` would reject, so one bad entry cannot make a payee's whole batch revert. `open` and `topUp` must call the token before
 /// crediting, because they credit the balance difference the call caused.
 contract Tally {
     /// @notice One channel's state. Packed so that a claim touches four slots plus the root.
@@ -74,6 +75,10 @@ contract Tally {
     /// bump fees on a congested chain; providers that need longer refuse shorter channels
     /// offchain (spec/CHAIN.md §5).
     uint32 public constant MIN_WITHDRAW_DELAY = 1 hours;
+    /// @notice The longest withdraw delay `open` accepts. A bound keeps a payee's log scan and
+    /// bookkeeping for a withdrawing channel finite, and stops a payer from parking a deposit
+    /// the payee must watch for years (spec/CHAIN.md §5).
+    uint32 public constant MAX_WITHDRAW_DELAY = 30 days;
 
     uint256 private immutable cachedChainId;
     bytes32 private immutable cachedDomainSeparator;
@@ -93,8 +98,12 @@ contract Tally {
     );
     event ToppedUp(bytes32 indexed channelId, address indexed from, uint256 amount, uint256 deposit);
     event Claimed(bytes32 indexed channelId, uint64 size, bytes32 root, uint256 claimed, uint256 paid);
-    event WithdrawInitiated(bytes32 indexed channelId, uint64 withdrawAt);
+    /// @notice `payee` is indexed so a payee's worker can ask the node for its own channels only.
+    event WithdrawInitiated(bytes32 indexed channelId, address indexed payee, uint64 withdrawAt);
     event WithdrawFinalized(bytes32 indexed channelId, uint256 refund);
+    /// @notice `claimMany` left an entry out; `reason` is the selector of the custom error
+    /// `claim` would have reverted with for it (e.g. `ClaimWindowClosed.selector`).
+    event ClaimSkipped(bytes32 indexed channelId, bytes4 reason);
     event CooperativelyClosed(
         bytes32 indexed channelId, uint64 size, bytes32 root, uint256 claimed, uint256 paid, uint256 refund
     );
@@ -118,6 +127,7 @@ contract Tally {
     error Reentrancy();
     error EmptyBatch();
     error WithdrawDelayTooShort(uint32 minimum, uint32 withdrawDelay);
+    error WithdrawDelayTooLong(uint32 maximum, uint32 withdrawDelay);
 
     modifier nonReentrant() {
         if (locked) revert Reentrancy();
@@ -146,6 +156,7 @@ contract Tally {
         if (payee == address(0) || token == address(0) || signer == address(0)) revert ZeroAddress();
         if (amount == 0) revert ZeroAmount();
         if (withdrawDelay < MIN_WITHDRAW_DELAY) revert WithdrawDelayTooShort(MIN_WITHDRAW_DELAY, withdrawDelay);
+        if (withdrawDelay > MAX_WITHDRAW_DELAY) revert WithdrawDelayTooLong(MAX_WITHDRAW_DELAY, withdrawDelay);
         channelId = channelIdOf(msg.sender, payee, token, salt);
         Channel storage c = channels[channelId];
         if (c.payee != address(0)) revert ChannelExists(channelId);
@@ -177,21 +188,35 @@ contract Tally {
 
     // -------------------------------------------------------------- settlement
 
-    /// @notice The payee settles one channel up to a signed checkpoint.
+    /// @notice The payee settles one channel up to a signed checkpoint. Reverts with the
+    /// reason when the checkpoint cannot be claimed.
     function claim(SignedCheckpoint calldata signed) external nonReentrant {
-        (address token, uint256 paid) = _claim(signed);
+        (address token, uint256 paid, bytes memory err) = _claim(signed);
+        if (err.length != 0) {
+            assembly ("memory-safe") {
+                revert(add(err, 32), mload(err))
+            }
+        }
         if (paid != 0) _push(token, msg.sender, paid);
     }
 
-    /// @notice The payee settles many channels in one transaction. Payouts of consecutive
-    /// entries in the same token are summed into one transfer, so order entries by token.
-    function claimMany(SignedCheckpoint[] calldata batch) external nonReentrant {
+    /// @notice The payee settles many channels in one transaction. An entry `claim` would
+    /// reject is skipped with a `ClaimSkipped` event carrying that error's selector; the
+    /// others settle as if the skipped entry was not there. Payouts of consecutive entries in
+    /// the same token are summed into one transfer, so order entries by token.
+    /// @return skipped How many entries were skipped (a simulation reads it; 0 = all settle).
+    function claimMany(SignedCheckpoint[] calldata batch) external nonReentrant returns (uint256 skipped) {
         uint256 n = batch.length;
         if (n == 0) revert EmptyBatch();
         address runToken;
         uint256 runAmount;
         for (uint256 i = 0; i < n; ++i) {
-            (address token, uint256 paid) = _claim(batch[i]);
+            (address token, uint256 paid, bytes memory err) = _claim(batch[i]);
+            if (err.length != 0) {
+                ++skipped;
+                emit ClaimSkipped(batch[i].checkpoint.channelId, bytes4(err));
+                continue;
+            }
             if (token != runToken) {
                 if (runAmount != 0) _push(runToken, msg.sender, runAmount);
                 runToken = token;
@@ -203,17 +228,31 @@ contract Tally {
     }
 
     /// @dev Checks and applies one checkpoint; the caller transfers `paid` of `token` afterwards.
-    function _claim(SignedCheckpoint calldata signed) private returns (address token, uint256 paid) {
+    /// Never reverts for a checkpoint it refuses: it changes nothing and returns the ABI-encoded
+    /// custom error instead (empty on success), so `claim` can revert with it and `claimMany`
+    /// can skip the entry. Memory is only allocated on the refusal path.
+    function _claim(SignedCheckpoint calldata signed)
+        private
+        returns (address token, uint256 paid, bytes memory err)
+    {
         Checkpoint calldata cp = signed.checkpoint;
-        Channel storage c = _live(cp.channelId);
-        if (msg.sender != c.payee) revert NotPayee();
+        Channel storage c = channels[cp.channelId];
+        if (c.payee == address(0)) return (token, 0, abi.encodeWithSelector(UnknownChannel.selector, cp.channelId));
+        if (c.closed) return (token, 0, abi.encodeWithSelector(ChannelClosed.selector, cp.channelId));
+        if (msg.sender != c.payee) return (token, 0, abi.encodeWithSelector(NotPayee.selector));
         uint64 withdrawAt = c.withdrawAt;
-        if (withdrawAt != 0 && block.timestamp >= withdrawAt) revert ClaimWindowClosed(withdrawAt);
+        if (withdrawAt != 0 && block.timestamp >= withdrawAt) {
+            return (token, 0, abi.encodeWithSelector(ClaimWindowClosed.selector, withdrawAt));
+        }
         uint64 claimedSize = c.claimedSize;
-        if (cp.size <= claimedSize) revert StaleCheckpoint(claimedSize, cp.size);
+        if (cp.size <= claimedSize) return (token, 0, abi.encodeWithSelector(StaleCheckpoint.selector, claimedSize, cp.size));
         uint256 claimed = c.claimed;
-        if (cp.cumulative < claimed) revert CumulativeDecreased(claimed, cp.cumulative);
-        _verify(_hashCheckpoint(CHECKPOINT_TYPEHASH, cp), signed.sig, c.signer);
+        if (cp.cumulative < claimed) {
+            return (token, 0, abi.encodeWithSelector(CumulativeDecreased.selector, claimed, cp.cumulative));
+        }
+        if (!_valid(_hashCheckpoint(CHECKPOINT_TYPEHASH, cp), signed.sig, c.signer)) {
+            return (token, 0, abi.encodeWithSelector(BadSignature.selector));
+        }
 
         uint256 deposit = c.deposit;
         uint256 capped = cp.cumulative < deposit ? cp.cumulative : deposit;
@@ -234,7 +273,7 @@ contract Tally {
         if (c.withdrawAt != 0) revert WithdrawPending(c.withdrawAt);
         uint64 at = uint64(block.timestamp) + c.withdrawDelay;
         c.withdrawAt = at;
-        emit WithdrawInitiated(channelId, at);
+        emit WithdrawInitiated(channelId, c.payee, at);
     }
 
     /// @notice After the delay, returns the unclaimed deposit to the payer and closes the channel.
@@ -329,11 +368,16 @@ contract Tally {
         return keccak256(abi.encodePacked(hex"1901", domainSeparator(), structHash));
     }
 
-    /// @dev Accepts only canonical (low-s, v in {27,28}) signatures from exactly `expected`.
+    /// @dev Reverts with BadSignature unless `_valid`.
     function _verify(bytes32 digest, Sig calldata sig, address expected) private pure {
-        if (uint256(sig.s) > HALF_N || (sig.v != 27 && sig.v != 28)) revert BadSignature();
+        if (!_valid(digest, sig, expected)) revert BadSignature();
+    }
+
+    /// @dev Accepts only canonical (low-s, v in {27,28}) signatures from exactly `expected`.
+    function _valid(bytes32 digest, Sig calldata sig, address expected) private pure returns (bool) {
+        if (uint256(sig.s) > HALF_N || (sig.v != 27 && sig.v != 28)) return false;
         address recovered = ecrecover(digest, sig.v, sig.r, sig.s);
-        if (recovered == address(0) || recovered != expected) revert BadSignature();
+        return recovered != address(0) && recovered == expected;
     }
 
     /// @dev transferFrom into this contract; returns what actually arrived (fee-on-transfer safe).

@@ -268,12 +268,25 @@ impl TallyClient {
             .await?)
     }
 
-    /// Simulates a claimMany with eth_call; `Ok` means it would succeed right now.
-    pub async fn simulate_claim_many(&self, batch: &[ChainCheckpoint]) -> Result<(), ChainError> {
+    /// Simulates a claimMany with eth_call. `Ok(n)` means it would be mined now with `n`
+    /// entries skipped (spec/CHAIN.md §4: claimMany skips entries `claim` would reject), so
+    /// `Ok(0)` means every entry would settle.
+    pub async fn simulate_claim_many(&self, batch: &[ChainCheckpoint]) -> Result<u64, ChainError> {
         let items: Vec<Tally::SignedCheckpoint> =
             batch.iter().map(ChainCheckpoint::to_abi).collect();
-        self.contract
+        let skipped = self
+            .contract
             .claimMany(items)
+            .from(self.sender)
+            .call()
+            .await?;
+        Ok(u64::try_from(skipped).unwrap_or(u64::MAX))
+    }
+
+    /// Simulates a single `claim` with eth_call; an error carries the revert reason.
+    pub async fn simulate_claim(&self, cp: &ChainCheckpoint) -> Result<(), ChainError> {
+        self.contract
+            .claim(cp.to_abi())
             .from(self.sender)
             .call()
             .await?;

@@ -17,6 +17,10 @@ use crate::BoxFuture;
 /// it against the deployed contract.
 pub const MIN_WITHDRAW_DELAY: u32 = 3600;
 
+/// The contract's `MAX_WITHDRAW_DELAY` (seconds, 30 days): `open` refuses longer delays, so a
+/// payee never watches a withdrawing channel for longer (spec/CHAIN.md §5).
+pub const MAX_WITHDRAW_DELAY: u32 = 30 * 24 * 3600;
+
 /// Why a gateway should not serve a channel; returned by [`ChannelFunding::acceptable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FundingRefusal {

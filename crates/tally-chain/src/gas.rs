@@ -106,6 +106,9 @@ pub struct GasReport {
     pub claim: u64,
     /// (channels, total gas) of a steady-state `claimMany`.
     pub claim_many: Vec<(usize, u64)>,
+    /// claimMany of 10 steady-state channels, and the same plus one entry whose claim window
+    /// closed (skipped with `ClaimSkipped`), placed last: (without, with).
+    pub claim_many_skip: (u64, u64),
     /// `initiateWithdraw`.
     pub initiate_withdraw: u64,
     /// `finalizeWithdraw` (refund transfer included).
@@ -222,6 +225,7 @@ pub async fn measure(anvil: &AnvilInstance, x402_samples: usize) -> Result<GasRe
 
     // claimMany at several sizes, each channel already claimed once (steady state).
     let mut claim_many = Vec::new();
+    let mut ten = Vec::new();
     for n in BATCH_SIZES {
         let mut ids = Vec::with_capacity(n);
         for _ in 0..n {
@@ -237,7 +241,20 @@ pub async fn measure(anvil: &AnvilInstance, x402_samples: usize) -> Result<GasRe
             .map(|id| b.sign(*id, 20, 200))
             .collect::<Result<_, _>>()?;
         claim_many.push((n, b.payee.claim_many(&second).await?.gas_used));
+        if n == 10 {
+            ten = ids;
+        }
     }
+
+    // A skipped entry: a channel whose window closes before the batch is mined.
+    let (late, _) = b.open(1_000_000).await?;
+    b.payer.initiate_withdraw(&late).await?;
+    let honest = |b: &Bench, size: u64| -> Result<Vec<ChainCheckpoint>, ChainError> {
+        ten.iter()
+            .map(|id| b.sign(*id, size, size as u128 * 10))
+            .collect()
+    };
+    let without = b.payee.claim_many(&honest(&b, 30)?).await?.gas_used;
 
     // exits
     let (wid, _) = b.open(1_000_000).await?;
@@ -248,6 +265,9 @@ pub async fn measure(anvil: &AnvilInstance, x402_samples: usize) -> Result<GasRe
         .raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (3601u64,))
         .await?;
     let finalize_withdraw = b.payer.finalize_withdraw(&wid).await?.gas_used;
+    let mut with_skip = honest(&b, 40)?;
+    with_skip.push(b.sign(late, 5, 500)?);
+    let with = b.payee.claim_many(&with_skip).await?.gas_used;
 
     let (cid, _) = b.open(1_000_000).await?;
     b.payee.claim(&b.sign(cid, 5, 500)?).await?;
@@ -286,6 +306,7 @@ pub async fn measure(anvil: &AnvilInstance, x402_samples: usize) -> Result<GasRe
         claim_first,
         claim,
         claim_many,
+        claim_many_skip: (without, with),
         initiate_withdraw,
         finalize_withdraw,
         cooperative_close,
@@ -370,6 +391,13 @@ pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -
         s.push_str(&format!("| {n} | {g} | {} | {marginal} |\n", g / *n as u64));
     }
     let marginal100 = r.claim_many_marginal(100).unwrap_or(0);
+    let (without, with) = r.claim_many_skip;
+    s.push_str(&format!(
+        "\nA skipped entry (issue 9): claimMany of 10 channels costs {without}; the same 10 plus one entry\n\
+         whose claim window closed before the batch was mined (placed last, skipped with\n\
+         `ClaimSkipped`) costs {with}. The honest entries pay the same; the skip adds {} gas.\n",
+        with.saturating_sub(without)
+    ));
     s.push_str(&format!(
         "\nTargets: claim <= 80,000 gas (steady state measured: {}); claimMany <= 35,000 gas per additional\nchannel (measured at 100 channels: {}).\n",
         r.claim, marginal100

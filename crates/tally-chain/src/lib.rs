@@ -22,10 +22,12 @@ pub use channel::{channel_id, OpenParams, TallyClient, TxOutcome};
 pub use eip712::{ChainCheckpoint, CloseAgreement, Eip712Sig};
 pub use error::ChainError;
 pub use funding::{
-    ChainFunding, ChannelFunding, Funding, FundingRefusal, WithdrawState, MIN_WITHDRAW_DELAY,
+    ChainFunding, ChannelFunding, Funding, FundingRefusal, WithdrawState, MAX_WITHDRAW_DELAY,
+    MIN_WITHDRAW_DELAY,
 };
 pub use settle::{
-    CheckpointSource, FeeBid, SettleConfig, SettlementWorker, TickObserver, TickReport, WorkerStats,
+    skip_reason, skipped_in, CheckpointSource, FeeBid, SettleConfig, SettlementWorker,
+    TickObserver, TickReport, WorkerStats,
 };
 
 /// A boxed, sendable future; keeps the async traits here object-safe without extra crates.

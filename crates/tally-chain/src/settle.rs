@@ -12,6 +12,15 @@
 //! ones, then timer-due ones, up to `max_batch`; the chosen entries are ordered by token so
 //! `claimMany` merges their transfers. The timer restarts only when nothing due was left out.
 //!
+//! Deadlines (spec/CHAIN.md §6, DESIGN-DECISIONS "claimMany skips"): a withdrawing channel
+//! whose claim window ends within `deadline_margin` is never batched. It is claimed alone,
+//! before any batch, as an urgent single `claim` (earliest deadline first), so a batch mined a
+//! little late can never carry an entry whose window closed. Every batch is simulated first;
+//! when the simulation says `claimMany` would skip entries, each entry is simulated alone and
+//! the ones `claim` would reject are left out (reported in `rejected`). If a mined batch still
+//! skipped entries (`ClaimSkipped`), those channels are quarantined: never batched again, only
+//! claimed alone after a fresh simulation, and counted in [`WorkerStats::skipped`].
+//!
 //! Never double-submits: at most one claim is in flight, and it owns one nonce. The worker
 //! signs a claim locally and records its hash and nonce *before* broadcasting, so a send that
 //! fails after the node accepted the transaction leaves the claim in flight rather than
@@ -41,16 +50,19 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::network::{EthereumWallet, NetworkWallet, TransactionBuilder};
 use alloy::primitives::{Address, B256};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::{Filter, TransactionRequest};
-use alloy::sol_types::SolEvent;
+use alloy::rpc::types::TransactionRequest;
 use tally_core::ChannelId;
 
 use crate::channel::TallyClient;
-use crate::contract::Tally;
 use crate::eip712::ChainCheckpoint;
 use crate::error::ChainError;
 use crate::funding::{ChannelFunding, WithdrawState};
 use crate::BoxFuture;
+
+mod scan;
+mod skips;
+
+pub use skips::{skip_reason, skipped_in};
 
 /// Where the worker gets the latest checkpoints the clients signed; the gateway implements it.
 pub trait CheckpointSource: Send + Sync {
@@ -86,11 +98,17 @@ pub struct SettleConfig {
     pub confirmations: u64,
     /// First block to scan for `WithdrawInitiated` events.
     pub from_block: u64,
-    /// Blocks per `eth_getLogs` request (many providers refuse wide ranges).
+    /// Blocks per `eth_getLogs` request at most (many providers refuse wide ranges). After a
+    /// failed request the next one asks for half as many blocks, down to one; each success
+    /// doubles it again up to this.
     pub log_chunk_blocks: u64,
     /// At most this many `eth_getLogs` requests per tick, so catching up from an old
     /// `from_block` is spread over ticks instead of delaying claims.
     pub log_chunks_per_tick: u32,
+    /// A withdrawing channel whose claim window ends within this is not batched but claimed
+    /// alone, first (urgent): a batch can be mined later than simulated, and this margin is
+    /// the delay the worker plans for.
+    pub deadline_margin: Duration,
 }
 
 impl Default for SettleConfig {
@@ -108,6 +126,7 @@ impl Default for SettleConfig {
             from_block: 0,
             log_chunk_blocks: 2_000,
             log_chunks_per_tick: 32,
+            deadline_margin: Duration::from_secs(600),
         }
     }
 }
@@ -184,8 +203,15 @@ pub struct TickReport {
     pub scan_error: Option<String>,
     /// Checkpoints the contract would reject (bad signature, stale, not ours), with why.
     pub rejected: Vec<(ChannelId, String)>,
-    /// Due channels left out of this tick's batch by `max_batch`.
+    /// Due channels left out of this tick's batch by `max_batch`, or waiting because an
+    /// urgent claim went first.
     pub deferred: usize,
+    /// The channel claimed alone this tick because its claim window ends within
+    /// `deadline_margin`.
+    pub urgent: Option<ChannelId>,
+    /// Entries the claim confirmed this tick skipped (`ClaimSkipped`), with the contract
+    /// error's name; these channels are now quarantined.
+    pub skipped: Vec<(ChannelId, String)>,
 }
 
 /// Counters kept by the worker.
@@ -203,6 +229,12 @@ pub struct WorkerStats {
     pub resent: Vec<B256>,
     /// `WithdrawInitiated` scans that failed (the tick went on).
     pub scan_errors: u64,
+    /// Entries of mined batches the contract skipped.
+    pub skipped: u64,
+    /// Channels quarantined after a skip (never batched again), in the order found.
+    pub quarantined: Vec<ChannelId>,
+    /// Urgent single claims sent (deadline within the margin).
+    pub urgent: u64,
 }
 
 /// One signed version of the claim in flight.
@@ -224,6 +256,8 @@ struct InFlight {
     signed_at: Instant,
     /// Per channel: the (size, claimed) the chain will hold once this lands.
     expect: Vec<(ChannelId, u64, u128)>,
+    /// Whether this is a `claimMany` (whose receipt may carry `ClaimSkipped`).
+    batch: bool,
 }
 
 /// Why a channel is in the candidate list; the order is the batch priority.
@@ -270,7 +304,9 @@ pub struct SettlementWorker<S> {
     wallet: EthereumWallet,
     source: S,
     config: SettleConfig,
-    next_block: u64,
+    scan: scan::LogScan,
+    /// Channels a mined batch skipped, with why: claimed alone only, never batched.
+    quarantined: BTreeMap<ChannelId, String>,
     /// Channels known to be withdrawing, with the time their claims stop.
     withdrawing: BTreeMap<ChannelId, u64>,
     last_timer: Instant,
@@ -301,7 +337,12 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             client,
             wallet,
             source,
-            next_block: config.from_block,
+            scan: scan::LogScan::new(
+                config.from_block,
+                config.log_chunk_blocks,
+                config.log_chunks_per_tick,
+            ),
+            quarantined: BTreeMap::new(),
             config,
             withdrawing: BTreeMap::new(),
             last_timer: Instant::now(),
@@ -333,7 +374,17 @@ impl<S: CheckpointSource> SettlementWorker<S> {
 
     /// The next block the `WithdrawInitiated` scan will read.
     pub fn scan_cursor(&self) -> u64 {
-        self.next_block
+        self.scan.next_block
+    }
+
+    /// Blocks the next `WithdrawInitiated` request asks for (shrinks after refusals).
+    pub fn scan_chunk(&self) -> u64 {
+        self.scan.chunk
+    }
+
+    /// Channels quarantined after a mined batch skipped them, with the reason.
+    pub fn quarantined(&self) -> &BTreeMap<ChannelId, String> {
+        &self.quarantined
     }
 
     /// Runs ticks until `shutdown` turns true, backing off after errors. Returns the worker so
@@ -373,7 +424,8 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         }
     }
 
-    /// One round: settle the in-flight claim, scan withdraw events, claim what is due.
+    /// One round: settle the in-flight claim, scan withdraw events, claim what is due: an
+    /// urgent channel alone if there is one, else a batch, else a quarantined channel alone.
     pub async fn tick(&mut self) -> Result<TickReport, ChainError> {
         let mut report = TickReport::default();
         if !self.check_in_flight(&mut report, true).await? {
@@ -398,16 +450,55 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             .await?
             .ok_or_else(|| ChainError::Rpc(format!("node has no block {head}")))?;
         let now = block.header.timestamp;
-        self.scan_withdrawals(&provider, head, now, &mut report)
+        let parties = (self.client.address(), self.client.sender());
+        let scanned = self
+            .scan
+            .run(
+                &provider,
+                parties,
+                head,
+                now,
+                &mut self.withdrawing,
+                &mut report,
+            )
             .await;
+        if scanned.failed {
+            self.stats.scan_errors += 1;
+        }
         // Past its deadline a withdrawing channel can no longer be claimed.
         self.withdrawing.retain(|_, at| *at > now);
         // While the scan lags, events may be unseen: read every channel with news instead.
-        let scan_behind = self.next_block <= head;
+        let scan_behind = self.scan.next_block <= head;
 
         let timer_due = self.last_timer.elapsed() >= self.config.claim_interval;
+        let candidates = self
+            .candidates(
+                &latest,
+                now,
+                timer_due || scan_behind,
+                timer_due,
+                &mut report,
+            )
+            .await?;
+        let cut = self.claim_candidates(candidates, now, &mut report).await?;
+        if timer_due && cut == 0 {
+            self.last_timer = Instant::now();
+        }
+        Ok(report)
+    }
+
+    /// Reads the chain for every channel with news (all of them when `read_all`) and returns
+    /// the ones due for a claim.
+    async fn candidates(
+        &mut self,
+        latest: &BTreeMap<ChannelId, ChainCheckpoint>,
+        now: u64,
+        read_all: bool,
+        timer_due: bool,
+        report: &mut TickReport,
+    ) -> Result<Vec<Candidate>, ChainError> {
         let mut candidates = Vec::new();
-        for (id, cp) in &latest {
+        for (id, cp) in latest {
             let (known_size, known_claimed) = self.known.get(id).copied().unwrap_or((0, 0));
             // On the timer every channel is read again, even one we believe claimed up to
             // this checkpoint: a reorg may have undone that claim.
@@ -416,7 +507,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             }
             let estimate = cp.checkpoint.cumulative.saturating_sub(known_claimed);
             let urgent = self.withdrawing.contains_key(id);
-            if !(urgent || timer_due || scan_behind || estimate >= self.config.threshold) {
+            if !(urgent || read_all || estimate >= self.config.threshold) {
                 continue;
             }
             let state = match self.client.channel(id).await {
@@ -459,78 +550,86 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 cp: *cp,
             });
         }
-        let (chosen, cut) = choose_batch(candidates, self.config.max_batch);
-        report.deferred = cut;
+        Ok(candidates)
+    }
+
+    /// Sends at most one claim for `candidates`: the most urgent channel alone if any is
+    /// within the deadline margin, else a batch of the non-quarantined ones, else one
+    /// quarantined channel alone. Returns how many due channels were left waiting.
+    async fn claim_candidates(
+        &mut self,
+        candidates: Vec<Candidate>,
+        now: u64,
+        report: &mut TickReport,
+    ) -> Result<usize, ChainError> {
+        let margin = self.config.deadline_margin.as_secs();
+        let (mut alone, rest): (Vec<Candidate>, Vec<Candidate>) = candidates.into_iter().partition(
+            |c| matches!(c.why, Why::Withdrawing { at } if at.saturating_sub(now) <= margin),
+        );
+        let (mut suspects, normal): (Vec<Candidate>, Vec<Candidate>) = rest
+            .into_iter()
+            .partition(|c| self.quarantined.contains_key(&c.cp.checkpoint.channel_id));
+        let waiting = alone.len() + suspects.len() + normal.len();
+        // Urgent ones go first, earliest deadline first; they are never batched.
+        alone.sort_by_key(|c| (c.why, c.cp.checkpoint.channel_id));
+        for c in alone {
+            if self.submit_alone(&c, report).await? {
+                report.urgent = Some(c.cp.checkpoint.channel_id);
+                self.stats.urgent += 1;
+                report.deferred = waiting - 1;
+                return Ok(waiting - 1);
+            }
+        }
+        let (chosen, cut) = choose_batch(normal, self.config.max_batch);
         let expected: HashMap<ChannelId, u128> = chosen
             .iter()
             .map(|c| (c.cp.checkpoint.channel_id, c.capped))
             .collect();
         let mut batch: Vec<ChainCheckpoint> = chosen.into_iter().map(|c| c.cp).collect();
-
         if !batch.is_empty() {
-            if let Err(e) = self.client.simulate_claim_many(&batch).await {
-                if e.is_transient() {
-                    return Err(e);
-                }
-                batch = self.isolate_failures(batch, &mut report).await?;
+            // A batch that would skip an entry is split: only entries `claim` accepts stay.
+            match self.client.simulate_claim_many(&batch).await {
+                Ok(0) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Ok(_) | Err(_) => batch = self.isolate_failures(batch, report).await?,
             }
         }
         if !batch.is_empty() {
-            self.submit(&batch, &expected, &mut report).await?;
+            self.submit(&batch, &expected, report).await?;
+            report.deferred = cut + suspects.len();
+            return Ok(cut + suspects.len());
         }
-        if timer_due && cut == 0 {
-            self.last_timer = Instant::now();
+        suspects.sort_by_key(|c| (c.why, Reverse(c.payout), c.cp.checkpoint.channel_id));
+        for c in suspects {
+            if self.submit_alone(&c, report).await? {
+                report.deferred = waiting - 1;
+                return Ok(waiting - 1);
+            }
         }
-        Ok(report)
+        report.deferred = cut;
+        Ok(cut)
     }
 
-    /// Reads `WithdrawInitiated` logs from the cursor towards `head` in chunks, advancing the
-    /// cursor after each chunk. A failure stops the scan for this tick (reported) and is retried
-    /// from the same chunk next tick; it never fails the tick.
-    async fn scan_withdrawals(
+    /// Simulates a single `claim` of `c` and sends it if the contract would accept it; a
+    /// refusal goes to `rejected`. Returns whether a claim was sent.
+    async fn submit_alone(
         &mut self,
-        provider: &DynProvider,
-        head: u64,
-        now: u64,
+        c: &Candidate,
         report: &mut TickReport,
-    ) {
-        let span = self.config.log_chunk_blocks.max(1);
-        for _ in 0..self.config.log_chunks_per_tick.max(1) {
-            if self.next_block > head {
-                return;
+    ) -> Result<bool, ChainError> {
+        let id = c.cp.checkpoint.channel_id;
+        match self.client.simulate_claim(&c.cp).await {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                report.rejected.push((id, e.to_string()));
+                return Ok(false);
             }
-            let to = head.min(self.next_block.saturating_add(span - 1));
-            let filter = Filter::new()
-                .address(self.client.address())
-                .event_signature(Tally::WithdrawInitiated::SIGNATURE_HASH)
-                .from_block(self.next_block)
-                .to_block(to);
-            let logs = match provider.get_logs(&filter).await {
-                Ok(logs) => logs,
-                Err(e) => {
-                    self.stats.scan_errors += 1;
-                    report.scan_error = Some(format!(
-                        "eth_getLogs {}..={to}: {}",
-                        self.next_block,
-                        ChainError::from(e)
-                    ));
-                    return;
-                }
-            };
-            for log in logs {
-                // Every event counts, also for channels without a checkpoint yet: one may
-                // arrive during the delay. Channels of other payees expire with their delay.
-                let Ok(event) = log.log_decode::<Tally::WithdrawInitiated>() else {
-                    continue;
-                };
-                let id = ChannelId(event.inner.data.channelId.0);
-                let at = event.inner.data.withdrawAt;
-                if at > now && self.withdrawing.insert(id, at).is_none() {
-                    report.withdraw_seen.push(id);
-                }
-            }
-            self.next_block = to + 1;
         }
+        let expected = HashMap::from([(id, c.capped)]);
+        self.submit(std::slice::from_ref(&c.cp), &expected, report)
+            .await?;
+        Ok(true)
     }
 
     /// Why the contract would refuse `cp` for `state`, checked offchain; None if it would not.
@@ -554,7 +653,8 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         None
     }
 
-    /// A batch failed simulation: keep only the entries that pass alone.
+    /// A batch failed simulation or would skip entries: keep only the entries a single
+    /// `claim` accepts now.
     async fn isolate_failures(
         &self,
         batch: Vec<ChainCheckpoint>,
@@ -562,11 +662,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
     ) -> Result<Vec<ChainCheckpoint>, ChainError> {
         let mut good = Vec::new();
         for cp in batch {
-            match self
-                .client
-                .simulate_claim_many(std::slice::from_ref(&cp))
-                .await
-            {
+            match self.client.simulate_claim(&cp).await {
                 Ok(()) => good.push(cp),
                 Err(e) if e.is_transient() => return Err(e),
                 Err(e) => report
@@ -627,6 +723,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             replaced: Vec::new(),
             signed_at: Instant::now(),
             expect,
+            batch: batch.len() > 1,
         });
         self.stats.submitted.push(hash);
         let channels = batch.iter().map(|c| c.checkpoint.channel_id).collect();
@@ -674,8 +771,16 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             }
             let ok = receipt.status();
             report.confirmed = Some((hash, ok));
+            let skipped = if ok && flight.batch {
+                skipped_in(&receipt, self.client.address())
+            } else {
+                Vec::new()
+            };
             for (id, size, claimed) in &flight.expect {
-                if ok {
+                if skipped.iter().any(|(s, _)| s == id) {
+                    // Skipped: the chain did not move; re-read it before any new claim.
+                    self.known.remove(id);
+                } else if ok {
                     self.known.insert(*id, (*size, *claimed));
                 } else {
                     // Reverted: forget what we assumed, so the next tick re-reads the chain.
@@ -683,6 +788,13 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 }
             }
             self.in_flight = None;
+            for (id, why) in &skipped {
+                self.stats.skipped += 1;
+                if self.quarantined.insert(*id, why.clone()).is_none() {
+                    self.stats.quarantined.push(*id);
+                }
+            }
+            report.skipped = skipped;
             return Ok(true);
         }
         let newest = &flight.newest;

@@ -1,5 +1,7 @@
 //! The settlement worker against a real anvil: threshold, timer, withdraw events, batching
 //! and its priorities, bad checkpoints, chunked log scans that fail without blocking claims,
+//! shrink when the node refuses a range and ask for this payee's events only, urgent single
+//! claims near a deadline, quarantine of entries a mined batch skipped,
 //! fee-bumped replacement of a stuck claim, no second claim after a lost send answer or while
 //! a claim is pending, confirmations and re-reads after a reorg, and retries through an
 //! unreachable RPC endpoint. Also the Funding view and its admission check.
@@ -462,11 +464,6 @@ async fn log_scan_goes_in_chunks_resumes_after_a_failure_and_never_blocks_claims
     proxy.fail("eth_getLogs", Fault::Error, 1);
     let r = tick_mined(&env, &mut w).await;
     assert!(r.scan_error.is_some(), "{r:?}");
-    assert_eq!(
-        w.scan_cursor(),
-        0,
-        "the failed chunk is retried, not skipped"
-    );
     // The claim over the threshold went out anyway, and so did b's: with the scan behind,
     // every channel with news was read, and the read shows b's pending withdrawal.
     assert!(covers(&r, &[a, b]), "{r:?}");
@@ -476,6 +473,7 @@ async fn log_scan_goes_in_chunks_resumes_after_a_failure_and_never_blocks_claims
     let r = tick_mined(&env, &mut w).await;
     assert_eq!(r.scan_error, None);
     assert!(r.withdraw_seen.is_empty(), "{r:?}");
+    assert_eq!(w.stats().scan_errors, 1);
     let head = env.payer.provider().get_block_number().await.unwrap();
     assert_eq!(w.scan_cursor(), head + 1);
     let ranges: Vec<(u64, u64)> = proxy
@@ -484,6 +482,8 @@ async fn log_scan_goes_in_chunks_resumes_after_a_failure_and_never_blocks_claims
         .map(|p| (hex_u64(&p[0]["fromBlock"]), hex_u64(&p[0]["toBlock"])))
         .collect();
     assert_eq!(ranges[0], (0, 2), "the failed request");
+    // Retried from the same block, half as wide, then growing back.
+    assert_eq!(&ranges[1..3], &[(0, 0), (1, 2)]);
     let mut next = 0;
     for &(from, to) in &ranges[1..] {
         assert_eq!(from, next, "contiguous: {ranges:?}");
@@ -788,4 +788,127 @@ async fn waits_for_confirmations_and_rereads_on_the_timer_after_a_reorg() {
     env.mine().await;
     assert_eq!(w.tick().await.unwrap().confirmed, Some((again, true)));
     assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 2_000);
+}
+
+/// An eth_getLogs request's (fromBlock, toBlock).
+fn range(p: &serde_json::Value) -> (u64, u64) {
+    (hex_u64(&p[0]["fromBlock"]), hex_u64(&p[0]["toBlock"]))
+}
+
+#[tokio::test]
+async fn log_scan_asks_for_this_payee_only_and_shrinks_ranges_the_node_refuses() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let (proxy, client) = via_proxy(&env).await;
+    // Like a hosted node: ranges over two blocks are refused, every time.
+    proxy.refuse_log_ranges_over(2);
+    let cfg = SettleConfig {
+        log_chunk_blocks: 8,
+        log_chunks_per_tick: 100,
+        ..config(1_000_000, Duration::from_secs(3600))
+    };
+    let mut w = SettlementWorker::new(client, env.payee_wallet(), source, cfg).unwrap();
+    let ours = env.open(10_000).await;
+    // Someone else's channel from the same payer, withdrawing too.
+    let other = alloy::signers::local::PrivateKeySigner::random().address();
+    let params = tally_chain::OpenParams {
+        payee: other,
+        ..env.params(10_000)
+    };
+    let (theirs, _) = env.payer.open(params).await.unwrap();
+    for _ in 0..5 {
+        env.open(1).await;
+    }
+    env.payer.initiate_withdraw(&theirs).await.unwrap();
+    env.payer.initiate_withdraw(&ours).await.unwrap();
+    let head = env.payer.provider().get_block_number().await.unwrap();
+
+    let r = w.tick().await.unwrap();
+    // One tick got through: the chunk shrank instead of failing on the same range forever.
+    assert_eq!(w.scan_cursor(), head + 1, "{r:?}");
+    assert_eq!(r.withdraw_seen, vec![ours], "only this payee's channel");
+    assert!(w.stats().scan_errors >= 1);
+    let calls = proxy.calls("eth_getLogs");
+    assert_eq!(range(&calls[0]), (0, 7), "starts at the configured width");
+    let mut next = 0;
+    for p in &calls {
+        let (from, to) = range(p);
+        assert_eq!(from, next, "never skips a block: {calls:?}");
+        if to - from < 2 {
+            next = to + 1;
+        }
+        // The node is asked for WithdrawInitiated of this payee only.
+        assert_eq!(
+            p[0]["topics"][2].as_str().unwrap().parse::<B256>().unwrap(),
+            env.payee_key.address().into_word()
+        );
+    }
+    assert_eq!(next, head + 1);
+    // Successes grow the chunk back towards the configured width.
+    assert!(w.scan_chunk() > 1, "chunk {}", w.scan_chunk());
+}
+
+#[tokio::test]
+async fn a_channel_near_its_deadline_is_claimed_alone_before_the_batch() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let cfg = SettleConfig {
+        // Every withdrawing channel of this test is inside the margin.
+        deadline_margin: Duration::from_secs(u64::from(common::DELAY) + 60),
+        ..config(1_000, Duration::from_secs(3600))
+    };
+    let mut w = worker(&env, &source, cfg);
+    let a = env.open(10_000).await;
+    let b = env.open(10_000).await;
+    let near = env.open(10_000).await;
+    env.payer.initiate_withdraw(&near).await.unwrap();
+    for id in [a, b, near] {
+        source.set(env.sign(id, 5, 2_000));
+    }
+    let r = tick_mined(&env, &mut w).await;
+    assert!(covers(&r, &[near]), "alone: {r:?}");
+    assert_eq!(r.urgent, Some(near));
+    assert_eq!(r.deferred, 2);
+    let r = tick_mined(&env, &mut w).await;
+    assert!(covers(&r, &[a, b]), "then the batch: {r:?}");
+    assert_eq!(r.urgent, None);
+    assert_eq!(w.stats().urgent, 1);
+}
+
+#[tokio::test]
+async fn a_batch_mined_after_an_entrys_deadline_pays_the_rest_and_quarantines_it() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
+    let honest = [env.open(10_000).await, env.open(10_000).await];
+    let bad = env.open(10_000).await;
+    env.payer.initiate_withdraw(&bad).await.unwrap();
+    for id in honest {
+        source.set(env.sign(id, 5, 2_000));
+    }
+    source.set(env.sign(bad, 5, 2_000));
+    // Built and simulated with the window open (deadline beyond the margin)...
+    env.automine(false).await;
+    let r = w.tick().await.unwrap();
+    assert!(covers(&r, &[honest[0], honest[1], bad]), "{r:?}");
+    // ...mined after the deadline.
+    env.warp(u64::from(common::DELAY)).await;
+    env.automine(true).await;
+    let r = w.tick().await.unwrap();
+    assert!(matches!(r.confirmed, Some((_, true))), "{r:?}");
+    assert_eq!(r.skipped, vec![(bad, "ClaimWindowClosed".to_string())]);
+    for id in honest {
+        assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 2_000);
+    }
+    assert_eq!(env.payer.channel(&bad).await.unwrap().claimed, 0);
+    assert_eq!(w.stats().skipped, 1);
+    assert_eq!(w.stats().quarantined, vec![bad]);
+    assert!(w.quarantined().contains_key(&bad));
+
+    // Quarantined: never batched again, though it has a newer checkpoint.
+    let fresh = env.open(10_000).await;
+    source.set(env.sign(fresh, 5, 2_000));
+    source.set(env.sign(bad, 6, 3_000));
+    let r = tick_mined(&env, &mut w).await;
+    assert!(covers(&r, &[fresh]), "{r:?}");
 }

@@ -25,6 +25,8 @@ struct State {
     rules: Vec<(String, Fault, usize)>,
     /// (method, params) of every request, in arrival order.
     calls: Vec<(String, Value)>,
+    /// eth_getLogs over more blocks than this answers an error, like many hosted nodes.
+    max_log_blocks: Option<u64>,
 }
 
 pub struct RpcProxy {
@@ -51,6 +53,11 @@ impl RpcProxy {
             }
         });
         RpcProxy { url, state, task }
+    }
+
+    /// From now on every eth_getLogs over more than `max` blocks answers an error.
+    pub fn refuse_log_ranges_over(&self, max: u64) {
+        self.state.lock().unwrap().max_log_blocks = Some(max);
     }
 
     /// The next `times` calls of `method` fail with `fault`.
@@ -94,14 +101,23 @@ async fn serve(
     let fault = {
         let mut st = state.lock().unwrap();
         st.calls.push((method.clone(), request["params"].clone()));
+        let refused = method == "eth_getLogs"
+            && st
+                .max_log_blocks
+                .is_some_and(|max| log_blocks(&request) > max);
         let rule = st
             .rules
             .iter_mut()
             .find(|(m, _, left)| *m == method && *left > 0);
-        rule.map(|(_, fault, left)| {
+        let ruled = rule.map(|(_, fault, left)| {
             *left -= 1;
             *fault
-        })
+        });
+        if refused {
+            Some(Fault::Error)
+        } else {
+            ruled
+        }
     };
     let answer = match fault {
         Some(Fault::NotDelivered) => return Ok(()),
@@ -165,4 +181,17 @@ async fn read_request(sock: &mut TcpStream) -> std::io::Result<Vec<u8>> {
         buf.extend_from_slice(&chunk[..n]);
     }
     Ok(buf[header_end..header_end + len].to_vec())
+}
+
+/// How many blocks an eth_getLogs request spans (hex fromBlock/toBlock; 0 if unreadable).
+fn log_blocks(request: &Value) -> u64 {
+    let num = |k: &str| {
+        request["params"][0][k]
+            .as_str()
+            .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+    };
+    match (num("fromBlock"), num("toBlock")) {
+        (Some(from), Some(to)) => to.saturating_sub(from) + 1,
+        _ => 0,
+    }
 }
