@@ -1,0 +1,213 @@
+//! The claim in flight (module docs of [`super`]): signing locally before broadcasting, so
+//! the hash and nonce are recorded first; following it to `confirmations` deep; re-broadcasting
+//! the same bytes or replacing them with raised fees under the same nonce.
+
+use super::*;
+
+impl<S: CheckpointSource> SettlementWorker<S> {
+    /// Signs a claim for `batch` at the account's mined nonce, records it as in flight, then
+    /// broadcasts it. A broadcast error is returned but the claim stays in flight.
+    pub(super) async fn submit(
+        &mut self,
+        batch: &[ChainCheckpoint],
+        expected: &HashMap<ChannelId, u128>,
+        report: &mut TickReport,
+    ) -> Result<(), ChainError> {
+        let provider = self.client.provider().clone();
+        let sender = self.client.sender();
+        let call = if let [one] = batch {
+            self.client
+                .contract()
+                .claim(one.to_abi())
+                .from(sender)
+                .into_transaction_request()
+        } else {
+            let items = batch.iter().map(ChainCheckpoint::to_abi).collect();
+            self.client
+                .contract()
+                .claimMany(items)
+                .from(sender)
+                .into_transaction_request()
+        };
+        let nonce = provider.get_transaction_count(sender).latest().await?;
+        let gas = provider.estimate_gas(call.clone()).await?;
+        let request = call
+            .with_nonce(nonce)
+            .with_chain_id(self.client.chain_id())
+            // Headroom: a replacement may be mined against slightly different state.
+            .with_gas_limit(gas.saturating_add(gas / 5));
+        let fees = initial_fees(market_fees(&provider).await?, self.config.max_fee_per_gas);
+        let attempt = sign(&self.wallet, &request, fees).await?;
+        let hash = attempt.hash;
+        let raw = attempt.raw.clone();
+        let expect = batch
+            .iter()
+            .map(|c| {
+                let id = c.checkpoint.channel_id;
+                let capped = expected.get(&id).copied().unwrap_or(0);
+                (id, c.checkpoint.size, capped)
+            })
+            .collect();
+        self.in_flight = Some(InFlight {
+            nonce,
+            request,
+            newest: attempt,
+            replaced: Vec::new(),
+            signed_at: Instant::now(),
+            expect,
+            batch: batch.len() > 1,
+        });
+        self.stats.submitted.push(hash);
+        let channels = batch.iter().map(|c| c.checkpoint.channel_id).collect();
+        report.submitted = Some((hash, channels));
+        broadcast(&provider, hash, &raw).await?;
+        // A fast chain may already have mined it; look now rather than next tick.
+        self.check_in_flight(report, false).await?;
+        Ok(())
+    }
+
+    /// Follows the claim in flight. Returns true when nothing is in flight any more (so a new
+    /// claim may be signed). With `may_resend`, also handles an unmined claim: abandons it if
+    /// its nonce was used by something else, replaces it with higher fees after
+    /// `pending_timeout`, or re-broadcasts it when the node does not know it.
+    pub(super) async fn check_in_flight(
+        &mut self,
+        report: &mut TickReport,
+        may_resend: bool,
+    ) -> Result<bool, ChainError> {
+        let Some(flight) = &self.in_flight else {
+            return Ok(true);
+        };
+        let provider = self.client.provider().clone();
+        // Read before the receipts: a nonce used by then would show one of ours as mined.
+        let mined_nonce = if may_resend {
+            Some(
+                provider
+                    .get_transaction_count(self.client.sender())
+                    .latest()
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let versions = std::iter::once(flight.newest.hash).chain(flight.replaced.iter().copied());
+        for hash in versions {
+            let Some(receipt) = provider.get_transaction_receipt(hash).await? else {
+                continue;
+            };
+            let head = provider.get_block_number().await?;
+            let mined_in = receipt.block_number.unwrap_or(head);
+            if head.saturating_add(1) < mined_in.saturating_add(self.config.confirmations) {
+                report.waiting_on = Some(hash);
+                return Ok(false);
+            }
+            let ok = receipt.status();
+            report.confirmed = Some((hash, ok));
+            let skipped = if ok && flight.batch {
+                skipped_in(&receipt, self.client.address())
+            } else {
+                Vec::new()
+            };
+            for (id, size, claimed) in &flight.expect {
+                if skipped.iter().any(|(s, _)| s == id) {
+                    // Skipped: the chain did not move; re-read it before any new claim.
+                    self.known.remove(id);
+                } else if ok {
+                    self.known.insert(*id, (*size, *claimed));
+                } else {
+                    // Reverted: forget what we assumed, so the next tick re-reads the chain.
+                    self.known.remove(id);
+                }
+            }
+            self.in_flight = None;
+            for (id, why) in &skipped {
+                self.stats.skipped += 1;
+                if self.quarantined.insert(*id, why.clone()).is_none() {
+                    self.stats.quarantined.push(*id);
+                }
+            }
+            report.skipped = skipped;
+            return Ok(true);
+        }
+        let newest = &flight.newest;
+        let Some(mined_nonce) = mined_nonce else {
+            report.waiting_on = Some(newest.hash);
+            return Ok(false);
+        };
+        if mined_nonce > flight.nonce {
+            // Something else used the nonce, so no version can be mined any more. Fresh reads
+            // decide what to claim next.
+            report.abandoned = Some(newest.hash);
+            for (id, _, _) in &flight.expect {
+                self.known.remove(id);
+            }
+            self.in_flight = None;
+            return Ok(true);
+        }
+        if flight.signed_at.elapsed() >= self.config.pending_timeout {
+            let market = market_fees(&provider).await?;
+            if let Some(fees) = bumped_fees(newest.fees, market, self.config.max_fee_per_gas) {
+                let attempt = sign(&self.wallet, &flight.request, fees).await?;
+                let (hash, raw) = (attempt.hash, attempt.raw.clone());
+                if let Some(flight) = self.in_flight.as_mut() {
+                    let old = std::mem::replace(&mut flight.newest, attempt);
+                    flight.replaced.push(old.hash);
+                    flight.signed_at = Instant::now();
+                }
+                self.stats.resent.push(hash);
+                report.resent = Some(hash);
+                report.waiting_on = Some(hash);
+                broadcast(&provider, hash, &raw).await?;
+                return Ok(false);
+            }
+        }
+        let (hash, raw) = (newest.hash, newest.raw.clone());
+        report.waiting_on = Some(hash);
+        if provider.get_transaction_by_hash(hash).await?.is_none() {
+            // The broadcast failed, or the node dropped it: the same signed bytes again.
+            report.rebroadcast = Some(hash);
+            broadcast(&provider, hash, &raw).await?;
+        }
+        Ok(false)
+    }
+}
+
+async fn market_fees(provider: &DynProvider) -> Result<FeeBid, ChainError> {
+    let est = provider.estimate_eip1559_fees().await?;
+    Ok(FeeBid {
+        max_fee_per_gas: est.max_fee_per_gas,
+        max_priority_fee_per_gas: est.max_priority_fee_per_gas,
+    })
+}
+
+/// Signs `request` with `fees`, locally: the hash is known before anything is sent.
+async fn sign(
+    wallet: &EthereumWallet,
+    request: &TransactionRequest,
+    fees: FeeBid,
+) -> Result<Attempt, ChainError> {
+    let envelope = request
+        .clone()
+        .with_max_fee_per_gas(fees.max_fee_per_gas)
+        .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+        .build(wallet)
+        .await
+        .map_err(|e| ChainError::Signature(format!("signing a claim transaction: {e}")))?;
+    Ok(Attempt {
+        hash: *envelope.tx_hash(),
+        fees,
+        raw: envelope.encoded_2718(),
+    })
+}
+
+/// Sends signed bytes. An error is ignored when the node has the transaction anyway (it was
+/// already known, or the answer was lost after the node accepted it).
+async fn broadcast(provider: &DynProvider, hash: B256, raw: &[u8]) -> Result<(), ChainError> {
+    let Err(e) = provider.send_raw_transaction(raw).await else {
+        return Ok(());
+    };
+    match provider.get_transaction_by_hash(hash).await {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(ChainError::from(e)),
+    }
+}
