@@ -129,6 +129,14 @@ pub fn routes() -> Vec<RoutePrice> {
         },
         RoutePrice {
             method: "*".into(),
+            path: "/v1/hang".into(),
+            path_match: PathMatch::Exact,
+            price: Price::Fixed {
+                amount: Amount(ECHO_PRICE),
+            },
+        },
+        RoutePrice {
+            method: "*".into(),
             path: "/v1/fail".into(),
             path_match: PathMatch::Exact,
             price: Price::Fixed {
@@ -179,6 +187,13 @@ pub fn upstream_routes() -> Router {
             any(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
         )
         .route("/free", any(|| async { "free" }))
+        .route(
+            "/v1/hang",
+            any(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                "too late"
+            }),
+        )
 }
 
 /// Serves `app` on a fresh loopback port (tally-cli's [`Server`], the one in-process server

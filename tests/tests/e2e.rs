@@ -307,6 +307,32 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_upstream_times_out_records_nothing_and_frees_the_channel() {
+    let stack = Stack::start(|s| s.upstream_timeout = std::time::Duration::from_millis(500)).await;
+    let (ch, client, _cdir) = stack.client(1_000_000).await;
+    assert!(client.post("/v1/echo").body("before").send().await.is_ok());
+    let started = std::time::Instant::now();
+    match client.post("/v1/hang").send().await {
+        Err(ClientError::Refused {
+            reason: Reason::UpstreamUnavailable,
+            ..
+        }) => {}
+        other => panic!("expected upstream_unavailable, got {other:?}"),
+    }
+    // The upstream sleeps 30 s; the gateway gave up after 0.5 s.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let head = stack.gateway.store().unwrap().head(&ch.id).map(|h| h.size);
+    assert_eq!(head, Some(1), "nothing was recorded for the hung call");
+    // The channel is free again at once.
+    let after = client.post("/v1/echo").body("after").send().await;
+    assert_eq!(
+        after.map(|r| r.receipt.map(|r| r.outcome.seq)).ok(),
+        Some(Some(1))
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_checkpoint_is_answered_without_a_new_write() {
     let stack = Stack::start(|_| {}).await;
     let (ch, client, _cdir) = stack.client(1_000_000).await;

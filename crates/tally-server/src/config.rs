@@ -54,6 +54,9 @@ pub struct GatewayConfig {
     /// Funding cache lifetime, ms.
     #[serde(default = "default_funding_ttl_ms")]
     pub funding_ttl_ms: u64,
+    /// Most time a paid request may spend at the upstream, body included, ms.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub upstream_timeout_ms: u64,
     /// Shortest withdraw delay (seconds) of a channel this gateway serves.
     #[serde(default = "default_min_withdraw_delay")]
     pub min_withdraw_delay: u32,
@@ -163,6 +166,10 @@ pub struct SettlementConfig {
     /// How often the worker looks for due checkpoints, ms.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// A withdrawing channel whose claim window ends within this many seconds is claimed
+    /// alone, before any batch (spec/CHAIN.md §9).
+    #[serde(default = "default_deadline_margin_seconds")]
+    pub deadline_margin_seconds: u64,
 }
 
 fn default_threshold() -> Amount {
@@ -174,18 +181,22 @@ fn default_claim_interval_seconds() -> u64 {
 fn default_confirmations() -> u64 {
     SettleConfig::default().confirmations
 }
+fn default_deadline_margin_seconds() -> u64 {
+    SettleConfig::default().deadline_margin.as_secs()
+}
 fn default_poll_interval_ms() -> u64 {
     SettleConfig::default().poll_interval.as_millis() as u64
 }
 
 impl SettlementConfig {
-    /// The worker configuration: these four values over tally-chain's defaults.
+    /// The worker configuration: these five values over tally-chain's defaults.
     pub fn settle_config(&self) -> SettleConfig {
         SettleConfig {
             threshold: self.threshold.0,
             claim_interval: Duration::from_secs(self.claim_interval_seconds),
             confirmations: self.confirmations,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
+            deadline_margin: Duration::from_secs(self.deadline_margin_seconds),
             ..SettleConfig::default()
         }
     }
@@ -196,6 +207,9 @@ fn default_request_bytes() -> u64 {
 }
 fn default_response_bytes() -> u64 {
     8 << 20
+}
+fn default_upstream_timeout_ms() -> u64 {
+    120_000
 }
 fn default_funding_ttl_ms() -> u64 {
     2000
@@ -265,6 +279,7 @@ impl GatewayConfig {
         s.max_request_bytes = self.max_request_bytes;
         s.max_response_bytes = self.max_response_bytes;
         s.funding_ttl = Duration::from_millis(self.funding_ttl_ms);
+        s.upstream_timeout = Duration::from_millis(self.upstream_timeout_ms.max(1));
         s.min_withdraw_delay = self.min_withdraw_delay;
         s.unmatched = self.unmatched;
         s.max_channels_in_memory = self.max_channels_in_memory;

@@ -85,6 +85,9 @@ pub struct Settings {
     pub min_withdraw_delay: u32,
     /// Responses up to this size are kept for byte-identical retries of the last seq.
     pub replay_cache_bytes: usize,
+    /// Most time an admitted request may spend at the upstream, response body included; past
+    /// it nothing is recorded and the channel is free again (spec/HTTP.md §9).
+    pub upstream_timeout: Duration,
     /// Log store tuning.
     pub store: StoreConfig,
     /// What happens to requests no route prices.
@@ -120,6 +123,7 @@ impl Settings {
             routes,
             funding_ttl: Duration::from_secs(2),
             replay_cache_bytes: 64 << 10,
+            upstream_timeout: Duration::from_secs(120),
             store: StoreConfig::default(),
             unmatched: Unmatched::Free,
             max_channels_in_memory: 100_000,

@@ -259,23 +259,22 @@ where
     let (channel, seq) = (admission.channel(), admission.seq());
     let max_amount = admission.authorization().max_amount;
     let admitted_at = std::time::Instant::now();
-    let resp = match inner.call(req).await {
-        Ok(r) => r,
-        Err(never) => match never {},
+    let answered = fetch_upstream(
+        &mut inner,
+        req,
+        settings.max_response_bytes,
+        settings.upstream_timeout,
+    )
+    .await
+    .inspect_err(|_| tracing::warn!(%channel, seq, "upstream failed; nothing recorded"))?;
+    let (mut resp_parts, resp_body) = match answered {
+        Ok(ok) => ok,
+        Err(failed) => {
+            // Nothing was served: drop the admission (and the lock), record nothing.
+            tracing::warn!(%channel, seq, "upstream unavailable; nothing recorded");
+            return Ok(failed);
+        }
     };
-    if resp.extensions().get::<UpstreamFailed>().is_some() {
-        // Nothing was served: drop the admission (and the lock), record nothing.
-        tracing::warn!(%channel, seq, "upstream unavailable; nothing recorded");
-        return Ok(resp);
-    }
-    let (mut resp_parts, resp_body) = strip_payment_headers(resp).into_parts();
-    let limit = settings.max_response_bytes;
-    let resp_body = read_limited(resp_body, limit).await.map_err(|_| {
-        GatewayError::new(
-            Reason::ResponseTooLarge { limit },
-            format!("the upstream's response exceeds {limit} bytes; nothing was charged"),
-        )
-    })?;
     let upstream_time = admitted_at.elapsed();
     let status = resp_parts.status.as_u16();
     let c = charge(
@@ -322,6 +321,47 @@ where
         "metered"
     );
     Ok(Response::from_parts(resp_parts, Body::from(resp_body)))
+}
+
+/// The upstream's answer to an admitted request, read whole (up to `limit`) within `timeout`:
+/// `Ok(Err(resp))` when the proxy could not reach the upstream (nothing was served). A hung
+/// upstream must not hold the channel forever (the task outlives the client): past the
+/// timeout the caller records nothing and drops the admission, and with it the lock.
+async fn fetch_upstream<S>(
+    inner: &mut S,
+    req: Request<Body>,
+    limit: u64,
+    timeout: std::time::Duration,
+) -> Result<Result<(http::response::Parts, Bytes), Response>, GatewayError>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    let exchange = async {
+        let resp = match inner.call(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        if resp.extensions().get::<UpstreamFailed>().is_some() {
+            return Ok(Err(resp));
+        }
+        let (parts, body) = strip_payment_headers(resp).into_parts();
+        let body = read_limited(body, limit).await.map_err(|_| {
+            GatewayError::new(
+                Reason::ResponseTooLarge { limit },
+                format!("the upstream's response exceeds {limit} bytes; nothing was charged"),
+            )
+        })?;
+        Ok(Ok((parts, body)))
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        GatewayError::new(
+            Reason::UpstreamUnavailable,
+            format!(
+                "the upstream did not answer within {} ms; nothing was recorded or charged",
+                timeout.as_millis()
+            ),
+        )
+    })?
 }
 
 /// Reads a whole body, failing with `true` if it exceeds `limit` bytes and `false` on a
