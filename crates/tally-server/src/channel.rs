@@ -55,6 +55,9 @@ pub struct ChannelState {
     pub id: ChannelId,
     /// The bound session key.
     pub session_key: Option<PublicKey>,
+    /// The channel's request salt (spec/PROTOCOL.md §3.3), stored before the session key, so
+    /// a bound channel loaded from the database always has one (older bindings excepted).
+    pub salt: Option<tally_core::RequestSalt>,
     /// Durable log size: the seq expected next.
     pub size: u64,
     /// Root at `size`.
@@ -89,6 +92,9 @@ impl ChannelState {
         bindings: &Bindings,
         key: &SecretKey,
     ) -> Result<Self, GatewayError> {
+        let salt = bindings
+            .salt(&id)
+            .map_err(|e| GatewayError::internal(format!("request salt: {e}")))?;
         let session_key = bindings
             .session(&id)
             .map_err(|e| GatewayError::internal(format!("session binding: {e}")))?;
@@ -129,6 +135,7 @@ impl ChannelState {
         Ok(ChannelState {
             id,
             session_key,
+            salt,
             size,
             root,
             cumulative,

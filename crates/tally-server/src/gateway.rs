@@ -519,10 +519,7 @@ impl Gateway {
         Ok(tally_http::api::ChannelState {
             channel_id: st.id,
             session_key: st.session_key,
-            request_salt: self
-                .bindings()
-                .salt(channel)
-                .map_err(|e| GatewayError::internal(format!("request salt: {e}")))?,
+            request_salt: st.salt,
             size: st.size,
             root: st.root,
             cumulative: Amount(st.cumulative),

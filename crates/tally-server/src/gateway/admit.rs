@@ -120,7 +120,11 @@ impl Gateway {
         let st = guard
             .as_mut()
             .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
-        let salt = self.request_salt(&auth.channel_id)?;
+        // Held in the channel's state (loaded with the binding): no database read per request.
+        let salt = match st.salt {
+            Some(salt) => salt,
+            None => self.request_salt(&auth.channel_id)?,
+        };
         if auth.terms_hash != i.terms_hash {
             return Err(GatewayError::new(
                 Reason::TermsChanged {

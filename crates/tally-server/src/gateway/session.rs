@@ -56,6 +56,7 @@ impl Gateway {
                 ));
             }
             let salt = gw.salt_for_binding(&id).await?;
+            st.salt = Some(salt);
             match st.session_key {
                 Some(_) => Ok(salt),
                 None => {
