@@ -37,7 +37,9 @@
 //! RPC failures surface from [`SettlementWorker::tick`] as transient errors; [`run`] retries
 //! them with exponential backoff. A failing `WithdrawInitiated` scan does not fail the tick:
 //! the scan resumes from the failed chunk next tick, and meanwhile every channel with a newer
-//! checkpoint has its state read, which shows pending withdrawals too.
+//! checkpoint has its state read, which shows pending withdrawals too. Every tick the scan
+//! reads the last `reorg_depth_blocks` blocks again, so an event in a block that a reorg
+//! replaced after the scan passed it is still found (spec/CHAIN.md §9, "Reorgs").
 //!
 //! [`run`]: SettlementWorker::run
 
@@ -115,6 +117,10 @@ pub struct SettleConfig {
     /// alone, first (urgent): a batch can be mined later than simulated, and this margin is
     /// the delay the worker plans for.
     pub deadline_margin: Duration,
+    /// Every tick the `WithdrawInitiated` scan reads the last this many blocks again, so an
+    /// event in a block that was reorged out and back in (or replaced) after the scan passed
+    /// it is still seen. Set it to at least the chain's usual reorg depth.
+    pub reorg_depth_blocks: u64,
 }
 
 impl Default for SettleConfig {
@@ -133,6 +139,7 @@ impl Default for SettleConfig {
             log_chunk_blocks: 2_000,
             log_chunks_per_tick: 32,
             deadline_margin: Duration::from_secs(600),
+            reorg_depth_blocks: 12,
         }
     }
 }
@@ -264,6 +271,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 config.from_block,
                 config.log_chunk_blocks,
                 config.log_chunks_per_tick,
+                config.reorg_depth_blocks,
             ),
             quarantined: BTreeMap::new(),
             config,
@@ -391,7 +399,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         // Past its deadline a withdrawing channel can no longer be claimed.
         self.withdrawing.retain(|_, at| *at > now);
         // While the scan lags, events may be unseen: read every channel with news instead.
-        let scan_behind = self.scan.next_block <= head;
+        let scan_behind = !scanned.caught_up;
 
         let timer_due = self.last_timer.elapsed() >= self.config.claim_interval;
         let candidates = self

@@ -448,6 +448,8 @@ async fn log_scan_goes_in_chunks_resumes_after_a_failure_and_never_blocks_claims
     let cfg = SettleConfig {
         log_chunk_blocks: 3,
         log_chunks_per_tick: 100,
+        // Exact ranges are asserted below; the reorg rescan has its own test.
+        reorg_depth_blocks: 0,
         ..config(1_000, Duration::from_secs(3600))
     };
     let mut w =
@@ -911,4 +913,35 @@ async fn a_batch_mined_after_an_entrys_deadline_pays_the_rest_and_quarantines_it
     source.set(env.sign(bad, 6, 3_000));
     let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[fresh]), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_withdraw_event_in_a_block_replaced_by_a_reorg_is_still_found() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
+    let id = env.open(10_000).await;
+    // Below the threshold: only a withdrawal makes it due.
+    source.set(env.sign(id, 3, 40));
+    let p = env.payer.provider().clone();
+    let snapshot: U256 = p.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    for _ in 0..3 {
+        env.mine().await;
+    }
+    assert_eq!(tick_mined(&env, &mut w).await, TickReport::default());
+    let head = p.get_block_number().await.unwrap();
+    assert_eq!(w.scan_cursor(), head + 1);
+    // A reorg: the blocks the scan read are replaced by a shorter chain whose new block
+    // carries the payer's WithdrawInitiated, below the scan's cursor.
+    let reverted: bool = p
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert!(reverted);
+    env.payer.initiate_withdraw(&id).await.unwrap();
+    assert!(p.get_block_number().await.unwrap() < head);
+    let r = tick_mined(&env, &mut w).await;
+    assert_eq!(r.withdraw_seen, vec![id], "{r:?}");
+    assert!(covers(&r, &[id]), "{r:?}");
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
 }
