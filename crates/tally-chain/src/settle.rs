@@ -6,7 +6,8 @@
 //! - the claim timer (`claim_interval`) ran out and the payout is non-zero; or
 //! - the channel is withdrawing (a `WithdrawInitiated` event was seen, or a read showed a
 //!   pending withdrawal) and the payout is non-zero: the payee must claim before the delay
-//!   ends, so this skips the threshold.
+//!   ends, so this skips the threshold. A withdrawing channel is read again on every tick,
+//!   so a claim a reorg dropped, or a withdrawal a reorg undid, is seen at once.
 //!
 //! A batch takes withdrawing channels first (earliest deadline first), then over-threshold
 //! ones, then timer-due ones, up to `max_batch`; the chosen entries are ordered by token so
@@ -431,13 +432,14 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         let mut candidates = Vec::new();
         for (id, cp) in latest {
             let (known_size, known_claimed) = self.known.get(id).copied().unwrap_or((0, 0));
+            let urgent = self.withdrawing.contains_key(id);
             // On the timer every channel is read again, even one we believe claimed up to
-            // this checkpoint: a reorg may have undone that claim.
-            if cp.checkpoint.size <= known_size && !timer_due {
+            // this checkpoint: a reorg may have undone that claim. A withdrawing channel is
+            // read on every tick for the same reason, since its window is closing (§9).
+            if cp.checkpoint.size <= known_size && !timer_due && !urgent {
                 continue;
             }
             let estimate = cp.checkpoint.cumulative.saturating_sub(known_claimed);
-            let urgent = self.withdrawing.contains_key(id);
             if !(urgent || read_all || estimate >= self.config.threshold) {
                 continue;
             }
@@ -450,17 +452,23 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 Err(e) => return Err(e),
             };
             self.known.insert(*id, (state.claimed_size, state.claimed));
-            if cp.checkpoint.size <= state.claimed_size {
-                continue;
-            }
             if !state.claimable_at(now) {
                 self.withdrawing.remove(id);
                 continue;
             }
-            if let WithdrawState::Pending { at } = state.withdraw {
-                if self.withdrawing.insert(*id, at).is_none() {
-                    report.withdraw_seen.push(*id);
+            match state.withdraw {
+                WithdrawState::Pending { at } => {
+                    if self.withdrawing.insert(*id, at).is_none() {
+                        report.withdraw_seen.push(*id);
+                    }
                 }
+                // The withdrawal we saw was undone by a reorg: the chain's word wins.
+                _ => {
+                    self.withdrawing.remove(id);
+                }
+            }
+            if cp.checkpoint.size <= state.claimed_size {
+                continue;
             }
             if let Some(why) = self.unclaimable(&state, cp) {
                 report.rejected.push((*id, why));

@@ -945,3 +945,31 @@ async fn a_withdraw_event_in_a_block_replaced_by_a_reorg_is_still_found() {
     assert!(covers(&r, &[id]), "{r:?}");
     assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
 }
+
+#[tokio::test]
+async fn a_withdrawing_channel_whose_claim_a_reorg_dropped_is_claimed_again_at_once() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    // The claim timer never runs out during the test: only the per-tick re-read can help.
+    let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
+    let id = env.open(10_000).await;
+    env.payer.initiate_withdraw(&id).await.unwrap();
+    let p = env.payer.provider().clone();
+    let snapshot: U256 = p.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    source.set(env.sign(id, 3, 40));
+    let r = tick_mined(&env, &mut w).await;
+    assert!(covers(&r, &[id]), "{r:?}");
+    assert!(matches!(w.tick().await.unwrap().confirmed, Some((_, true))));
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
+
+    // A reorg drops the claim; the withdrawal stays.
+    let reverted: bool = p
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert!(reverted);
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 0);
+    let r = tick_mined(&env, &mut w).await;
+    assert!(covers(&r, &[id]), "claimed again on the next tick: {r:?}");
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
+}
