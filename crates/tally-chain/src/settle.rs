@@ -21,6 +21,9 @@
 //! the ones `claim` would reject are left out (reported in `rejected`). If a mined batch still
 //! skipped entries (`ClaimSkipped`), those channels are quarantined: never batched again, only
 //! claimed alone after a fresh simulation, and counted in [`WorkerStats::skipped`].
+//! An urgent claim bids the market estimate scaled by how close its deadline is (1× at the
+//! margin up to 4× at the deadline, [`urgent_fees`]; still under `max_fee_per_gas`), and is
+//! replaced after the shorter `urgent_pending_timeout`, each version scaled again.
 //!
 //! Never double-submits: at most one claim is in flight, and it owns one nonce. The worker
 //! signs a claim locally and records its hash and nonce *before* broadcasting, so a send that
@@ -69,7 +72,7 @@ mod skips;
 mod submit;
 
 use batch::{choose_batch, Candidate, Why};
-pub use fees::{bumped_fees, initial_fees, FeeBid, FEE_BUMP};
+pub use fees::{bumped_fees, initial_fees, urgent_fees, FeeBid, FEE_BUMP, URGENT_MAX_MULTIPLIER};
 
 pub use skips::{skip_reason, skipped_in};
 
@@ -122,6 +125,10 @@ pub struct SettleConfig {
     /// event in a block that was reorged out and back in (or replaced) after the scan passed
     /// it is still seen. Set it to at least the chain's usual reorg depth.
     pub reorg_depth_blocks: u64,
+    /// Like `pending_timeout`, for an urgent claim (deadline within `deadline_margin`): it is
+    /// replaced sooner, and each version bids more as the deadline nears
+    /// ([`urgent_fees`]).
+    pub urgent_pending_timeout: Duration,
 }
 
 impl Default for SettleConfig {
@@ -141,6 +148,7 @@ impl Default for SettleConfig {
             log_chunks_per_tick: 32,
             deadline_margin: Duration::from_secs(600),
             reorg_depth_blocks: 12,
+            urgent_pending_timeout: Duration::from_secs(24),
         }
     }
 }
@@ -223,6 +231,9 @@ struct InFlight {
     expect: Vec<(ChannelId, u64, u128)>,
     /// Whether this is a `claimMany` (whose receipt may carry `ClaimSkipped`).
     batch: bool,
+    /// For an urgent claim, when its claim window closes (chain time): its fees scale with
+    /// how close that is, and it is replaced after `urgent_pending_timeout`.
+    deadline: Option<u64>,
 }
 
 /// Called by [`SettlementWorker::run`] after every tick with its outcome, so the embedding
@@ -512,7 +523,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         // Urgent ones go first, earliest deadline first; they are never batched.
         alone.sort_by_key(|c| (c.why, c.cp.checkpoint.channel_id));
         for c in alone {
-            if self.submit_alone(&c, report).await? {
+            if self.submit_alone(&c, true, report).await? {
                 report.urgent = Some(c.cp.checkpoint.channel_id);
                 self.stats.urgent += 1;
                 report.deferred = waiting - 1;
@@ -534,41 +545,19 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             }
         }
         if !batch.is_empty() {
-            self.submit(&batch, &expected, report).await?;
+            self.submit(&batch, &expected, None, report).await?;
             report.deferred = cut + suspects.len();
             return Ok(cut + suspects.len());
         }
         suspects.sort_by_key(|c| (c.why, Reverse(c.payout), c.cp.checkpoint.channel_id));
         for c in suspects {
-            if self.submit_alone(&c, report).await? {
+            if self.submit_alone(&c, false, report).await? {
                 report.deferred = waiting - 1;
                 return Ok(waiting - 1);
             }
         }
         report.deferred = cut;
         Ok(cut)
-    }
-
-    /// Simulates a single `claim` of `c` and sends it if the contract would accept it; a
-    /// refusal goes to `rejected`. Returns whether a claim was sent.
-    async fn submit_alone(
-        &mut self,
-        c: &Candidate,
-        report: &mut TickReport,
-    ) -> Result<bool, ChainError> {
-        let id = c.cp.checkpoint.channel_id;
-        match self.client.simulate_claim(&c.cp).await {
-            Ok(()) => {}
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => {
-                report.rejected.push((id, e.to_string()));
-                return Ok(false);
-            }
-        }
-        let expected = HashMap::from([(id, c.capped)]);
-        self.submit(std::slice::from_ref(&c.cp), &expected, report)
-            .await?;
-        Ok(true)
     }
 
     /// Why the contract would refuse `cp` for `state`, checked offchain; None if it would not.
@@ -590,25 +579,5 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             return Some(e.to_string());
         }
         None
-    }
-
-    /// A batch failed simulation or would skip entries: keep only the entries a single
-    /// `claim` accepts now.
-    async fn isolate_failures(
-        &self,
-        batch: Vec<ChainCheckpoint>,
-        report: &mut TickReport,
-    ) -> Result<Vec<ChainCheckpoint>, ChainError> {
-        let mut good = Vec::new();
-        for cp in batch {
-            match self.client.simulate_claim(&cp).await {
-                Ok(()) => good.push(cp),
-                Err(e) if e.is_transient() => return Err(e),
-                Err(e) => report
-                    .rejected
-                    .push((cp.checkpoint.channel_id, e.to_string())),
-            }
-        }
-        Ok(good)
     }
 }

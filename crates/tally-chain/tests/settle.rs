@@ -959,7 +959,9 @@ async fn a_withdrawing_channel_whose_claim_a_reorg_dropped_is_claimed_again_at_o
     source.set(env.sign(id, 3, 40));
     let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[id]), "{r:?}");
-    assert!(matches!(w.tick().await.unwrap().confirmed, Some((_, true))));
+    // The worker has seen it mined (in the tick that sent it, or in this one).
+    let r = w.tick().await.unwrap();
+    assert!(w.in_flight().is_none() && r.submitted.is_none(), "{r:?}");
     assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
 
     // A reorg drops the claim; the withdrawal stays.
@@ -971,5 +973,68 @@ async fn a_withdrawing_channel_whose_claim_a_reorg_dropped_is_claimed_again_at_o
     assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 0);
     let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[id]), "claimed again on the next tick: {r:?}");
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
+}
+
+#[tokio::test]
+async fn an_urgent_claim_bids_more_as_its_deadline_nears_and_is_replaced_sooner() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let margin = u64::from(common::DELAY) + 60;
+    let cfg = SettleConfig {
+        deadline_margin: Duration::from_secs(margin),
+        // Ordinary claims would wait an hour before a replacement; urgent ones do not.
+        pending_timeout: Duration::from_secs(3600),
+        urgent_pending_timeout: Duration::from_millis(300),
+        ..config(1_000, Duration::from_secs(3600))
+    };
+    let mut w = worker(&env, &source, cfg);
+    let id = env.open(10_000).await;
+    env.payer.initiate_withdraw(&id).await.unwrap();
+    assert!(matches!(
+        env.payer.channel(&id).await.unwrap().withdraw,
+        WithdrawState::Pending { .. }
+    ));
+    // About 100 s of the window left, of a margin of an hour: close to 4x the market.
+    env.warp(u64::from(common::DELAY) - 100).await;
+    env.automine(false).await;
+    // anvil updates its fee history after a block asynchronously; let it settle.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let market = env.payer.provider().estimate_eip1559_fees().await.unwrap();
+    // 100 s of 3,660 left: 1 + 3 * 3,560 / 3,660 = 3.92x.
+    let scaled = tally_chain::settle::urgent_fees(
+        tally_chain::FeeBid {
+            max_fee_per_gas: market.max_fee_per_gas,
+            max_priority_fee_per_gas: market.max_priority_fee_per_gas,
+        },
+        100,
+        margin,
+    );
+    assert!(scaled.max_fee_per_gas * 100 >= market.max_fee_per_gas * 391);
+
+    source.set(env.sign(id, 3, 40));
+    let r = w.tick().await.unwrap();
+    assert_eq!(r.urgent, Some(id));
+    let (first, _) = r.submitted.expect("urgent claim sent");
+    let (max1, tip1) = fees_of(&env, first).await.expect("in the pool");
+    // Well above the market estimate (the old worker bid exactly that), though a block's
+    // worth of base-fee drift between the two estimates is allowed.
+    assert!(
+        max1 >= 3 * market.max_fee_per_gas && tip1 >= 3 * market.max_priority_fee_per_gas,
+        "bid {max1}/{tip1}, market {market:?}"
+    );
+    assert!(max1 <= scaled.max_fee_per_gas + scaled.max_fee_per_gas / 8);
+
+    // Not mined: replaced after the short urgent timeout, bidding more again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let r = w.tick().await.unwrap();
+    let second = r.resent.expect("replaced after urgent_pending_timeout");
+    let (max2, tip2) = fees_of(&env, second).await.expect("in the pool");
+    assert!(
+        max2 * 8 >= max1 * 9 && tip2 * 8 >= tip1 * 9,
+        "{max1}/{tip1} -> {max2}/{tip2}"
+    );
+    env.mine().await;
+    assert_eq!(w.tick().await.unwrap().confirmed, Some((second, true)));
     assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
 }
