@@ -3,8 +3,11 @@
 //! shrink when the node refuses a range and ask for this payee's events only, urgent single
 //! claims near a deadline, quarantine of entries a mined batch skipped,
 //! fee-bumped replacement of a stuck claim, no second claim after a lost send answer or while
-//! a claim is pending, confirmations and re-reads after a reorg, and retries through an
-//! unreachable RPC endpoint. Also the Funding view and its admission check.
+//! a claim is pending, confirmations and re-reads after a reorg, a withdraw event in a block a
+//! reorg replaced (rescan of the last blocks), a withdrawing channel whose claim a reorg
+//! dropped (re-read every tick), urgent claims that bid more near their deadline and are
+//! replaced sooner, and retries through an unreachable RPC endpoint. Also the Funding view and
+//! its admission check.
 
 mod common;
 
