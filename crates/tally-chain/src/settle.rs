@@ -6,7 +6,8 @@
 //! - the claim timer (`claim_interval`) ran out and the payout is non-zero; or
 //! - the channel is withdrawing (a `WithdrawInitiated` event was seen, or a read showed a
 //!   pending withdrawal) and the payout is non-zero: the payee must claim before the delay
-//!   ends, so this skips the threshold.
+//!   ends, so this skips the threshold. A withdrawing channel is read again on every tick,
+//!   so a claim a reorg dropped, or a withdrawal a reorg undid, is seen at once.
 //!
 //! A batch takes withdrawing channels first (earliest deadline first), then over-threshold
 //! ones, then timer-due ones, up to `max_batch`; the chosen entries are ordered by token so
@@ -20,6 +21,9 @@
 //! the ones `claim` would reject are left out (reported in `rejected`). If a mined batch still
 //! skipped entries (`ClaimSkipped`), those channels are quarantined: never batched again, only
 //! claimed alone after a fresh simulation, and counted in [`WorkerStats::skipped`].
+//! An urgent claim bids the market estimate scaled by how close its deadline is (1× at the
+//! margin up to 4× at the deadline, [`urgent_fees`]; still under `max_fee_per_gas`), and is
+//! replaced after the shorter `urgent_pending_timeout`, each version scaled again.
 //!
 //! Never double-submits: at most one claim is in flight, and it owns one nonce. The worker
 //! signs a claim locally and records its hash and nonce *before* broadcasting, so a send that
@@ -37,7 +41,9 @@
 //! RPC failures surface from [`SettlementWorker::tick`] as transient errors; [`run`] retries
 //! them with exponential backoff. A failing `WithdrawInitiated` scan does not fail the tick:
 //! the scan resumes from the failed chunk next tick, and meanwhile every channel with a newer
-//! checkpoint has its state read, which shows pending withdrawals too.
+//! checkpoint has its state read, which shows pending withdrawals too. Every tick the scan
+//! reads the last `reorg_depth_blocks` blocks again, so an event in a block that a reorg
+//! replaced after the scan passed it is still found (spec/CHAIN.md §9, "Reorgs").
 //!
 //! [`run`]: SettlementWorker::run
 
@@ -66,7 +72,7 @@ mod skips;
 mod submit;
 
 use batch::{choose_batch, Candidate, Why};
-pub use fees::{bumped_fees, initial_fees, FeeBid, FEE_BUMP};
+pub use fees::{bumped_fees, initial_fees, urgent_fees, FeeBid, FEE_BUMP, URGENT_MAX_MULTIPLIER};
 
 pub use skips::{skip_reason, skipped_in};
 
@@ -115,6 +121,14 @@ pub struct SettleConfig {
     /// alone, first (urgent): a batch can be mined later than simulated, and this margin is
     /// the delay the worker plans for.
     pub deadline_margin: Duration,
+    /// Every tick the `WithdrawInitiated` scan reads the last this many blocks again, so an
+    /// event in a block that was reorged out and back in (or replaced) after the scan passed
+    /// it is still seen. Set it to at least the chain's usual reorg depth.
+    pub reorg_depth_blocks: u64,
+    /// Like `pending_timeout`, for an urgent claim (deadline within `deadline_margin`): it is
+    /// replaced sooner, and each version bids more as the deadline nears
+    /// ([`urgent_fees`]).
+    pub urgent_pending_timeout: Duration,
 }
 
 impl Default for SettleConfig {
@@ -133,6 +147,8 @@ impl Default for SettleConfig {
             log_chunk_blocks: 2_000,
             log_chunks_per_tick: 32,
             deadline_margin: Duration::from_secs(600),
+            reorg_depth_blocks: 12,
+            urgent_pending_timeout: Duration::from_secs(24),
         }
     }
 }
@@ -215,6 +231,9 @@ struct InFlight {
     expect: Vec<(ChannelId, u64, u128)>,
     /// Whether this is a `claimMany` (whose receipt may carry `ClaimSkipped`).
     batch: bool,
+    /// For an urgent claim, when its claim window closes (chain time): its fees scale with
+    /// how close that is, and it is replaced after `urgent_pending_timeout`.
+    deadline: Option<u64>,
 }
 
 /// Called by [`SettlementWorker::run`] after every tick with its outcome, so the embedding
@@ -264,6 +283,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 config.from_block,
                 config.log_chunk_blocks,
                 config.log_chunks_per_tick,
+                config.reorg_depth_blocks,
             ),
             quarantined: BTreeMap::new(),
             config,
@@ -391,7 +411,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         // Past its deadline a withdrawing channel can no longer be claimed.
         self.withdrawing.retain(|_, at| *at > now);
         // While the scan lags, events may be unseen: read every channel with news instead.
-        let scan_behind = self.scan.next_block <= head;
+        let scan_behind = !scanned.caught_up;
 
         let timer_due = self.last_timer.elapsed() >= self.config.claim_interval;
         let candidates = self
@@ -423,13 +443,14 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         let mut candidates = Vec::new();
         for (id, cp) in latest {
             let (known_size, known_claimed) = self.known.get(id).copied().unwrap_or((0, 0));
+            let urgent = self.withdrawing.contains_key(id);
             // On the timer every channel is read again, even one we believe claimed up to
-            // this checkpoint: a reorg may have undone that claim.
-            if cp.checkpoint.size <= known_size && !timer_due {
+            // this checkpoint: a reorg may have undone that claim. A withdrawing channel is
+            // read on every tick for the same reason, since its window is closing (§9).
+            if cp.checkpoint.size <= known_size && !timer_due && !urgent {
                 continue;
             }
             let estimate = cp.checkpoint.cumulative.saturating_sub(known_claimed);
-            let urgent = self.withdrawing.contains_key(id);
             if !(urgent || read_all || estimate >= self.config.threshold) {
                 continue;
             }
@@ -442,17 +463,23 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 Err(e) => return Err(e),
             };
             self.known.insert(*id, (state.claimed_size, state.claimed));
-            if cp.checkpoint.size <= state.claimed_size {
-                continue;
-            }
             if !state.claimable_at(now) {
                 self.withdrawing.remove(id);
                 continue;
             }
-            if let WithdrawState::Pending { at } = state.withdraw {
-                if self.withdrawing.insert(*id, at).is_none() {
-                    report.withdraw_seen.push(*id);
+            match state.withdraw {
+                WithdrawState::Pending { at } => {
+                    if self.withdrawing.insert(*id, at).is_none() {
+                        report.withdraw_seen.push(*id);
+                    }
                 }
+                // The withdrawal we saw was undone by a reorg: the chain's word wins.
+                _ => {
+                    self.withdrawing.remove(id);
+                }
+            }
+            if cp.checkpoint.size <= state.claimed_size {
+                continue;
             }
             if let Some(why) = self.unclaimable(&state, cp) {
                 report.rejected.push((*id, why));
@@ -496,7 +523,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         // Urgent ones go first, earliest deadline first; they are never batched.
         alone.sort_by_key(|c| (c.why, c.cp.checkpoint.channel_id));
         for c in alone {
-            if self.submit_alone(&c, report).await? {
+            if self.submit_alone(&c, true, report).await? {
                 report.urgent = Some(c.cp.checkpoint.channel_id);
                 self.stats.urgent += 1;
                 report.deferred = waiting - 1;
@@ -518,41 +545,19 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             }
         }
         if !batch.is_empty() {
-            self.submit(&batch, &expected, report).await?;
+            self.submit(&batch, &expected, None, report).await?;
             report.deferred = cut + suspects.len();
             return Ok(cut + suspects.len());
         }
         suspects.sort_by_key(|c| (c.why, Reverse(c.payout), c.cp.checkpoint.channel_id));
         for c in suspects {
-            if self.submit_alone(&c, report).await? {
+            if self.submit_alone(&c, false, report).await? {
                 report.deferred = waiting - 1;
                 return Ok(waiting - 1);
             }
         }
         report.deferred = cut;
         Ok(cut)
-    }
-
-    /// Simulates a single `claim` of `c` and sends it if the contract would accept it; a
-    /// refusal goes to `rejected`. Returns whether a claim was sent.
-    async fn submit_alone(
-        &mut self,
-        c: &Candidate,
-        report: &mut TickReport,
-    ) -> Result<bool, ChainError> {
-        let id = c.cp.checkpoint.channel_id;
-        match self.client.simulate_claim(&c.cp).await {
-            Ok(()) => {}
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => {
-                report.rejected.push((id, e.to_string()));
-                return Ok(false);
-            }
-        }
-        let expected = HashMap::from([(id, c.capped)]);
-        self.submit(std::slice::from_ref(&c.cp), &expected, report)
-            .await?;
-        Ok(true)
     }
 
     /// Why the contract would refuse `cp` for `state`, checked offchain; None if it would not.
@@ -574,25 +579,5 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             return Some(e.to_string());
         }
         None
-    }
-
-    /// A batch failed simulation or would skip entries: keep only the entries a single
-    /// `claim` accepts now.
-    async fn isolate_failures(
-        &self,
-        batch: Vec<ChainCheckpoint>,
-        report: &mut TickReport,
-    ) -> Result<Vec<ChainCheckpoint>, ChainError> {
-        let mut good = Vec::new();
-        for cp in batch {
-            match self.client.simulate_claim(&cp).await {
-                Ok(()) => good.push(cp),
-                Err(e) if e.is_transient() => return Err(e),
-                Err(e) => report
-                    .rejected
-                    .push((cp.checkpoint.channel_id, e.to_string())),
-            }
-        }
-        Ok(good)
     }
 }

@@ -3,8 +3,11 @@
 //! shrink when the node refuses a range and ask for this payee's events only, urgent single
 //! claims near a deadline, quarantine of entries a mined batch skipped,
 //! fee-bumped replacement of a stuck claim, no second claim after a lost send answer or while
-//! a claim is pending, confirmations and re-reads after a reorg, and retries through an
-//! unreachable RPC endpoint. Also the Funding view and its admission check.
+//! a claim is pending, confirmations and re-reads after a reorg, a withdraw event in a block a
+//! reorg replaced (rescan of the last blocks), a withdrawing channel whose claim a reorg
+//! dropped (re-read every tick), urgent claims that bid more near their deadline and are
+//! replaced sooner, and retries through an unreachable RPC endpoint. Also the Funding view and
+//! its admission check.
 
 mod common;
 
@@ -448,6 +451,8 @@ async fn log_scan_goes_in_chunks_resumes_after_a_failure_and_never_blocks_claims
     let cfg = SettleConfig {
         log_chunk_blocks: 3,
         log_chunks_per_tick: 100,
+        // Exact ranges are asserted below; the reorg rescan has its own test.
+        reorg_depth_blocks: 0,
         ..config(1_000, Duration::from_secs(3600))
     };
     let mut w =
@@ -911,4 +916,128 @@ async fn a_batch_mined_after_an_entrys_deadline_pays_the_rest_and_quarantines_it
     source.set(env.sign(bad, 6, 3_000));
     let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[fresh]), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_withdraw_event_in_a_block_replaced_by_a_reorg_is_still_found() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
+    let id = env.open(10_000).await;
+    // Below the threshold: only a withdrawal makes it due.
+    source.set(env.sign(id, 3, 40));
+    let p = env.payer.provider().clone();
+    let snapshot: U256 = p.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    for _ in 0..3 {
+        env.mine().await;
+    }
+    assert_eq!(tick_mined(&env, &mut w).await, TickReport::default());
+    let head = p.get_block_number().await.unwrap();
+    assert_eq!(w.scan_cursor(), head + 1);
+    // A reorg: the blocks the scan read are replaced by a shorter chain whose new block
+    // carries the payer's WithdrawInitiated, below the scan's cursor.
+    let reverted: bool = p
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert!(reverted);
+    env.payer.initiate_withdraw(&id).await.unwrap();
+    assert!(p.get_block_number().await.unwrap() < head);
+    let r = tick_mined(&env, &mut w).await;
+    assert_eq!(r.withdraw_seen, vec![id], "{r:?}");
+    assert!(covers(&r, &[id]), "{r:?}");
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
+}
+
+#[tokio::test]
+async fn a_withdrawing_channel_whose_claim_a_reorg_dropped_is_claimed_again_at_once() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    // The claim timer never runs out during the test: only the per-tick re-read can help.
+    let mut w = worker(&env, &source, config(1_000, Duration::from_secs(3600)));
+    let id = env.open(10_000).await;
+    env.payer.initiate_withdraw(&id).await.unwrap();
+    let p = env.payer.provider().clone();
+    let snapshot: U256 = p.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    source.set(env.sign(id, 3, 40));
+    let r = tick_mined(&env, &mut w).await;
+    assert!(covers(&r, &[id]), "{r:?}");
+    // The worker has seen it mined (in the tick that sent it, or in this one).
+    let r = w.tick().await.unwrap();
+    assert!(w.in_flight().is_none() && r.submitted.is_none(), "{r:?}");
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
+
+    // A reorg drops the claim; the withdrawal stays.
+    let reverted: bool = p
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert!(reverted);
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 0);
+    let r = tick_mined(&env, &mut w).await;
+    assert!(covers(&r, &[id]), "claimed again on the next tick: {r:?}");
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
+}
+
+#[tokio::test]
+async fn an_urgent_claim_bids_more_as_its_deadline_nears_and_is_replaced_sooner() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let margin = u64::from(common::DELAY) + 60;
+    let cfg = SettleConfig {
+        deadline_margin: Duration::from_secs(margin),
+        // Ordinary claims would wait an hour before a replacement; urgent ones do not.
+        pending_timeout: Duration::from_secs(3600),
+        urgent_pending_timeout: Duration::from_millis(300),
+        ..config(1_000, Duration::from_secs(3600))
+    };
+    let mut w = worker(&env, &source, cfg);
+    let id = env.open(10_000).await;
+    env.payer.initiate_withdraw(&id).await.unwrap();
+    assert!(matches!(
+        env.payer.channel(&id).await.unwrap().withdraw,
+        WithdrawState::Pending { .. }
+    ));
+    // About 100 s of the window left, of a margin of an hour: close to 4x the market.
+    env.warp(u64::from(common::DELAY) - 100).await;
+    env.automine(false).await;
+    // anvil updates its fee history after a block asynchronously; let it settle.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let market = env.payer.provider().estimate_eip1559_fees().await.unwrap();
+    // 100 s of 3,660 left: 1 + 3 * 3,560 / 3,660 = 3.92x.
+    let scaled = tally_chain::settle::urgent_fees(
+        tally_chain::FeeBid {
+            max_fee_per_gas: market.max_fee_per_gas,
+            max_priority_fee_per_gas: market.max_priority_fee_per_gas,
+        },
+        100,
+        margin,
+    );
+    assert!(scaled.max_fee_per_gas * 100 >= market.max_fee_per_gas * 391);
+
+    source.set(env.sign(id, 3, 40));
+    let r = w.tick().await.unwrap();
+    assert_eq!(r.urgent, Some(id));
+    let (first, _) = r.submitted.expect("urgent claim sent");
+    let (max1, tip1) = fees_of(&env, first).await.expect("in the pool");
+    // Well above the market estimate (the old worker bid exactly that), though a block's
+    // worth of base-fee drift between the two estimates is allowed.
+    assert!(
+        max1 >= 3 * market.max_fee_per_gas && tip1 >= 3 * market.max_priority_fee_per_gas,
+        "bid {max1}/{tip1}, market {market:?}"
+    );
+    assert!(max1 <= scaled.max_fee_per_gas + scaled.max_fee_per_gas / 8);
+
+    // Not mined: replaced after the short urgent timeout, bidding more again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let r = w.tick().await.unwrap();
+    let second = r.resent.expect("replaced after urgent_pending_timeout");
+    let (max2, tip2) = fees_of(&env, second).await.expect("in the pool");
+    assert!(
+        max2 * 8 >= max1 * 9 && tip2 * 8 >= tip1 * 9,
+        "{max1}/{tip1} -> {max2}/{tip2}"
+    );
+    env.mine().await;
+    assert_eq!(w.tick().await.unwrap().confirmed, Some((second, true)));
+    assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
 }

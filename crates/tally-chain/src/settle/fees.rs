@@ -29,6 +29,35 @@ pub fn initial_fees(market: FeeBid, cap: Option<u128>) -> FeeBid {
     }
 }
 
+/// What an urgent claim bids at its deadline, as a multiple of the market estimate.
+pub const URGENT_MAX_MULTIPLIER: u128 = 4;
+
+/// The market estimate scaled for an urgent claim (spec/CHAIN.md §9, "Fees near a deadline"):
+/// `remaining` seconds before the claim window closes, with a `margin` (the worker's
+/// `deadline_margin`, in seconds) inside which claims are urgent. Both fees are multiplied by
+/// a factor that rises linearly from 1 with `margin` or more left to
+/// [`URGENT_MAX_MULTIPLIER`] at the deadline, rounded up. A claim mined after the deadline
+/// pays the payee nothing, so overpaying for inclusion near it is the cheaper mistake. The
+/// result still goes through [`initial_fees`] or [`bumped_fees`], so the cap applies.
+pub fn urgent_fees(market: FeeBid, remaining: u64, margin: u64) -> FeeBid {
+    let left = u128::from(remaining.min(margin));
+    let margin = u128::from(margin);
+    // factor = 1 + (MAX - 1) * (margin - left) / margin = num / den
+    let (num, den) = if margin == 0 {
+        (1, 1)
+    } else {
+        (
+            margin + (URGENT_MAX_MULTIPLIER - 1) * (margin - left),
+            margin,
+        )
+    };
+    let scale = |x: u128| x.checked_mul(num).map_or(u128::MAX, |v| v.div_ceil(den));
+    FeeBid {
+        max_fee_per_gas: scale(market.max_fee_per_gas),
+        max_priority_fee_per_gas: scale(market.max_priority_fee_per_gas),
+    }
+}
+
 /// The fees of a replacement for a version that bid `prev`: each fee raised by at least
 /// [`FEE_BUMP`], and at least the current `market` estimate. `None` when `cap` does not leave
 /// room for a raise the node would accept (then the worker keeps waiting).
@@ -81,6 +110,37 @@ mod tests {
             assert!(n.max_priority_fee_per_gas <= n.max_fee_per_gas);
             f = n;
         }
+    }
+
+    #[test]
+    fn urgent_fees_rise_from_the_market_at_the_margin_to_four_times_at_the_deadline() {
+        let market = bid(1_000, 100);
+        // At or beyond the margin: the market estimate.
+        assert_eq!(urgent_fees(market, 600, 600), market);
+        assert_eq!(urgent_fees(market, 10_000, 600), market);
+        // Halfway: 2.5x. At (or past) the deadline: 4x.
+        assert_eq!(urgent_fees(market, 300, 600), bid(2_500, 250));
+        assert_eq!(urgent_fees(market, 0, 600), bid(4_000, 400));
+        // Rounded up, never below the market, and rising as the deadline nears.
+        assert_eq!(urgent_fees(bid(3, 1), 599, 600), bid(4, 2));
+        let mut last = urgent_fees(market, 600, 600);
+        for left in (0..600).rev() {
+            let f = urgent_fees(market, left, 600);
+            assert!(f.max_fee_per_gas >= last.max_fee_per_gas);
+            assert!(f.max_priority_fee_per_gas <= f.max_fee_per_gas);
+            last = f;
+        }
+        // No margin: nothing is urgent, nothing is scaled.
+        assert_eq!(urgent_fees(market, 0, 0), market);
+        // No overflow, and the cap still applies to what is bid.
+        let huge = urgent_fees(bid(u128::MAX, u128::MAX), 0, 600);
+        assert_eq!(huge, bid(u128::MAX, u128::MAX));
+        let scaled = urgent_fees(market, 0, 600);
+        assert_eq!(initial_fees(scaled, Some(2_000)), bid(2_000, 400));
+        assert_eq!(
+            bumped_fees(market, scaled, Some(2_000)),
+            Some(bid(2_000, 400))
+        );
     }
 
     #[test]

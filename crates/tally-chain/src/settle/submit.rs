@@ -3,14 +3,64 @@
 //! the same bytes or replacing them with raised fees under the same nonce.
 
 use super::*;
+use fees::{bumped_fees, initial_fees, urgent_fees};
 
 impl<S: CheckpointSource> SettlementWorker<S> {
+    /// Simulates a single `claim` of `c` and sends it if the contract would accept it; a
+    /// refusal goes to `rejected`. Returns whether a claim was sent. An `urgent` claim of a
+    /// withdrawing channel bids by its deadline ([`urgent_fees`]).
+    pub(super) async fn submit_alone(
+        &mut self,
+        c: &Candidate,
+        urgent: bool,
+        report: &mut TickReport,
+    ) -> Result<bool, ChainError> {
+        let id = c.cp.checkpoint.channel_id;
+        match self.client.simulate_claim(&c.cp).await {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                report.rejected.push((id, e.to_string()));
+                return Ok(false);
+            }
+        }
+        let expected = HashMap::from([(id, c.capped)]);
+        let deadline = match c.why {
+            Why::Withdrawing { at } if urgent => Some(at),
+            _ => None,
+        };
+        self.submit(std::slice::from_ref(&c.cp), &expected, deadline, report)
+            .await?;
+        Ok(true)
+    }
+
+    /// A batch failed simulation or would skip entries: keep only the entries a single
+    /// `claim` accepts now.
+    pub(super) async fn isolate_failures(
+        &self,
+        batch: Vec<ChainCheckpoint>,
+        report: &mut TickReport,
+    ) -> Result<Vec<ChainCheckpoint>, ChainError> {
+        let mut good = Vec::new();
+        for cp in batch {
+            match self.client.simulate_claim(&cp).await {
+                Ok(()) => good.push(cp),
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => report
+                    .rejected
+                    .push((cp.checkpoint.channel_id, e.to_string())),
+            }
+        }
+        Ok(good)
+    }
+
     /// Signs a claim for `batch` at the account's mined nonce, records it as in flight, then
     /// broadcasts it. A broadcast error is returned but the claim stays in flight.
     pub(super) async fn submit(
         &mut self,
         batch: &[ChainCheckpoint],
         expected: &HashMap<ChannelId, u128>,
+        deadline: Option<u64>,
         report: &mut TickReport,
     ) -> Result<(), ChainError> {
         let provider = self.client.provider().clone();
@@ -36,7 +86,8 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             .with_chain_id(self.client.chain_id())
             // Headroom: a replacement may be mined against slightly different state.
             .with_gas_limit(gas.saturating_add(gas / 5));
-        let fees = initial_fees(market_fees(&provider).await?, self.config.max_fee_per_gas);
+        let market = self.market_for(&provider, deadline).await?;
+        let fees = initial_fees(market, self.config.max_fee_per_gas);
         let attempt = sign(&self.wallet, &request, fees).await?;
         let hash = attempt.hash;
         let raw = attempt.raw.clone();
@@ -56,6 +107,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             signed_at: Instant::now(),
             expect,
             batch: batch.len() > 1,
+            deadline,
         });
         self.stats.submitted.push(hash);
         let channels = batch.iter().map(|c| c.checkpoint.channel_id).collect();
@@ -144,8 +196,13 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             self.in_flight = None;
             return Ok(true);
         }
-        if flight.signed_at.elapsed() >= self.config.pending_timeout {
-            let market = market_fees(&provider).await?;
+        let timeout = if flight.deadline.is_some() {
+            self.config.urgent_pending_timeout
+        } else {
+            self.config.pending_timeout
+        };
+        if flight.signed_at.elapsed() >= timeout {
+            let market = self.market_for(&provider, flight.deadline).await?;
             if let Some(fees) = bumped_fees(newest.fees, market, self.config.max_fee_per_gas) {
                 let attempt = sign(&self.wallet, &flight.request, fees).await?;
                 let (hash, raw) = (attempt.hash, attempt.raw.clone());
@@ -169,6 +226,29 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             broadcast(&provider, hash, &raw).await?;
         }
         Ok(false)
+    }
+}
+
+impl<S> SettlementWorker<S> {
+    /// The fees to bid from: the market estimate, scaled by [`urgent_fees`] when the claim
+    /// has a `deadline` (its window closes then, chain time).
+    async fn market_for(
+        &self,
+        provider: &DynProvider,
+        deadline: Option<u64>,
+    ) -> Result<FeeBid, ChainError> {
+        let market = market_fees(provider).await?;
+        let Some(at) = deadline else {
+            return Ok(market);
+        };
+        let now = provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await?
+            .ok_or_else(|| ChainError::Rpc("node has no latest block".into()))?
+            .header
+            .timestamp;
+        let margin = self.config.deadline_margin.as_secs();
+        Ok(urgent_fees(market, at.saturating_sub(now), margin))
     }
 }
 
