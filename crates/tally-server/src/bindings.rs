@@ -291,4 +291,38 @@ mod tests {
         assert_eq!(b.closing(&ChannelId([8; 32])).unwrap(), None);
         assert!(Closing::from_bytes(&closing.to_bytes()[1..]).is_none());
     }
+
+    #[test]
+    fn credit_marks_name_their_dispute_survive_reopening_and_refuse_a_wrong_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ChannelId([5; 32]);
+        let mark = CreditMark {
+            seq: 41,
+            request_hash: Hash([9; 32]),
+        };
+        {
+            let b = Bindings::open(dir.path()).unwrap();
+            assert_eq!(b.credit_for(&id, 7).unwrap(), None);
+            b.mark_credited(&id, 7, &mark).unwrap();
+        }
+        let b = Bindings::open(dir.path()).unwrap();
+        assert_eq!(b.credit_for(&id, 7).unwrap(), Some(mark));
+        assert_eq!(b.credit_for(&id, 8).unwrap(), None);
+        // A mark in the old shape (a bare seq) is an error, never "not credited".
+        b.credits
+            .insert(credit_key(&id, 8), &41u64.to_be_bytes())
+            .unwrap();
+        assert!(b.credit_for(&id, 8).is_err());
+    }
+
+    #[test]
+    fn served_terms_are_kept_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bindings::open(dir.path()).unwrap();
+        let (h1, h2) = (Hash([1; 32]), Hash([2; 32]));
+        b.remember_terms(&h1, b"first").unwrap();
+        b.remember_terms(&h1, b"ignored: already kept").unwrap();
+        assert_eq!(b.terms(&h1).unwrap().as_deref(), Some(&b"first"[..]));
+        assert_eq!(b.terms(&h2).unwrap(), None);
+    }
 }
