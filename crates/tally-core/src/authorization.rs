@@ -1,7 +1,9 @@
 //! The client's per-request authorization (spec/PROTOCOL.md §5.1).
 //!
-//! One signature both authorizes call `seq` and acknowledges the whole log before it: the
-//! client states the root and cumulative amount it computed at size `seq`.
+//! One signature both authorizes request `seq` of lane `lane` and acknowledges a state of the
+//! channel's log the client has verified (size, root, cumulative), so no separate
+//! acknowledgement message exists. Many lanes may be in flight at once; the provider assigns
+//! each record its log index when it appends (spec/PROTOCOL.md §5.1, DESIGN.md §7).
 
 use serde::{Deserialize, Serialize};
 
@@ -18,16 +20,21 @@ pub struct Authorization {
     pub version: u8,
     /// The channel paid from.
     pub channel_id: ChannelId,
-    /// The 0-based index this request's record will have in the channel's log.
+    /// The lane this request travels on (`< max_lanes` of the terms, spec/PROTOCOL.md §5.4).
+    pub lane: u32,
+    /// The 0-based position of this request on its lane: strict, one more than the lane's
+    /// previous recorded request.
     pub seq: u64,
     /// [`crate::request::request_hash`] of the request.
     pub request_hash: Hash,
     /// The most the client accepts to be charged for this call, in token base units.
     pub max_amount: u128,
-    /// The log root at size `seq`, as the client computed it.
-    pub prev_root: Hash,
-    /// The cumulative net amount at size `seq`.
-    pub prev_cumulative: u128,
+    /// The size of the log state the client acknowledges (verified, record by record).
+    pub ack_size: u64,
+    /// The log root at `ack_size`, as the client computed it.
+    pub ack_root: Hash,
+    /// The cumulative net amount at `ack_size`.
+    pub ack_cumulative: u128,
     /// The hash of the provider's terms the client agreed to (price list, credit limit).
     pub terms_hash: Hash,
 }

@@ -12,7 +12,7 @@ use crate::keys::PublicKey;
 use crate::signature::Signature;
 
 /// The `format` field every bundle carries.
-pub const BUNDLE_FORMAT: &str = "tally-proof-bundle/v1";
+pub const BUNDLE_FORMAT: &str = "tally-proof-bundle/v2";
 /// The largest bundle a parser reads (a 2^63-leaf proof is 63 hashes; this leaves room).
 pub const MAX_BUNDLE_LEN: usize = 64 * 1024;
 

@@ -20,6 +20,7 @@ pub mod outcome;
 pub mod read;
 pub mod record;
 pub mod request;
+pub mod sequence;
 pub mod signature;
 
 pub use authorization::Authorization;
@@ -31,8 +32,9 @@ pub use keys::{PublicKey, SecretKey};
 pub use outcome::{Outcome, Receipt};
 pub use record::Record;
 pub use request::RequestSalt;
+pub use sequence::{LogState, Sequence, SequenceError};
 pub use signature::Signature;
 
 /// The protocol version carried as the first byte of every signed message body
 /// (spec/PROTOCOL.md §2.2). A decoder rejects any other value.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;

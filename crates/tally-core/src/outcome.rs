@@ -15,8 +15,12 @@ pub struct Outcome {
     pub version: u8,
     /// The channel; equal to the authorization's.
     pub channel_id: ChannelId,
-    /// The record index; equal to the authorization's `seq`.
+    /// The lane; equal to the authorization's.
+    pub lane: u32,
+    /// The lane seq; equal to the authorization's.
     pub seq: u64,
+    /// The record's index in the channel's log, assigned by the provider when it appended.
+    pub index: u64,
     /// [`crate::Authorization::signed_hash`] of the authorization this answers.
     pub authorization_hash: Hash,
     /// Metered units (1 for fixed-price routes).
@@ -24,7 +28,8 @@ pub struct Outcome {
     /// The net amount of this record: positive for a charge, negative for a credit, never
     /// above the authorization's `max_amount`.
     pub amount: i128,
-    /// The cumulative net amount after this record: `prev_cumulative + amount`, never negative.
+    /// The cumulative net amount after this record: the cumulative after record `index - 1`
+    /// (0 for the first) plus `amount`, never negative.
     pub cumulative: u128,
     /// [`crate::request::response_hash`] of the response delivered.
     pub response_hash: Hash,

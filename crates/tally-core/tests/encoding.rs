@@ -11,19 +11,22 @@ fn hash() -> impl Strategy<Value = Hash> {
 }
 
 prop_compose! {
-    fn authorization()(channel in any::<[u8; 32]>(), seq in any::<u64>(), request in hash(),
-                       max in any::<u128>(), root in hash(), cum in any::<u128>(), terms in hash())
+    fn authorization()(channel in any::<[u8; 32]>(), lane in any::<u32>(), seq in any::<u64>(),
+                       request in hash(), max in any::<u128>(), size in any::<u64>(), root in hash(),
+                       cum in any::<u128>(), terms in hash())
                        -> Authorization {
-        Authorization { version: 1, channel_id: ChannelId(channel), seq, request_hash: request,
-                        max_amount: max, prev_root: root, prev_cumulative: cum, terms_hash: terms }
+        Authorization { version: 2, channel_id: ChannelId(channel), lane, seq, request_hash: request,
+                        max_amount: max, ack_size: size, ack_root: root, ack_cumulative: cum,
+                        terms_hash: terms }
     }
 }
 
 prop_compose! {
-    fn outcome()(channel in any::<[u8; 32]>(), seq in any::<u64>(), auth in hash(), units in any::<u64>(),
+    fn outcome()(channel in any::<[u8; 32]>(), lane in any::<u32>(), seq in any::<u64>(),
+                 index in any::<u64>(), auth in hash(), units in any::<u64>(),
                  amount in any::<i128>(), cum in any::<u128>(), resp in hash(), time in any::<u64>())
                  -> Outcome {
-        Outcome { version: 1, channel_id: ChannelId(channel), seq, authorization_hash: auth, units,
+        Outcome { version: 2, channel_id: ChannelId(channel), lane, seq, index, authorization_hash: auth, units,
                   amount, cumulative: cum, response_hash: resp, time_ms: time }
     }
 }
@@ -85,21 +88,24 @@ proptest! {
 #[test]
 fn wrong_version_and_prefix_are_refused() {
     let a = Authorization {
-        version: 1,
+        version: 2,
         channel_id: ChannelId([1; 32]),
+        lane: 3,
         seq: 7,
         request_hash: Hash([2; 32]),
         max_amount: 10,
-        prev_root: Hash([3; 32]),
-        prev_cumulative: 0,
+        ack_size: 5,
+        ack_root: Hash([3; 32]),
+        ack_cumulative: 0,
         terms_hash: Hash([4; 32]),
     };
     let bytes = a.to_bytes();
-    let mut v2 = bytes.clone();
-    v2[Authorization::DOMAIN.len()] = 2;
+    // Version 1 (lanes-less) messages are not spoken any more (DESIGN-DECISIONS.md).
+    let mut v1 = bytes.clone();
+    v1[Authorization::DOMAIN.len()] = 1;
     assert!(matches!(
-        Authorization::from_bytes(&v2),
-        Err(tally_core::Error::UnsupportedVersion { found: 2, .. })
+        Authorization::from_bytes(&v1),
+        Err(tally_core::Error::UnsupportedVersion { found: 1, .. })
     ));
     // An authorization's bytes are not an outcome, even if lengths were to line up.
     assert!(matches!(

@@ -41,19 +41,23 @@ fn prefixes_match_the_spec() {
 fn body_lengths_match_the_spec() {
     let spec = spec();
     let a = Authorization {
-        version: 1,
+        version: 2,
         channel_id: Default::default(),
+        lane: 0,
         seq: 0,
         request_hash: Default::default(),
         max_amount: 0,
-        prev_root: Default::default(),
-        prev_cumulative: 0,
+        ack_size: 0,
+        ack_root: Default::default(),
+        ack_cumulative: 0,
         terms_hash: Default::default(),
     };
     let o = Outcome {
-        version: 1,
+        version: 2,
         channel_id: Default::default(),
+        lane: 0,
         seq: 0,
+        index: 0,
         authorization_hash: Default::default(),
         units: 0,
         amount: 0,
