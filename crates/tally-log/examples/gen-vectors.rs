@@ -63,11 +63,15 @@ fn sample_log() -> (
     let mut records = Vec::new();
     let mut sigs = Vec::new();
     let mut cumulative = 0u128;
-    // Two charges and one credit.
-    // (method, path, query, body, max_amount, amount, units)
-    type Call<'a> = (&'a str, &'a str, &'a str, &'a [u8], u128, i128, u64);
+    // Two charges on two lanes, sent concurrently (both acknowledge the empty log, and
+    // lane 1's request is recorded first), then a credit on lane 0 acknowledging both.
+    // (lane, seq, ack_size, method, path, query, body, max_amount, amount, units)
+    type Call<'a> = (u32, u64, u64, &'a str, &'a str, &'a str, &'a [u8], u128, i128, u64);
     let calls: [Call; 3] = [
         (
+            1,
+            0,
+            0,
             "POST",
             "/v1/chat",
             "model=small",
@@ -76,18 +80,35 @@ fn sample_log() -> (
             1200,
             12,
         ),
-        ("GET", "/v1/items", "page=2", b"", 1000, 1000, 1),
-        ("POST", "/tally/dispute", "", b"refund seq 0", 0, -1200, 0),
+        (0, 0, 0, "GET", "/v1/items", "page=2", b"", 1000, 1000, 1),
+        (
+            0,
+            1,
+            2,
+            "POST",
+            "/tally/dispute",
+            "",
+            b"refund index 0",
+            0,
+            -1200,
+            0,
+        ),
     ];
-    for (seq, (method, path, query, body, max, amount, units)) in calls.into_iter().enumerate() {
+    // (root, cumulative) at each size, for the acknowledgements.
+    let mut states = vec![(tree.root(), 0u128)];
+    for (index, call) in calls.into_iter().enumerate() {
+        let (lane, seq, ack, method, path, query, body, max, amount, units) = call;
+        let (ack_root, ack_cumulative) = states[ack as usize];
         let auth = Authorization {
             version: tally_core::VERSION,
             channel_id: channel,
-            seq: seq as u64,
+            lane,
+            seq,
             request_hash: request_hash(&salt, method, path, query, body),
             max_amount: max,
-            prev_root: tree.root(),
-            prev_cumulative: cumulative,
+            ack_size: ack,
+            ack_root,
+            ack_cumulative,
             terms_hash: terms,
         };
         let client_sig = auth.sign(&client);
@@ -95,17 +116,20 @@ fn sample_log() -> (
         let outcome = Outcome {
             version: tally_core::VERSION,
             channel_id: channel,
-            seq: seq as u64,
+            lane,
+            seq,
+            index: index as u64,
             authorization_hash: auth.signed_hash(&client_sig),
             units,
             amount,
             cumulative,
-            response_hash: response_hash(200, format!("response {seq}").as_bytes()),
-            time_ms: 1_798_761_600_000 + seq as u64,
+            response_hash: response_hash(200, format!("response {index}").as_bytes()),
+            time_ms: 1_798_761_600_000 + index as u64,
         };
         let receipt = outcome.sign(&provider);
         let record = Record::new(auth, client_sig, outcome);
         tree.push(&record.to_bytes());
+        states.push((tree.root(), cumulative));
         records.push(record);
         sigs.push(receipt.signature);
     }
@@ -152,8 +176,8 @@ fn messages() -> Value {
     truncated.pop();
     let mut trailing = auth_bytes.clone();
     trailing.push(0);
-    let mut version2 = auth_bytes.clone();
-    version2[Authorization::DOMAIN.len()] = 2;
+    let mut version1 = auth_bytes.clone();
+    version1[Authorization::DOMAIN.len()] = 1;
     let mut wrong_domain = auth_bytes.clone();
     wrong_domain[0] ^= 0x20;
     let mut malleated = r0.client_signature.0;
@@ -210,7 +234,7 @@ fn messages() -> Value {
         "negative_decodings": [
             { "desc": "truncated authorization", "bytes": hex::encode(&truncated) },
             { "desc": "trailing byte", "bytes": hex::encode(&trailing) },
-            { "desc": "version 2", "bytes": hex::encode(&version2) },
+            { "desc": "version 1 (not spoken)", "bytes": hex::encode(&version1) },
             { "desc": "wrong domain prefix", "bytes": hex::encode(&wrong_domain) },
         ],
         "negative_signatures": [

@@ -33,11 +33,11 @@ pub enum BundleError {
         /// The checkpoint's channel.
         checkpoint: String,
     },
-    /// The record's seq is not the index the bundle claims.
-    #[error("record seq {seq} is not the bundle index {index}")]
+    /// The record's own index is not the index the bundle claims.
+    #[error("record index {record} is not the bundle index {index}")]
     IndexMismatch {
-        /// The record's seq.
-        seq: u64,
+        /// The index the record's outcome states.
+        record: u64,
         /// The bundle's index.
         index: u64,
     },
@@ -86,9 +86,9 @@ pub fn verify_bundle(bundle: &ProofBundle) -> Result<VerifiedBundle, BundleError
             checkpoint: cp.channel_id.to_hex(),
         });
     }
-    if record.outcome.seq != bundle.index {
+    if record.outcome.index != bundle.index {
         return Err(BundleError::IndexMismatch {
-            seq: record.outcome.seq,
+            record: record.outcome.index,
             index: bundle.index,
         });
     }

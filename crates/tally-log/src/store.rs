@@ -10,6 +10,7 @@
 //! | `U` · channel · level:u8 · index:u64 | a stored hash of level 6 or above |
 //! | `M` · channel | head: size:u64 · root (32 bytes) |
 //! | `C` · channel · size:u64 | a checkpoint the parties signed at that size |
+//! | `K` · channel · key:u32 | index:u64 of the newest record appended under that key |
 //!
 //! A tile lists level 0's 64 hashes, then level 1's 32, down to level 5's 2 (tlog's tiles,
 //! height 6). Any inclusion proof reads one tile for its lower six levels; the levels above
@@ -47,6 +48,7 @@ const TILE: u8 = b'T';
 const UPPER: u8 = b'U';
 const HEAD: u8 = b'M';
 const CHECKPOINT: u8 = b'C';
+const KEYED: u8 = b'K';
 
 /// Height of a tile: a tile holds the stored hashes of levels `0..TILE_HEIGHT` of one block of
 /// `2^TILE_HEIGHT` leaves.
@@ -123,7 +125,8 @@ impl FsckReport {
 
 struct Job {
     channel: ChannelId,
-    records: Vec<Vec<u8>>,
+    /// Each record's data, and the key it updates in the keyed index, if any.
+    records: Vec<(Option<u32>, Vec<u8>)>,
     reply: oneshot::Sender<Result<Range<u64>, LogError>>,
 }
 
@@ -298,6 +301,47 @@ impl<H: TreeHasher> LogStore<H> {
 
     /// Queues records for `channel` and returns a ticket that resolves once they are durable.
     pub fn append(&self, channel: ChannelId, records: Vec<Vec<u8>>) -> Ticket {
+        self.enqueue(channel, records.into_iter().map(|r| (None, r)).collect())
+    }
+
+    /// [`append`](Self::append), also noting each record as the newest under its key, in the
+    /// same atomic batch: [`keyed`](Self::keyed) then finds every key's newest record without
+    /// a scan. The gateway keys records by lane (spec/PROTOCOL.md §5.4), so that after a
+    /// restart each lane's last record, which a retry is answered from, is one read away.
+    pub fn append_keyed(&self, channel: ChannelId, records: Vec<(u32, Vec<u8>)>) -> Ticket {
+        self.enqueue(
+            channel,
+            records.into_iter().map(|(k, r)| (Some(k), r)).collect(),
+        )
+    }
+
+    /// The newest durable record index under each key of `channel`, in key order.
+    pub fn keyed(&self, channel: &ChannelId) -> Result<Vec<(u32, u64)>, LogError> {
+        let mut prefix = Vec::with_capacity(33);
+        prefix.push(KEYED);
+        prefix.extend_from_slice(&channel.0);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let key = k
+                .get(33..37)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes);
+            let index = <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes);
+            match (key, index) {
+                (Some(key), Some(index)) => out.push((key, index)),
+                _ => {
+                    return Err(LogError::Corrupt {
+                        channel: *channel,
+                        detail: "malformed keyed index entry".into(),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn enqueue(&self, channel: ChannelId, records: Vec<(Option<u32>, Vec<u8>)>) -> Ticket {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             channel,
@@ -844,8 +888,14 @@ impl<H: TreeHasher> Writer<H> {
                 }
             };
             let start = tip.frontier.size();
-            for record in &job.records {
+            for (key, record) in &job.records {
                 let index = tip.frontier.size();
+                if let Some(key) = key {
+                    batch.insert(
+                        keyed_key(&channel, *key).to_vec(),
+                        index.to_be_bytes().to_vec(),
+                    );
+                }
                 for (level, k, hash) in tip.frontier.push(&hasher, hasher.leaf(record)) {
                     if level < TILE_HEIGHT {
                         tip.partial.levels[level as usize].push(hash);
@@ -1197,6 +1247,14 @@ fn upper_key(channel: &ChannelId, level: u8, index: u64) -> [u8; 42] {
     k[1..33].copy_from_slice(&channel.0);
     k[33] = level;
     k[34..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn keyed_key(channel: &ChannelId, key: u32) -> [u8; 37] {
+    let mut k = [0u8; 37];
+    k[0] = KEYED;
+    k[1..33].copy_from_slice(&channel.0);
+    k[33..].copy_from_slice(&key.to_be_bytes());
     k
 }
 

@@ -27,7 +27,7 @@ fn flip_hex(hex_text: &str, nibble: usize) -> String {
 fn the_vector_bundle_verifies() {
     let b = vector_bundle();
     let v = verify_bundle(&b).expect("valid");
-    assert_eq!(v.record.outcome.seq, b.index);
+    assert_eq!(v.record.outcome.index, b.index);
     assert!(v.checkpoint.provider_cosignature.is_some());
 }
 
@@ -168,7 +168,7 @@ fn malformed_json_is_refused_before_verification() {
     let json = good.to_json();
     assert!(ProofBundle::from_json(&json).is_ok());
     assert!(ProofBundle::from_json(
-        &json.replace("tally-proof-bundle/v1", "tally-proof-bundle/v2")
+        &json.replace("tally-proof-bundle/v2", "tally-proof-bundle/v1")
     )
     .is_err());
     assert!(

@@ -389,6 +389,33 @@ fn an_empty_append_changes_nothing() {
 }
 
 #[test]
+fn the_keyed_index_names_each_keys_newest_record_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let (a, b) = (channel(1), channel(2));
+    let keyed = |c: u8, start: u64, keys: &[u32]| -> Vec<(u32, Vec<u8>)> {
+        keys.iter()
+            .enumerate()
+            .map(|(k, key)| (*key, record(c, start + k as u64)))
+            .collect()
+    };
+    assert_eq!(store.append_keyed(a, keyed(1, 0, &[3, 0, 3])).wait().unwrap(), 0..3);
+    // Unkeyed records leave the index alone; another channel's keys are its own.
+    assert_eq!(store.append(a, vec![record(1, 3)]).wait().unwrap(), 3..4);
+    assert_eq!(store.append_keyed(b, keyed(2, 0, &[3])).wait().unwrap(), 0..1);
+    assert_eq!(store.append_keyed(a, keyed(1, 4, &[7, 0])).wait().unwrap(), 4..6);
+    let expect_a = vec![(0, 5), (3, 2), (7, 4)];
+    assert_eq!(store.keyed(&a).unwrap(), expect_a);
+    assert_eq!(store.keyed(&b).unwrap(), vec![(3, 0)]);
+    assert!(store.keyed(&channel(9)).unwrap().is_empty());
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.keyed(&a).unwrap(), expect_a);
+    let records: Vec<Vec<u8>> = (0..6).map(|i| record(1, i)).collect();
+    assert_matches_memory(&store, &a, &records, &mirror(&records), false);
+}
+
+#[test]
 fn record_reads_and_ranges() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
