@@ -17,7 +17,7 @@ pub struct ChannelState {
     pub session_key: Option<PublicKey>,
     /// The channel's request salt (spec/PROTOCOL.md §3.3), drawn when the key was bound.
     pub request_salt: Option<RequestSalt>,
-    /// Durable log size: the next seq.
+    /// Durable log size.
     pub size: u64,
     /// Root at `size`.
     pub root: Hash,

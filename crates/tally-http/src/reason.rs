@@ -24,15 +24,33 @@ pub enum Reason {
     UnknownChannel,
     /// The authorization's or a checkpoint's signature fails strict verification.
     InvalidSignature,
-    /// `seq` is not the next index and the request is not a retry of a recorded one. The
-    /// client resyncs from `last_record` (or the records endpoint).
+    /// `seq` is not the lane's next seq and the request is not a retry of the lane's last
+    /// recorded one (spec/PROTOCOL.md §5.4). The client resyncs its mirror (the records
+    /// endpoint) and continues the lane at `expected_seq`.
     StaleSeq {
-        /// The seq the gateway expects next: the log size.
+        /// The lane.
+        lane: u32,
+        /// The seq the lane expects next: the number of records on it.
         expected_seq: u64,
-        /// The last record and its provider signature, if the log is not empty.
+        /// The lane's last record and its provider signature, if it has one.
         last_record: Option<WireRecord>,
     },
-    /// `prev_root` / `prev_cumulative` do not match the log at `seq`.
+    /// The lane is at or beyond the terms' `max_lanes`.
+    LaneOutOfRange {
+        /// The terms' `max_lanes`.
+        max_lanes: u32,
+    },
+    /// A request on this lane is being served; a client has one request in flight per lane
+    /// (spec/PROTOCOL.md §5.4). Retry once it is answered.
+    LaneBusy {
+        /// The lane.
+        lane: u32,
+        /// The seq in flight.
+        seq: u64,
+    },
+    /// The acknowledged state is not one the log had, goes back on its lane, or is outside
+    /// the acknowledgement window (spec/PROTOCOL.md §5.3 R7–R8); the log's durable head is
+    /// given so the client can resync.
     StateMismatch {
         /// The log size.
         size: u64,
@@ -51,9 +69,10 @@ pub enum Reason {
         /// The current terms hash.
         terms_hash: Hash,
     },
-    /// The deposit cannot cover `prev_cumulative + max_amount`.
+    /// The deposit cannot cover the log's cumulative, plus what requests in flight may
+    /// still be charged, plus `max_amount` (P5).
     InsufficientFunds {
-        /// Deposit minus the acknowledged cumulative.
+        /// Deposit minus the cumulative and the reservations in flight.
         remaining: Amount,
     },
     /// Serving would exceed the credit limit beyond the last client-signed checkpoint.
@@ -70,7 +89,7 @@ pub enum Reason {
     ChannelClosed,
     /// A different session key is already bound to this channel.
     SessionKeyConflict,
-    /// The request at this seq was recorded, but its response body is no longer held; the
+    /// The request at this lane and seq was recorded, but its response body is no longer held; the
     /// record and receipt are returned so the client's mirror stays complete.
     AlreadyRecorded {
         /// The record and its provider signature.
@@ -119,6 +138,8 @@ impl Reason {
             Reason::UnknownChannel => "unknown_channel",
             Reason::InvalidSignature => "invalid_signature",
             Reason::StaleSeq { .. } => "stale_seq",
+            Reason::LaneOutOfRange { .. } => "lane_out_of_range",
+            Reason::LaneBusy { .. } => "lane_busy",
             Reason::StateMismatch { .. } => "state_mismatch",
             Reason::RequestMismatch { .. } => "request_mismatch",
             Reason::TermsChanged { .. } => "terms_changed",
@@ -144,9 +165,12 @@ impl Reason {
     /// The HTTP status of the reason (spec/HTTP.md §8).
     pub fn status(&self) -> u16 {
         match self {
-            Reason::Malformed | Reason::RequestMismatch { .. } => 400,
+            Reason::Malformed | Reason::RequestMismatch { .. } | Reason::LaneOutOfRange { .. } => {
+                400
+            }
             Reason::PayloadTooLarge { .. } => 413,
             Reason::StaleSeq { .. }
+            | Reason::LaneBusy { .. }
             | Reason::StateMismatch { .. }
             | Reason::SessionKeyConflict
             | Reason::AlreadyRecorded { .. } => 409,

@@ -12,7 +12,7 @@ use crate::amount::Amount;
 use crate::error::WireError;
 
 /// The `format` of a terms document.
-pub const TERMS_FORMAT: &str = "tally-terms/v1";
+pub const TERMS_FORMAT: &str = "tally-terms/v2";
 /// Domain prefix of the terms hash (spec/HTTP.md §4.2).
 pub const TERMS_DOMAIN: &[u8] = b"tally\0terms\0";
 /// The largest terms document a client reads.
@@ -207,6 +207,9 @@ pub struct Terms {
     pub chain: ChainTerms,
     /// The most the gateway serves beyond the last client-signed checkpoint (P5).
     pub credit_limit: Amount,
+    /// How many lanes a channel may use, so how many of its requests may be in flight at
+    /// once (spec/PROTOCOL.md §5.4): `1 ..= MAX_LANES`.
+    pub max_lanes: u32,
     /// When the gateway asks for checkpoints.
     pub checkpoint: CheckpointPolicy,
     /// Whether upstream 5xx responses are charged.
@@ -270,6 +273,13 @@ impl Terms {
             return Err(bad(format!(
                 "format {:?} is not {TERMS_FORMAT:?}",
                 terms.format
+            )));
+        }
+        if terms.max_lanes == 0 || terms.max_lanes > tally_core::sequence::MAX_LANES {
+            return Err(bad(format!(
+                "max_lanes {} is not in 1..={}",
+                terms.max_lanes,
+                tally_core::sequence::MAX_LANES
             )));
         }
         Ok(terms)
@@ -438,6 +448,7 @@ mod increase_tests {
                 pay_to: "0x03".into(),
             },
             credit_limit: Amount(1000),
+            max_lanes: 8,
             checkpoint: CheckpointPolicy {
                 every_records: 10,
                 every_seconds: 0,

@@ -9,7 +9,9 @@ fn outcome(seq: u64, amount: i128) -> Outcome {
     Outcome {
         version: tally_core::VERSION,
         channel_id: ChannelId([seq as u8; 32]),
+        lane: (seq % 5) as u32,
         seq,
+        index: seq * 3,
         authorization_hash: Hash([0xab; 32]),
         units: seq / 3,
         amount,
@@ -62,11 +64,13 @@ fn authorization_bytes_are_canonical() {
     let auth = Authorization {
         version: tally_core::VERSION,
         channel_id: ChannelId([9; 32]),
+        lane: 7,
         seq: 42,
         request_hash: Hash([1; 32]),
         max_amount: 77,
-        prev_root: Hash([2; 32]),
-        prev_cumulative: 1234,
+        ack_size: 40,
+        ack_root: Hash([2; 32]),
+        ack_cumulative: 1234,
         terms_hash: Hash([3; 32]),
     };
     let sig = auth.sign(&key);
