@@ -66,7 +66,18 @@ fn sample_log() -> (
     // Two charges on two lanes, sent concurrently (both acknowledge the empty log, and
     // lane 1's request is recorded first), then a credit on lane 0 acknowledging both.
     // (lane, seq, ack_size, method, path, query, body, max_amount, amount, units)
-    type Call<'a> = (u32, u64, u64, &'a str, &'a str, &'a str, &'a [u8], u128, i128, u64);
+    type Call<'a> = (
+        u32,
+        u64,
+        u64,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a [u8],
+        u128,
+        i128,
+        u64,
+    );
     let calls: [Call; 3] = [
         (
             1,

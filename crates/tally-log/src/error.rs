@@ -56,6 +56,15 @@ pub enum LogError {
         /// What was found.
         detail: String,
     },
+    /// Records built for one position reached the writer when the log had another size
+    /// ([`crate::LogStore::append_keyed`]); nothing was written.
+    #[error("records built for index {expected} but the log has size {size}")]
+    WrongPosition {
+        /// The index the first record was built for.
+        expected: u64,
+        /// The log's size.
+        size: u64,
+    },
     /// A read past the end of a channel's log.
     #[error("index {index} is not below log size {size}")]
     OutOfRange {

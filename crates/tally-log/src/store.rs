@@ -127,6 +127,9 @@ struct Job {
     channel: ChannelId,
     /// Each record's data, and the key it updates in the keyed index, if any.
     records: Vec<(Option<u32>, Vec<u8>)>,
+    /// The index the first record must get, if the caller built the records for it: the
+    /// writer refuses the job (writing nothing) when the log has another size.
+    expected_start: Option<u64>,
     reply: oneshot::Sender<Result<Range<u64>, LogError>>,
 }
 
@@ -140,6 +143,12 @@ enum TicketState {
 }
 
 impl Ticket {
+    /// Whether the append was refused before it was queued (a full queue, a stopped
+    /// writer): nothing of it will be written, so the caller may undo what it prepared.
+    pub fn refused_now(&self) -> bool {
+        matches!(self.0, TicketState::Failed(_))
+    }
+
     /// Blocks until the append is durable. Must not be called from inside an async runtime;
     /// `.await` the ticket there.
     pub fn wait(self) -> Result<Range<u64>, LogError> {
@@ -301,17 +310,32 @@ impl<H: TreeHasher> LogStore<H> {
 
     /// Queues records for `channel` and returns a ticket that resolves once they are durable.
     pub fn append(&self, channel: ChannelId, records: Vec<Vec<u8>>) -> Ticket {
-        self.enqueue(channel, records.into_iter().map(|r| (None, r)).collect())
+        self.enqueue(
+            channel,
+            records.into_iter().map(|r| (None, r)).collect(),
+            None,
+        )
     }
 
     /// [`append`](Self::append), also noting each record as the newest under its key, in the
     /// same atomic batch: [`keyed`](Self::keyed) then finds every key's newest record without
     /// a scan. The gateway keys records by lane (spec/PROTOCOL.md §5.4), so that after a
     /// restart each lane's last record, which a retry is answered from, is one read away.
-    pub fn append_keyed(&self, channel: ChannelId, records: Vec<(u32, Vec<u8>)>) -> Ticket {
+    ///
+    /// The records must land at `start..`: records that state their own index (the gateway's
+    /// do, spec/PROTOCOL.md §5.2) are built for one position, so if the log has another size
+    /// when the writer reaches this job (an earlier append of the channel failed), nothing is
+    /// written and the ticket fails with [`LogError::WrongPosition`].
+    pub fn append_keyed(
+        &self,
+        channel: ChannelId,
+        start: u64,
+        records: Vec<(u32, Vec<u8>)>,
+    ) -> Ticket {
         self.enqueue(
             channel,
             records.into_iter().map(|(k, r)| (Some(k), r)).collect(),
+            Some(start),
         )
     }
 
@@ -341,11 +365,17 @@ impl<H: TreeHasher> LogStore<H> {
         Ok(out)
     }
 
-    fn enqueue(&self, channel: ChannelId, records: Vec<(Option<u32>, Vec<u8>)>) -> Ticket {
+    fn enqueue(
+        &self,
+        channel: ChannelId,
+        records: Vec<(Option<u32>, Vec<u8>)>,
+        expected_start: Option<u64>,
+    ) -> Ticket {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             channel,
             records,
+            expected_start,
             reply,
         };
         // Never block the caller (often an async task): a full queue is back-pressure the
@@ -883,11 +913,22 @@ impl<H: TreeHasher> Writer<H> {
                 Ok(tip) => tip,
                 Err(e) => {
                     failed.get_or_insert(e.to_string());
-                    replies.push((job.reply, Err(())));
+                    replies.push((job.reply, Err(LogError::WriterStopped)));
                     continue;
                 }
             };
             let start = tip.frontier.size();
+            if job.expected_start.is_some_and(|e| e != start) {
+                let expected = job.expected_start.unwrap_or_default();
+                replies.push((
+                    job.reply,
+                    Err(LogError::WrongPosition {
+                        expected,
+                        size: start,
+                    }),
+                ));
+                continue;
+            }
             for (key, record) in &job.records {
                 let index = tip.frontier.size();
                 if let Some(key) = key {
@@ -954,7 +995,7 @@ impl<H: TreeHasher> Writer<H> {
                     heads.extend(touched);
                 }
                 for (reply, result) in replies {
-                    let _ = reply.send(result.map_err(|()| LogError::WriterStopped));
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {

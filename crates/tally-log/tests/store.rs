@@ -399,11 +399,34 @@ fn the_keyed_index_names_each_keys_newest_record_and_survives_reopening() {
             .map(|(k, key)| (*key, record(c, start + k as u64)))
             .collect()
     };
-    assert_eq!(store.append_keyed(a, keyed(1, 0, &[3, 0, 3])).wait().unwrap(), 0..3);
+    assert_eq!(
+        store
+            .append_keyed(a, 0, keyed(1, 0, &[3, 0, 3]))
+            .wait()
+            .unwrap(),
+        0..3
+    );
     // Unkeyed records leave the index alone; another channel's keys are its own.
     assert_eq!(store.append(a, vec![record(1, 3)]).wait().unwrap(), 3..4);
-    assert_eq!(store.append_keyed(b, keyed(2, 0, &[3])).wait().unwrap(), 0..1);
-    assert_eq!(store.append_keyed(a, keyed(1, 4, &[7, 0])).wait().unwrap(), 4..6);
+    assert_eq!(
+        store.append_keyed(b, 0, keyed(2, 0, &[3])).wait().unwrap(),
+        0..1
+    );
+    // Records built for a position the log is not at are refused whole.
+    assert!(matches!(
+        store.append_keyed(a, 3, keyed(1, 4, &[7])).wait(),
+        Err(LogError::WrongPosition {
+            expected: 3,
+            size: 4
+        })
+    ));
+    assert_eq!(
+        store
+            .append_keyed(a, 4, keyed(1, 4, &[7, 0]))
+            .wait()
+            .unwrap(),
+        4..6
+    );
     let expect_a = vec![(0, 5), (3, 2), (7, 4)];
     assert_eq!(store.keyed(&a).unwrap(), expect_a);
     assert_eq!(store.keyed(&b).unwrap(), vec![(3, 0)]);
