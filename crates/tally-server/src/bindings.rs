@@ -23,13 +23,14 @@ pub struct Bindings {
     salts: sled::Tree,
 }
 
-/// A dispute's credit: the seq of the credit record, and the request hash of the dispute
+/// A dispute's credit: the index of the credit record, and the request hash of the dispute
 /// that asked for it, which the credit record's authorization must carry. A mark whose
 /// record is not in the log (a crash between the two writes) does not count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CreditMark {
-    /// The credit record's index.
-    pub seq: u64,
+    /// The index the credit record was appended at (spec/HTTP.md §7: written under the
+    /// channel's lock when the index is assigned, before the append is durable).
+    pub index: u64,
     /// The dispute request's hash.
     pub request_hash: Hash,
 }
@@ -201,7 +202,7 @@ impl Bindings {
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&v[8..]);
         Ok(Some(CreditMark {
-            seq: u64::from_be_bytes(seq),
+            index: u64::from_be_bytes(seq),
             request_hash: Hash(hash),
         }))
     }
@@ -244,7 +245,7 @@ impl Bindings {
         mark: &CreditMark,
     ) -> Result<(), sled::Error> {
         let mut v = [0u8; 40];
-        v[..8].copy_from_slice(&mark.seq.to_be_bytes());
+        v[..8].copy_from_slice(&mark.index.to_be_bytes());
         v[8..].copy_from_slice(&mark.request_hash.0);
         self.credits.insert(credit_key(channel, index), &v[..])?;
         self.sync()
@@ -297,7 +298,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = ChannelId([5; 32]);
         let mark = CreditMark {
-            seq: 41,
+            index: 41,
             request_hash: Hash([9; 32]),
         };
         {

@@ -1,8 +1,12 @@
 //! Per-channel state held in memory, rebuilt from the log on first use (so a restarted
-//! gateway continues exactly where its durable log ends), and the lock that serializes the
-//! requests of one channel while different channels run in parallel.
+//! gateway continues exactly where its durable log ends), and the lock that orders the
+//! admissions and appends of one channel while different channels run in parallel.
+//!
+//! The lock is held for admission and for the append only, never across the upstream call
+//! (DESIGN.md §7): between the two, an admitted request holds a *reservation* of its
+//! `max_amount` and its lane is *busy*.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -10,7 +14,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use tally_core::encoding::Canonical;
 use tally_core::hash::TreeHasher;
-use tally_core::{ChannelId, Hash, PublicKey, Record, SecretKey, Signature};
+use tally_core::sequence::{LaneTail, LogState};
+use tally_core::{ChannelId, Hash, PublicKey, Record};
 use tally_http::WireCheckpoint;
 use tally_log::LogStore;
 use tokio::sync::Mutex as AsyncMutex;
@@ -18,11 +23,9 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::bindings::{Bindings, Closing};
 use crate::errors::GatewayError;
 
-/// A response kept so a retry of the last seq gets the same bytes (spec/HTTP.md §9).
+/// A response kept so a retry of a lane's last seq gets the same bytes (spec/HTTP.md §9).
 #[derive(Clone, Debug)]
 pub struct CachedResponse {
-    /// The seq it answered.
-    pub seq: u64,
     /// HTTP status.
     pub status: u16,
     /// `content-type`, if any.
@@ -48,6 +51,30 @@ impl CachedResponse {
     }
 }
 
+/// A lane's last recorded request: what a retry of it is answered from.
+#[derive(Clone, Debug)]
+pub struct LaneLast {
+    /// Its seq.
+    pub seq: u64,
+    /// The request hash it signed.
+    pub request_hash: Hash,
+    /// Its record's index in the log.
+    pub index: u64,
+    /// Its response, while held.
+    pub cached: Option<CachedResponse>,
+}
+
+/// One lane of a channel (spec/PROTOCOL.md §5.4).
+#[derive(Clone, Debug, Default)]
+pub struct LaneState {
+    /// The next seq and the largest acknowledged size.
+    pub tail: LaneTail,
+    /// The seq and request hash admitted and not yet recorded or refused.
+    pub busy: Option<(u64, Hash)>,
+    /// The last recorded request.
+    pub last: Option<LaneLast>,
+}
+
 /// What the gateway knows of one channel. Mutated only under the channel's lock.
 #[derive(Debug)]
 pub struct ChannelState {
@@ -58,22 +85,28 @@ pub struct ChannelState {
     /// The channel's request salt (spec/PROTOCOL.md §3.3), stored before the session key, so
     /// a bound channel loaded from the database always has one (older bindings excepted).
     pub salt: Option<tally_core::RequestSalt>,
-    /// Durable log size: the seq expected next.
-    pub size: u64,
-    /// Root at `size`.
-    pub root: Hash,
-    /// Cumulative net amount at `size`.
-    pub cumulative: u128,
-    /// The last record and the provider's signature over its outcome.
-    pub last: Option<(Record, Signature)>,
+    /// The durable head of the log, with its cumulative.
+    pub durable: LogState,
+    /// The cumulative after each record handed to the log but not yet durable: indices
+    /// `durable.size ..`, in order.
+    pub pending: VecDeque<u128>,
+    /// The sum of the `max_amount`s of admitted requests not yet recorded (P5).
+    pub reserved: u128,
+    /// How many admitted requests are not yet recorded or refused.
+    pub in_flight: u64,
+    /// The lanes used so far.
+    pub lanes: HashMap<u32, LaneState>,
+    /// The last acknowledged state checked against the store, so a run of requests that
+    /// acknowledge the same state reads it once.
+    pub acked: Option<LogState>,
     /// Size of the latest client-signed checkpoint (0 if none).
     pub checkpoint_size: u64,
     /// Its cumulative.
     pub checkpoint_cumulative: u128,
     /// When it was accepted (or when this state was loaded, if earlier).
     pub checkpoint_at: Instant,
-    /// The last response, for byte-identical retries.
-    pub cached: Option<CachedResponse>,
+    /// Bytes of responses held for retries, over all lanes.
+    pub cached_bytes: usize,
     /// The cooperative close the payee signed, if any: then nothing more is recorded.
     pub closing: Option<Closing>,
     /// The generation of the log store this state was loaded from: after the store is
@@ -82,15 +115,86 @@ pub struct ChannelState {
 }
 
 impl ChannelState {
-    /// Rebuilds a channel's state from the durable log, the stored checkpoints and the
-    /// bindings (session key, close agreement). The provider signature of the last record is recomputed (ed25519 is
-    /// deterministic, spec/PROTOCOL.md §5.3).
+    /// The index the next appended record gets.
+    pub fn next_index(&self) -> u64 {
+        self.durable.size + self.pending.len() as u64
+    }
+
+    /// The cumulative after every record handed to the log.
+    pub fn tail_cumulative(&self) -> u128 {
+        self.pending
+            .back()
+            .copied()
+            .unwrap_or(self.durable.cumulative)
+    }
+
+    /// Moves the durable head up to the store's: records of this channel that became
+    /// durable since (possibly appended by other requests' tasks) leave `pending`.
+    pub fn sync_durable(&mut self, store: &LogStore) -> Result<(), GatewayError> {
+        let Some(head) = store.head(&self.id) else {
+            return Ok(());
+        };
+        while self.durable.size < head.size {
+            let cumulative = self.pending.pop_front().ok_or_else(|| {
+                GatewayError::internal("the log grew beyond what this channel appended")
+            })?;
+            self.durable.size += 1;
+            self.durable.cumulative = cumulative;
+        }
+        self.durable.root = head.root;
+        Ok(())
+    }
+
+    /// Keeps `response` as the answer to a retry of `lane`'s last request, within the
+    /// per-channel budget `budget`: other lanes' held responses are dropped first.
+    pub fn hold_response(&mut self, lane: u32, index: u64, response: CachedResponse, budget: usize) {
+        let size = response.body.len();
+        if size > budget {
+            return;
+        }
+        let mut others: Vec<u32> = self
+            .lanes
+            .iter()
+            .filter(|(l, s)| **l != lane && s.last.as_ref().is_some_and(|x| x.cached.is_some()))
+            .map(|(l, _)| *l)
+            .collect();
+        others.sort_unstable();
+        for other in others {
+            if self.cached_bytes + size <= budget {
+                break;
+            }
+            if let Some(dropped) = self
+                .lanes
+                .get_mut(&other)
+                .and_then(|s| s.last.as_mut())
+                .and_then(|x| x.cached.take())
+            {
+                self.cached_bytes = self.cached_bytes.saturating_sub(dropped.body.len());
+            }
+        }
+        if self.cached_bytes + size > budget {
+            return;
+        }
+        if let Some(last) = self
+            .lanes
+            .get_mut(&lane)
+            .and_then(|s| s.last.as_mut())
+            .filter(|x| x.index == index)
+        {
+            if let Some(old) = last.cached.replace(response) {
+                self.cached_bytes = self.cached_bytes.saturating_sub(old.body.len());
+            }
+            self.cached_bytes += size;
+        }
+    }
+
+    /// Rebuilds a channel's state from the durable log, the stored checkpoints, the keyed
+    /// index of each lane's last record and the bindings (session key, close agreement).
     pub fn load(
         id: ChannelId,
         store: &LogStore,
         generation: u64,
         bindings: &Bindings,
-        key: &SecretKey,
     ) -> Result<Self, GatewayError> {
         let salt = bindings
             .salt(&id)
@@ -101,23 +205,48 @@ impl ChannelState {
         let closing = bindings
             .closing(&id)
             .map_err(|e| GatewayError::internal(format!("close agreement: {e}")))?;
-        let head = store.head(&id);
-        let (size, root) = match head {
-            Some(h) => (h.size, h.root),
-            None => (0, tally_log::Blake3Hasher.empty()),
-        };
-        let last = if size > 0 {
+        let read = |index: u64| -> Result<Record, GatewayError> {
             let bytes = store
-                .record(&id, size - 1)
+                .record(&id, index)
                 .map_err(|e| GatewayError::internal(format!("reading the log: {e}")))?;
-            let record = Record::from_bytes(&bytes)
-                .map_err(|e| GatewayError::internal(format!("stored record: {e}")))?;
-            let sig = key.sign(&record.outcome.to_bytes());
-            Some((record, sig))
-        } else {
-            None
+            Record::from_bytes(&bytes)
+                .map_err(|e| GatewayError::internal(format!("stored record: {e}")))
         };
-        let cumulative = last.as_ref().map_or(0, |(r, _)| r.outcome.cumulative);
+        let durable = match store.head(&id) {
+            Some(h) if h.size > 0 => LogState {
+                size: h.size,
+                root: h.root,
+                cumulative: read(h.size - 1)?.outcome.cumulative,
+            },
+            _ => LogState {
+                size: 0,
+                root: tally_log::Blake3Hasher.empty(),
+                cumulative: 0,
+            },
+        };
+        let mut lanes = HashMap::new();
+        for (lane, index) in store
+            .keyed(&id)
+            .map_err(|e| GatewayError::internal(format!("reading lanes: {e}")))?
+        {
+            let a = read(index)?.authorization;
+            lanes.insert(
+                lane,
+                LaneState {
+                    tail: LaneTail {
+                        next_seq: a.seq.saturating_add(1),
+                        ack_size: a.ack_size,
+                    },
+                    busy: None,
+                    last: Some(LaneLast {
+                        seq: a.seq,
+                        request_hash: a.request_hash,
+                        index,
+                        cached: None,
+                    }),
+                },
+            );
+        }
         let (checkpoint_size, checkpoint_cumulative) = match store
             .latest_checkpoint(&id)
             .map_err(|e| GatewayError::internal(format!("reading checkpoints: {e}")))?
@@ -136,21 +265,23 @@ impl ChannelState {
             id,
             session_key,
             salt,
-            size,
-            root,
-            cumulative,
-            last,
+            durable,
+            pending: VecDeque::new(),
+            reserved: 0,
+            in_flight: 0,
+            lanes,
+            acked: None,
             checkpoint_size,
             checkpoint_cumulative,
             checkpoint_at: Instant::now(),
-            cached: None,
+            cached_bytes: 0,
             closing,
             generation,
         })
     }
 }
 
-type Slot = Arc<AsyncMutex<Option<ChannelState>>>;
+pub(crate) type Slot = Arc<AsyncMutex<Option<ChannelState>>>;
 
 /// One lock per channel, for at most `capacity` channels at a time. Holding a channel's lock
 /// is the only way to change its log.

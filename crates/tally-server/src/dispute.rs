@@ -26,7 +26,7 @@ use tally_http::{Reason, Terms};
 
 use crate::bindings::CreditMark;
 use crate::errors::GatewayError;
-use crate::gateway::{Admitted, Gateway, Purpose, RequestView};
+use crate::gateway::{Admitted, Answer, Gateway, Purpose, RequestView};
 
 fn refused(why: impl Into<String>) -> GatewayError {
     let why = why.into();
@@ -49,11 +49,7 @@ pub async fn dispute(
         Admitted::Replay { cached, .. } => return Ok(cached.into_response()),
     };
     let channel = admission.channel();
-    let credit_seq = admission.seq();
-    let session = admission
-        .state()
-        .and_then(|s| s.session_key)
-        .ok_or_else(|| GatewayError::internal("admitted without a session key"))?;
+    let session = admission.session_key();
     let bundle = &request.bundle;
     if bundle.client_key != session || bundle.provider_key != gateway.public_key() {
         return Err(refused("the bundle names other keys than this channel's"));
@@ -64,7 +60,7 @@ pub async fn dispute(
     if disputed.outcome.channel_id != channel {
         return Err(refused("the disputed record is from another channel"));
     }
-    let index = disputed.outcome.seq;
+    let index = disputed.outcome.index;
     let stored = gateway
         .store()?
         .record(&channel, index)
@@ -80,7 +76,7 @@ pub async fn dispute(
         if credit_landed(gateway, &channel, &mark)? {
             return Err(refused(format!(
                 "record {index} was already credited by record {}",
-                mark.seq
+                mark.index
             )));
         }
     }
@@ -115,27 +111,16 @@ pub async fn dispute(
         return Err(refused("no refund rule applies to this record"));
     };
     let credit = -i128::try_from(refund).map_err(|_| refused("refund out of range"))?;
-    let Some(after) = apply_amount(admission.authorization().prev_cumulative, credit) else {
+    let (checkpointed, cumulative) = admission.cumulatives();
+    let Some(after) = apply_amount(cumulative, credit) else {
         return Err(refused("the credit exceeds the cumulative amount"));
     };
-    let checkpointed = admission.state().map_or(0, |s| s.checkpoint_cumulative);
     let claimed = gateway.funding_fresh(&channel).await?.claimed;
     let floor = claimed.max(checkpointed);
     if after < floor {
         return Err(refused(format!(
             "a credit of {refund} would take the cumulative to {after}, below {floor} (claimed onchain {claimed}, newest checkpoint {checkpointed}), which the contract could no longer pay; dispute again once later usage covers it"
         )));
-    }
-    let mark = CreditMark {
-        seq: credit_seq,
-        request_hash: admission.authorization().request_hash,
-    };
-    {
-        let gw = gateway.clone();
-        tokio::task::spawn_blocking(move || gw.bindings().mark_credited(&channel, index, &mark))
-            .await
-            .map_err(|e| GatewayError::internal(format!("credit writer: {e}")))?
-            .map_err(|e| GatewayError::internal(format!("storing credit mark: {e}")))?;
     }
     let granted = DisputeGranted {
         disputed_index: index,
@@ -150,11 +135,14 @@ pub async fn dispute(
     let recorded = gateway
         .record(
             admission,
-            200,
-            Some(content_type.clone()),
-            body.clone(),
-            0,
-            credit,
+            Answer {
+                status: 200,
+                content_type: Some(content_type.clone()),
+                body: body.clone(),
+                units: 0,
+                amount: credit,
+                credits: Some(index),
+            },
         )
         .await?;
     let mut resp = Response::new(Body::from(body));
@@ -165,19 +153,19 @@ pub async fn dispute(
     Ok(resp)
 }
 
-/// Whether a credit mark is backed by its credit record: the record at the mark's seq is a
-/// credit, authorized by the very dispute request the mark names.
+/// Whether a credit mark is backed by its credit record: the record at the mark's index is
+/// a credit, authorized by the very dispute request the mark names.
 fn credit_landed(
     gateway: &Gateway,
     channel: &tally_core::ChannelId,
     mark: &CreditMark,
 ) -> Result<bool, GatewayError> {
     let store = gateway.store()?;
-    let Ok(bytes) = store.record(channel, mark.seq) else {
+    let Ok(bytes) = store.record(channel, mark.index) else {
         return Ok(false);
     };
     let record = Record::from_bytes(&bytes)
-        .map_err(|e| GatewayError::internal(format!("stored record {}: {e}", mark.seq)))?;
+        .map_err(|e| GatewayError::internal(format!("stored record {}: {e}", mark.index)))?;
     Ok(record.outcome.amount < 0 && record.authorization.request_hash == mark.request_hash)
 }
 

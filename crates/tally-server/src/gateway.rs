@@ -3,9 +3,10 @@
 //! durably and sign the receipt (steps 4–5); and, with the payee key, cosign a cooperative
 //! close at the log's final state, after which the channel records nothing more.
 //!
-//! An [`Admission`] holds the channel's lock from admission to receipt, so the requests of
-//! one channel are strictly serialized while other channels proceed; the log store's group
-//! commit batches the appends of all channels.
+//! A channel's lock is held for admission and for the append, never across the upstream
+//! call (DESIGN.md §7): an [`Admission`] holds a reservation of its `max_amount` and its
+//! lane, so up to `max_lanes` requests of one channel are served at once; the log store's
+//! group commit batches the appends of all channels.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,16 +39,25 @@ use tally_log::{LogStore, StoreConfig};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::bindings::{Bindings, Closing};
-use crate::channel::{CachedResponse, ChannelState, Channels};
+use crate::channel::{self, CachedResponse, ChannelState, Channels};
 use crate::errors::{GatewayError, StartError};
 use crate::funding::FundingCache;
 use crate::metrics::Metrics;
 
 pub use admit::Purpose;
+pub use record::Answer;
 use store::StoreSlot;
 
 /// A channel's lock with its state (`None` until loaded from the log).
 pub(crate) type ChannelGuard = OwnedMutexGuard<Option<ChannelState>>;
+
+/// The state under a channel's lock, which [`Gateway::lock_slot`] always loads: the one
+/// place that turns a missing state into an error.
+pub(crate) fn loaded(guard: &mut ChannelGuard) -> Result<&mut ChannelState, GatewayError> {
+    guard
+        .as_mut()
+        .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))
+}
 
 mod admit;
 mod checkpoint;
@@ -65,6 +75,8 @@ pub struct Settings {
     pub chain: ChainTerms,
     /// Most served beyond the last client-signed checkpoint (P5).
     pub credit_limit: u128,
+    /// How many lanes (requests in flight at once) a channel may use (spec/PROTOCOL.md §5.4).
+    pub max_lanes: u32,
     /// When to ask for checkpoints.
     pub checkpoint: CheckpointPolicy,
     /// Whether upstream 5xx responses are charged.
@@ -83,7 +95,8 @@ pub struct Settings {
     /// window to claim after the payer starts an exit (P4). Never below the contract's
     /// `MIN_WITHDRAW_DELAY`.
     pub min_withdraw_delay: u32,
-    /// Responses up to this size are kept for byte-identical retries of the last seq.
+    /// Per channel, the bytes of responses kept for byte-identical retries of each lane's
+    /// last seq (larger or older ones are answered with their record instead).
     pub replay_cache_bytes: usize,
     /// Most time an admitted request may spend at the upstream, response body included; past
     /// it nothing is recorded and the channel is free again (spec/HTTP.md §9).
@@ -107,6 +120,7 @@ impl Settings {
             data_dir,
             chain,
             credit_limit: 1_000_000,
+            max_lanes: 64,
             checkpoint: CheckpointPolicy {
                 every_records: 1000,
                 every_seconds: 60,
@@ -122,7 +136,7 @@ impl Settings {
             min_withdraw_delay: tally_chain::funding::MIN_WITHDRAW_DELAY,
             routes,
             funding_ttl: Duration::from_secs(2),
-            replay_cache_bytes: 64 << 10,
+            replay_cache_bytes: 256 << 10,
             upstream_timeout: Duration::from_secs(120),
             store: StoreConfig::default(),
             unmatched: Unmatched::Free,
@@ -180,10 +194,10 @@ pub struct RequestView<'a> {
 // an allocation to every paid request.
 #[allow(clippy::large_enum_variant)]
 pub enum Admitted {
-    /// A new request at the next seq: forward it, then [`Gateway::record`].
+    /// A new request at its lane's next seq: forward it, then [`Gateway::record`].
     Fresh(Admission),
-    /// A retry of the last seq whose response is held: answer with these bytes again, once
-    /// the body is checked against `request_hash`.
+    /// A retry of a lane's last seq whose response is held: answer with these bytes again,
+    /// once the body is checked against `request_hash`.
     Replay {
         /// The held response.
         cached: CachedResponse,
@@ -194,9 +208,12 @@ pub enum Admitted {
     },
 }
 
-/// A paid request admitted at the next seq, holding its channel's lock.
+/// A paid request admitted at its lane's next seq. It holds a reservation of its
+/// `max_amount` and keeps its lane busy until [`Gateway::record`] consumes it; dropped
+/// unrecorded (a refused body, an upstream failure, a hang-up), it releases both.
 pub struct Admission {
-    guard: ChannelGuard,
+    slot: channel::Slot,
+    generation: u64,
     authorization: Authorization,
     signature: tally_core::Signature,
     /// `authorization.signed_hash(&signature)`, from the bytes the signature was checked on.
@@ -204,12 +221,20 @@ pub struct Admission {
     price: Price,
     /// The channel's request salt (spec/PROTOCOL.md §3.3).
     salt: tally_core::RequestSalt,
+    /// The bound session key.
+    session_key: PublicKey,
+    /// The newest checkpoint's cumulative and the log's cumulative (with every record
+    /// handed to the log) when admitted.
+    checkpoint_cumulative: u128,
+    tail_cumulative: u128,
+    /// Set once `record` took the reservation over.
+    consumed: bool,
 }
 
 impl Admission {
-    /// The seq this request will be recorded at.
-    pub fn seq(&self) -> u64 {
-        self.authorization.seq
+    /// The lane and seq this request is recorded at.
+    pub fn lane_seq(&self) -> (u32, u64) {
+        (self.authorization.lane, self.authorization.seq)
     }
 
     /// The channel.
@@ -227,8 +252,52 @@ impl Admission {
         &self.price
     }
 
-    pub(crate) fn state(&self) -> Option<&ChannelState> {
-        self.guard.as_ref()
+    /// The session key bound to the channel.
+    pub fn session_key(&self) -> PublicKey {
+        self.session_key
+    }
+
+    /// `(newest checkpoint cumulative, log cumulative)` when admitted.
+    pub fn cumulatives(&self) -> (u128, u128) {
+        (self.checkpoint_cumulative, self.tail_cumulative)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if self.consumed {
+            return;
+        }
+        let slot = self.slot.clone();
+        let (generation, auth) = (self.generation, self.authorization);
+        let release = move |state: &mut Option<ChannelState>| {
+            if let Some(st) = state.as_mut().filter(|s| s.generation == generation) {
+                release_reservation(st, &auth);
+            }
+        };
+        // Usually uncontended: release at once; otherwise (or outside a runtime) later.
+        if let Ok(mut guard) = slot.try_lock() {
+            release(&mut guard);
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut guard = slot.lock().await;
+                release(&mut guard);
+            });
+        }
+    }
+}
+
+/// Returns an admitted request's reservation and frees its lane (spec/PROTOCOL.md §5.4: a
+/// request not recorded does not use up its seq).
+pub(crate) fn release_reservation(st: &mut ChannelState, auth: &Authorization) {
+    st.reserved = st.reserved.saturating_sub(auth.max_amount);
+    st.in_flight = st.in_flight.saturating_sub(1);
+    if let Some(lane) = st.lanes.get_mut(&auth.lane) {
+        if lane.busy.is_some_and(|(seq, _)| seq == auth.seq) {
+            lane.busy = None;
+        }
     }
 }
 
@@ -265,12 +334,12 @@ fn wire_error(e: WireError) -> GatewayError {
     }
 }
 
-fn state_mismatch(st: &ChannelState, message: &str) -> GatewayError {
+fn state_mismatch(st: &ChannelState, message: impl Into<String>) -> GatewayError {
     GatewayError::new(
         Reason::StateMismatch {
-            size: st.size,
-            root: st.root,
-            cumulative: Amount(st.cumulative),
+            size: st.durable.size,
+            root: st.durable.root,
+            cumulative: Amount(st.durable.cumulative),
         },
         message,
     )
@@ -307,6 +376,13 @@ impl Gateway {
                 });
             }
         }
+        if settings.max_lanes == 0 || settings.max_lanes > tally_core::sequence::MAX_LANES {
+            return Err(StartError::Config(format!(
+                "max_lanes {} is not in 1..={}",
+                settings.max_lanes,
+                tally_core::sequence::MAX_LANES
+            )));
+        }
         if settings.max_request_bytes == 0 || settings.max_response_bytes == 0 {
             return Err(StartError::Config("body limits must be positive".into()));
         }
@@ -328,6 +404,7 @@ impl Gateway {
             provider_key: public,
             chain: settings.chain.clone(),
             credit_limit: Amount(settings.credit_limit),
+            max_lanes: settings.max_lanes,
             checkpoint: settings.checkpoint.clone(),
             charge_server_errors: settings.charge_server_errors,
             refunds: settings.refunds.clone(),
@@ -474,7 +551,6 @@ impl Gateway {
                 &store,
                 generation,
                 &i.bindings,
-                &i.key,
             )?);
         }
         Ok(guard)
@@ -512,20 +588,24 @@ impl Gateway {
         &self,
         channel: &ChannelId,
     ) -> Result<tally_http::api::ChannelState, GatewayError> {
-        let guard = self.lock(channel).await?;
-        let st = guard
-            .as_ref()
-            .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
+        let mut guard = self.lock(channel).await?;
+        let store = self.store()?;
+        let st = loaded(&mut guard)?;
+        st.sync_durable(&store)?;
+        let last_record = match st.durable.size {
+            0 => None,
+            n => Some(self.wire_record(&self.stored_record(&st.id, n - 1)?)),
+        };
         Ok(tally_http::api::ChannelState {
             channel_id: st.id,
             session_key: st.session_key,
             request_salt: st.salt,
-            size: st.size,
-            root: st.root,
-            cumulative: Amount(st.cumulative),
+            size: st.durable.size,
+            root: st.durable.root,
+            cumulative: Amount(st.durable.cumulative),
             checkpoint_size: st.checkpoint_size,
             checkpoint_cumulative: Amount(st.checkpoint_cumulative),
-            last_record: st.last.as_ref().map(|(r, s)| WireRecord::new(r, *s)),
+            last_record,
         })
     }
 

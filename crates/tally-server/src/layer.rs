@@ -28,7 +28,7 @@ use tally_http::{Price, Reason, Unmatched};
 use tower::{Layer, Service};
 
 use crate::errors::GatewayError;
-use crate::gateway::{Admission, Admitted, Gateway, Purpose, RequestView};
+use crate::gateway::{Admission, Admitted, Answer, Gateway, Purpose, RequestView};
 use crate::pricing::charge;
 
 /// Marks a response that the upstream never produced (the proxy could not reach it): the
@@ -256,7 +256,8 @@ where
     S: Service<Request<Body>, Response = Response, Error = Infallible>,
 {
     let settings = gateway.settings();
-    let (channel, seq) = (admission.channel(), admission.seq());
+    let channel = admission.channel();
+    let (lane, seq) = admission.lane_seq();
     let max_amount = admission.authorization().max_amount;
     let admitted_at = std::time::Instant::now();
     let answered = fetch_upstream(
@@ -266,12 +267,13 @@ where
         settings.upstream_timeout,
     )
     .await
-    .inspect_err(|_| tracing::warn!(%channel, seq, "upstream failed; nothing recorded"))?;
+    .inspect_err(|_| tracing::warn!(%channel, lane, seq, "upstream failed; nothing recorded"))?;
     let (mut resp_parts, resp_body) = match answered {
         Ok(ok) => ok,
         Err(failed) => {
-            // Nothing was served: drop the admission (and the lock), record nothing.
-            tracing::warn!(%channel, seq, "upstream unavailable; nothing recorded");
+            // Nothing was served: drop the admission (releasing its reservation and lane),
+            // record nothing.
+            tracing::warn!(%channel, lane, seq, "upstream unavailable; nothing recorded");
             return Ok(failed);
         }
     };
@@ -290,11 +292,14 @@ where
     let recorded = gateway
         .record(
             admission,
-            status,
-            content_type,
-            resp_body.clone(),
-            c.units,
-            amount,
+            Answer {
+                status,
+                content_type,
+                body: resp_body.clone(),
+                units: c.units,
+                amount,
+                credits: None,
+            },
         )
         .await?;
     resp_parts
@@ -312,6 +317,7 @@ where
     gateway.metrics().overhead.observe(overhead);
     tracing::info!(
         %channel,
+        lane,
         seq,
         status,
         units = c.units,
@@ -326,7 +332,7 @@ where
 /// The upstream's answer to an admitted request, read whole (up to `limit`) within `timeout`:
 /// `Ok(Err(resp))` when the proxy could not reach the upstream (nothing was served). A hung
 /// upstream must not hold the channel forever (the task outlives the client): past the
-/// timeout the caller records nothing and drops the admission, and with it the lock.
+/// timeout the caller records nothing and drops the admission, and with it the reservation and the lane.
 async fn fetch_upstream<S>(
     inner: &mut S,
     req: Request<Body>,

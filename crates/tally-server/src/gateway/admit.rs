@@ -7,6 +7,7 @@
 //! against the signed request hash with [`Admitted::check_body`]).
 
 use super::*;
+use tally_core::sequence::{LogState, SequenceError};
 
 /// What a paid request pays for.
 #[derive(Clone, Copy, Debug)]
@@ -117,9 +118,10 @@ impl Gateway {
         let mut guard = self
             .lock_verified(&auth.channel_id, &auth_bytes, &sig)
             .await?;
-        let st = guard
-            .as_mut()
-            .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
+        let generation = loaded(&mut guard)?.generation;
+        let store = i.store.for_generation(generation)?;
+        let st = loaded(&mut guard)?;
+        st.sync_durable(&store)?;
         // Held in the channel's state (loaded with the binding): no database read per request.
         let salt = match st.salt {
             Some(salt) => salt,
@@ -137,8 +139,8 @@ impl Gateway {
         if let Some(cp) = &checkpoint {
             self.accept_checkpoint_locked(st, cp).await?;
         }
-        if auth.seq < st.size {
-            return self.retried(st, &auth, salt);
+        if let Some(replay) = self.retried(st, &auth, salt)? {
+            return Ok(replay);
         }
         if let Some(c) = &st.closing {
             return Err(GatewayError::new(
@@ -150,7 +152,8 @@ impl Gateway {
             )
             .with_required(required()));
         }
-        check_position(st, &auth)?;
+        check_lane(st, &auth, i.settings.max_lanes)?;
+        check_acknowledgement(st, &auth, &store)?;
         check_minimum(&purpose, auth.max_amount).map_err(|e| match e.reason.status() {
             402 => e.with_required(required()),
             _ => e,
@@ -162,13 +165,27 @@ impl Gateway {
                 e
             }
         })?;
+        // Reserve: from here until recorded or dropped, this request counts against the
+        // deposit and the credit limit at its maximum (P5), and holds its lane.
+        st.reserved = st.reserved.saturating_add(auth.max_amount);
+        st.in_flight += 1;
+        st.lanes.entry(auth.lane).or_default().busy = Some((auth.seq, auth.request_hash));
+        let session_key = st.session_key.ok_or_else(unbound)?;
+        let cumulatives = (st.checkpoint_cumulative, st.tail_cumulative());
+        let slot = ChannelGuard::mutex(&guard).clone();
+        drop(guard);
         Ok(Admitted::Fresh(Admission {
-            guard,
+            slot,
+            generation,
             authorization: auth,
             signature: sig,
             authorization_hash: tally_core::hash::blake3_of(&[&auth_bytes, &sig.0]),
             price: purpose.quoted(),
             salt,
+            session_key,
+            checkpoint_cumulative: cumulatives.0,
+            tail_cumulative: cumulatives.1,
+            consumed: false,
         }))
     }
 
@@ -201,38 +218,75 @@ impl Gateway {
         Ok(guard)
     }
 
-    /// A request at a seq the log already holds: the same request again is answered from
-    /// the held response, or with the stored record; anything else is a stale seq.
+    /// A request at a seq its lane already recorded: a retry of the lane's last request is
+    /// answered from the held response, or with its record; anything else below the lane's
+    /// next seq is a stale seq. `None`: not a retry.
     fn retried(
         &self,
         st: &ChannelState,
         auth: &Authorization,
         salt: tally_core::RequestSalt,
-    ) -> Result<Admitted, GatewayError> {
-        let stored = self.stored_record(&st.id, auth.seq)?;
-        if stored.authorization.request_hash != auth.request_hash {
-            return Err(stale_seq(st, auth));
+    ) -> Result<Option<Admitted>, GatewayError> {
+        let Some(lane) = st.lanes.get(&auth.lane) else {
+            return Ok(None);
+        };
+        if auth.seq >= lane.tail.next_seq {
+            return Ok(None);
+        }
+        let Some(last) = lane
+            .last
+            .as_ref()
+            .filter(|l| l.seq == auth.seq && l.request_hash == auth.request_hash)
+        else {
+            return Err(self.stale_seq(st, auth));
+        };
+        if last.index >= st.durable.size {
+            // Recorded but not yet durable: the original request is about to be answered.
+            return Err(lane_busy(auth));
         }
         self.inner
             .metrics
             .replays
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(c) = st.cached.as_ref().filter(|c| c.seq == auth.seq) {
-            return Ok(Admitted::Replay {
+        if let Some(c) = &last.cached {
+            return Ok(Some(Admitted::Replay {
                 cached: c.clone(),
                 request_hash: auth.request_hash,
                 salt,
-            });
+            }));
         }
+        let stored = self.stored_record(&st.id, last.index)?;
         Err(GatewayError::new(
             Reason::AlreadyRecorded {
                 record: self.wire_record(&stored),
             },
             format!(
-                "seq {} is already recorded; its response is no longer held",
-                auth.seq
+                "lane {} seq {} is already recorded; its response is no longer held",
+                auth.lane, auth.seq
             ),
         ))
+    }
+
+    /// `stale_seq`, with the lane's last record so the client can resync the lane.
+    fn stale_seq(&self, st: &ChannelState, auth: &Authorization) -> GatewayError {
+        let lane = st.lanes.get(&auth.lane);
+        let expected = lane.map_or(0, |l| l.tail.next_seq);
+        let last_record = lane
+            .and_then(|l| l.last.as_ref())
+            .filter(|l| l.index < st.durable.size)
+            .and_then(|l| self.stored_record(&st.id, l.index).ok())
+            .map(|r| self.wire_record(&r));
+        GatewayError::new(
+            Reason::StaleSeq {
+                lane: auth.lane,
+                expected_seq: expected,
+                last_record,
+            },
+            format!(
+                "lane {} seq {} is not the lane's next seq {expected}",
+                auth.lane, auth.seq
+            ),
+        )
     }
 
     /// The channel's funding must be acceptable for every paid request, disputes included
@@ -245,7 +299,9 @@ impl Gateway {
         auth: &Authorization,
     ) -> Result<(), GatewayError> {
         let i = &self.inner;
-        let need = auth.prev_cumulative.checked_add(auth.max_amount);
+        // Every record handed to the log, and every admitted request at its maximum (P5).
+        let committed = st.tail_cumulative().saturating_add(st.reserved);
+        let need = committed.checked_add(auth.max_amount);
         let mut funding = i.funding.get(&st.id).await?;
         let short = |f: &tally_chain::ChannelFunding| need.is_none_or(|n| n > f.deposit);
         if auth.max_amount > 0 && short(&funding) {
@@ -269,9 +325,9 @@ impl Gateway {
         if short(&funding) {
             return Err(GatewayError::new(
                 Reason::InsufficientFunds {
-                    remaining: Amount(funding.deposit.saturating_sub(auth.prev_cumulative)),
+                    remaining: Amount(funding.deposit.saturating_sub(committed)),
                 },
-                "the deposit does not cover this call's maximum",
+                "the deposit does not cover this call's maximum on top of what is charged and in flight",
             ));
         }
         let exposure = need
@@ -279,7 +335,9 @@ impl Gateway {
             .saturating_sub(st.checkpoint_cumulative);
         if exposure > i.settings.credit_limit {
             return Err(GatewayError::new(
-                Reason::CheckpointRequired { size: st.size },
+                Reason::CheckpointRequired {
+                    size: st.durable.size,
+                },
                 format!(
                     "serving would put {exposure} beyond the last checkpoint (limit {})",
                     i.settings.credit_limit
@@ -290,28 +348,111 @@ impl Gateway {
     }
 }
 
-fn stale_seq(st: &ChannelState, auth: &Authorization) -> GatewayError {
+fn lane_busy(auth: &Authorization) -> GatewayError {
     GatewayError::new(
-        Reason::StaleSeq {
-            expected_seq: st.size,
-            last_record: st.last.as_ref().map(|(r, s)| WireRecord::new(r, *s)),
+        Reason::LaneBusy {
+            lane: auth.lane,
+            seq: auth.seq,
         },
-        format!("seq {} is not the next seq {}", auth.seq, st.size),
+        format!(
+            "lane {} has a request in flight; retry once it is answered",
+            auth.lane
+        ),
     )
 }
 
-/// The authorization must be for the next seq and acknowledge the log as it is.
-fn check_position(st: &ChannelState, auth: &Authorization) -> Result<(), GatewayError> {
-    if auth.seq != st.size {
-        return Err(stale_seq(st, auth));
+/// R8 at admission (spec/PROTOCOL.md §5.4): the lane exists under the terms, is free, and
+/// this is its next seq; a lane never acknowledges less than it did before.
+fn check_lane(st: &ChannelState, auth: &Authorization, max_lanes: u32) -> Result<(), GatewayError> {
+    let lane = st.lanes.get(&auth.lane);
+    if lane.is_some_and(|l| l.busy.is_some()) {
+        return Err(lane_busy(auth));
     }
-    if auth.prev_root != st.root || auth.prev_cumulative != st.cumulative {
+    let mut lanes = tally_core::sequence::Lanes::default();
+    if let Some(l) = lane {
+        lanes.set(auth.lane, l.tail);
+    }
+    lanes.check(auth, max_lanes).map_err(|e| match e {
+        SequenceError::LaneOutOfRange { max_lanes, .. } => GatewayError::new(
+            Reason::LaneOutOfRange { max_lanes },
+            e.to_string(),
+        ),
+        SequenceError::SeqGap { expected, .. } => GatewayError::new(
+            Reason::StaleSeq {
+                lane: auth.lane,
+                expected_seq: expected,
+                last_record: None,
+            },
+            e.to_string(),
+        ),
+        other => state_mismatch(st, other.to_string()),
+    })
+}
+
+/// R7 at admission: the acknowledged state is one the durable log had, recent enough that
+/// the record this request may become stays within the acknowledgement window even if every
+/// request now in flight is appended first.
+fn check_acknowledgement(
+    st: &mut ChannelState,
+    auth: &Authorization,
+    store: &LogStore,
+) -> Result<(), GatewayError> {
+    let worst_index = st.next_index().saturating_add(st.in_flight);
+    tally_core::sequence::check_ack_bounds(auth.ack_size, worst_index, st.durable.size)
+        .map_err(|e| state_mismatch(st, e.to_string()))?;
+    let claimed = LogState::acknowledged_by(auth);
+    let actual = if auth.ack_size == st.durable.size {
+        st.durable
+    } else if st.acked.is_some_and(|a| a.size == auth.ack_size) {
+        st.acked.unwrap_or(st.durable)
+    } else {
+        let state = state_at(store, &st.id, auth.ack_size)?;
+        st.acked = Some(state);
+        state
+    };
+    // Roots are compared in constant time (they are MACs of the log's content to whoever
+    // holds it); sizes and cumulatives are public to both parties.
+    use subtle::ConstantTimeEq;
+    let same_root: bool = actual.root.0.ct_eq(&claimed.root.0).into();
+    if !same_root || actual.cumulative != claimed.cumulative {
         return Err(state_mismatch(
             st,
-            "the acknowledged root or cumulative is not the log's",
+            format!(
+                "the acknowledged state at size {} is not the log's",
+                auth.ack_size
+            ),
         ));
     }
     Ok(())
+}
+
+/// The durable log's state at `size` (≤ its head): the root from the tiles, the cumulative
+/// from the record before it.
+pub(super) fn state_at(
+    store: &LogStore,
+    channel: &ChannelId,
+    size: u64,
+) -> Result<LogState, GatewayError> {
+    let root = store
+        .root_at(channel, size)
+        .map_err(|e| GatewayError::internal(format!("root at {size}: {e}")))?;
+    let cumulative = match size {
+        0 => 0,
+        n => {
+            let bytes = store
+                .record(channel, n - 1)
+                .map_err(|e| GatewayError::internal(format!("reading record {}: {e}", n - 1)))?;
+            Record::from_bytes(&bytes)
+                .map_err(|e| GatewayError::internal(format!("stored record {}: {e}", n - 1)))?
+                .outcome
+                .cumulative
+        }
+    };
+    Ok(LogState {
+        size,
+        root,
+        cumulative,
+    })
 }
 
 /// A route needs a `max_amount` of at least its minimum charge; a dispute needs exactly 0

@@ -10,9 +10,8 @@ impl Gateway {
         wire: &WireCheckpoint,
     ) -> Result<WireCheckpoint, GatewayError> {
         let mut guard = self.lock(channel).await?;
-        let st = guard
-            .as_mut()
-            .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
+        let st = loaded(&mut guard)?;
+        st.sync_durable(&*self.store()?)?;
         self.accept_checkpoint_locked(st, wire).await
     }
 
@@ -42,10 +41,11 @@ impl Gateway {
                 "the checkpoint is for another channel",
             ));
         }
-        if cp.size == 0 || cp.size > st.size {
+        // Checkpoints cover durable records only (spec/PROTOCOL.md §5.5).
+        if cp.size == 0 || cp.size > st.durable.size {
             return Err(GatewayError::malformed(format!(
-                "checkpoint size {} is not within the log (size {})",
-                cp.size, st.size
+                "checkpoint size {} is not within the durable log (size {})",
+                cp.size, st.durable.size
             )));
         }
         let store = self.store()?;
@@ -63,16 +63,11 @@ impl Gateway {
                 }
             }
         }
-        let (root, cumulative) = if cp.size == st.size {
-            (st.root, st.cumulative)
+        let (root, cumulative) = if cp.size == st.durable.size {
+            (st.durable.root, st.durable.cumulative)
         } else {
-            let root = store
-                .root_at(&st.id, cp.size)
-                .map_err(|e| GatewayError::internal(format!("root at {}: {e}", cp.size)))?;
-            (
-                root,
-                self.stored_record(&st.id, cp.size - 1)?.outcome.cumulative,
-            )
+            let s = admit::state_at(&store, &st.id, cp.size)?;
+            (s.root, s.cumulative)
         };
         if root != cp.root || cumulative != cp.cumulative {
             return Err(GatewayError::new(

@@ -29,24 +29,22 @@ impl Gateway {
             self.check_close_signature(channel, req).await?;
         }
         let mut guard = self.lock_slot(channel).await?;
-        let st = guard
-            .as_mut()
-            .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
-        if req.size != st.size || req.root != st.root || req.cumulative.0 != st.cumulative {
+        let store = self.store()?;
+        let st = loaded(&mut guard)?;
+        st.sync_durable(&store)?;
+        // Never agree below what was served: nothing may be in flight or on its way to the
+        // disk (spec/HTTP.md §5.4).
+        if st.in_flight > 0 || !st.pending.is_empty() {
+            return Err(state_mismatch(
+                st,
+                "requests of this channel are in flight; close once they are answered",
+            ));
+        }
+        let head = st.durable;
+        if req.size != head.size || req.root != head.root || req.cumulative.0 != head.cumulative {
             return Err(state_mismatch(
                 st,
                 "a close must be at the log's final state: its size, root and cumulative",
-            ));
-        }
-        // The in-memory state must be the durable log's: never agree below what was served.
-        let durable = self
-            .store()?
-            .head(channel)
-            .map_or((0, st.root), |h| (h.size, h.root));
-        if durable != (st.size, st.root) {
-            *guard = None;
-            return Err(GatewayError::internal(
-                "the channel's state is behind its log; it reloads on the next request",
             ));
         }
         // The cached funding read serves the checks a stranger can trigger; the chain is read
@@ -60,9 +58,9 @@ impl Gateway {
         }
         let cp = Checkpoint {
             channel_id: *channel,
-            size: st.size,
-            root: st.root,
-            cumulative: st.cumulative,
+            size: head.size,
+            root: head.root,
+            cumulative: head.cumulative,
         };
         let domain = tally_chain::eip712::domain(i.settings.chain.chain_id, i.contract);
         let signer_sig = req.eip712.to_sig();

@@ -1,73 +1,112 @@
-//! Recording (DESIGN.md §3 steps 4–5).
+//! Recording (DESIGN.md §3 steps 4–5, §7): the provider assigns the record's index when it
+//! appends, under the channel's lock, then waits for durability without it.
 
 use super::*;
 
+/// What a record answers, besides the charge: the response delivered, and for a credit the
+/// record it refunds.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `content-type`, kept with a held response.
+    pub content_type: Option<HeaderValue>,
+    /// The body delivered.
+    pub body: Bytes,
+    /// Metered units.
+    pub units: u64,
+    /// Net amount, already capped by the caller.
+    pub amount: i128,
+    /// For a dispute's credit: the disputed record's index, marked credited (with this
+    /// record's index) before the append, so a crash can never credit it twice
+    /// (spec/HTTP.md §7).
+    pub credits: Option<u64>,
+}
+
 impl Gateway {
-    /// Steps 4–5: build the outcome, append the record, wait until it is durable (P8), sign
-    /// the receipt. `charge` is `(units, amount)`; `amount` is already capped by the caller.
+    /// Steps 4–5: under the channel's lock, give the record the next index and the
+    /// cumulative after it, and hand it to the log; then, without the lock, wait until it is
+    /// durable (P8) and sign the receipt.
     ///
-    /// Cancel-safe: if the caller is dropped (a client that hangs up) while the record is
-    /// being committed, the channel stays locked until the record is durable and its state is
-    /// then reloaded from the log ([`Committing`]), so the next request of the channel is
-    /// never admitted at a seq the log already holds.
+    /// Cancel-safe: once handed to the log, the record's place is taken whether or not this
+    /// future completes; the channel's durable head catches up from the store on its next
+    /// use ([`ChannelState::sync_durable`]).
     pub async fn record(
         &self,
-        admission: Admission,
-        status: u16,
-        content_type: Option<HeaderValue>,
-        body: Bytes,
-        units: u64,
-        amount: i128,
+        mut admission: Admission,
+        answer: Answer,
     ) -> Result<Recorded, GatewayError> {
         let i = &self.inner;
+        let slot = admission.slot.clone();
         let auth = admission.authorization;
-        let cumulative = apply_amount(auth.prev_cumulative, amount).ok_or_else(|| {
+        let mut guard = slot.clone().lock_owned().await;
+        // From here the reservation is settled below, not by the admission's drop.
+        admission.consumed = true;
+        let st = guard
+            .as_mut()
+            .filter(|s| s.generation == admission.generation)
+            .ok_or_else(|| {
+                GatewayError::new(
+                    Reason::StoreUnavailable,
+                    "the log was reopened while this request was served; nothing was recorded",
+                )
+            })?;
+        release_reservation(st, &auth);
+        let store = i.store.for_generation(admission.generation)?;
+        let index = st.next_index();
+        let cumulative = apply_amount(st.tail_cumulative(), answer.amount).ok_or_else(|| {
             GatewayError::internal("the amount would take the cumulative out of range")
         })?;
         let outcome = Outcome {
             version: tally_core::VERSION,
             channel_id: auth.channel_id,
+            lane: auth.lane,
             seq: auth.seq,
+            index,
             authorization_hash: admission.authorization_hash,
-            units,
-            amount,
+            units: answer.units,
+            amount: answer.amount,
             cumulative,
-            response_hash: tally_core::request::response_hash(status, &body),
+            response_hash: tally_core::request::response_hash(answer.status, &answer.body),
             time_ms: now_ms(),
         };
         let record = Record::new(auth, admission.signature, outcome);
         record
             .check_consistency()
             .map_err(|e| GatewayError::internal(format!("built an invalid record: {e}")))?;
-        let store = i.store.for_generation(
-            admission
-                .state()
-                .map(|s| s.generation)
-                .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?,
-        )?;
-        let commit_start = Instant::now();
-        let mut committing = Committing {
-            ticket: Some(store.append(auth.channel_id, vec![record.to_bytes()])),
-            guard: Some(admission.guard),
-        };
-        let range = committing
-            .durable()
-            .await
-            .map_err(|e| GatewayError::internal(format!("log append: {e}")))?;
-        let mut guard = committing
-            .into_guard()
-            .ok_or_else(|| GatewayError::internal("channel lock lost while committing"))?;
-        i.metrics.commit.observe(commit_start.elapsed());
-        if range.start != auth.seq || range.end != auth.seq + 1 {
-            return Err(GatewayError::internal(format!(
-                "the log appended at {range:?}, expected seq {}",
-                auth.seq
-            )));
+        if let Some(disputed) = answer.credits {
+            self.mark_credit(&auth, disputed, index).await?;
         }
-        let head = store
-            .head(&auth.channel_id)
-            .ok_or_else(|| GatewayError::internal("no head after a durable append"))?;
-        // Encode the outcome once: it is both the signed message and the receipt's payload.
+        let commit_start = Instant::now();
+        let ticket = store.append_keyed(auth.channel_id, index, vec![(auth.lane, record.to_bytes())]);
+        if ticket.refused_now() {
+            // Nothing was queued: the state is as before this record.
+            return Err(match ticket.await {
+                Err(tally_log::LogError::Busy) => GatewayError::new(
+                    Reason::Overloaded,
+                    "the log's queue is full; nothing was recorded",
+                ),
+                Err(e) => GatewayError::internal(format!("log append: {e}")),
+                Ok(_) => GatewayError::internal("log append refused"),
+            });
+        }
+        st.pending.push_back(cumulative);
+        let lane = st.lanes.entry(auth.lane).or_default();
+        lane.tail.next_seq = auth.seq.saturating_add(1);
+        lane.tail.ack_size = lane.tail.ack_size.max(auth.ack_size);
+        lane.last = Some(channel::LaneLast {
+            seq: auth.seq,
+            request_hash: auth.request_hash,
+            index,
+            cached: None,
+        });
+        drop(guard);
+        if let Err(e) = ticket.await {
+            // What reached the disk is unknown (the store is poisoned, or an earlier append
+            // of this channel failed): forget the state; it reloads from the log.
+            *slot.lock().await = None;
+            return Err(GatewayError::internal(format!("log append: {e}")));
+        }
+        i.metrics.commit.observe(commit_start.elapsed());
         let outcome_bytes = outcome.to_bytes();
         let receipt = Receipt {
             outcome,
@@ -78,90 +117,84 @@ impl Gateway {
                 .ok()
                 .and_then(|t| HeaderValue::from_maybe_shared(Bytes::from(t)).ok())
                 .ok_or_else(|| GatewayError::internal("rendering PAYMENT-RESPONSE"))?;
-        let st = guard
-            .as_mut()
-            .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))?;
-        st.size = head.size;
-        st.root = head.root;
-        st.cumulative = cumulative;
-        st.last = Some((record, receipt.signature));
-        st.cached = (body.len() <= i.settings.replay_cache_bytes).then(|| CachedResponse {
-            seq: auth.seq,
-            status,
-            content_type,
-            body,
-            payment_response: payment_response.clone(),
-        });
-        let checkpoint_request = checkpoint_due(&i.settings.checkpoint, st);
+        let checkpoint_request = self.after_durable(&slot, &admission, &answer, &payment_response, index, &store).await;
         i.metrics
             .metered
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        i.metrics.add_amount(amount);
+        i.metrics.add_amount(answer.amount);
         Ok(Recorded {
             receipt,
             payment_response,
             checkpoint_request,
         })
     }
-}
 
-/// A record handed to the log, with its channel's lock. Dropped before the append resolved
-/// (the request's future was cancelled), it forgets the channel's in-memory state, which is
-/// then rebuilt from the durable log on next use, and keeps the channel locked until the
-/// append has resolved, so nothing is admitted against a log that is about to grow.
-struct Committing {
-    ticket: Option<tally_log::Ticket>,
-    guard: Option<OwnedMutexGuard<Option<ChannelState>>>,
-}
+    /// Once a record is durable: moves the channel's durable head, holds the response for a
+    /// retry, and says whether a checkpoint is due. Best effort: a reloaded state has nothing
+    /// to update.
+    async fn after_durable(
+        &self,
+        slot: &channel::Slot,
+        admission: &Admission,
+        answer: &Answer,
+        payment_response: &HeaderValue,
+        index: u64,
+        store: &LogStore,
+    ) -> Option<u64> {
+        let mut guard = slot.lock().await;
+        let st = guard
+            .as_mut()
+            .filter(|s| s.generation == admission.generation)?;
+        st.sync_durable(store).ok()?;
+        st.hold_response(
+            admission.authorization.lane,
+            index,
+            CachedResponse {
+                status: answer.status,
+                content_type: answer.content_type.clone(),
+                body: answer.body.clone(),
+                payment_response: payment_response.clone(),
+            },
+            self.inner.settings.replay_cache_bytes,
+        );
+        checkpoint_due(&self.inner.settings.checkpoint, st)
+    }
 
-impl Committing {
-    /// Waits until the record is durable.
-    async fn durable(&mut self) -> Result<std::ops::Range<u64>, tally_log::LogError> {
-        let result = match self.ticket.as_mut() {
-            Some(ticket) => ticket.await,
-            None => Err(tally_log::LogError::WriterStopped),
+    /// Marks `disputed` as credited by the record about to be appended at `index`, durably,
+    /// before the append (spec/HTTP.md §7).
+    async fn mark_credit(
+        &self,
+        auth: &Authorization,
+        disputed: u64,
+        index: u64,
+    ) -> Result<(), GatewayError> {
+        let mark = crate::bindings::CreditMark {
+            index,
+            request_hash: auth.request_hash,
         };
-        self.ticket = None;
-        result
-    }
-
-    fn into_guard(mut self) -> Option<OwnedMutexGuard<Option<ChannelState>>> {
-        self.guard.take()
-    }
-}
-
-impl Drop for Committing {
-    fn drop(&mut self) {
-        let (Some(mut guard), Some(ticket)) = (self.guard.take(), self.ticket.take()) else {
-            return;
-        };
-        *guard = None;
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let _ = ticket.await;
-                    drop(guard);
-                });
-            }
-            // Outside a runtime nothing else can take the lock meanwhile.
-            Err(_) => {
-                let _ = ticket.wait();
-                drop(guard);
-            }
-        }
+        let gw = self.clone();
+        let channel = auth.channel_id;
+        tokio::task::spawn_blocking(move || gw.bindings().mark_credited(&channel, disputed, &mark))
+            .await
+            .map_err(|e| GatewayError::internal(format!("credit writer: {e}")))?
+            .map_err(|e| GatewayError::internal(format!("storing credit mark: {e}")))
     }
 }
 
-/// Whether a checkpoint is due after the record just appended (spec/HTTP.md §6).
+/// Whether a checkpoint is due at the durable head (spec/HTTP.md §6).
 fn checkpoint_due(policy: &CheckpointPolicy, st: &ChannelState) -> Option<u64> {
-    if st.size <= st.checkpoint_size {
+    let size = st.durable.size;
+    if size <= st.checkpoint_size {
         return None;
     }
-    let records = st.size - st.checkpoint_size;
-    let amount = st.cumulative.saturating_sub(st.checkpoint_cumulative);
+    let records = size - st.checkpoint_size;
+    let amount = st
+        .durable
+        .cumulative
+        .saturating_sub(st.checkpoint_cumulative);
     let due = (policy.every_records > 0 && records >= policy.every_records)
         || (policy.every_seconds > 0
             && st.checkpoint_at.elapsed() >= Duration::from_secs(policy.every_seconds))
         || (policy.every_amount.0 > 0 && amount >= policy.every_amount.0);
-    due.then_some(st.size)
+    due.then_some(size)
 }
