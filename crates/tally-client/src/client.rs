@@ -1,7 +1,10 @@
 //! The paying HTTP client: `client.get(url).send().await` signs the authorization, sends
 //! request and payment together (P1), verifies the receipt and mirrors the record before
-//! returning. Requests of one client (one channel) are serialized, as the protocol's strict
-//! seq requires; use one client per channel for parallelism.
+//! returning. A client is cheap to clone and `send` may be called from many tasks at once:
+//! each request leases one of the channel's lanes (spec/PROTOCOL.md §5.4), so up to
+//! `lanes` requests of one channel are in flight together.
+
+mod paid;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +41,7 @@ use crate::error::{ClientError, Misbehavior};
 use crate::mirror::Mirror;
 use crate::receipt::{check_receipt, expected_charge};
 use crate::statement::{verify_statement, Statement};
+use crate::lanes::LanePool;
 use crate::terms_guard::TermsGuard;
 
 /// The mirror's meta key of the channel's request salt: kept so a provider that answers a
@@ -67,6 +71,8 @@ pub struct ClientConfig {
     /// (default `false`: such terms are refused and paying fails with
     /// [`ClientError::TermsRaised`] until [`Client::accept_terms`]; spec/HTTP.md §4.4).
     pub accept_terms_changes: bool,
+    /// The most requests in flight at once (lanes used), capped by the terms' `max_lanes`.
+    pub lanes: u32,
 }
 
 impl ClientConfig {
@@ -88,6 +94,7 @@ impl ClientConfig {
             retries: 3,
             timeout: Duration::from_secs(30),
             accept_terms_changes: false,
+            lanes: 32,
         }
     }
 }
@@ -103,6 +110,10 @@ struct State {
     checkpoint_due: bool,
     /// The channel's request salt (spec/PROTOCOL.md §3.3), from the binding answer.
     salt: Option<RequestSalt>,
+    /// Verified records whose receipts arrived ahead of a gap, by index (§5.5).
+    ahead: std::collections::BTreeMap<u64, (Record, tally_core::Signature)>,
+    /// Requests signed and not yet answered.
+    in_flight: u64,
 }
 
 /// A paying client for one channel.
@@ -116,6 +127,7 @@ pub struct Client {
     checkpoint_key: Arc<PrivateKeySigner>,
     retries: u32,
     state: Arc<Mutex<State>>,
+    lanes: LanePool,
 }
 
 /// A response, with the receipt that paid for it.
@@ -201,7 +213,9 @@ impl Client {
             .contract
             .parse()
             .map_err(|e| ClientError::Protocol(format!("terms contract: {e}")))?;
+        let lanes = config.lanes.min(terms.terms.max_lanes).max(1);
         let client = Client {
+            lanes: LanePool::new(lanes, |_| None),
             http,
             base,
             channel: config.channel_id,
@@ -217,12 +231,16 @@ impl Client {
                 stopped: None,
                 checkpoint_due: false,
                 salt: None,
+                ahead: Default::default(),
+                in_flight: 0,
             })),
         };
         client.bind_session().await?;
         {
             let mut st = client.state.lock().await;
             client.resync(&mut st).await?;
+            let lanes = st.mirror.lanes();
+            client.lanes.set_free(|lane| lanes.tail(lane).next_seq);
         }
         Ok(client)
     }
@@ -473,9 +491,12 @@ impl Client {
                 ) {
                     return Err(Self::stop(st, m));
                 }
-                st.mirror.append(&record, wr.provider_signature).await?;
+                st.mirror
+                    .append_pipelined(&record, wr.provider_signature)
+                    .await?;
             }
         }
+        st.mirror.sync().await?;
         if theirs.root != st.mirror.root() {
             return Err(Self::stop(
                 st,
@@ -486,7 +507,8 @@ impl Client {
                 },
             ));
         }
-        Ok(())
+        // Receipts held for what was just fetched are dropped; later ones may now follow.
+        self.drain_ahead(st).await
     }
 
     /// The mirror's head as a checkpoint: the state this client verified record by record.
@@ -689,272 +711,6 @@ impl Client {
             )
             .await?;
         serde_json::from_slice(&resp.body).map_err(|e| ClientError::Protocol(e.to_string()))
-    }
-
-    async fn transmit(
-        &self,
-        method: &Method,
-        url: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Raw, ClientError> {
-        let mut last = None;
-        for attempt in 0..=self.retries {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(6))).await;
-            }
-            let sent = self
-                .http
-                .request(method.clone(), url)
-                .headers(headers.clone())
-                .body(body.to_vec())
-                .send()
-                .await;
-            match sent {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    match resp.bytes().await {
-                        Ok(body) => {
-                            return Ok(Raw {
-                                status,
-                                headers,
-                                body,
-                            })
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.map_or_else(
-            || ClientError::Http("no attempt made".into()),
-            ClientError::from,
-        ))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn send_paid(
-        &self,
-        method: Method,
-        path: &str,
-        query: &str,
-        headers: HeaderMap,
-        body: Vec<u8>,
-        max_amount: Option<u128>,
-        expect: Expect,
-    ) -> Result<PaidResponse, ClientError> {
-        let mut st = self.state.lock().await;
-        if let Some(m) = &st.stopped {
-            return Err(ClientError::Stopped(m.clone()));
-        }
-        let url = if query.is_empty() {
-            format!("{}{path}", self.base)
-        } else {
-            format!("{}{path}?{query}", self.base)
-        };
-        let request_body_hash = body_hash(&body);
-        let salt = st
-            .salt
-            .ok_or_else(|| ClientError::Protocol("no request salt: the key is not bound".into()))?;
-        let req_hash = request_hash(&salt, method.as_str(), path, query, &body);
-        // Resolutions (resync, checkpoint, new terms) each allow one more attempt.
-        for _ in 0..4 {
-            if let Expect::Terms = expect {
-                st.guard.check_pay()?;
-            }
-            let price = match &expect {
-                Expect::Terms => st.terms.terms.price_for(method.as_str(), path).clone(),
-                Expect::Credit => Price::Fixed {
-                    amount: Default::default(),
-                },
-            };
-            let route_max = price.max_per_call().unwrap_or(0);
-            let max = max_amount.map_or(route_max, |m| m.min(route_max));
-            let auth = Authorization {
-                version: tally_core::VERSION,
-                channel_id: self.channel,
-                seq: st.mirror.size(),
-                request_hash: req_hash,
-                max_amount: max,
-                prev_root: st.mirror.root(),
-                prev_cumulative: st.mirror.cumulative(),
-                terms_hash: st.terms.hash,
-            };
-            let sig = auth.sign(&self.session_key);
-            let payment = PaymentPayload::new(st.terms.terms.chain.chain_id, &auth, sig);
-            let mut h = headers.clone();
-            let text = encode_header("PAYMENT-SIGNATURE", &payment)
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            h.insert(PAYMENT_SIGNATURE, header_value(&text)?);
-            let sent_checkpoint = st.checkpoint_due;
-            if sent_checkpoint {
-                // A checkpoint is signed only over a durable mirror.
-                st.mirror.sync().await?;
-                let cp = self.sign_checkpoint(&st)?;
-                let text = encode_header("TALLY-CHECKPOINT", &cp)
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                h.insert(CHECKPOINT, header_value(&text)?);
-            }
-            let raw = self.transmit(&method, &url, &h, &body).await?;
-            let exchange = DisputedExchange {
-                method: method.as_str().to_string(),
-                path: path.to_string(),
-                query: query.to_string(),
-                request_body_hash,
-                status: raw.status.as_u16(),
-                response_body_hash: body_hash(&raw.body),
-            };
-            if let Some(v) = raw.headers.get(PAYMENT_RESPONSE) {
-                let pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", v.as_bytes())
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                let receipt = match pr.receipt.receipt() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return Err(Self::stop(
-                            &mut st,
-                            Misbehavior::WrongAuthorization(format!("unreadable receipt: {e}")),
-                        ))
-                    }
-                };
-                let provider = st.terms.terms.provider_key;
-                let expected = match &expect {
-                    Expect::Terms => Some(expected_charge(
-                        &st.terms.terms,
-                        &price,
-                        raw.status.as_u16(),
-                        &raw.headers,
-                        max,
-                    )),
-                    Expect::Credit => {
-                        let credit = serde_json::from_slice::<DisputeGranted>(&raw.body)
-                            .map(|g| g.amount.0)
-                            .unwrap_or(0);
-                        Some((0, credit))
-                    }
-                };
-                let outcome = match check_receipt(
-                    &receipt,
-                    &provider,
-                    &auth,
-                    &sig,
-                    raw.status.as_u16(),
-                    &raw.body,
-                    expected,
-                ) {
-                    Ok(o) => o,
-                    Err(m) => return Err(Self::stop(&mut st, m)),
-                };
-                let record = Record::new(auth, sig, outcome);
-                // Verified above; durable with the mirror's next group commit, off this
-                // request's critical path (spec/DESIGN-DECISIONS.md).
-                st.mirror
-                    .append_pipelined(&record, receipt.signature)
-                    .await?;
-                if sent_checkpoint {
-                    st.checkpoint_due = false;
-                }
-                if raw.headers.contains_key(CHECKPOINT_REQUEST) {
-                    st.checkpoint_due = true;
-                }
-                return Ok(PaidResponse {
-                    status: raw.status,
-                    headers: raw.headers,
-                    body: raw.body,
-                    receipt: Some(receipt),
-                    exchange,
-                });
-            }
-            let err: ErrorBody = match serde_json::from_slice(&raw.body) {
-                Ok(e) => e,
-                Err(_) => {
-                    return Err(ClientError::Protocol(format!(
-                        "status {} without a receipt or a reason",
-                        raw.status
-                    )))
-                }
-            };
-            match err.error.reason {
-                Reason::StaleSeq { .. } => self.resync(&mut st).await?,
-                Reason::StateMismatch { size, root, .. } => {
-                    if size == st.mirror.size() {
-                        let ours = st.mirror.root();
-                        return Err(Self::stop(
-                            &mut st,
-                            Misbehavior::Fork {
-                                size,
-                                ours,
-                                theirs: root,
-                            },
-                        ));
-                    }
-                    self.resync(&mut st).await?;
-                }
-                Reason::CheckpointRequired { .. } => {
-                    self.post_checkpoint(&mut st).await?;
-                }
-                Reason::TermsChanged { .. } => {
-                    let fresh = discover(&self.http, &self.base).await?;
-                    if fresh.terms.provider_key != st.terms.terms.provider_key {
-                        let m = Misbehavior::ProviderKeyChanged {
-                            pinned: st.terms.terms.provider_key.to_hex(),
-                            served: fresh.terms.provider_key.to_hex(),
-                        };
-                        return Err(Self::stop(&mut st, m));
-                    }
-                    // A raising change refuses the retry (above) unless opted in.
-                    let State { guard, mirror, .. } = &mut *st;
-                    guard.review(mirror, &fresh)?;
-                    st.terms = fresh;
-                }
-                Reason::AlreadyRecorded { record } => {
-                    let provider = st.terms.terms.provider_key;
-                    let decoded = match record.decode() {
-                        Ok(r) => r,
-                        Err(e) => {
-                            return Err(Self::stop(
-                                &mut st,
-                                Misbehavior::BadRecord {
-                                    index: auth.seq,
-                                    why: e.to_string(),
-                                },
-                            ))
-                        }
-                    };
-                    if decoded.authorization.request_hash != auth.request_hash {
-                        return Err(Self::stop(
-                            &mut st,
-                            Misbehavior::BadRecord {
-                                index: auth.seq,
-                                why: "already_recorded for another request".into(),
-                            },
-                        ));
-                    }
-                    if let Err(m) = st.mirror.check_extends(
-                        &decoded,
-                        &record.provider_signature,
-                        &self.session_public,
-                        &provider,
-                    ) {
-                        return Err(Self::stop(&mut st, m));
-                    }
-                    st.mirror
-                        .append(&decoded, record.provider_signature)
-                        .await?;
-                    return Err(ClientError::ResponseLost { seq: auth.seq });
-                }
-                reason => {
-                    return Err(ClientError::Refused {
-                        reason,
-                        message: err.error.message,
-                    })
-                }
-            }
-        }
-        Err(ClientError::Protocol(
-            "the provider kept refusing after resync".into(),
-        ))
     }
 }
 

@@ -15,6 +15,7 @@ pub mod client;
 pub mod discovery;
 pub mod error;
 pub mod mirror;
+mod lanes;
 pub mod receipt;
 pub mod statement;
 mod terms_guard;

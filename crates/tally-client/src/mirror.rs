@@ -17,7 +17,8 @@ use std::task::{Context, Poll, Waker};
 
 use tally_core::encoding::Canonical;
 use tally_core::hash::TreeHasher;
-use tally_core::{ChannelId, Hash, Record, Signature};
+use tally_core::sequence::{LaneTail, RecentStates, ACK_WINDOW};
+use tally_core::{ChannelId, Hash, Lanes, LogState, Record, SequenceError, Signature};
 use tally_log::{Blake3Hasher, Frontier, HashReader, LogError, LogStore, Ticket};
 
 use crate::error::{ClientError, Misbehavior};
@@ -37,6 +38,11 @@ pub struct Mirror {
     pending: VecDeque<(u64, Ticket)>,
     /// Why a pipelined append failed, if one did: the mirror refuses to go on.
     failed: Option<String>,
+    /// Each lane's position (spec/PROTOCOL.md §5.3 R8).
+    lanes: Lanes,
+    /// The states since the mirror was opened (up to the acknowledgement window), so the
+    /// acknowledgement of a record being appended is checked without a read.
+    recent: RecentStates,
 }
 
 /// Most pipelined appends in flight before [`Mirror::append_pipelined`] waits for the oldest.
@@ -113,6 +119,28 @@ impl Mirror {
             0
         };
         let frontier = load_frontier(&log, &channel, size, &root)?;
+        let mut lanes = Lanes::default();
+        for (lane, index) in log.keyed(&channel)? {
+            let bytes = log.record(&channel, index)?;
+            let a = Record::from_bytes(&bytes)
+                .map_err(|e| ClientError::Mirror(format!("mirrored record: {e}")))?
+                .authorization;
+            lanes.set(
+                lane,
+                LaneTail {
+                    next_seq: a.seq.saturating_add(1),
+                    ack_size: a.ack_size,
+                },
+            );
+        }
+        let recent = RecentStates::starting_at(
+            LogState {
+                size,
+                root,
+                cumulative,
+            },
+            ACK_WINDOW as usize + 1,
+        );
         Ok(Mirror {
             channel,
             log,
@@ -124,6 +152,8 @@ impl Mirror {
             frontier,
             pending: VecDeque::new(),
             failed: None,
+            lanes,
+            recent,
         })
     }
 
@@ -204,22 +234,27 @@ impl Mirror {
                 self.settle(index, done)?;
             }
         }
-        if record.outcome.seq != self.size {
-            return Err(ClientError::Mirror(format!(
-                "record {} does not extend the mirror of size {}",
-                record.outcome.seq, self.size
-            )));
-        }
+        self.check_order(record).map_err(|e| {
+            ClientError::Mirror(format!(
+                "record {} does not extend the mirror of size {}: {e}",
+                record.outcome.index, self.size
+            ))
+        })?;
         let bytes = record.to_bytes();
         let leaf = Blake3Hasher.leaf(&bytes);
-        let ticket = self.log.append(self.channel, vec![bytes]);
+        let lane = record.authorization.lane;
+        let ticket = self
+            .log
+            .append_keyed(self.channel, self.size, vec![(lane, bytes)]);
         self.sigs
-            .insert(record.outcome.seq.to_be_bytes(), &provider.0[..])?;
+            .insert(record.outcome.index.to_be_bytes(), &provider.0[..])?;
         self.frontier.push(&Blake3Hasher, leaf);
         self.pending.push_back((self.size, ticket));
         self.size = self.frontier.size();
         self.root = self.frontier.root(&Blake3Hasher);
         self.cumulative = record.outcome.cumulative;
+        self.lanes.advance(&record.authorization);
+        self.recent.push(self.root, self.cumulative);
         Ok(())
     }
 
@@ -315,8 +350,42 @@ impl Mirror {
         Ok(self.meta.get(key.as_bytes())?.map(|v| v.to_vec()))
     }
 
+    /// Each lane's position in the mirror.
+    pub fn lanes(&self) -> &Lanes {
+        &self.lanes
+    }
+
+    /// The mirror's head: the state the client acknowledges.
+    pub fn head(&self) -> LogState {
+        LogState {
+            size: self.size,
+            root: self.root,
+            cumulative: self.cumulative,
+        }
+    }
+
+    /// R5, R7 and R8 for `record` as the mirror's next record (spec/PROTOCOL.md §5.3).
+    pub fn check_order(&self, record: &Record) -> Result<u128, SequenceError> {
+        tally_core::check_position(record, self.head(), &self.lanes, |size| {
+            self.recent.get(size).or_else(|| {
+                let durable = self.log.head(&self.channel).map_or(0, |h| h.size);
+                if size > durable {
+                    return None;
+                }
+                let root = self.log.root_at(&self.channel, size).ok()?;
+                let cumulative = self.cumulative_at(size).ok()?;
+                Some(LogState {
+                    size,
+                    root,
+                    cumulative,
+                })
+            })
+        })
+    }
+
     /// Checks that a record the provider holds extends the mirror exactly as the client
-    /// would have: our authorization and signature, the mirror's root and cumulative.
+    /// would have: our authorization and signature, its place in the log (index,
+    /// cumulative, acknowledgement, lane), and the provider's signature.
     pub fn check_extends(
         &self,
         record: &Record,
@@ -326,16 +395,11 @@ impl Mirror {
     ) -> Result<(), Misbehavior> {
         let index = self.size;
         let bad = |why: String| Misbehavior::BadRecord { index, why };
-        let a = &record.authorization;
-        if a.channel_id != self.channel || a.seq != index {
-            return Err(bad("wrong channel or seq".into()));
-        }
-        if a.prev_root != self.root || a.prev_cumulative != self.cumulative {
-            return Err(bad(
-                "does not acknowledge the mirror's root and cumulative".into()
-            ));
+        if record.authorization.channel_id != self.channel {
+            return Err(bad("another channel's record".into()));
         }
         record.verify(client).map_err(|e| bad(e.to_string()))?;
+        self.check_order(record).map_err(|e| bad(e.to_string()))?;
         record
             .verify_receipt(provider, provider_sig)
             .map_err(|e| bad(format!("provider signature: {e}")))?;

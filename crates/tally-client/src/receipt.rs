@@ -5,20 +5,20 @@
 use http::HeaderMap;
 use tally_core::request::response_hash;
 use tally_core::{Authorization, Outcome, PublicKey, Receipt, Signature};
-use tally_http::{Price, Terms};
+use tally_http::Price;
 
 use crate::error::Misbehavior;
 
 /// What the terms say this response costs: `(units, amount)`; `None` for units means the
 /// client cannot know (never happens for tally's price kinds).
 pub fn expected_charge(
-    terms: &Terms,
+    charge_server_errors: bool,
     price: &Price,
     status: u16,
     headers: &HeaderMap,
     max_amount: u128,
 ) -> (u64, i128) {
-    if status >= 500 && !terms.charge_server_errors {
+    if status >= 500 && !charge_server_errors {
         return (0, 0);
     }
     let units = match price {
@@ -52,10 +52,10 @@ pub fn check_receipt(
     if o.channel_id != auth.channel_id {
         return Err(Misbehavior::WrongAuthorization("channel".into()));
     }
-    if o.seq != auth.seq {
+    if o.lane != auth.lane || o.seq != auth.seq {
         return Err(Misbehavior::WrongAuthorization(format!(
-            "seq {} for request seq {}",
-            o.seq, auth.seq
+            "lane/seq {}/{} for request {}/{}",
+            o.lane, o.seq, auth.lane, auth.seq
         )));
     }
     if o.authorization_hash != auth.signed_hash(signature) {
@@ -81,21 +81,8 @@ pub fn check_receipt(
             });
         }
     }
-    match tally_core::record::apply_amount(auth.prev_cumulative, o.amount) {
-        Some(c) if c == o.cumulative => {}
-        Some(c) => {
-            return Err(Misbehavior::WrongCumulative {
-                expected: c,
-                got: o.cumulative,
-            })
-        }
-        None => {
-            return Err(Misbehavior::WrongCumulative {
-                expected: 0,
-                got: o.cumulative,
-            })
-        }
-    }
+    // The index and cumulative are checked when the record takes its place in the mirror
+    // (spec/PROTOCOL.md §5.5): receipts of concurrent requests may arrive in any order.
     if o.response_hash != response_hash(status, body) {
         return Err(Misbehavior::WrongResponseHash);
     }

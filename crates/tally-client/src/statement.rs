@@ -44,8 +44,8 @@ pub enum StatementError {
     },
 }
 
-/// Verifies records `0..n` of one channel: each is consistent (R1–R5), has seq `i`,
-/// acknowledges the root and cumulative of the records before it, and both signatures
+/// Verifies records `0..n` of one channel: each is consistent (R1–R4) and in its place
+/// (R5, R7, R8: index, cumulative, acknowledgement, lane), and both signatures
 /// verify (batched). Returns the root and totals, to compare with a checkpoint.
 pub fn verify_statement(
     records: &[(Record, Signature)],
@@ -53,6 +53,7 @@ pub fn verify_statement(
     provider: &PublicKey,
 ) -> Result<Statement, StatementError> {
     let mut tree = MemoryTree::new(Blake3Hasher);
+    let mut sequence = tally_core::Sequence::new(tree.root());
     let (mut cumulative, mut charged, mut credited) = (0u128, 0u128, 0u128);
     let mut auth_bytes = Vec::with_capacity(records.len());
     let mut outcome_bytes = Vec::with_capacity(records.len());
@@ -61,19 +62,14 @@ pub fn verify_statement(
         let bad = |why: String| StatementError::Record { index, why };
         r.check_consistency().map_err(|e| bad(e.to_string()))?;
         let a = &r.authorization;
-        if a.seq != index {
-            return Err(bad(format!("seq {} at position {index}", a.seq)));
-        }
-        if a.prev_root != tree.root() || a.prev_cumulative != cumulative {
-            return Err(bad("does not acknowledge the log before it".into()));
-        }
-        cumulative = r.outcome.cumulative;
+        cumulative = sequence.check_next(r).map_err(|e| bad(e.to_string()))?;
         if r.outcome.amount >= 0 {
             charged = charged.saturating_add(r.outcome.amount.unsigned_abs());
         } else {
             credited = credited.saturating_add(r.outcome.amount.unsigned_abs());
         }
         tree.push(&r.to_bytes());
+        sequence.push(r, tree.root());
         auth_bytes.push(a.to_bytes());
         outcome_bytes.push(r.outcome.to_bytes());
     }

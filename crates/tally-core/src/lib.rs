@@ -32,7 +32,7 @@ pub use keys::{PublicKey, SecretKey};
 pub use outcome::{Outcome, Receipt};
 pub use record::Record;
 pub use request::RequestSalt;
-pub use sequence::{LogState, Sequence, SequenceError};
+pub use sequence::{check_position, Lanes, LogState, Sequence, SequenceError};
 pub use signature::Signature;
 
 /// The protocol version carried as the first byte of every signed message body

@@ -198,6 +198,48 @@ pub fn check_ack_bounds(ack_size: u64, index: u64, newest: u64) -> Result<(), Se
     Ok(())
 }
 
+/// R5, R7 and R8 for `record` as the record after `head`: `lanes` are the lanes'
+/// positions and `state_at` gives the log's state at an earlier size (`None`: unknown, which
+/// fails the check). Returns the cumulative after the record. Every verifier of record order
+/// (the gateway's mirror checks, the client's mirror, the bill audit) calls this.
+pub fn check_position(
+    record: &Record,
+    head: LogState,
+    lanes: &Lanes,
+    state_at: impl FnOnce(u64) -> Option<LogState>,
+) -> Result<u128, SequenceError> {
+    let a = &record.authorization;
+    let o = &record.outcome;
+    if o.index != head.size {
+        return Err(SequenceError::WrongIndex {
+            position: head.size,
+            index: o.index,
+        });
+    }
+    match apply_amount(head.cumulative, o.amount) {
+        Some(c) if c == o.cumulative => {}
+        _ => {
+            return Err(SequenceError::WrongCumulative {
+                previous: head.cumulative,
+                amount: o.amount,
+                cumulative: o.cumulative,
+            })
+        }
+    }
+    check_ack_bounds(a.ack_size, head.size, head.size)?;
+    let known = if a.ack_size == head.size {
+        Some(head)
+    } else {
+        state_at(a.ack_size)
+    };
+    match known {
+        Some(s) if s == LogState::acknowledged_by(a) => {}
+        _ => return Err(SequenceError::AckMismatch { size: a.ack_size }),
+    }
+    lanes.check(a, MAX_LANES)?;
+    Ok(o.cumulative)
+}
+
 /// The last [`ACK_WINDOW`]` + 1` states of a log: enough to check the acknowledgement of any
 /// record appended next.
 #[derive(Clone, Debug)]
@@ -295,32 +337,7 @@ impl Sequence {
     /// Checks that `record` may be the next record: its index, cumulative, acknowledgement
     /// and lane position. Returns the cumulative after it.
     pub fn check_next(&self, record: &Record) -> Result<u128, SequenceError> {
-        let head = self.head();
-        let a = &record.authorization;
-        let o = &record.outcome;
-        if o.index != head.size {
-            return Err(SequenceError::WrongIndex {
-                position: head.size,
-                index: o.index,
-            });
-        }
-        match apply_amount(head.cumulative, o.amount) {
-            Some(c) if c == o.cumulative => {}
-            _ => {
-                return Err(SequenceError::WrongCumulative {
-                    previous: head.cumulative,
-                    amount: o.amount,
-                    cumulative: o.cumulative,
-                })
-            }
-        }
-        check_ack_bounds(a.ack_size, head.size, head.size)?;
-        match self.recent.get(a.ack_size) {
-            Some(s) if s == LogState::acknowledged_by(a) => {}
-            _ => return Err(SequenceError::AckMismatch { size: a.ack_size }),
-        }
-        self.lanes.check(a, MAX_LANES)?;
-        Ok(o.cumulative)
+        check_position(record, self.head(), &self.lanes, |size| self.recent.get(size))
     }
 
     /// Appends a record [`check_next`](Self::check_next) accepted; `root` is the log's root

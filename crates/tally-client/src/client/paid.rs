@@ -1,0 +1,411 @@
+//! Paying for one request (spec/PROTOCOL.md §5, HTTP.md §9): lease a lane, sign under the
+//! mirror's head, send without holding the client's state (so many requests are in flight
+//! at once), verify the receipt, and put the record in its place in the mirror, holding
+//! receipts that arrive ahead of a gap until the gap is filled (§5.5).
+
+use super::*;
+use crate::lanes::Lease;
+
+/// What one attempt signed and sent.
+struct Sent {
+    auth: Authorization,
+    sig: tally_core::Signature,
+    price: Price,
+    max: u128,
+    charge_server_errors: bool,
+    provider: PublicKey,
+    sent_checkpoint: bool,
+}
+
+impl Client {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_paid(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        max_amount: Option<u128>,
+        expect: Expect,
+    ) -> Result<PaidResponse, ClientError> {
+        let mut lease = self.lanes.lease().await;
+        let url = if query.is_empty() {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}{path}?{query}", self.base)
+        };
+        let salt = {
+            let st = self.state.lock().await;
+            st.salt.ok_or_else(|| {
+                ClientError::Protocol("no request salt: the key is not bound".into())
+            })?
+        };
+        let req_hash = request_hash(&salt, method.as_str(), path, query, &body);
+        // Resolutions (resync, checkpoint, new terms, a busy lane) each allow one more try.
+        for attempt in 0..6u32 {
+            let (sent, h) = self
+                .sign_attempt(&mut lease, &method, path, &headers, req_hash, max_amount, &expect)
+                .await?;
+            let raw = self.transmit(&method, &url, &h, &body).await;
+            let mut st = self.state.lock().await;
+            st.in_flight = st.in_flight.saturating_sub(1);
+            let raw = match raw {
+                Ok(raw) => raw,
+                Err(e) => {
+                    // The provider may have recorded it: learn the lane's seq from its log
+                    // before the lane is used again.
+                    lease.slot.next_seq = None;
+                    self.fill_gaps(&mut st).await?;
+                    return Err(e);
+                }
+            };
+            let exchange = DisputedExchange {
+                method: method.as_str().to_string(),
+                path: path.to_string(),
+                query: query.to_string(),
+                request_body_hash: body_hash(&body),
+                status: raw.status.as_u16(),
+                response_body_hash: body_hash(&raw.body),
+            };
+            if let Some(v) = raw.headers.get(PAYMENT_RESPONSE) {
+                let receipt = self.paid_receipt(&mut st, v, &sent, &raw, &expect)?;
+                let record = Record::new(sent.auth, sent.sig, receipt.outcome);
+                lease.slot.next_seq = Some(sent.auth.seq + 1);
+                self.take_place(&mut st, record, receipt.signature).await?;
+                if sent.sent_checkpoint {
+                    st.checkpoint_due = false;
+                }
+                if raw.headers.contains_key(CHECKPOINT_REQUEST) {
+                    st.checkpoint_due = true;
+                }
+                return Ok(PaidResponse {
+                    status: raw.status,
+                    headers: raw.headers,
+                    body: raw.body,
+                    receipt: Some(receipt),
+                    exchange,
+                });
+            }
+            let err: ErrorBody = serde_json::from_slice(&raw.body).map_err(|_| {
+                ClientError::Protocol(format!(
+                    "status {} without a receipt or a reason",
+                    raw.status
+                ))
+            })?;
+            match err.error.reason {
+                Reason::StaleSeq { .. } => {
+                    self.resync(&mut st).await?;
+                    lease.slot.next_seq = Some(st.mirror.lanes().tail(lease.slot.lane).next_seq);
+                }
+                Reason::LaneBusy { .. } => {
+                    // Our own earlier request on this lane (before a restart, or whose
+                    // answer was lost) is still being served.
+                    drop(st);
+                    tokio::time::sleep(Duration::from_millis(20u64 << attempt.min(5))).await;
+                }
+                Reason::StateMismatch { size, root, .. } => {
+                    if size == st.mirror.size() && root != st.mirror.root() {
+                        let ours = st.mirror.root();
+                        return Err(Self::stop(
+                            &mut st,
+                            Misbehavior::Fork {
+                                size,
+                                ours,
+                                theirs: root,
+                            },
+                        ));
+                    }
+                    self.resync(&mut st).await?;
+                }
+                Reason::CheckpointRequired { .. } => {
+                    self.post_checkpoint(&mut st).await?;
+                }
+                Reason::TermsChanged { .. } => self.adopt_terms(&mut st).await?,
+                Reason::AlreadyRecorded { record } => {
+                    self.recorded_elsewhere(&mut st, &sent, &record).await?;
+                    lease.slot.next_seq = Some(sent.auth.seq + 1);
+                    return Err(ClientError::ResponseLost { seq: sent.auth.seq });
+                }
+                reason => {
+                    return Err(ClientError::Refused {
+                        reason,
+                        message: err.error.message,
+                    })
+                }
+            }
+        }
+        Err(ClientError::Protocol(
+            "the provider kept refusing after resync".into(),
+        ))
+    }
+
+    /// Signs one attempt under the mirror's head (its acknowledged state) on the leased
+    /// lane, and counts it in flight.
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_attempt(
+        &self,
+        lease: &mut Lease,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        request_hash: Hash,
+        max_amount: Option<u128>,
+        expect: &Expect,
+    ) -> Result<(Sent, HeaderMap), ClientError> {
+        let mut st = self.state.lock().await;
+        if let Some(m) = &st.stopped {
+            return Err(ClientError::Stopped(m.clone()));
+        }
+        if let Expect::Terms = expect {
+            st.guard.check_pay()?;
+        }
+        let seq = match lease.slot.next_seq {
+            Some(seq) => seq,
+            None => {
+                self.resync(&mut st).await?;
+                st.mirror.lanes().tail(lease.slot.lane).next_seq
+            }
+        };
+        lease.slot.next_seq = Some(seq);
+        let price = match expect {
+            Expect::Terms => st.terms.terms.price_for(method.as_str(), path).clone(),
+            Expect::Credit => Price::Fixed {
+                amount: Default::default(),
+            },
+        };
+        let route_max = price.max_per_call().unwrap_or(0);
+        let max = max_amount.map_or(route_max, |m| m.min(route_max));
+        let head = st.mirror.head();
+        let auth = Authorization {
+            version: tally_core::VERSION,
+            channel_id: self.channel,
+            lane: lease.slot.lane,
+            seq,
+            request_hash,
+            max_amount: max,
+            ack_size: head.size,
+            ack_root: head.root,
+            ack_cumulative: head.cumulative,
+            terms_hash: st.terms.hash,
+        };
+        let sig = auth.sign(&self.session_key);
+        let payment = PaymentPayload::new(st.terms.terms.chain.chain_id, &auth, sig);
+        let mut h = headers.clone();
+        let text = encode_header("PAYMENT-SIGNATURE", &payment)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        h.insert(PAYMENT_SIGNATURE, header_value(&text)?);
+        let sent_checkpoint = st.checkpoint_due;
+        if sent_checkpoint {
+            // A checkpoint is signed only over a durable, contiguous mirror.
+            st.mirror.sync().await?;
+            let cp = self.sign_checkpoint(&st)?;
+            let text = encode_header("TALLY-CHECKPOINT", &cp)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            h.insert(CHECKPOINT, header_value(&text)?);
+        }
+        st.in_flight += 1;
+        let sent = Sent {
+            auth,
+            sig,
+            price,
+            max,
+            charge_server_errors: st.terms.terms.charge_server_errors,
+            provider: st.terms.terms.provider_key,
+            sent_checkpoint,
+        };
+        Ok((sent, h))
+    }
+
+    /// Decodes and verifies the receipt of an answered request (signature, our
+    /// authorization, the amount the terms give, the response's hash).
+    fn paid_receipt(
+        &self,
+        st: &mut State,
+        header: &HeaderValue,
+        sent: &Sent,
+        raw: &Raw,
+        expect: &Expect,
+    ) -> Result<Receipt, ClientError> {
+        let pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", header.as_bytes())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let receipt = match pr.receipt.receipt() {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(Self::stop(
+                    st,
+                    Misbehavior::WrongAuthorization(format!("unreadable receipt: {e}")),
+                ))
+            }
+        };
+        let expected = match expect {
+            Expect::Terms => Some(expected_charge(
+                sent.charge_server_errors,
+                &sent.price,
+                raw.status.as_u16(),
+                &raw.headers,
+                sent.max,
+            )),
+            Expect::Credit => {
+                let credit = serde_json::from_slice::<DisputeGranted>(&raw.body)
+                    .map(|g| g.amount.0)
+                    .unwrap_or(0);
+                Some((0, credit))
+            }
+        };
+        match check_receipt(
+            &receipt,
+            &sent.provider,
+            &sent.auth,
+            &sent.sig,
+            raw.status.as_u16(),
+            &raw.body,
+            expected,
+        ) {
+            Ok(_) => Ok(receipt),
+            Err(m) => Err(Self::stop(st, m)),
+        }
+    }
+
+    /// The provider says our request was recorded but its response is gone: the record must
+    /// be exactly ours; it takes its place in the mirror.
+    async fn recorded_elsewhere(
+        &self,
+        st: &mut State,
+        sent: &Sent,
+        record: &tally_http::WireRecord,
+    ) -> Result<(), ClientError> {
+        let bad = |why: String| Misbehavior::BadRecord {
+            index: record.decode().map_or(0, |r| r.outcome.index),
+            why,
+        };
+        let decoded = match record.decode() {
+            Ok(r) => r,
+            Err(e) => return Err(Self::stop(st, bad(e.to_string()))),
+        };
+        if decoded.authorization.request_hash != sent.auth.request_hash
+            || decoded.authorization.lane != sent.auth.lane
+            || decoded.authorization.seq != sent.auth.seq
+        {
+            return Err(Self::stop(
+                st,
+                bad("already_recorded for another request".into()),
+            ));
+        }
+        if let Err(e) = decoded
+            .verify(&self.session_public)
+            .and_then(|()| decoded.verify_receipt(&sent.provider, &record.provider_signature))
+        {
+            return Err(Self::stop(st, bad(e.to_string())));
+        }
+        self.take_place(st, decoded, record.provider_signature).await
+    }
+
+    /// Puts a verified record in the mirror at its index: now if it is the next one, else
+    /// held until the records before it arrive. A gap no request in flight can fill (its
+    /// answer was lost) is filled from the provider's log.
+    pub(super) async fn take_place(
+        &self,
+        st: &mut State,
+        record: Record,
+        provider_signature: tally_core::Signature,
+    ) -> Result<(), ClientError> {
+        if record.outcome.index >= st.mirror.size() {
+            st.ahead
+                .insert(record.outcome.index, (record, provider_signature));
+        }
+        self.drain_ahead(st).await?;
+        self.fill_gaps(st).await
+    }
+
+    /// Mirrors held records that are now next in line.
+    pub(super) async fn drain_ahead(&self, st: &mut State) -> Result<(), ClientError> {
+        let size = st.mirror.size();
+        st.ahead = st.ahead.split_off(&size);
+        while let Some((record, sig)) = st.ahead.remove(&st.mirror.size()) {
+            if let Err(e) = st.mirror.check_order(&record) {
+                let index = record.outcome.index;
+                return Err(Self::stop(
+                    st,
+                    Misbehavior::BadRecord {
+                        index,
+                        why: e.to_string(),
+                    },
+                ));
+            }
+            // Verified; durable with the mirror's next group commit, off this request's
+            // critical path (spec/DESIGN-DECISIONS.md).
+            st.mirror.append_pipelined(&record, sig).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches what the provider holds beyond the mirror when receipts wait behind a gap
+    /// and nothing in flight can fill it.
+    async fn fill_gaps(&self, st: &mut State) -> Result<(), ClientError> {
+        if !st.ahead.is_empty() && st.in_flight == 0 {
+            self.resync(st).await?;
+        }
+        Ok(())
+    }
+
+    /// Adopts new terms after `terms_changed`, unless they raise prices without consent.
+    async fn adopt_terms(&self, st: &mut State) -> Result<(), ClientError> {
+        let fresh = discover(&self.http, &self.base).await?;
+        if fresh.terms.provider_key != st.terms.terms.provider_key {
+            let m = Misbehavior::ProviderKeyChanged {
+                pinned: st.terms.terms.provider_key.to_hex(),
+                served: fresh.terms.provider_key.to_hex(),
+            };
+            return Err(Self::stop(st, m));
+        }
+        // A raising change refuses the retry unless opted in.
+        let State { guard, mirror, .. } = &mut *st;
+        guard.review(mirror, &fresh)?;
+        st.terms = fresh;
+        Ok(())
+    }
+
+    pub(super) async fn transmit(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Raw, ClientError> {
+        let mut last = None;
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(6))).await;
+            }
+            let sent = self
+                .http
+                .request(method.clone(), url)
+                .headers(headers.clone())
+                .body(body.to_vec())
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Ok(body) => {
+                            return Ok(Raw {
+                                status,
+                                headers,
+                                body,
+                            })
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(
+            || ClientError::Http("no attempt made".into()),
+            ClientError::from,
+        ))
+    }
+}
