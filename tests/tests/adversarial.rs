@@ -269,13 +269,17 @@ fn payment(
     max_amount: u128,
 ) -> String {
     let auth = Authorization {
-        version: 1,
+        version: tally_core::VERSION,
         channel_id: channel,
+        // The test clients send one request at a time, so everything is on lane 0 and the
+        // lane's next seq is the log's size.
+        lane: 0,
         seq: at.seq,
         request_hash: request_hash(&at.salt, method, path, query, body),
         max_amount,
-        prev_root: at.root,
-        prev_cumulative: at.cumulative,
+        ack_size: at.seq,
+        ack_root: at.root,
+        ack_cumulative: at.cumulative,
         terms_hash: at.terms_hash,
     };
     // anvil's chain id is the test gateway's too.

@@ -86,7 +86,7 @@ async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Resul
                 .receipt
                 .unwrap_or_else(|| panic!("{body}: a paid call without a receipt"));
             assert_eq!(receipt.outcome.amount, ECHO_PRICE as i128);
-            if receipt.outcome.seq > before {
+            if receipt.outcome.index > before {
                 seen.resynced += 1;
             }
             seen.receipts.push(receipt);
@@ -146,6 +146,8 @@ async fn record_behind_the_clients_back(
     let auth = Authorization {
         version: tally_core::VERSION,
         channel_id: ch.id,
+        // One request at a time: lane 0, whose next seq is the log's size.
+        lane: 0,
         seq,
         request_hash: request_hash(
             &client
@@ -158,8 +160,9 @@ async fn record_behind_the_clients_back(
             body.as_bytes(),
         ),
         max_amount: ECHO_PRICE,
-        prev_root: root,
-        prev_cumulative: cumulative,
+        ack_size: seq,
+        ack_root: root,
+        ack_cumulative: cumulative,
         terms_hash,
     };
     let payload = PaymentPayload::new(CHAIN_ID, &auth, auth.sign(&ch.session));
@@ -346,7 +349,7 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
                 call(&probe_b, "/v1/echo", &next, &mut probe_b_seen).await,
             );
             assert_eq!(
-                probe_b_seen.receipts.last().map(|r| r.outcome.seq),
+                probe_b_seen.receipts.last().map(|r| r.outcome.index),
                 Some(seq_b + 1),
                 "probe b did not resync past the record it never saw"
             );
@@ -408,7 +411,7 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
                 let ours = ok("mirror record", mirror.record(i));
                 assert_eq!(bytes, ours.to_bytes(), "record {i} differs");
                 let record = ok("decoding", Record::from_bytes(&bytes));
-                assert_eq!((record.authorization.seq, record.outcome.seq), (i, i));
+                assert_eq!(record.outcome.index, i);
                 assert_eq!(record.outcome.amount, ECHO_PRICE as i128);
                 assert_eq!(record.outcome.cumulative, ECHO_PRICE * u128::from(i + 1));
                 let sig = key.sign(&record.outcome.to_bytes());
@@ -427,7 +430,7 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
             assert_eq!(cumulative, ECHO_PRICE * u128::from(size));
             // Every receipt the client holds is in the provider's log.
             for r in &seen.receipts {
-                let seq = r.outcome.seq;
+                let seq = r.outcome.index;
                 let bytes = ok("provider record", store.record(&ch.id, seq));
                 let record = ok("decoding", Record::from_bytes(&bytes));
                 assert_eq!(record.outcome, r.outcome, "receipt {seq}");

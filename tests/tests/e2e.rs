@@ -61,9 +61,11 @@ fn next_auth(
             .unwrap_or_default();
         tally_core::Record::from_bytes(&bytes).map_or(0, |r| r.outcome.cumulative)
     };
+    // Lane 0 only in these hand-made requests, so its seq is the log's size.
     Authorization {
-        version: 1,
+        version: tally_core::VERSION,
         channel_id: ch.id,
+        lane: 0,
         seq: size,
         request_hash: request_hash(
             &gw.request_salt(&ch.id).expect("bound channel has a salt"),
@@ -73,8 +75,9 @@ fn next_auth(
             body,
         ),
         max_amount: ECHO_PRICE,
-        prev_root: root,
-        prev_cumulative: cumulative,
+        ack_size: size,
+        ack_root: root,
+        ack_cumulative: cumulative,
         terms_hash: gw.terms_hash(),
     }
 }
@@ -93,7 +96,7 @@ async fn happy_path_mirror_root_equals_provider_root() {
         assert_eq!(r.status, 200);
         assert_eq!(r.body, body.as_bytes());
         let receipt = r.receipt.unwrap_or_else(|| panic!("no receipt"));
-        assert_eq!(receipt.outcome.seq, u64::from(i));
+        assert_eq!(receipt.outcome.index, u64::from(i));
         assert_eq!(receipt.outcome.amount, ECHO_PRICE as i128);
     }
     // Metered route: 7 units at 3 each.
@@ -242,7 +245,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
 
     // Wrong acknowledged root.
     let mut fork = next_auth(gw, &ch, "/v1/echo", b"c");
-    fork.prev_root = tally_core::Hash([7; 32]);
+    fork.ack_root = tally_core::Hash([7; 32]);
     let (status, _, body) = raw(&url, "/v1/echo", b"c", &fork, &ch.session).await;
     assert_eq!(status, 409);
     assert!(matches!(
@@ -326,7 +329,7 @@ async fn a_hung_upstream_times_out_records_nothing_and_frees_the_channel() {
     // The channel is free again at once.
     let after = client.post("/v1/echo").body("after").send().await;
     assert_eq!(
-        after.map(|r| r.receipt.map(|r| r.outcome.seq)).ok(),
+        after.map(|r| r.receipt.map(|r| r.outcome.index)).ok(),
         Some(Some(1))
     );
     stack.stop().await;
@@ -433,8 +436,8 @@ async fn gateway_restart_loses_no_receipt_and_client_resumes() {
         let bytes = gw
             .store()
             .unwrap()
-            .record(&ch.id, r.outcome.seq)
-            .unwrap_or_else(|e| panic!("record {} lost: {e}", r.outcome.seq));
+            .record(&ch.id, r.outcome.index)
+            .unwrap_or_else(|e| panic!("record {} lost: {e}", r.outcome.index));
         let record = tally_core::Record::from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(record.outcome, r.outcome);
         // Re-derived signatures are identical.
@@ -454,7 +457,7 @@ async fn gateway_restart_loses_no_receipt_and_client_resumes() {
         .send()
         .await
         .unwrap_or_else(|e| panic!("after restart: {e}"));
-    assert_eq!(r.receipt.map(|r| r.outcome.seq), Some(21));
+    assert_eq!(r.receipt.map(|r| r.outcome.index), Some(21));
     let (size, root, _) = client.mirror_head().await;
     let head = gw
         .store()

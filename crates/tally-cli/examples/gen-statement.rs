@@ -54,6 +54,7 @@ fn main() {
             pay_to: Address::repeat_byte(0xbb).to_string(),
         },
         credit_limit: Amount(u128::MAX / 2),
+        max_lanes: 1,
         checkpoint: CheckpointPolicy {
             every_records: 100_000,
             every_seconds: 0,
@@ -108,9 +109,11 @@ fn main() {
         } else {
             ("GET", "/v1/items", 10u128, 1, 10)
         };
+        // One lane, each request acknowledging the log before it.
         let auth = Authorization {
-            version: 1,
+            version: tally_core::VERSION,
             channel_id: channel,
+            lane: 0,
             seq,
             // A statement never carries the salt: any fixed one makes a valid bill.
             request_hash: request_hash(
@@ -121,16 +124,19 @@ fn main() {
                 &seq.to_le_bytes(),
             ),
             max_amount: max,
-            prev_root: tree.root(),
-            prev_cumulative: cumulative,
+            ack_size: seq,
+            ack_root: tree.root(),
+            ack_cumulative: cumulative,
             terms_hash,
         };
         let sig = auth.sign(&client);
         cumulative += amount as u128;
         let outcome = Outcome {
-            version: 1,
+            version: tally_core::VERSION,
             channel_id: channel,
+            lane: 0,
             seq,
+            index: seq,
             authorization_hash: auth.signed_hash(&sig),
             units,
             amount,

@@ -159,11 +159,7 @@ pub struct AuditContext {
 /// What the parallel stage keeps of each record for the sequential one.
 #[derive(Clone, Copy)]
 struct Summary {
-    seq: u64,
-    prev_root: Hash,
-    prev_cumulative: u128,
-    cumulative: u128,
-    amount: i128,
+    record: Record,
     leaf: Hash,
 }
 
@@ -264,11 +260,7 @@ fn check_chunk(sh: &Shared<'_>, first: u64, lines: &[&[u8]]) -> ChunkResult {
         }
         let bytes = record.to_bytes();
         out.push(Some(Summary {
-            seq: a.seq,
-            prev_root: a.prev_root,
-            prev_cumulative: a.prev_cumulative,
-            cumulative: o.cumulative,
-            amount: o.amount,
+            record,
             leaf: Blake3Hasher.leaf(&bytes),
         }));
         let auth_bytes = a.to_bytes();
@@ -391,6 +383,7 @@ pub fn audit(statement: &Statement, ctx: &AuditContext, threads: usize) -> Audit
     }
     // Sequential stage: the chain of acknowledgements, the tree, the totals.
     let mut tree = MemoryTree::new(Blake3Hasher);
+    let mut sequence = tally_core::Sequence::new(tree.root());
     let mut cumulative_at: Vec<u128> = Vec::with_capacity(n + 1);
     cumulative_at.push(0);
     let (mut cumulative, mut charged, mut credited) = (0u128, 0u128, 0u128);
@@ -402,45 +395,33 @@ pub fn audit(statement: &Statement, ctx: &AuditContext, threads: usize) -> Audit
             found.push(d(index, "record", "the log cannot be recomputed past an undecodable record; later records not checked against it".into()));
             break;
         };
-        if s.seq != index {
-            found.push(d(
-                index,
-                "sequence",
-                format!("seq {} at position {index}", s.seq),
-            ));
+        // R5, R7, R8 (spec/PROTOCOL.md §5.3): index, cumulative, acknowledgement, lanes.
+        if let Err(e) = sequence.check_next(&s.record) {
+            use tally_core::SequenceError as E;
+            let kind = match e {
+                E::WrongIndex { .. } => "sequence",
+                E::WrongCumulative { .. } => "cumulative",
+                E::LaneOutOfRange { .. } | E::SeqGap { .. } | E::AckBackwards { .. } => "lanes",
+                E::AckOutOfWindow { .. } | E::AckMismatch { .. } => "acknowledgement",
+            };
+            if matches!(e, E::AckMismatch { .. }) && root_break.is_some() {
+                later_breaks += 1;
+            } else {
+                if matches!(e, E::AckMismatch { .. }) {
+                    root_break = Some(found.len());
+                }
+                found.push(d(index, kind, e.to_string()));
+            }
         }
-        let root = tree.root();
-        if s.prev_root != root && root_break.is_some() {
-            later_breaks += 1;
-        } else if s.prev_root != root {
-            root_break = Some(found.len());
-            found.push(d(
-                index,
-                "acknowledgement",
-                format!(
-                    "acknowledges root {} but the log's root at size {index} is {}",
-                    s.prev_root.to_hex(),
-                    root.to_hex()
-                ),
-            ));
-        }
-        if s.prev_cumulative != cumulative {
-            found.push(d(
-                index,
-                "acknowledgement",
-                format!(
-                    "acknowledges cumulative {} but the records before it add up to {cumulative}",
-                    s.prev_cumulative
-                ),
-            ));
-        }
-        cumulative = s.cumulative;
-        if s.amount >= 0 {
-            charged = charged.saturating_add(s.amount.unsigned_abs());
+        let amount = s.record.outcome.amount;
+        cumulative = s.record.outcome.cumulative;
+        if amount >= 0 {
+            charged = charged.saturating_add(amount.unsigned_abs());
         } else {
-            credited = credited.saturating_add(s.amount.unsigned_abs());
+            credited = credited.saturating_add(amount.unsigned_abs());
         }
         tree.push_hash(s.leaf);
+        sequence.push(&s.record, tree.root());
         cumulative_at.push(cumulative);
     }
     if let (Some(at), true) = (root_break, later_breaks > 0) {

@@ -332,7 +332,7 @@ async fn paid_part(
         let receipt = resp.receipt.ok_or_else(|| {
             CliError::Verification(format!("call {i} came back without a receipt"))
         })?;
-        profile.keep_exchange(receipt.outcome.seq, &resp.exchange)?;
+        profile.keep_exchange(receipt.outcome.index, &resp.exchange)?;
         if i == flaky_at {
             if resp.status != http::StatusCode::INTERNAL_SERVER_ERROR {
                 return Err(CliError::Verification(format!(
@@ -340,7 +340,7 @@ async fn paid_part(
                     resp.status
                 )));
             }
-            flaky = Some((receipt.outcome.seq, receipt.outcome.amount));
+            flaky = Some((receipt.outcome.index, receipt.outcome.amount));
         }
         bar.inc(1);
     }
@@ -431,7 +431,7 @@ async fn paid_part(
         let receipt = resp.receipt.ok_or_else(|| {
             CliError::Verification("a call after the claim came back without a receipt".into())
         })?;
-        profile.keep_exchange(receipt.outcome.seq, &resp.exchange)?;
+        profile.keep_exchange(receipt.outcome.index, &resp.exchange)?;
         after_claim += 1;
         charged_after_claim += receipt.outcome.amount.unsigned_abs();
     }

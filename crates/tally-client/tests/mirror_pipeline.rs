@@ -2,24 +2,32 @@
 //! store's durable root once synced, at every size, across reopening.
 
 use tally_client::mirror::Mirror;
-use tally_core::{Authorization, ChannelId, Hash, Outcome, Record, SecretKey, Signature};
+use tally_core::{
+    Authorization, ChannelId, Hash, LogState, Outcome, Record, SecretKey, Signature,
+};
 
-fn record(channel: ChannelId, seq: u64, key: &SecretKey) -> Record {
+/// The record after `head`, on lane 0 (whose seq is then the log's size), acknowledging it.
+fn record(channel: ChannelId, head: LogState, key: &SecretKey) -> Record {
+    let seq = head.size;
     let auth = Authorization {
         version: tally_core::VERSION,
         channel_id: channel,
+        lane: 0,
         seq,
         request_hash: Hash([seq as u8; 32]),
         max_amount: 10,
-        prev_root: Hash([0; 32]),
-        prev_cumulative: u128::from(seq),
+        ack_size: head.size,
+        ack_root: head.root,
+        ack_cumulative: head.cumulative,
         terms_hash: Hash([1; 32]),
     };
     let sig = auth.sign(key);
     let outcome = Outcome {
         version: tally_core::VERSION,
         channel_id: channel,
+        lane: 0,
         seq,
+        index: seq,
         authorization_hash: auth.signed_hash(&sig),
         units: 1,
         amount: 1,
@@ -42,7 +50,7 @@ async fn pipelined_roots_match_the_store_across_reopen() {
         assert_eq!(m.size(), seq);
         assert_eq!(m.cumulative(), u128::from(seq));
         for _ in 0..batch {
-            let r = record(channel, seq, &key);
+            let r = record(channel, m.head(), &key);
             m.append_pipelined(&r, Signature([0; 64])).await.unwrap();
             seq += 1;
             assert_eq!(m.size(), seq);
@@ -53,7 +61,12 @@ async fn pipelined_roots_match_the_store_across_reopen() {
         assert_eq!(m.log().head(&channel).unwrap().root, root);
         assert_eq!(m.root_at(seq).unwrap(), root);
         // A record that does not extend the mirror is refused without queuing anything.
-        let stale = record(channel, seq - 1, &key);
+        let before = LogState {
+            size: seq - 1,
+            root: m.root_at(seq - 1).unwrap(),
+            cumulative: u128::from(seq - 1),
+        };
+        let stale = record(channel, before, &key);
         assert!(m
             .append_pipelined(&stale, Signature([0; 64]))
             .await

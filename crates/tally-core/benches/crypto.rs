@@ -25,20 +25,24 @@ fn main() {
     let mut receipts = Vec::with_capacity(n);
     for seq in 0..n as u64 {
         let auth = Authorization {
-            version: 1,
+            version: tally_core::VERSION,
             channel_id: ChannelId([3; 32]),
-            seq,
+            lane: (seq % 8) as u32,
+            seq: seq / 8,
             request_hash: Hash([seq as u8; 32]),
             max_amount: 1000,
-            prev_root: Hash([4; 32]),
-            prev_cumulative: seq as u128 * 10,
+            ack_size: seq,
+            ack_root: Hash([4; 32]),
+            ack_cumulative: seq as u128 * 10,
             terms_hash: Hash([5; 32]),
         };
         let sig = auth.sign(&client);
         let outcome = Outcome {
-            version: 1,
+            version: tally_core::VERSION,
             channel_id: auth.channel_id,
-            seq,
+            lane: auth.lane,
+            seq: auth.seq,
+            index: seq,
             authorization_hash: auth.signed_hash(&sig),
             units: 1,
             amount: 10,

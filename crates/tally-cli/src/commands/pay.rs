@@ -37,10 +37,10 @@ pub async fn run(a: PayArgs, out: Output) -> Result<()> {
     // The receipt is verified; wait until its mirror append is durable before exiting.
     client.flush().await?;
     if let Some(r) = &resp.receipt {
-        profile.keep_exchange(r.outcome.seq, &resp.exchange)?;
+        profile.keep_exchange(r.outcome.index, &resp.exchange)?;
     }
     let receipt = resp.receipt.as_ref().map(|r| {
-        json!({"seq": r.outcome.seq, "units": r.outcome.units,
+        json!({"index": r.outcome.index, "units": r.outcome.units,
                "amount": r.outcome.amount.to_string(), "cumulative": r.outcome.cumulative.to_string()})
     });
     if out.json {
@@ -57,7 +57,7 @@ pub async fn run(a: PayArgs, out: Output) -> Result<()> {
         match &resp.receipt {
             Some(r) => eprintln!(
                 "tally: {} — record {} charged {} ({} units), cumulative {}",
-                resp.status, r.outcome.seq, r.outcome.amount, r.outcome.units, r.outcome.cumulative
+                resp.status, r.outcome.index, r.outcome.amount, r.outcome.units, r.outcome.cumulative
             ),
             None => eprintln!("tally: {} — free route, no receipt", resp.status),
         }
