@@ -160,7 +160,7 @@ pub fn settings(dir: &Path) -> Settings {
     )
 }
 
-/// The upstream API's routes: `/v1/echo` echoes the body, `/v1/tokens?n=` reports `n`
+/// The upstream API's routes: `/v1/echo` echoes the body (`/v1/echo/slow` after 100 ms), `/v1/tokens?n=` reports `n`
 /// units, `/v1/fail` answers 500, `/free` is unpriced. Not tally-cli's built-in upstream
 /// (the demo's API): these tests check bodies come back byte for byte and choose the units.
 pub fn upstream_routes() -> Router {
@@ -168,6 +168,13 @@ pub fn upstream_routes() -> Router {
         .route(
             "/v1/echo",
             any(|body: axum::body::Bytes| async move { body }),
+        )
+        .route(
+            "/v1/echo/slow",
+            any(|body: axum::body::Bytes| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                body
+            }),
         )
         .route(
             "/v1/echo/{*rest}",

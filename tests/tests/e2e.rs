@@ -717,3 +717,133 @@ async fn tower_layer_meters_an_embedded_axum_app() {
     );
     server.stop().await;
 }
+
+/// Lanes (spec/PROTOCOL.md §5.4): one client fires requests from many tasks at once; they
+/// are served concurrently on several lanes, each lane's seqs stay strict, and the client's
+/// mirror ends byte-identical to the provider's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_channel_serves_concurrent_requests_on_lanes() {
+    let stack = Stack::start(|_| {}).await;
+    let (ch, client, _cdir) = stack.client(1_000_000).await;
+    let mut tasks = Vec::new();
+    for i in 0..24u32 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = format!("slow {i}");
+            let r = c.post("/v1/echo/slow").body(body.clone()).send().await;
+            (body, r)
+        }));
+    }
+    let mut lanes = std::collections::BTreeMap::<u32, Vec<u64>>::new();
+    for t in tasks {
+        let (body, r) = t.await.unwrap_or_else(|e| panic!("task: {e}"));
+        let r = r.unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert_eq!(r.body, body.as_bytes());
+        let o = r.receipt.unwrap_or_else(|| panic!("no receipt")).outcome;
+        lanes.entry(o.lane).or_default().push(o.seq);
+    }
+    // A second lane is only leased while the first is busy: more than one lane means the
+    // requests were in flight together.
+    assert!(lanes.len() > 1, "all requests on one lane: {lanes:?}");
+    for (lane, mut seqs) in lanes {
+        seqs.sort_unstable();
+        let expect: Vec<u64> = (0..seqs.len() as u64).collect();
+        assert_eq!(seqs, expect, "lane {lane}: seqs are strict");
+    }
+    client
+        .flush()
+        .await
+        .unwrap_or_else(|e| panic!("flush: {e}"));
+    let (size, root, cumulative) = client.mirror_head().await;
+    let head = stack.gateway.store().unwrap().head(&ch.id).unwrap();
+    assert_eq!((size, root), (head.size, head.root));
+    assert_eq!(cumulative, ECHO_PRICE * 24);
+    let statement = client
+        .audit()
+        .await
+        .unwrap_or_else(|e| panic!("audit: {e}"));
+    assert_eq!(statement.records, 24);
+    stack.stop().await;
+}
+
+/// Bad lane input is refused with its reason and records nothing: a lane at `max_lanes`, a
+/// seq gap, an acknowledgement beyond the log or naming a root the log never had, and one
+/// that goes back on its lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lanes_seqs_and_acknowledgements_are_refused() {
+    let stack = Stack::start(|_| {}).await;
+    let (ch, _client, _cdir) = stack.client(1_000_000).await;
+    let (gw, url) = (&stack.gateway, stack.server.url());
+    let size = || gw.store().unwrap().head(&ch.id).map_or(0, |h| h.size);
+    // Lane 1, seq 0, acknowledging the empty log: recorded.
+    let mut first = next_auth(gw, &ch, "/v1/echo", b"a");
+    first.lane = 1;
+    let (status, _, body) = raw(&url, "/v1/echo", b"a", &first, &ch.session).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // Lane 1, seq 1, acknowledging size 1: recorded.
+    let mut second = next_auth(gw, &ch, "/v1/echo", b"b");
+    second.lane = 1;
+    second.seq = 1;
+    let (status, _, body) = raw(&url, "/v1/echo", b"b", &second, &ch.session).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(size(), 2);
+    // Lane 0 is unused so far: its next seq is 0.
+    let mut at2 = next_auth(gw, &ch, "/v1/echo", b"c");
+    at2.seq = 0;
+
+    let mut over = at2;
+    over.lane = gw.terms().max_lanes;
+    let (status, _, body) = raw(&url, "/v1/echo", b"c", &over, &ch.session).await;
+    assert_eq!(status, 400);
+    assert!(matches!(reason(&body), Reason::LaneOutOfRange { .. }));
+
+    let mut gap = at2;
+    gap.lane = 1;
+    gap.seq = 3;
+    let (status, _, body) = raw(&url, "/v1/echo", b"c", &gap, &ch.session).await;
+    assert_eq!(status, 409);
+    assert!(matches!(
+        reason(&body),
+        Reason::StaleSeq {
+            lane: 1,
+            expected_seq: 2,
+            last_record: Some(_)
+        }
+    ));
+
+    let mut beyond = at2;
+    beyond.ack_size = 9;
+    let (status, _, body) = raw(&url, "/v1/echo", b"c", &beyond, &ch.session).await;
+    assert_eq!(status, 409);
+    assert!(matches!(
+        reason(&body),
+        Reason::StateMismatch { size: 2, .. }
+    ));
+
+    // Size 1 existed, but not with this root.
+    let mut never = at2;
+    never.ack_size = 1;
+    never.ack_root = tally_core::Hash([7; 32]);
+    let (status, _, body) = raw(&url, "/v1/echo", b"c", &never, &ch.session).await;
+    assert_eq!(status, 409);
+    assert!(matches!(reason(&body), Reason::StateMismatch { .. }));
+
+    // Lane 1 acknowledged size 1; acknowledging the (true) empty log now goes backwards.
+    let mut back = next_auth(gw, &ch, "/v1/echo", b"c");
+    back.lane = 1;
+    back.seq = 2;
+    back.ack_size = 0;
+    back.ack_root = tally_core::hash::TreeHasher::empty(&tally_log::Blake3Hasher);
+    back.ack_cumulative = 0;
+    let (status, _, body) = raw(&url, "/v1/echo", b"c", &back, &ch.session).await;
+    assert_eq!(status, 409);
+    assert!(matches!(reason(&body), Reason::StateMismatch { .. }));
+    // The same acknowledgement on a fresh lane is a true past state: accepted.
+    let mut fresh = back;
+    fresh.lane = 2;
+    fresh.seq = 0;
+    let (status, _, body) = raw(&url, "/v1/echo", b"c", &fresh, &ch.session).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(size(), 3, "only the valid requests were recorded");
+    stack.stop().await;
+}

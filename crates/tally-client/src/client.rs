@@ -38,10 +38,10 @@ use tokio::sync::Mutex;
 
 use crate::discovery::{discover, Discovered};
 use crate::error::{ClientError, Misbehavior};
+use crate::lanes::LanePool;
 use crate::mirror::Mirror;
 use crate::receipt::{check_receipt, expected_charge};
 use crate::statement::{verify_statement, Statement};
-use crate::lanes::LanePool;
 use crate::terms_guard::TermsGuard;
 
 /// The mirror's meta key of the channel's request salt: kept so a provider that answers a

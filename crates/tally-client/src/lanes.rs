@@ -107,7 +107,13 @@ mod tests {
         a.slot.next_seq = Some(1);
         drop(a);
         let again = pool.lease().await;
-        assert_eq!(again.slot, LaneSlot { lane: 0, next_seq: Some(1) });
+        assert_eq!(
+            again.slot,
+            LaneSlot {
+                lane: 0,
+                next_seq: Some(1)
+            }
+        );
         drop(again);
         pool.set_free(|lane| u64::from(lane) + 100);
         assert_eq!(pool.lease().await.slot.next_seq, Some(100));

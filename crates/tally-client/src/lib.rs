@@ -14,8 +14,8 @@
 pub mod client;
 pub mod discovery;
 pub mod error;
-pub mod mirror;
 mod lanes;
+pub mod mirror;
 pub mod receipt;
 pub mod statement;
 mod terms_guard;

@@ -2,9 +2,7 @@
 //! store's durable root once synced, at every size, across reopening.
 
 use tally_client::mirror::Mirror;
-use tally_core::{
-    Authorization, ChannelId, Hash, LogState, Outcome, Record, SecretKey, Signature,
-};
+use tally_core::{Authorization, ChannelId, Hash, LogState, Outcome, Record, SecretKey, Signature};
 
 /// The record after `head`, on lane 0 (whose seq is then the log's size), acknowledging it.
 fn record(channel: ChannelId, head: LogState, key: &SecretKey) -> Record {

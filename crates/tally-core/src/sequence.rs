@@ -337,7 +337,9 @@ impl Sequence {
     /// Checks that `record` may be the next record: its index, cumulative, acknowledgement
     /// and lane position. Returns the cumulative after it.
     pub fn check_next(&self, record: &Record) -> Result<u128, SequenceError> {
-        check_position(record, self.head(), &self.lanes, |size| self.recent.get(size))
+        check_position(record, self.head(), &self.lanes, |size| {
+            self.recent.get(size)
+        })
     }
 
     /// Appends a record [`check_next`](Self::check_next) accepted; `root` is the log's root

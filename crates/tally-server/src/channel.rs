@@ -147,7 +147,13 @@ impl ChannelState {
 
     /// Keeps `response` as the answer to a retry of `lane`'s last request, within the
     /// per-channel budget `budget`: other lanes' held responses are dropped first.
-    pub fn hold_response(&mut self, lane: u32, index: u64, response: CachedResponse, budget: usize) {
+    pub fn hold_response(
+        &mut self,
+        lane: u32,
+        index: u64,
+        response: CachedResponse,
+        budget: usize,
+    ) {
         let size = response.body.len();
         if size > budget {
             return;

@@ -57,7 +57,11 @@ pub async fn run(a: PayArgs, out: Output) -> Result<()> {
         match &resp.receipt {
             Some(r) => eprintln!(
                 "tally: {} — record {} charged {} ({} units), cumulative {}",
-                resp.status, r.outcome.index, r.outcome.amount, r.outcome.units, r.outcome.cumulative
+                resp.status,
+                r.outcome.index,
+                r.outcome.amount,
+                r.outcome.units,
+                r.outcome.cumulative
             ),
             None => eprintln!("tally: {} — free route, no receipt", resp.status),
         }

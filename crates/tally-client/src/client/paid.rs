@@ -45,7 +45,9 @@ impl Client {
         // Resolutions (resync, checkpoint, new terms, a busy lane) each allow one more try.
         for attempt in 0..6u32 {
             let (sent, h) = self
-                .sign_attempt(&mut lease, &method, path, &headers, req_hash, max_amount, &expect)
+                .sign_attempt(
+                    &mut lease, &method, path, &headers, req_hash, max_amount, &expect,
+                )
                 .await?;
             let raw = self.transmit(&method, &url, &h, &body).await;
             let mut st = self.state.lock().await;
@@ -298,7 +300,8 @@ impl Client {
         {
             return Err(Self::stop(st, bad(e.to_string())));
         }
-        self.take_place(st, decoded, record.provider_signature).await
+        self.take_place(st, decoded, record.provider_signature)
+            .await
     }
 
     /// Puts a verified record in the mirror at its index: now if it is the next one, else
@@ -325,13 +328,22 @@ impl Client {
         while let Some((record, sig)) = st.ahead.remove(&st.mirror.size()) {
             if let Err(e) = st.mirror.check_order(&record) {
                 let index = record.outcome.index;
-                return Err(Self::stop(
-                    st,
-                    Misbehavior::BadRecord {
-                        index,
-                        why: e.to_string(),
+                let m = match e {
+                    tally_core::SequenceError::WrongCumulative {
+                        previous,
+                        amount,
+                        cumulative,
+                    } => Misbehavior::WrongCumulative {
+                        expected: tally_core::record::apply_amount(previous, amount)
+                            .unwrap_or_default(),
+                        got: cumulative,
                     },
-                ));
+                    other => Misbehavior::BadRecord {
+                        index,
+                        why: other.to_string(),
+                    },
+                };
+                return Err(Self::stop(st, m));
             }
             // Verified; durable with the mirror's next group commit, off this request's
             // critical path (spec/DESIGN-DECISIONS.md).

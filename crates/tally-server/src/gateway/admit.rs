@@ -152,7 +152,11 @@ impl Gateway {
             )
             .with_required(required()));
         }
-        check_lane(st, &auth, i.settings.max_lanes)?;
+        check_lane(st, &auth, i.settings.max_lanes).map_err(|e| match *e.reason {
+            // A seq gap is answered with the lane's last record, like any stale seq.
+            Reason::StaleSeq { .. } => self.stale_seq(st, &auth),
+            _ => e,
+        })?;
         check_acknowledgement(st, &auth, &store)?;
         check_minimum(&purpose, auth.max_amount).map_err(|e| match e.reason.status() {
             402 => e.with_required(required()),
@@ -373,10 +377,9 @@ fn check_lane(st: &ChannelState, auth: &Authorization, max_lanes: u32) -> Result
         lanes.set(auth.lane, l.tail);
     }
     lanes.check(auth, max_lanes).map_err(|e| match e {
-        SequenceError::LaneOutOfRange { max_lanes, .. } => GatewayError::new(
-            Reason::LaneOutOfRange { max_lanes },
-            e.to_string(),
-        ),
+        SequenceError::LaneOutOfRange { max_lanes, .. } => {
+            GatewayError::new(Reason::LaneOutOfRange { max_lanes }, e.to_string())
+        }
         SequenceError::SeqGap { expected, .. } => GatewayError::new(
             Reason::StaleSeq {
                 lane: auth.lane,

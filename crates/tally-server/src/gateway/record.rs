@@ -77,7 +77,8 @@ impl Gateway {
             self.mark_credit(&auth, disputed, index).await?;
         }
         let commit_start = Instant::now();
-        let ticket = store.append_keyed(auth.channel_id, index, vec![(auth.lane, record.to_bytes())]);
+        let ticket =
+            store.append_keyed(auth.channel_id, index, vec![(auth.lane, record.to_bytes())]);
         if ticket.refused_now() {
             // Nothing was queued: the state is as before this record.
             return Err(match ticket.await {
@@ -117,7 +118,9 @@ impl Gateway {
                 .ok()
                 .and_then(|t| HeaderValue::from_maybe_shared(Bytes::from(t)).ok())
                 .ok_or_else(|| GatewayError::internal("rendering PAYMENT-RESPONSE"))?;
-        let checkpoint_request = self.after_durable(&slot, &admission, &answer, &payment_response, index, &store).await;
+        let checkpoint_request = self
+            .after_durable(&slot, &admission, &answer, &payment_response, index, &store)
+            .await;
         i.metrics
             .metered
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
