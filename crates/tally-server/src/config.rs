@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     pub chain: ChainTerms,
     /// Most served beyond the last checkpoint.
     pub credit_limit: Amount,
+    /// How many requests of one channel may be in flight at once (spec/PROTOCOL.md §5.4).
+    #[serde(default = "default_max_lanes")]
+    pub max_lanes: u32,
     /// Checkpoint policy.
     pub checkpoint: CheckpointPolicy,
     /// Whether 5xx are charged (default false).
@@ -202,6 +205,10 @@ impl SettlementConfig {
     }
 }
 
+fn default_max_lanes() -> u32 {
+    64
+}
+
 fn default_request_bytes() -> u64 {
     1 << 20
 }
@@ -273,6 +280,7 @@ impl GatewayConfig {
             self.routes.clone(),
         );
         s.credit_limit = self.credit_limit.0;
+        s.max_lanes = self.max_lanes;
         s.checkpoint = self.checkpoint.clone();
         s.charge_server_errors = self.charge_server_errors;
         s.refunds = self.refunds.clone();
