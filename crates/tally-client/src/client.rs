@@ -112,8 +112,6 @@ struct State {
     salt: Option<RequestSalt>,
     /// Verified records whose receipts arrived ahead of a gap, by index (§5.5).
     ahead: std::collections::BTreeMap<u64, (Record, tally_core::Signature)>,
-    /// Requests signed and not yet answered.
-    in_flight: u64,
 }
 
 /// A paying client for one channel.
@@ -128,6 +126,8 @@ pub struct Client {
     retries: u32,
     state: Arc<Mutex<State>>,
     lanes: LanePool,
+    /// Requests sent and not yet answered.
+    in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A response, with the receipt that paid for it.
@@ -216,6 +216,7 @@ impl Client {
         let lanes = config.lanes.min(terms.terms.max_lanes).max(1);
         let client = Client {
             lanes: LanePool::new(lanes, |_| None),
+            in_flight: Default::default(),
             http,
             base,
             channel: config.channel_id,
@@ -232,7 +233,6 @@ impl Client {
                 checkpoint_due: false,
                 salt: None,
                 ahead: Default::default(),
-                in_flight: 0,
             })),
         };
         client.bind_session().await?;

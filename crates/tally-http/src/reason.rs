@@ -32,8 +32,9 @@ pub enum Reason {
         lane: u32,
         /// The seq the lane expects next: the number of records on it.
         expected_seq: u64,
-        /// The lane's last record and its provider signature, if it has one.
-        last_record: Option<WireRecord>,
+        /// The lane's last record and its provider signature, if it has one (boxed: it is
+        /// the one large field of a reason).
+        last_record: Option<Box<WireRecord>>,
     },
     /// The lane is at or beyond the terms' `max_lanes`.
     LaneOutOfRange {
@@ -93,7 +94,7 @@ pub enum Reason {
     /// record and receipt are returned so the client's mirror stays complete.
     AlreadyRecorded {
         /// The record and its provider signature.
-        record: WireRecord,
+        record: Box<WireRecord>,
     },
     /// The upstream did not answer; nothing was recorded or charged.
     UpstreamUnavailable,

@@ -3,8 +3,27 @@
 //! at once), verify the receipt, and put the record in its place in the mirror, holding
 //! receipts that arrive ahead of a gap until the gap is filled (§5.5).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::*;
 use crate::lanes::Lease;
+
+/// Counts a request in flight for as long as it lives, cancelled or not: a gap in the mirror
+/// is left to requests in flight to fill only while there are some.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn start(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// What one attempt signed and sent.
 struct Sent {
@@ -49,9 +68,14 @@ impl Client {
                     &mut lease, &method, path, &headers, req_hash, max_amount, &expect,
                 )
                 .await?;
-            let raw = self.transmit(&method, &url, &h, &body).await;
+            // Until answered, the lane's seq is unknown: if this future is dropped mid-flight
+            // the request may yet be recorded, and the lane resyncs before its next use.
+            lease.slot.next_seq = None;
+            let raw = {
+                let _in_flight = InFlight::start(&self.in_flight);
+                self.transmit(&method, &url, &h, &body).await
+            };
             let mut st = self.state.lock().await;
-            st.in_flight = st.in_flight.saturating_sub(1);
             let raw = match raw {
                 Ok(raw) => raw,
                 Err(e) => {
@@ -62,6 +86,8 @@ impl Client {
                     return Err(e);
                 }
             };
+            // Answered: unless it was recorded, the seq is still the lane's next.
+            lease.slot.next_seq = Some(sent.auth.seq);
             let exchange = DisputedExchange {
                 method: method.as_str().to_string(),
                 path: path.to_string(),
@@ -143,7 +169,7 @@ impl Client {
     }
 
     /// Signs one attempt under the mirror's head (its acknowledged state) on the leased
-    /// lane, and counts it in flight.
+    /// lane.
     #[allow(clippy::too_many_arguments)]
     async fn sign_attempt(
         &self,
@@ -206,7 +232,6 @@ impl Client {
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             h.insert(CHECKPOINT, header_value(&text)?);
         }
-        st.in_flight += 1;
         let sent = Sent {
             auth,
             sig,
@@ -355,7 +380,7 @@ impl Client {
     /// Fetches what the provider holds beyond the mirror when receipts wait behind a gap
     /// and nothing in flight can fill it.
     async fn fill_gaps(&self, st: &mut State) -> Result<(), ClientError> {
-        if !st.ahead.is_empty() && st.in_flight == 0 {
+        if !st.ahead.is_empty() && self.in_flight.load(Ordering::Acquire) == 0 {
             self.resync(st).await?;
         }
         Ok(())

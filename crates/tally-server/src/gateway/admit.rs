@@ -262,7 +262,7 @@ impl Gateway {
         let stored = self.stored_record(&st.id, last.index)?;
         Err(GatewayError::new(
             Reason::AlreadyRecorded {
-                record: self.wire_record(&stored),
+                record: Box::new(self.wire_record(&stored)),
             },
             format!(
                 "lane {} seq {} is already recorded; its response is no longer held",
@@ -279,7 +279,7 @@ impl Gateway {
             .and_then(|l| l.last.as_ref())
             .filter(|l| l.index < st.durable.size)
             .and_then(|l| self.stored_record(&st.id, l.index).ok())
-            .map(|r| self.wire_record(&r));
+            .map(|r| Box::new(self.wire_record(&r)));
         GatewayError::new(
             Reason::StaleSeq {
                 lane: auth.lane,
