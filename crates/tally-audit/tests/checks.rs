@@ -15,27 +15,7 @@ use tally_core::{Authorization, Checkpoint, Hash, Outcome, SecretKey};
 use tally_http::WireRecord;
 use tally_log::Blake3Hasher;
 
-type Tamper = Box<dyn FnOnce(&mut Generator) -> (Authorization, Outcome, Option<SecretKey>)>;
-
-/// A log of `opts.records` records where record `at` is `tamper`'s, then honest records on
-/// top of it as stated.
-fn with(opts: Options, mut tampers: Vec<(u64, Tamper)>) -> (Generator, Vec<WireRecord>) {
-    let mut g = Generator::new(opts);
-    let mut wires = Vec::new();
-    for i in 0..opts.records {
-        match tampers.iter().position(|(at, _)| *at == i) {
-            Some(k) => {
-                let (_, tamper) = tampers.swap_remove(k);
-                let (a, o, key) = tamper(&mut g);
-                let (r, _) = g.commit(a, o, key.as_ref());
-                wires.push(g.wire(&r));
-            }
-            None => wires.push(g.next_wire()),
-        }
-    }
-    g.checkpoint();
-    (g, wires)
-}
+use gen::{build as with, Tamper};
 
 fn statement(g: &Generator, wires: &[WireRecord]) -> Statement {
     Statement::from_records(g.header(), wires).unwrap()

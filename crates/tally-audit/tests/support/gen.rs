@@ -361,6 +361,36 @@ impl Generator {
     }
 }
 
+/// Makes record `at` of a log in place of the honest one (a provider that breaks a rule
+/// and signs anyway): returns the authorization, the outcome and the key to sign with.
+pub type Tamper = Box<dyn FnOnce(&mut Generator) -> (Authorization, Outcome, Option<SecretKey>)>;
+
+/// A log of `opts.records` records where each record `at` of `tampers` is the tamper's, with
+/// honest records on top of it as stated; with its final checkpoint.
+pub fn build(opts: Options, mut tampers: Vec<(u64, Tamper)>) -> (Generator, Vec<WireRecord>) {
+    let mut g = Generator::new(opts);
+    let mut wires = Vec::new();
+    for i in 0..opts.records {
+        match tampers.iter().position(|(at, _)| *at == i) {
+            Some(k) => {
+                let (_, tamper) = tampers.swap_remove(k);
+                let (a, o, key) = tamper(&mut g);
+                let (r, _) = g.commit(a, o, key.as_ref());
+                wires.push(g.wire(&r));
+            }
+            // After a tampered record an honest one may be impossible (a lane that
+            // acknowledged a future size): records go on as built, the verdict is the audit's.
+            None => {
+                let (a, o) = g.plan();
+                let (r, _) = g.commit(a, o, None);
+                wires.push(g.wire(&r));
+            }
+        }
+    }
+    g.checkpoint();
+    (g, wires)
+}
+
 /// An honest statement in memory.
 pub fn statement(opts: Options) -> Statement {
     let mut g = Generator::new(opts);
