@@ -19,7 +19,7 @@
 pub mod audit;
 pub mod statement;
 
-pub use audit::{audit, AuditContext, AuditReport, Discrepancy, OnchainView, CHUNK};
+pub use audit::{audit, AuditContext, AuditReport, Discrepancy, OnchainView, Totals, CHUNK};
 pub use statement::{
     Statement, StatementError, StatementHeader, StatementReader, StatementWriter, STATEMENT_FORMAT,
 };

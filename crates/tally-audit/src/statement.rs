@@ -1,7 +1,7 @@
-//! The statement file: a provider's bill for one channel, as JSON Lines (README, "Statement
-//! files"; spec/HTTP.md §5.4). The first line is a [`StatementHeader`] (channel, both public
-//! keys, the exact terms document, every cosigned checkpoint); each following line is one
-//! record with its provider signature in the wire form of the records endpoint
+//! The statement file: a provider's bill for one channel, as JSON Lines (spec/HTTP.md §5.5).
+//! The first line is a [`StatementHeader`] (channel, both public keys, the exact terms
+//! document, every cosigned checkpoint); each following line is one record with its provider
+//! signature in the wire form of the records endpoint
 //! (spec/HTTP.md §5.1), record 0 first, in log order (index order, spec/PROTOCOL.md §5.5).
 //!
 //! Reading is streamed: [`StatementReader`] hands out the body a chunk of lines at a time and

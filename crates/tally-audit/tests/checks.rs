@@ -11,7 +11,7 @@ use tally_audit::{audit, AuditContext, AuditReport, Statement, StatementError, S
 use tally_chain::{ChannelFunding, WithdrawState};
 use tally_core::hash::TreeHasher;
 use tally_core::sequence::{LogState, ACK_WINDOW};
-use tally_core::{Authorization, Checkpoint, Hash, Outcome, SecretKey};
+use tally_core::{Checkpoint, Hash, SecretKey};
 use tally_http::WireRecord;
 use tally_log::Blake3Hasher;
 

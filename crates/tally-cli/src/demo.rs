@@ -14,11 +14,11 @@ use serde::Serialize;
 use tally_chain::gas::X402Exact;
 use tally_core::bundle::ChainRef;
 
-use crate::audit::{audit, AuditContext};
 use crate::error::{CliError, Result};
 use crate::output::Output;
 use crate::profile::{Profile, ProfileFile};
 use crate::{chain, gateway, keys, proof, statement, upstream};
+use tally_audit::{audit, AuditContext};
 
 /// The channel's deposit.
 pub const DEPOSIT: u128 = 1_000_000_000;
@@ -387,14 +387,14 @@ async fn paid_part(
     step(out, 8, "auditing the bill from the provider's endpoints");
     let stmt = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
     let report = audit(
-        &stmt,
+        stmt.reader(),
         &AuditContext {
             mirror: Some((size, client.mirror_head().await.1)),
             onchain: Some((funding, domain.clone())),
             progress: None,
         },
         0,
-    );
+    )?;
     if !report.ok() {
         return Err(CliError::Verification(format!(
             "audit failed:\n{}",
@@ -454,14 +454,14 @@ async fn paid_part(
     // The final bill, credit included, audited again and kept as statement.jsonl.
     let last = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
     let again = audit(
-        &last,
+        last.reader(),
         &AuditContext {
             mirror: Some((final_size, final_root)),
             onchain: Some((funding, domain)),
             progress: None,
         },
         0,
-    );
+    )?;
     if !again.ok() || again.credited != granted.amount.0.unsigned_abs().to_string() {
         return Err(CliError::Verification(format!(
             "the final bill does not verify with the credit:\n{}",
@@ -493,7 +493,7 @@ async fn paid_part(
         one_per_call_ratio: (size * transfer.gas_used) as f64 / settled.gas_used as f64,
         claimed_onchain: cumulative.to_string(),
         audit_records_per_second: report.records_per_second,
-        audit_discrepancies: report.discrepancies.len(),
+        audit_discrepancies: report.discrepancy_count as usize,
         disputed_index: granted.disputed_index,
         credit: granted.amount.0.to_string(),
         credit_rule: granted.rule,

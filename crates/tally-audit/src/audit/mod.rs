@@ -38,7 +38,7 @@ use alloy::sol_types::Eip712Domain;
 use tally_chain::ChannelFunding;
 use tally_core::Hash;
 
-pub use report::{AuditReport, Discrepancy, OnchainView, MAX_LISTED};
+pub use report::{AuditReport, Discrepancy, OnchainView, Totals, MAX_LISTED};
 
 use self::checkpoints::Claims;
 use self::log::LogFold;
@@ -118,6 +118,13 @@ pub fn audit<R: BufRead>(
         mirror_size: ctx.mirror.map(|m| m.0),
         discrepancy_count: found.total,
         discrepancies: found.listed,
+        totals: Totals {
+            size: head.size,
+            root: head.root,
+            cumulative: head.cumulative,
+            charged: fold.charged,
+            credited: fold.credited,
+        },
         seconds,
         records_per_second: if seconds > 0.0 {
             records as f64 / seconds

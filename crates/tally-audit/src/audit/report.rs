@@ -2,6 +2,7 @@
 //! The JSON shape is what `tally verify --json` prints.
 
 use serde::Serialize;
+use tally_core::Hash;
 
 /// The most discrepancies listed one by one; beyond it they are only counted, so a
 /// statement with millions of bad records is still audited in bounded memory.
@@ -76,6 +77,21 @@ pub struct OnchainView {
     pub matches_checkpoint: bool,
 }
 
+/// What the records add up to, as recomputed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Records folded into the recomputed log (all of them, unless one did not decode).
+    pub size: u64,
+    /// The root at `size`.
+    pub root: Hash,
+    /// The cumulative at `size`.
+    pub cumulative: u128,
+    /// Sum of charges of every decoded record.
+    pub charged: u128,
+    /// Sum of credits (absolute) of every decoded record.
+    pub credited: u128,
+}
+
 /// The audit's result.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditReport {
@@ -107,6 +123,9 @@ pub struct AuditReport {
     pub discrepancies: Vec<Discrepancy>,
     /// How many discrepancies were found in all (may exceed the list).
     pub discrepancy_count: u64,
+    /// The recomputed values as numbers (the string fields above are their JSON form).
+    #[serde(skip)]
+    pub totals: Totals,
     /// Wall time of the audit, seconds.
     pub seconds: f64,
     /// Records audited per second.

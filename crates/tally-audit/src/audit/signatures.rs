@@ -25,6 +25,10 @@ pub(crate) struct Shared<'a> {
 /// A record that decoded, with its leaf hash (`H(0x00 || record bytes)`).
 pub(crate) type Placed = (Record, Hash);
 
+/// A record's two signed messages: (index, record, provider signature, authorization bytes,
+/// outcome bytes).
+type Signed = (u64, Record, Signature, Vec<u8>, Vec<u8>);
+
 /// One chunk after the parallel stage.
 pub(crate) struct Checked {
     /// The chunk's position in the stream.
@@ -53,8 +57,7 @@ pub(crate) fn check_chunk(sh: &Shared<'_>, chunk: &Chunk) -> Checked {
     let n = chunk.lines.len();
     let mut records = Vec::with_capacity(n);
     let mut found = Vec::new();
-    // (index, record, provider signature, authorization bytes, outcome bytes)
-    let mut signed: Vec<(u64, Record, Signature, Vec<u8>, Vec<u8>)> = Vec::with_capacity(n);
+    let mut signed: Vec<Signed> = Vec::with_capacity(n);
     for k in 0..n {
         let index = chunk.first + k as u64;
         let (record, provider_sig) = match decode(chunk.line(k)) {
@@ -93,11 +96,7 @@ pub(crate) fn check_chunk(sh: &Shared<'_>, chunk: &Chunk) -> Checked {
 }
 
 /// Batch-verifies both signatures of every record; on failure names each bad one.
-fn check_signatures(
-    sh: &Shared<'_>,
-    signed: &[(u64, Record, Signature, Vec<u8>, Vec<u8>)],
-    found: &mut Vec<Discrepancy>,
-) {
+fn check_signatures(sh: &Shared<'_>, signed: &[Signed], found: &mut Vec<Discrepancy>) {
     let mut items = Vec::with_capacity(signed.len() * 2);
     for (_, r, psig, ab, ob) in signed {
         items.push(BatchItem {

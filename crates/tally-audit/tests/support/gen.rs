@@ -279,7 +279,7 @@ impl Generator {
             self.recent.pop_front();
         }
         let size = self.head().size;
-        if self.opts.checkpoint_every > 0 && size % self.opts.checkpoint_every == 0 {
+        if self.opts.checkpoint_every > 0 && size.is_multiple_of(self.opts.checkpoint_every) {
             self.checkpoint();
         }
         (record, verdict)
