@@ -226,13 +226,19 @@ impl<R: BufRead> StatementReader<R> {
         &self.header
     }
 
-    /// Reads up to `max` record lines (blank lines are skipped). Fewer than `max` means the
-    /// body has ended.
-    pub(crate) fn read_chunk(&mut self, max: usize) -> Result<Chunk, StatementError> {
+    /// Reads up to `max` record lines (blank lines are skipped) into `buf`, a spare buffer
+    /// (reused so the stream does not fault in fresh pages for every chunk). Fewer than `max`
+    /// lines means the body has ended.
+    pub(crate) fn read_chunk(
+        &mut self,
+        max: usize,
+        mut buf: Vec<u8>,
+    ) -> Result<Chunk, StatementError> {
+        buf.clear();
         let mut chunk = Chunk {
             number: self.next_chunk,
             first: self.next_index,
-            buf: Vec::with_capacity(max * 1100),
+            buf,
             lines: Vec::with_capacity(max),
         };
         while chunk.lines.len() < max {

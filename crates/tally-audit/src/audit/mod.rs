@@ -157,7 +157,7 @@ fn stream<R: BufRead>(
                     Err(_) => break,
                 };
                 let Ok(chunk) = job else { break };
-                if done_tx.send(check_chunk(shared, &chunk)).is_err() {
+                if done_tx.send(check_chunk(shared, chunk)).is_err() {
                     break;
                 }
             });
@@ -165,9 +165,13 @@ fn stream<R: BufRead>(
         drop(done_tx);
         let mut pending: BTreeMap<u64, Checked> = BTreeMap::new();
         let (mut sent, mut folded, mut eof) = (0u64, 0u64, false);
+        let mut spares: Vec<Vec<u8>> = Vec::new();
         let result = loop {
             while !eof && sent - folded < max_in_flight {
-                let chunk = match statement.read_chunk(CHUNK) {
+                let buf = spares
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(CHUNK * 1100));
+                let chunk = match statement.read_chunk(CHUNK, buf) {
                     Ok(c) => c,
                     Err(e) => return Err(e),
                 };
@@ -189,7 +193,8 @@ fn stream<R: BufRead>(
                 }
                 Err(_) => break Err(StatementError::Workers),
             }
-            while let Some(c) = pending.remove(&folded) {
+            while let Some(mut c) = pending.remove(&folded) {
+                spares.push(std::mem::take(&mut c.spare));
                 fold(c);
                 folded += 1;
             }

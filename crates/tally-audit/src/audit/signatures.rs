@@ -39,6 +39,8 @@ pub(crate) struct Checked {
     pub records: Vec<Option<Placed>>,
     /// What was found wrong, in record order.
     pub found: Vec<Discrepancy>,
+    /// The chunk's line buffer, handed back for the next chunk.
+    pub spare: Vec<u8>,
 }
 
 /// Decodes one line: JSON, hex, canonical bytes (spec/PROTOCOL.md §2.3).
@@ -53,7 +55,7 @@ fn decode(line: Result<&[u8], u64>) -> Result<(Record, Signature), String> {
 }
 
 /// Decodes and checks one chunk.
-pub(crate) fn check_chunk(sh: &Shared<'_>, chunk: &Chunk) -> Checked {
+pub(crate) fn check_chunk(sh: &Shared<'_>, chunk: Chunk) -> Checked {
     let n = chunk.lines.len();
     let mut records = Vec::with_capacity(n);
     let mut found = Vec::new();
@@ -92,6 +94,7 @@ pub(crate) fn check_chunk(sh: &Shared<'_>, chunk: &Chunk) -> Checked {
         first: chunk.first,
         records,
         found,
+        spare: chunk.buf,
     }
 }
 
