@@ -58,7 +58,7 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
         let contract = match &a.contract {
             Some(c) => c.clone(),
             None => statement
-                .header
+                .header()
                 .terms
                 .as_deref()
                 .and_then(|t| tally_http::Terms::parse(t.as_bytes()).ok())
