@@ -517,3 +517,57 @@ fn statements_round_trip_through_a_file() {
     assert_eq!(report.root, g.head().root.to_hex());
     let _: LogState = g.head();
 }
+
+#[test]
+fn an_overlong_line_is_named_without_being_kept() {
+    let (g, wires) = with(small(), vec![]);
+    let mut s = statement(&g, &wires);
+    let mut lines: Vec<Vec<u8>> = s.body.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    lines[299] = vec![b'x'; 100_000];
+    s.body = lines.join(&b'\n');
+    let report = run(&s);
+    let here: Vec<_> = report.about(299).collect();
+    assert_eq!(here[0].kind, "record", "{}", report.render());
+    assert!(
+        here[0].detail.contains("100000 bytes"),
+        "{}",
+        report.render()
+    );
+}
+
+#[test]
+fn past_the_listing_limit_discrepancies_are_still_counted() {
+    let n = tally_audit::audit::MAX_LISTED as u64 + 500;
+    let (g, mut wires) = with(
+        Options {
+            checkpoint_every: 0,
+            ..Options::new(n)
+        },
+        vec![],
+    );
+    for w in &mut wires {
+        w.provider_signature.0[0] ^= 1;
+    }
+    let report = run(&statement(&g, &wires));
+    assert_eq!(report.discrepancy_count, n);
+    assert_eq!(report.discrepancies.len(), tally_audit::audit::MAX_LISTED);
+    assert!(!report.ok());
+    assert!(report.render().contains(&format!("and {} more", n - 50)));
+}
+
+#[test]
+fn progress_reports_every_record() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let s = gen::statement(Options::new(4100));
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    let ctx = AuditContext {
+        progress: Some(Box::new(move |n| {
+            counter.fetch_max(n, Ordering::Relaxed);
+        })),
+        ..Default::default()
+    };
+    assert!(audit(s.reader(), &ctx, 2).unwrap().ok());
+    assert_eq!(seen.load(Ordering::Relaxed), 4100);
+}
