@@ -14,11 +14,11 @@ use serde::Serialize;
 use tally_chain::gas::X402Exact;
 use tally_core::bundle::ChainRef;
 
-use crate::audit::{audit, AuditContext};
 use crate::error::{CliError, Result};
 use crate::output::Output;
 use crate::profile::{Profile, ProfileFile};
 use crate::{chain, gateway, keys, proof, statement, upstream};
+use tally_audit::{audit, AuditContext};
 
 /// The channel's deposit.
 pub const DEPOSIT: u128 = 1_000_000_000;
@@ -279,6 +279,41 @@ async fn per_call_transfer(local: &chain::LocalChain) -> Result<tally_chain::TxO
 }
 
 #[allow(clippy::too_many_arguments)]
+/// How many of the demo's calls are in flight at once.
+const DEMO_LANES: usize = 8;
+
+/// What the demo's call `i` is: one failing call in the middle, every third a metered
+/// completion, the rest fixed-price item reads.
+enum DemoCall {
+    Flaky,
+    Complete(String),
+    Item,
+}
+
+fn demo_call(i: u64, flaky_at: u64) -> DemoCall {
+    if i == flaky_at {
+        DemoCall::Flaky
+    } else if i % 3 == 2 {
+        let words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do";
+        let n = (i % 10 + 1) as usize;
+        DemoCall::Complete(words.split(' ').take(n).collect::<Vec<_>>().join(" "))
+    } else {
+        DemoCall::Item
+    }
+}
+
+async fn send_demo_call(
+    client: &tally_client::Client,
+    i: u64,
+    flaky_at: u64,
+) -> Result<tally_client::PaidResponse> {
+    Ok(match demo_call(i, flaky_at) {
+        DemoCall::Flaky => client.get("/v1/flaky").send().await?,
+        DemoCall::Complete(body) => client.post("/v1/complete").body(body).send().await?,
+        DemoCall::Item => client.get(&format!("/v1/items/{i}")).send().await?,
+    })
+}
+
 async fn paid_part(
     out: &Output,
     dir: &Path,
@@ -306,29 +341,34 @@ async fn paid_part(
     let profile = Profile::load(pdir)?;
     let client = profile.connect().await?;
 
-    step(out, 5, &format!("making {calls} paid calls"));
+    step(
+        out,
+        5,
+        &format!("making {calls} paid calls, {DEMO_LANES} at a time on one channel"),
+    );
     let bar = out.progress(calls, "calls");
     let flaky_at = calls / 2;
     let (mut fixed, mut metered, mut failed) = (0u64, 0u64, 0u64);
     let mut flaky = None;
-    for i in 0..calls {
-        let resp = if i == flaky_at {
-            failed += 1;
-            client.get("/v1/flaky").send().await?
-        } else if i % 3 == 2 {
-            metered += 1;
-            let words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do";
-            let n = (i % 10 + 1) as usize;
-            let body: Vec<&str> = words.split(' ').take(n).collect();
-            client
-                .post("/v1/complete")
-                .body(body.join(" "))
-                .send()
-                .await?
-        } else {
-            fixed += 1;
-            client.get(&format!("/v1/items/{i}")).send().await?
+    // Calls run concurrently on the channel's lanes (spec/PROTOCOL.md §5.4).
+    let mut running = tokio::task::JoinSet::new();
+    let mut next = 0u64;
+    while next < calls || !running.is_empty() {
+        while next < calls && running.len() < DEMO_LANES {
+            let (c, i) = (client.clone(), next);
+            match demo_call(i, flaky_at) {
+                DemoCall::Flaky => failed += 1,
+                DemoCall::Complete(_) => metered += 1,
+                DemoCall::Item => fixed += 1,
+            }
+            running.spawn(async move { (i, send_demo_call(&c, i, flaky_at).await) });
+            next += 1;
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
         };
+        let (i, resp) = joined.map_err(|e| CliError::Service(format!("call task: {e}")))?;
+        let resp = resp?;
         let receipt = resp.receipt.ok_or_else(|| {
             CliError::Verification(format!("call {i} came back without a receipt"))
         })?;
@@ -387,14 +427,14 @@ async fn paid_part(
     step(out, 8, "auditing the bill from the provider's endpoints");
     let stmt = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
     let report = audit(
-        &stmt,
+        stmt.reader(),
         &AuditContext {
             mirror: Some((size, client.mirror_head().await.1)),
             onchain: Some((funding, domain.clone())),
             progress: None,
         },
         0,
-    );
+    )?;
     if !report.ok() {
         return Err(CliError::Verification(format!(
             "audit failed:\n{}",
@@ -454,14 +494,14 @@ async fn paid_part(
     // The final bill, credit included, audited again and kept as statement.jsonl.
     let last = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
     let again = audit(
-        &last,
+        last.reader(),
         &AuditContext {
             mirror: Some((final_size, final_root)),
             onchain: Some((funding, domain)),
             progress: None,
         },
         0,
-    );
+    )?;
     if !again.ok() || again.credited != granted.amount.0.unsigned_abs().to_string() {
         return Err(CliError::Verification(format!(
             "the final bill does not verify with the credit:\n{}",
@@ -493,7 +533,7 @@ async fn paid_part(
         one_per_call_ratio: (size * transfer.gas_used) as f64 / settled.gas_used as f64,
         claimed_onchain: cumulative.to_string(),
         audit_records_per_second: report.records_per_second,
-        audit_discrepancies: report.discrepancies.len(),
+        audit_discrepancies: report.discrepancy_count as usize,
         disputed_index: granted.disputed_index,
         credit: granted.amount.0.to_string(),
         credit_rule: granted.rule,

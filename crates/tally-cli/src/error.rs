@@ -50,6 +50,15 @@ impl CliError {
     }
 }
 
+impl From<tally_audit::StatementError> for CliError {
+    fn from(e: tally_audit::StatementError) -> Self {
+        match e {
+            tally_audit::StatementError::Io { what, source } => CliError::Io { path: what, source },
+            other => CliError::Usage(other.to_string()),
+        }
+    }
+}
+
 impl From<tally_chain::ChainError> for CliError {
     fn from(e: tally_chain::ChainError) -> Self {
         CliError::Service(format!("chain: {e}"))

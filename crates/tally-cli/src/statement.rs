@@ -1,141 +1,17 @@
-//! The statement file: a provider's bill for one channel, as JSON Lines. The first line is a
-//! [`StatementHeader`] (channel, both public keys, the exact terms document, every cosigned
-//! checkpoint); each following line is one record with its provider signature, in the wire
-//! form of the records endpoint (spec/HTTP.md §5.1), record 0 first.
+//! Statements: the file format and its reader and writer are tally-audit's
+//! ([`tally_audit::statement`], `tally-statement/v2`); this module only fetches a statement
+//! from a provider's endpoints, since the audit crate never touches the network.
 
-use std::io::{BufWriter, Write};
-use std::path::Path;
-
-use serde::{Deserialize, Serialize};
 use tally_core::{ChannelId, PublicKey, SecretKey};
 use tally_http::api::{Checkpoints, RecordsPage};
 use tally_http::read_auth::{ReadToken, READ_AUTH};
-use tally_http::{WireCheckpoint, WireRecord};
+use tally_http::WireRecord;
+
+pub use tally_audit::statement::{
+    Statement, StatementHeader, StatementReader, StatementWriter, STATEMENT_FORMAT,
+};
 
 use crate::error::{CliError, Result};
-
-/// The `format` of a statement header.
-pub const STATEMENT_FORMAT: &str = "tally-statement/v1";
-
-/// The first line.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatementHeader {
-    /// Always [`STATEMENT_FORMAT`].
-    pub format: String,
-    /// The channel billed.
-    pub channel_id: ChannelId,
-    /// The client's session key.
-    pub client_key: PublicKey,
-    /// The provider's key.
-    pub provider_key: PublicKey,
-    /// The exact bytes of the terms document served at `/.well-known/tally`, if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub terms: Option<String>,
-    /// Every cosigned checkpoint, oldest first.
-    #[serde(default)]
-    pub checkpoints: Vec<WireCheckpoint>,
-}
-
-/// A statement in memory: the header and the record lines, unparsed (the audit parses them
-/// in parallel).
-pub struct Statement {
-    /// The header.
-    pub header: StatementHeader,
-    /// One JSON record per line.
-    pub body: Vec<u8>,
-}
-
-impl Statement {
-    /// Reads a statement file.
-    pub fn read(path: &Path) -> Result<Statement> {
-        let bytes = std::fs::read(path).map_err(|e| CliError::io(path, e))?;
-        Self::parse(bytes).map_err(|e| match e {
-            CliError::Usage(m) => CliError::Usage(format!("{}: {m}", path.display())),
-            other => other,
-        })
-    }
-
-    /// Parses the bytes of a statement file.
-    pub fn parse(mut bytes: Vec<u8>) -> Result<Statement> {
-        let end = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .unwrap_or(bytes.len());
-        let header: StatementHeader = serde_json::from_slice(&bytes[..end])
-            .map_err(|e| CliError::Usage(format!("not a statement (header line: {e})")))?;
-        if header.format != STATEMENT_FORMAT {
-            return Err(CliError::Usage(format!(
-                "statement format {:?} is not {STATEMENT_FORMAT:?}",
-                header.format
-            )));
-        }
-        let body = bytes.split_off((end + 1).min(bytes.len()));
-        Ok(Statement { header, body })
-    }
-
-    /// The record lines (empty lines skipped).
-    pub fn lines(&self) -> Vec<&[u8]> {
-        self.body
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .collect()
-    }
-
-    /// Builds a statement from records in memory.
-    pub fn from_records(header: StatementHeader, records: &[WireRecord]) -> Result<Statement> {
-        let mut body = Vec::with_capacity(records.len() * 1100);
-        for r in records {
-            serde_json::to_writer(&mut body, r).map_err(|e| CliError::Usage(e.to_string()))?;
-            body.push(b'\n');
-        }
-        Ok(Statement { header, body })
-    }
-
-    /// Writes the statement to `path`.
-    pub fn write(&self, path: &Path) -> Result<()> {
-        let f = std::fs::File::create(path).map_err(|e| CliError::io(path, e))?;
-        let mut w = BufWriter::new(f);
-        let io = |e| CliError::io(path, e);
-        serde_json::to_writer(&mut w, &self.header).map_err(|e| CliError::Usage(e.to_string()))?;
-        w.write_all(b"\n").map_err(io)?;
-        w.write_all(&self.body).map_err(io)?;
-        w.flush().map_err(io)
-    }
-}
-
-/// Streams a statement to a file record by record (for large exports).
-pub struct StatementWriter {
-    w: BufWriter<std::fs::File>,
-    path: std::path::PathBuf,
-}
-
-impl StatementWriter {
-    /// Creates `path` and writes the header line.
-    pub fn create(path: &Path, header: &StatementHeader) -> Result<Self> {
-        let f = std::fs::File::create(path).map_err(|e| CliError::io(path, e))?;
-        let mut w = BufWriter::new(f);
-        serde_json::to_writer(&mut w, header).map_err(|e| CliError::Usage(e.to_string()))?;
-        w.write_all(b"\n").map_err(|e| CliError::io(path, e))?;
-        Ok(StatementWriter {
-            w,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Appends one record line.
-    pub fn push(&mut self, record: &WireRecord) -> Result<()> {
-        serde_json::to_writer(&mut self.w, record).map_err(|e| CliError::Usage(e.to_string()))?;
-        self.w
-            .write_all(b"\n")
-            .map_err(|e| CliError::io(&self.path, e))
-    }
-
-    /// Flushes.
-    pub fn finish(mut self) -> Result<()> {
-        self.w.flush().map_err(|e| CliError::io(&self.path, e))
-    }
-}
 
 /// GETs `url`; with `reader`, signs a read token for it (spec/HTTP.md §5.1): the channel
 /// endpoints answer only the channel's session key.
@@ -222,5 +98,5 @@ pub async fn fetch(base: &str, channel: &ChannelId, session: &SecretKey) -> Resu
         ),
         checkpoints: cps.checkpoints,
     };
-    Statement::from_records(header, &records)
+    Ok(Statement::from_records(header, &records)?)
 }

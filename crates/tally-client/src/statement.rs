@@ -1,11 +1,10 @@
-//! Auditing a bill: a run of records checked offline with public keys only, every
-//! signature batch-verified (spec/PROTOCOL.md §4.2, audits are what batches are for).
+//! Auditing a bill: a run of records checked offline with public keys only, by tally-audit's
+//! engine — the same audit `tally verify` runs (one engine: decoding, R1–R8 with
+//! `tally_core::Sequence`, every signature batch-verified, spec/PROTOCOL.md §4.2 and §5.3).
 
-use tally_core::encoding::Canonical;
 use tally_core::hash::Hash;
-use tally_core::signature::{verify_batch, BatchItem};
-use tally_core::{PublicKey, Record, Signature};
-use tally_log::{Blake3Hasher, MemoryTree};
+use tally_core::{ChannelId, PublicKey, Record, Signature};
+use tally_http::WireRecord;
 use thiserror::Error;
 
 /// What a valid statement adds up to.
@@ -44,63 +43,59 @@ pub enum StatementError {
     },
 }
 
-/// Verifies records `0..n` of one channel: each is consistent (R1–R4) and in its place
-/// (R5, R7, R8: index, cumulative, acknowledgement, lane), and both signatures
-/// verify (batched). Returns the root and totals, to compare with a checkpoint.
+/// Verifies records `0..n` of one channel with [`tally_audit::audit`]: each decodes and is
+/// consistent (R1–R4), sits at its index with the right cumulative (R5), acknowledges a state
+/// the log had within the window (R7), keeps its lane's seqs strict and acknowledgements
+/// non-decreasing (R8), and both signatures verify (batched). Returns the root and totals, to
+/// compare with a checkpoint.
 pub fn verify_statement(
     records: &[(Record, Signature)],
     client: &PublicKey,
     provider: &PublicKey,
 ) -> Result<Statement, StatementError> {
-    let mut tree = MemoryTree::new(Blake3Hasher);
-    let mut sequence = tally_core::Sequence::new(tree.root());
-    let (mut cumulative, mut charged, mut credited) = (0u128, 0u128, 0u128);
-    let mut auth_bytes = Vec::with_capacity(records.len());
-    let mut outcome_bytes = Vec::with_capacity(records.len());
-    for (i, (r, _)) in records.iter().enumerate() {
-        let index = i as u64;
-        let bad = |why: String| StatementError::Record { index, why };
-        r.check_consistency().map_err(|e| bad(e.to_string()))?;
-        let a = &r.authorization;
-        cumulative = sequence.check_next(r).map_err(|e| bad(e.to_string()))?;
-        if r.outcome.amount >= 0 {
-            charged = charged.saturating_add(r.outcome.amount.unsigned_abs());
-        } else {
-            credited = credited.saturating_add(r.outcome.amount.unsigned_abs());
-        }
-        tree.push(&r.to_bytes());
-        sequence.push(r, tree.root());
-        auth_bytes.push(a.to_bytes());
-        outcome_bytes.push(r.outcome.to_bytes());
-    }
-    let mut items = Vec::with_capacity(records.len() * 2);
-    for (i, (r, provider_sig)) in records.iter().enumerate() {
-        items.push(BatchItem {
-            key: client,
-            message: &auth_bytes[i],
-            signature: &r.client_signature,
-        });
-        items.push(BatchItem {
-            key: provider,
-            message: &outcome_bytes[i],
-            signature: provider_sig,
-        });
-    }
-    if let Err(e) = verify_batch(&items) {
-        let at = match e {
-            tally_core::Error::InvalidSignatureAt(at) => at,
-            _ => 0,
-        };
-        return Err(StatementError::Signature {
-            index: (at / 2) as u64,
-            client: at % 2 == 0,
+    let channel_id = records
+        .first()
+        .map_or(ChannelId([0; 32]), |(r, _)| r.authorization.channel_id);
+    let header = tally_audit::StatementHeader {
+        format: tally_audit::STATEMENT_FORMAT.into(),
+        channel_id,
+        client_key: *client,
+        provider_key: *provider,
+        terms: None,
+        checkpoints: Vec::new(),
+    };
+    let wires: Vec<WireRecord> = records
+        .iter()
+        .map(|(r, s)| WireRecord::new(r, *s))
+        .collect();
+    let bad = |why: String| StatementError::Record { index: 0, why };
+    let statement =
+        tally_audit::Statement::from_records(header, &wires).map_err(|e| bad(e.to_string()))?;
+    let report = tally_audit::audit(statement.reader(), &Default::default(), 0)
+        .map_err(|e| bad(e.to_string()))?;
+    if let Some(d) = report.discrepancies.first() {
+        let index = d.index.unwrap_or(0);
+        return Err(match d.kind {
+            "client_signature" => StatementError::Signature {
+                index,
+                client: true,
+            },
+            "provider_signature" => StatementError::Signature {
+                index,
+                client: false,
+            },
+            _ => StatementError::Record {
+                index,
+                why: format!("[{}] {}", d.kind, d.detail),
+            },
         });
     }
+    let t = report.totals;
     Ok(Statement {
-        records: records.len() as u64,
-        root: tree.root(),
-        cumulative,
-        charged,
-        credited,
+        records: report.records,
+        root: t.root,
+        cumulative: t.cumulative,
+        charged: t.charged,
+        credited: t.credited,
     })
 }

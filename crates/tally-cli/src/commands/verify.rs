@@ -1,24 +1,39 @@
-//! `tally verify`: the bill audit ([`crate::audit`]) of a statement file or of the
-//! provider's endpoints, against the client's mirror and the chain when given.
+//! `tally verify`: the bill audit ([`tally_audit::audit`]) of a statement file, streamed
+//! from disk, or of the provider's endpoints, against the client's mirror and the chain when
+//! given. This command only gathers the inputs and renders the report.
 
+use tally_audit::{audit, AuditContext, Statement, StatementHeader, StatementReader};
 use tally_client::mirror::Mirror;
 
-use crate::audit::{audit, AuditContext};
 use crate::cli::VerifyArgs;
 use crate::error::{CliError, Result};
 use crate::output::Output;
 use crate::profile::Profile;
-use crate::statement::Statement;
+
+/// Where the statement comes from: a file (streamed) or the provider (fetched into memory).
+enum Source {
+    File(StatementReader<std::io::BufReader<std::fs::File>>),
+    Fetched(Statement),
+}
+
+impl Source {
+    fn header(&self) -> &StatementHeader {
+        match self {
+            Source::File(r) => r.header(),
+            Source::Fetched(s) => &s.header,
+        }
+    }
+}
 
 /// Audits; exit 1 on any discrepancy.
 pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
     let profile = a.client.as_deref().map(Profile::load).transpose()?;
     let statement = match (&a.statement, &a.provider, &profile) {
-        (Some(path), _, _) => Statement::read(path)?,
+        (Some(path), _, _) => Source::File(StatementReader::open(path)?),
         (None, url, Some(p)) => {
             let base = url.clone().unwrap_or_else(|| p.file.provider.clone());
             out.note(&format!("fetching the statement from {base}"));
-            crate::statement::fetch(&base, &p.channel_id, &p.session_key()?).await?
+            Source::Fetched(crate::statement::fetch(&base, &p.channel_id, &p.session_key()?).await?)
         }
         (None, _, None) => {
             return Err(CliError::Usage(
@@ -29,10 +44,10 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
     };
     let mut ctx = AuditContext::default();
     if let Some(p) = &profile {
-        if p.channel_id != statement.header.channel_id {
+        if p.channel_id != statement.header().channel_id {
             return Err(CliError::Verification(format!(
                 "the statement is for channel {}, the profile's is {}",
-                statement.header.channel_id.to_hex(),
+                statement.header().channel_id.to_hex(),
                 p.channel_id.to_hex()
             )));
         }
@@ -43,7 +58,7 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
         let contract = match &a.contract {
             Some(c) => c.clone(),
             None => statement
-                .header
+                .header()
                 .terms
                 .as_deref()
                 .and_then(|t| tally_http::Terms::parse(t.as_bytes()).ok())
@@ -62,13 +77,23 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
         };
         let contract = crate::chain::address("contract", &contract)?;
         ctx.onchain =
-            Some(crate::chain::read_channel(rpc, contract, &statement.header.channel_id).await?);
+            Some(crate::chain::read_channel(rpc, contract, &statement.header().channel_id).await?);
     }
-    let n = statement.lines().len() as u64;
-    let bar = out.progress(n, "verifying");
+    // The record count is known only at the end of a stream: the last checkpoint's size is
+    // the bar's estimate.
+    let estimate = statement
+        .header()
+        .checkpoints
+        .last()
+        .and_then(|c| c.note.lines().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let bar = out.progress(estimate, "verifying");
     let b = bar.clone();
     ctx.progress = Some(Box::new(move |done| b.set_position(done)));
-    let report = audit(&statement, &ctx, a.threads);
+    let report = match statement {
+        Source::File(reader) => audit(reader, &ctx, a.threads)?,
+        Source::Fetched(s) => audit(s.reader(), &ctx, a.threads)?,
+    };
     bar.finish_and_clear();
     out.emit(&report, || report.render());
     if report.ok() {
@@ -76,7 +101,7 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
     } else {
         Err(CliError::Verification(format!(
             "the bill does not verify: {} discrepancies",
-            report.discrepancies.len()
+            report.discrepancy_count
         )))
     }
 }
