@@ -110,6 +110,9 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     let o = run(&["--json", "pay", "--client", c, "/v1/flaky"]);
     expect(&o, 0);
     assert_eq!(json(&o)["status"], 500);
+    // The third paid call: record 2; one call at a time, so all on lane 0.
+    assert_eq!(json(&o)["receipt"]["index"], 2);
+    assert_eq!(json(&o)["receipt"]["lane"], 0);
     assert_eq!(json(&o)["receipt"]["seq"], 2);
     for i in 0..3 {
         expect(&run(&["pay", "--client", c, &format!("/v1/items/{i}")]), 0);

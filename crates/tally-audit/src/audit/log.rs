@@ -11,6 +11,9 @@ use tally_log::{Blake3Hasher, Frontier};
 use super::report::{at, Discrepancy, Findings};
 use super::signatures::Placed;
 
+/// How an acknowledgement of a state the log never had ends its detail.
+const NEVER_HAD: &str = ", which the log never had";
+
 /// The log recomputed so far.
 pub(crate) struct LogFold {
     sequence: Sequence,
@@ -19,6 +22,10 @@ pub(crate) struct LogFold {
     pub broken_at: Option<u64>,
     pub charged: u128,
     pub credited: u128,
+    /// The first acknowledgement of a root the log never had (its place in the listed
+    /// discrepancies, if listed), and how many later ones followed: one altered leaf changes
+    /// every later root, so the rest are counted, not listed one by one.
+    ack_break: Option<(Option<usize>, u64)>,
 }
 
 impl LogFold {
@@ -29,6 +36,7 @@ impl LogFold {
             broken_at: None,
             charged: 0,
             credited: 0,
+            ack_break: None,
         }
     }
 
@@ -65,7 +73,11 @@ impl LogFold {
             ));
             return None;
         };
-        check_place(&self.sequence, index, record, found);
+        let mut here = Vec::new();
+        check_place(&self.sequence, index, record, &mut here);
+        for d in here {
+            self.report(d, found);
+        }
         self.add_amount(record.outcome.amount);
         self.frontier.push(&Blake3Hasher, *leaf);
         let root = self.frontier.root(&Blake3Hasher);
@@ -73,6 +85,38 @@ impl LogFold {
         // per later record.
         self.sequence.push(record, root);
         Some(self.sequence.head())
+    }
+
+    /// Lists a discrepancy, folding acknowledgements of roots the log never had after the
+    /// first into its count.
+    fn report(&mut self, d: Discrepancy, found: &mut Findings) {
+        if d.kind == "acknowledgement" && d.detail.ends_with(NEVER_HAD) {
+            match &mut self.ack_break {
+                Some((_, later)) => {
+                    *later += 1;
+                    return;
+                }
+                None => {
+                    let listed = (found.listed.len() < super::report::MAX_LISTED)
+                        .then_some(found.listed.len());
+                    self.ack_break = Some((listed, 0));
+                }
+            }
+        }
+        found.push(d);
+    }
+
+    /// Says how many later acknowledgements differ too, on the first one.
+    pub fn finish(&self, found: &mut Findings) {
+        if let Some((Some(at), later)) = self.ack_break {
+            if later > 0 {
+                if let Some(d) = found.listed.get_mut(at) {
+                    d.detail += &format!(
+                        "; {later} later records acknowledge states that differ from the recomputed log too (one altered record changes every later root)"
+                    );
+                }
+            }
+        }
     }
 
     fn add_amount(&mut self, amount: i128) {
@@ -87,7 +131,7 @@ impl LogFold {
 /// Runs the sequence rules on `record` and reports every rule it breaks, not only the
 /// first: [`Sequence::check_next`] stops at the first, so the field it names is corrected
 /// in a probe copy and the rules run again.
-fn check_place(seq: &Sequence, index: u64, record: &Record, found: &mut Findings) {
+fn check_place(seq: &Sequence, index: u64, record: &Record, found: &mut Vec<Discrepancy>) {
     let mut probe = *record;
     for _ in 0..4 {
         let Err(e) = seq.check_next(&probe) else {
@@ -140,7 +184,7 @@ fn describe(index: u64, e: &SequenceError, r: &Record) -> Discrepancy {
             index,
             "acknowledgement",
             format!(
-                "acknowledges root {} and cumulative {} at size {size}, which the log never had",
+                "acknowledges root {} and cumulative {} at size {size}{NEVER_HAD}",
                 a.ack_root.to_hex(),
                 a.ack_cumulative
             ),

@@ -101,6 +101,7 @@ pub fn audit<R: BufRead>(
             p(records);
         }
     })?;
+    fold.finish(&mut found);
     claims.finish(fold.head().size, fold.broken_at, &mut found);
     let head = fold.head();
     let seconds = started.elapsed().as_secs_f64();

@@ -40,7 +40,8 @@ pub async fn run(a: PayArgs, out: Output) -> Result<()> {
         profile.keep_exchange(r.outcome.index, &resp.exchange)?;
     }
     let receipt = resp.receipt.as_ref().map(|r| {
-        json!({"index": r.outcome.index, "units": r.outcome.units,
+        json!({"index": r.outcome.index, "lane": r.outcome.lane, "seq": r.outcome.seq,
+               "units": r.outcome.units,
                "amount": r.outcome.amount.to_string(), "cumulative": r.outcome.cumulative.to_string()})
     });
     if out.json {
