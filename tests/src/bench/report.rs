@@ -13,7 +13,7 @@ const PAID: &str = "/v1/echo";
 const FREE: &str = "/free";
 
 struct Bench {
-    _work: tempfile::TempDir,
+    work: tempfile::TempDir,
     gdir: std::path::PathBuf,
     process: std::process::Child,
     pid: u32,
@@ -30,7 +30,7 @@ async fn start(cfg: &Config) -> Bench {
     let (process, pid, url) = child::start(&gdir, cfg.channels, cfg.delay_ms);
     let clients = child::clients(&url, work.path(), cfg.channels, cfg.lanes).await;
     Bench {
-        _work: work,
+        work: work,
         gdir,
         process,
         pid,
@@ -99,7 +99,9 @@ pub async fn load_scenario(cfg: &Config) {
     let _ = b.load(FREE, cfg.lanes, warm).run().await;
     let free_max = b.load(FREE, cfg.lanes, per_task).run().await;
     let threads0 = cpu_by_thread(b.pid);
+    let profiling = Profile::start(b.pid);
     let metered_max = b.load(PAID, cfg.lanes, per_task).run().await;
+    profiling.stop();
     let threads1 = cpu_by_thread(b.pid);
     // Half of the metered maximum, paced per task, for both.
     let tasks = f64::from(cfg.channels * cfg.lanes);
@@ -119,12 +121,11 @@ pub async fn load_scenario(cfg: &Config) {
     let gw_overhead = mean_us(&before, &after, "tally_metering_overhead_seconds");
     let gw_total = mean_us(&before, &after, "tally_metered_request_seconds");
     let floor = crypto_floor();
-    let probe = b._work.path().join("probe");
+    let probe = b.work.path().join("probe");
     let (sync_p50, sync_p99) = fsync_latency(&probe);
     let (commit_p50, commit_p99) = commit_latency(&probe).await;
     let records = f64::from(cfg.channels * cfg.lanes * (warm + per_task + half_per_task));
     let log_bytes = dir_bytes(&b.gdir.join("log"));
-    let _url = b.url.clone();
     b.stop();
     println!(
         "tally-bench: {} channels x {} lanes, {} requests each at full load, {} per lane paced at half load, upstream delay {} ms",
@@ -191,4 +192,52 @@ fn throughput(free: &Run, metered: &Run, floor: f64) {
         metered.bench_us_per_req,
         u + 2.0 * floor
     );
+}
+
+/// `TALLY_BENCH_PERF=DIR`: `perf record` of the gateway process and of the bench process
+/// (the clients) during the metered full-load run only, into `DIR/gateway.data` and
+/// `DIR/clients.data` (BENCHMARKS.md, "Lanes (protocol v2)": where the CPU goes). With
+/// `TALLY_BENCH_PERF_CALLERS=1` it records call graphs (DWARF unwinding, at a lower rate).
+struct Profile(Vec<std::process::Child>);
+
+impl Profile {
+    fn start(gateway: u32) -> Profile {
+        let Some(dir) = std::env::var_os("TALLY_BENCH_PERF") else {
+            return Profile(Vec::new());
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let callers = std::env::var_os("TALLY_BENCH_PERF_CALLERS").is_some();
+        let mode: &[&str] = if callers {
+            &["-F", "499", "--call-graph", "dwarf,16384"]
+        } else {
+            &["-F", "1999"]
+        };
+        let mut out = Vec::new();
+        for (pid, name) in [(gateway, "gateway"), (std::process::id(), "clients")] {
+            let spawned = std::process::Command::new("perf")
+                .args(["record", "-q"])
+                .args(mode)
+                .args(["-p", &pid.to_string(), "-o"])
+                .arg(dir.join(format!("{name}.data")))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(c) => out.push(c),
+                Err(e) => fail(&format!("perf record: {e}")),
+            }
+        }
+        // perf needs a moment to attach before the load starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Profile(out)
+    }
+
+    fn stop(self) {
+        for mut c in self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
 }
