@@ -30,7 +30,7 @@ async fn start(cfg: &Config) -> Bench {
     let (process, pid, url) = child::start(&gdir, cfg.channels, cfg.delay_ms);
     let clients = child::clients(&url, work.path(), cfg.channels, cfg.lanes).await;
     Bench {
-        work: work,
+        work,
         gdir,
         process,
         pid,
