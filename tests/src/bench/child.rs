@@ -1,8 +1,9 @@
 //! The gateway process: upstream + gateway run in a child process of the bench, so that
 //! /proc CPU accounting is theirs only, while the clients share the machine from the parent.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use alloy::signers::local::PrivateKeySigner;
@@ -81,19 +82,67 @@ pub async fn serve_child(dir: PathBuf, channels: u32, delay_ms: u64) {
     s.checkpoint.every_amount = tally_http::Amount(0);
     let key = SecretKey::from_seed(&[9u8; 32]);
     let (_gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
+    if std::env::var_os("TALLY_BENCH_ALLOCS").is_some() {
+        crate::allocs::enable();
+    }
     println!("{}", server.url());
-    let _ = tokio::task::spawn_blocking(|| {
+    // Commands on stdin: `allocs` prints the allocation totals; end of input stops.
+    let _ = tokio::task::spawn_blocking(|| loop {
         let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.trim() == "allocs" => {
+                let (count, bytes) = crate::allocs::totals();
+                println!("{count} {bytes}");
+            }
+            Ok(_) => {}
+        }
     })
     .await;
     server.stop().await;
     upstream.stop().await;
 }
 
+/// The running gateway process.
+pub struct Gateway {
+    process: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+    /// Its pid (for /proc).
+    pub pid: u32,
+    /// The gateway's URL.
+    pub url: String,
+}
+
+impl Gateway {
+    /// `(allocations, bytes)` the gateway process has made since it started serving (zeros
+    /// unless `TALLY_BENCH_ALLOCS` is set).
+    pub fn allocs(&mut self) -> (u64, u64) {
+        let Some(input) = self.input.as_mut() else {
+            return (0, 0);
+        };
+        if writeln!(input, "allocs")
+            .and_then(|()| input.flush())
+            .is_err()
+        {
+            return (0, 0);
+        }
+        let mut line = String::new();
+        let _ = self.output.read_line(&mut line);
+        let mut it = line.split_whitespace().map(|v| v.parse().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    }
+
+    /// Closes its input (it stops) and waits for it.
+    pub fn stop(mut self) {
+        drop(self.input.take());
+        let _ = self.process.wait();
+    }
+}
+
 /// Starts the gateway process (under `TALLY_BENCH_WRAP`, e.g. valgrind, if set) and returns
-/// it with its pid and the gateway's URL.
-pub fn start(gdir: &Path, channels: u32, delay_ms: u64) -> (Child, u32, String) {
+/// it once it serves.
+pub fn start(gdir: &Path, channels: u32, delay_ms: u64) -> Gateway {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => fail(&format!("current exe: {e}")),
@@ -129,17 +178,21 @@ pub fn start(gdir: &Path, channels: u32, delay_ms: u64) -> (Child, u32, String) 
         Err(e) => fail(&format!("spawning the gateway process: {e}")),
     };
     let pid = child.id();
-    let url = {
-        use std::io::BufRead;
-        let mut line = String::new();
-        let out = child.stdout.take().unwrap_or_else(|| fail("child stdout"));
-        let _ = std::io::BufReader::new(out).read_line(&mut line);
-        line.trim().to_string()
-    };
+    let out = child.stdout.take().unwrap_or_else(|| fail("child stdout"));
+    let mut output = BufReader::new(out);
+    let mut line = String::new();
+    let _ = output.read_line(&mut line);
+    let url = line.trim().to_string();
     if url.is_empty() {
         fail("the gateway process did not start");
     }
-    (child, pid, url)
+    Gateway {
+        input: child.stdin.take(),
+        process: child,
+        output,
+        pid,
+        url,
+    }
 }
 
 /// One tally client per channel, each allowed `lanes` requests in flight.

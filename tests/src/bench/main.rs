@@ -15,14 +15,20 @@
 //! [--requests M] [--lanes L] [--upstream-delay-ms D]`. `--requests` is per channel, split
 //! over its `L` concurrent sending tasks (protocol v2 lanes, DESIGN.md §7).
 //! `TALLY_BENCH_WRAP="valgrind --tool=callgrind ..."` runs the gateway process under the
-//! given command (profiling).
+//! given command (profiling); `TALLY_BENCH_PERF=DIR` profiles the metered run with `perf`;
+//! `TALLY_BENCH_ALLOCS=1` counts the gateway's allocations per call; `TALLY_BENCH_LOG=text`
+//! makes the gateway log as `tally-gateway` does.
 
+mod allocs;
 mod child;
 mod load;
 mod probe;
 mod report;
 
 use std::path::PathBuf;
+
+#[global_allocator]
+static ALLOCATOR: allocs::Counting = allocs::Counting;
 
 /// What to run; unset values take the scenario's defaults.
 #[derive(Default)]

@@ -154,14 +154,16 @@ pub fn fsync_latency(dir: &Path) -> (f64, f64) {
 }
 
 /// One 400-byte record appended to a tally-log store and awaited, one at a time: the least
-/// a durable receipt can wait (P8).
-pub async fn commit_latency(dir: &Path) -> (f64, f64) {
+/// a durable receipt can wait (P8). Also the heap allocations per commit `(count, bytes)`
+/// (zeros unless counting is on, `TALLY_BENCH_ALLOCS`).
+pub async fn commit_latency(dir: &Path) -> ((f64, f64), (f64, f64)) {
     let store = match tally_log::LogStore::open(dir.join("log")) {
         Ok(s) => s,
         Err(e) => fail(&format!("probe store: {e}")),
     };
     let channel = ChannelId([0x77; 32]);
     let mut lat = Vec::with_capacity(200);
+    let a0 = crate::allocs::totals();
     for _ in 0..200 {
         let t = Instant::now();
         if let Err(e) = store.append(channel, vec![vec![0x33u8; 400]]).await {
@@ -169,7 +171,9 @@ pub async fn commit_latency(dir: &Path) -> (f64, f64) {
         }
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    quantiles(lat)
+    let a1 = crate::allocs::totals();
+    let allocs = ((a1.0 - a0.0) as f64 / 200.0, (a1.1 - a0.1) as f64 / 200.0);
+    (quantiles(lat), allocs)
 }
 
 /// CPU time the calling thread has run, ns (`/proc/thread-self/schedstat`, first field): CPU

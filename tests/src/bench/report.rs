@@ -15,7 +15,7 @@ const FREE: &str = "/free";
 struct Bench {
     work: tempfile::TempDir,
     gdir: std::path::PathBuf,
-    process: std::process::Child,
+    gateway: child::Gateway,
     pid: u32,
     url: String,
     clients: Vec<tally_client::Client>,
@@ -27,12 +27,13 @@ async fn start(cfg: &Config) -> Bench {
         Err(e) => fail(&format!("tempdir: {e}")),
     };
     let gdir = work.path().join("gateway");
-    let (process, pid, url) = child::start(&gdir, cfg.channels, cfg.delay_ms);
+    let gateway = child::start(&gdir, cfg.channels, cfg.delay_ms);
+    let (pid, url) = (gateway.pid, gateway.url.clone());
     let clients = child::clients(&url, work.path(), cfg.channels, cfg.lanes).await;
     Bench {
         work,
         gdir,
-        process,
+        gateway,
         pid,
         url,
         clients,
@@ -51,9 +52,8 @@ impl Bench {
         }
     }
 
-    fn stop(mut self) {
-        let _ = self.process.stdin.take();
-        let _ = self.process.wait();
+    fn stop(self) {
+        self.gateway.stop();
     }
 }
 
@@ -92,17 +92,20 @@ pub async fn delay_scenario(cfg: &Config) {
 /// unmetered, the ceiling, the gateway's CPU against the crypto floor, the latency added at
 /// half load, and the probes that decompose it.
 pub async fn load_scenario(cfg: &Config) {
-    let b = start(cfg).await;
+    let mut b = start(cfg).await;
     let per_task = cfg.requests / cfg.lanes;
     let warm = (20 / cfg.lanes).max(1);
     let _ = b.load(PAID, cfg.lanes, warm).run().await;
     let _ = b.load(FREE, cfg.lanes, warm).run().await;
+    let a0 = b.gateway.allocs();
     let free_max = b.load(FREE, cfg.lanes, per_task).run().await;
+    let a1 = b.gateway.allocs();
     let threads0 = cpu_by_thread(b.pid);
     let profiling = Profile::start(b.pid);
     let metered_max = b.load(PAID, cfg.lanes, per_task).run().await;
     profiling.stop();
     let threads1 = cpu_by_thread(b.pid);
+    let a2 = b.gateway.allocs();
     // Half of the metered maximum, paced per task, for both.
     let tasks = f64::from(cfg.channels * cfg.lanes);
     let per_task_rate = (metered_max.rps / 2.0 / tasks).max(0.5);
@@ -123,7 +126,11 @@ pub async fn load_scenario(cfg: &Config) {
     let floor = crypto_floor();
     let probe = b.work.path().join("probe");
     let (sync_p50, sync_p99) = fsync_latency(&probe);
-    let (commit_p50, commit_p99) = commit_latency(&probe).await;
+    let counting = std::env::var_os("TALLY_BENCH_ALLOCS").is_some();
+    if counting {
+        crate::allocs::enable();
+    }
+    let ((commit_p50, commit_p99), commit_allocs) = commit_latency(&probe).await;
     let records = f64::from(cfg.channels * cfg.lanes * (warm + per_task + half_per_task));
     let log_bytes = dir_bytes(&b.gdir.join("log"));
     b.stop();
@@ -162,6 +169,24 @@ pub async fn load_scenario(cfg: &Config) {
         metered_max.cpu_us_per_req / floor,
         cpu_added / floor
     );
+    if a2.0 > 0 {
+        let per = |(c0, b0): (u64, u64), (c1, b1): (u64, u64), n: f64| {
+            ((c1 - c0) as f64 / n, (b1 - b0) as f64 / n)
+        };
+        let (fc, fb) = per(a0, a1, free_max.n);
+        let (mc, mb) = per(a1, a2, metered_max.n);
+        println!(
+            "gateway heap allocations per call at full load: unmetered {fc:.0} ({fb:.0} bytes), \
+             metered {mc:.0} ({mb:.0} bytes)"
+        );
+    }
+    if counting {
+        println!(
+            "heap allocations of one 1-record tally-log group commit (probe, nothing else queued): \
+             {:.0} ({:.0} bytes)",
+            commit_allocs.0, commit_allocs.1
+        );
+    }
     println!(
         "log bytes per record: {:.0} (sled files {log_bytes} bytes / {records} records)",
         log_bytes as f64 / records
