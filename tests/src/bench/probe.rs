@@ -49,6 +49,51 @@ pub fn cpu_by_thread(pid: u32) -> BTreeMap<String, (u64, u64)> {
     out
 }
 
+/// Voluntary context switches (a thread blocked: a futex wait, an fsync, an empty poll) of a
+/// process's threads, summed by thread name: each is one hand-off between threads.
+pub fn switches_by_thread(pid: u32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+        };
+        let name = field("Name:")
+            .unwrap_or_default()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .to_string();
+        let n: u64 = field("voluntary_ctxt_switches:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        *out.entry(name).or_insert(0) += n;
+    }
+    out
+}
+
+/// Context switches per request between two [`switches_by_thread`] samples.
+pub fn switch_split(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    n: f64,
+) -> String {
+    let mut parts = Vec::new();
+    let mut total = 0;
+    for (name, a) in after {
+        let d = a.saturating_sub(before.get(name).copied().unwrap_or(0));
+        if d > 0 {
+            total += d;
+            parts.push(format!("{name} {:.2}", d as f64 / n));
+        }
+    }
+    format!("{:.2} ({})", total as f64 / n, parts.join(", "))
+}
+
 /// Per-thread CPU between two [`cpu_by_thread`] samples, in µs per request, as
 /// `name user+kernel` items.
 pub fn thread_split(

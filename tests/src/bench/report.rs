@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::load::{print_run, Load, Run};
 use crate::probe::{
     commit_latency, cpu_by_thread, crypto_floor, dir_bytes, fsync_latency, mean_us, scrape,
-    thread_split,
+    switch_split, switches_by_thread, thread_split,
 };
 use crate::{child, fail, Config};
 
@@ -98,13 +98,16 @@ pub async fn load_scenario(cfg: &Config) {
     let _ = b.load(PAID, cfg.lanes, warm).run().await;
     let _ = b.load(FREE, cfg.lanes, warm).run().await;
     let a0 = b.gateway.allocs();
+    let s0 = switches_by_thread(b.pid);
     let free_max = b.load(FREE, cfg.lanes, per_task).run().await;
+    let s1 = switches_by_thread(b.pid);
     let a1 = b.gateway.allocs();
     let threads0 = cpu_by_thread(b.pid);
     let profiling = Profile::start(b.pid);
     let metered_max = b.load(PAID, cfg.lanes, per_task).run().await;
     profiling.stop();
     let threads1 = cpu_by_thread(b.pid);
+    let s2 = switches_by_thread(b.pid);
     let a2 = b.gateway.allocs();
     // Half of the metered maximum, paced per task, for both.
     let tasks = f64::from(cfg.channels * cfg.lanes);
@@ -160,6 +163,11 @@ pub async fn load_scenario(cfg: &Config) {
     println!(
         "gateway CPU per metered call at full load by thread, user+kernel us: {}",
         thread_split(&threads0, &threads1, metered_max.n)
+    );
+    println!(
+        "gateway voluntary context switches per call at full load: unmetered {}; metered {}",
+        switch_split(&s0, &s1, free_max.n),
+        switch_split(&s1, &s2, metered_max.n)
     );
     let cpu_added = metered_max.cpu_us_per_req - free_max.cpu_us_per_req;
     println!(
