@@ -88,6 +88,99 @@ pub async fn delay_scenario(cfg: &Config) {
     );
 }
 
+/// The full-load runs, unmetered then metered, and the gateway-side breakdown of the metered
+/// one (CPU and context switches by thread, allocations), as report lines.
+async fn full_load(b: &mut Bench, cfg: &Config, per_task: u32) -> (Run, Run, Vec<String>) {
+    let a0 = b.gateway.allocs();
+    let s0 = switches_by_thread(b.pid);
+    let free = b.load(FREE, cfg.lanes, per_task).run().await;
+    let s1 = switches_by_thread(b.pid);
+    let a1 = b.gateway.allocs();
+    let threads0 = cpu_by_thread(b.pid);
+    let profiling = Profile::start(b.pid);
+    let metered = b.load(PAID, cfg.lanes, per_task).run().await;
+    profiling.stop();
+    let threads1 = cpu_by_thread(b.pid);
+    let s2 = switches_by_thread(b.pid);
+    let a2 = b.gateway.allocs();
+    let mut lines = vec![
+        format!(
+            "gateway CPU per metered call at full load by thread, user+kernel us: {}",
+            thread_split(&threads0, &threads1, metered.n)
+        ),
+        format!(
+            "gateway voluntary context switches per call at full load: unmetered {}; metered {}",
+            switch_split(&s0, &s1, free.n),
+            switch_split(&s1, &s2, metered.n)
+        ),
+    ];
+    if a2.0 > 0 {
+        let per = |(c0, b0): (u64, u64), (c1, b1): (u64, u64), n: f64| {
+            ((c1 - c0) as f64 / n, (b1 - b0) as f64 / n)
+        };
+        let (fc, fb) = per(a0, a1, free.n);
+        let (mc, mb) = per(a1, a2, metered.n);
+        lines.push(format!(
+            "gateway heap allocations per call at full load: unmetered {fc:.0} ({fb:.0} bytes), \
+             metered {mc:.0} ({mb:.0} bytes)"
+        ));
+    }
+    (free, metered, lines)
+}
+
+/// Half of the metered maximum, paced per task, unmetered then metered; the metered run's
+/// means inside the gateway (`/metrics`) as a report line; and the requests per task.
+async fn half_load(
+    b: &Bench,
+    cfg: &Config,
+    per_task: u32,
+    max_rps: f64,
+) -> (Run, Run, String, u32) {
+    let tasks = f64::from(cfg.channels * cfg.lanes);
+    let per_task_rate = (max_rps / 2.0 / tasks).max(0.5);
+    let interval = Duration::from_secs_f64(1.0 / per_task_rate);
+    let half_per_task = ((per_task_rate * 5.0) as u32)
+        .max(50 / cfg.lanes)
+        .clamp(3, per_task.max(3));
+    let mut half = b.load(FREE, cfg.lanes, half_per_task);
+    half.interval = Some(interval);
+    let free = half.run().await;
+    let before = scrape(&b.url).await;
+    half.path = PAID;
+    let metered = half.run().await;
+    let after = scrape(&b.url).await;
+    let line = format!(
+        "inside the gateway at half load (means, /metrics): metered request {:.0} us, \
+         of which metering {:.0} us, of which waiting for the durable group commit {:.0} us",
+        mean_us(&before, &after, "tally_metered_request_seconds"),
+        mean_us(&before, &after, "tally_metering_overhead_seconds"),
+        mean_us(&before, &after, "tally_log_commit_seconds"),
+    );
+    (free, metered, line, half_per_task)
+}
+
+/// What one durable append costs on this disk with nothing else queued, as report lines.
+async fn disk_probes(dir: &std::path::Path) -> Vec<String> {
+    let (sync_p50, sync_p99) = fsync_latency(dir);
+    let counting = std::env::var_os("TALLY_BENCH_ALLOCS").is_some();
+    if counting {
+        crate::allocs::enable();
+    }
+    let ((commit_p50, commit_p99), allocs) = commit_latency(dir).await;
+    let mut lines = vec![format!(
+        "one durable append alone on this disk: fdatasync(4 KiB) p50 {sync_p50:.0} us, p99 {sync_p99:.0} us; \
+         tally-log 1-record group commit p50 {commit_p50:.0} us, p99 {commit_p99:.0} us"
+    )];
+    if counting {
+        lines.push(format!(
+            "heap allocations of one 1-record tally-log group commit (probe, nothing else queued): \
+             {:.0} ({:.0} bytes)",
+            allocs.0, allocs.1
+        ));
+    }
+    lines
+}
+
 /// The default scenario and issue 10 (b) and (c): full-load throughput metered and
 /// unmetered, the ceiling, the gateway's CPU against the crypto floor, the latency added at
 /// half load, and the probes that decompose it.
@@ -97,43 +190,11 @@ pub async fn load_scenario(cfg: &Config) {
     let warm = (20 / cfg.lanes).max(1);
     let _ = b.load(PAID, cfg.lanes, warm).run().await;
     let _ = b.load(FREE, cfg.lanes, warm).run().await;
-    let a0 = b.gateway.allocs();
-    let s0 = switches_by_thread(b.pid);
-    let free_max = b.load(FREE, cfg.lanes, per_task).run().await;
-    let s1 = switches_by_thread(b.pid);
-    let a1 = b.gateway.allocs();
-    let threads0 = cpu_by_thread(b.pid);
-    let profiling = Profile::start(b.pid);
-    let metered_max = b.load(PAID, cfg.lanes, per_task).run().await;
-    profiling.stop();
-    let threads1 = cpu_by_thread(b.pid);
-    let s2 = switches_by_thread(b.pid);
-    let a2 = b.gateway.allocs();
-    // Half of the metered maximum, paced per task, for both.
-    let tasks = f64::from(cfg.channels * cfg.lanes);
-    let per_task_rate = (metered_max.rps / 2.0 / tasks).max(0.5);
-    let interval = Duration::from_secs_f64(1.0 / per_task_rate);
-    let half_per_task = ((per_task_rate * 5.0) as u32)
-        .max(50 / cfg.lanes)
-        .clamp(3, per_task.max(3));
-    let mut half = b.load(FREE, cfg.lanes, half_per_task);
-    half.interval = Some(interval);
-    let free_half = half.run().await;
-    let before = scrape(&b.url).await;
-    half.path = PAID;
-    let metered_half = half.run().await;
-    let after = scrape(&b.url).await;
-    let gw_commit = mean_us(&before, &after, "tally_log_commit_seconds");
-    let gw_overhead = mean_us(&before, &after, "tally_metering_overhead_seconds");
-    let gw_total = mean_us(&before, &after, "tally_metered_request_seconds");
+    let (free_max, metered_max, breakdown) = full_load(&mut b, cfg, per_task).await;
+    let (free_half, metered_half, inside, half_per_task) =
+        half_load(&b, cfg, per_task, metered_max.rps).await;
     let floor = crypto_floor();
-    let probe = b.work.path().join("probe");
-    let (sync_p50, sync_p99) = fsync_latency(&probe);
-    let counting = std::env::var_os("TALLY_BENCH_ALLOCS").is_some();
-    if counting {
-        crate::allocs::enable();
-    }
-    let ((commit_p50, commit_p99), commit_allocs) = commit_latency(&probe).await;
+    let disk = disk_probes(&b.work.path().join("probe")).await;
     let records = f64::from(cfg.channels * cfg.lanes * (warm + per_task + half_per_task));
     let log_bytes = dir_bytes(&b.gdir.join("log"));
     b.stop();
@@ -152,23 +213,9 @@ pub async fn load_scenario(cfg: &Config) {
         metered_half.p50_us - free_half.p50_us,
         metered_half.p99_us - free_half.p99_us
     );
-    println!(
-        "one durable append alone on this disk: fdatasync(4 KiB) p50 {sync_p50:.0} us, p99 {sync_p99:.0} us; \
-         tally-log 1-record group commit p50 {commit_p50:.0} us, p99 {commit_p99:.0} us"
-    );
-    println!(
-        "inside the gateway at half load (means, /metrics): metered request {gw_total:.0} us, \
-         of which metering {gw_overhead:.0} us, of which waiting for the durable group commit {gw_commit:.0} us"
-    );
-    println!(
-        "gateway CPU per metered call at full load by thread, user+kernel us: {}",
-        thread_split(&threads0, &threads1, metered_max.n)
-    );
-    println!(
-        "gateway voluntary context switches per call at full load: unmetered {}; metered {}",
-        switch_split(&s0, &s1, free_max.n),
-        switch_split(&s1, &s2, metered_max.n)
-    );
+    for line in disk.iter().chain([&inside]).chain(&breakdown) {
+        println!("{line}");
+    }
     let cpu_added = metered_max.cpu_us_per_req - free_max.cpu_us_per_req;
     println!(
         "gateway CPU per metered call: {:.1} us = {:.2}x the crypto floor; added over unmetered: \
@@ -177,24 +224,6 @@ pub async fn load_scenario(cfg: &Config) {
         metered_max.cpu_us_per_req / floor,
         cpu_added / floor
     );
-    if a2.0 > 0 {
-        let per = |(c0, b0): (u64, u64), (c1, b1): (u64, u64), n: f64| {
-            ((c1 - c0) as f64 / n, (b1 - b0) as f64 / n)
-        };
-        let (fc, fb) = per(a0, a1, free_max.n);
-        let (mc, mb) = per(a1, a2, metered_max.n);
-        println!(
-            "gateway heap allocations per call at full load: unmetered {fc:.0} ({fb:.0} bytes), \
-             metered {mc:.0} ({mb:.0} bytes)"
-        );
-    }
-    if counting {
-        println!(
-            "heap allocations of one 1-record tally-log group commit (probe, nothing else queued): \
-             {:.0} ({:.0} bytes)",
-            commit_allocs.0, commit_allocs.1
-        );
-    }
     println!(
         "log bytes per record: {:.0} (sled files {log_bytes} bytes / {records} records)",
         log_bytes as f64 / records
