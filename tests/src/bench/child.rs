@@ -1,0 +1,222 @@
+//! The gateway process: upstream + gateway run in a child process of the bench, so that
+//! /proc CPU accounting is theirs only, while the clients share the machine from the parent.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use alloy::signers::local::PrivateKeySigner;
+use axum::routing::any;
+use axum::Router;
+use tally_core::{ChannelId, SecretKey};
+use tally_e2e::{settings, spawn, spawn_gateway, MemFunding};
+
+use crate::fail;
+
+/// The keys and id of bench channel `i` (deterministic, so the child and the parent agree).
+pub fn channel_keys(i: u32) -> (SecretKey, PrivateKeySigner, ChannelId) {
+    let mut seed = [7u8; 32];
+    seed[..4].copy_from_slice(&i.to_le_bytes());
+    let session = SecretKey::from_seed(&seed);
+    seed[31] = 1;
+    let signer = match PrivateKeySigner::from_bytes(&alloy::primitives::B256::from(seed)) {
+        Ok(s) => s,
+        Err(e) => fail(&format!("checkpoint key: {e}")),
+    };
+    let mut id = [0u8; 32];
+    id[..4].copy_from_slice(&i.to_le_bytes());
+    id[4] = 0x42;
+    (session, signer, ChannelId(id))
+}
+
+/// The bench's upstream: `/v1/echo` (priced) echoes the body and `/free` (unpriced) answers
+/// a constant, both after `delay` (a stand-in for an LLM's or tool's latency).
+fn upstream(delay: Duration) -> Router {
+    let wait = move || async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    };
+    Router::new()
+        .route(
+            "/v1/echo",
+            any(move |body: axum::body::Bytes| async move {
+                wait().await;
+                body
+            }),
+        )
+        .route(
+            "/free",
+            any(move || async move {
+                wait().await;
+                "free"
+            }),
+        )
+}
+
+/// Child mode: serve upstream + gateway, print the gateway address, run until stdin closes.
+pub async fn serve_child(dir: PathBuf, channels: u32, delay_ms: u64) {
+    // `TALLY_BENCH_LOG=text|json`: log as `tally-gateway` does (one info event per metered
+    // request), to /dev/null, so the cost of formatting and writing the logs is measured.
+    let format = match std::env::var("TALLY_BENCH_LOG").as_deref() {
+        Ok("text") => Some(tally_server::standalone::LogFormat::Text),
+        Ok("json") => Some(tally_server::standalone::LogFormat::Json),
+        _ => None,
+    };
+    if let Some(f) = format {
+        if let Err(e) = tally_server::standalone::init_logging(f) {
+            fail(&format!("logging: {e}"));
+        }
+    }
+    let funding = MemFunding::default();
+    for i in 0..channels {
+        let (_, signer, id) = channel_keys(i);
+        funding.open(id, signer.address(), u128::MAX / 4);
+    }
+    let upstream = spawn(upstream(Duration::from_millis(delay_ms))).await;
+    let mut s = settings(&dir);
+    s.credit_limit = u128::MAX / 8;
+    s.checkpoint.every_records = 0;
+    s.checkpoint.every_seconds = 0;
+    s.checkpoint.every_amount = tally_http::Amount(0);
+    let key = SecretKey::from_seed(&[9u8; 32]);
+    let (_gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
+    if std::env::var_os("TALLY_BENCH_ALLOCS").is_some() {
+        crate::allocs::enable();
+    }
+    println!("{}", server.url());
+    // Commands on stdin: `allocs` prints the allocation totals; end of input stops.
+    let _ = tokio::task::spawn_blocking(|| loop {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.trim() == "allocs" => {
+                let (count, bytes) = crate::allocs::totals();
+                println!("{count} {bytes}");
+            }
+            Ok(_) => {}
+        }
+    })
+    .await;
+    server.stop().await;
+    upstream.stop().await;
+}
+
+/// The running gateway process.
+pub struct Gateway {
+    process: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+    /// Its pid (for /proc).
+    pub pid: u32,
+    /// The gateway's URL.
+    pub url: String,
+}
+
+impl Gateway {
+    /// `(allocations, bytes)` the gateway process has made since it started serving (zeros
+    /// unless `TALLY_BENCH_ALLOCS` is set).
+    pub fn allocs(&mut self) -> (u64, u64) {
+        let Some(input) = self.input.as_mut() else {
+            return (0, 0);
+        };
+        if writeln!(input, "allocs")
+            .and_then(|()| input.flush())
+            .is_err()
+        {
+            return (0, 0);
+        }
+        let mut line = String::new();
+        let _ = self.output.read_line(&mut line);
+        let mut it = line.split_whitespace().map(|v| v.parse().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    }
+
+    /// Closes its input (it stops) and waits for it.
+    pub fn stop(mut self) {
+        drop(self.input.take());
+        let _ = self.process.wait();
+    }
+}
+
+/// Starts the gateway process (under `TALLY_BENCH_WRAP`, e.g. valgrind, if set) and returns
+/// it once it serves.
+pub fn start(gdir: &Path, channels: u32, delay_ms: u64) -> Gateway {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => fail(&format!("current exe: {e}")),
+    };
+    let wrap: Vec<String> = std::env::var("TALLY_BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let mut command = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = match command
+        .arg("--serve-child")
+        .arg(gdir)
+        .arg(channels.to_string())
+        .arg(delay_ms.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("TALLY_BENCH_LOG").is_some() {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => fail(&format!("spawning the gateway process: {e}")),
+    };
+    let pid = child.id();
+    let out = child.stdout.take().unwrap_or_else(|| fail("child stdout"));
+    let mut output = BufReader::new(out);
+    let mut line = String::new();
+    let _ = output.read_line(&mut line);
+    let url = line.trim().to_string();
+    if url.is_empty() {
+        fail("the gateway process did not start");
+    }
+    Gateway {
+        input: child.stdin.take(),
+        process: child,
+        output,
+        pid,
+        url,
+    }
+}
+
+/// One tally client per channel, each allowed `lanes` requests in flight.
+pub async fn clients(
+    url: &str,
+    work: &Path,
+    channels: u32,
+    lanes: u32,
+) -> Vec<tally_client::Client> {
+    let mut out = Vec::new();
+    for i in 0..channels {
+        let (session, signer, id) = channel_keys(i);
+        let mut cfg = tally_client::ClientConfig::new(
+            url.to_string(),
+            work.join(format!("client{i}")),
+            id,
+            session,
+            signer,
+        );
+        cfg.lanes = lanes;
+        match tally_client::Client::connect(cfg).await {
+            Ok(c) => out.push(c),
+            Err(e) => fail(&format!("client {i}: {e}")),
+        }
+    }
+    out
+}

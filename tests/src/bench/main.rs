@@ -1,0 +1,110 @@
+//! `tally-bench`: load benchmark of the metering gateway (issues 3 and 10). In one run it
+//! measures, against the same loopback upstream, unmetered proxying (a free route through the
+//! same proxy) and metered proxying: requests/s at full load, p50/p99 latency at half of the
+//! metered maximum, the added latency, the gateway process's CPU µs per request (from
+//! /proc/<pid>/stat of a child process that runs only gateway + upstream), the bench
+//! process's CPU per request (the clients' signing, receipt checks and mirrors), the crypto
+//! floor (one strict verify + one sign) measured in the same run, the metered ceiling that
+//! follows from them, and log bytes per request.
+//!
+//! It also measures, on the same disk, what one durable append costs with nothing else
+//! queued (a raw `fdatasync` of 4 KiB and a one-record group commit of tally-log, p50/p99),
+//! so the added latency can be split into the fsync (physics, P8) and everything else.
+//!
+//! Usage: `tally-bench [--scenario default|lanes-delay|lanes-load] [--channels N]
+//! [--requests M] [--lanes L] [--upstream-delay-ms D]`. `--requests` is per channel, split
+//! over its `L` concurrent sending tasks (protocol v2 lanes, DESIGN.md §7).
+//! `TALLY_BENCH_WRAP="valgrind --tool=callgrind ..."` runs the gateway process under the
+//! given command (profiling); `TALLY_BENCH_PERF=DIR` profiles the metered run with `perf`;
+//! `TALLY_BENCH_ALLOCS=1` counts the gateway's allocations per call; `TALLY_BENCH_LOG=text`
+//! makes the gateway log as `tally-gateway` does.
+
+mod allocs;
+mod child;
+mod load;
+mod probe;
+mod report;
+
+use std::path::PathBuf;
+
+#[global_allocator]
+static ALLOCATOR: allocs::Counting = allocs::Counting;
+
+/// What to run; unset values take the scenario's defaults.
+#[derive(Default)]
+struct Args {
+    scenario: Option<String>,
+    channels: Option<u32>,
+    requests: Option<u32>,
+    lanes: Option<u32>,
+    delay_ms: Option<u32>,
+}
+
+/// The settings of one run, after the scenario's defaults.
+pub struct Config {
+    pub channels: u32,
+    pub requests: u32,
+    pub lanes: u32,
+    pub delay_ms: u64,
+}
+
+pub(crate) fn fail(msg: &str) -> ! {
+    eprintln!("tally-bench: {msg}");
+    std::process::exit(1)
+}
+
+const USAGE: &str = "usage: tally-bench [--scenario default|lanes-delay|lanes-load] \
+    [--channels N] [--requests M] [--lanes L] [--upstream-delay-ms D]";
+
+fn parse(args: &[String]) -> Args {
+    let mut out = Args::default();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let Some(v) = it.next() else { fail(USAGE) };
+        let n = v.parse::<u32>().ok();
+        match (a.as_str(), n) {
+            ("--scenario", _) => out.scenario = Some(v.clone()),
+            ("--channels", Some(v)) => out.channels = Some(v.clamp(1, 256)),
+            ("--requests", Some(v)) => out.requests = Some(v.clamp(1, 100_000)),
+            ("--lanes", Some(v)) => out.lanes = Some(v.clamp(1, 64)),
+            ("--upstream-delay-ms", Some(v)) => out.delay_ms = Some(v.min(10_000)),
+            _ => fail(USAGE),
+        }
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--serve-child") {
+        let dir = PathBuf::from(argv.get(2).cloned().unwrap_or_default());
+        let channels = argv.get(3).and_then(|v| v.parse().ok()).unwrap_or(16);
+        let delay = argv.get(4).and_then(|v| v.parse().ok()).unwrap_or(0);
+        child::serve_child(dir, channels, delay).await;
+        return;
+    }
+    let a = parse(&argv);
+    // (channels, requests per channel, lanes, upstream delay) of each scenario.
+    let (c, r, l, d, delay_scenario) = match a.scenario.as_deref().unwrap_or("default") {
+        "default" => (16, 400, 1, 0, false),
+        // Issue 10: one channel, 32 lanes, a 50 ms upstream.
+        "lanes-delay" => (1, 1280, 32, 50, true),
+        // Issue 10: 16 channels × 8 lanes, no delay.
+        "lanes-load" => (16, 800, 8, 0, false),
+        _ => fail(USAGE),
+    };
+    let cfg = Config {
+        channels: a.channels.unwrap_or(c),
+        requests: a.requests.unwrap_or(r),
+        lanes: a.lanes.unwrap_or(l),
+        delay_ms: u64::from(a.delay_ms.unwrap_or(d)),
+    };
+    println!("load average at start: {}", probe::loadavg());
+    if delay_scenario {
+        report::delay_scenario(&cfg).await;
+    } else {
+        report::load_scenario(&cfg).await;
+    }
+    println!("load average at end: {}", probe::loadavg());
+}
