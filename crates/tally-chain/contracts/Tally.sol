@@ -21,15 +21,15 @@ contract Tally {
     /// @notice One channel's state. Packed so that a claim touches four slots (five when it
     /// promotes the previous state to final).
     struct Channel {
-        // slot 0: what every claim reads and writes
+        // slot 0: what every claim reads and writes (all zero at open)
         uint64 claimedSize; // log size of the current state
         uint64 creditSize; // size of the last accepted cosigned state; nothing at or below it is accepted
         uint64 settleAt; // end of the current state's challenge window (0 before any state)
-        uint32 withdrawDelay; // seconds of the exit delay and of every challenge window
         bool closed; // closed channels are kept so their id can never be reopened
-        // slot 1
+        // slot 1: what every claim reads
         address signer; // payer's checkpoint key (secp256k1 address); never zero once opened
         uint64 withdrawAt; // 0 = no withdrawal pending; else earliest finalize time
+        uint32 withdrawDelay; // seconds of the exit delay and of every challenge window
         // slot 2
         uint128 deposit; // total ever deposited
         uint128 claimed; // capped cumulative of the current state
