@@ -134,6 +134,15 @@ impl ChannelFunding {
         }
     }
 
+    /// Whether the contract's rules for a client-signed state (spec/CHAIN.md §4.1, rules 3
+    /// and 4) let a checkpoint of `size` and `cumulative` replace the current state: above the
+    /// last credit, and a higher capped amount, or the same amount at a larger size.
+    pub fn accepts_claim(&self, size: u64, cumulative: u128) -> bool {
+        let capped = cumulative.min(self.deposit);
+        size > self.credit_size
+            && (capped > self.claimed || (capped == self.claimed && size > self.claimed_size))
+    }
+
     /// What the payee is owed for good at unix time `now`: the current state once its
     /// challenge window has passed, else `settled` (spec/CHAIN.md §1).
     pub fn final_at(&self, now: u64) -> u128 {
