@@ -21,7 +21,7 @@ use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use common::proxy::{Fault, RpcProxy};
 use common::{spawn, Env, DELAY};
-use tally_chain::channel::connect;
+use tally_chain::channel::{connect, finish};
 use tally_chain::{
     BoxFuture, ChainCheckpoint, ChainError, ChainFunding, CheckpointSource, Funding,
     FundingRefusal, SettleConfig, SettlementWorker, TallyClient, TickReport, WithdrawState,
@@ -1063,4 +1063,41 @@ async fn an_urgent_claim_bids_more_as_its_deadline_nears_and_is_replaced_sooner(
     env.mine().await;
     assert_eq!(w.tick().await.unwrap().confirmed, Some((second, true)));
     assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
+}
+
+#[tokio::test]
+async fn a_paused_token_delays_the_workers_payout_without_stopping_its_claims() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let mut w = worker(&env, &source, config(100, Duration::from_secs(3600)));
+    let a = env.open(10_000).await;
+    let b = env.open(10_000).await;
+    source.set(env.sign(a, 5, 500));
+    assert!(covers(&tick_mined(&env, &mut w).await, &[a]));
+    tick_mined(&env, &mut w).await;
+    // The token pauses; the window passes. The payout is refused and reported, the tick
+    // does not fail, and a new claim still goes out.
+    finish(env.token.setPaused(true).send().await.unwrap())
+        .await
+        .unwrap();
+    env.warp(u64::from(DELAY) + 1).await;
+    let r = w.tick().await.unwrap();
+    assert!(r.payout.is_none() && r.payout_error.is_some(), "{r:?}");
+    source.set(env.sign(b, 3, 300));
+    let r = tick_mined(&env, &mut w).await;
+    assert!(covers(&r, &[b]), "{r:?}");
+    tick_mined(&env, &mut w).await;
+    assert_eq!(env.payer.payable(&a).await.unwrap(), 500);
+    // Unpaused, the payout goes out after the retry interval; nothing was lost.
+    finish(env.token.setPaused(false).send().await.unwrap())
+        .await
+        .unwrap();
+    env.warp(u64::from(DELAY) + 1).await;
+    let mut paid = false;
+    for _ in 0..4 {
+        let r = tick_mined(&env, &mut w).await;
+        paid |= r.payout.is_some();
+    }
+    assert!(paid);
+    assert_eq!(env.balance(env.payee_key.address()).await, 800);
 }
