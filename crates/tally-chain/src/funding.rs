@@ -17,6 +17,13 @@ use crate::BoxFuture;
 /// it against the deployed contract.
 pub const MIN_WITHDRAW_DELAY: u32 = 3600;
 
+/// The shortest withdraw delay a provider's gateway accepts unless configured otherwise
+/// (`min_withdraw_delay`): six hours. The delay is also every challenge window (spec/CHAIN.md
+/// §5), so it is the time a provider's worker has to claim after a payer starts an exit, with
+/// room for an RPC outage, a stuck claim and a restart; the contract's one-hour floor leaves
+/// no margin for an operator who must intervene by hand (issue 9, finding 3).
+pub const DEFAULT_MIN_WITHDRAW_DELAY: u32 = 6 * 3600;
+
 /// The contract's `MAX_WITHDRAW_DELAY` (seconds, 30 days): `open` refuses longer delays, so a
 /// payee never watches a withdrawing channel for longer (spec/CHAIN.md §5).
 pub const MAX_WITHDRAW_DELAY: u32 = 30 * 24 * 3600;
