@@ -93,9 +93,31 @@ impl Model {
     fn newest(&self, ch: usize) -> Signed {
         self.history[ch].last().copied().unwrap_or((0, 0, false))
     }
+
+    /// The client signed a client-only state. It is its newest if it does not lower the
+    /// amount (a lower one is a discount the client signed itself: only the contract has to
+    /// refuse it); a second state at the newest size with a higher amount replaces it (the
+    /// client signed both; the higher one is what it is bound to).
+    fn signed(&mut self, ch: usize, size: u64, cum: u128) {
+        let newest = self.newest(ch);
+        if cum < newest.1 || size < newest.0 {
+            return;
+        }
+        if size == newest.0 {
+            if cum == newest.1 || newest.2 {
+                return;
+            }
+            self.history[ch].pop();
+        }
+        self.history[ch].push((size, cum, false));
+    }
 }
 
+/// The state `dsize` records and `dcum` units after `base`. A client never signs a second,
+/// different state at the size of a credit (that would be equivocating against its own
+/// credit), so after a credit the size always grows.
 fn next(base: Signed, dsize: u64, dcum: i64) -> (u64, u128) {
+    let dsize = if base.2 { dsize.max(1) } else { dsize };
     let cum = if dcum >= 0 {
         base.1 + dcum as u128
     } else {
@@ -159,9 +181,7 @@ async fn claim_many(
     for (ch, dsize, dcum) in items {
         if let Some(id) = m.ids.get(ch).copied() {
             let (size, cum) = next(m.newest(ch), dsize, dcum);
-            if size > m.newest(ch).0 && cum >= m.newest(ch).1 {
-                m.history[ch].push((size, cum, false));
-            }
+            m.signed(ch, size, cum);
             batch.push(env.sign(id, size, cum));
         }
     }
@@ -249,9 +269,7 @@ async fn step(
             let (size, cum) = next(m.newest(ch), dsize, dcum);
             // A lower client-only state is not a real newest state (the client signed
             // itself a discount); only the contract has to refuse it.
-            if size > m.newest(ch).0 && cum >= m.newest(ch).1 {
-                m.history[ch].push((size, cum, false));
-            }
+            m.signed(ch, size, cum);
             let poster = match by {
                 0 => env.payee.clone(),
                 1 => env.payer.clone(),

@@ -55,7 +55,10 @@ fn min_withdraw_delay_defaults_to_six_hours_and_can_be_lowered_to_the_contract_f
         .unwrap_or_else(|e| panic!("{e}"))
         .settings();
     assert_eq!(s.min_withdraw_delay, 6 * 3600);
-    assert_eq!(s.min_withdraw_delay, tally_chain::DEFAULT_MIN_WITHDRAW_DELAY);
+    assert_eq!(
+        s.min_withdraw_delay,
+        tally_chain::DEFAULT_MIN_WITHDRAW_DELAY
+    );
     let short = format!("min_withdraw_delay = 3600\n{EXAMPLE}");
     let s = GatewayConfig::parse(&short)
         .unwrap_or_else(|e| panic!("{e}"))

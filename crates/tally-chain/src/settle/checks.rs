@@ -5,7 +5,11 @@ use super::*;
 
 impl<S: CheckpointSource> SettlementWorker<S> {
     /// Why the contract would refuse `cp` for `state`, checked offchain; None if it would not.
-    pub(super) fn unclaimable(&self, state: &ChannelFunding, cp: &ChainCheckpoint) -> Option<String> {
+    pub(super) fn unclaimable(
+        &self,
+        state: &ChannelFunding,
+        cp: &ChainCheckpoint,
+    ) -> Option<String> {
         if state.payee != self.client.sender() {
             return Some(format!(
                 "payee is {}, not this worker's {}",
