@@ -10,7 +10,7 @@
 //! - the payee never receives more on a channel than the newest state allows
 //!   (`paid ≤ min(newest cumulative, deposit)`), and the current state never asks more;
 //! - so a finalized channel refunds at least `deposit − newest cumulative`;
-//! - `paid ≤ settled ≤ claimed ≤ deposit`;
+//! - `paid ≤ final`, `settled ≤ claimed ≤ deposit`;
 //! - a client-signed claim succeeds exactly when a model of the rules says it should;
 //! - claimMany never reverts over a bad entry: each entry is claimed or skipped.
 
@@ -66,8 +66,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..4, 1u128..3_000).prop_map(|(c, a)| Op::TopUp(c, a)),
         4 => (0usize..4, 0u64..4, -50i64..3_000, 0u8..3)
             .prop_map(|(ch, dsize, dcum, by)| Op::Claim { ch, dsize, dcum, by }),
-        2 => (0usize..4, 1usize..4).prop_map(|(ch, back)| Op::ClaimOld { ch, back }),
-        2 => (0usize..4, 1u128..2_000).prop_map(|(ch, down)| Op::Credit { ch, down }),
+        // Credits and older states mostly on the first two channels, so that a payee posting
+        // an older, higher state over a credit (issue 9, finding 2) comes up often.
+        3 => (0usize..2, 1usize..4).prop_map(|(ch, back)| Op::ClaimOld { ch, back }),
+        3 => (0usize..2, 1u128..2_000).prop_map(|(ch, down)| Op::Credit { ch, down }),
         2 => prop::collection::vec((0usize..4, 0u64..3, -20i64..2_000), 1..4).prop_map(Op::ClaimMany),
         2 => (0usize..4).prop_map(Op::Payout),
         1 => Just(Op::PayoutAll),
@@ -358,11 +360,13 @@ async fn invariants(env: &Env, m: &Model, payer_start: u128) -> Result<(), TestC
     let (payer, payee) = (env.payer_key.address(), env.payee_key.address());
     let mut held_sum = 0u128;
     let mut paid_sum = 0u128;
+    // The latest block's time: what the last transaction saw.
+    let t = now(env).await - 1;
     for (i, id) in m.ids.iter().enumerate() {
         let s = env.payer.channel(id).await.unwrap();
         check(
-            s.paid <= s.settled.max(s.paid) && s.settled <= s.claimed && s.claimed <= s.deposit,
-            format!("paid ≤ settled ≤ claimed ≤ deposit broken: {s:?}"),
+            s.paid <= s.final_at(t) && s.settled <= s.claimed && s.claimed <= s.deposit,
+            format!("paid ≤ final, settled ≤ claimed ≤ deposit broken at {t}: {s:?}"),
         )?;
         let allowed = m.newest(i).1.min(s.deposit);
         check(
