@@ -52,6 +52,10 @@ impl MemFunding {
             claimed: 0,
             claimed_size: 0,
             claimed_root: Hash::default(),
+            credit_size: 0,
+            settle_at: 0,
+            settled: 0,
+            paid: 0,
             withdraw_delay: 3600,
             withdraw: WithdrawState::None,
         };

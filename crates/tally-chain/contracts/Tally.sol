@@ -2,38 +2,46 @@
 pragma solidity 0.8.30;
 
 /// @title Tally: payment channels settled by client-signed log checkpoints.
-/// @notice A channel holds an ERC-20 deposit from a payer for one payee. The payee claims with an
-/// EIP-712 checkpoint (log size, Merkle root, cumulative net amount) signed by the payer's
-/// checkpoint signer; one claim settles every call metered since the last one. Nothing per
-/// request ever reaches this contract.
-/// @dev Layout and rules are specified in spec/CHAIN.md. Every state change emits an event.
-/// Every function that changes state holds a transient-storage reentrancy lock. Outgoing
-/// transfers follow checks-effects-interactions: `claim`, `finalizeWithdraw` and
-/// `cooperativeClose` update all state before they transfer; `claimMany` pays one token's run
-/// when the token changes, so with several tokens a transfer can precede later entries'
-/// updates (only the lock makes that safe). `claimMany` skips (with `ClaimSkipped`) an entry
-/// that `claim` would reject, so one bad entry cannot make a payee's whole batch revert. `open` and `topUp` must call the token before
-/// crediting, because they credit the balance difference the call caused.
+/// @notice A channel holds an ERC-20 deposit from a payer for one payee. Anyone posts a state
+/// (log size, Merkle root, cumulative net amount) signed by the payer's checkpoint signer; a
+/// state that lowers the amount (a credit) must also carry the payee's signature. What the
+/// payee is owed becomes final after a challenge window (the channel's withdraw delay) and
+/// is transferred by a separate, permissionless payout. Nothing per request reaches this
+/// contract.
+/// @dev Layout and rules are specified in spec/CHAIN.md (§4: states, claims and payouts).
+/// Every state change emits an event. Every function that changes state holds a
+/// transient-storage reentrancy lock. Claims make no external call. Outgoing transfers follow
+/// checks-effects-interactions: `payout`, `finalizeWithdraw` and `cooperativeClose` update all
+/// state before they transfer; `payoutMany` pays one (token, payee) run when the next id
+/// differs, so a transfer can precede later ids' updates (only the lock makes that safe).
+/// `claimMany` skips (with `ClaimSkipped`) an entry that `claim` would reject, so one bad entry
+/// cannot make a whole batch revert. `open` and `topUp` must call the token before crediting,
+/// because they credit the balance difference the call caused.
 contract Tally {
-    /// @notice One channel's state. Packed so that a claim touches four slots plus the root.
+    /// @notice One channel's state. Packed so that a claim touches four slots (five when it
+    /// promotes the previous state to final).
     struct Channel {
-        // slot 0
-        address payee;
-        uint64 claimedSize; // log size of the last accepted checkpoint
-        // slot 1
-        address signer; // payer's checkpoint key (secp256k1 address)
-        uint64 withdrawAt; // 0 = no withdrawal pending; else earliest finalize time
+        // slot 0: what every claim reads and writes (all zero at open)
+        uint64 claimedSize; // log size of the current state
+        uint64 creditSize; // size of the last accepted cosigned state; nothing at or below it is accepted
+        uint64 settleAt; // end of the current state's challenge window (0 before any state)
         bool closed; // closed channels are kept so their id can never be reopened
+        // slot 1: what every claim reads
+        address signer; // payer's checkpoint key (secp256k1 address); never zero once opened
+        uint64 withdrawAt; // 0 = no withdrawal pending; else earliest finalize time
+        uint32 withdrawDelay; // seconds of the exit delay and of every challenge window
         // slot 2
-        address token;
-        uint32 withdrawDelay; // seconds between initiateWithdraw and finalizeWithdraw
-        // slot 3
         uint128 deposit; // total ever deposited
-        uint128 claimed; // total ever paid to the payee (capped cumulative)
+        uint128 claimed; // capped cumulative of the current state
+        // slot 3
+        bytes32 root; // Merkle root of the current state
         // slot 4
-        bytes32 root; // Merkle root of the last accepted checkpoint
-        // slot 5
+        uint128 settled; // final amount while a newer state is in its window
+        uint128 paid; // total ever transferred to the payee
+        // slots 5-7: read by exits and payouts only
+        address payee;
         address payer;
+        address token;
     }
 
     /// @notice The fields a checkpoint signature covers (besides the EIP-712 domain).
@@ -97,7 +105,10 @@ contract Tally {
         uint256 deposit
     );
     event ToppedUp(bytes32 indexed channelId, address indexed from, uint256 amount, uint256 deposit);
-    event Claimed(bytes32 indexed channelId, uint64 size, bytes32 root, uint256 claimed, uint256 paid);
+    /// @notice A state was posted: `claimed` is its capped cumulative, final from `settleAt` on.
+    event Claimed(bytes32 indexed channelId, uint64 size, bytes32 root, uint256 claimed, uint64 settleAt);
+    /// @notice `amount` was transferred to the payee; `paid` is the channel's new total.
+    event PaidOut(bytes32 indexed channelId, address indexed payee, uint256 amount, uint256 paid);
     /// @notice `payee` is indexed so a payee's worker can ask the node for its own channels only.
     event WithdrawInitiated(bytes32 indexed channelId, address indexed payee, uint64 withdrawAt);
     event WithdrawFinalized(bytes32 indexed channelId, uint256 refund);
@@ -115,7 +126,6 @@ contract Tally {
     error UnknownChannel(bytes32 channelId);
     error ChannelClosed(bytes32 channelId);
     error NotPayer();
-    error NotPayee();
     error StaleCheckpoint(uint64 claimedSize, uint64 size);
     error CumulativeDecreased(uint256 claimed, uint256 cumulative);
     error BadSignature();
@@ -128,6 +138,8 @@ contract Tally {
     error EmptyBatch();
     error WithdrawDelayTooShort(uint32 minimum, uint32 withdrawDelay);
     error WithdrawDelayTooLong(uint32 maximum, uint32 withdrawDelay);
+    error ChallengeWindowOpen(uint64 settleAt);
+    error NothingToPay(bytes32 channelId);
 
     modifier nonReentrant() {
         if (locked) revert Reentrancy();
@@ -159,7 +171,7 @@ contract Tally {
         if (withdrawDelay > MAX_WITHDRAW_DELAY) revert WithdrawDelayTooLong(MAX_WITHDRAW_DELAY, withdrawDelay);
         channelId = channelIdOf(msg.sender, payee, token, salt);
         Channel storage c = channels[channelId];
-        if (c.payee != address(0)) revert ChannelExists(channelId);
+        if (c.signer != address(0)) revert ChannelExists(channelId);
         c.payee = payee;
         c.signer = signer;
         c.token = token;
@@ -188,85 +200,154 @@ contract Tally {
 
     // -------------------------------------------------------------- settlement
 
-    /// @notice The payee settles one channel up to a signed checkpoint. Reverts with the
-    /// reason when the checkpoint cannot be claimed.
+    /// @notice Posts a state the checkpoint signer signed; anyone may submit it, nothing is
+    /// transferred (CHAIN.md §4.1). Reverts with the reason when it is not accepted.
     function claim(SignedCheckpoint calldata signed) external nonReentrant {
-        (address token, uint256 paid, bytes memory err) = _claim(signed);
-        if (err.length != 0) {
-            assembly ("memory-safe") {
-                revert(add(err, 32), mload(err))
-            }
-        }
-        if (paid != 0) _push(token, msg.sender, paid);
+        _revertWith(_claim(signed));
     }
 
-    /// @notice The payee settles many channels in one transaction. An entry `claim` would
+    /// @notice Posts a state signed by the checkpoint signer and the payee over the same
+    /// Checkpoint digest. It may lower the amount (a credit) down to what is final already;
+    /// between cosigned and current states the larger size wins (CHAIN.md §4.2).
+    function claimCosigned(SignedCheckpoint calldata signed, Sig calldata payeeSig) external nonReentrant {
+        Checkpoint calldata cp = signed.checkpoint;
+        Channel storage c = channels[cp.channelId];
+        _revertWith(_precheck(c, cp, true));
+        uint64 claimedSize = c.claimedSize;
+        if (cp.size <= claimedSize) revert StaleCheckpoint(claimedSize, cp.size);
+        uint256 capped = _capped(c, cp.cumulative);
+        uint256 fin = _final(c);
+        if (capped < fin) revert CumulativeDecreased(fin, cp.cumulative);
+        bytes32 digest = _hashCheckpoint(CHECKPOINT_TYPEHASH, cp);
+        _verify(digest, signed.sig, c.signer);
+        _verify(digest, payeeSig, c.payee);
+        c.creditSize = cp.size;
+        _apply(c, cp, capped, true);
+    }
+
+    /// @notice Posts many client-signed states in one transaction. An entry `claim` would
     /// reject is skipped with a `ClaimSkipped` event carrying that error's selector; the
-    /// others settle as if the skipped entry was not there. Payouts of consecutive entries in
-    /// the same token are summed into one transfer, so order entries by token.
-    /// @return skipped How many entries were skipped (a simulation reads it; 0 = all settle).
+    /// others are applied as if the skipped entry was not there (CHAIN.md §4.3).
+    /// @return skipped How many entries were skipped (a simulation reads it; 0 = all applied).
     function claimMany(SignedCheckpoint[] calldata batch) external nonReentrant returns (uint256 skipped) {
         uint256 n = batch.length;
         if (n == 0) revert EmptyBatch();
-        address runToken;
-        uint256 runAmount;
         for (uint256 i = 0; i < n; ++i) {
-            (address token, uint256 paid, bytes memory err) = _claim(batch[i]);
+            bytes memory err = _claim(batch[i]);
             if (err.length != 0) {
                 ++skipped;
                 emit ClaimSkipped(batch[i].checkpoint.channelId, bytes4(err));
-                continue;
             }
-            if (token != runToken) {
-                if (runAmount != 0) _push(runToken, msg.sender, runAmount);
-                runToken = token;
-                runAmount = 0;
-            }
-            runAmount += paid;
         }
-        if (runAmount != 0) _push(runToken, msg.sender, runAmount);
     }
 
-    /// @dev Checks and applies one checkpoint; the caller transfers `paid` of `token` afterwards.
-    /// Never reverts for a checkpoint it refuses: it changes nothing and returns the ABI-encoded
-    /// custom error instead (empty on success), so `claim` can revert with it and `claimMany`
-    /// can skip the entry. Memory is only allocated on the refusal path.
-    function _claim(SignedCheckpoint calldata signed)
-        private
-        returns (address token, uint256 paid, bytes memory err)
-    {
+    /// @dev Checks and applies one client-signed state. Never reverts for a state it refuses:
+    /// it changes nothing and returns the ABI-encoded custom error instead (empty on success),
+    /// so `claim` can revert with it and `claimMany` can skip the entry. Memory is only
+    /// allocated on the refusal path.
+    function _claim(SignedCheckpoint calldata signed) private returns (bytes memory err) {
         Checkpoint calldata cp = signed.checkpoint;
         Channel storage c = channels[cp.channelId];
-        if (c.payee == address(0)) return (token, 0, abi.encodeWithSelector(UnknownChannel.selector, cp.channelId));
-        if (c.closed) return (token, 0, abi.encodeWithSelector(ChannelClosed.selector, cp.channelId));
-        if (msg.sender != c.payee) return (token, 0, abi.encodeWithSelector(NotPayee.selector));
-        uint64 withdrawAt = c.withdrawAt;
-        if (withdrawAt != 0 && block.timestamp >= withdrawAt) {
-            return (token, 0, abi.encodeWithSelector(ClaimWindowClosed.selector, withdrawAt));
-        }
-        uint64 claimedSize = c.claimedSize;
-        if (cp.size <= claimedSize) return (token, 0, abi.encodeWithSelector(StaleCheckpoint.selector, claimedSize, cp.size));
+        err = _precheck(c, cp, false);
+        if (err.length != 0) return err;
         uint256 claimed = c.claimed;
-        if (cp.cumulative < claimed) {
-            return (token, 0, abi.encodeWithSelector(CumulativeDecreased.selector, claimed, cp.cumulative));
+        uint256 capped = _capped(c, cp.cumulative);
+        if (capped < claimed) return abi.encodeWithSelector(CumulativeDecreased.selector, claimed, cp.cumulative);
+        uint64 claimedSize = c.claimedSize;
+        if (capped == claimed && cp.size <= claimedSize) {
+            return abi.encodeWithSelector(StaleCheckpoint.selector, claimedSize, cp.size);
         }
         if (!_valid(_hashCheckpoint(CHECKPOINT_TYPEHASH, cp), signed.sig, c.signer)) {
-            return (token, 0, abi.encodeWithSelector(BadSignature.selector));
+            return abi.encodeWithSelector(BadSignature.selector);
         }
+        _apply(c, cp, capped, capped != claimed);
+    }
 
-        uint256 deposit = c.deposit;
-        uint256 capped = cp.cumulative < deposit ? cp.cumulative : deposit;
-        paid = capped - claimed;
+    /// @dev Rules 1-3 of CHAIN.md §4, common to both kinds of state; returns the encoded error.
+    function _precheck(Channel storage c, Checkpoint calldata cp, bool cosigned)
+        private
+        view
+        returns (bytes memory)
+    {
+        if (c.signer == address(0)) return abi.encodeWithSelector(UnknownChannel.selector, cp.channelId);
+        if (c.closed) return abi.encodeWithSelector(ChannelClosed.selector, cp.channelId);
+        uint64 withdrawAt = c.withdrawAt;
+        if (withdrawAt != 0 && block.timestamp >= withdrawAt && !(cosigned && block.timestamp < c.settleAt)) {
+            return abi.encodeWithSelector(ClaimWindowClosed.selector, withdrawAt);
+        }
+        uint64 creditSize = c.creditSize;
+        if (cp.size <= creditSize) return abi.encodeWithSelector(StaleCheckpoint.selector, creditSize, cp.size);
+        return "";
+    }
+
+    /// @dev Makes `cp` the current state (CHAIN.md §4.3): promotes the previous state to
+    /// `settled` if its window has passed, then restarts the window when `restart`.
+    function _apply(Channel storage c, Checkpoint calldata cp, uint256 capped, bool restart) private {
+        uint64 settleAt = c.settleAt;
+        if (block.timestamp >= settleAt) {
+            uint128 claimed = c.claimed;
+            if (c.settled != claimed) c.settled = claimed;
+        }
+        if (restart) {
+            settleAt = uint64(block.timestamp) + c.withdrawDelay;
+            c.settleAt = settleAt;
+        }
         c.claimedSize = cp.size;
         c.claimed = uint128(capped);
         c.root = cp.root;
-        token = c.token;
-        emit Claimed(cp.channelId, cp.size, cp.root, capped, paid);
+        emit Claimed(cp.channelId, cp.size, cp.root, capped, settleAt);
+    }
+
+    /// @notice Transfers what the payee is owed for good on this channel (open or closed) to
+    /// the payee; anyone may call it (CHAIN.md §4.4).
+    /// @return amount What was transferred.
+    function payout(bytes32 channelId) external nonReentrant returns (uint256 amount) {
+        Channel storage c = channels[channelId];
+        if (c.signer == address(0)) revert UnknownChannel(channelId);
+        amount = _release(c, channelId);
+        if (amount == 0) revert NothingToPay(channelId);
+        _push(c.token, c.payee, amount);
+    }
+
+    /// @notice `payout` for each id; ids with nothing payable (or unknown) are passed over.
+    /// Consecutive payouts with the same token and payee share one transfer.
+    /// @return total The sum transferred.
+    function payoutMany(bytes32[] calldata ids) external nonReentrant returns (uint256 total) {
+        uint256 n = ids.length;
+        if (n == 0) revert EmptyBatch();
+        address runToken;
+        address runPayee;
+        uint256 runAmount;
+        for (uint256 i = 0; i < n; ++i) {
+            Channel storage c = channels[ids[i]];
+            if (c.signer == address(0)) continue;
+            uint256 amount = _release(c, ids[i]);
+            if (amount == 0) continue;
+            address token = c.token;
+            address payee = c.payee;
+            if (token != runToken || payee != runPayee) {
+                if (runAmount != 0) _push(runToken, runPayee, runAmount);
+                (runToken, runPayee, runAmount) = (token, payee, 0);
+            }
+            runAmount += amount;
+            total += amount;
+        }
+        if (runAmount != 0) _push(runToken, runPayee, runAmount);
+    }
+
+    /// @dev Marks the payable amount paid and emits `PaidOut`; the caller transfers it.
+    function _release(Channel storage c, bytes32 channelId) private returns (uint256 amount) {
+        uint256 fin = _final(c);
+        uint256 paid = c.paid;
+        if (fin <= paid) return 0;
+        amount = fin - paid;
+        c.paid = uint128(fin);
+        emit PaidOut(channelId, c.payee, amount, fin);
     }
 
     // ------------------------------------------------------------------- exits
 
-    /// @notice The payer starts the exit clock; the payee can still claim until it runs out.
+    /// @notice The payer starts the exit clock; client-signed states are accepted until it runs out.
     function initiateWithdraw(bytes32 channelId) external nonReentrant {
         Channel storage c = _live(channelId);
         if (msg.sender != c.payer) revert NotPayer();
@@ -276,14 +357,16 @@ contract Tally {
         emit WithdrawInitiated(channelId, c.payee, at);
     }
 
-    /// @notice After the delay, returns the unclaimed deposit to the payer and closes the channel.
-    /// Anyone may call it; the refund always goes to the payer. `deposit` keeps the total ever
-    /// deposited: a closed channel holds nothing whatever its fields say.
+    /// @notice After the delay, and once the current state is final, returns `deposit −
+    /// claimed` to the payer and closes the channel. Anyone may call it; the refund always goes
+    /// to the payer. What the payee is owed stays in the contract for `payout`.
     function finalizeWithdraw(bytes32 channelId) external nonReentrant {
         Channel storage c = _live(channelId);
         uint64 at = c.withdrawAt;
         if (at == 0) revert WithdrawNotInitiated();
         if (block.timestamp < at) revert WithdrawDelayActive(at);
+        uint64 settleAt = c.settleAt;
+        if (block.timestamp < settleAt) revert ChallengeWindowOpen(settleAt);
         uint256 refund = uint256(c.deposit) - c.claimed;
         c.closed = true;
         emit WithdrawFinalized(channelId, refund);
@@ -291,8 +374,8 @@ contract Tally {
     }
 
     /// @notice Closes a channel at once when the payer's checkpoint signer and the payee both
-    /// signed the same final state. Anyone may submit it. The payee receives the capped increase
-    /// over what was already claimed, the payer the rest.
+    /// signed the same final state. Anyone may submit it. The payee receives the agreed capped
+    /// amount minus what it was already paid, the payer the rest (CHAIN.md §4.5).
     function cooperativeClose(Checkpoint calldata cp, Sig calldata signerSig, Sig calldata payeeSig)
         external
         nonReentrant
@@ -300,23 +383,24 @@ contract Tally {
         Channel storage c = _live(cp.channelId);
         uint64 claimedSize = c.claimedSize;
         if (cp.size < claimedSize) revert StaleCheckpoint(claimedSize, cp.size);
-        uint256 claimed = c.claimed;
-        if (cp.cumulative < claimed) revert CumulativeDecreased(claimed, cp.cumulative);
+        uint256 paid = c.paid;
+        uint256 capped = _capped(c, cp.cumulative);
+        if (capped < paid) revert CumulativeDecreased(paid, cp.cumulative);
         bytes32 digest = _hashCheckpoint(CLOSE_TYPEHASH, cp);
         _verify(digest, signerSig, c.signer);
         _verify(digest, payeeSig, c.payee);
 
-        uint256 deposit = c.deposit;
-        uint256 capped = cp.cumulative < deposit ? cp.cumulative : deposit;
-        uint256 paid = capped - claimed;
-        uint256 refund = deposit - capped;
+        uint256 toPayee = capped - paid;
+        uint256 refund = uint256(c.deposit) - capped;
         c.claimedSize = cp.size;
         c.claimed = uint128(capped);
+        c.settled = uint128(capped);
+        c.paid = uint128(capped);
         c.root = cp.root;
         c.closed = true;
         address token = c.token;
-        emit CooperativelyClosed(cp.channelId, cp.size, cp.root, capped, paid, refund);
-        if (paid != 0) _push(token, c.payee, paid);
+        emit CooperativelyClosed(cp.channelId, cp.size, cp.root, capped, toPayee, refund);
+        if (toPayee != 0) _push(token, c.payee, toPayee);
         if (refund != 0) _push(token, c.payer, refund);
     }
 
@@ -334,6 +418,14 @@ contract Tally {
     /// @notice A channel's full state (all zero for an unknown id).
     function getChannel(bytes32 channelId) external view returns (Channel memory) {
         return channels[channelId];
+    }
+
+    /// @notice What `payout` would transfer now (CHAIN.md §1: final − paid).
+    function payableOf(bytes32 channelId) external view returns (uint256) {
+        Channel storage c = channels[channelId];
+        uint256 fin = _final(c);
+        uint256 paid = c.paid;
+        return fin > paid ? fin - paid : 0;
     }
 
     /// @notice The EIP-712 domain separator for this chain and contract.
@@ -355,8 +447,28 @@ contract Tally {
 
     function _live(bytes32 channelId) private view returns (Channel storage c) {
         c = channels[channelId];
-        if (c.payee == address(0)) revert UnknownChannel(channelId);
+        if (c.signer == address(0)) revert UnknownChannel(channelId);
         if (c.closed) revert ChannelClosed(channelId);
+    }
+
+    /// @dev What the payee is owed for good: the current state once its window has passed,
+    /// else the amount that was final when it was posted (CHAIN.md §1).
+    function _final(Channel storage c) private view returns (uint256) {
+        return block.timestamp >= c.settleAt ? c.claimed : c.settled;
+    }
+
+    function _capped(Channel storage c, uint256 cumulative) private view returns (uint256) {
+        uint256 deposit = c.deposit;
+        return cumulative < deposit ? cumulative : deposit;
+    }
+
+    /// @dev Reverts with an ABI-encoded error returned by a check; does nothing if empty.
+    function _revertWith(bytes memory err) private pure {
+        if (err.length != 0) {
+            assembly ("memory-safe") {
+                revert(add(err, 32), mload(err))
+            }
+        }
     }
 
     function _buildDomainSeparator() private view returns (bytes32) {

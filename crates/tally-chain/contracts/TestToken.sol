@@ -6,7 +6,8 @@ pragma solidity 0.8.30;
 /// imitate non-standard tokens: 0 = standard, 1 = transfer/transferFrom return no data
 /// (USDT style), 2 = transfer/transferFrom return false without moving funds, 3 =
 /// transfer/transferFrom burn a flat fee of FLAT_FEE units from the amount sent (a
-/// fee-on-transfer token; sending FLAT_FEE or less delivers nothing).
+/// fee-on-transfer token; sending FLAT_FEE or less delivers nothing). `setPaused` imitates a
+/// pausable token (USDC can pause): while paused every transfer reverts with `Paused`.
 contract TestToken {
     string public name;
     string public constant symbol = "TUSD";
@@ -15,6 +16,7 @@ contract TestToken {
     uint8 public immutable mode;
     uint256 public constant FLAT_FEE = 10;
     uint256 public totalSupply;
+    bool public paused;
 
     mapping(address => uint256) public balanceOf;
     mapping(address => mapping(address => uint256)) public allowance;
@@ -37,6 +39,7 @@ contract TestToken {
     error AuthorizationExpired();
     error AuthorizationAlreadyUsed();
     error InvalidSignature();
+    error Paused();
 
     constructor(string memory name_, uint8 mode_) {
         name = name_;
@@ -48,6 +51,11 @@ contract TestToken {
         return keccak256(
             abi.encode(DOMAIN_TYPEHASH, keccak256(bytes(name)), keccak256(bytes(version)), block.chainid, address(this))
         );
+    }
+
+    /// @notice Test-only switch: anyone can pause or unpause every transfer.
+    function setPaused(bool paused_) external {
+        paused = paused_;
     }
 
     /// @notice Test-only faucet.
@@ -64,6 +72,7 @@ contract TestToken {
     }
 
     function transfer(address to, uint256 value) external returns (bool) {
+        if (paused) revert Paused();
         if (mode == 2) return false;
         _moveMinusFee(msg.sender, to, value);
         _quirkReturn();
@@ -71,6 +80,7 @@ contract TestToken {
     }
 
     function transferFrom(address from, address to, uint256 value) external returns (bool) {
+        if (paused) revert Paused();
         if (mode == 2) return false;
         uint256 allowed = allowance[from][msg.sender];
         if (allowed != type(uint256).max) {

@@ -230,7 +230,8 @@ impl TallyClient {
         finish(call.send().await?).await
     }
 
-    /// The payee settles one channel.
+    /// Posts one client-signed state (spec/CHAIN.md §4.1). Anyone may send it (a relay, the
+    /// payer): what the state makes owed always goes to the channel's payee, by `payout`.
     pub async fn claim(&self, cp: &ChainCheckpoint) -> Result<TxOutcome, ChainError> {
         finish(self.send_claim(cp).await?).await
     }
@@ -248,7 +249,49 @@ impl TallyClient {
             .await?)
     }
 
-    /// The payee settles many channels in one transaction.
+    /// Posts a state signed by the checkpoint key and, over the same digest, by the payee
+    /// (spec/CHAIN.md §4.2): the way a client gets a credit back when the payee posted an
+    /// older, higher state. `payee_sig` is `sign_checkpoint(payee_key, cp).sig`.
+    pub async fn claim_cosigned(
+        &self,
+        cp: &ChainCheckpoint,
+        payee_sig: &Eip712Sig,
+    ) -> Result<TxOutcome, ChainError> {
+        let call = self
+            .contract
+            .claimCosigned(cp.to_abi(), payee_sig.to_abi())
+            .from(self.sender);
+        finish(call.send().await?).await
+    }
+
+    /// Transfers what one channel's payee is owed for good (spec/CHAIN.md §4.4); anyone may
+    /// send it. Reverts with `NothingToPay` when nothing is payable.
+    pub async fn payout(&self, id: &ChannelId) -> Result<TxOutcome, ChainError> {
+        let call = self.contract.payout(B256::from(id.0)).from(self.sender);
+        finish(call.send().await?).await
+    }
+
+    /// Submits a `payoutMany` without waiting for it (ids with nothing payable are passed over).
+    pub async fn send_payout_many(
+        &self,
+        ids: &[ChannelId],
+    ) -> Result<PendingTransactionBuilder<Ethereum>, ChainError> {
+        let ids: Vec<B256> = ids.iter().map(|id| B256::from(id.0)).collect();
+        Ok(self
+            .contract
+            .payoutMany(ids)
+            .from(self.sender)
+            .send()
+            .await?)
+    }
+
+    /// What `payout` would transfer now, as the contract computes it.
+    pub async fn payable(&self, id: &ChannelId) -> Result<u128, ChainError> {
+        let v = self.contract.payableOf(B256::from(id.0)).call().await?;
+        u128::try_from(v).map_err(|_| ChainError::OutOfRange("payable"))
+    }
+
+    /// Posts many client-signed states in one transaction.
     pub async fn claim_many(&self, batch: &[ChainCheckpoint]) -> Result<TxOutcome, ChainError> {
         finish(self.send_claim_many(batch).await?).await
     }

@@ -17,6 +17,13 @@ use crate::BoxFuture;
 /// it against the deployed contract.
 pub const MIN_WITHDRAW_DELAY: u32 = 3600;
 
+/// The shortest withdraw delay a provider's gateway accepts unless configured otherwise
+/// (`min_withdraw_delay`): six hours. The delay is also every challenge window (spec/CHAIN.md
+/// §5), so it is the time a provider's worker has to claim after a payer starts an exit, with
+/// room for an RPC outage, a stuck claim and a restart; the contract's one-hour floor leaves
+/// no margin for an operator who must intervene by hand (issue 9, finding 3).
+pub const DEFAULT_MIN_WITHDRAW_DELAY: u32 = 6 * 3600;
+
 /// The contract's `MAX_WITHDRAW_DELAY` (seconds, 30 days): `open` refuses longer delays, so a
 /// payee never watches a withdrawing channel for longer (spec/CHAIN.md §5).
 pub const MAX_WITHDRAW_DELAY: u32 = 30 * 24 * 3600;
@@ -90,12 +97,21 @@ pub struct ChannelFunding {
     /// Total ever deposited (what actually arrived). Kept unchanged when the channel closes;
     /// [`remaining`](Self::remaining) is what is still held.
     pub deposit: u128,
-    /// Total ever paid to the payee (the capped cumulative of the last claim).
+    /// The capped cumulative of the current (last accepted) state: what the payee is owed in
+    /// total once that state is final (spec/CHAIN.md §1).
     pub claimed: u128,
-    /// Log size of the last accepted checkpoint.
+    /// Log size of the current state.
     pub claimed_size: u64,
-    /// Merkle root of the last accepted checkpoint.
+    /// Merkle root of the current state.
     pub claimed_root: Hash,
+    /// Size of the last accepted cosigned state (a credit); 0 if none.
+    pub credit_size: u64,
+    /// End of the current state's challenge window (unix seconds; 0 before any state).
+    pub settle_at: u64,
+    /// What was already final when the current state was posted inside its window.
+    pub settled: u128,
+    /// Total ever transferred to the payee.
+    pub paid: u128,
     /// Seconds between `initiateWithdraw` and `finalizeWithdraw`.
     pub withdraw_delay: u32,
     /// Exit state.
@@ -125,7 +141,31 @@ impl ChannelFunding {
         }
     }
 
-    /// What claiming a checkpoint with `cumulative` would pay out (capped at the deposit),
+    /// Whether the contract's rules for a client-signed state (spec/CHAIN.md §4.1, rules 3
+    /// and 4) let a checkpoint of `size` and `cumulative` replace the current state: above the
+    /// last credit, and a higher capped amount, or the same amount at a larger size.
+    pub fn accepts_claim(&self, size: u64, cumulative: u128) -> bool {
+        let capped = cumulative.min(self.deposit);
+        size > self.credit_size
+            && (capped > self.claimed || (capped == self.claimed && size > self.claimed_size))
+    }
+
+    /// What the payee is owed for good at unix time `now`: the current state once its
+    /// challenge window has passed, else `settled` (spec/CHAIN.md §1).
+    pub fn final_at(&self, now: u64) -> u128 {
+        if now >= self.settle_at {
+            self.claimed
+        } else {
+            self.settled
+        }
+    }
+
+    /// What `payout` would transfer at unix time `now` (`final − paid`), also once closed.
+    pub fn payable_at(&self, now: u64) -> u128 {
+        self.final_at(now).saturating_sub(self.paid)
+    }
+
+    /// What claiming a checkpoint with `cumulative` would add to the payee's total (capped at the deposit),
     /// provided the claim is accepted at all ([`claimable_at`](Self::claimable_at)).
     pub fn payout_for(&self, cumulative: u128) -> u128 {
         match self.withdraw {
@@ -174,9 +214,9 @@ impl ChannelFunding {
         Ok(())
     }
 
-    /// Decodes the contract's `getChannel` result; an all-zero payee means no such channel.
+    /// Decodes the contract's `getChannel` result; an all-zero signer means no such channel.
     pub fn from_abi(channel_id: ChannelId, c: Tally::Channel) -> Result<Self, ChainError> {
-        if c.payee == Address::ZERO {
+        if c.signer == Address::ZERO {
             return Err(ChainError::UnknownChannel(channel_id));
         }
         let withdraw = if c.closed {
@@ -196,6 +236,10 @@ impl ChannelFunding {
             claimed: c.claimed,
             claimed_size: c.claimedSize,
             claimed_root: Hash(B256::from(c.root).0),
+            credit_size: c.creditSize,
+            settle_at: c.settleAt,
+            settled: c.settled,
+            paid: c.paid,
             withdraw_delay: c.withdrawDelay,
             withdraw,
         })
@@ -248,6 +292,10 @@ mod tests {
             claimed: 400,
             claimed_size: 7,
             claimed_root: Hash([0; 32]),
+            credit_size: 0,
+            settle_at: 100,
+            settled: 300,
+            paid: 250,
             withdraw_delay: delay,
             withdraw,
         }
@@ -303,5 +351,15 @@ mod tests {
         assert!(pending.claimable_at(49) && !pending.claimable_at(50));
         // Past `at` the balance is still there until finalizeWithdraw, but not claimable.
         assert_eq!(pending.remaining(), 600);
+    }
+
+    #[test]
+    fn the_current_state_is_payable_only_after_its_window_also_once_closed() {
+        let open = channel(WithdrawState::None, 3_600);
+        // Before settle_at only `settled` is final; from it on, `claimed`.
+        assert_eq!((open.final_at(99), open.payable_at(99)), (300, 50));
+        assert_eq!((open.final_at(100), open.payable_at(100)), (400, 150));
+        let closed = channel(WithdrawState::Closed, 3_600);
+        assert_eq!(closed.payable_at(100), 150);
     }
 }

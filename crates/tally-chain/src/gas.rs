@@ -102,8 +102,17 @@ pub struct GasReport {
     pub top_up: u64,
     /// First `claim` on a channel (root and claimed slots go from zero to non-zero).
     pub claim_first: u64,
-    /// A later `claim` on a channel: the steady state a provider pays per checkpoint.
+    /// A later `claim` on a channel, after the previous state's challenge window (so it also
+    /// promotes that state to final): the steady state a provider pays per checkpoint.
     pub claim: u64,
+    /// `claimCosigned` (two signatures) lowering a state inside its window: a client's credit.
+    pub claim_cosigned: u64,
+    /// First `payout` to a payee (its token balance goes from zero to non-zero).
+    pub payout_first: u64,
+    /// A later `payout`: the pull step after each claim's window.
+    pub payout: u64,
+    /// (channels, total gas) of a `payoutMany` over steady-state channels of one payee.
+    pub payout_many: Vec<(usize, u64)>,
     /// (channels, total gas) of a steady-state `claimMany`.
     pub claim_many: Vec<(usize, u64)>,
     /// claimMany of 10 steady-state channels, and the same plus one entry whose claim window
@@ -135,7 +144,35 @@ impl GasReport {
         }
         Some((at.saturating_sub(one)) / (n as u64 - 1))
     }
+
+    /// Gas per additional channel in a payoutMany of `n` channels versus one channel.
+    pub fn payout_many_marginal(&self, n: usize) -> Option<u64> {
+        let one = self.payout_many.iter().find(|(k, _)| *k == 1)?.1;
+        let at = self.payout_many.iter().find(|(k, _)| *k == n)?.1;
+        if n < 2 {
+            return None;
+        }
+        Some((at.saturating_sub(one)) / (n as u64 - 1))
+    }
+
+    /// A whole channel's onchain life with one checkpoint: open, the first claim,
+    /// initiateWithdraw, finalizeWithdraw and the payout.
+    pub fn lifecycle(&self) -> u64 {
+        self.open + self.claim_first + self.initiate_withdraw + self.finalize_withdraw + self.payout
+    }
 }
+
+/// Lets anvil's clock pass `seconds` (a challenge window) and mines a block.
+async fn warp(p: &DynProvider, seconds: u64) -> Result<(), ChainError> {
+    p.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,))
+        .await?;
+    p.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+        .await?;
+    Ok(())
+}
+
+/// The bench's channels' withdraw delay, which is also every challenge window.
+const WINDOW: u64 = 3600;
 
 struct Bench {
     payer: TallyClient,
@@ -155,7 +192,7 @@ impl Bench {
                 token: self.token,
                 amount,
                 signer: self.signer.address(),
-                withdraw_delay: 3600,
+                withdraw_delay: WINDOW as u32,
                 salt: B256::from(U256::from(self.salt)),
             })
             .await?;
@@ -221,10 +258,24 @@ pub async fn measure(anvil: &AnvilInstance, x402_samples: usize) -> Result<GasRe
     let (id, open) = b.open(1_000_000_000).await?;
     let top_up = b.payer.top_up(&id, 1_000).await?.gas_used;
     let claim_first = b.payee.claim(&b.sign(id, 1_000, 10_000)?).await?.gas_used;
-    let claim = b.payee.claim(&b.sign(id, 2_000, 20_000)?).await?.gas_used;
+    let p = b.payer.provider().clone();
+    warp(&p, WINDOW + 1).await?;
+    // The second claim promotes the first state: `settled` goes from zero to non-zero once.
+    b.payee.claim(&b.sign(id, 2_000, 20_000)?).await?;
+    warp(&p, WINDOW + 1).await?;
+    let payout_first = b.payee.payout(&id).await?.gas_used;
+    let claim = b.payee.claim(&b.sign(id, 3_000, 30_000)?).await?.gas_used;
+    warp(&p, WINDOW + 1).await?;
+    let payout = b.payee.payout(&id).await?.gas_used;
+    b.payee.claim(&b.sign(id, 4_000, 40_000)?).await?;
+    let credit = b.sign(id, 4_001, 35_000)?;
+    let payee_sig = b.payer.sign_checkpoint(&k_payee, credit.checkpoint)?.sig;
+    let claim_cosigned = b.payer.claim_cosigned(&credit, &payee_sig).await?.gas_used;
 
-    // claimMany at several sizes, each channel already claimed once (steady state).
+    // claimMany at several sizes, each channel already claimed twice, each window passed
+    // (steady state: `settled` already non-zero), then payoutMany of the same channels.
     let mut claim_many = Vec::new();
+    let mut batches = Vec::new();
     let mut ten = Vec::new();
     for n in BATCH_SIZES {
         let mut ids = Vec::with_capacity(n);
@@ -236,14 +287,28 @@ pub async fn measure(anvil: &AnvilInstance, x402_samples: usize) -> Result<GasRe
             .map(|id| b.sign(*id, 10, 100))
             .collect::<Result<_, _>>()?;
         b.payee.claim_many(&first).await?;
+        warp(&p, WINDOW + 1).await?;
+        let promote: Vec<_> = ids
+            .iter()
+            .map(|id| b.sign(*id, 15, 150))
+            .collect::<Result<_, _>>()?;
+        b.payee.claim_many(&promote).await?;
+        warp(&p, WINDOW + 1).await?;
         let second: Vec<_> = ids
             .iter()
             .map(|id| b.sign(*id, 20, 200))
             .collect::<Result<_, _>>()?;
         claim_many.push((n, b.payee.claim_many(&second).await?.gas_used));
         if n == 10 {
-            ten = ids;
+            ten.clone_from(&ids);
         }
+        batches.push(ids);
+    }
+    warp(&p, WINDOW + 1).await?;
+    let mut payout_many = Vec::new();
+    for ids in &batches {
+        let pending = b.payee.send_payout_many(ids).await?;
+        payout_many.push((ids.len(), finish(pending).await?.gas_used));
     }
 
     // A skipped entry: a channel whose window closes before the batch is mined.
@@ -305,6 +370,10 @@ pub async fn measure(anvil: &AnvilInstance, x402_samples: usize) -> Result<GasRe
         top_up,
         claim_first,
         claim,
+        claim_cosigned,
+        payout_first,
+        payout,
+        payout_many,
         claim_many,
         claim_many_skip: (without, with),
         initiate_withdraw,
@@ -368,7 +437,19 @@ pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -
             "claim, first on a channel (root slot and payee token balance go from zero to non-zero)",
             r.claim_first,
         ),
-        ("claim, steady state (channel claimed before)", r.claim),
+        (
+            "claim, steady state (channel claimed before, its window passed: promotes it to final)",
+            r.claim,
+        ),
+        (
+            "claimCosigned (a credit: two signatures, lowers a state inside its window)",
+            r.claim_cosigned,
+        ),
+        (
+            "payout, first to this payee (its token balance goes from zero to non-zero)",
+            r.payout_first,
+        ),
+        ("payout, steady state (the pull step after a claim's window)", r.payout),
         ("initiateWithdraw", r.initiate_withdraw),
         (
             "finalizeWithdraw (refund transfer included)",
@@ -391,6 +472,22 @@ pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -
         s.push_str(&format!("| {n} | {g} | {} | {marginal} |\n", g / *n as u64));
     }
     let marginal100 = r.claim_many_marginal(100).unwrap_or(0);
+    s.push_str("\n## payoutMany (steady state, one token, one payee: one transfer)\n\n");
+    s.push_str("| channels | total gas | gas per channel | gas per additional channel |\n|---:|---:|---:|---:|\n");
+    for (n, g) in &r.payout_many {
+        let marginal = r
+            .payout_many_marginal(*n)
+            .map_or("-".to_string(), |m| m.to_string());
+        s.push_str(&format!("| {n} | {g} | {} | {marginal} |\n", g / *n as u64));
+    }
+    let payout100 = r.payout_many_marginal(100).unwrap_or(0);
+    let life = r.lifecycle();
+    s.push_str(&format!(
+        "\nA whole channel with one checkpoint (open, first claim, initiateWithdraw, finalizeWithdraw,\n\
+         payout) costs {life} gas: {} gas per call over 1,000 calls, {} over 1,000,000.\n",
+        per_call(life, 1_000),
+        per_call(life, 1_000_000)
+    ));
     let (without, with) = r.claim_many_skip;
     s.push_str(&format!(
         "\nA skipped entry (issue 9): claimMany of 10 channels costs {without}; the same 10 plus one entry\n\
@@ -405,9 +502,10 @@ pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -
     s.push_str("\n## Per call: tally versus x402 exact\n\n");
     s.push_str(
         "x402 exact settles every call with one EIP-3009 `transferWithAuthorization`. tally settles a\n\
-         checkpoint covering many calls with one `claim` (or a share of a `claimMany`), so its onchain\n\
-         gas per call is the claim gas divided by the calls the checkpoint covers. Nothing is sent\n\
-         onchain per tally call, so tally adds no chain latency per call.\n\n",
+         checkpoint covering many calls with one `claim` and one `payout` after its window (or a share\n\
+         of a `claimMany` and a `payoutMany`), so its onchain gas per call is that gas divided by the\n\
+         calls the checkpoint covers. Nothing is sent onchain per tally call, so tally adds no chain\n\
+         latency per call.\n\n",
     );
     s.push_str("| | calls per checkpoint | gas per call | chain latency per call |\n|---|---:|---:|---:|\n");
     let lat = format!(
@@ -422,12 +520,12 @@ pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -
     ));
     for calls in [1_000u64, 1_000_000] {
         s.push_str(&format!(
-            "| tally claim | {calls} | {} | 0 (offchain) |\n",
-            per_call(r.claim, calls)
+            "| tally claim + payout | {calls} | {} | 0 (offchain) |\n",
+            per_call(r.claim + r.payout, calls)
         ));
         s.push_str(&format!(
-            "| tally claimMany, per channel at 100 | {calls} | {} | 0 (offchain) |\n",
-            per_call(marginal100, calls)
+            "| tally claimMany + payoutMany, per channel at 100 | {calls} | {} | 0 (offchain) |\n",
+            per_call(marginal100 + payout100, calls)
         ));
     }
     s.push_str(

@@ -22,8 +22,8 @@ pub use channel::{channel_id, OpenParams, TallyClient, TxOutcome};
 pub use eip712::{ChainCheckpoint, CloseAgreement, Eip712Sig};
 pub use error::ChainError;
 pub use funding::{
-    ChainFunding, ChannelFunding, Funding, FundingRefusal, WithdrawState, MAX_WITHDRAW_DELAY,
-    MIN_WITHDRAW_DELAY,
+    ChainFunding, ChannelFunding, Funding, FundingRefusal, WithdrawState,
+    DEFAULT_MIN_WITHDRAW_DELAY, MAX_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY,
 };
 pub use settle::{
     skip_reason, skipped_in, CheckpointSource, FeeBid, SettleConfig, SettlementWorker,

@@ -9,6 +9,16 @@
 //!   ends, so this skips the threshold. A withdrawing channel is read again on every tick,
 //!   so a claim a reorg dropped, or a withdrawal a reorg undid, is seen at once.
 //!
+//! Challenge windows and payouts (spec/CHAIN.md §4, §9): a claim moves no tokens; what it makes
+//! owed becomes payable once the posted state's window (the channel's withdraw delay) has
+//! passed without a newer amount. A channel whose current state is still in its window is not
+//! claimed again outside a withdrawal (that would restart the window and postpone the payout):
+//! it is reported in `in_window`, held unread until the window ends, and claimed on the next
+//! timer or threshold after it. Every tick with no transaction in flight, the channels whose
+//! payout is due are read fresh and paid out with one `payoutMany` (`TickReport::payout`); a
+//! refused payout (a paused token) is reported in `payout_error` and retried after
+//! [`payout::PAYOUT_RETRY_SECONDS`], and never fails the tick.
+//!
 //! A batch takes withdrawing channels first (earliest deadline first), then over-threshold
 //! ones, then timer-due ones, up to `max_batch`; the chosen entries are ordered by token so
 //! `claimMany` merges their transfers. The timer restarts only when nothing due was left out.
@@ -66,7 +76,9 @@ use crate::funding::{ChannelFunding, WithdrawState};
 use crate::BoxFuture;
 
 mod batch;
+mod checks;
 mod fees;
+mod payout;
 mod scan;
 mod skips;
 mod submit;
@@ -158,6 +170,13 @@ impl Default for SettleConfig {
 pub struct TickReport {
     /// A new claim transaction signed and sent this tick, with the channels it covers.
     pub submitted: Option<(B256, Vec<ChannelId>)>,
+    /// A `payoutMany` signed and sent this tick, with the channels it pays out.
+    pub payout: Option<(B256, Vec<ChannelId>)>,
+    /// Why a due payout could not be sent this tick (e.g. the token is paused); retried later.
+    pub payout_error: Option<String>,
+    /// Channels with a newer checkpoint whose current state is still in its challenge window:
+    /// not claimed now, so that window can end and its amount be paid out.
+    pub in_window: Vec<ChannelId>,
     /// A replacement for the claim in flight (same nonce, higher fees) sent this tick.
     pub resent: Option<B256>,
     /// The claim in flight was broadcast again, unchanged, because the node did not know it.
@@ -208,6 +227,8 @@ pub struct WorkerStats {
     pub quarantined: Vec<ChannelId>,
     /// Urgent single claims sent (deadline within the margin).
     pub urgent: u64,
+    /// Every `payoutMany` signed, in order.
+    pub payouts: Vec<B256>,
 }
 
 /// One signed version of the claim in flight.
@@ -231,6 +252,8 @@ struct InFlight {
     expect: Vec<(ChannelId, u64, u128)>,
     /// Whether this is a `claimMany` (whose receipt may carry `ClaimSkipped`).
     batch: bool,
+    /// For a `payoutMany`, the channels it pays out (empty for a claim).
+    payouts: Vec<ChannelId>,
     /// For an urgent claim, when its claim window closes (chain time): its fees scale with
     /// how close that is, and it is replaced after `urgent_pending_timeout`.
     deadline: Option<u64>,
@@ -255,6 +278,11 @@ pub struct SettlementWorker<S> {
     in_flight: Option<InFlight>,
     /// Last onchain (claimed size, claimed amount) seen or caused, per channel.
     known: HashMap<ChannelId, (u64, u128)>,
+    /// Channels whose payee is owed more than was paid out, with the chain time from which
+    /// a payout pays something (spec/CHAIN.md §4.4).
+    unpaid: BTreeMap<ChannelId, u64>,
+    /// Channels with a due checkpoint held until their current window ends (chain time).
+    held: HashMap<ChannelId, u64>,
     stats: WorkerStats,
     observer: Option<TickObserver>,
 }
@@ -291,6 +319,8 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             last_timer: Instant::now(),
             in_flight: None,
             known: HashMap::new(),
+            unpaid: BTreeMap::new(),
+            held: HashMap::new(),
             stats: WorkerStats::default(),
             observer: None,
         })
@@ -424,8 +454,13 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             )
             .await?;
         let cut = self.claim_candidates(candidates, now, &mut report).await?;
+        // The timer restarts only if nothing due was cut; a channel held for its window waits
+        // for the next timer, or its threshold, after the window.
         if timer_due && cut == 0 {
             self.last_timer = Instant::now();
+        }
+        if self.in_flight.is_none() {
+            self.pay_out(now, &mut report).await?;
         }
         Ok(report)
     }
@@ -450,6 +485,11 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             if cp.checkpoint.size <= known_size && !timer_due && !urgent {
                 continue;
             }
+            // Held for its challenge window: not read again before it ends (unless urgent or
+            // on the timer), so a busy channel costs no read per tick meanwhile.
+            if !urgent && !timer_due && self.held.get(id).is_some_and(|end| *end > now) {
+                continue;
+            }
             let estimate = cp.checkpoint.cumulative.saturating_sub(known_claimed);
             if !(urgent || read_all || estimate >= self.config.threshold) {
                 continue;
@@ -463,6 +503,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 Err(e) => return Err(e),
             };
             self.known.insert(*id, (state.claimed_size, state.claimed));
+            self.note_unpaid(&state, now);
             if !state.claimable_at(now) {
                 self.withdrawing.remove(id);
                 continue;
@@ -478,7 +519,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                     self.withdrawing.remove(id);
                 }
             }
-            if cp.checkpoint.size <= state.claimed_size {
+            if !state.accepts_claim(cp.checkpoint.size, cp.checkpoint.cumulative) {
                 continue;
             }
             if let Some(why) = self.unclaimable(&state, cp) {
@@ -492,6 +533,14 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 _ if payout > 0 && timer_due => Why::Timer,
                 _ => continue,
             };
+            // A claim inside the current state's challenge window restarts it and postpones
+            // the payout; outside a withdrawal the worker waits for the window (§9).
+            if !matches!(why, Why::Withdrawing { .. }) && state.settle_at > now {
+                report.in_window.push(*id);
+                self.held.insert(*id, state.settle_at);
+                continue;
+            }
+            self.held.remove(id);
             candidates.push(Candidate {
                 why,
                 token: state.token,
@@ -558,26 +607,5 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         }
         report.deferred = cut;
         Ok(cut)
-    }
-
-    /// Why the contract would refuse `cp` for `state`, checked offchain; None if it would not.
-    fn unclaimable(&self, state: &ChannelFunding, cp: &ChainCheckpoint) -> Option<String> {
-        if state.payee != self.client.sender() {
-            return Some(format!(
-                "payee is {}, not this worker's {}",
-                state.payee,
-                self.client.sender()
-            ));
-        }
-        if cp.checkpoint.cumulative < state.claimed {
-            return Some(format!(
-                "cumulative {} below claimed {}",
-                cp.checkpoint.cumulative, state.claimed
-            ));
-        }
-        if let Err(e) = cp.verify(&self.client.domain(), state.signer) {
-            return Some(e.to_string());
-        }
-        None
     }
 }

@@ -48,8 +48,11 @@ async fn open_top_up_claim_read_happy_path() {
         (ch.claimed, ch.claimed_size, ch.claimed_root),
         (300, 10, cp(id, 10, 300).root)
     );
-    assert_eq!(env.balance(payee).await, 300);
+    // A claim moves no tokens; the payout follows the challenge window.
+    assert_eq!(env.balance(payee).await, 0);
     assert_eq!(ch.remaining(), 1_200);
+    env.release(&id).await;
+    assert_eq!(env.balance(payee).await, 300);
 
     // claimMany across two channels, one of them the same channel again.
     let id2 = env.open(100).await;
@@ -59,6 +62,8 @@ async fn open_top_up_claim_read_happy_path() {
         .unwrap();
     assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 700);
     assert_eq!(env.payer.channel(&id2).await.unwrap().claimed, 40);
+    env.release(&id).await;
+    env.payer.payout(&id2).await.unwrap();
     assert_eq!(env.balance(payee).await, 740);
     assert_eq!(env.balance(env.payer.address()).await, 1_500 + 100 - 740);
 }
@@ -245,11 +250,10 @@ async fn stale_and_replayed_checkpoints_are_rejected() {
         .await
         .unwrap();
 
-    // Not the payee.
-    assert!(matches!(
-        revert(env.payer.claim(&env.sign(id, 40, 400)).await),
-        TallyErrors::NotPayee(_)
-    ));
+    // Not the payee: anyone may post a state (a relay); the payout still goes to the payee.
+    env.payer.claim(&env.sign(id, 40, 400)).await.unwrap();
+    env.release(&id).await;
+    assert_eq!(env.balance(env.payee_key.address()).await, 400);
     // Unknown channel.
     let ghost = tally_core::ChannelId([7; 32]);
     assert!(matches!(
@@ -359,11 +363,13 @@ async fn claim_beyond_deposit_is_capped_and_resumes_after_top_up() {
     env.payee.claim(&env.sign(id, 10, 1_500)).await.unwrap();
     let ch = env.payer.channel(&id).await.unwrap();
     assert_eq!((ch.claimed, ch.remaining()), (1_000, 0));
+    env.release(&id).await;
     assert_eq!(env.balance(payee).await, 1_000);
     // After a top-up, a newer checkpoint pays exactly what it adds over the capped claim.
     env.payer.top_up(&id, 1_000).await.unwrap();
     env.payee.claim(&env.sign(id, 11, 1_600)).await.unwrap();
     assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 1_600);
+    env.release(&id).await;
     assert_eq!(env.balance(payee).await, 1_600);
 }
 
@@ -405,15 +411,28 @@ async fn withdraw_race_payee_claim_inside_delay_wins() {
     env.warp(u64::from(DELAY) - 10).await;
     env.payee.claim(&env.sign(id, 10, 600)).await.unwrap();
 
-    // After the delay: claims stop, finalize refunds the rest.
+    // After the delay: client-signed states stop; the claim's challenge window still runs,
+    // so the payer cannot finalize before it could have answered with a credit.
     env.warp(20).await;
     assert!(matches!(
         revert(env.payee.claim(&env.sign(id, 11, 700)).await),
         TallyErrors::ClaimWindowClosed(_)
     ));
+    assert!(matches!(
+        revert(env.payer.finalize_withdraw(&id).await),
+        TallyErrors::ChallengeWindowOpen(_)
+    ));
+    env.warp(u64::from(DELAY)).await;
     env.payer.finalize_withdraw(&id).await.unwrap();
     assert_eq!(env.balance(payer).await, start + 400);
+    assert_eq!(env.balance(payee).await, 0, "owed, not yet paid out");
+    // A closed channel's owed amount is still paid out, to the payee, by anyone.
+    env.payer.payout(&id).await.unwrap();
     assert_eq!(env.balance(payee).await, 600);
+    assert!(matches!(
+        revert(env.payer.payout(&id).await),
+        TallyErrors::NothingToPay(_)
+    ));
     let ch = env.payer.channel(&id).await.unwrap();
     assert_eq!((ch.withdraw, ch.remaining()), (WithdrawState::Closed, 0));
     assert!(matches!(
@@ -500,6 +519,7 @@ async fn tokens_without_return_value_work_and_false_returns_fail() {
     let mut quiet = Env::with_anvil(spawn(|b| b), 1).await;
     let id = quiet.open(1_000).await;
     quiet.payee.claim(&quiet.sign(id, 1, 250)).await.unwrap();
+    quiet.release(&id).await;
     assert_eq!(quiet.balance(quiet.payee_key.address()).await, 250);
 
     let mut liar = Env::with_anvil(spawn(|b| b), 2).await;
@@ -610,6 +630,7 @@ async fn fee_on_transfer_deposits_credit_what_arrived_and_zero_arrivals_revert()
     env.payee.claim(&env.sign(id, 1, 100)).await.unwrap();
     let ch = env.payer.channel(&id).await.unwrap();
     assert_eq!((ch.claimed, ch.remaining()), (100, 1_390));
+    env.release(&id).await;
     assert_eq!(env.balance(env.payee_key.address()).await, 90);
     assert!(env.balance(tally).await >= ch.remaining());
 }

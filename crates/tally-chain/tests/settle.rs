@@ -20,8 +20,8 @@ use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use common::proxy::{Fault, RpcProxy};
-use common::{spawn, Env};
-use tally_chain::channel::connect;
+use common::{spawn, Env, DELAY};
+use tally_chain::channel::{connect, finish};
 use tally_chain::{
     BoxFuture, ChainCheckpoint, ChainError, ChainFunding, CheckpointSource, Funding,
     FundingRefusal, SettleConfig, SettlementWorker, TallyClient, TickReport, WithdrawState,
@@ -182,7 +182,20 @@ async fn claims_on_threshold_and_withdraw_event_never_twice() {
     source.set(env.sign(b, 4, 45));
     assert!(covers(&tick_mined(&env, &mut w).await, &[b]));
     assert_eq!(env.payer.channel(&b).await.unwrap().claimed, 45);
+    // Claims move nothing; once the windows have passed the worker pulls both payouts in one
+    // payoutMany (spec/CHAIN.md §4.4).
+    assert_eq!(env.balance(env.payee_key.address()).await, 0);
+    env.warp(u64::from(DELAY) + 1).await;
+    let r = tick_mined(&env, &mut w).await;
+    let (_, mut paid) = r.payout.clone().expect("payout sent");
+    paid.sort();
+    let mut both = vec![a, b];
+    both.sort();
+    assert_eq!(paid, both, "{r:?}");
+    let r = tick_mined(&env, &mut w).await;
+    assert!(r.payout.is_none() && r.submitted.is_none(), "{r:?}");
     assert_eq!(env.balance(env.payee_key.address()).await, 1_545);
+    assert_eq!(w.stats().payouts.len(), 1);
 }
 
 #[tokio::test]
@@ -244,9 +257,14 @@ async fn never_double_submits_while_a_claim_is_pending() {
     env.mine().await;
     let r = w.tick().await.unwrap();
     assert_eq!(r.confirmed, Some((hash, true)));
+    // The first claim's challenge window is open: claiming now would restart it.
+    assert!(r.submitted.is_none(), "{r:?}");
+    assert_eq!(r.in_window, vec![id]);
+    env.warp(u64::from(DELAY) + 1).await;
+    let r = w.tick().await.unwrap();
     let (next, _) = r
         .submitted
-        .expect("the newer checkpoint goes out once the first landed");
+        .expect("the newer checkpoint goes out once the first window passed");
     env.mine().await;
     let r = w.tick().await.unwrap();
     assert_eq!(r.confirmed, Some((next, true)));
@@ -544,6 +562,12 @@ async fn batches_take_withdrawing_then_threshold_then_timer_and_keep_the_timer_w
     let r = tick_mined(&env, &mut w).await;
     assert!(r.submitted.is_none(), "timer should have restarted: {r:?}");
     tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    // t1's first claim is still in its challenge window: the timer waits for it.
+    let r = tick_mined(&env, &mut w).await;
+    assert!(r.submitted.is_none() && r.in_window == vec![t1], "{r:?}");
+    // After the window, the next timer claims it.
+    env.warp(u64::from(DELAY) + 1).await;
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
     let r = tick_mined(&env, &mut w).await;
     assert!(covers(&r, &[t1]), "{r:?}");
     for (id, claimed) in [(t1, 15), (t2, 20), (wd, 5), (hi, 5_000)] {
@@ -699,7 +723,6 @@ async fn a_lost_send_answer_never_leads_to_a_second_claim() {
     assert!(w.tick().await.unwrap().submitted.is_none());
     assert_eq!(env.payer.channel(&a).await.unwrap().claimed, 2_000);
     assert_eq!(env.payer.channel(&b).await.unwrap().claimed, 3_000);
-    assert_eq!(env.balance(env.payee_key.address()).await, 5_000);
     assert_eq!(nonces(&env).await, (2, 2));
 }
 
@@ -1040,4 +1063,41 @@ async fn an_urgent_claim_bids_more_as_its_deadline_nears_and_is_replaced_sooner(
     env.mine().await;
     assert_eq!(w.tick().await.unwrap().confirmed, Some((second, true)));
     assert_eq!(env.payer.channel(&id).await.unwrap().claimed, 40);
+}
+
+#[tokio::test]
+async fn a_paused_token_delays_the_workers_payout_without_stopping_its_claims() {
+    let mut env = Env::new().await;
+    let source = Source::default();
+    let mut w = worker(&env, &source, config(100, Duration::from_secs(3600)));
+    let a = env.open(10_000).await;
+    let b = env.open(10_000).await;
+    source.set(env.sign(a, 5, 500));
+    assert!(covers(&tick_mined(&env, &mut w).await, &[a]));
+    tick_mined(&env, &mut w).await;
+    // The token pauses; the window passes. The payout is refused and reported, the tick
+    // does not fail, and a new claim still goes out.
+    finish(env.token.setPaused(true).send().await.unwrap())
+        .await
+        .unwrap();
+    env.warp(u64::from(DELAY) + 1).await;
+    let r = w.tick().await.unwrap();
+    assert!(r.payout.is_none() && r.payout_error.is_some(), "{r:?}");
+    source.set(env.sign(b, 3, 300));
+    let r = tick_mined(&env, &mut w).await;
+    assert!(covers(&r, &[b]), "{r:?}");
+    tick_mined(&env, &mut w).await;
+    assert_eq!(env.payer.payable(&a).await.unwrap(), 500);
+    // Unpaused, the payout goes out after the retry interval; nothing was lost.
+    finish(env.token.setPaused(false).send().await.unwrap())
+        .await
+        .unwrap();
+    env.warp(u64::from(DELAY) + 1).await;
+    let mut paid = false;
+    for _ in 0..4 {
+        let r = tick_mined(&env, &mut w).await;
+        paid |= r.payout.is_some();
+    }
+    assert!(paid);
+    assert_eq!(env.balance(env.payee_key.address()).await, 800);
 }

@@ -107,6 +107,14 @@ async fn claim_many_skips_an_entry_whose_window_closed_and_settles_the_honest_on
         assert_eq!(payee.channel(id).await.unwrap().claimed, 700);
     }
     assert_eq!(payee.channel(&bad).await.unwrap().claimed, 0);
+    env.warp(u64::from(DELAY) + 1).await;
+    payee
+        .send_payout_many(&honest)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
     assert_eq!(env.balance(env.payee_key.address()).await, 2_100);
     let r = receipt(&env, out.tx_hash).await;
     assert_eq!(
@@ -135,13 +143,14 @@ async fn claim_many_skips_an_entry_whose_window_closed_and_settles_the_honest_on
         .collect();
     batch.push(sign_on(&env, &old_payee, bad, 9, 900));
     env.warp(u64::from(DELAY)).await;
+    let before = env.balance(env.payee_key.address()).await;
     assert!(matches!(
         revert(old_payee.claim_many(&batch).await),
         TallyErrors::ClaimWindowClosed(_)
     ));
-    for id in &honest {
-        assert_eq!(old_payee.channel(id).await.unwrap().claimed, 0);
-    }
+    // (The old channel struct has another layout, so the payee's balance, which the old
+    // contract paid at claim time, shows that nothing settled.)
+    assert_eq!(env.balance(env.payee_key.address()).await, before);
 }
 
 #[tokio::test]
@@ -210,11 +219,11 @@ async fn every_rejection_is_skipped_with_its_selector_and_costs_the_honest_entri
         for id in &sets[1] {
             assert_eq!(payee.channel(id).await.unwrap().claimed_size, size);
         }
-        // The honest five cost what they cost alone; the skip adds a bounded amount (the
-        // signature check is the dearest refusal).
+        // The honest five cost what they cost alone; the skip adds a bounded amount (its
+        // calldata, three cold slot reads or a signature check, one event).
         let skip = out.gas_used.saturating_sub(clean_gas);
         assert!(
-            out.gas_used >= clean_gas && skip <= 12_000,
+            out.gas_used >= clean_gas && skip <= 13_000,
             "{selector:?}: {} with the bad entry vs {clean_gas} without",
             out.gas_used
         );

@@ -229,7 +229,12 @@ pub async fn settle_once(
         if let Some((hash, channels)) = &report.submitted {
             submitted = Some((*hash, channels.iter().map(|c| c.to_hex()).collect()));
         }
-        if let Some((hash, ok)) = report.confirmed {
+        // A confirmed payout (the worker pulls what earlier claims made owed once their
+        // challenge window passed, spec/CHAIN.md §4.4) is not this command's claim.
+        let claim_confirmed = report
+            .confirmed
+            .filter(|(hash, _)| submitted.as_ref().is_some_and(|s| s.0 == *hash));
+        if let Some((hash, ok)) = claim_confirmed {
             if !ok {
                 return Err(CliError::Service(format!("claim {hash} reverted")));
             }

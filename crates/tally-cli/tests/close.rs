@@ -340,8 +340,9 @@ fn serve_claims_by_itself_then_closes_cooperatively() {
     expect(&o, 0);
     assert_eq!(json(&o)["cumulative"], "60");
     let f = env.wait_onchain("the worker's claim", |f| f.claimed_size == 6);
-    assert_eq!(f.claimed, 60);
-    assert_eq!(env.balance(payee), 60);
+    // A claim moves no tokens: the 60 is owed, payable after the challenge window.
+    assert_eq!((f.claimed, f.paid), (60, 0));
+    assert_eq!(env.balance(payee), 0);
     for i in 6..8 {
         expect(&env.pay(i), 0);
     }
@@ -414,12 +415,13 @@ fn serve_claims_by_itself_then_closes_cooperatively() {
     assert_eq!(status, 200, "{after_restart}");
     assert_eq!(after_restart, first);
 
-    // `tally channel close`: the payee gets 90 − 60 already claimed, the payer the rest.
+    // `tally channel close`: the payee gets 90 − 0 already paid out (the claim's window has
+    // not passed), the payer the rest.
     let (payee_before, payer_before) = (env.balance(payee), env.balance(env.local.payer.address()));
     let o = env.close_cli();
     expect(&o, 0);
     let v = json(&o);
-    assert_eq!(v["paid"], "30", "{v}");
+    assert_eq!(v["paid"], "90", "{v}");
     assert_eq!(v["refund"], (DEPOSIT - 90).to_string(), "{v}");
     assert!(
         v["tx"]["transaction"]
@@ -428,7 +430,7 @@ fn serve_claims_by_itself_then_closes_cooperatively() {
             .starts_with("0x"),
         "{v}"
     );
-    assert_eq!(env.balance(payee), payee_before + 30);
+    assert_eq!(env.balance(payee), payee_before + 90);
     assert_eq!(
         env.balance(env.local.payer.address()),
         payer_before + DEPOSIT - 90

@@ -224,8 +224,10 @@ fn default_funding_ttl_ms() -> u64 {
 fn default_max_channels_in_memory() -> usize {
     100_000
 }
+/// Six hours (`tally_chain::DEFAULT_MIN_WITHDRAW_DELAY`, spec/CHAIN.md §5); a test or a
+/// provider with a faster worker sets a shorter one explicitly (the contract's floor is 3600).
 fn default_min_withdraw_delay() -> u32 {
-    tally_chain::funding::MIN_WITHDRAW_DELAY
+    tally_chain::funding::DEFAULT_MIN_WITHDRAW_DELAY
 }
 
 impl GatewayConfig {

@@ -50,6 +50,23 @@ fn example_config_parses_into_settings() {
 }
 
 #[test]
+fn min_withdraw_delay_defaults_to_six_hours_and_can_be_lowered_to_the_contract_floor() {
+    let s = GatewayConfig::parse(EXAMPLE)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .settings();
+    assert_eq!(s.min_withdraw_delay, 6 * 3600);
+    assert_eq!(
+        s.min_withdraw_delay,
+        tally_chain::DEFAULT_MIN_WITHDRAW_DELAY
+    );
+    let short = format!("min_withdraw_delay = 3600\n{EXAMPLE}");
+    let s = GatewayConfig::parse(&short)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .settings();
+    assert_eq!(s.min_withdraw_delay, 3600);
+}
+
+#[test]
 fn config_rejects_unknown_fields_and_float_amounts() {
     let bad = EXAMPLE.replace("charge_server_errors = false", "charge_5xx = false");
     assert!(GatewayConfig::parse(&bad).is_err());

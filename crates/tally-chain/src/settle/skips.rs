@@ -10,10 +10,9 @@ use crate::contract::Tally;
 /// The name of the contract error whose selector a `ClaimSkipped` event carries, or the
 /// selector in hex when it is none of the errors `claim` reverts with.
 pub fn skip_reason(selector: [u8; 4]) -> String {
-    let known: [([u8; 4], &str); 7] = [
+    let known: [([u8; 4], &str); 6] = [
         (Tally::UnknownChannel::SELECTOR, "UnknownChannel"),
         (Tally::ChannelClosed::SELECTOR, "ChannelClosed"),
-        (Tally::NotPayee::SELECTOR, "NotPayee"),
         (Tally::ClaimWindowClosed::SELECTOR, "ClaimWindowClosed"),
         (Tally::StaleCheckpoint::SELECTOR, "StaleCheckpoint"),
         (Tally::CumulativeDecreased::SELECTOR, "CumulativeDecreased"),

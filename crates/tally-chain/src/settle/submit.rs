@@ -63,7 +63,6 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         deadline: Option<u64>,
         report: &mut TickReport,
     ) -> Result<(), ChainError> {
-        let provider = self.client.provider().clone();
         let sender = self.client.sender();
         let call = if let [one] = batch {
             self.client
@@ -79,6 +78,35 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 .from(sender)
                 .into_transaction_request()
         };
+        let expect = batch
+            .iter()
+            .map(|c| {
+                let id = c.checkpoint.channel_id;
+                let capped = expected.get(&id).copied().unwrap_or(0);
+                (id, c.checkpoint.size, capped)
+            })
+            .collect();
+        let hash = self
+            .send_call(call, expect, Vec::new(), batch.len() > 1, deadline)
+            .await?;
+        let channels = batch.iter().map(|c| c.checkpoint.channel_id).collect();
+        report.submitted = Some((hash, channels));
+        self.broadcast_and_check(report).await
+    }
+
+    /// Signs `call` at the account's mined nonce and records it as the transaction in flight
+    /// (a claim with its `expect`ed states, or a payout of `payouts`); returns its hash.
+    /// [`broadcast_and_check`](Self::broadcast_and_check) sends it.
+    pub(super) async fn send_call(
+        &mut self,
+        call: TransactionRequest,
+        expect: Vec<(ChannelId, u64, u128)>,
+        payouts: Vec<ChannelId>,
+        batch: bool,
+        deadline: Option<u64>,
+    ) -> Result<B256, ChainError> {
+        let provider = self.client.provider().clone();
+        let sender = self.client.sender();
         let nonce = provider.get_transaction_count(sender).latest().await?;
         let gas = provider.estimate_gas(call.clone()).await?;
         let request = call
@@ -90,15 +118,6 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         let fees = initial_fees(market, self.config.max_fee_per_gas);
         let attempt = sign(&self.wallet, &request, fees).await?;
         let hash = attempt.hash;
-        let raw = attempt.raw.clone();
-        let expect = batch
-            .iter()
-            .map(|c| {
-                let id = c.checkpoint.channel_id;
-                let capped = expected.get(&id).copied().unwrap_or(0);
-                (id, c.checkpoint.size, capped)
-            })
-            .collect();
         self.in_flight = Some(InFlight {
             nonce,
             request,
@@ -106,12 +125,29 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             replaced: Vec::new(),
             signed_at: Instant::now(),
             expect,
-            batch: batch.len() > 1,
+            payouts,
+            batch,
             deadline,
         });
-        self.stats.submitted.push(hash);
-        let channels = batch.iter().map(|c| c.checkpoint.channel_id).collect();
-        report.submitted = Some((hash, channels));
+        if flight_is_claim(&self.in_flight) {
+            self.stats.submitted.push(hash);
+        } else {
+            self.stats.payouts.push(hash);
+        }
+        Ok(hash)
+    }
+
+    /// Broadcasts the transaction in flight (just signed by `send_call`) and looks for its
+    /// receipt at once. A broadcast error is returned but the transaction stays in flight.
+    pub(super) async fn broadcast_and_check(
+        &mut self,
+        report: &mut TickReport,
+    ) -> Result<(), ChainError> {
+        let Some(flight) = &self.in_flight else {
+            return Ok(());
+        };
+        let (hash, raw) = (flight.newest.hash, flight.newest.raw.clone());
+        let provider = self.client.provider().clone();
         broadcast(&provider, hash, &raw).await?;
         // A fast chain may already have mined it; look now rather than next tick.
         self.check_in_flight(report, false).await?;
@@ -166,9 +202,16 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                     self.known.remove(id);
                 } else if ok {
                     self.known.insert(*id, (*size, *claimed));
+                    // Owed from the end of its window: `pay_out` reads when that is.
+                    self.unpaid.insert(*id, 0);
                 } else {
                     // Reverted: forget what we assumed, so the next tick re-reads the chain.
                     self.known.remove(id);
+                }
+            }
+            if ok {
+                for id in &flight.payouts {
+                    self.unpaid.remove(id);
                 }
             }
             self.in_flight = None;
@@ -278,6 +321,10 @@ async fn sign(
         fees,
         raw: envelope.encoded_2718(),
     })
+}
+
+fn flight_is_claim(flight: &Option<InFlight>) -> bool {
+    flight.as_ref().is_some_and(|f| f.payouts.is_empty())
 }
 
 /// Sends signed bytes. An error is ignored when the node has the transaction anyway (it was

@@ -137,6 +137,28 @@ impl Env {
             .unwrap();
     }
 
+    /// Lets the channel's challenge window pass (the delay plus a second) and pays out what
+    /// is final (spec/CHAIN.md §4.4), sent by the payer: a payout is permissionless.
+    pub async fn release(&self, id: &ChannelId) {
+        self.warp(u64::from(DELAY) + 1).await;
+        self.payer.payout(id).await.unwrap();
+    }
+
+    /// The payee's signature over a checkpoint's digest: what makes a state a cosigned credit.
+    pub fn cosign(
+        &self,
+        id: ChannelId,
+        size: u64,
+        cumulative: u128,
+    ) -> (ChainCheckpoint, tally_chain::Eip712Sig) {
+        let signed = self.sign(id, size, cumulative);
+        let payee = self
+            .payer
+            .sign_checkpoint(&self.payee_key, cp(id, size, cumulative))
+            .unwrap();
+        (signed, payee.sig)
+    }
+
     pub async fn warp(&self, seconds: u64) {
         let p = self.payer.provider();
         p.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,))

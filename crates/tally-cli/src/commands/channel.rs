@@ -336,20 +336,20 @@ pub async fn close(a: ChannelCloseArgs, out: Output) -> Result<()> {
             ))
         })?;
     let cp = agreement.checkpoint;
-    // The payee gets `capped - claimed` in all, whether a claim (the provider's worker) is
-    // mined before the close or not, so `claimed` and the balances must be read together:
-    // again until no claim landed between the two channel reads.
+    // The close transfers `capped - paid` to the payee (spec/CHAIN.md §4.5), whether a payout
+    // (the provider's worker) is mined before the close or not, so `paid` and the balances
+    // must be read together: again until no payout landed between the two channel reads.
     let mut snapshot = None;
     for _ in 0..5 {
         let pre = read(&client, &id).await?;
         let (payee, payer) = balances(&client, &pre).await?;
-        if read(&client, &id).await?.claimed == pre.claimed {
+        if read(&client, &id).await?.paid == pre.paid {
             snapshot = Some((pre, payee, payer));
             break;
         }
     }
     let (pre, payee_before, payer_before) = snapshot.ok_or_else(|| {
-        CliError::Service("the channel's claimed amount kept changing while it was read".into())
+        CliError::Service("the channel's paid-out amount kept changing while it was read".into())
     })?;
     let tx = client
         .cooperative_close(&cp, &agreement.signer_sig, &agreement.payee_sig)
@@ -357,7 +357,7 @@ pub async fn close(a: ChannelCloseArgs, out: Output) -> Result<()> {
     let after = read(&client, &id).await?;
     let (payee_after, payer_after) = balances(&client, &pre).await?;
     let capped = cp.cumulative.min(pre.deposit);
-    let paid = capped.saturating_sub(pre.claimed);
+    let paid = capped.saturating_sub(pre.paid);
     let refund = pre.deposit - capped;
     let got_paid = payee_after.checked_sub(payee_before);
     let got_refund = payer_after.checked_sub(payer_before);
