@@ -429,6 +429,10 @@ fn the_mirror_and_the_chain_are_compared_at_their_sizes() {
         claimed,
         claimed_size: size,
         claimed_root: root,
+        credit_size: 0,
+        settle_at: 0,
+        settled: claimed,
+        paid: 0,
         withdraw_delay: 60,
         withdraw: WithdrawState::None,
     };

@@ -278,7 +278,6 @@ async fn per_call_transfer(local: &chain::LocalChain) -> Result<tally_chain::TxO
         .await?)
 }
 
-#[allow(clippy::too_many_arguments)]
 /// How many of the demo's calls are in flight at once.
 const DEMO_LANES: usize = 8;
 
@@ -314,6 +313,7 @@ async fn send_demo_call(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn paid_part(
     out: &Output,
     dir: &Path,
