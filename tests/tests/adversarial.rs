@@ -511,11 +511,11 @@ async fn hostile_requests_are_refused_before_they_cost_anything() {
         let session = SecretKey::generate(&mut rand::rngs::OsRng).public();
         let terms = live.env.chain_terms();
         let contract = ok("contract", terms.contract.parse());
-        let digest = tally_http::session::session_digest(terms.chain_id, contract, &id, &session);
+        let digest = tally_chain::eip712::session_digest(terms.chain_id, contract, &id, &session);
         let sig = ok("sign", tally_chain::eip712::sign_digest(&signer, &digest));
         let binding = tally_http::SessionBinding {
             session_key: session,
-            eip712: tally_http::payment::WireEip712Sig::from_sig(&sig),
+            eip712: tally_http::payment::WireEip712Sig::from_parts(sig.parts()),
         };
         let r = ok(
             "bind",

@@ -86,6 +86,20 @@ pub struct Eip712Sig {
 }
 
 impl Eip712Sig {
+    /// From `(v, r, s)`, as the wire form carries them (tally-http's `WireEip712Sig`).
+    pub fn from_parts((v, r, s): (u8, [u8; 32], [u8; 32])) -> Self {
+        Eip712Sig {
+            v,
+            r: B256::from(r),
+            s: B256::from(s),
+        }
+    }
+
+    /// `(v, r, s)`, for the wire form.
+    pub fn parts(&self) -> (u8, [u8; 32], [u8; 32]) {
+        (self.v, self.r.0, self.s.0)
+    }
+
     /// Converts an alloy signature, normalizing a high `s` to its low twin.
     pub fn from_alloy(sig: alloy::primitives::Signature) -> Self {
         let sig = sig.normalize_s().unwrap_or(sig);
@@ -248,6 +262,33 @@ pub fn checkpoint(channel_id: B256, size: u64, root: B256, cumulative: u128) -> 
         root: Hash(root.0),
         cumulative,
     }
+}
+
+/// The EIP-712 type of the session-key binding (spec/HTTP.md §5.2): the channel's checkpoint
+/// key, the only key the contract knows, vouches for the ed25519 key that signs
+/// authorizations.
+pub const SESSION_KEY_TYPE: &str = "SessionKey(bytes32 channelId,bytes32 sessionKey)";
+
+/// `keccak256(0x1901 || domainSeparator || keccak256(typeHash || channelId || sessionKey))`,
+/// under the settlement contract's domain.
+pub fn session_digest(
+    chain_id: u64,
+    contract: Address,
+    channel: &tally_core::ChannelId,
+    session_key: &tally_core::PublicKey,
+) -> B256 {
+    let separator = domain(chain_id, contract).separator();
+    let type_hash = alloy::primitives::keccak256(SESSION_KEY_TYPE.as_bytes());
+    let mut data = Vec::with_capacity(96);
+    data.extend_from_slice(type_hash.as_slice());
+    data.extend_from_slice(&channel.0);
+    data.extend_from_slice(&session_key.to_bytes());
+    let struct_hash = alloy::primitives::keccak256(&data);
+    let mut msg = Vec::with_capacity(66);
+    msg.extend_from_slice(&[0x19, 0x01]);
+    msg.extend_from_slice(separator.as_slice());
+    msg.extend_from_slice(struct_hash.as_slice());
+    alloy::primitives::keccak256(&msg)
 }
 
 #[cfg(test)]

@@ -223,7 +223,7 @@ impl Env {
             size: cp.size,
             root: cp.root,
             cumulative: Amount(cp.cumulative),
-            eip712: WireEip712Sig::from_sig(sig),
+            eip712: WireEip712Sig::from_parts(sig.parts()),
         };
         let url = format!(
             "{}/tally/v1/channels/{}/close",
@@ -309,7 +309,7 @@ fn payee_sig(v: &serde_json::Value) -> tally_chain::Eip712Sig {
         "payee_eip712",
         serde_json::from_value(v["payee_eip712"].clone()),
     );
-    wire.to_sig()
+    tally_chain::Eip712Sig::from_parts(wire.parts())
 }
 
 fn refused_closed(o: &std::process::Output) {

@@ -334,7 +334,7 @@ impl Client {
             let st = self.state.lock().await;
             (st.terms.terms.chain.chain_id, st.contract)
         };
-        let digest = tally_http::session::session_digest(
+        let digest = tally_chain::eip712::session_digest(
             chain_id,
             contract,
             &self.channel,
@@ -344,7 +344,7 @@ impl Client {
             .map_err(|e| ClientError::Signing(e.to_string()))?;
         let binding = SessionBinding {
             session_key: self.session_public,
-            eip712: WireEip712Sig::from_sig(&sig),
+            eip712: WireEip712Sig::from_parts(sig.parts()),
         };
         let resp = self
             .http
@@ -538,7 +538,7 @@ impl Client {
             .map_err(|e| ClientError::Signing(e.to_string()))?;
         Ok(WireCheckpoint {
             note,
-            eip712: WireEip712Sig::from_sig(&chain.sig),
+            eip712: WireEip712Sig::from_parts(chain.sig.parts()),
         })
     }
 
@@ -593,7 +593,7 @@ impl Client {
             size: cp.size,
             root: cp.root,
             cumulative: Amount(cp.cumulative),
-            eip712: WireEip712Sig::from_sig(&signer_sig),
+            eip712: WireEip712Sig::from_parts(signer_sig.parts()),
         };
         let back: CloseSigned = self.post_json("/close", &request).await?;
         if (back.size, back.root, back.cumulative.0) != (cp.size, cp.root, cp.cumulative) {
@@ -603,7 +603,7 @@ impl Client {
             );
             return Err(Self::stop(&mut st, Misbehavior::BadClose(why)));
         }
-        let payee_sig = back.payee_eip712.to_sig();
+        let payee_sig = tally_chain::Eip712Sig::from_parts(back.payee_eip712.parts());
         if let Err(e) = tally_chain::eip712::verify_close(&payee_sig, &domain, &cp, payee) {
             let why = format!("payee signature: {e}");
             return Err(Self::stop(&mut st, Misbehavior::BadClose(why)));

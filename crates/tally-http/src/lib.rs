@@ -17,7 +17,6 @@ pub mod path;
 pub mod payment;
 pub mod read_auth;
 pub mod reason;
-pub mod session;
 pub mod terms;
 
 pub use amount::Amount;

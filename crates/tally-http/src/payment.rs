@@ -261,22 +261,19 @@ pub struct WireEip712Sig {
 }
 
 impl WireEip712Sig {
-    /// From tally-chain's signature.
-    pub fn from_sig(sig: &tally_chain::Eip712Sig) -> Self {
+    /// From `(v, r, s)`; tally-chain's `Eip712Sig::parts` gives them, so this crate needs
+    /// no chain library to carry a signature.
+    pub fn from_parts((v, r, s): (u8, [u8; 32], [u8; 32])) -> Self {
         WireEip712Sig {
-            v: sig.v,
-            r: Hash(sig.r.0),
-            s: Hash(sig.s.0),
+            v,
+            r: Hash(r),
+            s: Hash(s),
         }
     }
 
-    /// To tally-chain's signature.
-    pub fn to_sig(&self) -> tally_chain::Eip712Sig {
-        tally_chain::Eip712Sig {
-            v: self.v,
-            r: alloy::primitives::B256::from(self.r.0),
-            s: alloy::primitives::B256::from(self.s.0),
-        }
+    /// `(v, r, s)`, for tally-chain's `Eip712Sig::from_parts`.
+    pub fn parts(&self) -> (u8, [u8; 32], [u8; 32]) {
+        (self.v, self.r.0, self.s.0)
     }
 }
 
@@ -298,7 +295,8 @@ pub struct WireCheckpoint {
 pub struct SessionBinding {
     /// The session key authorizations will be signed with.
     pub session_key: PublicKey,
-    /// The checkpoint key's signature over [`crate::session::session_digest`].
+    /// The checkpoint key's signature over the binding digest (tally-chain's
+    /// `eip712::session_digest`, spec/HTTP.md §5.2).
     pub eip712: WireEip712Sig,
 }
 

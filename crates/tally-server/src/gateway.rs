@@ -651,7 +651,7 @@ impl tally_chain::CheckpointSource for Gateway {
                     .map_err(|e| ChainError::Source(format!("stored checkpoint: {e}")))?;
                 out.push(ChainCheckpoint {
                     checkpoint,
-                    sig: wire.eip712.to_sig(),
+                    sig: tally_chain::Eip712Sig::from_parts(wire.eip712.parts()),
                 });
             }
             Ok(out)

@@ -87,7 +87,7 @@ impl Claims {
             });
             chain_sigs.push(ChainCheckpoint {
                 checkpoint: cp,
-                sig: wc.eip712.to_sig(),
+                sig: tally_chain::Eip712Sig::from_parts(wc.eip712.parts()),
             });
         }
         if let Some((size, root)) = mirror {

@@ -335,7 +335,7 @@ impl Generator {
             .unwrap_or_else(|e| unreachable!("signing with a constant key: {e}"));
         WireCheckpoint {
             note,
-            eip712: WireEip712Sig::from_sig(&chain.sig),
+            eip712: WireEip712Sig::from_parts(chain.sig.parts()),
         }
     }
 

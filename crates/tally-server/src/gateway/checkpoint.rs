@@ -83,7 +83,7 @@ impl Gateway {
         let domain = tally_chain::eip712::domain(i.settings.chain.chain_id, i.contract);
         ChainCheckpoint {
             checkpoint: cp,
-            sig: wire.eip712.to_sig(),
+            sig: tally_chain::Eip712Sig::from_parts(wire.eip712.parts()),
         }
         .verify(&domain, funding.signer)
         .map_err(|e| {

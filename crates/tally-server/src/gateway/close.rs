@@ -63,7 +63,7 @@ impl Gateway {
             cumulative: head.cumulative,
         };
         let domain = tally_chain::eip712::domain(i.settings.chain.chain_id, i.contract);
-        let signer_sig = req.eip712.to_sig();
+        let signer_sig = tally_chain::Eip712Sig::from_parts(req.eip712.parts());
         tally_chain::eip712::verify_close(&signer_sig, &domain, &cp, funding.signer).map_err(
             |e| GatewayError::new(Reason::InvalidSignature, format!("EIP-712 close: {e}")),
         )?;
@@ -149,8 +149,8 @@ impl Gateway {
             size: cp.size,
             root: cp.root,
             cumulative: Amount(cp.cumulative),
-            signer_eip712: WireEip712Sig::from_sig(&signer_sig),
-            payee_eip712: WireEip712Sig::from_sig(&payee_sig),
+            signer_eip712: WireEip712Sig::from_parts(signer_sig.parts()),
+            payee_eip712: WireEip712Sig::from_parts(payee_sig.parts()),
         })
     }
 
@@ -170,7 +170,12 @@ impl Gateway {
             cumulative: req.cumulative.0,
         };
         let domain = tally_chain::eip712::domain(i.settings.chain.chain_id, i.contract);
-        tally_chain::eip712::verify_close(&req.eip712.to_sig(), &domain, &cp, funding.signer)
-            .map_err(|e| GatewayError::new(Reason::InvalidSignature, format!("EIP-712 close: {e}")))
+        tally_chain::eip712::verify_close(
+            &tally_chain::Eip712Sig::from_parts(req.eip712.parts()),
+            &domain,
+            &cp,
+            funding.signer,
+        )
+        .map_err(|e| GatewayError::new(Reason::InvalidSignature, format!("EIP-712 close: {e}")))
     }
 }

@@ -19,15 +19,17 @@ impl Gateway {
         binding: &SessionBinding,
     ) -> Result<tally_core::RequestSalt, GatewayError> {
         let i = &self.inner;
-        let digest = tally_http::session::session_digest(
+        let digest = tally_chain::eip712::session_digest(
             i.settings.chain.chain_id,
             i.contract,
             channel,
             &binding.session_key,
         );
-        let signer = binding.eip712.to_sig().recover(&digest).map_err(|e| {
-            GatewayError::new(Reason::InvalidSignature, format!("session binding: {e}"))
-        })?;
+        let signer = tally_chain::Eip712Sig::from_parts(binding.eip712.parts())
+            .recover(&digest)
+            .map_err(|e| {
+                GatewayError::new(Reason::InvalidSignature, format!("session binding: {e}"))
+            })?;
         let funding = i.funding.refresh(channel).await?;
         if funding.payee != i.payee || funding.token != i.token {
             return Err(GatewayError::new(
