@@ -112,8 +112,6 @@ struct State {
     salt: Option<RequestSalt>,
     /// Verified records whose receipts arrived ahead of a gap, by index (§5.5).
     ahead: std::collections::BTreeMap<u64, (Record, tally_core::Signature)>,
-    /// Requests signed and not yet answered.
-    in_flight: u64,
 }
 
 /// A paying client for one channel.
@@ -130,6 +128,10 @@ pub struct Client {
     timeout: Duration,
     state: Arc<Mutex<State>>,
     lanes: LanePool,
+    /// Requests signed and not yet answered. Outside the state and counted down by a drop
+    /// guard, so a `send` its caller abandons mid-flight does not count forever (which would
+    /// keep gaps from being filled, §5.5).
+    in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A response, with the receipt that paid for it.
@@ -218,6 +220,7 @@ impl Client {
         let lanes = config.lanes.min(terms.terms.max_lanes).max(1);
         let client = Client {
             lanes: LanePool::new(lanes, |_| None),
+            in_flight: Default::default(),
             http,
             base,
             channel: config.channel_id,
@@ -235,7 +238,6 @@ impl Client {
                 checkpoint_due: false,
                 salt: None,
                 ahead: Default::default(),
-                in_flight: 0,
             })),
         };
         client.bind_session().await?;

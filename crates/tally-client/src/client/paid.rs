@@ -3,8 +3,27 @@
 //! at once), verify the receipt, and put the record in its place in the mirror, holding
 //! receipts that arrive ahead of a gap until the gap is filled (§5.5).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::*;
 use crate::lanes::Lease;
+
+/// One request signed and not yet answered; dropped (answered, failed or abandoned by the
+/// caller), it is no longer counted.
+struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// What one attempt signed and sent.
 struct Sent {
@@ -51,14 +70,14 @@ impl Client {
         let mut attempt = 0u32;
         while attempt < 6 {
             attempt += 1;
-            let (sent, h) = self
+            let (sent, h, flight) = self
                 .sign_attempt(
                     &mut lease, &method, path, &headers, req_hash, max_amount, &expect,
                 )
                 .await?;
             let raw = self.transmit(&method, &url, &h, &body).await;
             let mut st = self.state.lock().await;
-            st.in_flight = st.in_flight.saturating_sub(1);
+            drop(flight);
             let raw = match raw {
                 Ok(raw) => raw,
                 Err(e) => {
@@ -163,7 +182,7 @@ impl Client {
         request_hash: Hash,
         max_amount: Option<u128>,
         expect: &Expect,
-    ) -> Result<(Sent, HeaderMap), ClientError> {
+    ) -> Result<(Sent, HeaderMap, InFlight), ClientError> {
         let mut st = self.state.lock().await;
         if let Some(m) = &st.stopped {
             return Err(ClientError::Stopped(m.clone()));
@@ -215,7 +234,7 @@ impl Client {
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             h.insert(CHECKPOINT, header_value(&text)?);
         }
-        st.in_flight += 1;
+        let flight = InFlight::new(&self.in_flight);
         let sent = Sent {
             auth,
             sig,
@@ -225,7 +244,7 @@ impl Client {
             provider: st.terms.terms.provider_key,
             sent_checkpoint,
         };
-        Ok((sent, h))
+        Ok((sent, h, flight))
     }
 
     /// Decodes and verifies the receipt of an answered request (signature, our
@@ -364,7 +383,7 @@ impl Client {
     /// Fetches what the provider holds beyond the mirror when receipts wait behind a gap
     /// and nothing in flight can fill it.
     async fn fill_gaps(&self, st: &mut State) -> Result<(), ClientError> {
-        if !st.ahead.is_empty() && st.in_flight == 0 {
+        if !st.ahead.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0 {
             self.resync(st).await?;
         }
         Ok(())
