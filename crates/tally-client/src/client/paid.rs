@@ -148,6 +148,12 @@ impl Client {
                     }
                     self.resync(&mut st).await?;
                 }
+                Reason::CheckpointRequired { .. } if st.mirror.size() == 0 => {
+                    // Nothing to checkpoint yet (an empty log has no checkpoint): the credit
+                    // is held by our own requests in flight, whose records will free it.
+                    drop(st);
+                    tokio::time::sleep(Duration::from_millis(20u64 << attempt.min(5))).await;
+                }
                 Reason::CheckpointRequired { .. } => {
                     self.post_checkpoint(&mut st).await?;
                 }
