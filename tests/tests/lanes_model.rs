@@ -485,7 +485,7 @@ async fn run(ops: Vec<Op>) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 12,
+        cases: 24,
         max_shrink_iters: 16,
         failure_persistence: None,
         ..ProptestConfig::default()
