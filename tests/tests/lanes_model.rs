@@ -26,8 +26,8 @@ use tally_http::Reason;
 use tally_server::Gateway;
 
 const PRICE: u128 = ECHO_PRICE;
-/// 40 calls' worth: some cases run out.
-const DEPOSIT: u128 = 40 * PRICE;
+/// 20 calls' worth: longer cases run out.
+const DEPOSIT: u128 = 20 * PRICE;
 /// Five calls past the last checkpoint, fewer than a batch can have in flight.
 const CREDIT_LIMIT: u128 = 5 * PRICE;
 /// Lanes the client uses; the dropped admissions use a lane above them.
