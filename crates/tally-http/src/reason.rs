@@ -32,8 +32,9 @@ pub enum Reason {
         lane: u32,
         /// The seq the lane expects next: the number of records on it.
         expected_seq: u64,
-        /// The lane's last record and its provider signature, if it has one.
-        last_record: Option<WireRecord>,
+        /// The lane's last record and its provider signature, if it has one (boxed: every
+        /// refusal carries a `Reason`, and this one would make them all large).
+        last_record: Option<Box<WireRecord>>,
     },
     /// The lane is at or beyond the terms' `max_lanes`.
     LaneOutOfRange {

@@ -279,7 +279,7 @@ impl Gateway {
             .and_then(|l| l.last.as_ref())
             .filter(|l| l.index < st.durable.size)
             .and_then(|l| self.stored_record(&st.id, l.index).ok())
-            .map(|r| self.wire_record(&r));
+            .map(|r| Box::new(self.wire_record(&r)));
         GatewayError::new(
             Reason::StaleSeq {
                 lane: auth.lane,
