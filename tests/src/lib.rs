@@ -4,7 +4,12 @@
 //! `tally_chain::Funding` for tests where the chain is not what is tested.
 
 pub mod chain;
+pub mod check;
+pub mod paid;
 pub mod process;
+
+pub use check::{assert_mirror_is_log, checked_log, open_mirror, stored_checkpoint};
+pub use paid::{delaying_proxy, next_auth, raw, raw_signed, reason, Hold};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,6 +37,8 @@ pub const CONTRACT: Address = Address::repeat_byte(0xdd);
 pub const CHAIN_ID: u64 = 31337;
 /// Price of `/v1/echo`.
 pub const ECHO_PRICE: u128 = 10;
+/// How long the upstream takes on `/v1/echo/long`, in ms.
+pub const LONG_MS: u64 = 2_500;
 
 /// In-memory funding: channels the test "opened".
 #[derive(Default, Clone)]
@@ -164,7 +171,8 @@ pub fn settings(dir: &Path) -> Settings {
     )
 }
 
-/// The upstream API's routes: `/v1/echo` echoes the body (`/v1/echo/slow` after 100 ms), `/v1/tokens?n=` reports `n`
+/// The upstream API's routes: `/v1/echo` echoes the body (`/v1/echo/slow` after 100 ms,
+/// `/v1/echo/long` after [`LONG_MS`], a slow LLM completion), `/v1/tokens?n=` reports `n`
 /// units, `/v1/fail` answers 500, `/free` is unpriced. Not tally-cli's built-in upstream
 /// (the demo's API): these tests check bodies come back byte for byte and choose the units.
 pub fn upstream_routes() -> Router {
@@ -177,6 +185,13 @@ pub fn upstream_routes() -> Router {
             "/v1/echo/slow",
             any(|body: axum::body::Bytes| async move {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                body
+            }),
+        )
+        .route(
+            "/v1/echo/long",
+            any(|body: axum::body::Bytes| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(LONG_MS)).await;
                 body
             }),
         )
@@ -338,6 +353,20 @@ impl Stack {
         self.server.stop().await;
         self.upstream.stop().await;
     }
+}
+
+/// As [`connect`] on a mirror whose previous client was just dropped: its sled files stay
+/// locked until the last handle is gone, so this retries for up to 5 s.
+pub async fn reconnect(url: &str, dir: &Path, ch: &TestChannel) -> tally_client::Client {
+    let mut last = String::new();
+    for _ in 0..100 {
+        match tally_client::Client::connect(client_config(url, dir, ch)).await {
+            Ok(c) => return c,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("reconnecting: {last}")
 }
 
 /// A client config for `channel` against `gateway_url`, mirroring into `dir`.

@@ -2,8 +2,10 @@
 //! code of the `tally-gateway` binary) runs as a separate OS process with its funding read
 //! from a real anvil. Several clients pay concurrently over loopback while the test SIGKILLs
 //! the process at random moments and restarts it on the same sled files and port. At the end
-//! every receipt a client holds must be in the provider's log byte for byte, no request may
-//! be charged twice, and every client's mirror root must equal the provider's root.
+//! every receipt a client holds must be in the provider's log byte for byte, no request and no
+//! (lane, seq) may be charged twice, each lane's seqs must be strict in log order, and every
+//! client's mirror must hold the provider's log byte for byte. Each traffic client keeps
+//! several requests in flight at once, on as many lanes (spec/PROTOCOL.md §5.4).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tally_cli::gateway::GatewayFile;
-use tally_client::mirror::Mirror;
 use tally_client::{Client, ClientError};
 use tally_core::encoding::Canonical;
 use tally_core::request::request_hash;
@@ -26,6 +27,8 @@ use tally_http::PaymentPayload;
 
 const TRAFFIC_CLIENTS: usize = 4;
 const CRASHES: usize = 5;
+/// Requests each traffic client has in flight at once.
+const IN_FLIGHT: usize = 6;
 
 fn ok<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
     match r {
@@ -63,10 +66,22 @@ struct Seen {
     resynced: usize,
     /// Retries answered `already_recorded` (the client mirrored the record).
     already_recorded: usize,
+    /// The (seq, request hash) of each of those: the log must hold it, once.
+    lost: Vec<(u64, [u8; 32])>,
     /// Transport failures while the gateway was down or dying.
     transport_errors: usize,
-    /// After a failure, the same request was retried (else a new one was sent).
-    retried_same: usize,
+}
+
+impl Seen {
+    fn merge(&mut self, other: Seen) {
+        self.receipts.extend(other.receipts);
+        self.sent.extend(other.sent);
+        self.ok += other.ok;
+        self.resynced += other.resynced;
+        self.already_recorded += other.already_recorded;
+        self.lost.extend(other.lost);
+        self.transport_errors += other.transport_errors;
+    }
 }
 
 /// Sends one paid request and files the outcome. `Err` is a transport failure.
@@ -75,8 +90,8 @@ async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Resul
         .request_salt()
         .await
         .expect("bound client has a salt");
-    seen.sent
-        .insert(request_hash(&salt, "POST", path, "", body.as_bytes()).0);
+    let hash = request_hash(&salt, "POST", path, "", body.as_bytes()).0;
+    seen.sent.insert(hash);
     let before = client.mirror_head().await.0;
     match client.post(path).body(body.to_string()).send().await {
         Ok(r) => {
@@ -94,7 +109,8 @@ async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Resul
             Ok(())
         }
         Err(ClientError::ResponseLost { seq }) => {
-            assert!(seq >= before, "{body}: lost response for old seq {seq}");
+            // A lane's seq: checked against the log at the end.
+            seen.lost.push((seq, hash));
             seen.already_recorded += 1;
             Ok(())
         }
@@ -106,27 +122,37 @@ async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Resul
     }
 }
 
-/// Pays until `stop`; after a transport failure retries the same request or moves on to a
-/// new one at random (a new one meets `stale_seq` if the lost one was recorded).
+/// Pays until `stop`, [`IN_FLIGHT`] requests at once from as many tasks (so on as many
+/// lanes); after a transport failure the next rounds move on to new requests (a lane whose
+/// lost request was recorded meets `stale_seq` and resyncs). Sending the same request again
+/// from the caller would be a new request on whatever lane is free: only a retry of the same
+/// (lane, seq) is answered without a charge (spec/PROTOCOL.md §5.4), which the client's own
+/// transport retries and probe A's retry do.
 async fn traffic(client: Client, c: usize, stop: Arc<AtomicBool>) -> (Client, Seen) {
     let mut seen = Seen::default();
     let mut n = 0u64;
-    let mut again: Option<String> = None;
     while !stop.load(Ordering::Relaxed) {
-        let body = match again.take() {
-            Some(b) => {
-                seen.retried_same += 1;
-                b
-            }
-            None => {
-                n += 1;
-                format!("client {c} request {n}")
-            }
-        };
-        if call(&client, "/v1/echo", &body, &mut seen).await.is_err() {
-            if rand::thread_rng().gen_bool(0.5) {
-                again = Some(body);
-            }
+        let mut bodies = Vec::new();
+        while bodies.len() < IN_FLIGHT {
+            n += 1;
+            bodies.push(format!("client {c} request {n}"));
+        }
+        let mut round = tokio::task::JoinSet::new();
+        for body in bodies {
+            let client = client.clone();
+            round.spawn(async move {
+                let mut one = Seen::default();
+                let failed = call(&client, "/v1/echo", &body, &mut one).await.is_err();
+                (failed, one)
+            });
+        }
+        let mut failures = 0;
+        while let Some(joined) = round.join_next().await {
+            let (failed, one) = ok("a request task", joined);
+            seen.merge(one);
+            failures += usize::from(failed);
+        }
+        if failures > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -185,26 +211,6 @@ async fn channel_state(url: &str, ch: &TestChannel) -> tally_http::api::ChannelS
         tally_e2e::read_get(ch, &format!("{url}/tally/v1/channels/{}", ch.id.to_hex())).await;
     let bytes = ok("channel state", resp.bytes().await);
     ok("channel state", serde_json::from_slice(&bytes))
-}
-
-/// The checkpoint body of a stored (cosigned) checkpoint document.
-fn stored_checkpoint(bytes: &[u8]) -> Option<tally_core::Checkpoint> {
-    let wire: tally_http::WireCheckpoint = serde_json::from_slice(bytes).ok()?;
-    let end = wire.note.find("\n\n")? + 1;
-    tally_core::Checkpoint::parse_body(&wire.note[..end]).ok()
-}
-
-async fn open_mirror(dir: &Path, ch: &TestChannel) -> Mirror {
-    // The client's sled files are released once its last handle is gone.
-    let mut last = String::new();
-    for _ in 0..100 {
-        match Mirror::open(dir, ch.id) {
-            Ok(m) => return m,
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("reopening a mirror: {last}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,9 +400,37 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
         );
         let provider = key.public();
         let mut totals = Seen::default();
-        for ((client, seen), (ch, dir)) in paying.into_iter().zip(&channels) {
+        let mut lanes_used = Vec::new();
+        for (c, ((client, seen), (ch, dir))) in paying.into_iter().zip(&channels).enumerate() {
             let (size, root, cumulative) = client.mirror_head().await;
             drop(client);
+            // R1–R8 over the whole log (per-lane seqs strict in log order, acknowledgements
+            // real and never backwards), no (lane, seq) and no request charged twice.
+            let log = checked_log(&store, &ch.id, &ch.session.public());
+            let lanes: HashSet<u32> = log.iter().map(|r| r.authorization.lane).collect();
+            lanes_used.push(lanes.len());
+            if c < TRAFFIC_CLIENTS {
+                // Several requests were in flight at once: a second lane is leased only while
+                // the first is busy.
+                assert!(lanes.len() > 1, "client {c} used one lane");
+            }
+            // Each request whose response was lost is in the log once, at the seq the
+            // provider named.
+            for (seq, hash) in &seen.lost {
+                let found: Vec<_> = log
+                    .iter()
+                    .filter(|r| r.authorization.request_hash.0 == *hash)
+                    .collect();
+                assert_eq!(
+                    found.len(),
+                    1,
+                    "client {c}: a lost request is not in the log once"
+                );
+                assert_eq!(
+                    found[0].authorization.seq, *seq,
+                    "client {c}: lost request's seq"
+                );
+            }
             let head = store
                 .head(&ch.id)
                 .unwrap_or_else(|| panic!("the provider lost channel {}", ch.id.to_hex()));
@@ -441,7 +475,6 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
             totals.resynced += seen.resynced;
             totals.already_recorded += seen.already_recorded;
             totals.transport_errors += seen.transport_errors;
-            totals.retried_same += seen.retried_same;
             totals.receipts.extend(seen.receipts);
         }
         // Every checkpoint the provider cosigned is in its store, at its size.
@@ -456,13 +489,12 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
         eprintln!(
             "crash test: {} crashes, first start {first_start:?}, restarts {restarts:?}; \
              {} receipts, {} resynced through stale_seq, {} already_recorded, {} transport \
-             errors, {} same-request retries, {:?} in all",
+             errors, lanes used {lanes_used:?}, {:?} in all",
             CRASHES,
             totals.ok,
             totals.resynced,
             totals.already_recorded,
             totals.transport_errors,
-            totals.retried_same,
             started.elapsed()
         );
         assert!(totals.resynced >= CRASHES, "{totals:?}");

@@ -4,83 +4,10 @@
 use tally_client::{Client, ClientError, Misbehavior};
 use tally_core::encoding::Canonical;
 use tally_core::request::request_hash;
-use tally_core::{Authorization, SecretKey};
+use tally_core::SecretKey;
 use tally_e2e::*;
 use tally_http::headers::{decode_header, encode_header, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
-use tally_http::{ErrorBody, PaymentPayload, PaymentResponse, Reason};
-
-/// A raw paid request, bypassing the client's checks, to test what the gateway refuses.
-async fn raw(
-    url: &str,
-    path: &str,
-    body: &[u8],
-    auth: &Authorization,
-    key: &SecretKey,
-) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let sig = auth.sign(key);
-    let payload = PaymentPayload::new(CHAIN_ID, auth, sig);
-    let header = encode_header("PAYMENT-SIGNATURE", &payload).unwrap_or_default();
-    let resp = reqwest::Client::new()
-        .post(format!("{url}{path}"))
-        .header(PAYMENT_SIGNATURE, header)
-        .body(body.to_vec())
-        .send()
-        .await;
-    let resp = match resp {
-        Ok(r) => r,
-        Err(e) => panic!("send: {e}"),
-    };
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-    (status, headers, bytes)
-}
-
-fn reason(body: &[u8]) -> Reason {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => e.error.reason,
-        Err(e) => panic!("not an error body ({e}): {}", String::from_utf8_lossy(body)),
-    }
-}
-
-fn next_auth(
-    gw: &tally_server::Gateway,
-    ch: &TestChannel,
-    path: &str,
-    body: &[u8],
-) -> Authorization {
-    let head = gw.store().unwrap().head(&ch.id);
-    let (size, root) = head.map_or((0, tally_core::hash::blake3_of(&[])), |h| (h.size, h.root));
-    let cumulative = if size == 0 {
-        0
-    } else {
-        let bytes = gw
-            .store()
-            .unwrap()
-            .record(&ch.id, size - 1)
-            .unwrap_or_default();
-        tally_core::Record::from_bytes(&bytes).map_or(0, |r| r.outcome.cumulative)
-    };
-    // Lane 0 only in these hand-made requests, so its seq is the log's size.
-    Authorization {
-        version: tally_core::VERSION,
-        channel_id: ch.id,
-        lane: 0,
-        seq: size,
-        request_hash: request_hash(
-            &gw.request_salt(&ch.id).expect("bound channel has a salt"),
-            "POST",
-            path,
-            "",
-            body,
-        ),
-        max_amount: ECHO_PRICE,
-        ack_size: size,
-        ack_root: root,
-        ack_cumulative: cumulative,
-        terms_hash: gw.terms_hash(),
-    }
-}
+use tally_http::{PaymentResponse, Reason};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_mirror_root_equals_provider_root() {

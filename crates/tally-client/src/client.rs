@@ -124,6 +124,8 @@ pub struct Client {
     session_public: PublicKey,
     checkpoint_key: Arc<PrivateKeySigner>,
     retries: u32,
+    /// Per-attempt timeout, also the longest a request waits for its lane (PROTOCOL.md §5.4).
+    timeout: Duration,
     state: Arc<Mutex<State>>,
     lanes: LanePool,
     /// Requests sent and not yet answered.
@@ -224,6 +226,7 @@ impl Client {
             session_key: Arc::new(config.session_key),
             checkpoint_key: Arc::new(config.checkpoint_key),
             retries: config.retries,
+            timeout: config.timeout,
             state: Arc::new(Mutex::new(State {
                 mirror,
                 terms,

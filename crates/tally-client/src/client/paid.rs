@@ -61,8 +61,15 @@ impl Client {
             })?
         };
         let req_hash = request_hash(&salt, method.as_str(), path, query, &body);
-        // Resolutions (resync, checkpoint, new terms, a busy lane) each allow one more try.
-        for attempt in 0..6u32 {
+        // Resolutions (resync, checkpoint, new terms) each allow one more try. Waiting for a
+        // busy lane is not one: our own earlier request on it (before a restart, or whose
+        // answer was lost) may take as long as the upstream does, so it is waited for up to
+        // one request's timeout.
+        let busy_until = std::time::Instant::now() + self.timeout;
+        let mut busy_waits = 0u32;
+        let mut attempt = 0u32;
+        while attempt < 6 {
+            attempt += 1;
             let (sent, h) = self
                 .sign_attempt(
                     &mut lease, &method, path, &headers, req_hash, max_amount, &expect,
@@ -126,11 +133,13 @@ impl Client {
                     self.resync(&mut st).await?;
                     lease.slot.next_seq = Some(st.mirror.lanes().tail(lease.slot.lane).next_seq);
                 }
-                Reason::LaneBusy { .. } => {
+                Reason::LaneBusy { .. } if std::time::Instant::now() < busy_until => {
                     // Our own earlier request on this lane (before a restart, or whose
                     // answer was lost) is still being served.
                     drop(st);
-                    tokio::time::sleep(Duration::from_millis(20u64 << attempt.min(5))).await;
+                    tokio::time::sleep(Duration::from_millis(20u64 << busy_waits.min(5))).await;
+                    busy_waits += 1;
+                    attempt -= 1;
                 }
                 Reason::StateMismatch { size, root, .. } => {
                     if size == st.mirror.size() && root != st.mirror.root() {
@@ -145,6 +154,12 @@ impl Client {
                         ));
                     }
                     self.resync(&mut st).await?;
+                }
+                Reason::CheckpointRequired { .. } if st.mirror.size() == 0 => {
+                    // Nothing to checkpoint yet (an empty log has no checkpoint): the credit
+                    // is held by our own requests in flight, whose records will free it.
+                    drop(st);
+                    tokio::time::sleep(Duration::from_millis(20u64 << attempt.min(5))).await;
                 }
                 Reason::CheckpointRequired { .. } => {
                     self.post_checkpoint(&mut st).await?;

@@ -1,0 +1,141 @@
+//! Hand-made paid requests, bypassing the client's checks, to test what the gateway does
+//! with exactly the bytes a test chooses; and a proxy that delays chosen answers, to test
+//! what the client does when receipts arrive late or not at all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_core::encoding::Canonical;
+use tally_core::request::request_hash;
+use tally_core::{Authorization, SecretKey};
+use tally_http::headers::{encode_header, PAYMENT_SIGNATURE};
+use tally_http::{ErrorBody, PaymentPayload, Reason};
+
+use crate::{spawn, Server, TestChannel, CHAIN_ID, ECHO_PRICE};
+
+/// A raw paid POST of `body` to `url` + `path` under `auth` signed by `key`: the status, the
+/// headers and the body of the answer.
+pub async fn raw(
+    url: &str,
+    path: &str,
+    body: &[u8],
+    auth: &Authorization,
+    key: &SecretKey,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    raw_signed(url, path, body, auth, &auth.sign(key)).await
+}
+
+/// As [`raw`] with the signature given (a retry of exactly what a client sent).
+pub async fn raw_signed(
+    url: &str,
+    path: &str,
+    body: &[u8],
+    auth: &Authorization,
+    sig: &tally_core::Signature,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let payload = PaymentPayload::new(CHAIN_ID, auth, *sig);
+    let header = encode_header("PAYMENT-SIGNATURE", &payload).unwrap_or_default();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .header(PAYMENT_SIGNATURE, header)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    (status, headers, bytes)
+}
+
+/// The reason of a refusal's body.
+pub fn reason(body: &[u8]) -> Reason {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => e.error.reason,
+        Err(e) => panic!("not an error body ({e}): {}", String::from_utf8_lossy(body)),
+    }
+}
+
+/// An authorization on lane 0 for a POST of `body` to `path`, acknowledging the gateway's
+/// durable head, at seq = the log's size (right when lane 0 is the only lane used).
+pub fn next_auth(
+    gw: &tally_server::Gateway,
+    ch: &TestChannel,
+    path: &str,
+    body: &[u8],
+) -> Authorization {
+    let head = gw.store().unwrap().head(&ch.id);
+    let (size, root) = head.map_or((0, tally_core::hash::blake3_of(&[])), |h| (h.size, h.root));
+    let cumulative = if size == 0 {
+        0
+    } else {
+        let bytes = gw
+            .store()
+            .unwrap()
+            .record(&ch.id, size - 1)
+            .unwrap_or_default();
+        tally_core::Record::from_bytes(&bytes).map_or(0, |r| r.outcome.cumulative)
+    };
+    Authorization {
+        version: tally_core::VERSION,
+        channel_id: ch.id,
+        lane: 0,
+        seq: size,
+        request_hash: request_hash(
+            &gw.request_salt(&ch.id).expect("bound channel has a salt"),
+            "POST",
+            path,
+            "",
+            body,
+        ),
+        max_amount: ECHO_PRICE,
+        ack_size: size,
+        ack_root: root,
+        ack_cumulative: cumulative,
+        terms_hash: gw.terms_hash(),
+    }
+}
+
+/// How long the delaying proxy holds the gateway's answer to a request, by its body.
+pub type Hold = Arc<dyn Fn(&[u8]) -> Duration + Send + Sync>;
+
+/// A proxy in front of `gateway` that forwards every request at once and holds the gateway's
+/// answer for `hold(request body)` before passing it on unchanged: the request is recorded
+/// when the gateway answers, and its receipt reaches the client late (or, past the client's
+/// timeout, never).
+pub async fn delaying_proxy(gateway: String, hold: Hold) -> Server {
+    use axum::body::Body;
+    let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
+        let (gateway, hold) = (gateway.clone(), hold.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            let url = format!(
+                "{gateway}{}",
+                parts.uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            let mut headers = parts.headers.clone();
+            headers.remove(http::header::HOST);
+            let resp = reqwest::Client::new()
+                .request(parts.method.clone(), url)
+                .headers(headers)
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("proxy: {e}"));
+            let status = resp.status();
+            let mut headers = resp.headers().clone();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            tokio::time::sleep(hold(&body)).await;
+            headers.remove(http::header::CONTENT_LENGTH);
+            headers.remove(http::header::TRANSFER_ENCODING);
+            let mut out = http::Response::new(Body::from(bytes));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            out
+        }
+    });
+    spawn(app).await
+}
