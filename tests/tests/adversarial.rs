@@ -163,6 +163,8 @@ impl Live {
             env.chain_terms(),
             price_list(10),
         );
+        // The test chain opens channels at the contract's minimum delay.
+        file.min_withdraw_delay = Some(tally_e2e::chain::WITHDRAW_DELAY);
         tune(&mut file);
         let config = dir.path().join("gateway.toml");
         ok("config", file.write(&config));

@@ -46,6 +46,8 @@ fn write_config(dir: &Path, port: u16, upstream: &str, env: &ChainEnv) -> PathBu
         routes(),
     );
     file.charge_server_errors = false;
+    // The test chain opens channels at the contract's minimum delay.
+    file.min_withdraw_delay = Some(tally_e2e::chain::WITHDRAW_DELAY);
     file.checkpoint.every_records = 7;
     let path = dir.join("gateway.toml");
     ok("writing the config", file.write(&path));
@@ -124,10 +126,9 @@ async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Resul
 
 /// Pays until `stop`, [`IN_FLIGHT`] requests at once from as many tasks (so on as many
 /// lanes); after a transport failure the next rounds move on to new requests (a lane whose
-/// lost request was recorded meets `stale_seq` and resyncs). Sending the same request again
-/// from the caller would be a new request on whatever lane is free: only a retry of the same
-/// (lane, seq) is answered without a charge (spec/PROTOCOL.md §5.4), which the client's own
-/// transport retries and probe A's retry do.
+/// lost request was recorded meets `stale_seq` and resyncs). Probe A sends the very same
+/// request again after each crash: the client puts it back on the lane and seq it was
+/// unanswered on, so it is answered as a retry, never charged twice (spec/HTTP.md §9).
 async fn traffic(client: Client, c: usize, stop: Arc<AtomicBool>) -> (Client, Seen) {
     let mut seen = Seen::default();
     let mut n = 0u64;

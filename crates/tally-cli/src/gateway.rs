@@ -43,6 +43,11 @@ pub struct GatewayFile {
     pub rpc_url: String,
     /// Most served beyond the last checkpoint.
     pub credit_limit: Amount,
+    /// The shortest withdraw delay of a channel served (seconds); `None` leaves
+    /// tally-server's default (six hours). Test chains open channels at the contract's
+    /// minimum and set it to that.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_withdraw_delay: Option<u32>,
     /// Whether 5xx answers are charged (and so can be disputed for a credit).
     pub charge_server_errors: bool,
     /// Requests no route prices: forwarded free (the default) or refused.
@@ -75,6 +80,7 @@ impl GatewayFile {
             provider_key_file: "provider.key".into(),
             rpc_url: rpc_url.into(),
             credit_limit: Amount(1_000_000),
+            min_withdraw_delay: None,
             charge_server_errors: true,
             unmatched: tally_http::Unmatched::Free,
             chain,

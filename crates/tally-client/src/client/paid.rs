@@ -48,7 +48,6 @@ impl Client {
         max_amount: Option<u128>,
         expect: Expect,
     ) -> Result<PaidResponse, ClientError> {
-        let mut lease = self.lanes.lease().await;
         let url = if query.is_empty() {
             format!("{}{path}", self.base)
         } else {
@@ -61,6 +60,12 @@ impl Client {
             })?
         };
         let req_hash = request_hash(&salt, method.as_str(), path, query, &body);
+        // The same request sent again after its answer was lost goes to the lane and seq it
+        // was sent at: the provider answers it as a retry, never as a new charge.
+        let mut lease = self.lanes.lease_for(&req_hash).await;
+        if let Some((seq, _)) = lease.slot.unanswered.filter(|(_, h)| *h == req_hash) {
+            lease.slot.next_seq = Some(seq);
+        }
         // Resolutions (resync, checkpoint, new terms) each allow one more try. Waiting for a
         // busy lane is not one: our own earlier request on it (before a restart, or whose
         // answer was lost) may take as long as the upstream does, so it is waited for up to
@@ -86,9 +91,9 @@ impl Client {
             let raw = match raw {
                 Ok(raw) => raw,
                 Err(e) => {
-                    // The provider may have recorded it: learn the lane's seq from its log
-                    // before the lane is used again.
-                    lease.slot.next_seq = None;
+                    // The provider may have recorded it: the lane learns its seq from the log
+                    // before its next use, and a resend of this request comes back here.
+                    lease.unanswered(sent.auth.seq, req_hash);
                     self.fill_gaps(&mut st).await?;
                     return Err(e);
                 }
@@ -106,7 +111,7 @@ impl Client {
             if let Some(v) = raw.headers.get(PAYMENT_RESPONSE) {
                 let receipt = self.paid_receipt(&mut st, v, &sent, &raw, &expect)?;
                 let record = Record::new(sent.auth, sent.sig, receipt.outcome);
-                lease.slot.next_seq = Some(sent.auth.seq + 1);
+                lease.answered(&req_hash, sent.auth.seq + 1);
                 self.take_place(&mut st, record, receipt.signature).await?;
                 if sent.sent_checkpoint {
                     st.checkpoint_due = false;
@@ -131,7 +136,8 @@ impl Client {
             match err.error.reason {
                 Reason::StaleSeq { .. } => {
                     self.resync(&mut st).await?;
-                    lease.slot.next_seq = Some(st.mirror.lanes().tail(lease.slot.lane).next_seq);
+                    // Another request holds this seq, so ours was not recorded at it.
+                    lease.answered(&req_hash, st.mirror.lanes().tail(lease.slot.lane).next_seq);
                 }
                 Reason::LaneBusy { .. } if std::time::Instant::now() < busy_until => {
                     // Our own earlier request on this lane (before a restart, or whose
@@ -167,14 +173,16 @@ impl Client {
                 Reason::TermsChanged { .. } => self.adopt_terms(&mut st).await?,
                 Reason::AlreadyRecorded { record } => {
                     self.recorded_elsewhere(&mut st, &sent, &record).await?;
-                    lease.slot.next_seq = Some(sent.auth.seq + 1);
+                    lease.answered(&req_hash, sent.auth.seq + 1);
                     return Err(ClientError::ResponseLost { seq: sent.auth.seq });
                 }
                 reason => {
+                    // Refused, so not recorded, nor in flight.
+                    lease.answered(&req_hash, sent.auth.seq);
                     return Err(ClientError::Refused {
                         reason,
                         message: err.error.message,
-                    })
+                    });
                 }
             }
         }
