@@ -26,7 +26,7 @@ fn headers(value: &[u8]) {
     }
     let _ = decode_header::<PaymentRequired>("PAYMENT-REQUIRED", value);
     if let Ok(c) = decode_header::<WireCheckpoint>("TALLY-CHECKPOINT", value) {
-        let _ = c.eip712.to_sig();
+        let _ = c.eip712.parts();
         let body_end = c.note.find("\n\n").map_or(0, |i| i + 1);
         let _ = tally_core::Checkpoint::parse_body(&c.note[..body_end]);
     }
@@ -49,13 +49,13 @@ fn bodies(json: &[u8]) {
     let _ = serde_json::from_slice::<DisputeGranted>(json);
     let _ = serde_json::from_slice::<DisputedExchange>(json);
     if let Ok(c) = serde_json::from_slice::<WireCheckpoint>(json) {
-        let _ = c.eip712.to_sig();
+        let _ = c.eip712.parts();
     }
     if let Ok(c) = serde_json::from_slice::<CloseRequest>(json) {
-        let _ = c.eip712.to_sig();
+        let _ = c.eip712.parts();
     }
     if let Ok(c) = serde_json::from_slice::<CloseSigned>(json) {
-        let _ = (c.signer_eip712.to_sig(), c.payee_eip712.to_sig());
+        let _ = (c.signer_eip712.parts(), c.payee_eip712.parts());
     }
     if let Ok(page) = serde_json::from_slice::<RecordsPage>(json) {
         for r in &page.records {
