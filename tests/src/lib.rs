@@ -9,7 +9,7 @@ pub mod paid;
 pub mod process;
 
 pub use check::{assert_mirror_is_log, checked_log, open_mirror, stored_checkpoint};
-pub use paid::{delaying_proxy, next_auth, raw, raw_signed, reason, Hold};
+pub use paid::{delaying_proxy, forward, next_auth, raw, raw_signed, reason, Hold};
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -99,6 +99,36 @@ pub fn next_auth(
 /// How long the delaying proxy holds the gateway's answer to a request, by its body.
 pub type Hold = Arc<dyn Fn(&[u8]) -> Duration + Send + Sync>;
 
+/// Forwards `req` to `gateway` as it came (less `Host`) and returns the request's body and
+/// the answer's status, headers and body: the pass-through both test proxies build on.
+pub async fn forward(
+    gateway: &str,
+    req: http::Request<axum::body::Body>,
+) -> (Vec<u8>, http::StatusCode, http::HeaderMap, Vec<u8>) {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default()
+        .to_vec();
+    let url = format!(
+        "{gateway}{}",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut headers = parts.headers.clone();
+    headers.remove(http::header::HOST);
+    let resp = reqwest::Client::new()
+        .request(parts.method.clone(), url)
+        .headers(headers)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("proxy: {e}"));
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap_or_default().to_vec();
+    (body, status, headers, bytes)
+}
+
 /// A proxy in front of `gateway` that forwards every request at once and holds the gateway's
 /// answer for `hold(request body)` before passing it on unchanged: the request is recorded
 /// when the gateway answers, and its receipt reaches the client late (or, past the client's
@@ -108,26 +138,7 @@ pub async fn delaying_proxy(gateway: String, hold: Hold) -> Server {
     let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
         let (gateway, hold) = (gateway.clone(), hold.clone());
         async move {
-            let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .unwrap_or_default();
-            let url = format!(
-                "{gateway}{}",
-                parts.uri.path_and_query().map_or("/", |p| p.as_str())
-            );
-            let mut headers = parts.headers.clone();
-            headers.remove(http::header::HOST);
-            let resp = reqwest::Client::new()
-                .request(parts.method.clone(), url)
-                .headers(headers)
-                .body(body.to_vec())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("proxy: {e}"));
-            let status = resp.status();
-            let mut headers = resp.headers().clone();
-            let bytes = resp.bytes().await.unwrap_or_default();
+            let (body, status, mut headers, bytes) = forward(&gateway, req).await;
             tokio::time::sleep(hold(&body)).await;
             headers.remove(http::header::CONTENT_LENGTH);
             headers.remove(http::header::TRANSFER_ENCODING);

@@ -481,26 +481,7 @@ async fn tampering_proxy(gateway: String, key: SecretKey, mode: Tamper) -> Serve
         let gateway = gateway.clone();
         let key = key.clone();
         async move {
-            let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .unwrap_or_default();
-            let url = format!(
-                "{gateway}{}",
-                parts.uri.path_and_query().map_or("/", |p| p.as_str())
-            );
-            let mut headers = parts.headers.clone();
-            headers.remove(http::header::HOST);
-            let resp = reqwest::Client::new()
-                .request(parts.method.clone(), url)
-                .headers(headers)
-                .body(body.to_vec())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("mitm: {e}"));
-            let status = resp.status();
-            let mut headers = resp.headers().clone();
-            let mut bytes = resp.bytes().await.unwrap_or_default().to_vec();
+            let (_, status, mut headers, mut bytes) = forward(&gateway, req).await;
             if let Some(v) = headers.get(PAYMENT_RESPONSE).cloned() {
                 let mut pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", v.as_bytes())
                     .unwrap_or_else(|e| panic!("{e}"));
