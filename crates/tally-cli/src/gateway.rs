@@ -60,6 +60,9 @@ pub struct GatewayFile {
     pub refunds: RefundPolicy,
     /// The price list.
     pub routes: Vec<RoutePrice>,
+    /// When receipts are sent; `None` leaves tally-server's default (`sync`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<tally_server::durability::DurabilityConfig>,
 }
 
 impl GatewayFile {
@@ -94,6 +97,7 @@ impl GatewayFile {
                 over_max: true,
             },
             routes,
+            durability: None,
         }
     }
 
@@ -141,15 +145,19 @@ impl Serving {
         format!("http://{}", self.addr)
     }
 
-    /// Graceful shutdown.
+    /// Graceful shutdown: stops serving, then keeps every promise (spec/HTTP.md §5.6).
     pub async fn stop(mut self) -> Result<()> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         match self.task.await {
-            Ok(r) => r.map_err(|e| CliError::Service(format!("gateway: {e}"))),
-            Err(e) => Err(CliError::Service(format!("gateway task: {e}"))),
+            Ok(r) => r.map_err(|e| CliError::Service(format!("gateway: {e}")))?,
+            Err(e) => return Err(CliError::Service(format!("gateway task: {e}"))),
         }
+        self.gateway
+            .shutdown(Duration::from_secs(30))
+            .await
+            .map_err(|e| CliError::Service(format!("gateway shutdown: {}", e.message)))
     }
 }
 

@@ -5,6 +5,7 @@
 //! `lanes` requests of one channel are in flight together.
 
 mod paid;
+mod restore;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -430,6 +431,15 @@ impl Client {
         st.mirror.sync().await?;
         let provider = st.terms.terms.provider_key;
         let theirs: ChannelState = self.get_json(self.channel_url("")).await?;
+        if theirs.restore_required && theirs.size <= st.mirror.size() {
+            // The provider lost promised records in a crash: upload ours (spec/HTTP.md §5.6).
+            let base = tally_core::LogState {
+                size: theirs.size,
+                root: theirs.root,
+                cumulative: theirs.cumulative.0,
+            };
+            return Box::pin(self.restore(st, base)).await;
+        }
         if theirs.size < st.mirror.size() {
             return Err(Self::stop(
                 st,

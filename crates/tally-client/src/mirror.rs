@@ -19,7 +19,7 @@ use tally_core::encoding::Canonical;
 use tally_core::hash::TreeHasher;
 use tally_core::sequence::{LaneTail, RecentStates, ACK_WINDOW};
 use tally_core::{ChannelId, Hash, Lanes, LogState, Record, SequenceError, Signature};
-use tally_log::{Blake3Hasher, Frontier, HashReader, LogError, LogStore, Ticket};
+use tally_log::{Blake3Hasher, Frontier, LogError, LogStore, Ticket};
 
 use crate::error::{ClientError, Misbehavior};
 
@@ -48,56 +48,6 @@ pub struct Mirror {
 /// Most pipelined appends in flight before [`Mirror::append_pipelined`] waits for the oldest.
 const MAX_PENDING: usize = 1024;
 
-/// Answers the stored hashes of one frontier from a list (largest subtree first).
-struct EdgeReader(Vec<(u8, u64, Hash)>);
-
-impl HashReader for EdgeReader {
-    fn stored_hash(&self, level: u8, index: u64) -> Result<Hash, LogError> {
-        self.0
-            .iter()
-            .find(|(l, i, _)| *l == level && *i == index)
-            .map(|(_, _, h)| *h)
-            .ok_or(LogError::OutOfRange { index, size: 0 })
-    }
-}
-
-/// The frontier of the durable log of `size` records: the inclusion proof of the last leaf
-/// lists the complete subtrees of size `size - 1`, smallest first (RFC 9162 §2.1.3.1, the
-/// last leaf is always in the right part); pushing that leaf gives the frontier of `size`.
-/// O(log n) reads, checked against the durable root.
-fn load_frontier(
-    log: &LogStore,
-    channel: &ChannelId,
-    size: u64,
-    root: &Hash,
-) -> Result<Frontier, ClientError> {
-    if size == 0 {
-        return Ok(Frontier::default());
-    }
-    let proof = log.inclusion_proof(channel, size - 1, size)?;
-    let before = size - 1;
-    let mut edge = Vec::with_capacity(proof.len());
-    let mut hashes = proof.iter().rev();
-    let mut at = 0u64;
-    while at < before {
-        let level = 63 - (before - at).leading_zeros();
-        let h = hashes
-            .next()
-            .ok_or_else(|| ClientError::Mirror("short proof loading the frontier".into()))?;
-        edge.push((level as u8, at >> level, *h));
-        at += 1u64 << level;
-    }
-    let mut frontier = Frontier::load(&EdgeReader(edge), before)?;
-    let last = log.record(channel, size - 1)?;
-    frontier.push(&Blake3Hasher, Blake3Hasher.leaf(&last));
-    if frontier.root(&Blake3Hasher) != *root {
-        return Err(ClientError::Mirror(
-            "the mirror's frontier does not give its stored root".into(),
-        ));
-    }
-    Ok(frontier)
-}
-
 impl Mirror {
     /// Opens (or creates) the mirror under `dir` (`dir/log`, `dir/meta`).
     pub fn open(dir: &Path, channel: ChannelId) -> Result<Self, ClientError> {
@@ -118,7 +68,7 @@ impl Mirror {
         } else {
             0
         };
-        let frontier = load_frontier(&log, &channel, size, &root)?;
+        let frontier = tally_log::frontier_at(&log, &channel, size, &root)?;
         let mut lanes = Lanes::default();
         for (lane, index) in log.keyed(&channel)? {
             let bytes = log.record(&channel, index)?;

@@ -20,6 +20,7 @@ pub mod outcome;
 pub mod read;
 pub mod record;
 pub mod request;
+pub mod restore;
 pub mod sequence;
 pub mod signature;
 
@@ -32,6 +33,7 @@ pub use keys::{PublicKey, SecretKey};
 pub use outcome::{Outcome, Receipt};
 pub use record::Record;
 pub use request::RequestSalt;
+pub use restore::Restore;
 pub use sequence::{check_position, Lanes, LogState, Sequence, SequenceError};
 pub use signature::Signature;
 

@@ -29,6 +29,10 @@ pub struct ChannelState {
     pub checkpoint_cumulative: Amount,
     /// The last record and its provider signature, if any.
     pub last_record: Option<WireRecord>,
+    /// Whether the channel waits for its client to restore the records it holds beyond
+    /// `size` (spec/HTTP.md §5.6) before it takes appends again.
+    #[serde(default)]
+    pub restore_required: bool,
 }
 
 /// `GET /tally/v1/channels/{id}/records?from=&to=`: at most [`MAX_RECORDS_PER_PAGE`].
@@ -52,6 +56,61 @@ pub struct SessionBound {
     /// The channel's request salt: every request hash of the channel starts with it
     /// (spec/PROTOCOL.md §3.3). The same on every rebinding of the same key.
     pub request_salt: RequestSalt,
+}
+
+/// `POST /tally/v1/channels/{id}/restore` body (spec/HTTP.md §5.6): the co-signed records the
+/// client holds beyond the provider's durable head, in index order from it, and the client's
+/// signed statement of the state they lead to (spec/PROTOCOL.md §5.7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreUpload {
+    /// The records, each with the provider's signature of its outcome; may be empty.
+    pub records: Vec<WireRecord>,
+    /// The restore statement's canonical bytes, hex.
+    pub statement: String,
+    /// The session key's signature over them.
+    pub signature: tally_core::Signature,
+}
+
+impl RestoreUpload {
+    /// An upload of `records` under `statement`, signed by the session key.
+    pub fn new(
+        records: Vec<WireRecord>,
+        statement: &tally_core::Restore,
+        key: &tally_core::SecretKey,
+    ) -> Self {
+        use tally_core::encoding::Canonical;
+        RestoreUpload {
+            records,
+            statement: crate::payment::hex_lower(&statement.to_bytes()),
+            signature: statement.sign(key),
+        }
+    }
+
+    /// Decodes the statement (canonical bytes only; its signature is checked by the caller,
+    /// who knows the session key).
+    pub fn decode_statement(&self) -> Result<tally_core::Restore, crate::WireError> {
+        use tally_core::encoding::Canonical;
+        let bytes = crate::payment::hex_bytes("restore statement", &self.statement)?;
+        tally_core::Restore::from_bytes(&bytes).map_err(|source| crate::WireError::Message {
+            what: "restore statement",
+            source,
+        })
+    }
+}
+
+/// The answer to a restore: the channel's durable state, now open to appends again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restored {
+    /// How many uploaded records were appended.
+    pub appended: u64,
+    /// The durable log size.
+    pub size: u64,
+    /// Root at `size`.
+    pub root: Hash,
+    /// Cumulative net amount at `size`.
+    pub cumulative: Amount,
 }
 
 /// The most records one page returns.

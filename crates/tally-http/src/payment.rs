@@ -19,7 +19,7 @@ pub(crate) fn hex_lower(bytes: &[u8]) -> String {
 }
 
 /// Decodes lowercase hex (even length) into bytes; upper case is refused (one spelling).
-fn hex_bytes(what: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
+pub(crate) fn hex_bytes(what: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
     let malformed = |reason: String| WireError::Malformed { what, reason };
     if !text.len().is_multiple_of(2) {
         return Err(malformed(hex::FromHexError::OddLength.to_string()));

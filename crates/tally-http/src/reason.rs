@@ -60,6 +60,23 @@ pub enum Reason {
         /// The cumulative amount at `size`.
         cumulative: Amount,
     },
+    /// The gateway restarted in promise mode without committing every record it had
+    /// promised (spec/HTTP.md §5.6): nothing more is appended to this channel until its client
+    /// uploads the co-signed records it holds beyond this durable state, or signs that it
+    /// holds none.
+    RestoreRequired {
+        /// The durable log size.
+        size: u64,
+        /// The root at `size`.
+        root: Hash,
+        /// The cumulative amount at `size`.
+        cumulative: Amount,
+    },
+    /// A restore upload was refused (spec/HTTP.md §5.6): nothing of it was appended.
+    RestoreRefused {
+        /// The first uploaded record that was refused, if a record was at fault.
+        index: Option<u64>,
+    },
     /// The authorization's `request_hash` is not the hash of the request received.
     RequestMismatch {
         /// The hash the gateway computed (spec/PROTOCOL.md §3.3).
@@ -142,6 +159,8 @@ impl Reason {
             Reason::LaneOutOfRange { .. } => "lane_out_of_range",
             Reason::LaneBusy { .. } => "lane_busy",
             Reason::StateMismatch { .. } => "state_mismatch",
+            Reason::RestoreRequired { .. } => "restore_required",
+            Reason::RestoreRefused { .. } => "restore_refused",
             Reason::RequestMismatch { .. } => "request_mismatch",
             Reason::TermsChanged { .. } => "terms_changed",
             Reason::InsufficientFunds { .. } => "insufficient_funds",
@@ -173,9 +192,10 @@ impl Reason {
             Reason::StaleSeq { .. }
             | Reason::LaneBusy { .. }
             | Reason::StateMismatch { .. }
+            | Reason::RestoreRequired { .. }
             | Reason::SessionKeyConflict
             | Reason::AlreadyRecorded { .. } => 409,
-            Reason::DisputeRefused { .. } => 422,
+            Reason::DisputeRefused { .. } | Reason::RestoreRefused { .. } => 422,
             Reason::UpstreamUnavailable | Reason::ResponseTooLarge { .. } => 502,
             Reason::ChainUnavailable | Reason::StoreUnavailable | Reason::Overloaded => 503,
             Reason::CloseUnavailable => 501,

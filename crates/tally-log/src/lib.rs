@@ -14,12 +14,14 @@
 //! batch holding it, and must never rewrite a stored hash.
 
 pub mod bundle;
+mod edge;
 pub mod error;
 pub mod proof;
 pub mod store;
 mod tile_cache;
 pub mod tree;
 
+pub use edge::frontier_at;
 pub use error::{LogError, ProofError};
 pub use proof::{consistency_proof, inclusion_proof, verify_consistency, verify_inclusion};
 pub use store::{FsckReport, Head, LogStore, StoreConfig, Ticket};

@@ -21,6 +21,8 @@ pub struct Bindings {
     closing: sled::Tree,
     terms: sled::Tree,
     salts: sled::Tree,
+    promises: sled::Tree,
+    restores: sled::Tree,
 }
 
 /// A dispute's credit: the index of the credit record, and the request hash of the dispute
@@ -108,6 +110,8 @@ impl Bindings {
         let closing = db.open_tree("closing")?;
         let terms = db.open_tree("terms")?;
         let salts = db.open_tree("salts")?;
+        let promises = db.open_tree("promises")?;
+        let restores = db.open_tree("restores")?;
         Ok(Bindings {
             db,
             data_file,
@@ -116,6 +120,8 @@ impl Bindings {
             closing,
             terms,
             salts,
+            promises,
+            restores,
         })
     }
 
@@ -252,6 +258,68 @@ impl Bindings {
     }
 }
 
+/// Promise-mode marks (spec/HTTP.md §5.6): a channel is marked, durably, before its first
+/// receipt is promised ahead of durability; the marks are cleared only after a shutdown
+/// that made every promise durable. A mark found by a gateway that did not set it (a new
+/// process, or a reopened log) means promises may have been lost with memory.
+impl Bindings {
+    /// Marks `channel` as possibly holding promises not yet durable, durably.
+    pub fn mark_promising(&self, channel: &ChannelId) -> Result<(), sled::Error> {
+        if self.promises.contains_key(channel.0)? {
+            return Ok(());
+        }
+        self.promises.insert(channel.0, &[][..])?;
+        self.sync()
+    }
+
+    /// Whether `channel` carries a promise mark.
+    pub fn is_promising(&self, channel: &ChannelId) -> Result<bool, String> {
+        self.promises
+            .contains_key(channel.0)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Clears every mark, durably: only once every promise is durable.
+    pub fn clear_promising(&self) -> Result<(), sled::Error> {
+        self.promises.clear()?;
+        self.sync()
+    }
+
+    /// Keeps a client's signed restore statement (its canonical bytes and signature), the
+    /// provider's evidence that the client disowned any receipt beyond it.
+    pub fn keep_restore(
+        &self,
+        channel: &ChannelId,
+        size: u64,
+        statement: &[u8],
+        signature: &tally_core::Signature,
+    ) -> Result<(), sled::Error> {
+        let mut v = Vec::with_capacity(statement.len() + 64);
+        v.extend_from_slice(statement);
+        v.extend_from_slice(&signature.0);
+        self.restores.insert(credit_key(channel, size), v)?;
+        self.sync()
+    }
+
+    /// The restore statements kept for `channel`, oldest first, as `(bytes, signature)`.
+    pub fn restores(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Vec<(Vec<u8>, tally_core::Signature)>, String> {
+        let mut out = Vec::new();
+        for item in self.restores.scan_prefix(channel.0) {
+            let (_, v) = item.map_err(|e| e.to_string())?;
+            let split = v
+                .len()
+                .checked_sub(64)
+                .ok_or("a kept restore statement is too short")?;
+            let sig = <[u8; 64]>::try_from(&v[split..]).map_err(|e| e.to_string())?;
+            out.push((v[..split].to_vec(), tally_core::Signature(sig)));
+        }
+        Ok(out)
+    }
+}
+
 fn credit_key(channel: &ChannelId, index: u64) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..32].copy_from_slice(&channel.0);
@@ -262,6 +330,31 @@ fn credit_key(channel: &ChannelId, index: u64) -> [u8; 40] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn promise_marks_and_restore_statements_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (ChannelId([1; 32]), ChannelId([2; 32]));
+        {
+            let db = Bindings::open(dir.path()).unwrap();
+            db.mark_promising(&a).unwrap();
+            db.mark_promising(&a).unwrap();
+            db.keep_restore(&a, 5, b"statement", &tally_core::Signature([4; 64]))
+                .unwrap();
+        }
+        let db = Bindings::open(dir.path()).unwrap();
+        assert!(db.is_promising(&a).unwrap());
+        assert!(!db.is_promising(&b).unwrap());
+        assert_eq!(
+            db.restores(&a).unwrap(),
+            vec![(b"statement".to_vec(), tally_core::Signature([4; 64]))]
+        );
+        assert!(db.restores(&b).unwrap().is_empty());
+        db.clear_promising().unwrap();
+        drop(db);
+        let db = Bindings::open(dir.path()).unwrap();
+        assert!(!db.is_promising(&a).unwrap());
+    }
 
     #[test]
     fn closing_round_trips_and_survives_reopening() {

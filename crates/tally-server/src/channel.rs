@@ -17,7 +17,7 @@ use tally_core::hash::TreeHasher;
 use tally_core::sequence::{LaneTail, LogState};
 use tally_core::{ChannelId, Hash, PublicKey, Record};
 use tally_http::WireCheckpoint;
-use tally_log::LogStore;
+use tally_log::{Frontier, LogStore};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::bindings::{Bindings, Closing};
@@ -64,6 +64,18 @@ pub struct LaneLast {
     pub cached: Option<CachedResponse>,
 }
 
+/// A record handed to the log and not yet durable: what the gateway answers from for it
+/// meanwhile (an acknowledgement of the state after it, a retry, a stale seq).
+#[derive(Clone, Debug)]
+pub struct PendingRecord {
+    /// The cumulative after the record.
+    pub cumulative: u128,
+    /// The log's root after the record, from the gateway's in-memory frontier.
+    pub root: Hash,
+    /// The record's canonical bytes.
+    pub bytes: Bytes,
+}
+
 /// One lane of a channel (spec/PROTOCOL.md §5.4).
 #[derive(Clone, Debug, Default)]
 pub struct LaneState {
@@ -87,9 +99,18 @@ pub struct ChannelState {
     pub salt: Option<tally_core::RequestSalt>,
     /// The durable head of the log, with its cumulative.
     pub durable: LogState,
-    /// The cumulative after each record handed to the log but not yet durable: indices
-    /// `durable.size ..`, in order.
-    pub pending: VecDeque<u128>,
+    /// Each record handed to the log but not yet durable: indices `durable.size ..`, in
+    /// order.
+    pub pending: VecDeque<PendingRecord>,
+    /// The right edge of the log with every pending record: its size is
+    /// [`next_index`](Self::next_index).
+    pub frontier: Frontier,
+    /// The channel may have lost promised records in a crash and takes no append until its
+    /// client restores it (spec/HTTP.md §5.6).
+    pub restore_required: bool,
+    /// This run of the gateway has durably marked the channel as one that may hold promises
+    /// (spec/HTTP.md §5.6), so its receipts may be promised.
+    pub promising: bool,
     /// The sum of the `max_amount`s of admitted requests not yet recorded (P5).
     pub reserved: u128,
     /// How many admitted requests are not yet recorded or refused.
@@ -124,8 +145,46 @@ impl ChannelState {
     pub fn tail_cumulative(&self) -> u128 {
         self.pending
             .back()
-            .copied()
-            .unwrap_or(self.durable.cumulative)
+            .map_or(self.durable.cumulative, |p| p.cumulative)
+    }
+
+    /// The log's state after every record handed to it: what a promise-mode client may
+    /// acknowledge.
+    pub fn tail_state(&self) -> LogState {
+        self.state_at(self.next_index()).unwrap_or(self.durable)
+    }
+
+    /// The state at `size` if it is the durable head or a pending one (`None` below the
+    /// durable head: read it from the store).
+    pub fn state_at(&self, size: u64) -> Option<LogState> {
+        if size == self.durable.size {
+            return Some(self.durable);
+        }
+        let k = size.checked_sub(self.durable.size + 1)?;
+        let p = self.pending.get(usize::try_from(k).ok()?)?;
+        Some(LogState {
+            size,
+            root: p.root,
+            cumulative: p.cumulative,
+        })
+    }
+
+    /// A pending record's bytes (`None`: durable or unknown, read it from the store).
+    pub fn pending_record(&self, index: u64) -> Option<&Bytes> {
+        let k = index.checked_sub(self.durable.size)?;
+        self.pending.get(usize::try_from(k).ok()?).map(|p| &p.bytes)
+    }
+
+    /// Hands `bytes` (the record at [`next_index`](Self::next_index), whose cumulative is
+    /// `cumulative`) to the in-memory head: the frontier and `pending` advance together.
+    pub fn push_pending(&mut self, frontier: Frontier, cumulative: u128, bytes: Bytes) {
+        let root = frontier.root(&tally_log::Blake3Hasher);
+        self.frontier = frontier;
+        self.pending.push_back(PendingRecord {
+            cumulative,
+            root,
+            bytes,
+        });
     }
 
     /// Moves the durable head up to the store's: records of this channel that became
@@ -135,13 +194,20 @@ impl ChannelState {
             return Ok(());
         };
         while self.durable.size < head.size {
-            let cumulative = self.pending.pop_front().ok_or_else(|| {
+            let p = self.pending.pop_front().ok_or_else(|| {
                 GatewayError::internal("the log grew beyond what this channel appended")
             })?;
-            self.durable.size += 1;
-            self.durable.cumulative = cumulative;
+            self.durable = LogState {
+                size: self.durable.size + 1,
+                root: p.root,
+                cumulative: p.cumulative,
+            };
         }
-        self.durable.root = head.root;
+        if self.durable.root != head.root {
+            return Err(GatewayError::internal(
+                "the durable root is not the one the gateway computed",
+            ));
+        }
         Ok(())
     }
 
@@ -201,6 +267,7 @@ impl ChannelState {
         store: &LogStore,
         generation: u64,
         bindings: &Bindings,
+        promising: bool,
     ) -> Result<Self, GatewayError> {
         let salt = bindings
             .salt(&id)
@@ -230,6 +297,11 @@ impl ChannelState {
                 cumulative: 0,
             },
         };
+        let frontier = tally_log::frontier_at(store, &id, durable.size, &durable.root)
+            .map_err(|e| GatewayError::internal(format!("loading the log's edge: {e}")))?;
+        let marked = bindings
+            .is_promising(&id)
+            .map_err(|e| GatewayError::internal(format!("promise mark: {e}")))?;
         let mut lanes = HashMap::new();
         for (lane, index) in store
             .keyed(&id)
@@ -273,6 +345,11 @@ impl ChannelState {
             salt,
             durable,
             pending: VecDeque::new(),
+            frontier,
+            // A mark this run did not set: promises of an earlier run (or of the store
+            // before it was reopened) may be lost.
+            restore_required: marked && !promising,
+            promising,
             reserved: 0,
             in_flight: 0,
             lanes,

@@ -72,6 +72,9 @@ pub struct GatewayConfig {
     /// Most channels whose state is held in memory at once (idle ones beyond are evicted).
     #[serde(default = "default_max_channels_in_memory")]
     pub max_channels_in_memory: usize,
+    /// When receipts are sent (DESIGN.md §8): `"sync"` (default) or a promise table.
+    #[serde(default)]
+    pub durability: crate::durability::DurabilityConfig,
     /// The payee side: with it, `tally serve` claims by itself and cosigns cooperative
     /// closes; without it, claims are manual (`tally settle`) and closes are unavailable.
     #[serde(default)]
@@ -235,6 +238,7 @@ impl GatewayConfig {
     pub fn parse(text: &str) -> Result<Self, StartError> {
         let cfg: Self = toml::from_str(text).map_err(|e| StartError::Config(e.to_string()))?;
         cfg.limits.server_limits()?;
+        cfg.durability.resolve().map_err(StartError::Config)?;
         Ok(cfg)
     }
 
@@ -293,6 +297,8 @@ impl GatewayConfig {
         s.min_withdraw_delay = self.min_withdraw_delay;
         s.unmatched = self.unmatched;
         s.max_channels_in_memory = self.max_channels_in_memory;
+        // Checked by `parse`; a value built in code that does not resolve stays `sync`.
+        s.durability = self.durability.resolve().unwrap_or_default();
         s
     }
 }

@@ -1,5 +1,6 @@
 //! The gateway's own endpoints (spec/HTTP.md §4–§7): terms discovery, channel state,
-//! records, proofs, checkpoints, session binding, disputes, cooperative close, `/metrics`
+//! records, proofs, checkpoints, session binding, disputes, cooperative close, restore,
+//! `/metrics`
 //! and `/healthz`.
 //! Every failure answers with a reason (spec/HTTP.md §8).
 
@@ -76,6 +77,7 @@ pub fn router(gateway: Gateway) -> Router {
         )
         .route("/channels/{id}/disputes", post(dispute))
         .route("/channels/{id}/close", post(close))
+        .route("/channels/{id}/restore", post(restore))
         .fallback(not_found);
     Router::new()
         .route(WELL_KNOWN_PATH, get(terms))
@@ -117,10 +119,17 @@ async fn metrics(State(gw): State<Gateway>) -> Response {
         .filter_map(|c| store.head(c))
         .map(|h| h.size)
         .sum();
+    let (promised, oldest) = gw.inner.promises.outstanding();
+    let gauges = crate::metrics::Gauges {
+        channels: channels.len(),
+        log_records: records,
+        in_memory: gw.inner.channels.len(),
+        promised,
+        oldest_promise: oldest.unwrap_or_default(),
+    };
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        gw.metrics()
-            .render(channels.len(), records, gw.inner.channels.len()),
+        gw.metrics().render(&gauges),
     )
         .into_response()
 }
@@ -294,6 +303,16 @@ async fn close(
     let id = channel_id(&id)?;
     let req: CloseRequest = parse_json(&body, "close request")?;
     Ok(Json(gw.close(&id, &req).await?))
+}
+
+async fn restore(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    EndpointBody(body): EndpointBody,
+) -> Result<Json<tally_http::api::Restored>, GatewayError> {
+    let id = channel_id(&id)?;
+    let upload: tally_http::api::RestoreUpload = parse_json(&body, "restore upload")?;
+    Ok(Json(gw.restore(&id, &upload).await?))
 }
 
 async fn dispute(

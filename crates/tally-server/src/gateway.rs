@@ -40,6 +40,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::bindings::{Bindings, Closing};
 use crate::channel::{self, CachedResponse, ChannelState, Channels};
+use crate::durability::Durability;
 use crate::errors::{GatewayError, StartError};
 use crate::funding::FundingCache;
 use crate::metrics::Metrics;
@@ -63,6 +64,7 @@ mod admit;
 mod checkpoint;
 mod close;
 mod record;
+mod restore;
 mod session;
 mod store;
 
@@ -111,6 +113,8 @@ pub struct Settings {
     /// The provider's admin token for channel reads (spec/HTTP.md §5.1); `None`: only the
     /// channel's session key can read.
     pub admin_token: Option<crate::readauth::AdminToken>,
+    /// When receipts are sent: after durability, or promised ahead of it (DESIGN.md §8).
+    pub durability: Durability,
 }
 
 impl Settings {
@@ -142,6 +146,7 @@ impl Settings {
             unmatched: Unmatched::Free,
             max_channels_in_memory: 100_000,
             admin_token: None,
+            durability: Durability::Sync,
         }
     }
 }
@@ -168,6 +173,11 @@ pub(crate) struct Inner {
     /// The payee's wallet key (`[settlement]`): signs cooperative closes. `None` means the
     /// close endpoint answers `close_unavailable`.
     pub(crate) payee_key: Option<PrivateKeySigner>,
+    /// The channels this run (this process, this generation of the log store) marked as
+    /// promising (spec/HTTP.md §5.6); emptied when the store is reopened.
+    pub(crate) promising: std::sync::Mutex<std::collections::HashSet<ChannelId>>,
+    /// Receipts promised and not yet durable.
+    pub(crate) promises: crate::durability::Promises,
 }
 
 /// A metering gateway: cheap to clone, shared by every connection.
@@ -441,6 +451,8 @@ impl Gateway {
                 metrics,
                 page_renders: tokio::sync::Semaphore::new(1),
                 payee_key,
+                promising: Default::default(),
+                promises: Default::default(),
             }),
         })
     }
@@ -487,9 +499,11 @@ impl Gateway {
     /// recovery attempt ([`store`] module docs).
     pub fn ensure_writable(&self) -> Result<(), GatewayError> {
         let gw = self.clone();
-        self.inner
-            .store
-            .ensure_writable(move || gw.inner.channels.clear())
+        self.inner.store.ensure_writable(move || {
+            // Promises of the old store may be lost: its channels restore first.
+            gw.set_promising(|p| p.clear());
+            gw.inner.channels.clear()
+        })
     }
 
     /// The metrics.
@@ -546,14 +560,27 @@ impl Gateway {
         if guard.is_none() {
             let i = &self.inner;
             let (store, generation) = i.store.current()?;
+            let promising = self.set_promising(|p| p.contains(channel));
             *guard = Some(ChannelState::load(
                 *channel,
                 &store,
                 generation,
                 &i.bindings,
+                promising,
             )?);
         }
         Ok(guard)
+    }
+
+    /// Reads or changes the set of channels this run marked as promising.
+    pub(crate) fn set_promising<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashSet<ChannelId>) -> T,
+    ) -> T {
+        match self.inner.promising.lock() {
+            Ok(mut p) => f(&mut p),
+            Err(p) => f(&mut p.into_inner()),
+        }
     }
 
     /// Locks a channel that has a bound session key; any other id is `unknown_channel`
@@ -575,6 +602,15 @@ impl Gateway {
         WireRecord::new(record, self.inner.key.sign(&record.outcome.to_bytes()))
     }
 
+    /// Record `index` of a loaded channel: from memory while pending, else from the log.
+    fn record_of(&self, st: &ChannelState, index: u64) -> Result<Record, GatewayError> {
+        match st.pending_record(index) {
+            Some(bytes) => Record::from_bytes(bytes)
+                .map_err(|e| GatewayError::internal(format!("pending record {index}: {e}"))),
+            None => self.stored_record(&st.id, index),
+        }
+    }
+
     fn stored_record(&self, channel: &ChannelId, index: u64) -> Result<Record, GatewayError> {
         let bytes = self
             .store()?
@@ -590,8 +626,21 @@ impl Gateway {
     ) -> Result<tally_http::api::ChannelState, GatewayError> {
         let mut guard = self.lock(channel).await?;
         let store = self.store()?;
+        // Promised records become durable within `max_delay`: the state read waits for them,
+        // so a client never sees a head below the receipts it holds (its mirror would take
+        // that for lost records).
+        let deadline = Instant::now() + self.promise_wait();
+        loop {
+            let st = loaded(&mut guard)?;
+            st.sync_durable(&store)?;
+            if st.pending.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            drop(guard);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            guard = self.lock(channel).await?;
+        }
         let st = loaded(&mut guard)?;
-        st.sync_durable(&store)?;
         let last_record = match st.durable.size {
             0 => None,
             n => Some(self.wire_record(&self.stored_record(&st.id, n - 1)?)),
@@ -606,7 +655,43 @@ impl Gateway {
             checkpoint_size: st.checkpoint_size,
             checkpoint_cumulative: Amount(st.checkpoint_cumulative),
             last_record,
+            restore_required: st.restore_required,
         })
+    }
+
+    /// How long a read waits for promised records to become durable: a few times the
+    /// promise's bound (a loaded disk), never more than a second beyond it.
+    fn promise_wait(&self) -> Duration {
+        match self.inner.settings.durability {
+            Durability::Sync => Duration::ZERO,
+            Durability::Promise { max_delay, .. } => max_delay * 4 + Duration::from_secs(1),
+        }
+    }
+
+    /// Ends a run cleanly: waits until every promised record is durable, then clears the
+    /// promise marks (spec/HTTP.md §5.6), so the next run needs no restore. Call once no
+    /// request is served any more. If a promise cannot be kept (the log failed, or it takes
+    /// longer than `wait`), the marks stay and the next run restores those channels.
+    pub async fn shutdown(&self, wait: Duration) -> Result<(), GatewayError> {
+        let deadline = Instant::now() + wait;
+        while self.inner.promises.outstanding().0 > 0 {
+            if Instant::now() >= deadline {
+                return Err(GatewayError::internal(
+                    "promised records are still not durable; their channels restore next run",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if let Some(problem) = self.store_problem() {
+            return Err(GatewayError::internal(format!(
+                "the log cannot take writes ({problem}); promised channels restore next run"
+            )));
+        }
+        let gw = self.clone();
+        tokio::task::spawn_blocking(move || gw.bindings().clear_promising())
+            .await
+            .map_err(|e| GatewayError::internal(format!("clearing promise marks: {e}")))?
+            .map_err(|e| GatewayError::internal(format!("clearing promise marks: {e}")))
     }
 
     /// The channel's funding read from the chain now (the checks that money depends on).

@@ -8,7 +8,10 @@
 //! With a payee key (`[settlement]`), the standalone gateway also claims through tally-chain's
 //! settlement worker and cosigns cooperative closes ([`Gateway::close`]).
 //!
-//! What it must never do: return a receipt before its record is durable (P8); charge a
+//! What it must never do: return a receipt before its record is durable (P8), except as a
+//! promise in promise mode, and then never more than `max_pending` promises outstanding, never
+//! one older than `max_delay` unkept, and never an append on a channel that may have lost
+//! promises before its client restored it ([`durability`], spec/HTTP.md §5.6); charge a
 //! request the upstream did not serve or more than the client authorized (P5); accept a
 //! seq out of order or charge a retry twice (P6); serve beyond the funded deposit or the
 //! credit limit past the last client-signed checkpoint; write key material to a log; cosign a
@@ -23,6 +26,7 @@ pub mod bindings;
 pub mod channel;
 pub mod config;
 pub mod dispute;
+pub mod durability;
 pub mod endpoints;
 pub mod errors;
 pub mod funding;

@@ -56,6 +56,21 @@ impl Histogram {
     }
 }
 
+/// The gauges `/metrics` reads from the log and the gateway's state at render time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    /// Channels with records.
+    pub channels: usize,
+    /// Durable records over all channels.
+    pub log_records: u64,
+    /// Channels held in memory.
+    pub in_memory: usize,
+    /// Promised records not yet durable.
+    pub promised: u64,
+    /// Age of the oldest of them.
+    pub oldest_promise: std::time::Duration,
+}
+
 /// Every metric the gateway exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -108,7 +123,14 @@ impl Metrics {
     }
 
     /// The text exposition, with the log gauges supplied by the caller.
-    pub fn render(&self, channels: usize, log_records: u64, in_memory: usize) -> String {
+    pub fn render(&self, g: &Gauges) -> String {
+        let Gauges {
+            channels,
+            log_records,
+            in_memory,
+            promised,
+            oldest_promise,
+        } = *g;
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(
@@ -176,6 +198,15 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP tally_log_channels Channels with at least one record.\n# TYPE tally_log_channels gauge\ntally_log_channels {channels}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tally_promised_records Receipts promised whose records are not yet durable (durability = promise).\n# TYPE tally_promised_records gauge\ntally_promised_records {promised}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tally_promised_oldest_seconds Age of the oldest promise not yet durable (0 when none).\n# TYPE tally_promised_oldest_seconds gauge\ntally_promised_oldest_seconds {:.6}",
+            oldest_promise.as_secs_f64()
         );
         self.overhead.render(
             &mut out,

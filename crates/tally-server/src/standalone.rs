@@ -13,6 +13,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use alloy::network::EthereumWallet;
 use tally_chain::{ChainError, SettlementWorker, TallyClient, TickReport};
@@ -185,10 +186,13 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         cfg.listen
     );
     let app = proxy_app_with_limits(&gateway, proxy, &limits);
-    let served = crate::serve_with_limits(listener, app, limits, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
+    let served = crate::serve_with_limits(listener, app, limits, stop_signal()).await;
+    // Every promised record durable, then the promise marks cleared: the next run needs no
+    // restore (spec/HTTP.md §5.6).
+    match gateway.shutdown(Duration::from_secs(30)).await {
+        Ok(()) => tracing::info!("every promised record is durable; clean shutdown"),
+        Err(e) => tracing::error!(error = %e.message, "unclean shutdown"),
+    }
     // Ctrl-C (or a failed server) stops the worker too.
     let _ = stop.send(true);
     if let Some(task) = worker {
@@ -209,4 +213,27 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         }
     }
     served.map_err(StartError::Io)
+}
+
+/// Ctrl-C, or SIGTERM (what a service manager sends) on Unix.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -57,7 +57,7 @@ impl Admitted {
     }
 }
 
-fn unbound() -> GatewayError {
+pub(super) fn unbound() -> GatewayError {
     GatewayError::new(
         Reason::UnknownChannel,
         "no session key is bound to this channel; POST it to /tally/v1/channels/{id}/session",
@@ -122,6 +122,9 @@ impl Gateway {
         let store = i.store.for_generation(generation)?;
         let st = loaded(&mut guard)?;
         st.sync_durable(&store)?;
+        if st.restore_required {
+            return Err(restore::restore_required(st));
+        }
         // Held in the channel's state (loaded with the binding): no database read per request.
         let salt = match st.salt {
             Some(salt) => salt,
@@ -244,21 +247,26 @@ impl Gateway {
         else {
             return Err(self.stale_seq(st, auth));
         };
-        if last.index >= st.durable.size {
-            // Recorded but not yet durable: the original request is about to be answered.
-            return Err(lane_busy(auth));
-        }
-        self.inner
-            .metrics
-            .replays
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(c) = &last.cached {
+            // Held once its receipt was sent: when durable, or at once when promised.
+            self.inner
+                .metrics
+                .replays
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Some(Admitted::Replay {
                 cached: c.clone(),
                 request_hash: auth.request_hash,
                 salt,
             }));
         }
+        if last.index >= st.durable.size {
+            // Recorded, no receipt sent yet: the original request is about to be answered.
+            return Err(lane_busy(auth));
+        }
+        self.inner
+            .metrics
+            .replays
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stored = self.stored_record(&st.id, last.index)?;
         Err(GatewayError::new(
             Reason::AlreadyRecorded {
@@ -277,8 +285,7 @@ impl Gateway {
         let expected = lane.map_or(0, |l| l.tail.next_seq);
         let last_record = lane
             .and_then(|l| l.last.as_ref())
-            .filter(|l| l.index < st.durable.size)
-            .and_then(|l| self.stored_record(&st.id, l.index).ok())
+            .and_then(|l| self.record_of(st, l.index).ok())
             .map(|r| Box::new(self.wire_record(&r)));
         GatewayError::new(
             Reason::StaleSeq {
@@ -392,20 +399,20 @@ fn check_lane(st: &ChannelState, auth: &Authorization, max_lanes: u32) -> Result
     })
 }
 
-/// R7 at admission: the acknowledged state is one the durable log had, recent enough that
-/// the record this request may become stays within the acknowledgement window even if every
-/// request now in flight is appended first.
+/// R7 at admission: the acknowledged state is one the log has (durable, or appended in memory
+/// and promised), recent enough that the record this request may become stays within the
+/// acknowledgement window even if every request now in flight is appended first.
 fn check_acknowledgement(
     st: &mut ChannelState,
     auth: &Authorization,
     store: &LogStore,
 ) -> Result<(), GatewayError> {
     let worst_index = st.next_index().saturating_add(st.in_flight);
-    tally_core::sequence::check_ack_bounds(auth.ack_size, worst_index, st.durable.size)
+    tally_core::sequence::check_ack_bounds(auth.ack_size, worst_index, st.next_index())
         .map_err(|e| state_mismatch(st, e.to_string()))?;
     let claimed = LogState::acknowledged_by(auth);
-    let actual = if auth.ack_size == st.durable.size {
-        st.durable
+    let actual = if let Some(state) = st.state_at(auth.ack_size) {
+        state
     } else if st.acked.is_some_and(|a| a.size == auth.ack_size) {
         st.acked.unwrap_or(st.durable)
     } else {

@@ -2,6 +2,8 @@
 //! appends, under the channel's lock, then waits for durability without it.
 
 use super::*;
+use crate::durability::{may_promise, PromiseState};
+use tally_log::{Blake3Hasher, TreeHasher};
 
 /// What a record answers, besides the charge: the response delivered, and for a credit the
 /// record it refunds.
@@ -76,9 +78,11 @@ impl Gateway {
         if let Some(disputed) = answer.credits {
             self.mark_credit(&auth, disputed, index).await?;
         }
+        let bytes = Bytes::from(record.to_bytes());
+        let mut frontier = st.frontier.clone();
+        frontier.push(&Blake3Hasher, Blake3Hasher.leaf(&bytes));
         let commit_start = Instant::now();
-        let ticket =
-            store.append_keyed(auth.channel_id, index, vec![(auth.lane, record.to_bytes())]);
+        let ticket = store.append_keyed(auth.channel_id, index, vec![(auth.lane, bytes.to_vec())]);
         if ticket.refused_now() {
             // Nothing was queued: the state is as before this record.
             return Err(match ticket.await {
@@ -90,7 +94,7 @@ impl Gateway {
                 Ok(_) => GatewayError::internal("log append refused"),
             });
         }
-        st.pending.push_back(cumulative);
+        st.push_pending(frontier, cumulative, bytes);
         let lane = st.lanes.entry(auth.lane).or_default();
         lane.tail.next_seq = auth.seq.saturating_add(1);
         lane.tail.ack_size = lane.tail.ack_size.max(auth.ack_size);
@@ -100,6 +104,36 @@ impl Gateway {
             index,
             cached: None,
         });
+        let (outstanding, oldest) = i.promises.outstanding();
+        let promise = may_promise(
+            i.settings.durability,
+            PromiseState {
+                channel_marked: st.promising,
+                is_credit: answer.credits.is_some(),
+                outstanding,
+                oldest,
+            },
+        );
+        if promise {
+            // The receipt goes out now, as a promise (DESIGN.md §8); a retry of it is
+            // answered from the held response even before the record is durable.
+            let (receipt, payment_response) = self.sign_receipt(outcome)?;
+            st.hold_response(
+                auth.lane,
+                index,
+                cached(&answer, &payment_response),
+                i.settings.replay_cache_bytes,
+            );
+            let checkpoint_request = checkpoint_due(&i.settings.checkpoint, st);
+            drop(guard);
+            self.keep_promise(ticket, slot, commit_start);
+            self.count_metered(&answer);
+            return Ok(Recorded {
+                receipt,
+                payment_response,
+                checkpoint_request,
+            });
+        }
         drop(guard);
         if let Err(e) = ticket.await {
             // What reached the disk is unknown (the store is poisoned, or an earlier append
@@ -108,28 +142,60 @@ impl Gateway {
             return Err(GatewayError::internal(format!("log append: {e}")));
         }
         i.metrics.commit.observe(commit_start.elapsed());
-        let outcome_bytes = outcome.to_bytes();
-        let receipt = Receipt {
-            outcome,
-            signature: i.key.sign(&outcome_bytes),
-        };
-        let payment_response =
-            PaymentResponse::receipt_header(&i.network, &outcome_bytes, &receipt.signature)
-                .ok()
-                .and_then(|t| HeaderValue::from_maybe_shared(Bytes::from(t)).ok())
-                .ok_or_else(|| GatewayError::internal("rendering PAYMENT-RESPONSE"))?;
+        let (receipt, payment_response) = self.sign_receipt(outcome)?;
         let checkpoint_request = self
             .after_durable(&slot, &admission, &answer, &payment_response, index, &store)
-            .await;
-        i.metrics
-            .metered
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        i.metrics.add_amount(answer.amount);
+            .await?;
+        self.count_metered(&answer);
         Ok(Recorded {
             receipt,
             payment_response,
             checkpoint_request,
         })
+    }
+
+    /// The provider's receipt over `outcome` and its `PAYMENT-RESPONSE` header value.
+    fn sign_receipt(&self, outcome: Outcome) -> Result<(Receipt, HeaderValue), GatewayError> {
+        let outcome_bytes = outcome.to_bytes();
+        let receipt = Receipt {
+            outcome,
+            signature: self.inner.key.sign(&outcome_bytes),
+        };
+        let payment_response = PaymentResponse::receipt_header(
+            &self.inner.network,
+            &outcome_bytes,
+            &receipt.signature,
+        )
+        .ok()
+        .and_then(|t| HeaderValue::from_maybe_shared(Bytes::from(t)).ok())
+        .ok_or_else(|| GatewayError::internal("rendering PAYMENT-RESPONSE"))?;
+        Ok((receipt, payment_response))
+    }
+
+    fn count_metered(&self, answer: &Answer) {
+        let m = &self.inner.metrics;
+        m.metered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        m.add_amount(answer.amount);
+    }
+
+    /// Waits, off the request, for a promised record's group commit. A failed commit
+    /// leaves the promise to the client's restore: the store is poisoned or the channel's
+    /// state is stale, so the state is dropped (it reloads from the log, and the channel
+    /// restores before its next append once the store is reopened).
+    fn keep_promise(&self, ticket: tally_log::Ticket, slot: channel::Slot, started: Instant) {
+        let gw = self.clone();
+        let id = self.inner.promises.open();
+        tokio::spawn(async move {
+            let done = ticket.await;
+            gw.inner.promises.close(id);
+            match done {
+                Ok(_) => gw.inner.metrics.commit.observe(started.elapsed()),
+                Err(e) => {
+                    tracing::error!(error = %e, "a promised record's group commit failed");
+                    *slot.lock().await = None;
+                }
+            }
+        });
     }
 
     /// Once a record is durable: moves the channel's durable head, holds the response for a
@@ -143,24 +209,41 @@ impl Gateway {
         payment_response: &HeaderValue,
         index: u64,
         store: &LogStore,
-    ) -> Option<u64> {
+    ) -> Result<Option<u64>, GatewayError> {
         let mut guard = slot.lock().await;
-        let st = guard
+        let Some(st) = guard
             .as_mut()
-            .filter(|s| s.generation == admission.generation)?;
-        st.sync_durable(store).ok()?;
+            .filter(|s| s.generation == admission.generation)
+        else {
+            return Ok(None);
+        };
+        if st.sync_durable(store).is_err() {
+            return Ok(None);
+        }
         st.hold_response(
             admission.authorization.lane,
             index,
-            CachedResponse {
-                status: answer.status,
-                content_type: answer.content_type.clone(),
-                body: answer.body.clone(),
-                payment_response: payment_response.clone(),
-            },
+            cached(answer, payment_response),
             self.inner.settings.replay_cache_bytes,
         );
-        checkpoint_due(&self.inner.settings.checkpoint, st)
+        if matches!(self.inner.settings.durability, Durability::Promise { .. }) && !st.promising {
+            self.mark_promising(st).await?;
+        }
+        Ok(checkpoint_due(&self.inner.settings.checkpoint, st))
+    }
+
+    /// Marks the channel, durably, as one whose receipts may be promised (spec/HTTP.md §5.6):
+    /// once per channel and run, after a synchronous record, under the channel's lock.
+    async fn mark_promising(&self, st: &mut ChannelState) -> Result<(), GatewayError> {
+        let gw = self.clone();
+        let channel = st.id;
+        tokio::task::spawn_blocking(move || gw.bindings().mark_promising(&channel))
+            .await
+            .map_err(|e| GatewayError::internal(format!("promise mark writer: {e}")))?
+            .map_err(|e| GatewayError::internal(format!("storing the promise mark: {e}")))?;
+        self.set_promising(|p| p.insert(channel));
+        st.promising = true;
+        Ok(())
     }
 
     /// Marks `disputed` as credited by the record about to be appended at `index`, durably,
@@ -181,6 +264,16 @@ impl Gateway {
             .await
             .map_err(|e| GatewayError::internal(format!("credit writer: {e}")))?
             .map_err(|e| GatewayError::internal(format!("storing credit mark: {e}")))
+    }
+}
+
+/// The response a retry of the record's seq gets (spec/HTTP.md §9).
+fn cached(answer: &Answer, payment_response: &HeaderValue) -> CachedResponse {
+    CachedResponse {
+        status: answer.status,
+        content_type: answer.content_type.clone(),
+        body: answer.body.clone(),
+        payment_response: payment_response.clone(),
     }
 }
 
