@@ -7,6 +7,7 @@ pub mod chain;
 pub mod check;
 pub mod paid;
 pub mod process;
+pub mod traffic;
 
 pub use check::{assert_mirror_is_log, checked_log, open_mirror, stored_checkpoint};
 pub use paid::{delaying_proxy, forward, next_auth, raw, raw_signed, reason, Hold};

@@ -18,9 +18,10 @@ use tally_cli::gateway::GatewayFile;
 use tally_client::{Client, ClientError};
 use tally_core::encoding::Canonical;
 use tally_core::request::request_hash;
-use tally_core::{Authorization, Hash, Receipt, Record, SecretKey};
+use tally_core::{Authorization, Hash, Record, SecretKey};
 use tally_e2e::chain::ChainEnv;
 use tally_e2e::process::{free_port, GatewayProcess};
+use tally_e2e::traffic::{call, Seen};
 use tally_e2e::*;
 use tally_http::headers::{encode_header, PAYMENT_SIGNATURE};
 use tally_http::PaymentPayload;
@@ -52,76 +53,6 @@ fn write_config(dir: &Path, port: u16, upstream: &str, env: &ChainEnv) -> PathBu
     let path = dir.join("gateway.toml");
     ok("writing the config", file.write(&path));
     path
-}
-
-/// What one paying client saw.
-#[derive(Default, Debug)]
-struct Seen {
-    /// Receipts it got with a response.
-    receipts: Vec<Receipt>,
-    /// Request hashes of every request it ever sent (each body is unique).
-    sent: HashSet<[u8; 32]>,
-    /// Requests answered with a receipt.
-    ok: usize,
-    /// Answers that showed the provider was ahead of the mirror: resynced through
-    /// `stale_seq` (a receipt at a seq beyond the mirror's size before the call).
-    resynced: usize,
-    /// Retries answered `already_recorded` (the client mirrored the record).
-    already_recorded: usize,
-    /// The (seq, request hash) of each of those: the log must hold it, once.
-    lost: Vec<(u64, [u8; 32])>,
-    /// Transport failures while the gateway was down or dying.
-    transport_errors: usize,
-}
-
-impl Seen {
-    fn merge(&mut self, other: Seen) {
-        self.receipts.extend(other.receipts);
-        self.sent.extend(other.sent);
-        self.ok += other.ok;
-        self.resynced += other.resynced;
-        self.already_recorded += other.already_recorded;
-        self.lost.extend(other.lost);
-        self.transport_errors += other.transport_errors;
-    }
-}
-
-/// Sends one paid request and files the outcome. `Err` is a transport failure.
-async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Result<(), String> {
-    let salt = client
-        .request_salt()
-        .await
-        .expect("bound client has a salt");
-    let hash = request_hash(&salt, "POST", path, "", body.as_bytes()).0;
-    seen.sent.insert(hash);
-    let before = client.mirror_head().await.0;
-    match client.post(path).body(body.to_string()).send().await {
-        Ok(r) => {
-            assert_eq!(r.status, 200, "{body}");
-            assert_eq!(r.body, body.as_bytes());
-            let receipt = r
-                .receipt
-                .unwrap_or_else(|| panic!("{body}: a paid call without a receipt"));
-            assert_eq!(receipt.outcome.amount, ECHO_PRICE as i128);
-            if receipt.outcome.index > before {
-                seen.resynced += 1;
-            }
-            seen.receipts.push(receipt);
-            seen.ok += 1;
-            Ok(())
-        }
-        Err(ClientError::ResponseLost { seq }) => {
-            // A lane's seq: checked against the log at the end.
-            seen.lost.push((seq, hash));
-            seen.already_recorded += 1;
-            Ok(())
-        }
-        Err(ClientError::Http(e)) => {
-            seen.transport_errors += 1;
-            Err(e)
-        }
-        Err(e) => panic!("{body}: the client could not go on: {e}"),
-    }
 }
 
 /// Pays until `stop`, [`IN_FLIGHT`] requests at once from as many tasks (so on as many

@@ -433,12 +433,7 @@ impl Client {
         let theirs: ChannelState = self.get_json(self.channel_url("")).await?;
         if theirs.restore_required && theirs.size <= st.mirror.size() {
             // The provider lost promised records in a crash: upload ours (spec/HTTP.md §5.6).
-            let base = tally_core::LogState {
-                size: theirs.size,
-                root: theirs.root,
-                cumulative: theirs.cumulative.0,
-            };
-            return Box::pin(self.restore(st, base)).await;
+            return Box::pin(self.restore(st)).await;
         }
         if theirs.size < st.mirror.size() {
             return Err(Self::stop(

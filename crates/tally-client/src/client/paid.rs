@@ -171,18 +171,7 @@ impl Client {
                     self.post_checkpoint(&mut st).await?;
                 }
                 Reason::TermsChanged { .. } => self.adopt_terms(&mut st).await?,
-                Reason::RestoreRequired {
-                    size,
-                    root,
-                    cumulative,
-                } => {
-                    let base = tally_core::LogState {
-                        size,
-                        root,
-                        cumulative: cumulative.0,
-                    };
-                    self.restore(&mut st, base).await?;
-                }
+                Reason::RestoreRequired { .. } => self.restore(&mut st).await?,
                 Reason::AlreadyRecorded { record } => {
                     self.recorded_elsewhere(&mut st, &sent, &record).await?;
                     lease.answered(&req_hash, sent.auth.seq + 1);

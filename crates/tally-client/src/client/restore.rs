@@ -17,8 +17,20 @@ use super::*;
 const CHUNK: u64 = 100;
 
 impl Client {
-    /// Brings the provider's log back to the mirror from its durable state `base`.
-    pub(super) async fn restore(&self, st: &mut State, base: LogState) -> Result<(), ClientError> {
+    /// Brings the provider's log back to the mirror from its durable state (read afresh; the
+    /// state a refusal named may be stale).
+    pub(super) async fn restore(&self, st: &mut State) -> Result<(), ClientError> {
+        // Another of our requests may have restored the channel meanwhile (each request in
+        // flight at the crash meets `restore_required`): then there is nothing to do.
+        let now: ChannelState = self.get_json(self.channel_url("")).await?;
+        if !now.restore_required {
+            return Ok(());
+        }
+        let base = LogState {
+            size: now.size,
+            root: now.root,
+            cumulative: now.cumulative.0,
+        };
         st.mirror.sync().await?;
         if st.mirror.size() < base.size {
             // The provider kept records this client never got receipts for: mirror them

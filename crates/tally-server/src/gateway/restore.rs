@@ -50,7 +50,9 @@ impl Gateway {
             .verify(&key, &upload.signature)
             .map_err(|_| GatewayError::new(Reason::InvalidSignature, "restore statement"))?;
         if !st.restore_required {
-            return if upload.records.is_empty() && statement.after() == st.durable {
+            // A repeat of a restore that already took effect (a client's concurrent requests
+            // each met `restore_required`) is answered as done; anything else is refused.
+            return if statement.after() == st.durable {
                 Ok(restored(0, st))
             } else {
                 Err(refused(None, "this channel needs no restore"))
