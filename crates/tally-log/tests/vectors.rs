@@ -114,6 +114,20 @@ fn message_vectors_check_out() {
         .expect("read token signature");
     assert_eq!(format!("{at}.{}", sig.to_hex()), s(&rt["header"]));
 
+    // Restore statement: fields → committed bytes → fields, the deterministic signature, and
+    // its final state is the log's.
+    let r = &v["restore"];
+    let fields: tally_core::Restore = serde_json::from_value(r["fields"].clone()).expect("fields");
+    let bytes = hexb(&r["bytes"]);
+    assert_eq!(fields.to_bytes(), bytes);
+    assert_eq!(tally_core::Restore::from_bytes(&bytes).expect("decodes"), fields);
+    let sig = Signature::from_hex(s(&r["client_signature"])).expect("sig");
+    assert_eq!(fields.sign(&client), sig, "ed25519 is deterministic");
+    fields.verify(&client_pk, &sig).expect("restore signature");
+    assert!(fields.complete);
+    assert_eq!(fields.size, v["log"]["size"].as_u64().expect("size"));
+    assert_eq!(fields.root.to_hex(), s(&v["log"]["root"]));
+
     let resp = &v["response"];
     let status = resp["status"].as_u64().expect("status") as u16;
     assert_eq!(
