@@ -120,7 +120,10 @@ fn message_vectors_check_out() {
     let fields: tally_core::Restore = serde_json::from_value(r["fields"].clone()).expect("fields");
     let bytes = hexb(&r["bytes"]);
     assert_eq!(fields.to_bytes(), bytes);
-    assert_eq!(tally_core::Restore::from_bytes(&bytes).expect("decodes"), fields);
+    assert_eq!(
+        tally_core::Restore::from_bytes(&bytes).expect("decodes"),
+        fields
+    );
     let sig = Signature::from_hex(s(&r["client_signature"])).expect("sig");
     assert_eq!(fields.sign(&client), sig, "ed25519 is deterministic");
     fields.verify(&client_pk, &sig).expect("restore signature");

@@ -56,7 +56,8 @@ fn upstream(delay: Duration) -> Router {
 }
 
 /// Child mode: serve upstream + gateway, print the gateway address, run until stdin closes.
-pub async fn serve_child(dir: PathBuf, channels: u32, delay_ms: u64) {
+/// `promise`: the gateway runs in promise mode (5 ms, 4096), else in sync mode.
+pub async fn serve_child(dir: PathBuf, channels: u32, delay_ms: u64, promise: bool) {
     // `TALLY_BENCH_LOG=text|json`: log as `tally-gateway` does (one info event per metered
     // request), to /dev/null, so the cost of formatting and writing the logs is measured.
     let format = match std::env::var("TALLY_BENCH_LOG").as_deref() {
@@ -80,6 +81,12 @@ pub async fn serve_child(dir: PathBuf, channels: u32, delay_ms: u64) {
     s.checkpoint.every_records = 0;
     s.checkpoint.every_seconds = 0;
     s.checkpoint.every_amount = tally_http::Amount(0);
+    if promise {
+        s.durability = tally_server::durability::Durability::Promise {
+            max_delay: Duration::from_millis(5),
+            max_pending: 4096,
+        };
+    }
     let key = SecretKey::from_seed(&[9u8; 32]);
     let (_gw, server) = spawn_gateway(s, &key, &funding, &upstream).await;
     if std::env::var_os("TALLY_BENCH_ALLOCS").is_some() {
@@ -142,7 +149,7 @@ impl Gateway {
 
 /// Starts the gateway process (under `TALLY_BENCH_WRAP`, e.g. valgrind, if set) and returns
 /// it once it serves.
-pub fn start(gdir: &Path, channels: u32, delay_ms: u64) -> Gateway {
+pub fn start(gdir: &Path, channels: u32, delay_ms: u64, promise: bool) -> Gateway {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => fail(&format!("current exe: {e}")),
@@ -165,6 +172,7 @@ pub fn start(gdir: &Path, channels: u32, delay_ms: u64) -> Gateway {
         .arg(gdir)
         .arg(channels.to_string())
         .arg(delay_ms.to_string())
+        .arg(if promise { "promise" } else { "sync" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("TALLY_BENCH_LOG").is_some() {

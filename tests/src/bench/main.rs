@@ -11,7 +11,11 @@
 //! queued (a raw `fdatasync` of 4 KiB and a one-record group commit of tally-log, p50/p99),
 //! so the added latency can be split into the fsync (physics, P8) and everything else.
 //!
-//! Usage: `tally-bench [--scenario default|lanes-delay|lanes-load] [--channels N]
+//! `--scenario durability` (issue 11) runs the half-load comparison twice in one invocation,
+//! a gateway in `sync` mode and one in `promise` mode, each against its own unmetered
+//! baseline, beside a raw `fdatasync` of 4 KiB on the same disk.
+//!
+//! Usage: `tally-bench [--scenario default|lanes-delay|lanes-load|durability] [--channels N]
 //! [--requests M] [--lanes L] [--upstream-delay-ms D]`. `--requests` is per channel, split
 //! over its `L` concurrent sending tasks (protocol v2 lanes, DESIGN.md §7).
 //! `TALLY_BENCH_WRAP="valgrind --tool=callgrind ..."` runs the gateway process under the
@@ -21,6 +25,7 @@
 
 mod allocs;
 mod child;
+mod durability;
 mod load;
 mod probe;
 mod report;
@@ -53,7 +58,7 @@ pub(crate) fn fail(msg: &str) -> ! {
     std::process::exit(1)
 }
 
-const USAGE: &str = "usage: tally-bench [--scenario default|lanes-delay|lanes-load] \
+const USAGE: &str = "usage: tally-bench [--scenario default|lanes-delay|lanes-load|durability] \
     [--channels N] [--requests M] [--lanes L] [--upstream-delay-ms D]";
 
 fn parse(args: &[String]) -> Args {
@@ -81,17 +86,19 @@ async fn main() {
         let dir = PathBuf::from(argv.get(2).cloned().unwrap_or_default());
         let channels = argv.get(3).and_then(|v| v.parse().ok()).unwrap_or(16);
         let delay = argv.get(4).and_then(|v| v.parse().ok()).unwrap_or(0);
-        child::serve_child(dir, channels, delay).await;
+        let promise = argv.get(5).map(String::as_str) == Some("promise");
+        child::serve_child(dir, channels, delay, promise).await;
         return;
     }
     let a = parse(&argv);
     // (channels, requests per channel, lanes, upstream delay) of each scenario.
-    let (c, r, l, d, delay_scenario) = match a.scenario.as_deref().unwrap_or("default") {
-        "default" => (16, 400, 1, 0, false),
+    let scenario = a.scenario.as_deref().unwrap_or("default");
+    let (c, r, l, d) = match scenario {
+        "default" | "durability" => (16, 400, 1, 0),
         // Issue 10: one channel, 32 lanes, a 50 ms upstream.
-        "lanes-delay" => (1, 1280, 32, 50, true),
+        "lanes-delay" => (1, 1280, 32, 50),
         // Issue 10: 16 channels × 8 lanes, no delay.
-        "lanes-load" => (16, 800, 8, 0, false),
+        "lanes-load" => (16, 800, 8, 0),
         _ => fail(USAGE),
     };
     let cfg = Config {
@@ -101,10 +108,10 @@ async fn main() {
         delay_ms: u64::from(a.delay_ms.unwrap_or(d)),
     };
     println!("load average at start: {}", probe::loadavg());
-    if delay_scenario {
-        report::delay_scenario(&cfg).await;
-    } else {
-        report::load_scenario(&cfg).await;
+    match scenario {
+        "lanes-delay" => report::delay_scenario(&cfg).await,
+        "durability" => durability::scenario(&cfg).await,
+        _ => report::load_scenario(&cfg).await,
     }
     println!("load average at end: {}", probe::loadavg());
 }

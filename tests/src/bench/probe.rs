@@ -271,3 +271,43 @@ pub fn loadavg() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The cumulative bucket counts `(le, count)` of histogram `name` on the gateway's
+/// `/metrics`, in bucket order (the `+Inf` bucket left out).
+pub async fn scrape_buckets(url: &str, name: &str) -> Vec<(f64, f64)> {
+    let text = match reqwest::get(format!("{url}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((le.parse().ok()?, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The upper bound (µs) of the bucket holding quantile `q` of what was observed between
+/// two bucket scrapes: a p99 "at most this" from a histogram (infinite if beyond the last).
+pub fn bucket_quantile_us(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let was = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, n)| *n);
+            (*le, n - was)
+        })
+        .collect();
+    let total = delta.last().map_or(0.0, |(_, n)| *n);
+    if total <= 0.0 {
+        return 0.0;
+    }
+    delta
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map_or(f64::INFINITY, |(le, _)| le * 1e6)
+}

@@ -9,25 +9,30 @@ use crate::probe::{
 };
 use crate::{child, fail, Config};
 
-const PAID: &str = "/v1/echo";
-const FREE: &str = "/free";
+pub(crate) const PAID: &str = "/v1/echo";
+pub(crate) const FREE: &str = "/free";
 
-struct Bench {
+pub(crate) struct Bench {
     work: tempfile::TempDir,
     gdir: std::path::PathBuf,
     gateway: child::Gateway,
-    pid: u32,
-    url: String,
+    pub(crate) pid: u32,
+    pub(crate) url: String,
     clients: Vec<tally_client::Client>,
 }
 
 async fn start(cfg: &Config) -> Bench {
+    start_mode(cfg, false).await
+}
+
+/// [`start`] with the gateway in promise mode if `promise`.
+pub(crate) async fn start_mode(cfg: &Config, promise: bool) -> Bench {
     let work = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => fail(&format!("tempdir: {e}")),
     };
     let gdir = work.path().join("gateway");
-    let gateway = child::start(&gdir, cfg.channels, cfg.delay_ms);
+    let gateway = child::start(&gdir, cfg.channels, cfg.delay_ms, promise);
     let (pid, url) = (gateway.pid, gateway.url.clone());
     let clients = child::clients(&url, work.path(), cfg.channels, cfg.lanes).await;
     Bench {
@@ -41,7 +46,7 @@ async fn start(cfg: &Config) -> Bench {
 }
 
 impl Bench {
-    fn load(&self, path: &'static str, lanes: u32, per_task: u32) -> Load<'_> {
+    pub(crate) fn load(&self, path: &'static str, lanes: u32, per_task: u32) -> Load<'_> {
         Load {
             clients: &self.clients,
             path,
@@ -52,7 +57,7 @@ impl Bench {
         }
     }
 
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         self.gateway.stop();
     }
 }
@@ -130,7 +135,7 @@ async fn full_load(b: &mut Bench, cfg: &Config, per_task: u32) -> (Run, Run, Vec
 
 /// Half of the metered maximum, paced per task, unmetered then metered; the metered run's
 /// means inside the gateway (`/metrics`) as a report line; and the requests per task.
-async fn half_load(
+pub(crate) async fn half_load(
     b: &Bench,
     cfg: &Config,
     per_task: u32,
