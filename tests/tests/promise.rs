@@ -323,3 +323,23 @@ async fn a_clean_shutdown_leaves_nothing_to_restore() {
     server.stop().await;
     upstream.stop().await;
 }
+
+/// A checkpoint signed right after a promised receipt covers a record that may not be durable
+/// yet: the gateway waits for it (within the promise's bound) and cosigns, never refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_over_promised_records_wait_for_durability() {
+    let stack = Stack::start(promise).await;
+    let (_ch, client, _cdir) = stack.client(1_000_000).await;
+    for i in 0..30u64 {
+        client
+            .post("/v1/echo")
+            .body(format!("a {i}"))
+            .send()
+            .await
+            .unwrap();
+        let signed = client.checkpoint().await.unwrap();
+        assert_eq!(signed.checkpoint.size, i + 1);
+        assert!(signed.provider_cosignature.is_some());
+    }
+    stack.stop().await;
+}

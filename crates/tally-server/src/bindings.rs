@@ -279,9 +279,16 @@ impl Bindings {
             .map_err(|e| e.to_string())
     }
 
-    /// Clears every mark, durably: only once every promise is durable.
-    pub fn clear_promising(&self) -> Result<(), sled::Error> {
-        self.promises.clear()?;
+    /// Clears the marks of `channels`, durably: only once every promise is durable, and only
+    /// for channels whose promises this run holds (a channel still waiting for its restore
+    /// keeps its mark).
+    pub fn clear_promising<'a>(
+        &self,
+        channels: impl IntoIterator<Item = &'a ChannelId>,
+    ) -> Result<(), sled::Error> {
+        for channel in channels {
+            self.promises.remove(channel.0)?;
+        }
         self.sync()
     }
 
@@ -350,10 +357,15 @@ mod tests {
             vec![(b"statement".to_vec(), tally_core::Signature([4; 64]))]
         );
         assert!(db.restores(&b).unwrap().is_empty());
-        db.clear_promising().unwrap();
+        db.mark_promising(&b).unwrap();
+        db.clear_promising([&a]).unwrap();
         drop(db);
         let db = Bindings::open(dir.path()).unwrap();
         assert!(!db.is_promising(&a).unwrap());
+        assert!(
+            db.is_promising(&b).unwrap(),
+            "only the named marks are cleared"
+        );
     }
 
     #[test]

@@ -661,7 +661,7 @@ impl Gateway {
 
     /// How long a read waits for promised records to become durable: a few times the
     /// promise's bound (a loaded disk), never more than a second beyond it.
-    fn promise_wait(&self) -> Duration {
+    pub(crate) fn promise_wait(&self) -> Duration {
         match self.inner.settings.durability {
             Durability::Sync => Duration::ZERO,
             Durability::Promise { max_delay, .. } => max_delay * 4 + Duration::from_secs(1),
@@ -687,8 +687,11 @@ impl Gateway {
                 "the log cannot take writes ({problem}); promised channels restore next run"
             )));
         }
+        // Only the marks this run holds the promises of: a channel still waiting for its
+        // restore keeps its mark for the next run.
+        let held: Vec<ChannelId> = self.set_promising(|p| p.iter().copied().collect());
         let gw = self.clone();
-        tokio::task::spawn_blocking(move || gw.bindings().clear_promising())
+        tokio::task::spawn_blocking(move || gw.bindings().clear_promising(&held))
             .await
             .map_err(|e| GatewayError::internal(format!("clearing promise marks: {e}")))?
             .map_err(|e| GatewayError::internal(format!("clearing promise marks: {e}")))

@@ -41,7 +41,11 @@ impl Gateway {
                 "the checkpoint is for another channel",
             ));
         }
-        // Checkpoints cover durable records only (spec/PROTOCOL.md §5.5).
+        // Checkpoints cover durable records only (spec/PROTOCOL.md §5.5): one over promised
+        // records waits (within the promise's bound) until they are durable.
+        if cp.size > st.durable.size && cp.size <= st.next_index() {
+            self.wait_durable(st, cp.size).await?;
+        }
         if cp.size == 0 || cp.size > st.durable.size {
             return Err(GatewayError::malformed(format!(
                 "checkpoint size {} is not within the durable log (size {})",
@@ -138,5 +142,20 @@ fn stored_checkpoint_at(
         Some((_, bytes)) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| GatewayError::internal(format!("stored checkpoint: {e}"))),
+    }
+}
+
+impl Gateway {
+    /// Waits, holding the channel's lock, until the durable head reaches `size` (at most
+    /// [`promise_wait`](Gateway::promise_wait)): the writer commits without the lock.
+    async fn wait_durable(&self, st: &mut ChannelState, size: u64) -> Result<(), GatewayError> {
+        let store = self.inner.store.for_generation(st.generation)?;
+        let deadline = Instant::now() + self.promise_wait();
+        st.sync_durable(&store)?;
+        while st.durable.size < size && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            st.sync_durable(&store)?;
+        }
+        Ok(())
     }
 }
