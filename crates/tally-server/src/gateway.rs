@@ -630,10 +630,13 @@ impl Gateway {
         // so a client never sees a head below the receipts it holds (its mirror would take
         // that for lost records).
         let deadline = Instant::now() + self.promise_wait();
+        // Every record handed to the log before this read; later ones (a busy channel) are
+        // not waited for.
+        let target = loaded(&mut guard)?.next_index();
         loop {
             let st = loaded(&mut guard)?;
             st.sync_durable(&store)?;
-            if st.pending.is_empty() || Instant::now() >= deadline {
+            if st.durable.size >= target || Instant::now() >= deadline {
                 break;
             }
             drop(guard);
