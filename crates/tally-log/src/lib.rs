@@ -24,6 +24,6 @@ pub mod tree;
 pub use edge::frontier_at;
 pub use error::{LogError, ProofError};
 pub use proof::{consistency_proof, inclusion_proof, verify_consistency, verify_inclusion};
-pub use store::{FsckReport, Head, LogStore, StoreConfig, Ticket};
+pub use store::{FsckReport, Head, LogStore, Pending, StoreConfig, Ticket};
 pub use tally_core::hash::{Blake3Hasher, Hash, Sha256Hasher, TreeHasher};
 pub use tree::{Frontier, HashReader, MemoryTree};

@@ -1080,3 +1080,37 @@ fn a_tampered_head_fails_open() {
     with_sled(dir.path(), |t| t.insert(&key, good).unwrap());
     assert!(open(dir.path()).unwrap().fsck(&a).unwrap().is_ok());
 }
+
+/// The store reports what is queued and not yet durable apart from its durable head (issue
+/// 11): a resolved ticket is no longer pending, and the head covers it.
+#[test]
+fn pending_counts_queued_records_until_they_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let c = channel(1);
+    assert_eq!(
+        store.pending(),
+        tally_log::Pending {
+            records: 0,
+            oldest: None
+        }
+    );
+    let tickets: Vec<_> = (0..200u64)
+        .map(|i| store.append(c, vec![record(1, i)]))
+        .collect();
+    let p = store.pending();
+    // 200 synced records take at least 13 group commits of 16; queueing them is far quicker.
+    assert!(p.records > 0 && p.records <= 200, "{p:?}");
+    assert!(p.oldest.is_some());
+    for t in tickets {
+        let r = t.wait().unwrap();
+        assert!(store.head(&c).unwrap().size >= r.end);
+    }
+    assert_eq!(
+        store.pending(),
+        tally_log::Pending {
+            records: 0,
+            oldest: None
+        }
+    );
+}

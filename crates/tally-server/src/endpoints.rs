@@ -120,12 +120,15 @@ async fn metrics(State(gw): State<Gateway>) -> Response {
         .map(|h| h.size)
         .sum();
     let (promised, oldest) = gw.inner.promises.outstanding();
+    let log_pending = store.pending();
     let gauges = crate::metrics::Gauges {
         channels: channels.len(),
         log_records: records,
         in_memory: gw.inner.channels.len(),
         promised,
         oldest_promise: oldest.unwrap_or_default(),
+        log_pending: log_pending.records,
+        log_pending_oldest: log_pending.oldest.unwrap_or_default(),
     };
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

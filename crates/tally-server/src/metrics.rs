@@ -71,6 +71,10 @@ pub struct Gauges {
     pub promised: u64,
     /// Age of the oldest of them.
     pub oldest_promise: std::time::Duration,
+    /// Records queued to the log and not yet durable (any mode).
+    pub log_pending: u64,
+    /// Age of the oldest of them.
+    pub log_pending_oldest: std::time::Duration,
 }
 
 /// Every metric the gateway exports.
@@ -132,6 +136,8 @@ impl Metrics {
             in_memory,
             promised,
             oldest_promise,
+            log_pending,
+            log_pending_oldest,
         } = *g;
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
@@ -209,6 +215,15 @@ impl Metrics {
             out,
             "# HELP tally_promised_oldest_seconds Age of the oldest promise not yet durable (0 when none).\n# TYPE tally_promised_oldest_seconds gauge\ntally_promised_oldest_seconds {:.6}",
             oldest_promise.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tally_log_pending_records Records queued to the log and not yet durable.\n# TYPE tally_log_pending_records gauge\ntally_log_pending_records {log_pending}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tally_log_pending_oldest_seconds Age of the oldest record queued to the log and not yet durable (0 when none).\n# TYPE tally_log_pending_oldest_seconds gauge\ntally_log_pending_oldest_seconds {:.6}",
+            log_pending_oldest.as_secs_f64()
         );
         self.overhead.render(
             &mut out,

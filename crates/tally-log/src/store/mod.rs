@@ -94,6 +94,15 @@ pub struct Head {
     pub root: Hash,
 }
 
+/// Appends queued and not yet durable ([`LogStore::pending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// Records enqueued whose tickets have not resolved yet.
+    pub records: u64,
+    /// How long the oldest of them has waited, if any.
+    pub oldest: Option<std::time::Duration>,
+}
+
 /// What [`LogStore::fsck`] found for one channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsckReport {
@@ -173,6 +182,7 @@ pub struct LogStore<H: TreeHasher = Blake3Hasher> {
     tiles: Arc<TileCache>,
     poisoned: Poison,
     data_file: Option<Arc<std::fs::File>>,
+    pending: Arc<writer::PendingQueue>,
     jobs: Option<SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -214,6 +224,7 @@ impl<H: TreeHasher> LogStore<H> {
         let tiles = Arc::new(TileCache::new(config.tile_cache_bytes));
         let poisoned_flag: Poison = Arc::default();
         let (tx, rx) = mpsc::sync_channel(config.queue_depth.max(1));
+        let pending = Arc::new(writer::PendingQueue::default());
         let writer = Writer {
             db: db.clone(),
             tree: tree.clone(),
@@ -225,6 +236,7 @@ impl<H: TreeHasher> LogStore<H> {
             max_group: config.max_group_records.max(1),
             poisoned: poisoned_flag.clone(),
             data_file: data_file.clone(),
+            pending: pending.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("tally-log-writer".into())
@@ -239,6 +251,7 @@ impl<H: TreeHasher> LogStore<H> {
             tiles,
             poisoned: poisoned_flag,
             data_file,
+            pending,
             jobs: Some(tx),
             writer: Some(handle),
         })
@@ -320,15 +333,27 @@ impl<H: TreeHasher> LogStore<H> {
             expected_start,
             reply,
         };
+        let count = job.records.len() as u64;
+        let Some(jobs) = self.jobs.as_ref() else {
+            return Ticket(TicketState::Failed(Some(LogError::WriterStopped)));
+        };
         // Never block the caller (often an async task): a full queue is back-pressure the
         // caller can turn into "retry later".
-        match self.jobs.as_ref().map(|tx| tx.try_send(job)) {
-            Some(Ok(())) => Ticket(TicketState::Waiting(rx)),
-            Some(Err(mpsc::TrySendError::Full(_))) => {
-                Ticket(TicketState::Failed(Some(LogError::Busy)))
+        match self.pending.push(count, || jobs.try_send(job)) {
+            Ok(()) => Ticket(TicketState::Waiting(rx)),
+            Err(mpsc::TrySendError::Full(_)) => Ticket(TicketState::Failed(Some(LogError::Busy))),
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                Ticket(TicketState::Failed(Some(LogError::WriterStopped)))
             }
-            _ => Ticket(TicketState::Failed(Some(LogError::WriterStopped))),
         }
+    }
+
+    /// What is queued and not yet durable, over all channels: the store reports its durable
+    /// head ([`head`](Self::head)) and what is still pending apart (issue 11). Appends refused
+    /// at once ([`Ticket::refused_now`]) are not counted.
+    pub fn pending(&self) -> Pending {
+        let (records, oldest) = self.pending.report();
+        Pending { records, oldest }
     }
 
     /// The durable head of `channel`, or `None` if it has no records.

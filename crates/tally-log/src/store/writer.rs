@@ -9,6 +9,9 @@ use tally_core::hash::{Hash, TreeHasher};
 use tally_core::ChannelId;
 use tokio::sync::oneshot;
 
+/// Where a job's answer goes.
+type Reply = oneshot::Sender<Result<Range<u64>, LogError>>;
+
 use super::layout::*;
 use super::reader::{ChannelReader, Memories, Memory, Partial};
 use super::{poisoned, Head, Heads, Poison};
@@ -23,7 +26,7 @@ pub(super) struct Job {
     /// The index the first record must get, if the caller built the records for it: the
     /// writer refuses the job (writing nothing) when the log has another size.
     pub(super) expected_start: Option<u64>,
-    pub(super) reply: oneshot::Sender<Result<Range<u64>, LogError>>,
+    pub(super) reply: Reply,
 }
 
 /// The writer's view of a channel's right edge: the frontier and the incomplete block.
@@ -46,6 +49,8 @@ pub(super) struct Writer<H: TreeHasher> {
     pub(super) poisoned: Poison,
     /// sled's data file, synced after each flush (see [`StoreConfig::sync_data`]).
     pub(super) data_file: Option<Arc<std::fs::File>>,
+    /// What is queued and not yet answered ([`super::LogStore::pending`]).
+    pub(super) pending: Arc<PendingQueue>,
 }
 
 impl<H: TreeHasher> Writer<H> {
@@ -101,13 +106,24 @@ impl<H: TreeHasher> Writer<H> {
         }
     }
 
-    /// One group commit: one batch, one flush, then the replies.
+    /// One group commit: one batch, one flush, then the replies; the group leaves the
+    /// pending report before its tickets resolve.
     pub(super) fn commit(&mut self, group: Vec<Job>) {
+        let jobs = group.len();
+        let replies = self.commit_group(group);
+        self.pending.pop(jobs);
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// The group commit itself; returns each job's answer, sent by [`commit`](Self::commit).
+    fn commit_group(&mut self, group: Vec<Job>) -> Vec<(Reply, Result<Range<u64>, LogError>)> {
         if let Some(reason) = poisoned(&self.poisoned) {
-            for job in group {
-                let _ = job.reply.send(Err(LogError::CommitFailed(reason.clone())));
-            }
-            return;
+            return group
+                .into_iter()
+                .map(|job| (job.reply, Err(LogError::CommitFailed(reason.clone()))))
+                .collect();
         }
         let mut batch = sled::Batch::default();
         let mut replies = Vec::with_capacity(group.len());
@@ -175,7 +191,14 @@ impl<H: TreeHasher> Writer<H> {
             batch.insert(head_key(channel).to_vec(), encode_head(head).to_vec());
         }
         let outcome = match failed {
-            Some(e) => Err(e),
+            // A channel's tip could not be loaded: what the store holds is in doubt, so no
+            // write is accepted until it is reopened and checked (a caller that promised
+            // a record of this group learns of it only through the poison).
+            Some(e) => {
+                let reason = format!("group commit failed ({e}); reopen the store");
+                self.poison(&reason);
+                Err(reason)
+            }
             None if touched.is_empty() => Ok(()),
             // sled 0.34 applies a batch key by key in memory, so a failed apply may leave a
             // prefix of it that a later flush persists; a failed flush leaves it unknown what
@@ -203,9 +226,7 @@ impl<H: TreeHasher> Writer<H> {
                 if let Ok(mut heads) = self.heads.write() {
                     heads.extend(touched);
                 }
-                for (reply, result) in replies {
-                    let _ = reply.send(result);
-                }
+                replies
             }
             Err(e) => {
                 // Whether any of this group reached the disk is unknown; reopening decides.
@@ -213,9 +234,10 @@ impl<H: TreeHasher> Writer<H> {
                 for channel in touched.keys() {
                     self.tips.remove(channel);
                 }
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(LogError::CommitFailed(e.clone())));
-                }
+                replies
+                    .into_iter()
+                    .map(|(reply, _)| (reply, Err(LogError::CommitFailed(e.clone()))))
+                    .collect()
             }
         }
     }
@@ -292,5 +314,51 @@ impl<H: TreeHasher> Writer<H> {
         }
         l.push(hash);
         true
+    }
+}
+
+/// The jobs queued and not yet answered, oldest first, with their record counts: what
+/// [`super::LogStore::pending`] reports (issue 11: the durable head and what is still pending
+/// are reported apart).
+#[derive(Debug, Default)]
+pub(super) struct PendingQueue {
+    inner: std::sync::Mutex<(std::collections::VecDeque<(std::time::Instant, u64)>, u64)>,
+}
+
+impl PendingQueue {
+    /// Runs `send` and, if it queued the job, notes it; under one lock so the notes keep the
+    /// queue's order.
+    pub(super) fn push<T>(
+        &self,
+        records: u64,
+        send: impl FnOnce() -> Result<(), T>,
+    ) -> Result<(), T> {
+        let Ok(mut q) = self.inner.lock() else {
+            return send();
+        };
+        send()?;
+        q.0.push_back((std::time::Instant::now(), records));
+        q.1 += records;
+        Ok(())
+    }
+
+    /// Forgets the `jobs` oldest jobs (answered).
+    pub(super) fn pop(&self, jobs: usize) {
+        if let Ok(mut q) = self.inner.lock() {
+            for _ in 0..jobs {
+                match q.0.pop_front() {
+                    Some((_, n)) => q.1 -= n,
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Records queued, and the age of the oldest queued job.
+    pub(super) fn report(&self) -> (u64, Option<std::time::Duration>) {
+        match self.inner.lock() {
+            Ok(q) => (q.1, q.0.front().map(|(t, _)| t.elapsed())),
+            Err(_) => (0, None),
+        }
     }
 }
