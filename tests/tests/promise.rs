@@ -154,6 +154,9 @@ async fn an_unclean_restart_refuses_appends_until_an_honest_restore() {
         root: st.root,
         cumulative: st.cumulative.0,
     };
+    let nonce = st
+        .restore_nonce
+        .expect("a restore nonce while a restore is required");
 
     // A paid request on the unrestored channel: refused, nothing appended.
     let auth = next_auth(&gateway, &ch, "/v1/echo", b"new");
@@ -168,8 +171,8 @@ async fn an_unclean_restart_refuses_appends_until_an_honest_restore() {
     let forger = SecretKey::generate(&mut rand::rngs::OsRng);
     let store = gateway.store().unwrap();
     let statement = |records: &[&Record], complete: bool| match records.first() {
-        Some(r) => Restore::new(ch.id, &head, &after(&store, &ch, &head, r), complete),
-        None => Restore::new(ch.id, &head, &head, complete),
+        Some(r) => Restore::new(ch.id, nonce, &head, &after(&store, &ch, &head, r), complete),
+        None => Restore::new(ch.id, nonce, &head, &head, complete),
     };
     let mut altered = good;
     altered.outcome.amount += 1;
@@ -221,11 +224,20 @@ async fn an_unclean_restart_refuses_appends_until_an_honest_restore() {
             RestoreUpload::new(vec![], &statement(&[], true), &forger),
         ),
         (
+            "a statement of another restore (a stale nonce)",
+            RestoreUpload::new(
+                vec![],
+                &Restore::new(ch.id, tally_core::Hash([9; 32]), &head, &head, true),
+                &ch.session,
+            ),
+        ),
+        (
             "a statement whose state the records do not reach",
             RestoreUpload::new(
                 vec![],
                 &Restore::new(
                     ch.id,
+                    nonce,
                     &head,
                     &LogState {
                         size: head.size + 1,

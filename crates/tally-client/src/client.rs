@@ -113,6 +113,9 @@ struct State {
     salt: Option<RequestSalt>,
     /// Verified records whose receipts arrived ahead of a gap, by index (§5.5).
     ahead: std::collections::BTreeMap<u64, (Record, tally_core::Signature)>,
+    /// Restores done so far (spec/HTTP.md §5.6): a receipt for a request signed before the
+    /// latest one is disowned by it and never mirrored.
+    restores: u64,
 }
 
 /// A paying client for one channel.
@@ -237,6 +240,7 @@ impl Client {
                 checkpoint_due: false,
                 salt: None,
                 ahead: Default::default(),
+                restores: 0,
             })),
         };
         client.bind_session().await?;

@@ -18,14 +18,18 @@ use crate::keys::{PublicKey, SecretKey};
 use crate::sequence::LogState;
 use crate::signature::Signature;
 
-/// `tally\0restore\0` · version · channel · the provider's durable state the upload starts
-/// from · the state after it (spec/PROTOCOL.md §5.7).
+/// `tally\0restore\0` · version · channel · the provider's restore nonce · the provider's
+/// durable state the upload starts from · the state after it (spec/PROTOCOL.md §5.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restore {
     /// [`crate::VERSION`].
     pub version: u8,
     /// The channel.
     pub channel_id: ChannelId,
+    /// The nonce the provider drew for this restore (given with `restore_required`): binds
+    /// the statement to one restore, so it can be neither replayed after a later crash nor
+    /// cited for one.
+    pub nonce: Hash,
     /// The provider's durable size the upload starts at (from its `restore_required`).
     pub base_size: u64,
     /// The provider's durable root at `base_size`, which the client's mirror agrees with.
@@ -50,11 +54,19 @@ impl Canonical for Restore {
 }
 
 impl Restore {
-    /// The statement that the log goes from `base` to `after`, and whether that is all.
-    pub fn new(channel_id: ChannelId, base: &LogState, after: &LogState, complete: bool) -> Self {
+    /// The statement that, in the restore `nonce` names, the log goes from `base` to `after`,
+    /// and whether that is all.
+    pub fn new(
+        channel_id: ChannelId,
+        nonce: Hash,
+        base: &LogState,
+        after: &LogState,
+        complete: bool,
+    ) -> Self {
         Restore {
             version: crate::VERSION,
             channel_id,
+            nonce,
             base_size: base.size,
             base_root: base.root,
             size: after.size,
@@ -98,19 +110,26 @@ mod tests {
 
     #[test]
     fn bytes_have_the_specified_layout_and_round_trip() {
-        let r = Restore::new(ChannelId([7; 32]), &state(3, 1, 0), &state(5, 2, 900), true);
+        let r = Restore::new(
+            ChannelId([7; 32]),
+            Hash([5; 32]),
+            &state(3, 1, 0),
+            &state(5, 2, 900),
+            true,
+        );
         let bytes = r.to_bytes();
-        // prefix 14 + version 1 + channel 32 + size 8 + root 32 + size 8 + root 32 + u128 16
-        // + bool 1
-        assert_eq!(bytes.len(), 14 + 1 + 32 + 8 + 32 + 8 + 32 + 16 + 1);
-        assert_eq!(bytes[143], 1);
+        // prefix 14 + version 1 + channel 32 + nonce 32 + size 8 + root 32 + size 8 + root 32
+        // + u128 16 + bool 1
+        assert_eq!(bytes.len(), 14 + 1 + 32 + 32 + 8 + 32 + 8 + 32 + 16 + 1);
+        assert_eq!(bytes[175], 1);
         let mut two = bytes.clone();
-        two[143] = 2;
+        two[175] = 2;
         assert!(Restore::from_bytes(&two).is_err(), "a bool is 0 or 1");
         assert!(bytes.starts_with(b"tally\0restore\0"));
         assert_eq!(bytes[14], crate::VERSION);
-        assert_eq!(&bytes[47..55], &3u64.to_le_bytes());
-        assert_eq!(&bytes[127..143], &900u128.to_le_bytes());
+        assert_eq!(&bytes[47..79], &[5u8; 32]);
+        assert_eq!(&bytes[79..87], &3u64.to_le_bytes());
+        assert_eq!(&bytes[159..175], &900u128.to_le_bytes());
         assert_eq!(Restore::from_bytes(&bytes).unwrap(), r);
         assert_eq!(r.after(), state(5, 2, 900));
     }
@@ -119,12 +138,21 @@ mod tests {
     fn only_the_session_key_over_these_bytes_verifies() {
         let key = SecretKey::from_seed(&[9; 32]);
         let other = SecretKey::from_seed(&[8; 32]);
-        let r = Restore::new(ChannelId([7; 32]), &state(3, 1, 0), &state(3, 1, 0), true);
+        let r = Restore::new(
+            ChannelId([7; 32]),
+            Hash([5; 32]),
+            &state(3, 1, 0),
+            &state(3, 1, 0),
+            true,
+        );
         let sig = r.sign(&key);
         r.verify(&key.public(), &sig).unwrap();
         assert!(r.verify(&other.public(), &sig).is_err());
         let mut changed = r;
         changed.size = 4;
         assert!(changed.verify(&key.public(), &sig).is_err());
+        let mut other_restore = r;
+        other_restore.nonce = Hash([6; 32]);
+        assert!(other_restore.verify(&key.public(), &sig).is_err());
     }
 }

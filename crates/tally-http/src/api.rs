@@ -33,6 +33,10 @@ pub struct ChannelState {
     /// `size` (spec/HTTP.md §5.6) before it takes appends again.
     #[serde(default)]
     pub restore_required: bool,
+    /// While a restore is required: the nonce its statements must carry (spec/PROTOCOL.md
+    /// §5.7).
+    #[serde(default)]
+    pub restore_nonce: Option<Hash>,
 }
 
 /// `GET /tally/v1/channels/{id}/records?from=&to=`: at most [`MAX_RECORDS_PER_PAGE`].

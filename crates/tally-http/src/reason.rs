@@ -71,6 +71,8 @@ pub enum Reason {
         root: Hash,
         /// The cumulative amount at `size`.
         cumulative: Amount,
+        /// The nonce the restore statement must carry (spec/PROTOCOL.md §5.7).
+        nonce: Hash,
     },
     /// A restore upload was refused (spec/HTTP.md §5.6): nothing of it was appended.
     RestoreRefused {

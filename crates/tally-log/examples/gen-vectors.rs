@@ -546,7 +546,9 @@ fn restore_vector(
         root: tree.root(),
         cumulative: records[records.len() - 1].outcome.cumulative,
     };
-    let statement = tally_core::Restore::new(records[0].outcome.channel_id, &base, &after, true);
+    let nonce = Hash(*blake3::hash(b"restore nonce").as_bytes());
+    let statement =
+        tally_core::Restore::new(records[0].outcome.channel_id, nonce, &base, &after, true);
     json!({
         "fields": statement,
         "bytes": hex::encode(statement.to_bytes()),

@@ -294,9 +294,11 @@ impl Bindings {
 
     /// Keeps a client's signed restore statement (its canonical bytes and signature), the
     /// provider's evidence that the client disowned any receipt beyond it.
+    /// Kept under (channel, nonce, size): every chunk of every restore stays.
     pub fn keep_restore(
         &self,
         channel: &ChannelId,
+        nonce: &Hash,
         size: u64,
         statement: &[u8],
         signature: &tally_core::Signature,
@@ -304,7 +306,11 @@ impl Bindings {
         let mut v = Vec::with_capacity(statement.len() + 64);
         v.extend_from_slice(statement);
         v.extend_from_slice(&signature.0);
-        self.restores.insert(credit_key(channel, size), v)?;
+        let mut key = Vec::with_capacity(72);
+        key.extend_from_slice(&channel.0);
+        key.extend_from_slice(&nonce.0);
+        key.extend_from_slice(&size.to_be_bytes());
+        self.restores.insert(key, v)?;
         self.sync()
     }
 
@@ -346,15 +352,33 @@ mod tests {
             let db = Bindings::open(dir.path()).unwrap();
             db.mark_promising(&a).unwrap();
             db.mark_promising(&a).unwrap();
-            db.keep_restore(&a, 5, b"statement", &tally_core::Signature([4; 64]))
-                .unwrap();
+            db.keep_restore(
+                &a,
+                &Hash([1; 32]),
+                5,
+                b"one",
+                &tally_core::Signature([4; 64]),
+            )
+            .unwrap();
+            db.keep_restore(
+                &a,
+                &Hash([2; 32]),
+                5,
+                b"two",
+                &tally_core::Signature([4; 64]),
+            )
+            .unwrap();
         }
         let db = Bindings::open(dir.path()).unwrap();
         assert!(db.is_promising(&a).unwrap());
         assert!(!db.is_promising(&b).unwrap());
+        // Two restores at the same size: both statements are kept.
         assert_eq!(
             db.restores(&a).unwrap(),
-            vec![(b"statement".to_vec(), tally_core::Signature([4; 64]))]
+            vec![
+                (b"one".to_vec(), tally_core::Signature([4; 64])),
+                (b"two".to_vec(), tally_core::Signature([4; 64]))
+            ]
         );
         assert!(db.restores(&b).unwrap().is_empty());
         db.mark_promising(&b).unwrap();

@@ -108,6 +108,9 @@ pub struct ChannelState {
     /// The channel may have lost promised records in a crash and takes no append until its
     /// client restores it (spec/HTTP.md §5.6).
     pub restore_required: bool,
+    /// While a restore is required: the nonce drawn for it, which every restore statement
+    /// must carry (spec/PROTOCOL.md §5.7); a new one is drawn whenever the state is loaded.
+    pub restore_nonce: Hash,
     /// This run of the gateway has durably marked the channel as one that may hold promises
     /// (spec/HTTP.md §5.6), so its receipts may be promised.
     pub promising: bool,
@@ -349,6 +352,7 @@ impl ChannelState {
             // A mark this run did not set: promises of an earlier run (or of the store
             // before it was reopened) may be lost.
             restore_required: marked && !promising,
+            restore_nonce: Hash(rand::random()),
             promising,
             reserved: 0,
             in_flight: 0,

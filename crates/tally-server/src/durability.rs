@@ -95,7 +95,8 @@ impl DurabilityConfig {
     }
 }
 
-/// What the promise decision looks at.
+/// What the promise decision looks at on the channel's side; the gateway-wide bounds are
+/// [`Promises::try_open`]'s, checked and taken under one lock.
 #[derive(Clone, Copy, Debug)]
 pub struct PromiseState {
     /// Whether this run of the gateway has durably marked the channel as one that may hold
@@ -104,25 +105,17 @@ pub struct PromiseState {
     /// Whether the record credits a dispute: credits are always synchronous, since their
     /// credit mark names the record's index.
     pub is_credit: bool,
-    /// Promises outstanding now.
-    pub outstanding: u64,
-    /// Age of the oldest outstanding promise.
-    pub oldest: Option<Duration>,
 }
 
-/// Whether this record's receipt may be sent before it is durable.
-pub fn may_promise(mode: Durability, s: PromiseState) -> bool {
+/// The bounds `(max_delay, max_pending)` a promise for this record must fit in, or `None`
+/// if the receipt must wait for durability whatever the load.
+pub fn may_promise(mode: Durability, s: PromiseState) -> Option<(Duration, u64)> {
     match mode {
-        Durability::Sync => false,
+        Durability::Sync => None,
         Durability::Promise {
             max_delay,
             max_pending,
-        } => {
-            s.channel_marked
-                && !s.is_credit
-                && s.outstanding < max_pending
-                && s.oldest.is_none_or(|age| age < max_delay)
-        }
+        } => (s.channel_marked && !s.is_credit).then_some((max_delay, max_pending)),
     }
 }
 
@@ -135,11 +128,20 @@ pub struct Promises {
 }
 
 impl Promises {
-    /// Registers a promise made now; the id removes it.
-    pub fn open(&self) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.with(|m| m.insert(id, Instant::now()));
-        id
+    /// Registers a promise made now if fewer than `max_pending` are outstanding and the
+    /// oldest is younger than `max_delay`, checked and taken under one lock so concurrent
+    /// records cannot overshoot the bound; the id removes it.
+    pub fn try_open(&self, max_pending: u64, max_delay: Duration) -> Option<u64> {
+        self.with(|m| {
+            let full = m.len() as u64 >= max_pending;
+            let late = m.values().next().is_some_and(|t| t.elapsed() >= max_delay);
+            if full || late {
+                return None;
+            }
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            m.insert(id, Instant::now());
+            Some(id)
+        })
     }
 
     /// The promise was kept (or can no longer be).
@@ -174,43 +176,60 @@ mod tests {
         PromiseState {
             channel_marked: true,
             is_credit: false,
-            outstanding: 0,
-            oldest: None,
         }
     }
 
     #[test]
-    fn promises_only_within_every_bound() {
-        assert!(may_promise(PROMISE, state()));
-        assert!(!may_promise(Durability::Sync, state()));
+    fn only_marked_non_credit_records_may_be_promised() {
+        assert_eq!(
+            may_promise(PROMISE, state()),
+            Some((Duration::from_millis(5), 2))
+        );
+        assert_eq!(may_promise(Durability::Sync, state()), None);
         let unmarked = PromiseState {
             channel_marked: false,
             ..state()
         };
-        assert!(!may_promise(PROMISE, unmarked));
+        assert_eq!(may_promise(PROMISE, unmarked), None);
         let credit = PromiseState {
             is_credit: true,
             ..state()
         };
-        assert!(!may_promise(PROMISE, credit));
-        let full = PromiseState {
-            outstanding: 2,
-            oldest: Some(Duration::ZERO),
-            ..state()
-        };
-        assert!(!may_promise(PROMISE, full));
-        let late = PromiseState {
-            outstanding: 1,
-            oldest: Some(Duration::from_millis(5)),
-            ..state()
-        };
-        assert!(!may_promise(PROMISE, late));
-        let fine = PromiseState {
-            outstanding: 1,
-            oldest: Some(Duration::from_millis(4)),
-            ..state()
-        };
-        assert!(may_promise(PROMISE, fine));
+        assert_eq!(may_promise(PROMISE, credit), None);
+    }
+
+    #[test]
+    fn promises_open_only_within_the_bounds() {
+        let p = Promises::default();
+        let a = p.try_open(2, Duration::from_millis(50)).unwrap();
+        let _b = p.try_open(2, Duration::from_millis(50)).unwrap();
+        assert_eq!(p.try_open(2, Duration::from_millis(50)), None, "full");
+        p.close(a);
+        std::thread::sleep(Duration::from_millis(3));
+        assert_eq!(
+            p.try_open(2, Duration::from_millis(2)),
+            None,
+            "the oldest is past max_delay"
+        );
+        assert!(p.try_open(2, Duration::from_millis(500)).is_some());
+    }
+
+    #[test]
+    fn concurrent_opens_never_overshoot_max_pending() {
+        let p = std::sync::Arc::new(Promises::default());
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    (0..100)
+                        .filter(|_| p.try_open(10, Duration::from_secs(60)).is_some())
+                        .count()
+                })
+            })
+            .collect();
+        let opened: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(opened, 10);
+        assert_eq!(p.outstanding().0, 10);
     }
 
     #[test]
@@ -248,9 +267,9 @@ mod tests {
     fn outstanding_counts_open_promises_oldest_first() {
         let p = Promises::default();
         assert_eq!(p.outstanding(), (0, None));
-        let a = p.open();
+        let a = p.try_open(10, Duration::from_secs(60)).unwrap();
         std::thread::sleep(Duration::from_millis(3));
-        let b = p.open();
+        let b = p.try_open(10, Duration::from_secs(60)).unwrap();
         let (n, oldest) = p.outstanding();
         assert_eq!(n, 2);
         assert!(oldest.unwrap() >= Duration::from_millis(3));

@@ -175,7 +175,7 @@ pub(crate) struct Inner {
     pub(crate) payee_key: Option<PrivateKeySigner>,
     /// The channels this run (this process, this generation of the log store) marked as
     /// promising (spec/HTTP.md §5.6); emptied when the store is reopened.
-    pub(crate) promising: std::sync::Mutex<std::collections::HashSet<ChannelId>>,
+    pub(crate) promising: std::sync::Mutex<(u64, std::collections::HashSet<ChannelId>)>,
     /// Receipts promised and not yet durable.
     pub(crate) promises: crate::durability::Promises,
 }
@@ -499,11 +499,11 @@ impl Gateway {
     /// recovery attempt ([`store`] module docs).
     pub fn ensure_writable(&self) -> Result<(), GatewayError> {
         let gw = self.clone();
-        self.inner.store.ensure_writable(move || {
-            // Promises of the old store may be lost: its channels restore first.
-            gw.set_promising(|p| p.clear());
-            gw.inner.channels.clear()
-        })
+        // The reopened store has a new generation: the set of promising channels of the old
+        // one is void from then on (`set_promising`), so its channels restore first.
+        self.inner
+            .store
+            .ensure_writable(move || gw.inner.channels.clear())
     }
 
     /// The metrics.
@@ -544,7 +544,10 @@ impl Gateway {
     }
 
     /// The session key bound to `channel`, read from the database.
-    fn stored_session(&self, channel: &ChannelId) -> Result<Option<PublicKey>, GatewayError> {
+    pub(crate) fn stored_session(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Option<PublicKey>, GatewayError> {
         self.inner
             .bindings
             .session(channel)
@@ -560,7 +563,7 @@ impl Gateway {
         if guard.is_none() {
             let i = &self.inner;
             let (store, generation) = i.store.current()?;
-            let promising = self.set_promising(|p| p.contains(channel));
+            let promising = self.set_promising(generation, |p| p.contains(channel));
             *guard = Some(ChannelState::load(
                 *channel,
                 &store,
@@ -572,15 +575,29 @@ impl Gateway {
         Ok(guard)
     }
 
-    /// Reads or changes the set of channels this run marked as promising.
+    /// Reads or changes the set of channels this run marked as promising, as of the log
+    /// store's `generation`. The set belongs to one generation: the first use with a newer
+    /// one empties it (promises of the old store may be lost, so its channels restore
+    /// first), and a caller still holding an older generation works on an empty set that is
+    /// thrown away. No window exists in which a reopened store meets the old set.
     pub(crate) fn set_promising<T>(
         &self,
+        generation: u64,
         f: impl FnOnce(&mut std::collections::HashSet<ChannelId>) -> T,
     ) -> T {
-        match self.inner.promising.lock() {
-            Ok(mut p) => f(&mut p),
-            Err(p) => f(&mut p.into_inner()),
+        let mut guard = match self.inner.promising.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (owner, set) = &mut *guard;
+        if generation > *owner {
+            *owner = generation;
+            set.clear();
         }
+        if generation < *owner {
+            return f(&mut std::collections::HashSet::new());
+        }
+        f(set)
     }
 
     /// Locks a channel that has a bound session key; any other id is `unknown_channel`
@@ -636,8 +653,16 @@ impl Gateway {
         loop {
             let st = loaded(&mut guard)?;
             st.sync_durable(&store)?;
-            if st.durable.size >= target || Instant::now() >= deadline {
+            if st.durable.size >= target {
                 break;
+            }
+            if Instant::now() >= deadline {
+                // Never a head below receipts already sent: the client would take it for
+                // lost records.
+                return Err(GatewayError::new(
+                    Reason::Overloaded,
+                    "promised records are not durable yet; retry shortly",
+                ));
             }
             drop(guard);
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -659,15 +684,16 @@ impl Gateway {
             checkpoint_cumulative: Amount(st.checkpoint_cumulative),
             last_record,
             restore_required: st.restore_required,
+            restore_nonce: st.restore_required.then_some(st.restore_nonce),
         })
     }
 
-    /// How long a read waits for promised records to become durable: a few times the
-    /// promise's bound (a loaded disk), never more than a second beyond it.
+    /// How long a read waits for promised records to become durable: the promise's bound
+    /// and a second for a loaded machine.
     pub(crate) fn promise_wait(&self) -> Duration {
         match self.inner.settings.durability {
             Durability::Sync => Duration::ZERO,
-            Durability::Promise { max_delay, .. } => max_delay * 4 + Duration::from_secs(1),
+            Durability::Promise { max_delay, .. } => max_delay + Duration::from_secs(1),
         }
     }
 
@@ -692,7 +718,8 @@ impl Gateway {
         }
         // Only the marks this run holds the promises of: a channel still waiting for its
         // restore keeps its mark for the next run.
-        let held: Vec<ChannelId> = self.set_promising(|p| p.iter().copied().collect());
+        let generation = self.inner.store.current()?.1;
+        let held: Vec<ChannelId> = self.set_promising(generation, |p| p.iter().copied().collect());
         let gw = self.clone();
         tokio::task::spawn_blocking(move || gw.bindings().clear_promising(&held))
             .await

@@ -34,6 +34,8 @@ struct Sent {
     charge_server_errors: bool,
     provider: PublicKey,
     sent_checkpoint: bool,
+    /// The client's restore count when this attempt was signed.
+    restores: u64,
 }
 
 impl Client {
@@ -112,7 +114,11 @@ impl Client {
                 let receipt = self.paid_receipt(&mut st, v, &sent, &raw, &expect)?;
                 let record = Record::new(sent.auth, sent.sig, receipt.outcome);
                 lease.answered(&req_hash, sent.auth.seq + 1);
-                self.take_place(&mut st, record, receipt.signature).await?;
+                if sent.restores == st.restores {
+                    self.take_place(&mut st, record, receipt.signature).await?;
+                }
+                // Else a restore since this was signed disowned it (spec/HTTP.md §5.6): the
+                // response is the caller's, the record is not the client's to mirror.
                 if sent.sent_checkpoint {
                     st.checkpoint_due = false;
                 }
@@ -264,6 +270,7 @@ impl Client {
             charge_server_errors: st.terms.terms.charge_server_errors,
             provider: st.terms.terms.provider_key,
             sent_checkpoint,
+            restores: st.restores,
         };
         Ok((sent, h))
     }

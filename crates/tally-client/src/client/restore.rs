@@ -26,6 +26,12 @@ impl Client {
         if !now.restore_required {
             return Ok(());
         }
+        let nonce = now.restore_nonce.ok_or_else(|| {
+            ClientError::Protocol("restore_required without a restore nonce".into())
+        })?;
+        // Receipts of requests signed before this restore are disowned by it, whether they
+        // are held ahead of a gap or still on their way: none may enter the mirror after.
+        st.restores += 1;
         let base = LogState {
             size: now.size,
             root: now.root,
@@ -57,14 +63,25 @@ impl Client {
         let mut from = base;
         loop {
             let to = end.min(from.size + CHUNK);
-            let upload = self.restore_chunk(st, &from, to, to == end)?;
+            let upload = self.restore_chunk(st, nonce, &from, to, to == end)?;
             let back: Restored = self.post_json("/restore", &upload).await?;
+            let ours = self.mirror_state(st, to)?;
             if back.size != to {
                 return Err(Self::stop(
                     st,
                     Misbehavior::LostRecords {
                         ours: to,
                         theirs: back.size,
+                    },
+                ));
+            }
+            if back.root != ours.root || back.cumulative.0 != ours.cumulative {
+                return Err(Self::stop(
+                    st,
+                    Misbehavior::Fork {
+                        size: to,
+                        ours: ours.root,
+                        theirs: back.root,
                     },
                 ));
             }
@@ -80,6 +97,7 @@ impl Client {
     fn restore_chunk(
         &self,
         st: &State,
+        nonce: tally_core::Hash,
         from: &LogState,
         to: u64,
         complete: bool,
@@ -93,7 +111,7 @@ impl Client {
             records.push(WireRecord::new(&record, sig));
         }
         let after = self.mirror_state(st, to)?;
-        let statement = Restore::new(self.channel, from, &after, complete);
+        let statement = Restore::new(self.channel, nonce, from, &after, complete);
         Ok(RestoreUpload::new(records, &statement, &self.session_key))
     }
 

@@ -283,8 +283,12 @@ impl Gateway {
     fn stale_seq(&self, st: &ChannelState, auth: &Authorization) -> GatewayError {
         let lane = st.lanes.get(&auth.lane);
         let expected = lane.map_or(0, |l| l.tail.next_seq);
+        // Only a record whose receipt was already sent: durable, or promised (its response
+        // held). A pending record nobody has a receipt for is never signed out (P8), since a
+        // failed commit may yet give its index another outcome.
         let last_record = lane
             .and_then(|l| l.last.as_ref())
+            .filter(|l| l.index < st.durable.size || l.cached.is_some())
             .and_then(|l| self.record_of(st, l.index).ok())
             .map(|r| Box::new(self.wire_record(&r)));
         GatewayError::new(

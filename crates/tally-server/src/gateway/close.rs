@@ -32,6 +32,11 @@ impl Gateway {
         let store = self.store()?;
         let st = loaded(&mut guard)?;
         st.sync_durable(&store)?;
+        // Promised records may be missing from the durable log until the client restores
+        // them (spec/HTTP.md §5.6): no close below them.
+        if st.restore_required {
+            return Err(super::restore::restore_required(st));
+        }
         // Never agree below what was served: nothing may be in flight or on its way to the
         // disk (spec/HTTP.md §5.4).
         if st.in_flight > 0 || !st.pending.is_empty() {

@@ -104,17 +104,15 @@ impl Gateway {
             index,
             cached: None,
         });
-        let (outstanding, oldest) = i.promises.outstanding();
         let promise = may_promise(
             i.settings.durability,
             PromiseState {
                 channel_marked: st.promising,
                 is_credit: answer.credits.is_some(),
-                outstanding,
-                oldest,
             },
-        );
-        if promise {
+        )
+        .and_then(|(max_delay, max_pending)| i.promises.try_open(max_pending, max_delay));
+        if let Some(promise_id) = promise {
             // The receipt goes out now, as a promise (DESIGN.md §8); a retry of it is
             // answered from the held response even before the record is durable.
             let (receipt, payment_response) = self.sign_receipt(outcome)?;
@@ -126,7 +124,7 @@ impl Gateway {
             );
             let checkpoint_request = checkpoint_due(&i.settings.checkpoint, st);
             drop(guard);
-            self.keep_promise(ticket, slot, commit_start);
+            self.keep_promise(ticket, slot, promise_id, commit_start);
             self.count_metered(&answer);
             return Ok(Recorded {
                 receipt,
@@ -182,17 +180,35 @@ impl Gateway {
     /// leaves the promise to the client's restore: the store is poisoned or the channel's
     /// state is stale, so the state is dropped (it reloads from the log, and the channel
     /// restores before its next append once the store is reopened).
-    fn keep_promise(&self, ticket: tally_log::Ticket, slot: channel::Slot, started: Instant) {
+    ///
+    /// The channel also leaves this run's set of promising channels before its state is
+    /// dropped: its durable mark stays, so the reload requires a restore and a clean shutdown
+    /// does not clear the mark. Without that, the lost index could be given a new outcome.
+    fn keep_promise(
+        &self,
+        ticket: tally_log::Ticket,
+        slot: channel::Slot,
+        id: u64,
+        started: Instant,
+    ) {
         let gw = self.clone();
-        let id = self.inner.promises.open();
         tokio::spawn(async move {
             let done = ticket.await;
-            gw.inner.promises.close(id);
             match done {
-                Ok(_) => gw.inner.metrics.commit.observe(started.elapsed()),
+                Ok(_) => {
+                    gw.inner.promises.close(id);
+                    gw.inner.metrics.commit.observe(started.elapsed());
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "a promised record's group commit failed");
-                    *slot.lock().await = None;
+                    let mut guard = slot.lock().await;
+                    if let Some(st) = guard.as_ref() {
+                        let (channel, generation) = (st.id, st.generation);
+                        gw.set_promising(generation, |p| p.remove(&channel));
+                    }
+                    *guard = None;
+                    drop(guard);
+                    gw.inner.promises.close(id);
                 }
             }
         });
@@ -241,7 +257,7 @@ impl Gateway {
             .await
             .map_err(|e| GatewayError::internal(format!("promise mark writer: {e}")))?
             .map_err(|e| GatewayError::internal(format!("storing the promise mark: {e}")))?;
-        self.set_promising(|p| p.insert(channel));
+        self.set_promising(st.generation, |p| p.insert(channel));
         st.promising = true;
         Ok(())
     }

@@ -39,16 +39,17 @@ impl Gateway {
                 format!("at most {MAX_RESTORE_CHUNK} records per chunk"),
             ));
         }
+        // Authenticated before any channel state is touched: a stranger's upload costs a
+        // binding read and one verification.
+        let key = self.stored_session(channel)?.ok_or_else(admit::unbound)?;
+        statement
+            .verify(&key, &upload.signature)
+            .map_err(|_| GatewayError::new(Reason::InvalidSignature, "restore statement"))?;
         let mut guard = self.lock(channel).await?;
         let generation = loaded(&mut guard)?.generation;
         let store = self.inner.store.for_generation(generation)?;
         let st = loaded(&mut guard)?;
         st.sync_durable(&store)?;
-        let key = st.session_key.ok_or_else(admit::unbound)?;
-        // The statement is authenticated first: a stranger's upload costs one verification.
-        statement
-            .verify(&key, &upload.signature)
-            .map_err(|_| GatewayError::new(Reason::InvalidSignature, "restore statement"))?;
         if !st.restore_required {
             // A repeat of a restore that already took effect (a client's concurrent requests
             // each met `restore_required`) is answered as done; anything else is refused.
@@ -58,33 +59,47 @@ impl Gateway {
                 Err(refused(None, "this channel needs no restore"))
             };
         }
+        if statement.nonce != st.restore_nonce {
+            return Err(refused(
+                None,
+                "the statement is for another restore; read the channel's restore_nonce",
+            ));
+        }
         check_base(st, &statement)?;
         let checked = self.check_chunk(st, &store, &statement, upload, &key)?;
         let appended = checked.len() as u64;
-        if !checked.is_empty() {
-            let ticket = store.append_keyed(*channel, st.durable.size, checked);
-            ticket
-                .await
-                .map_err(|e| GatewayError::internal(format!("appending restored records: {e}")))?;
-        }
+        // The client's word is kept before anything it releases is acted on.
         let bytes = statement.to_bytes();
         let sig = upload.signature;
         let gw = self.clone();
         let id = *channel;
         tokio::task::spawn_blocking(move || {
             gw.bindings()
-                .keep_restore(&id, statement.size, &bytes, &sig)
+                .keep_restore(&id, &statement.nonce, statement.size, &bytes, &sig)
         })
         .await
         .map_err(|e| GatewayError::internal(format!("restore writer: {e}")))?
         .map_err(|e| GatewayError::internal(format!("keeping the restore statement: {e}")))?;
+        if !checked.is_empty() {
+            let start = st.durable.size;
+            // From here the state in memory is stale; if this future is dropped or the append
+            // fails, the channel reloads from the log on its next use (and still needs its
+            // restore, with a new nonce).
+            *guard = None;
+            store
+                .append_keyed(*channel, start, checked)
+                .await
+                .map_err(|e| GatewayError::internal(format!("appending restored records: {e}")))?;
+        }
         // Reload from the log (lanes, head, edge); the channel is open again only once the
         // client said it holds nothing further.
         let mut fresh = ChannelState::load(*channel, &store, generation, self.bindings(), false)?;
         if statement.complete {
-            self.set_promising(|p| p.insert(*channel));
+            self.set_promising(generation, |p| p.insert(*channel));
             fresh.promising = true;
             fresh.restore_required = false;
+        } else {
+            fresh.restore_nonce = statement.nonce;
         }
         let answer = restored(appended, &fresh);
         *guard = Some(fresh);
@@ -188,6 +203,7 @@ pub(super) fn restore_required(st: &ChannelState) -> GatewayError {
             size: st.durable.size,
             root: st.durable.root,
             cumulative: Amount(st.durable.cumulative),
+            nonce: st.restore_nonce,
         },
         "the gateway restarted without committing every promised record; upload the records \
          held beyond the durable head (POST .../restore)",
