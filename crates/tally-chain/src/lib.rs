@@ -12,6 +12,7 @@
 pub mod anvil;
 pub mod channel;
 pub mod contract;
+pub mod deploy;
 pub mod eip712;
 pub mod error;
 pub mod funding;

@@ -496,3 +496,15 @@ fn the_example_config_parses() {
         panic!("{path}: {e}");
     }
 }
+
+/// The help of `--withdraw-delay` is built from tally-chain's constants: the contract's
+/// bounds and the gateway's default policy (six hours), never a stale literal.
+#[test]
+fn withdraw_delay_help_names_the_gateway_default() {
+    let o = run(&["channel", "open", "--help"]);
+    expect(&o, 0);
+    let help = stdout(&o);
+    let min = tally_chain::DEFAULT_MIN_WITHDRAW_DELAY.to_string();
+    assert!(help.contains(&format!("by default {min}")), "{help}");
+    assert!(help.contains("3600 to 2592000"), "{help}");
+}

@@ -66,6 +66,25 @@ fn min_withdraw_delay_defaults_to_six_hours_and_can_be_lowered_to_the_contract_f
     assert_eq!(s.min_withdraw_delay, 3600);
 }
 
+/// One default, one place: settings built in code (`Settings::new`, what tests and embedders
+/// use) accept the same shortest withdraw delay as a config file that leaves it out.
+#[test]
+fn settings_new_and_the_config_file_share_the_min_withdraw_delay_default() {
+    let from_file = GatewayConfig::parse(EXAMPLE)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .settings();
+    let in_code = tally_server::Settings::new(
+        "data".into(),
+        from_file.chain.clone(),
+        from_file.routes.clone(),
+    );
+    assert_eq!(in_code.min_withdraw_delay, from_file.min_withdraw_delay);
+    assert_eq!(
+        in_code.min_withdraw_delay,
+        tally_chain::DEFAULT_MIN_WITHDRAW_DELAY
+    );
+}
+
 #[test]
 fn config_rejects_unknown_fields_and_float_amounts() {
     let bad = EXAMPLE.replace("charge_server_errors = false", "charge_5xx = false");
