@@ -77,6 +77,7 @@ use crate::BoxFuture;
 
 mod batch;
 mod checks;
+mod closes;
 mod fees;
 mod payout;
 mod scan;
@@ -86,12 +87,21 @@ mod submit;
 use batch::{choose_batch, Candidate, Why};
 pub use fees::{bumped_fees, initial_fees, urgent_fees, FeeBid, FEE_BUMP, URGENT_MAX_MULTIPLIER};
 
+pub use closes::AgreedClose;
 pub use skips::{skip_reason, skipped_in};
 
 /// Where the worker gets the latest checkpoints the clients signed; the gateway implements it.
 pub trait CheckpointSource: Send + Sync {
     /// The newest EIP-712-signed checkpoint of every channel this provider is payee of.
     fn latest_checkpoints(&self) -> BoxFuture<'_, Result<Vec<ChainCheckpoint>, ChainError>>;
+
+    /// Every cooperative close the payee signed and that the worker should submit if nobody
+    /// else does within `close_timeout` (spec/CHAIN.md §9, "Agreed closes"). A closed
+    /// channel may stay in the list; the worker reads the chain before submitting. The
+    /// default is none, for a source that keeps no closes.
+    fn agreed_closes(&self) -> BoxFuture<'_, Result<Vec<AgreedClose>, ChainError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// When and how the worker claims.
@@ -141,6 +151,11 @@ pub struct SettleConfig {
     /// replaced sooner, and each version bids more as the deadline nears
     /// ([`urgent_fees`]).
     pub urgent_pending_timeout: Duration,
+    /// A cooperative close both parties signed ([`CheckpointSource::agreed_closes`]) that is
+    /// still not onchain this long after the payee signed it is submitted by the worker; at
+    /// once if the channel is withdrawing. Until then (and while it is pending) the channel is
+    /// not claimed.
+    pub close_timeout: Duration,
 }
 
 impl Default for SettleConfig {
@@ -161,9 +176,16 @@ impl Default for SettleConfig {
             deadline_margin: Duration::from_secs(600),
             reorg_depth_blocks: 12,
             urgent_pending_timeout: Duration::from_secs(24),
+            close_timeout: Duration::from_secs(DEFAULT_CLOSE_TIMEOUT_SECONDS),
         }
     }
 }
+
+/// The default `close_timeout`, seconds (15 minutes): a client that closes submits its close
+/// right after the payee signs it (`tally channel close` does), so this is ample, and it is
+/// far below the shortest withdraw delay (3600 s), so an agreed close lands before any
+/// withdrawal the payer starts instead could end (spec/CHAIN.md §9).
+pub const DEFAULT_CLOSE_TIMEOUT_SECONDS: u64 = 900;
 
 /// What one tick did, for tests and monitoring.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -204,6 +226,15 @@ pub struct TickReport {
     /// Entries the claim confirmed this tick skipped (`ClaimSkipped`), with the contract
     /// error's name; these channels are now quarantined.
     pub skipped: Vec<(ChannelId, String)>,
+    /// An agreed cooperative close the worker signed and sent this tick (nobody submitted it
+    /// within `close_timeout`, or the channel is withdrawing), with its channel.
+    pub close: Option<(B256, ChannelId)>,
+    /// A close the worker sent that is now confirmed: the channel is closed at the agreed
+    /// split.
+    pub closed: Option<ChannelId>,
+    /// Agreed closes the contract would refuse now (simulated), with why; the channel is
+    /// claimed as usual and the close tried again later.
+    pub close_rejected: Vec<(ChannelId, String)>,
 }
 
 /// Counters kept by the worker.
@@ -229,6 +260,8 @@ pub struct WorkerStats {
     pub urgent: u64,
     /// Every `payoutMany` signed, in order.
     pub payouts: Vec<B256>,
+    /// Every `cooperativeClose` signed (first versions), in order.
+    pub closes: Vec<B256>,
 }
 
 /// One signed version of the claim in flight.
@@ -257,6 +290,8 @@ struct InFlight {
     /// For an urgent claim, when its claim window closes (chain time): its fees scale with
     /// how close that is, and it is replaced after `urgent_pending_timeout`.
     deadline: Option<u64>,
+    /// For a `cooperativeClose`, its channel.
+    close: Option<ChannelId>,
 }
 
 /// Called by [`SettlementWorker::run`] after every tick with its outcome, so the embedding
@@ -283,6 +318,8 @@ pub struct SettlementWorker<S> {
     unpaid: BTreeMap<ChannelId, u64>,
     /// Channels with a due checkpoint held until their current window ends (chain time).
     held: HashMap<ChannelId, u64>,
+    /// Agreed cooperative closes, per channel.
+    closes: BTreeMap<ChannelId, closes::Tracked>,
     stats: WorkerStats,
     observer: Option<TickObserver>,
 }
@@ -321,6 +358,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             known: HashMap::new(),
             unpaid: BTreeMap::new(),
             held: HashMap::new(),
+            closes: BTreeMap::new(),
             stats: WorkerStats::default(),
             observer: None,
         })
@@ -398,7 +436,8 @@ impl<S: CheckpointSource> SettlementWorker<S> {
     }
 
     /// One round: settle the in-flight claim, scan withdraw events, claim what is due: an
-    /// urgent channel alone if there is one, else a batch, else a quarantined channel alone.
+    /// urgent channel alone if there is one, else a batch, else a quarantined channel alone;
+    /// with nothing claimed, submit a due agreed close; with nothing sent, pay out.
     pub async fn tick(&mut self) -> Result<TickReport, ChainError> {
         let mut report = TickReport::default();
         if !self.check_in_flight(&mut report, true).await? {
@@ -438,6 +477,9 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         if scanned.failed {
             self.stats.scan_errors += 1;
         }
+        // A channel with an agreed close is closed, not claimed (spec/CHAIN.md §9).
+        self.learn_closes(now).await?;
+        latest.retain(|id, _| !self.close_pending(id, now));
         // Past its deadline a withdrawing channel can no longer be claimed.
         self.withdrawing.retain(|_, at| *at > now);
         // While the scan lags, events may be unseen: read every channel with news instead.
@@ -458,6 +500,9 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         // for the next timer, or its threshold, after the window.
         if timer_due && cut == 0 {
             self.last_timer = Instant::now();
+        }
+        if self.in_flight.is_none() {
+            self.submit_due_close(now, &mut report).await?;
         }
         if self.in_flight.is_none() {
             self.pay_out(now, &mut report).await?;

@@ -658,4 +658,28 @@ impl tally_chain::CheckpointSource for Gateway {
             Ok(out)
         })
     }
+
+    /// The closes the payee signed (spec/HTTP.md §5.4), with both signatures and when they
+    /// were agreed: the worker submits one nobody else did (spec/CHAIN.md §9).
+    fn agreed_closes(
+        &self,
+    ) -> tally_chain::BoxFuture<'_, Result<Vec<tally_chain::AgreedClose>, ChainError>> {
+        Box::pin(async move {
+            let stored = self.bindings().closings().map_err(ChainError::Source)?;
+            Ok(stored
+                .into_iter()
+                .map(|(channel_id, c, agreed_at)| tally_chain::AgreedClose {
+                    checkpoint: tally_core::Checkpoint {
+                        channel_id,
+                        size: c.size,
+                        root: c.root,
+                        cumulative: c.cumulative,
+                    },
+                    signer_sig: c.signer_sig,
+                    payee_sig: c.payee_sig,
+                    agreed_at,
+                })
+                .collect())
+        })
+    }
 }
