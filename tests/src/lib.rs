@@ -406,6 +406,23 @@ pub async fn spawn_gateway_funded(
     (gateway, running)
 }
 
+/// [`spawn_gateway_funded`], with the payee's wallet key: this gateway cosigns cooperative
+/// closes (spec/HTTP.md §5.4) and keeps them for the settlement worker.
+pub async fn spawn_gateway_with_payee(
+    settings: Settings,
+    key: &SecretKey,
+    funding: Arc<dyn Funding>,
+    payee_key: PrivateKeySigner,
+    upstream: &Server,
+) -> (Gateway, Server) {
+    let gateway = match Gateway::open_with_payee(settings, key.clone(), funding, Some(payee_key)) {
+        Ok(g) => g,
+        Err(e) => panic!("opening gateway: {e}"),
+    };
+    let running = serve_proxy(&gateway, upstream).await;
+    (gateway, running)
+}
+
 /// The `TALLY-READ-AUTH` value for a GET of `url` by `ch`'s session key, issued at
 /// `issued_at_ms` (spec/HTTP.md §5.1).
 pub fn read_token_at(ch: &TestChannel, url: &str, issued_at_ms: u64) -> String {

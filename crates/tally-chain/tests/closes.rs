@@ -15,8 +15,8 @@ use alloy::primitives::B256;
 use alloy::providers::Provider;
 use common::{cp, Env};
 use tally_chain::{
-    AgreedClose, BoxFuture, ChainCheckpoint, ChainError, CheckpointSource, SettleConfig,
-    SettlementWorker, TickReport, WithdrawState,
+    AgreedClose, BoxFuture, ChainCheckpoint, ChainError, CheckpointSource, CloseAgreement,
+    SettleConfig, SettlementWorker, TickReport, WithdrawState,
 };
 use tally_core::ChannelId;
 
@@ -89,9 +89,11 @@ async fn agreed(env: &mut Env, source: &Source, deposit: u128, agreed: u128, at:
         .push(env.sign(id, 5, agreed));
     let state = cp(id, 5, agreed);
     let close = AgreedClose {
-        checkpoint: state,
-        signer_sig: env.payer.sign_close(&env.signer, &state).unwrap(),
-        payee_sig: env.payer.sign_close(&env.payee_key, &state).unwrap(),
+        agreement: CloseAgreement {
+            checkpoint: state,
+            signer_sig: env.payer.sign_close(&env.signer, &state).unwrap(),
+            payee_sig: env.payer.sign_close(&env.payee_key, &state).unwrap(),
+        },
         agreed_at: Some(at),
     };
     source.closes.lock().unwrap().push(close);
@@ -190,7 +192,7 @@ async fn a_close_the_client_submitted_is_never_sent_again() {
     let source = Source::default();
     let now = chain_now(&env).await;
     let id = agreed(&mut env, &source, 1_000, 250, now).await;
-    let close = source.closes.lock().unwrap()[0];
+    let close = source.closes.lock().unwrap()[0].agreement;
     env.payer
         .cooperative_close(&close.checkpoint, &close.signer_sig, &close.payee_sig)
         .await
@@ -218,8 +220,8 @@ async fn a_close_the_contract_refuses_falls_back_to_claims() {
     // The stored payee half is not the payee's: cooperativeClose would revert.
     {
         let mut closes = source.closes.lock().unwrap();
-        let state = closes[0].checkpoint;
-        closes[0].payee_sig = env.payer.sign_close(&env.signer, &state).unwrap();
+        let state = closes[0].agreement.checkpoint;
+        closes[0].agreement.payee_sig = env.payer.sign_close(&env.signer, &state).unwrap();
     }
     let mut w = worker(&env, &source);
     env.warp(TIMEOUT + 1).await;

@@ -669,14 +669,16 @@ impl tally_chain::CheckpointSource for Gateway {
             Ok(stored
                 .into_iter()
                 .map(|(channel_id, c, agreed_at)| tally_chain::AgreedClose {
-                    checkpoint: tally_core::Checkpoint {
-                        channel_id,
-                        size: c.size,
-                        root: c.root,
-                        cumulative: c.cumulative,
+                    agreement: tally_chain::CloseAgreement {
+                        checkpoint: tally_core::Checkpoint {
+                            channel_id,
+                            size: c.size,
+                            root: c.root,
+                            cumulative: c.cumulative,
+                        },
+                        signer_sig: c.signer_sig,
+                        payee_sig: c.payee_sig,
                     },
-                    signer_sig: c.signer_sig,
-                    payee_sig: c.payee_sig,
                     agreed_at,
                 })
                 .collect())

@@ -8,19 +8,13 @@
 //! near its deadline.
 
 use super::*;
-use crate::eip712::{checkpoint_to_abi, Eip712Sig};
-use tally_core::Checkpoint;
+use crate::eip712::{checkpoint_to_abi, CloseAgreement};
 
-/// A cooperative close both parties signed: the final state and both EIP-712 Close
-/// signatures (the channel's signer's, then the payee's), as `cooperativeClose` takes them.
+/// A cooperative close both parties signed, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AgreedClose {
-    /// The state closed at (the whole log: size, root, cumulative).
-    pub checkpoint: Checkpoint,
-    /// The checkpoint signer's Close signature.
-    pub signer_sig: Eip712Sig,
-    /// The payee's Close signature.
-    pub payee_sig: Eip712Sig,
+    /// The final state and both Close signatures, as `cooperativeClose` takes them.
+    pub agreement: CloseAgreement,
     /// When the payee signed it (unix seconds), if the source knows; otherwise the worker
     /// counts `close_timeout` from the head block's time when it first sees the close.
     pub agreed_at: Option<u64>,
@@ -44,7 +38,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
     pub(super) async fn learn_closes(&mut self, now: u64) -> Result<(), ChainError> {
         let timeout = self.config.close_timeout.as_secs();
         for close in self.source.agreed_closes().await? {
-            let id = close.checkpoint.channel_id;
+            let id = close.agreement.checkpoint.channel_id;
             self.closes.entry(id).or_insert_with(|| Tracked {
                 close,
                 due: close.agreed_at.unwrap_or(now).saturating_add(timeout),
@@ -95,7 +89,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                 WithdrawState::Pending { at } => Some(at),
                 WithdrawState::None => None,
             };
-            let Some(close) = self.closes.get(&id).map(|t| t.close) else {
+            let Some(close) = self.closes.get(&id).map(|t| t.close.agreement) else {
                 continue;
             };
             let call = self
