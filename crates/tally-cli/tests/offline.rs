@@ -16,6 +16,18 @@ fn demo_summary_reports_calls_settlement_audit_and_credit() {
     assert_eq!(s["credit"], "-10");
     assert_eq!(s["credit_rule"], "server_error");
     assert!(s["claim_gas"].as_u64().unwrap_or(0) > 21_000, "{s}");
+    // The payout after the claim's window is measured and shown too.
+    let payout = s["payout_gas"].as_u64().unwrap_or(0);
+    assert!(payout > 21_000, "{s}");
+    assert!(s["payout_transaction"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("0x")));
+    let claim = s["claim_gas"].as_u64().unwrap_or(0);
+    let per_call = s["settle_gas_per_call"].as_f64().unwrap_or(0.0);
+    assert!(
+        (per_call - (claim + payout) as f64 / KEPT_CALLS as f64).abs() < 1e-6,
+        "{s}"
+    );
     assert_eq!(s["one_per_call_transactions"], KEPT_CALLS);
     // The per-call alternative is measured: one real transfer's gas, times the calls.
     let transfer = s["per_call_transfer_gas"].as_u64().unwrap_or(0);
