@@ -111,8 +111,12 @@ impl ChainEnv {
     }
 
     /// Gateway settings over this chain, in `dir`, with the test price list.
+    /// Channels here are opened at the contract's floor ([`WITHDRAW_DELAY`]), so the gateway
+    /// is set to accept it (its default is six hours).
     pub fn settings(&self, dir: &Path) -> Settings {
-        Settings::new(dir.to_path_buf(), self.chain_terms(), routes())
+        let mut s = Settings::new(dir.to_path_buf(), self.chain_terms(), routes());
+        s.min_withdraw_delay = WITHDRAW_DELAY;
+        s
     }
 
     /// `ChainFunding` reading this contract through its own connection, as a gateway does

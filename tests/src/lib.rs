@@ -41,6 +41,10 @@ pub const ECHO_PRICE: u128 = 10;
 /// How long the upstream takes on `/v1/echo/long`, in ms.
 pub const LONG_MS: u64 = 2_500;
 
+/// The withdraw delay of every [`MemFunding`] channel: the contract's floor, which
+/// [`settings`] lets the gateway accept (its own default is six hours).
+pub const MEM_WITHDRAW_DELAY: u32 = tally_chain::MIN_WITHDRAW_DELAY;
+
 /// In-memory funding: channels the test "opened".
 #[derive(Default, Clone)]
 pub struct MemFunding {
@@ -64,7 +68,7 @@ impl MemFunding {
             settle_at: 0,
             settled: 0,
             paid: 0,
-            withdraw_delay: 3600,
+            withdraw_delay: MEM_WITHDRAW_DELAY,
             withdraw: WithdrawState::None,
         };
         if let Ok(mut m) = self.channels.lock() {
@@ -160,7 +164,7 @@ pub fn routes() -> Vec<RoutePrice> {
 
 /// Settings for a gateway in `dir`.
 pub fn settings(dir: &Path) -> Settings {
-    Settings::new(
+    let mut s = Settings::new(
         dir.to_path_buf(),
         ChainTerms {
             chain_id: CHAIN_ID,
@@ -169,7 +173,9 @@ pub fn settings(dir: &Path) -> Settings {
             pay_to: PAYEE.to_string(),
         },
         routes(),
-    )
+    );
+    s.min_withdraw_delay = MEM_WITHDRAW_DELAY;
+    s
 }
 
 /// The upstream API's routes: `/v1/echo` echoes the body (`/v1/echo/slow` after 100 ms,
@@ -394,6 +400,23 @@ pub async fn spawn_gateway_funded(
     upstream: &Server,
 ) -> (Gateway, Server) {
     let gateway = match Gateway::open(settings, key.clone(), funding) {
+        Ok(g) => g,
+        Err(e) => panic!("opening gateway: {e}"),
+    };
+    let running = serve_proxy(&gateway, upstream).await;
+    (gateway, running)
+}
+
+/// [`spawn_gateway_funded`], with the payee's wallet key: this gateway cosigns cooperative
+/// closes (spec/HTTP.md §5.4) and keeps them for the settlement worker.
+pub async fn spawn_gateway_with_payee(
+    settings: Settings,
+    key: &SecretKey,
+    funding: Arc<dyn Funding>,
+    payee_key: PrivateKeySigner,
+    upstream: &Server,
+) -> (Gateway, Server) {
+    let gateway = match Gateway::open_with_payee(settings, key.clone(), funding, Some(payee_key)) {
         Ok(g) => g,
         Err(e) => panic!("opening gateway: {e}"),
     };

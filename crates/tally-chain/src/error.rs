@@ -54,6 +54,10 @@ pub enum ChainError {
         /// The client's sender (the payee).
         sender: Address,
     },
+    /// The chain cannot run the contract, or a deployment does not answer as this build
+    /// expects (spec/CHAIN.md §10).
+    #[error("unsupported chain or deployment: {0}")]
+    Unsupported(String),
     /// A file needed by a report or check could not be read or written.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -160,6 +160,12 @@ impl GasReport {
     pub fn lifecycle(&self) -> u64 {
         self.open + self.claim_first + self.initiate_withdraw + self.finalize_withdraw + self.payout
     }
+
+    /// A whole channel's onchain life when both parties agree: open, then one
+    /// `cooperativeClose` (which pays the payee and refunds the payer in the same transaction).
+    pub fn cooperative_lifecycle(&self) -> u64 {
+        self.open + self.cooperative_close
+    }
 }
 
 /// Lets anvil's clock pass `seconds` (a challenge window) and mines a block.
@@ -505,7 +511,9 @@ pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -
          checkpoint covering many calls with one `claim` and one `payout` after its window (or a share\n\
          of a `claimMany` and a `payoutMany`), so its onchain gas per call is that gas divided by the\n\
          calls the checkpoint covers. Nothing is sent onchain per tally call, so tally adds no chain\n\
-         latency per call.\n\n",
+         latency per call. The whole-channel rows also count opening and closing it: a channel of\n\
+         N calls settled by one checkpoint, divided by N; a longer-lived channel adds one claim and\n\
+         one payout (the steady-state rows) per further checkpoint.\n\n",
     );
     s.push_str("| | calls per checkpoint | gas per call | chain latency per call |\n|---|---:|---:|---:|\n");
     let lat = format!(
@@ -519,6 +527,14 @@ pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -
         r.x402_transfer
     ));
     for calls in [1_000u64, 1_000_000] {
+        s.push_str(&format!(
+            "| tally whole channel, unilateral exit: open + first claim + payout + initiateWithdraw + finalizeWithdraw | {calls} | {} | 0 (offchain) |\n",
+            per_call(r.lifecycle(), calls)
+        ));
+        s.push_str(&format!(
+            "| tally whole channel, cooperative: open + cooperativeClose | {calls} | {} | 0 (offchain) |\n",
+            per_call(r.cooperative_lifecycle(), calls)
+        ));
         s.push_str(&format!(
             "| tally claim + payout | {calls} | {} | 0 (offchain) |\n",
             per_call(r.claim + r.payout, calls)

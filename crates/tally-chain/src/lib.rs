@@ -12,6 +12,7 @@
 pub mod anvil;
 pub mod channel;
 pub mod contract;
+pub mod deploy;
 pub mod eip712;
 pub mod error;
 pub mod funding;
@@ -26,7 +27,7 @@ pub use funding::{
     DEFAULT_MIN_WITHDRAW_DELAY, MAX_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY,
 };
 pub use settle::{
-    skip_reason, skipped_in, CheckpointSource, FeeBid, SettleConfig, SettlementWorker,
+    skip_reason, skipped_in, AgreedClose, CheckpointSource, FeeBid, SettleConfig, SettlementWorker,
     TickObserver, TickReport, WorkerStats,
 };
 

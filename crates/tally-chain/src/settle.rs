@@ -55,6 +55,10 @@
 //! reads the last `reorg_depth_blocks` blocks again, so an event in a block that a reorg
 //! replaced after the scan passed it is still found (spec/CHAIN.md §9, "Reorgs").
 //!
+//! Agreed closes (spec/CHAIN.md §9): a cooperative close the payee cosigned that nobody
+//! submitted within `close_timeout` (or whose channel starts withdrawing) is submitted by the
+//! worker, and its channel is not claimed meanwhile (module `closes`).
+//!
 //! [`run`]: SettlementWorker::run
 
 use std::cmp::Reverse;
@@ -77,8 +81,10 @@ use crate::BoxFuture;
 
 mod batch;
 mod checks;
+mod closes;
 mod fees;
 mod payout;
+mod report;
 mod scan;
 mod skips;
 mod submit;
@@ -86,12 +92,22 @@ mod submit;
 use batch::{choose_batch, Candidate, Why};
 pub use fees::{bumped_fees, initial_fees, urgent_fees, FeeBid, FEE_BUMP, URGENT_MAX_MULTIPLIER};
 
+pub use closes::AgreedClose;
+pub use report::{TickReport, WorkerStats};
 pub use skips::{skip_reason, skipped_in};
 
 /// Where the worker gets the latest checkpoints the clients signed; the gateway implements it.
 pub trait CheckpointSource: Send + Sync {
     /// The newest EIP-712-signed checkpoint of every channel this provider is payee of.
     fn latest_checkpoints(&self) -> BoxFuture<'_, Result<Vec<ChainCheckpoint>, ChainError>>;
+
+    /// Every cooperative close the payee signed and that the worker should submit if nobody
+    /// else does within `close_timeout` (spec/CHAIN.md §9, "Agreed closes"). A closed
+    /// channel may stay in the list; the worker reads the chain before submitting. The
+    /// default is none, for a source that keeps no closes.
+    fn agreed_closes(&self) -> BoxFuture<'_, Result<Vec<AgreedClose>, ChainError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// When and how the worker claims.
@@ -141,6 +157,11 @@ pub struct SettleConfig {
     /// replaced sooner, and each version bids more as the deadline nears
     /// ([`urgent_fees`]).
     pub urgent_pending_timeout: Duration,
+    /// A cooperative close both parties signed ([`CheckpointSource::agreed_closes`]) that is
+    /// still not onchain this long after the payee signed it is submitted by the worker; at
+    /// once if the channel is withdrawing. Until then (and while it is pending) the channel is
+    /// not claimed.
+    pub close_timeout: Duration,
 }
 
 impl Default for SettleConfig {
@@ -161,75 +182,16 @@ impl Default for SettleConfig {
             deadline_margin: Duration::from_secs(600),
             reorg_depth_blocks: 12,
             urgent_pending_timeout: Duration::from_secs(24),
+            close_timeout: Duration::from_secs(DEFAULT_CLOSE_TIMEOUT_SECONDS),
         }
     }
 }
 
-/// What one tick did, for tests and monitoring.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TickReport {
-    /// A new claim transaction signed and sent this tick, with the channels it covers.
-    pub submitted: Option<(B256, Vec<ChannelId>)>,
-    /// A `payoutMany` signed and sent this tick, with the channels it pays out.
-    pub payout: Option<(B256, Vec<ChannelId>)>,
-    /// Why a due payout could not be sent this tick (e.g. the token is paused); retried later.
-    pub payout_error: Option<String>,
-    /// Channels with a newer checkpoint whose current state is still in its challenge window:
-    /// not claimed now, so that window can end and its amount be paid out.
-    pub in_window: Vec<ChannelId>,
-    /// A replacement for the claim in flight (same nonce, higher fees) sent this tick.
-    pub resent: Option<B256>,
-    /// The claim in flight was broadcast again, unchanged, because the node did not know it.
-    pub rebroadcast: Option<B256>,
-    /// A claim transaction whose receipt is now deep enough, and whether it succeeded.
-    pub confirmed: Option<(B256, bool)>,
-    /// The claim in flight's nonce was used by a transaction that is none of its versions;
-    /// the worker dropped it and re-reads the chain. The hash is its newest version.
-    pub abandoned: Option<B256>,
-    /// Set when a claim is still in flight (unmined, or mined but not yet deep enough), so
-    /// nothing new was sent.
-    pub waiting_on: Option<B256>,
-    /// Channels newly seen entering a withdrawal.
-    pub withdraw_seen: Vec<ChannelId>,
-    /// Why the `WithdrawInitiated` scan stopped early this tick, if it failed.
-    pub scan_error: Option<String>,
-    /// Checkpoints the contract would reject (bad signature, stale, not ours), with why.
-    pub rejected: Vec<(ChannelId, String)>,
-    /// Due channels left out of this tick's batch by `max_batch`, or waiting because an
-    /// urgent claim went first.
-    pub deferred: usize,
-    /// The channel claimed alone this tick because its claim window ends within
-    /// `deadline_margin`.
-    pub urgent: Option<ChannelId>,
-    /// Entries the claim confirmed this tick skipped (`ClaimSkipped`), with the contract
-    /// error's name; these channels are now quarantined.
-    pub skipped: Vec<(ChannelId, String)>,
-}
-
-/// Counters kept by the worker.
-#[derive(Clone, Debug, Default)]
-pub struct WorkerStats {
-    /// Ticks attempted by [`SettlementWorker::run`].
-    pub ticks: u64,
-    /// Ticks that failed.
-    pub errors: u64,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// The first version of every claim signed.
-    pub submitted: Vec<B256>,
-    /// Every fee-bumped replacement signed.
-    pub resent: Vec<B256>,
-    /// `WithdrawInitiated` scans that failed (the tick went on).
-    pub scan_errors: u64,
-    /// Entries of mined batches the contract skipped.
-    pub skipped: u64,
-    /// Channels quarantined after a skip (never batched again), in the order found.
-    pub quarantined: Vec<ChannelId>,
-    /// Urgent single claims sent (deadline within the margin).
-    pub urgent: u64,
-    /// Every `payoutMany` signed, in order.
-    pub payouts: Vec<B256>,
-}
+/// The default `close_timeout`, seconds (15 minutes): a client that closes submits its close
+/// right after the payee signs it (`tally channel close` does), so this is ample, and it is
+/// far below the shortest withdraw delay (3600 s), so an agreed close lands before any
+/// withdrawal the payer starts instead could end (spec/CHAIN.md §9).
+pub const DEFAULT_CLOSE_TIMEOUT_SECONDS: u64 = 900;
 
 /// One signed version of the claim in flight.
 struct Attempt {
@@ -257,6 +219,8 @@ struct InFlight {
     /// For an urgent claim, when its claim window closes (chain time): its fees scale with
     /// how close that is, and it is replaced after `urgent_pending_timeout`.
     deadline: Option<u64>,
+    /// For a `cooperativeClose`, its channel.
+    close: Option<ChannelId>,
 }
 
 /// Called by [`SettlementWorker::run`] after every tick with its outcome, so the embedding
@@ -283,6 +247,8 @@ pub struct SettlementWorker<S> {
     unpaid: BTreeMap<ChannelId, u64>,
     /// Channels with a due checkpoint held until their current window ends (chain time).
     held: HashMap<ChannelId, u64>,
+    /// Agreed cooperative closes, per channel.
+    closes: BTreeMap<ChannelId, closes::Tracked>,
     stats: WorkerStats,
     observer: Option<TickObserver>,
 }
@@ -321,6 +287,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             known: HashMap::new(),
             unpaid: BTreeMap::new(),
             held: HashMap::new(),
+            closes: BTreeMap::new(),
             stats: WorkerStats::default(),
             observer: None,
         })
@@ -398,7 +365,8 @@ impl<S: CheckpointSource> SettlementWorker<S> {
     }
 
     /// One round: settle the in-flight claim, scan withdraw events, claim what is due: an
-    /// urgent channel alone if there is one, else a batch, else a quarantined channel alone.
+    /// urgent channel alone if there is one, else a batch, else a quarantined channel alone;
+    /// with nothing claimed, submit a due agreed close; with nothing sent, pay out.
     pub async fn tick(&mut self) -> Result<TickReport, ChainError> {
         let mut report = TickReport::default();
         if !self.check_in_flight(&mut report, true).await? {
@@ -438,6 +406,9 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         if scanned.failed {
             self.stats.scan_errors += 1;
         }
+        // A channel with an agreed close is closed, not claimed (spec/CHAIN.md §9).
+        self.learn_closes(now).await?;
+        latest.retain(|id, _| !self.close_pending(id, now));
         // Past its deadline a withdrawing channel can no longer be claimed.
         self.withdrawing.retain(|_, at| *at > now);
         // While the scan lags, events may be unseen: read every channel with news instead.
@@ -458,6 +429,9 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         // for the next timer, or its threshold, after the window.
         if timer_due && cut == 0 {
             self.last_timer = Instant::now();
+        }
+        if self.in_flight.is_none() {
+            self.submit_due_close(now, &mut report).await?;
         }
         if self.in_flight.is_none() {
             self.pay_out(now, &mut report).await?;

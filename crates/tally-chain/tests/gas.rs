@@ -27,3 +27,27 @@ async fn claim_gas_within_recorded_and_targets() {
     );
     assert!(report.x402_transfer > 0 && report.open > report.claim);
 }
+
+/// GAS.md's per-call table counts a whole channel too, opening and closing included (issue
+/// 9): the unilateral exit and the cooperative close, each divided by the calls.
+#[tokio::test]
+async fn per_call_rows_include_open_and_close() {
+    let node = anvil::spawn_default().unwrap_or_else(|e| panic!("{e}"));
+    let r = gas::measure(&node, 1).await.unwrap();
+    assert_eq!(
+        r.lifecycle(),
+        r.open + r.claim_first + r.payout + r.initiate_withdraw + r.finalize_withdraw
+    );
+    assert_eq!(r.cooperative_lifecycle(), r.open + r.cooperative_close);
+    let md = gas::render_markdown(&r, "anvil", "solc");
+    let coop = format!(
+        "| tally whole channel, cooperative: open + cooperativeClose | 1000 | {:.1} |",
+        r.cooperative_lifecycle() as f64 / 1000.0
+    );
+    assert!(md.contains(&coop), "{md}");
+    let unilateral = format!(
+        "initiateWithdraw + finalizeWithdraw | 1000 | {:.1} |",
+        r.lifecycle() as f64 / 1000.0
+    );
+    assert!(md.contains(&unilateral), "{md}");
+}

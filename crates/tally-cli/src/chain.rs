@@ -187,3 +187,19 @@ pub async fn open_channel(
         })
         .await?)
 }
+
+/// Lets a local (anvil) chain's clock pass `seconds` and mines a block: how the demo gets
+/// past a claim's challenge window (spec/CHAIN.md §4) to show the payout.
+pub async fn warp(rpc: &str, seconds: u64) -> Result<()> {
+    use alloy::providers::Provider;
+    let node = connect(rpc_url(rpc)?, PrivateKeySigner::random());
+    let fail =
+        |e: alloy::transports::TransportError| CliError::Service(format!("anvil at {rpc}: {e}"));
+    node.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,))
+        .await
+        .map_err(fail)?;
+    node.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+        .await
+        .map_err(fail)?;
+    Ok(())
+}

@@ -58,6 +58,9 @@ pub enum Command {
     /// close) and its state.
     #[command(subcommand, after_help = EXIT_CODES)]
     Channel(ChannelCommand),
+    /// Provider side: the settlement contract itself (deploy it on a chain).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Contract(ContractCommand),
     /// Provider side: claim every due checkpoint onchain now, through the settlement worker.
     #[command(after_help = EXIT_CODES)]
     Settle(SettleArgs),
@@ -230,6 +233,33 @@ pub struct SettleArgs {
     pub timeout: u64,
 }
 
+/// `tally contract …`.
+#[derive(Debug, Subcommand)]
+pub enum ContractCommand {
+    /// Deploy the Tally settlement contract from the committed artifact (after checking the
+    /// chain runs EVM version cancun); prints its address, and with --config writes it (and
+    /// the chain id) into a gateway config's `[chain]` table.
+    #[command(after_help = EXIT_CODES)]
+    Deploy(ContractDeployArgs),
+}
+
+/// `tally contract deploy`.
+#[derive(Debug, Args)]
+pub struct ContractDeployArgs {
+    /// JSON-RPC URL of the chain.
+    #[arg(long)]
+    pub rpc: String,
+    /// The deploying wallet's key file (secp256k1, 64 hex digits, mode 0600); it pays the gas
+    /// and has no role in the contract afterwards.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// A gateway config (TOML) to write `[chain] contract` and `chain_id` into, keeping the
+    /// rest of the file (comments included) as it is. It is read before deploying, so a
+    /// missing or malformed file costs no gas.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
 /// `tally export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -313,13 +343,26 @@ pub struct ChannelOpenArgs {
     /// The initial deposit, in token base units.
     #[arg(long)]
     pub amount: u128,
-    /// Seconds the payee keeps to claim after a withdraw starts (the contract's minimum is
-    /// 3600).
-    #[arg(long, default_value_t = crate::chain::DEFAULT_WITHDRAW_DELAY)]
+    /// Seconds the payee keeps to claim after a withdraw starts (the help text is
+    /// [`withdraw_delay_help`], built from tally-chain's constants).
+    #[arg(long, default_value_t = crate::chain::DEFAULT_WITHDRAW_DELAY, help = withdraw_delay_help())]
     pub withdraw_delay: u32,
     /// The channel's salt, 64 hex digits (default: random).
     #[arg(long)]
     pub salt: Option<String>,
+}
+
+/// The help of `channel open --withdraw-delay`, from the constants themselves so it never
+/// drifts from them: the contract's bounds and the gateway's default policy (spec/CHAIN.md §5).
+pub fn withdraw_delay_help() -> String {
+    format!(
+        "Seconds the payee keeps to claim after a withdraw starts, also every challenge \
+         window. The contract accepts {} to {}; a gateway serves only channels with at least \
+         its min_withdraw_delay, by default {} (six hours)",
+        tally_chain::MIN_WITHDRAW_DELAY,
+        tally_chain::MAX_WITHDRAW_DELAY,
+        tally_chain::DEFAULT_MIN_WITHDRAW_DELAY
+    )
 }
 
 /// `tally channel topup`.

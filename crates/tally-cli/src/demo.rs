@@ -57,6 +57,13 @@ pub struct DemoSummary {
     pub claim_gas: u64,
     /// Claim gas divided by the calls it settled.
     pub gas_per_call: f64,
+    /// The `payout` that transferred what the claim made owed, once its challenge window
+    /// passed (the demo moves the local chain's clock past it; spec/CHAIN.md §4.4).
+    pub payout_transaction: String,
+    /// Its gas.
+    pub payout_gas: u64,
+    /// Claim and payout gas together, divided by the calls they settled.
+    pub settle_gas_per_call: f64,
     /// What one-per-call settlement pays each call with ([`PER_CALL_TRANSFER`]).
     pub per_call_transfer: String,
     /// The one such transfer the demo made on its chain, for its gas.
@@ -101,6 +108,7 @@ impl DemoSummary {
              \x20 calls          {} paid ({} fixed-price, {} metered, {} failed upstream)\n\
              \x20 amount         {} charged, {} more by {} call(s) after the claim, {} net after the dispute's credit\n\
              \x20 onchain        1 claim settled {} calls ({} paid): {} gas, {:.1} gas per call\n\
+             \x20 payout         after the challenge window: {} gas; claim + payout {:.1} gas per call\n\
              \x20 one per call   {} transfers x {} gas = {} gas, {:.0}x the claim\n\
              \x20                (each an {}, measured in this run)\n\
              \x20 audit          {} records verified, {} discrepancies ({:.0} records/s)\n\
@@ -119,6 +127,8 @@ impl DemoSummary {
             self.claimed_onchain,
             thousands(self.claim_gas),
             self.gas_per_call,
+            thousands(self.payout_gas),
+            self.settle_gas_per_call,
             self.one_per_call_transactions,
             thousands(self.per_call_transfer_gas),
             thousands(self.one_per_call_gas),
@@ -278,6 +288,35 @@ async fn per_call_transfer(local: &chain::LocalChain) -> Result<tally_chain::TxO
         .await?)
 }
 
+/// The pull step after the claim (spec/CHAIN.md §4.4): moves the local chain's clock past the
+/// claim's challenge window (the channel's withdraw delay), has the payee send `payout`, and
+/// checks the channel now shows `claimed` paid in full.
+async fn pay_out(
+    local: &chain::LocalChain,
+    id: &tally_core::ChannelId,
+    window: u32,
+    claimed: u128,
+    out: &Output,
+) -> Result<tally_chain::TxOutcome> {
+    out.note(&format!(
+        "       moving the local chain's clock past the {window} s challenge window; paying out"
+    ));
+    chain::warp(&local.rpc, u64::from(window) + 1).await?;
+    let payee = chain::wallet(&local.rpc, local.contract, &local.payee).await?;
+    let sent = payee.payout(id).await?;
+    let after = payee
+        .channel(id)
+        .await
+        .map_err(|e| CliError::Service(format!("reading channel {}: {e}", id.to_hex())))?;
+    if after.paid != claimed {
+        return Err(CliError::Verification(format!(
+            "after the payout the channel shows {} paid, expected {claimed}",
+            after.paid
+        )));
+    }
+    Ok(sent)
+}
+
 /// How many of the demo's calls are in flight at once.
 const DEMO_LANES: usize = 8;
 
@@ -417,6 +456,8 @@ async fn paid_part(
         )));
     }
 
+    let payout = pay_out(local, &channel_id, funding.withdraw_delay, cumulative, out).await?;
+
     step(
         out,
         7,
@@ -525,6 +566,9 @@ async fn paid_part(
         claim_transaction: settled.transaction,
         claim_gas: settled.gas_used,
         gas_per_call: settled.gas_used as f64 / size as f64,
+        payout_transaction: payout.tx_hash.to_string(),
+        payout_gas: payout.gas_used,
+        settle_gas_per_call: (settled.gas_used + payout.gas_used) as f64 / size as f64,
         per_call_transfer: PER_CALL_TRANSFER.into(),
         per_call_transfer_transaction: format!("{}", transfer.tx_hash),
         per_call_transfer_gas: transfer.gas_used,

@@ -16,6 +16,18 @@ fn demo_summary_reports_calls_settlement_audit_and_credit() {
     assert_eq!(s["credit"], "-10");
     assert_eq!(s["credit_rule"], "server_error");
     assert!(s["claim_gas"].as_u64().unwrap_or(0) > 21_000, "{s}");
+    // The payout after the claim's window is measured and shown too.
+    let payout = s["payout_gas"].as_u64().unwrap_or(0);
+    assert!(payout > 21_000, "{s}");
+    assert!(s["payout_transaction"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("0x")));
+    let claim = s["claim_gas"].as_u64().unwrap_or(0);
+    let per_call = s["settle_gas_per_call"].as_f64().unwrap_or(0.0);
+    assert!(
+        (per_call - (claim + payout) as f64 / KEPT_CALLS as f64).abs() < 1e-6,
+        "{s}"
+    );
     assert_eq!(s["one_per_call_transactions"], KEPT_CALLS);
     // The per-call alternative is measured: one real transfer's gas, times the calls.
     let transfer = s["per_call_transfer_gas"].as_u64().unwrap_or(0);
@@ -495,4 +507,16 @@ fn the_example_config_parses() {
     if let Err(e) = tally_server::config::GatewayConfig::load(std::path::Path::new(path)) {
         panic!("{path}: {e}");
     }
+}
+
+/// The help of `--withdraw-delay` is built from tally-chain's constants: the contract's
+/// bounds and the gateway's default policy (six hours), never a stale literal.
+#[test]
+fn withdraw_delay_help_names_the_gateway_default() {
+    let o = run(&["channel", "open", "--help"]);
+    expect(&o, 0);
+    let help = stdout(&o);
+    let min = tally_chain::DEFAULT_MIN_WITHDRAW_DELAY.to_string();
+    assert!(help.contains(&format!("by default {min}")), "{help}");
+    assert!(help.contains("3600 to 2592000"), "{help}");
 }

@@ -19,6 +19,9 @@ pub struct Bindings {
     sessions: sled::Tree,
     credits: sled::Tree,
     closing: sled::Tree,
+    /// When each close was agreed (unix seconds, 8 bytes big-endian), for the settlement
+    /// worker's `close_timeout` (spec/CHAIN.md §9, "Agreed closes").
+    closing_at: sled::Tree,
     terms: sled::Tree,
     salts: sled::Tree,
     promises: sled::Tree,
@@ -108,6 +111,7 @@ impl Bindings {
         let sessions = db.open_tree("sessions")?;
         let credits = db.open_tree("credits")?;
         let closing = db.open_tree("closing")?;
+        let closing_at = db.open_tree("closing_at")?;
         let terms = db.open_tree("terms")?;
         let salts = db.open_tree("salts")?;
         let promises = db.open_tree("promises")?;
@@ -118,6 +122,7 @@ impl Bindings {
             sessions,
             credits,
             closing,
+            closing_at,
             terms,
             salts,
             promises,
@@ -157,10 +162,42 @@ impl Bindings {
         }
     }
 
-    /// Marks `channel` closing at `closing`'s state, durably (flushed before returning).
+    /// Marks `channel` closing at `closing`'s state, durably (flushed before returning),
+    /// and notes when (the first time only: a repeat keeps the original agreement time).
     pub fn mark_closing(&self, channel: &ChannelId, closing: &Closing) -> Result<(), sled::Error> {
         self.closing.insert(channel.0, &closing.to_bytes()[..])?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let _ = self.closing_at.compare_and_swap(
+            channel.0,
+            None::<&[u8]>,
+            Some(&now.to_be_bytes()[..]),
+        )?;
         self.sync()
+    }
+
+    /// Every stored close, with when it was agreed (unix seconds; `None` for a close stored
+    /// before the time was kept). What the settlement worker submits when the client does
+    /// not (spec/CHAIN.md §9). A stored value that does not decode is an error.
+    pub fn closings(&self) -> Result<Vec<(ChannelId, Closing, Option<u64>)>, String> {
+        let mut out = Vec::new();
+        for entry in self.closing.iter() {
+            let (key, value) = entry.map_err(|e| e.to_string())?;
+            let id = <[u8; 32]>::try_from(key.as_ref())
+                .map(ChannelId)
+                .map_err(|_| "stored close agreement has a wrong key".to_string())?;
+            let closing = Closing::from_bytes(&value)
+                .ok_or_else(|| "stored close agreement has the wrong length".to_string())?;
+            let at = self
+                .closing_at
+                .get(id.0)
+                .map_err(|e| e.to_string())?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes);
+            out.push((id, closing, at));
+        }
+        Ok(out)
     }
 
     /// The session key bound to `channel`. A stored value that is not a valid key reads as
@@ -418,6 +455,19 @@ mod tests {
         }
         let b = Bindings::open(dir.path()).unwrap();
         assert_eq!(b.closing(&id).unwrap(), Some(closing));
+        let listed = b.closings().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].0, listed[0].1), (id, closing));
+        let at = listed[0].2.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(at <= now && at + 60 > now, "{at} vs {now}");
+        // A repeat keeps the first agreement time.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        b.mark_closing(&id, &closing).unwrap();
+        assert_eq!(b.closings().unwrap()[0].2, Some(at));
         assert_eq!(b.closing(&ChannelId([8; 32])).unwrap(), None);
         assert!(Closing::from_bytes(&closing.to_bytes()[1..]).is_none());
     }

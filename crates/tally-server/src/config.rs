@@ -176,6 +176,10 @@ pub struct SettlementConfig {
     /// alone, before any batch (spec/CHAIN.md §9).
     #[serde(default = "default_deadline_margin_seconds")]
     pub deadline_margin_seconds: u64,
+    /// A cooperative close the payee signed that the client has not submitted this many
+    /// seconds later is submitted by the worker (spec/CHAIN.md §9, "Agreed closes").
+    #[serde(default = "default_close_timeout_seconds")]
+    pub close_timeout_seconds: u64,
 }
 
 fn default_threshold() -> Amount {
@@ -190,12 +194,15 @@ fn default_confirmations() -> u64 {
 fn default_deadline_margin_seconds() -> u64 {
     SettleConfig::default().deadline_margin.as_secs()
 }
+fn default_close_timeout_seconds() -> u64 {
+    SettleConfig::default().close_timeout.as_secs()
+}
 fn default_poll_interval_ms() -> u64 {
     SettleConfig::default().poll_interval.as_millis() as u64
 }
 
 impl SettlementConfig {
-    /// The worker configuration: these five values over tally-chain's defaults.
+    /// The worker configuration: these six values over tally-chain's defaults.
     pub fn settle_config(&self) -> SettleConfig {
         SettleConfig {
             threshold: self.threshold.0,
@@ -203,6 +210,7 @@ impl SettlementConfig {
             confirmations: self.confirmations,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             deadline_margin: Duration::from_secs(self.deadline_margin_seconds),
+            close_timeout: Duration::from_secs(self.close_timeout_seconds),
             ..SettleConfig::default()
         }
     }

@@ -95,7 +95,8 @@ pub struct Settings {
     pub funding_ttl: Duration,
     /// The shortest withdraw delay a channel may have to be served (seconds): the payee's
     /// window to claim after the payer starts an exit (P4). Never below the contract's
-    /// `MIN_WITHDRAW_DELAY`.
+    /// `MIN_WITHDRAW_DELAY`; [`Settings::new`] and the config file both default to
+    /// `tally_chain::DEFAULT_MIN_WITHDRAW_DELAY` (six hours, spec/CHAIN.md §5).
     pub min_withdraw_delay: u32,
     /// Per channel, the bytes of responses kept for byte-identical retries of each lane's
     /// last seq (larger or older ones are answered with their record instead).
@@ -137,7 +138,7 @@ impl Settings {
             },
             max_request_bytes: 1 << 20,
             max_response_bytes: 8 << 20,
-            min_withdraw_delay: tally_chain::funding::MIN_WITHDRAW_DELAY,
+            min_withdraw_delay: tally_chain::funding::DEFAULT_MIN_WITHDRAW_DELAY,
             routes,
             funding_ttl: Duration::from_secs(2),
             replay_cache_bytes: 256 << 10,
@@ -773,6 +774,32 @@ impl tally_chain::CheckpointSource for Gateway {
                 });
             }
             Ok(out)
+        })
+    }
+
+    /// The closes the payee signed (spec/HTTP.md §5.4), with both signatures and when they
+    /// were agreed: the worker submits one nobody else did (spec/CHAIN.md §9).
+    fn agreed_closes(
+        &self,
+    ) -> tally_chain::BoxFuture<'_, Result<Vec<tally_chain::AgreedClose>, ChainError>> {
+        Box::pin(async move {
+            let stored = self.bindings().closings().map_err(ChainError::Source)?;
+            Ok(stored
+                .into_iter()
+                .map(|(channel_id, c, agreed_at)| tally_chain::AgreedClose {
+                    agreement: tally_chain::CloseAgreement {
+                        checkpoint: tally_core::Checkpoint {
+                            channel_id,
+                            size: c.size,
+                            root: c.root,
+                            cumulative: c.cumulative,
+                        },
+                        signer_sig: c.signer_sig,
+                        payee_sig: c.payee_sig,
+                    },
+                    agreed_at,
+                })
+                .collect())
         })
     }
 }

@@ -66,6 +66,25 @@ fn min_withdraw_delay_defaults_to_six_hours_and_can_be_lowered_to_the_contract_f
     assert_eq!(s.min_withdraw_delay, 3600);
 }
 
+/// One default, one place: settings built in code (`Settings::new`, what tests and embedders
+/// use) accept the same shortest withdraw delay as a config file that leaves it out.
+#[test]
+fn settings_new_and_the_config_file_share_the_min_withdraw_delay_default() {
+    let from_file = GatewayConfig::parse(EXAMPLE)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .settings();
+    let in_code = tally_server::Settings::new(
+        "data".into(),
+        from_file.chain.clone(),
+        from_file.routes.clone(),
+    );
+    assert_eq!(in_code.min_withdraw_delay, from_file.min_withdraw_delay);
+    assert_eq!(
+        in_code.min_withdraw_delay,
+        tally_chain::DEFAULT_MIN_WITHDRAW_DELAY
+    );
+}
+
 #[test]
 fn config_rejects_unknown_fields_and_float_amounts() {
     let bad = EXAMPLE.replace("charge_server_errors = false", "charge_5xx = false");
@@ -112,8 +131,13 @@ fn settlement_table_is_optional_with_defaults_and_resolves_its_key_path() {
     assert_eq!(worker.confirmations, defaults.confirmations);
     assert_eq!(worker.poll_interval, defaults.poll_interval);
     assert_eq!(worker.deadline_margin, defaults.deadline_margin);
+    assert_eq!(worker.close_timeout, defaults.close_timeout);
+    assert_eq!(
+        defaults.close_timeout.as_secs(),
+        tally_chain::settle::DEFAULT_CLOSE_TIMEOUT_SECONDS
+    );
     let tuned = format!(
-        "{EXAMPLE}\n[settlement]\npayee_key_file = \"payee.key\"\nthreshold = \"5\"\nclaim_interval_seconds = 60\nconfirmations = 3\npoll_interval_ms = 100\ndeadline_margin_seconds = 1800\n"
+        "{EXAMPLE}\n[settlement]\npayee_key_file = \"payee.key\"\nthreshold = \"5\"\nclaim_interval_seconds = 60\nconfirmations = 3\npoll_interval_ms = 100\ndeadline_margin_seconds = 1800\nclose_timeout_seconds = 60\n"
     );
     let worker = GatewayConfig::parse(&tuned)
         .unwrap_or_else(|e| panic!("{e}"))
@@ -125,6 +149,7 @@ fn settlement_table_is_optional_with_defaults_and_resolves_its_key_path() {
     assert_eq!(worker.confirmations, 3);
     assert_eq!(worker.poll_interval, std::time::Duration::from_millis(100));
     assert_eq!(worker.deadline_margin, std::time::Duration::from_secs(1800));
+    assert_eq!(worker.close_timeout, std::time::Duration::from_secs(60));
     // Unknown keys, a float threshold and a missing key file are refused.
     for bad in [
         "payee_key_file = \"payee.key\"\nthreshhold = \"5\"",

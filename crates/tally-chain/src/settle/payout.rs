@@ -72,7 +72,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             .from(self.client.sender())
             .into_transaction_request();
         match self
-            .send_call(call, Vec::new(), ids.clone(), false, None)
+            .send_call(call, Vec::new(), ids.clone(), false, None, None)
             .await
         {
             Ok(hash) => {

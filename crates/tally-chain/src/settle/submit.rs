@@ -87,7 +87,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             })
             .collect();
         let hash = self
-            .send_call(call, expect, Vec::new(), batch.len() > 1, deadline)
+            .send_call(call, expect, Vec::new(), batch.len() > 1, deadline, None)
             .await?;
         let channels = batch.iter().map(|c| c.checkpoint.channel_id).collect();
         report.submitted = Some((hash, channels));
@@ -95,7 +95,8 @@ impl<S: CheckpointSource> SettlementWorker<S> {
     }
 
     /// Signs `call` at the account's mined nonce and records it as the transaction in flight
-    /// (a claim with its `expect`ed states, or a payout of `payouts`); returns its hash.
+    /// (a claim with its `expect`ed states, a payout of `payouts`, or the agreed `close` of a
+    /// channel); returns its hash.
     /// [`broadcast_and_check`](Self::broadcast_and_check) sends it.
     pub(super) async fn send_call(
         &mut self,
@@ -104,6 +105,7 @@ impl<S: CheckpointSource> SettlementWorker<S> {
         payouts: Vec<ChannelId>,
         batch: bool,
         deadline: Option<u64>,
+        close: Option<ChannelId>,
     ) -> Result<B256, ChainError> {
         let provider = self.client.provider().clone();
         let sender = self.client.sender();
@@ -128,8 +130,11 @@ impl<S: CheckpointSource> SettlementWorker<S> {
             payouts,
             batch,
             deadline,
+            close,
         });
-        if flight_is_claim(&self.in_flight) {
+        if close.is_some() {
+            self.stats.closes.push(hash);
+        } else if flight_is_claim(&self.in_flight) {
             self.stats.submitted.push(hash);
         } else {
             self.stats.payouts.push(hash);
@@ -214,7 +219,12 @@ impl<S: CheckpointSource> SettlementWorker<S> {
                     self.unpaid.remove(id);
                 }
             }
+            let closed = flight.close.filter(|_| ok);
             self.in_flight = None;
+            if let Some(id) = closed {
+                self.mark_closed(&id);
+                report.closed = Some(id);
+            }
             for (id, why) in &skipped {
                 self.stats.skipped += 1;
                 if self.quarantined.insert(*id, why.clone()).is_none() {

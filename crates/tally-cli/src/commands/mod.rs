@@ -3,6 +3,7 @@
 
 pub mod channel;
 pub mod checkpoint;
+pub mod contract;
 pub mod demo;
 pub mod dispute;
 pub mod export;
@@ -15,7 +16,7 @@ pub mod settle;
 pub mod verify;
 pub mod verify_proof;
 
-use crate::cli::{ChannelCommand, Cli, Command, DisputeCommand};
+use crate::cli::{ChannelCommand, Cli, Command, ContractCommand, DisputeCommand};
 use crate::error::Result;
 use crate::output::Output;
 
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Channel(ChannelCommand::Withdraw(a)) => channel::withdraw(a, out).await,
         Command::Channel(ChannelCommand::Status(a)) => channel::status(a, out).await,
         Command::Channel(ChannelCommand::Close(a)) => channel::close(a, out).await,
+        Command::Contract(ContractCommand::Deploy(a)) => contract::deploy(a, out).await,
         Command::Settle(a) => settle::run(a, out).await,
         Command::Export(a) => export::run(a, out).await,
         Command::Fsck(a) => fsck::run(a, out),
