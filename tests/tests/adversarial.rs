@@ -880,3 +880,95 @@ async fn a_full_disk_refuses_paid_requests_then_recovers_without_a_restart() {
     upstream.stop().await;
     drop(disk);
 }
+
+/// Promise mode on a disk that fills up: receipts promised for records whose group commit
+/// then fails are not lost. The failed commit poisons the log and takes the channel out of
+/// the run's promising set; once space is back and the log is reopened (a new generation, no
+/// restart), the channel answers `restore_required` until the client's own restore, which
+/// uploads what it holds, and then the provider's log is the client's mirror exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_promises_leads_to_a_restore_not_a_loss() {
+    let mnt = tmp();
+    let disk = Tmpfs::mount(mnt.path(), 48);
+    let data = disk.path.join("data");
+    let mut live = Live::start(|f| {
+        f.data_dir = data.clone();
+        f.durability = Some(tally_server::durability::DurabilityConfig::Mode(
+            "promise".into(),
+        ));
+    })
+    .await;
+    let (ch, client, _cdir) = live.client(1_000_000_000).await;
+    for i in 0..5 {
+        let r = ok(
+            "call",
+            client.post("/v1/echo").body(format!("{i}")).send().await,
+        );
+        assert_eq!(r.status, 200);
+    }
+    let filler = disk.fill();
+    let mut refused = 0;
+    for i in 0..200 {
+        match client
+            .post("/v1/echo")
+            .body(format!("full {i}"))
+            .send()
+            .await
+        {
+            Err(ClientError::Refused {
+                reason: Reason::StoreUnavailable,
+                ..
+            }) => {
+                refused += 1;
+                if refused >= 3 {
+                    break;
+                }
+            }
+            Ok(r) => assert_eq!(r.status, 200),
+            Err(_) => {}
+        }
+    }
+    assert!(refused >= 3, "paid calls never failed fast on a full disk");
+    ok("remove filler", std::fs::remove_file(&filler));
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = ok(
+            "healthz",
+            reqwest::get(format!("{}/healthz", live.url())).await,
+        );
+        if h.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "the store did not reopen");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let state_url = format!("{}/tally/v1/channels/{}", live.url(), ch.id.to_hex());
+    let state: tally_http::api::ChannelState =
+        ok("state", read_get(&ch, &state_url).await.json().await);
+    assert!(
+        state.restore_required,
+        "a channel that took promises is open after its log was reopened"
+    );
+    let r = ok(
+        "after the reopen",
+        client.post("/v1/echo").body("after").send().await,
+    );
+    assert_eq!(r.status, 200);
+    ok("flush", client.flush().await);
+    let state: tally_http::api::ChannelState =
+        ok("state", read_get(&ch, &state_url).await.json().await);
+    let (size, root, cumulative) = client.mirror_head().await;
+    assert!(!state.restore_required);
+    assert_eq!(
+        (state.size, state.root, state.cumulative.0),
+        (size, root, cumulative),
+        "the provider's log is not the client's mirror after the restore"
+    );
+    assert_eq!(live.gateway.starts, 1, "no restart was needed");
+    let Live {
+        upstream, gateway, ..
+    } = live;
+    drop(gateway);
+    upstream.stop().await;
+    drop(disk);
+}

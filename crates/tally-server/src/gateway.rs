@@ -648,9 +648,13 @@ impl Gateway {
         // so a client never sees a head below the receipts it holds (its mirror would take
         // that for lost records).
         let deadline = Instant::now() + self.promise_wait();
-        // Every record handed to the log before this read; later ones (a busy channel) are
-        // not waited for.
-        let target = loaded(&mut guard)?.next_index();
+        // In promise mode, every record handed to the log before this read (later ones, on
+        // a busy channel, are not waited for); in sync mode no receipt is out before its
+        // record is durable, so the durable head is the answer.
+        let target = match self.inner.settings.durability {
+            Durability::Sync => 0,
+            Durability::Promise { .. } => loaded(&mut guard)?.next_index(),
+        };
         loop {
             let st = loaded(&mut guard)?;
             st.sync_durable(&store)?;
