@@ -5,7 +5,9 @@ use tally_core::checkpoint::SignedCheckpoint;
 use tally_core::{Checkpoint, SecretKey};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let client = SecretKey::from_seed(&[1; 32]).public();
     let provider = SecretKey::from_seed(&[2; 32]).public();
     let _ = SignedCheckpoint::from_note(text, &client, &provider, true);

@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tally_core::encoding::Canonical;
-use tally_core::{Authorization, Outcome, Record};
+use tally_core::{Authorization, Outcome, Record, Restore};
 
 fn check<T: Canonical>(data: &[u8]) {
     if let Ok(v) = T::from_bytes(data) {
@@ -26,5 +26,8 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(r) = Record::from_bytes(&bytes) {
             let _ = r.check_consistency();
         }
+    }
+    for prefix in [&b""[..], Restore::DOMAIN] {
+        check::<Restore>(&[prefix, data].concat());
     }
 });

@@ -9,7 +9,8 @@ use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use tally_http::api::{
     ChannelState, Checkpoints, CloseRequest, CloseSigned, ConsistencyProof, DisputeGranted,
-    DisputeRequest, DisputedExchange, InclusionProof, RecordsPage, SessionBound,
+    DisputeRequest, DisputedExchange, InclusionProof, RecordsPage, RestoreUpload, Restored,
+    SessionBound,
 };
 use tally_http::headers::decode_header;
 use tally_http::{
@@ -32,7 +33,11 @@ fn headers(value: &[u8]) {
     }
     // TALLY-READ-AUTH is not base64(JSON): a parsed token must re-render to the same bytes.
     if let Ok(t) = tally_http::ReadToken::parse(value) {
-        assert_eq!(t.to_header().as_bytes(), value, "read token is not canonical");
+        assert_eq!(
+            t.to_header().as_bytes(),
+            value,
+            "read token is not canonical"
+        );
     }
 }
 
@@ -48,6 +53,13 @@ fn bodies(json: &[u8]) {
     let _ = serde_json::from_slice::<DisputeRequest>(json);
     let _ = serde_json::from_slice::<DisputeGranted>(json);
     let _ = serde_json::from_slice::<DisputedExchange>(json);
+    let _ = serde_json::from_slice::<Restored>(json);
+    if let Ok(u) = serde_json::from_slice::<RestoreUpload>(json) {
+        let _ = u.decode_statement();
+        for r in &u.records {
+            let _ = r.decode();
+        }
+    }
     if let Ok(c) = serde_json::from_slice::<WireCheckpoint>(json) {
         let _ = c.eip712.parts();
     }
@@ -66,6 +78,10 @@ fn bodies(json: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     headers(data);
-    headers(base64::engine::general_purpose::STANDARD.encode(data).as_bytes());
+    headers(
+        base64::engine::general_purpose::STANDARD
+            .encode(data)
+            .as_bytes(),
+    );
     bodies(data);
 });

@@ -24,7 +24,12 @@ fn routes() -> Vec<RoutePrice> {
         price,
     };
     vec![
-        route("GET", "/v1/items", PathMatch::Prefix, Price::Fixed { amount: Amount(7) }),
+        route(
+            "GET",
+            "/v1/items",
+            PathMatch::Prefix,
+            Price::Fixed { amount: Amount(7) },
+        ),
         route(
             "*",
             "/v1/complete",
@@ -36,14 +41,22 @@ fn routes() -> Vec<RoutePrice> {
                 min_charge: Amount(5),
             },
         ),
-        route("POST", "/v1/a%2Fb", PathMatch::Exact, Price::Fixed { amount: Amount(1) }),
+        route(
+            "POST",
+            "/v1/a%2Fb",
+            PathMatch::Exact,
+            Price::Fixed { amount: Amount(1) },
+        ),
     ]
 }
 
 fn price_for<'a>(routes: &'a [RoutePrice], method: &str, path: &str) -> Option<&'a Price> {
     routes
         .iter()
-        .find(|r| r.matches(method, path) || (method == "HEAD" && r.method == "GET" && r.matches("GET", path)))
+        .find(|r| {
+            r.matches(method, path)
+                || (method == "HEAD" && r.method == "GET" && r.matches("GET", path))
+        })
         .map(|r| &r.price)
 }
 
@@ -60,7 +73,10 @@ fuzz_target!(|data: &[u8]| {
     let routes = routes();
     if let Ok(canonical) = canonical_path(&path) {
         assert!(canonical.starts_with('/'), "{canonical}");
-        assert_eq!(canonical_path(&canonical).as_deref(), Ok(canonical.as_str()));
+        assert_eq!(
+            canonical_path(&canonical).as_deref(),
+            Ok(canonical.as_str())
+        );
         assert!(!canonical.contains("//"), "{canonical}");
         let price = price_for(&routes, method, &canonical);
         if method == "HEAD" {
@@ -76,7 +92,8 @@ fuzz_target!(|data: &[u8]| {
         if let Ok((auth, bytes)) = payload.authorization_and_bytes() {
             assert_eq!(payload.x402_version, 2);
             assert!(!bytes.is_empty());
-            let _ = auth.request_hash == request_hash(&RequestSalt([7; 32]), method, &path, "", body);
+            let _ =
+                auth.request_hash == request_hash(&RequestSalt([7; 32]), method, &path, "", body);
         }
     }
 });

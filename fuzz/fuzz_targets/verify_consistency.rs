@@ -14,6 +14,13 @@ fuzz_target!(|data: &[u8]| {
         .map(|c| Hash(c.try_into().unwrap_or_default()))
         .collect();
     if hashes.len() >= 2 {
-        let _ = verify_consistency(&Blake3Hasher, old, new, &hashes[2..], &hashes[0], &hashes[1]);
+        let _ = verify_consistency(
+            &Blake3Hasher,
+            old,
+            new,
+            &hashes[2..],
+            &hashes[0],
+            &hashes[1],
+        );
     }
 });
