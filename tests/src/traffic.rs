@@ -3,12 +3,15 @@
 //! against it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tally_client::{Client, ClientError};
 use tally_core::request::request_hash;
 use tally_core::Receipt;
 
-use crate::ECHO_PRICE;
+use crate::{TestChannel, ECHO_PRICE};
 
 /// What one paying client saw.
 #[derive(Default, Debug)]
@@ -79,4 +82,50 @@ pub async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> R
         }
         Err(e) => panic!("{body}: the client could not go on: {e}"),
     }
+}
+
+/// Pays until `stop`, `in_flight` requests at once from as many tasks (so on as many lanes);
+/// after a transport failure the next rounds move on to new requests (a lane whose lost
+/// request was recorded meets `stale_seq` and resyncs).
+pub async fn traffic(
+    client: Client,
+    c: usize,
+    in_flight: usize,
+    stop: Arc<AtomicBool>,
+) -> (Client, Seen) {
+    let mut seen = Seen::default();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let mut round = tokio::task::JoinSet::new();
+        for _ in 0..in_flight {
+            n += 1;
+            let body = format!("client {c} request {n}");
+            let client = client.clone();
+            round.spawn(async move {
+                let mut one = Seen::default();
+                let failed = call(&client, "/v1/echo", &body, &mut one).await.is_err();
+                (failed, one)
+            });
+        }
+        let mut failures = 0;
+        while let Some(joined) = round.join_next().await {
+            let (failed, one) = joined.unwrap_or_else(|e| panic!("a request task: {e}"));
+            seen.merge(one);
+            failures += usize::from(failed);
+        }
+        if failures > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (client, seen)
+}
+
+/// `GET /tally/v1/channels/{id}` at `url`, read with the channel's session key.
+pub async fn channel_state(url: &str, ch: &TestChannel) -> tally_http::api::ChannelState {
+    let resp = crate::read_get(ch, &format!("{url}/tally/v1/channels/{}", ch.id.to_hex())).await;
+    let bytes = resp
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("channel state: {e}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("channel state: {e}"))
 }

@@ -784,6 +784,50 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Pays on a filling disk until three calls are refused with `store_unavailable` (at most 200
+/// calls); returns how many were refused and how many of those reached the upstream anyway.
+async fn pay_until_refused(live: &Live, client: &Client) -> (u32, u32) {
+    let (mut refused, mut forwarded) = (0, 0);
+    for i in 0..200 {
+        let before = live.hits.of("/v1/echo");
+        match client
+            .post("/v1/echo")
+            .body(format!("full {i}"))
+            .send()
+            .await
+        {
+            Err(ClientError::Refused {
+                reason: Reason::StoreUnavailable,
+                ..
+            }) => {
+                refused += 1;
+                if live.hits.of("/v1/echo") != before {
+                    forwarded += 1;
+                }
+                if refused >= 3 {
+                    break;
+                }
+            }
+            Ok(r) => assert_eq!(r.status, 200),
+            Err(_) => {}
+        }
+    }
+    (refused, forwarded)
+}
+
+/// Waits (at most 20 s) until `/healthz` answers 200: the log was reopened.
+async fn wait_until_healthy(url: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = ok("healthz", reqwest::get(format!("{url}/healthz")).await);
+        if h.status() == 200 {
+            return;
+        }
+        assert!(Instant::now() < until, "the store did not reopen");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_paid_requests_then_recovers_without_a_restart() {
     let mnt = tmp();
@@ -801,32 +845,7 @@ async fn a_full_disk_refuses_paid_requests_then_recovers_without_a_restart() {
     let filler = disk.fill();
     // Calls fail once a commit hits the full disk; after that the log is known to be
     // poisoned and paid calls are refused before the upstream is called.
-    let mut refused_fast = 0;
-    let mut forwarded_while_poisoned = 0;
-    for i in 0..200 {
-        let before = live.hits.of("/v1/echo");
-        match client
-            .post("/v1/echo")
-            .body(format!("full {i}"))
-            .send()
-            .await
-        {
-            Err(ClientError::Refused {
-                reason: Reason::StoreUnavailable,
-                ..
-            }) => {
-                refused_fast += 1;
-                if live.hits.of("/v1/echo") != before {
-                    forwarded_while_poisoned += 1;
-                }
-                if refused_fast >= 3 {
-                    break;
-                }
-            }
-            Ok(r) => assert_eq!(r.status, 200),
-            Err(_) => {}
-        }
-    }
+    let (refused_fast, forwarded_while_poisoned) = pay_until_refused(&live, &client).await;
     assert!(
         refused_fast >= 3,
         "paid calls never failed fast on a full disk"
@@ -839,18 +858,7 @@ async fn a_full_disk_refuses_paid_requests_then_recovers_without_a_restart() {
     assert_eq!(health.status(), 503);
     // Space comes back: the store reopens by itself, and paying resumes on the same log.
     ok("remove filler", std::fs::remove_file(&filler));
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let h = ok(
-            "healthz",
-            reqwest::get(format!("{}/healthz", live.url())).await,
-        );
-        if h.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < until, "the store did not reopen");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_healthy(&live.url()).await;
     let mut resumed = false;
     for i in 0..5 {
         if let Ok(r) = client
@@ -907,41 +915,10 @@ async fn a_full_disk_under_promises_leads_to_a_restore_not_a_loss() {
         assert_eq!(r.status, 200);
     }
     let filler = disk.fill();
-    let mut refused = 0;
-    for i in 0..200 {
-        match client
-            .post("/v1/echo")
-            .body(format!("full {i}"))
-            .send()
-            .await
-        {
-            Err(ClientError::Refused {
-                reason: Reason::StoreUnavailable,
-                ..
-            }) => {
-                refused += 1;
-                if refused >= 3 {
-                    break;
-                }
-            }
-            Ok(r) => assert_eq!(r.status, 200),
-            Err(_) => {}
-        }
-    }
+    let (refused, _) = pay_until_refused(&live, &client).await;
     assert!(refused >= 3, "paid calls never failed fast on a full disk");
     ok("remove filler", std::fs::remove_file(&filler));
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let h = ok(
-            "healthz",
-            reqwest::get(format!("{}/healthz", live.url())).await,
-        );
-        if h.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < until, "the store did not reopen");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_healthy(&live.url()).await;
     let state_url = format!("{}/tally/v1/channels/{}", live.url(), ch.id.to_hex());
     let state: tally_http::api::ChannelState =
         ok("state", read_get(&ch, &state_url).await.json().await);

@@ -21,7 +21,7 @@ use tally_core::request::request_hash;
 use tally_core::{Authorization, Hash, Record, SecretKey};
 use tally_e2e::chain::ChainEnv;
 use tally_e2e::process::{free_port, GatewayProcess};
-use tally_e2e::traffic::{call, Seen};
+use tally_e2e::traffic::{call, channel_state, traffic, Seen};
 use tally_e2e::*;
 use tally_http::headers::{encode_header, PAYMENT_SIGNATURE};
 use tally_http::PaymentPayload;
@@ -53,42 +53,6 @@ fn write_config(dir: &Path, port: u16, upstream: &str, env: &ChainEnv) -> PathBu
     let path = dir.join("gateway.toml");
     ok("writing the config", file.write(&path));
     path
-}
-
-/// Pays until `stop`, [`IN_FLIGHT`] requests at once from as many tasks (so on as many
-/// lanes); after a transport failure the next rounds move on to new requests (a lane whose
-/// lost request was recorded meets `stale_seq` and resyncs). Probe A sends the very same
-/// request again after each crash: the client puts it back on the lane and seq it was
-/// unanswered on, so it is answered as a retry, never charged twice (spec/HTTP.md §9).
-async fn traffic(client: Client, c: usize, stop: Arc<AtomicBool>) -> (Client, Seen) {
-    let mut seen = Seen::default();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let mut bodies = Vec::new();
-        while bodies.len() < IN_FLIGHT {
-            n += 1;
-            bodies.push(format!("client {c} request {n}"));
-        }
-        let mut round = tokio::task::JoinSet::new();
-        for body in bodies {
-            let client = client.clone();
-            round.spawn(async move {
-                let mut one = Seen::default();
-                let failed = call(&client, "/v1/echo", &body, &mut one).await.is_err();
-                (failed, one)
-            });
-        }
-        let mut failures = 0;
-        while let Some(joined) = round.join_next().await {
-            let (failed, one) = ok("a request task", joined);
-            seen.merge(one);
-            failures += usize::from(failed);
-        }
-        if failures > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    (client, seen)
 }
 
 /// Sends a paid request for `client`'s next seq directly, exactly as the client would sign
@@ -136,13 +100,6 @@ async fn record_behind_the_clients_back(
     );
     assert_eq!(resp.status(), 200, "the raw request was not recorded");
     seq
-}
-
-async fn channel_state(url: &str, ch: &TestChannel) -> tally_http::api::ChannelState {
-    let resp =
-        tally_e2e::read_get(ch, &format!("{url}/tally/v1/channels/{}", ch.id.to_hex())).await;
-    let bytes = ok("channel state", resp.bytes().await);
-    ok("channel state", serde_json::from_slice(&bytes))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +173,7 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
         let workers: Vec<_> = clients
             .into_iter()
             .enumerate()
-            .map(|(c, client)| tokio::spawn(traffic(client, c, stop.clone())))
+            .map(|(c, client)| tokio::spawn(traffic(client, c, IN_FLIGHT, stop.clone())))
             .collect();
 
         let mut restarts = Vec::new();

@@ -24,7 +24,7 @@ use tally_core::encoding::Canonical;
 use tally_core::{Record, Restore, SecretKey};
 use tally_e2e::chain::ChainEnv;
 use tally_e2e::process::{free_port, GatewayProcess};
-use tally_e2e::traffic::{call, Seen};
+use tally_e2e::traffic::{call, channel_state, traffic};
 use tally_e2e::*;
 use tally_http::Reason;
 use tally_server::durability::DurabilityConfig;
@@ -59,42 +59,6 @@ fn write_config(dir: &Path, port: u16, upstream: &str, env: &ChainEnv) -> PathBu
     let path = dir.join("gateway.toml");
     ok("writing the config", file.write(&path));
     path
-}
-
-/// Pays until `stop`, [`IN_FLIGHT`] requests at once.
-async fn traffic(client: Client, c: usize, stop: Arc<AtomicBool>) -> (Client, Seen) {
-    let mut seen = Seen::default();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let mut round = tokio::task::JoinSet::new();
-        for _ in 0..IN_FLIGHT {
-            n += 1;
-            let body = format!("client {c} request {n}");
-            let client = client.clone();
-            round.spawn(async move {
-                let mut one = Seen::default();
-                let failed = call(&client, "/v1/echo", &body, &mut one).await.is_err();
-                (failed, one)
-            });
-        }
-        let mut failures = 0;
-        while let Some(joined) = round.join_next().await {
-            let (failed, one) = ok("a request task", joined);
-            seen.merge(one);
-            failures += usize::from(failed);
-        }
-        if failures > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    (client, seen)
-}
-
-async fn channel_state(url: &str, ch: &TestChannel) -> tally_http::api::ChannelState {
-    let resp =
-        tally_e2e::read_get(ch, &format!("{url}/tally/v1/channels/{}", ch.id.to_hex())).await;
-    let bytes = ok("channel state", resp.bytes().await);
-    ok("channel state", serde_json::from_slice(&bytes))
 }
 
 /// The restore statements the provider kept for `ch`, each checked under the session key.
@@ -147,7 +111,7 @@ async fn sigkilled_promise_gateway_restores_every_receipt_its_clients_hold() {
         let workers: Vec<_> = clients
             .into_iter()
             .enumerate()
-            .map(|(c, client)| tokio::spawn(traffic(client, c, stop.clone())))
+            .map(|(c, client)| tokio::spawn(traffic(client, c, IN_FLIGHT, stop.clone())))
             .collect();
 
         let mut lost = Vec::new();
@@ -160,7 +124,7 @@ async fn sigkilled_promise_gateway_restores_every_receipt_its_clients_hold() {
                 Client::connect(client_config(&url, vdir.path(), &vch)).await,
             );
             let vstop = Arc::new(AtomicBool::new(false));
-            let vtask = tokio::spawn(traffic(vanisher, 100 + cycle, vstop.clone()));
+            let vtask = tokio::spawn(traffic(vanisher, 100 + cycle, IN_FLIGHT, vstop.clone()));
             let run_for = rand::thread_rng().gen_range(150..600);
             tokio::time::sleep(Duration::from_millis(run_for)).await;
             gateway.crash();
