@@ -67,7 +67,7 @@ fn outcome(auth: &Authorization, sig: &Signature, index: u64) -> Outcome {
         seq: auth.seq,
         index,
         authorization_hash: auth.signed_hash(sig),
-        units: 1,
+        units: tally_core::ONE_CALL,
         amount: 10,
         cumulative: u128::from(index + 1) * 10,
         response_hash: Hash([4; 32]),

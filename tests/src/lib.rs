@@ -136,12 +136,7 @@ pub fn routes() -> Vec<RoutePrice> {
             method: "*".into(),
             path: "/v1/tokens".into(),
             path_match: PathMatch::Exact,
-            price: Price::Metered {
-                units_header: "x-units".into(),
-                unit_price: Amount(3),
-                max_amount: Amount(300),
-                min_charge: Amount(0),
-            },
+            price: Price::Metered(tally_http::MeteredPrice::header("x-units", 3, 300)),
         },
         RoutePrice {
             method: "*".into(),

@@ -116,12 +116,7 @@ fn price_list(echo_price: u128) -> Vec<RoutePrice> {
             "*",
             "/v1/tokens",
             PathMatch::Exact,
-            Price::Metered {
-                units_header: "x-units".into(),
-                unit_price: Amount(3),
-                max_amount: Amount(300),
-                min_charge: Amount(0),
-            },
+            Price::Metered(tally_http::MeteredPrice::header("x-units", 3, 300)),
         ),
         route("GET", "/v1/items", PathMatch::Prefix, fixed(7)),
         route("*", "/v1/slow", PathMatch::Exact, fixed(10)),

@@ -32,7 +32,7 @@ async fn happy_path_mirror_root_equals_provider_root() {
         Err(e) => panic!("tokens: {e}"),
     };
     let o = r.receipt.map(|r| r.outcome);
-    assert_eq!(o.map(|o| (o.units, o.amount)), Some((7, 21)));
+    assert_eq!(o.map(|o| (o.units, o.amount)), Some(([7, 0, 0, 0], 21)));
     // Free route: no receipt, no record.
     let r = match client.get("/free").send().await {
         Ok(r) => r,
@@ -616,7 +616,7 @@ async fn tower_layer_meters_an_embedded_axum_app() {
     // 500 units × 3 is capped at the route maximum of 300.
     assert_eq!(
         r.receipt.map(|r| (r.outcome.units, r.outcome.amount)),
-        Some((500, 300))
+        Some(([500, 0, 0, 0], 300))
     );
     let (size, root, _) = client.mirror_head().await;
     assert_eq!(

@@ -66,7 +66,7 @@ fn next_record(
         seq,
         index: head.size,
         authorization_hash: tally_core::hash::blake3_of(&[b"x"]),
-        units: 1,
+        units: tally_core::ONE_CALL,
         amount,
         cumulative: head.cumulative + amount as u128,
         response_hash: tally_core::hash::blake3_of(&[b"response"]),

@@ -262,7 +262,7 @@ fn an_overcharge_is_named() {
         "price",
         Box::new(|g| {
             let (a, mut o) = g.plan();
-            assert!(o.units > 0 && o.amount > 0);
+            assert!(o.units[0] > 0 && o.amount > 0);
             o.amount += 1;
             o.cumulative += 1;
             (a, o, None)

@@ -49,3 +49,27 @@ impl Output {
         bar
     }
 }
+
+/// Units for humans: the counts up to the last meter that counted (`3`, `7+12`); the
+/// outcome signs one count per meter (spec/PROTOCOL.md §5.2).
+pub fn units_text(units: &tally_core::Units) -> String {
+    let used = units.iter().rposition(|&u| u != 0).map_or(1, |i| i + 1);
+    units[..used]
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_show_up_to_the_last_meter_that_counted() {
+        assert_eq!(units_text(&[0, 0, 0, 0]), "0");
+        assert_eq!(units_text(&[1, 0, 0, 0]), "1");
+        assert_eq!(units_text(&[7, 12, 0, 0]), "7+12");
+        assert_eq!(units_text(&[0, 0, 5, 0]), "0+0+5");
+    }
+}

@@ -30,8 +30,8 @@ pub struct ProofReport {
     pub index: u64,
     /// Its net amount.
     pub amount: String,
-    /// Its units.
-    pub units: u64,
+    /// Its units, one count per meter of its route.
+    pub units: tally_core::Units,
     /// The checkpoint's size.
     pub checkpoint_size: u64,
     /// The checkpoint's root, hex.
@@ -103,7 +103,7 @@ impl ProofReport {
             self.index,
             self.channel_id,
             self.amount,
-            self.units,
+            crate::output::units_text(&self.units),
             self.checkpoint_size,
             self.checkpoint_root,
             self.checkpoint_cumulative,

@@ -11,7 +11,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 use tally_http::terms::PathMatch;
-use tally_http::{Amount, Price, RoutePrice};
+use tally_http::{Amount, MeteredPrice, Price, RoutePrice};
 use tokio::sync::oneshot;
 
 use crate::error::{CliError, Result};
@@ -43,12 +43,11 @@ pub fn prices() -> Vec<RoutePrice> {
             method: "POST".into(),
             path: "/v1/complete".into(),
             path_match: PathMatch::Exact,
-            price: Price::Metered {
-                units_header: UNITS_HEADER.into(),
-                unit_price: Amount(TOKEN_PRICE),
-                max_amount: Amount(COMPLETE_MAX),
-                min_charge: Amount(0),
-            },
+            price: Price::Metered(MeteredPrice::header(
+                UNITS_HEADER,
+                TOKEN_PRICE,
+                COMPLETE_MAX,
+            )),
         },
         RoutePrice {
             method: "GET".into(),

@@ -102,7 +102,7 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     ]);
     expect(&o, 0);
     let v = json(&o);
-    assert_eq!(v["receipt"]["units"], 3);
+    assert_eq!(v["receipt"]["units"], serde_json::json!([3, 0, 0, 0]));
     assert_eq!(v["receipt"]["amount"], "6");
     let o = run(&["--json", "pay", "--client", c, "/health"]);
     expect(&o, 0);

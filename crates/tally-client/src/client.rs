@@ -41,7 +41,7 @@ use crate::discovery::{discover, Discovered};
 use crate::error::{ClientError, Misbehavior};
 use crate::lanes::LanePool;
 use crate::mirror::Mirror;
-use crate::receipt::{check_receipt, expected_charge};
+use crate::receipt::{check_receipt, expected_charge, reported_units};
 use crate::statement::{verify_statement, Statement};
 use crate::terms_guard::TermsGuard;
 

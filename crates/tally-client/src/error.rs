@@ -31,12 +31,12 @@ pub enum Misbehavior {
         got: i128,
     },
     /// The units are not what the upstream reported.
-    #[error("recorded {got} units, but the response reports {expected}")]
+    #[error("recorded units {got:?}, but the response reports {expected:?}")]
     WrongUnits {
-        /// Reported.
-        expected: u64,
+        /// Reported, one count per meter.
+        expected: tally_core::Units,
         /// Recorded.
-        got: u64,
+        got: tally_core::Units,
     },
     /// `cumulative != prev_cumulative + amount`.
     #[error("cumulative {got} is not {expected} (previous + amount)")]

@@ -4,34 +4,32 @@
 
 use http::HeaderMap;
 use tally_core::request::response_hash;
-use tally_core::{Authorization, Outcome, PublicKey, Receipt, Signature};
+use tally_core::{Authorization, Outcome, PublicKey, Receipt, Signature, Units};
+use tally_http::usage::UsageReader;
 use tally_http::Price;
 
 use crate::error::Misbehavior;
 
-/// What the terms say this response costs: `(units, amount)`; `None` for units means the
-/// client cannot know (never happens for tally's price kinds).
+/// What the terms say this response costs, `(units, amount)`, for the units the client saw
+/// the upstream report ([`tally_http::usage::UsageReader`] over the same response): the
+/// gateway's own formula ([`Price::charge_answer`]).
 pub fn expected_charge(
     charge_server_errors: bool,
     price: &Price,
     status: u16,
-    headers: &HeaderMap,
+    reported: Units,
     max_amount: u128,
-) -> (u64, i128) {
-    if status >= 500 && !charge_server_errors {
-        return (0, 0);
-    }
-    let units = match price {
-        Price::Free => 0,
-        Price::Fixed { .. } => 1,
-        Price::Metered { units_header, .. } => headers
-            .get(units_header.as_str())
-            .and_then(|v| v.to_str().ok())
-            .and_then(tally_http::terms::parse_units)
-            .unwrap_or(0),
-    };
-    let amount = price.charge_for(units, max_amount);
+) -> (Units, i128) {
+    let (units, amount) = price.charge_answer(status, reported, max_amount, charge_server_errors);
     (units, i128::try_from(amount).unwrap_or(i128::MAX))
+}
+
+/// The units a buffered response reports for `price`'s meters: its headers and body.
+pub fn reported_units(price: &Price, headers: &HeaderMap, body: &[u8]) -> Units {
+    let mut reader = UsageReader::for_price(price, body.len() as u64);
+    reader.headers(headers);
+    reader.chunk(body);
+    reader.finish()
 }
 
 /// Verifies a receipt for a request this client signed. `expected` is `(units, amount)` the
@@ -43,7 +41,7 @@ pub fn check_receipt(
     signature: &Signature,
     status: u16,
     body: &[u8],
-    expected: Option<(u64, i128)>,
+    expected: Option<(Units, i128)>,
 ) -> Result<Outcome, Misbehavior> {
     receipt
         .verify(provider)

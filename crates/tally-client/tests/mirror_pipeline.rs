@@ -27,7 +27,7 @@ fn record(channel: ChannelId, head: LogState, key: &SecretKey) -> Record {
         seq,
         index: seq,
         authorization_hash: auth.signed_hash(&sig),
-        units: 1,
+        units: tally_core::ONE_CALL,
         amount: 1,
         cumulative: u128::from(seq) + 1,
         response_hash: Hash([2; 32]),

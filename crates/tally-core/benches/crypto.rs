@@ -44,7 +44,7 @@ fn main() {
             seq: auth.seq,
             index: seq,
             authorization_hash: auth.signed_hash(&sig),
-            units: 1,
+            units: tally_core::ONE_CALL,
             amount: 10,
             cumulative: seq as u128 * 10 + 10,
             response_hash: Hash([6; 32]),

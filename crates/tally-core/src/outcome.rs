@@ -8,6 +8,15 @@ use crate::hash::{ChannelId, Hash};
 use crate::keys::{PublicKey, SecretKey};
 use crate::signature::Signature;
 
+/// How many meters a route may have (input and output tokens, and two more).
+pub const METERS: usize = 4;
+
+/// Units per meter, signed in every outcome (spec/PROTOCOL.md §5.2).
+pub type Units = [u64; METERS];
+
+/// The units of a fixed-price call: one call.
+pub const ONE_CALL: Units = [1, 0, 0, 0];
+
 /// What the provider charged for one authorized request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -23,8 +32,10 @@ pub struct Outcome {
     pub index: u64,
     /// [`crate::Authorization::signed_hash`] of the authorization this answers.
     pub authorization_hash: Hash,
-    /// Metered units (1 for fixed-price routes).
-    pub units: u64,
+    /// Units per meter, in the order the route's terms list its meters (spec/HTTP.md §4.1):
+    /// a fixed price records `[1, 0, 0, 0]`, a credit or an uncharged call all zeros. Each
+    /// meter is here, not only their priced sum, so the client can redo the arithmetic.
+    pub units: Units,
     /// The net amount of this record: positive for a charge, negative for a credit, never
     /// above the authorization's `max_amount`.
     pub amount: i128,

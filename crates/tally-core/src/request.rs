@@ -90,6 +90,23 @@ pub fn body_hash(body: &[u8]) -> Hash {
     blake3_of(&[body])
 }
 
+/// [`body_hash`] of a body that arrives in pieces (a streamed response, spec/HTTP.md §5.7):
+/// fed every piece in order, it ends with the hash of their concatenation.
+#[derive(Default)]
+pub struct BodyHasher(blake3::Hasher);
+
+impl BodyHasher {
+    /// The next bytes of the body.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The body's hash.
+    pub fn finish(&self) -> Hash {
+        Hash(*self.0.finalize().as_bytes())
+    }
+}
+
 /// The hash of a response: HTTP status and body (spec/PROTOCOL.md §3.3).
 pub fn response_hash(status: u16, body: &[u8]) -> Hash {
     response_hash_with_body_hash(status, &body_hash(body))
@@ -99,4 +116,20 @@ pub fn response_hash(status: u16, body: &[u8]) -> Hash {
 /// a dispute).
 pub fn response_hash_with_body_hash(status: u16, body: &Hash) -> Hash {
     blake3_of(&[RESPONSE_DOMAIN, &status.to_le_bytes(), &body.0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_hashed_in_pieces_is_the_body_hash() {
+        let body = b"data: one\n\ndata: two\n\n";
+        for cut in 0..body.len() {
+            let mut h = BodyHasher::default();
+            h.update(&body[..cut]);
+            h.update(&body[cut..]);
+            assert_eq!(h.finish(), body_hash(body));
+        }
+    }
 }

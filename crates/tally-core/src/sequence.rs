@@ -384,7 +384,7 @@ mod tests {
                 seq: a.seq,
                 index,
                 authorization_hash: a.signed_hash(&sig),
-                units: 1,
+                units: crate::ONE_CALL,
                 amount,
                 cumulative,
                 response_hash: Hash([4; 32]),

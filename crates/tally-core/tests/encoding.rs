@@ -23,7 +23,7 @@ prop_compose! {
 
 prop_compose! {
     fn outcome()(channel in any::<[u8; 32]>(), lane in any::<u32>(), seq in any::<u64>(),
-                 index in any::<u64>(), auth in hash(), units in any::<u64>(),
+                 index in any::<u64>(), auth in hash(), units in any::<[u64; 4]>(),
                  amount in any::<i128>(), cum in any::<u128>(), resp in hash(), time in any::<u64>())
                  -> Outcome {
         Outcome { version: 2, channel_id: ChannelId(channel), lane, seq, index, authorization_hash: auth, units,

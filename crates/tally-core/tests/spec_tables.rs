@@ -59,7 +59,7 @@ fn body_lengths_match_the_spec() {
         seq: 0,
         index: 0,
         authorization_hash: Default::default(),
-        units: 0,
+        units: [0; tally_core::METERS],
         amount: 0,
         cumulative: 0,
         response_hash: Default::default(),

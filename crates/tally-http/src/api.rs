@@ -117,6 +117,21 @@ pub struct Restored {
     pub cumulative: Amount,
 }
 
+/// `GET /tally/v1/channels/{id}/receipts?lane=L&seq=S` (spec/HTTP.md §5.7): the receipt of
+/// a request whose response carried it at its end, for a client that lost that end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptFound {
+    /// The lane asked for.
+    pub lane: u32,
+    /// The seq asked for.
+    pub seq: u64,
+    /// The record's index in the log.
+    pub index: u64,
+    /// Exactly what `PAYMENT-RESPONSE` carries (base64 of the SettlementResponse JSON).
+    pub payment_response: String,
+}
+
 /// The most records one page returns.
 pub const MAX_RECORDS_PER_PAGE: u64 = 1000;
 

@@ -13,14 +13,18 @@ pub mod amount;
 pub mod api;
 pub mod error;
 pub mod headers;
+pub mod meter;
 pub mod path;
 pub mod payment;
 pub mod read_auth;
 pub mod reason;
+pub mod stream;
 pub mod terms;
+pub mod usage;
 
 pub use amount::Amount;
 pub use error::WireError;
+pub use meter::{Meter, MeteredPrice, UnitSource};
 pub use payment::{
     PaymentPayload, PaymentRequired, PaymentResponse, SessionBinding, WireCheckpoint, WireReceipt,
     WireRecord,

@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 use tally_core::hash::{blake3_of, Hash};
 use tally_core::PublicKey;
 
+use tally_core::{Units, METERS, ONE_CALL};
+
 use crate::amount::Amount;
 use crate::error::WireError;
+use crate::meter::MeteredPrice;
 
 /// The `format` of a terms document.
 pub const TERMS_FORMAT: &str = "tally-terms/v2";
@@ -60,20 +63,9 @@ pub enum Price {
         /// The price of one call.
         amount: Amount,
     },
-    /// `units × unit_price`, units read from an upstream response header, capped at
-    /// `max_amount` and at the authorization's `max_amount`.
-    Metered {
-        /// The response header the upstream reports units in (decimal).
-        units_header: String,
-        /// Price of one unit.
-        unit_price: Amount,
-        /// The most one call costs; what a client should authorize.
-        max_amount: Amount,
-        /// The least one call is charged whatever the upstream reports (0: none). Clients
-        /// must authorize at least this and one unit (spec/HTTP.md §4.1).
-        #[serde(default, skip_serializing_if = "Amount::is_zero")]
-        min_charge: Amount,
-    },
+    /// Units reported by the upstream times unit prices, one per meter (spec/HTTP.md §4.1),
+    /// capped at the route's and the authorization's `max_amount`.
+    Metered(MeteredPrice),
 }
 
 impl Price {
@@ -82,28 +74,59 @@ impl Price {
         match self {
             Price::Free => None,
             Price::Fixed { amount } => Some(amount.0),
-            Price::Metered { max_amount, .. } => Some(max_amount.0),
+            Price::Metered(m) => Some(m.max_amount.0),
         }
     }
 
     /// What one served call costs under this price when the upstream reported `units`
     /// (ignored by fixed prices), capped by the client's `max_amount` (P5): the one formula
     /// the gateway charges by and the client and the auditor check against.
-    pub fn charge_for(&self, units: u64, max_amount: u128) -> u128 {
+    pub fn charge_for(&self, units: &Units, max_amount: u128) -> u128 {
         match self {
             Price::Free => 0,
             Price::Fixed { amount } => amount.0.min(max_amount),
-            Price::Metered {
-                unit_price,
-                max_amount: route_max,
-                min_charge,
-                ..
-            } => u128::from(units)
-                .saturating_mul(unit_price.0)
-                .max(min_charge.0)
-                .min(route_max.0)
-                .min(max_amount),
+            Price::Metered(m) => m.charge(units, max_amount),
         }
+    }
+
+    /// What a served call is charged, as `(units, amount)`: the units the price records for
+    /// what the upstream `reported` (one count per meter, [`crate::usage::UsageReader`]) and
+    /// their amount under the client's `max_amount` (P5). A 5xx answer (and a stream the
+    /// upstream broke, recorded as 502) records nothing unless `charge_server_errors`
+    /// (spec/HTTP.md §4.1). The gateway charges by this and the client checks by it.
+    pub fn charge_answer(
+        &self,
+        status: u16,
+        reported: Units,
+        max_amount: u128,
+        charge_server_errors: bool,
+    ) -> (Units, u128) {
+        if status >= 500 && !charge_server_errors {
+            return ([0; METERS], 0);
+        }
+        let units = self.units_for(reported);
+        (units, self.charge_for(&units, max_amount))
+    }
+
+    /// The units a served call under this price records when the upstream reported
+    /// `reported` (one count per meter): one call for a fixed price, nothing for a free one.
+    pub fn units_for(&self, reported: Units) -> Units {
+        match self {
+            Price::Free => [0; METERS],
+            Price::Fixed { .. } => ONE_CALL,
+            Price::Metered(_) => reported,
+        }
+    }
+
+    /// Whether `(units, amount)` under an authorization of `max_amount` is what this price
+    /// charges for some served call.
+    pub fn explains(&self, units: &Units, amount: u128, max_amount: u128) -> bool {
+        let shape = match self {
+            Price::Free => false,
+            Price::Fixed { .. } => *units == ONE_CALL,
+            Price::Metered(m) => m.fits(units),
+        };
+        shape && amount == self.charge_for(units, max_amount)
     }
 
     /// The smallest `max_amount` an authorization for this route may carry: the fixed price,
@@ -114,23 +137,9 @@ impl Price {
         match self {
             Price::Free => None,
             Price::Fixed { amount } => Some(amount.0.max(1)),
-            Price::Metered {
-                unit_price,
-                min_charge,
-                ..
-            } => Some(unit_price.0.max(min_charge.0).max(1)),
+            Price::Metered(m) => Some(m.min_authorization()),
         }
     }
-}
-
-/// Units as an upstream reports them in a header: a plain decimal (surrounding spaces
-/// allowed), nothing else. Anything else reads as no report, never as a guess.
-pub fn parse_units(text: &str) -> Option<u64> {
-    let text = text.trim();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
 }
 
 /// What the gateway does with a request no route prices (spec/HTTP.md §4.1).
@@ -311,38 +320,18 @@ fn describe(price: &Price) -> String {
     match price {
         Price::Free => "free".into(),
         Price::Fixed { amount } => format!("fixed {amount}"),
-        Price::Metered {
-            units_header,
-            unit_price,
-            max_amount,
-            min_charge,
-        } => format!(
-            "metered {unit_price} per {units_header} unit, min {min_charge}, max {max_amount}"
-        ),
+        Price::Metered(m) => m.describe(),
     }
 }
 
 /// Whether moving from `old` to `new` can charge one call more: a free route became priced,
-/// a fixed price or a metered maximum or minimum went up, a metered unit price went up, or the units
-/// header changed (the client can no longer tell what a unit is).
+/// a fixed price or a metered maximum or minimum went up, a metered unit price went up, or a
+/// meter changed (the client can no longer tell what a unit is).
 fn price_raised(old: &Price, new: &Price) -> bool {
     match (old, new) {
         (_, Price::Free) => false,
         (Price::Free, _) => true,
-        (
-            Price::Metered {
-                units_header: h0,
-                unit_price: u0,
-                max_amount: m0,
-                min_charge: c0,
-            },
-            Price::Metered {
-                units_header: h1,
-                unit_price: u1,
-                max_amount: m1,
-                min_charge: c1,
-            },
-        ) => h0 != h1 || u1.0 > u0.0 || m1.0 > m0.0 || c1.0 > c0.0,
+        (Price::Metered(a), Price::Metered(b)) => a.raised_by(b),
         _ => new.max_per_call() > old.max_per_call(),
     }
 }
@@ -429,12 +418,7 @@ mod increase_tests {
     }
 
     fn metered(unit: u128, max: u128) -> Price {
-        Price::Metered {
-            units_header: "x-tokens".into(),
-            unit_price: Amount(unit),
-            max_amount: Amount(max),
-            min_charge: Amount(0),
-        }
+        Price::Metered(MeteredPrice::header("x-tokens", unit, max))
     }
 
     fn terms(routes: Vec<RoutePrice>) -> Terms {
@@ -507,12 +491,7 @@ mod increase_tests {
         for price in [
             metered(3, 4000),
             metered(2, 4001),
-            Price::Metered {
-                units_header: "x-chars".into(),
-                unit_price: Amount(2),
-                max_amount: Amount(4000),
-                min_charge: Amount(0),
-            },
+            Price::Metered(MeteredPrice::header("x-chars", 2, 4000)),
             fixed(4001),
         ] {
             let mut new = base();

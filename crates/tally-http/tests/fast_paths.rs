@@ -13,7 +13,7 @@ fn outcome(seq: u64, amount: i128) -> Outcome {
         seq,
         index: seq * 3,
         authorization_hash: Hash([0xab; 32]),
-        units: seq / 3,
+        units: [seq / 3, seq % 3, 0, 0],
         amount,
         cumulative: u128::from(seq) * 1000,
         response_hash: Hash([0x01; 32]),

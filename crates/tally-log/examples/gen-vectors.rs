@@ -76,7 +76,7 @@ fn sample_log() -> (
         &'a [u8],
         u128,
         i128,
-        u64,
+        tally_core::Units,
     );
     let calls: [Call; 3] = [
         (
@@ -89,9 +89,21 @@ fn sample_log() -> (
             b"{\"prompt\":\"hi\"}",
             5000,
             1200,
-            12,
+            // Two meters: 120 input tokens at 1 and 360 output tokens at 3.
+            [120, 360, 0, 0],
         ),
-        (0, 0, 0, "GET", "/v1/items", "page=2", b"", 1000, 1000, 1),
+        (
+            0,
+            0,
+            0,
+            "GET",
+            "/v1/items",
+            "page=2",
+            b"",
+            1000,
+            1000,
+            tally_core::ONE_CALL,
+        ),
         (
             0,
             1,
@@ -102,7 +114,7 @@ fn sample_log() -> (
             b"refund index 0",
             0,
             -1200,
-            0,
+            [0; tally_core::METERS],
         ),
     ];
     // (root, cumulative) at each size, for the acknowledgements.

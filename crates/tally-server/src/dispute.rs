@@ -138,8 +138,9 @@ pub async fn dispute(
             Answer {
                 status: 200,
                 content_type: Some(content_type.clone()),
+                body_hash: tally_core::request::body_hash(&body),
                 body: body.clone(),
-                units: 0,
+                units: [0; tally_core::METERS],
                 amount: credit,
                 credits: Some(index),
             },

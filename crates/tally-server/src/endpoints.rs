@@ -15,7 +15,8 @@ use http::{HeaderMap, Method};
 use tally_core::encoding::Canonical;
 use tally_core::{ChannelId, Record};
 use tally_http::api::{
-    Checkpoints, CloseRequest, CloseSigned, ConsistencyProof, InclusionProof, RecordsPage,
+    Checkpoints, CloseRequest, CloseSigned, ConsistencyProof, InclusionProof, ReceiptFound,
+    RecordsPage,
     SessionBound, MAX_RECORDS_PER_PAGE,
 };
 use tally_http::headers::{API_PREFIX, WELL_KNOWN_PATH};
@@ -69,6 +70,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/channels/{id}", get(channel_state))
         .route("/channels/{id}/session", post(bind_session))
         .route("/channels/{id}/records", get(records))
+        .route("/channels/{id}/receipts", get(receipt))
         .route("/channels/{id}/proofs/inclusion", get(inclusion))
         .route("/channels/{id}/proofs/consistency", get(consistency))
         .route(
@@ -233,6 +235,27 @@ async fn records(
         from,
         records: out,
         size,
+    }))
+}
+
+async fn receipt(
+    State(gw): State<Gateway>,
+    read: ReadAuthorized,
+    RawQuery(q): RawQuery,
+) -> Result<Json<ReceiptFound>, GatewayError> {
+    let lane = u32::try_from(required(&q, "lane")?)
+        .map_err(|_| GatewayError::malformed("lane is out of range"))?;
+    let seq = required(&q, "seq")?;
+    let (index, header) = gw.receipt_of(&read.channel, lane, seq).await?;
+    let payment_response = header
+        .to_str()
+        .map_err(|_| GatewayError::internal("PAYMENT-RESPONSE is not text"))?
+        .to_string();
+    Ok(Json(ReceiptFound {
+        lane,
+        seq,
+        index,
+        payment_response,
     }))
 }
 

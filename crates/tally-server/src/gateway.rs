@@ -63,6 +63,7 @@ pub(crate) fn loaded(guard: &mut ChannelGuard) -> Result<&mut ChannelState, Gate
 mod admit;
 mod checkpoint;
 mod close;
+mod receipts;
 mod record;
 mod restore;
 mod session;
@@ -398,12 +399,9 @@ impl Gateway {
             return Err(StartError::Config("body limits must be positive".into()));
         }
         for r in &settings.routes {
-            if let Price::Metered { units_header, .. } = &r.price {
-                if http::HeaderName::from_bytes(units_header.as_bytes()).is_err() {
-                    return Err(StartError::Config(format!(
-                        "units header {units_header:?} is not a header name"
-                    )));
-                }
+            if let Price::Metered(m) = &r.price {
+                m.check()
+                    .map_err(|e| StartError::Config(format!("route {}: {e}", r.path)))?;
             }
         }
         std::fs::create_dir_all(&settings.data_dir)?;

@@ -35,7 +35,6 @@ pub mod inflight;
 pub mod layer;
 mod listen;
 pub mod metrics;
-pub mod pricing;
 pub mod proxy;
 pub mod readauth;
 pub mod redact;

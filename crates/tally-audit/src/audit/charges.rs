@@ -3,8 +3,8 @@
 //! [`Price::charge_for`] — the one charge formula the gateway charges by and the client
 //! checks receipts with.
 
-use tally_core::{Hash, Record};
-use tally_http::{Price, Terms};
+use tally_core::{Hash, Record, Units, METERS};
+use tally_http::Terms;
 
 use super::report::{at, whole, Discrepancy, Findings};
 use crate::statement::StatementHeader;
@@ -41,15 +41,14 @@ pub(crate) fn read_terms(h: &StatementHeader, found: &mut Findings) -> Option<Te
 
 /// Whether `(units, amount)` under `max_amount` is what some route of the terms charges
 /// (or an uncharged call: no units, no amount).
-fn priced_by_terms(terms: &Terms, units: u64, amount: u128, max_amount: u128) -> bool {
-    if units == 0 && amount == 0 {
+fn priced_by_terms(terms: &Terms, units: &Units, amount: u128, max_amount: u128) -> bool {
+    if *units == [0; METERS] && amount == 0 {
         return true;
     }
-    terms.routes.iter().any(|r| match &r.price {
-        Price::Free => false,
-        Price::Fixed { .. } => units == 1 && amount == r.price.charge_for(units, max_amount),
-        Price::Metered { .. } => amount == r.price.charge_for(units, max_amount),
-    })
+    terms
+        .routes
+        .iter()
+        .any(|r| r.price.explains(units, amount, max_amount))
 }
 
 /// Checks record `index` against the terms (when known) and the credit rule
@@ -75,13 +74,13 @@ pub(crate) fn check(
             ));
         } else if o.amount >= 0
             && a.max_amount > 0
-            && !priced_by_terms(&t.terms, o.units, o.amount.unsigned_abs(), a.max_amount)
+            && !priced_by_terms(&t.terms, &o.units, o.amount.unsigned_abs(), a.max_amount)
         {
             out.push(at(
                 index,
                 "price",
                 format!(
-                    "charged {} for {} units (authorized at most {}): no route of the terms prices that",
+                    "charged {} for units {:?} (authorized at most {}): no route of the terms prices that",
                     o.amount, o.units, a.max_amount
                 ),
             ));

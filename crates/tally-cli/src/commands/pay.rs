@@ -61,7 +61,7 @@ pub async fn run(a: PayArgs, out: Output) -> Result<()> {
                 resp.status,
                 r.outcome.index,
                 r.outcome.amount,
-                r.outcome.units,
+                crate::output::units_text(&r.outcome.units),
                 r.outcome.cumulative
             ),
             None => eprintln!("tally: {} — free route, no receipt", resp.status),

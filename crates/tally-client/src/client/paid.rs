@@ -301,14 +301,14 @@ impl Client {
                 sent.charge_server_errors,
                 &sent.price,
                 raw.status.as_u16(),
-                &raw.headers,
+                reported_units(&sent.price, &raw.headers, &raw.body),
                 sent.max,
             )),
             Expect::Credit => {
                 let credit = serde_json::from_slice::<DisputeGranted>(&raw.body)
                     .map(|g| g.amount.0)
                     .unwrap_or(0);
-                Some((0, credit))
+                Some(([0; tally_core::METERS], credit))
             }
         };
         match check_receipt(

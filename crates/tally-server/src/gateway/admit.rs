@@ -495,12 +495,9 @@ mod tests {
     use super::*;
 
     fn metered(unit: u128, min_charge: u128) -> Price {
-        Price::Metered {
-            units_header: "x-units".into(),
-            unit_price: Amount(unit),
-            max_amount: Amount(1000),
-            min_charge: Amount(min_charge),
-        }
+        let mut m = tally_http::MeteredPrice::header("x-units", unit, 1000);
+        m.min_charge = Amount(min_charge);
+        Price::Metered(m)
     }
 
     #[test]

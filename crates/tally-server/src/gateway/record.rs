@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::durability::{may_promise, PromiseState};
+use tally_core::Units;
 use tally_log::{Blake3Hasher, TreeHasher};
 
 /// What a record answers, besides the charge: the response delivered, and for a credit the
@@ -12,10 +13,12 @@ pub struct Answer {
     pub status: u16,
     /// `content-type`, kept with a held response.
     pub content_type: Option<HeaderValue>,
-    /// The body delivered.
+    /// The body delivered (held for a retry of the seq).
     pub body: Bytes,
-    /// Metered units.
-    pub units: u64,
+    /// [`tally_core::request::body_hash`] of `body`, computed as it passed.
+    pub body_hash: Hash,
+    /// Metered units, one count per meter.
+    pub units: Units,
     /// Net amount, already capped by the caller.
     pub amount: i128,
     /// For a dispute's credit: the disputed record's index, marked credited (with this
@@ -68,7 +71,10 @@ impl Gateway {
             units: answer.units,
             amount: answer.amount,
             cumulative,
-            response_hash: tally_core::request::response_hash(answer.status, &answer.body),
+            response_hash: tally_core::request::response_hash_with_body_hash(
+                answer.status,
+                &answer.body_hash,
+            ),
             time_ms: now_ms(),
         };
         let record = Record::new(auth, admission.signature, outcome);
@@ -153,7 +159,7 @@ impl Gateway {
     }
 
     /// The provider's receipt over `outcome` and its `PAYMENT-RESPONSE` header value.
-    fn sign_receipt(&self, outcome: Outcome) -> Result<(Receipt, HeaderValue), GatewayError> {
+    pub(super) fn sign_receipt(&self, outcome: Outcome) -> Result<(Receipt, HeaderValue), GatewayError> {
         let outcome_bytes = outcome.to_bytes();
         let receipt = Receipt {
             outcome,

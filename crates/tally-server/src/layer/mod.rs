@@ -5,12 +5,17 @@
 //! forwarded, so spellings of one resource cannot reach it unpriced. For a paid request the
 //! payment header is verified first (admission), and only then is the body read, whole, up
 //! to the terms' limit (a declared `Content-Length` over it is refused unread), because the
-//! client's signature covers its hash; the response body is read whole (up to the limit)
-//! because the receipt in the response headers covers its hash.
+//! client's signature covers its hash. A response is read whole (up to the limit) when its
+//! receipt goes in the response headers; a server-sent event stream, or any response to a
+//! client that accepts trailers, streams instead, with the receipt after its last byte
+//! (spec/HTTP.md §5.7; [`stream`]).
 //!
 //! Once admitted, forwarding and recording run in a task of their own: a client that hangs
 //! up after sending its request does not stop the record (the upstream did the work), and a
 //! retry of the same seq gets the held response or the stored record.
+
+mod forward;
+mod stream;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,15 +26,13 @@ use axum::body::Body;
 use axum::extract::OriginalUri;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderValue, Request};
+use http::Request;
 use http_body_util::BodyExt;
-use tally_http::headers::{CHECKPOINT_REQUEST, PAYMENT_RESPONSE};
 use tally_http::{Price, Reason, Unmatched};
 use tower::{Layer, Service};
 
 use crate::errors::GatewayError;
-use crate::gateway::{Admission, Admitted, Answer, Gateway, Purpose, RequestView};
-use crate::pricing::charge;
+use crate::gateway::{Admitted, Gateway, Purpose, RequestView};
 
 /// Marks a response that the upstream never produced (the proxy could not reach it): the
 /// layer passes it on without recording or charging.
@@ -161,16 +164,20 @@ fn forward_canonical(req: &mut Request<Body>, path: &str) -> Result<(), GatewayE
 /// Drops every `payment-*` and `tally-*` header an upstream sets: only the gateway speaks
 /// the payment protocol, so an upstream cannot forge a receipt or a checkpoint request.
 fn strip_payment_headers(mut resp: Response) -> Response {
-    let forged: Vec<http::HeaderName> = resp
-        .headers()
+    strip_payment_fields(resp.headers_mut());
+    resp
+}
+
+/// As [`strip_payment_headers`], for a header or trailer map.
+fn strip_payment_fields(fields: &mut http::HeaderMap) {
+    let forged: Vec<http::HeaderName> = fields
         .keys()
         .filter(|k| k.as_str().starts_with("payment-") || k.as_str().starts_with("tally-"))
         .cloned()
         .collect();
     for name in forged {
-        resp.headers_mut().remove(name);
+        fields.remove(name);
     }
-    resp
 }
 
 /// Refuses a declared body over the limit before reading a byte of it.
@@ -229,153 +236,37 @@ where
         Admitted::Replay { cached, .. } => return Ok(cached.into_response()),
         Admitted::Fresh(a) => a,
     };
+    let delivery = forward::Delivery::asked(&parts.headers);
     let upstream_req = Request::from_parts(parts, Body::from(body));
-    let task = tokio::spawn(forward_and_record(
+    let task = tokio::spawn(forward::forward_and_record(
         gateway.clone(),
         inner,
         upstream_req,
         admission,
-        price.clone(),
-        started,
+        forward::Paid {
+            price: price.clone(),
+            delivery,
+            started,
+        },
     ));
     task.await
         .map_err(|e| GatewayError::internal(format!("metering task: {e}")))?
 }
 
-/// Calls the upstream with an admitted request, meters the answer and records it (the part
-/// that runs on even if the client hangs up).
-async fn forward_and_record<S>(
-    gateway: Gateway,
-    mut inner: S,
-    req: Request<Body>,
-    admission: Admission,
-    price: Price,
-    started: std::time::Instant,
-) -> Result<Response, GatewayError>
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
-{
-    let settings = gateway.settings();
-    let channel = admission.channel();
-    let (lane, seq) = admission.lane_seq();
-    let max_amount = admission.authorization().max_amount;
-    let admitted_at = std::time::Instant::now();
-    let answered = fetch_upstream(
-        &mut inner,
-        req,
-        settings.max_response_bytes,
-        settings.upstream_timeout,
-    )
-    .await
-    .inspect_err(|_| tracing::warn!(%channel, lane, seq, "upstream failed; nothing recorded"))?;
-    let (mut resp_parts, resp_body) = match answered {
-        Ok(ok) => ok,
-        Err(failed) => {
-            // Nothing was served: drop the admission (releasing its reservation and lane),
-            // record nothing.
-            tracing::warn!(%channel, lane, seq, "upstream unavailable; nothing recorded");
-            return Ok(failed);
-        }
-    };
-    let upstream_time = admitted_at.elapsed();
-    let status = resp_parts.status.as_u16();
-    let c = charge(
-        &price,
-        status,
-        &resp_parts.headers,
-        max_amount,
-        settings.charge_server_errors,
-    );
-    let amount = i128::try_from(c.amount)
-        .map_err(|_| GatewayError::internal("charge exceeds the signed amount range"))?;
-    let content_type = resp_parts.headers.get(http::header::CONTENT_TYPE).cloned();
-    let recorded = gateway
-        .record(
-            admission,
-            Answer {
-                status,
-                content_type,
-                body: resp_body.clone(),
-                units: c.units,
-                amount,
-                credits: None,
-            },
-        )
-        .await?;
-    resp_parts
-        .headers
-        .insert(PAYMENT_RESPONSE, recorded.payment_response);
-    if let Some(size) = recorded.checkpoint_request {
-        if let Ok(v) = HeaderValue::from_str(&size.to_string()) {
-            resp_parts.headers.insert(CHECKPOINT_REQUEST, v);
-        }
-    }
-    resp_parts.headers.remove(http::header::CONTENT_LENGTH);
-    let total = started.elapsed();
-    let overhead = total.saturating_sub(upstream_time);
-    gateway.metrics().total.observe(total);
-    gateway.metrics().overhead.observe(overhead);
-    tracing::info!(
-        %channel,
-        lane,
-        seq,
-        status,
-        units = c.units,
-        amount = c.amount,
-        upstream_us = upstream_time.as_micros() as u64,
-        overhead_us = overhead.as_micros() as u64,
-        "metered"
-    );
-    Ok(Response::from_parts(resp_parts, Body::from(resp_body)))
-}
-
-/// The upstream's answer to an admitted request, read whole (up to `limit`) within `timeout`:
-/// `Ok(Err(resp))` when the proxy could not reach the upstream (nothing was served). A hung
-/// upstream must not hold the channel forever (the task outlives the client): past the
-/// timeout the caller records nothing and drops the admission, and with it the reservation and the lane.
-async fn fetch_upstream<S>(
-    inner: &mut S,
-    req: Request<Body>,
-    limit: u64,
-    timeout: std::time::Duration,
-) -> Result<Result<(http::response::Parts, Bytes), Response>, GatewayError>
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
-{
-    let exchange = async {
-        let resp = match inner.call(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
-        if resp.extensions().get::<UpstreamFailed>().is_some() {
-            return Ok(Err(resp));
-        }
-        let (parts, body) = strip_payment_headers(resp).into_parts();
-        let body = read_limited(body, limit).await.map_err(|_| {
-            GatewayError::new(
-                Reason::ResponseTooLarge { limit },
-                format!("the upstream's response exceeds {limit} bytes; nothing was charged"),
-            )
-        })?;
-        Ok(Ok((parts, body)))
-    };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| {
-        GatewayError::new(
-            Reason::UpstreamUnavailable,
-            format!(
-                "the upstream did not answer within {} ms; nothing was recorded or charged",
-                timeout.as_millis()
-            ),
-        )
-    })?
-}
-
 /// Reads a whole body, failing with `true` if it exceeds `limit` bytes and `false` on a
 /// transport error.
 async fn read_limited(body: Body, limit: u64) -> Result<Bytes, bool> {
+    read_whole(body, limit).await.map(|(bytes, _)| bytes)
+}
+
+/// As [`read_limited`], keeping the trailers (a meter may read its units there).
+async fn read_whole(body: Body, limit: u64) -> Result<(Bytes, Option<http::HeaderMap>), bool> {
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
+        Ok(c) => {
+            let trailers = c.trailers().cloned();
+            Ok((c.to_bytes(), trailers))
+        }
         Err(e) => Err(e
             .downcast_ref::<http_body_util::LengthLimitError>()
             .is_some()),
@@ -385,6 +276,7 @@ async fn read_limited(body: Body, limit: u64) -> Result<Bytes, bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn upstream_cannot_speak_the_payment_protocol() {
