@@ -6,6 +6,9 @@
 
 mod paid;
 mod restore;
+mod stream;
+
+pub use stream::{PaidStream, StreamPaid};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -720,8 +723,12 @@ impl Client {
                 body,
                 Some(0),
                 Expect::Credit,
+                false,
             )
             .await?;
+        let paid::Answered::Whole(resp) = resp else {
+            return Err(ClientError::Protocol("a dispute answered with a stream".into()));
+        };
         serde_json::from_slice(&resp.body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 }
@@ -747,8 +754,26 @@ impl RequestBuilder<'_> {
 
     /// Sends, paying if the route is priced; returns once the receipt is verified and its
     /// record is queued to the mirror (durable at the mirror's next group commit; see
-    /// [`Client::flush`]).
+    /// [`Client::flush`]). A streamed answer is read whole first.
     pub async fn send(self) -> Result<PaidResponse, ClientError> {
+        match self.dispatch(false).await? {
+            paid::Answered::Whole(resp) => Ok(resp),
+            paid::Answered::Stream(_) => Err(ClientError::Protocol("unexpected stream".into())),
+        }
+    }
+
+    /// Sends, paying if the route is priced, and hands the body over as it arrives
+    /// ([`PaidStream::chunk`]); [`PaidStream::finish`] then verifies the receipt that came
+    /// at the end of the stream (spec/HTTP.md §5.7). An answer that is not streamed comes
+    /// through the same interface, in one chunk.
+    pub async fn send_streaming(self) -> Result<PaidStream, ClientError> {
+        Ok(match self.dispatch(true).await? {
+            paid::Answered::Whole(resp) => PaidStream::whole(resp),
+            paid::Answered::Stream(s) => s,
+        })
+    }
+
+    async fn dispatch(self, stream: bool) -> Result<paid::Answered, ClientError> {
         let c = self.client;
         let rest = if self.url.starts_with('/') {
             self.url.as_str()
@@ -768,7 +793,7 @@ impl RequestBuilder<'_> {
             let raw = c
                 .transmit(&self.method, &url, &self.headers, &self.body)
                 .await?;
-            return Ok(PaidResponse {
+            return Ok(paid::Answered::Whole(PaidResponse {
                 exchange: DisputedExchange {
                     method: self.method.as_str().to_string(),
                     path: path.to_string(),
@@ -781,7 +806,7 @@ impl RequestBuilder<'_> {
                 headers: raw.headers,
                 body: raw.body,
                 receipt: None,
-            });
+            }));
         }
         c.send_paid(
             self.method,
@@ -791,6 +816,7 @@ impl RequestBuilder<'_> {
             self.body,
             self.max_amount,
             Expect::Terms,
+            stream,
         )
         .await
     }

@@ -20,6 +20,6 @@ pub mod receipt;
 pub mod statement;
 mod terms_guard;
 
-pub use client::{Client, ClientConfig, PaidResponse, RequestBuilder};
+pub use client::{Client, ClientConfig, PaidResponse, PaidStream, RequestBuilder, StreamPaid};
 pub use error::{ClientError, Misbehavior};
 pub use statement::{verify_statement, Statement, StatementError};

@@ -3,8 +3,8 @@
 //! [`Misbehavior`].
 
 use http::HeaderMap;
-use tally_core::request::response_hash;
-use tally_core::{Authorization, Outcome, PublicKey, Receipt, Signature, Units};
+use tally_core::request::response_hash_with_body_hash;
+use tally_core::{Authorization, Hash, Outcome, PublicKey, Receipt, Signature, Units};
 use tally_http::usage::UsageReader;
 use tally_http::Price;
 
@@ -40,7 +40,7 @@ pub fn check_receipt(
     auth: &Authorization,
     signature: &Signature,
     status: u16,
-    body: &[u8],
+    body_hash: &Hash,
     expected: Option<(Units, i128)>,
 ) -> Result<Outcome, Misbehavior> {
     receipt
@@ -81,7 +81,7 @@ pub fn check_receipt(
     }
     // The index and cumulative are checked when the record takes its place in the mirror
     // (spec/PROTOCOL.md §5.5): receipts of concurrent requests may arrive in any order.
-    if o.response_hash != response_hash(status, body) {
+    if o.response_hash != response_hash_with_body_hash(status, body_hash) {
         return Err(Misbehavior::WrongResponseHash);
     }
     Ok(o)

@@ -9,33 +9,65 @@ use super::*;
 use crate::lanes::Lease;
 
 /// Counts a request in flight for as long as it lives, cancelled or not: a gap in the mirror
-/// is left to requests in flight to fill only while there are some.
-struct InFlight<'a>(&'a AtomicU64);
+/// is left to requests in flight to fill only while there are some. Owned, since a stream
+/// outlives the call that started it.
+pub(super) struct InFlight(Arc<AtomicU64>);
 
-impl<'a> InFlight<'a> {
-    fn start(counter: &'a AtomicU64) -> Self {
+impl InFlight {
+    pub(super) fn start(counter: Arc<AtomicU64>) -> Self {
         counter.fetch_add(1, Ordering::AcqRel);
         InFlight(counter)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
+/// What the client saw of a response, for checking its receipt.
+pub(super) struct Seen {
+    /// The status the receipt is checked against.
+    pub status: u16,
+    /// The hash of the body received.
+    pub body_hash: Hash,
+    /// The units the response reported, per meter of the route.
+    pub reported: tally_core::Units,
+    /// For a dispute: the credit the body states.
+    pub credit: i128,
+}
+
+impl Seen {
+    fn whole(price: &Price, raw: &Raw) -> Seen {
+        Seen {
+            status: raw.status.as_u16(),
+            body_hash: body_hash(&raw.body),
+            reported: reported_units(price, &raw.headers, &raw.body),
+            credit: serde_json::from_slice::<DisputeGranted>(&raw.body)
+                .map(|g| g.amount.0)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// How a paid request was answered: whole, or as a stream whose receipt comes at its end.
+pub(super) enum Answered {
+    Whole(PaidResponse),
+    Stream(super::stream::PaidStream),
+}
+
 /// What one attempt signed and sent.
-struct Sent {
-    auth: Authorization,
-    sig: tally_core::Signature,
-    price: Price,
-    max: u128,
-    charge_server_errors: bool,
-    provider: PublicKey,
-    sent_checkpoint: bool,
+pub(super) struct Sent {
+    pub auth: Authorization,
+    pub sig: tally_core::Signature,
+    pub price: Price,
+    pub max: u128,
+    pub charge_server_errors: bool,
+    pub provider: PublicKey,
+    pub sent_checkpoint: bool,
     /// The client's restore count when this attempt was signed.
-    restores: u64,
+    pub restores: u64,
 }
 
 impl Client {
@@ -49,7 +81,8 @@ impl Client {
         body: Vec<u8>,
         max_amount: Option<u128>,
         expect: Expect,
-    ) -> Result<PaidResponse, ClientError> {
+        stream: bool,
+    ) -> Result<Answered, ClientError> {
         let url = if query.is_empty() {
             format!("{}{path}", self.base)
         } else {
@@ -86,12 +119,25 @@ impl Client {
             // the request may yet be recorded, and the lane resyncs before its next use.
             lease.slot.next_seq = None;
             let raw = {
-                let _in_flight = InFlight::start(&self.in_flight);
-                self.transmit(&method, &url, &h, &body).await
+                let _in_flight = InFlight::start(self.in_flight.clone());
+                self.transmit_answer(&method, &url, &h, &body, stream).await
             };
             let mut st = self.state.lock().await;
             let raw = match raw {
-                Ok(raw) => raw,
+                Ok(Transmitted::Whole(raw)) => raw,
+                Ok(Transmitted::Stream(resp)) => {
+                    // The receipt comes at the end of the stream; until then the lane's seq
+                    // is unknown (a stream dropped unfinished resyncs the lane).
+                    drop(st);
+                    let request = (method.as_str(), path, query, body_hash(&body));
+                    return Ok(Answered::Stream(super::stream::PaidStream::paid(
+                        self.clone(),
+                        resp,
+                        lease,
+                        sent,
+                        request,
+                    )));
+                }
                 Err(e) => {
                     // The provider may have recorded it: the lane learns its seq from the log
                     // before its next use, and a resend of this request comes back here.
@@ -111,27 +157,18 @@ impl Client {
                 response_body_hash: body_hash(&raw.body),
             };
             if let Some(v) = raw.headers.get(PAYMENT_RESPONSE) {
-                let receipt = self.paid_receipt(&mut st, v, &sent, &raw, &expect)?;
-                let record = Record::new(sent.auth, sent.sig, receipt.outcome);
-                lease.answered(&req_hash, sent.auth.seq + 1);
-                if sent.restores == st.restores {
-                    self.take_place(&mut st, record, receipt.signature).await?;
-                }
-                // Else a restore since this was signed disowned it (spec/HTTP.md §5.6): the
-                // response is the caller's, the record is not the client's to mirror.
-                if sent.sent_checkpoint {
-                    st.checkpoint_due = false;
-                }
-                if raw.headers.contains_key(CHECKPOINT_REQUEST) {
-                    st.checkpoint_due = true;
-                }
-                return Ok(PaidResponse {
+                let seen = Seen::whole(&sent.price, &raw);
+                let receipt = self.paid_receipt(&mut st, v, &sent, &seen, &expect)?;
+                let asked = raw.headers.contains_key(CHECKPOINT_REQUEST);
+                self.accept(&mut st, &mut lease, &sent, &receipt, asked)
+                    .await?;
+                return Ok(Answered::Whole(PaidResponse {
                     status: raw.status,
                     headers: raw.headers,
                     body: raw.body,
                     receipt: Some(receipt),
                     exchange,
-                });
+                }));
             }
             let err: ErrorBody = serde_json::from_slice(&raw.body).map_err(|_| {
                 ClientError::Protocol(format!(
@@ -277,12 +314,12 @@ impl Client {
 
     /// Decodes and verifies the receipt of an answered request (signature, our
     /// authorization, the amount the terms give, the response's hash).
-    fn paid_receipt(
+    pub(super) fn paid_receipt(
         &self,
         st: &mut State,
         header: &HeaderValue,
         sent: &Sent,
-        raw: &Raw,
+        seen: &Seen,
         expect: &Expect,
     ) -> Result<Receipt, ClientError> {
         let pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", header.as_bytes())
@@ -300,29 +337,50 @@ impl Client {
             Expect::Terms => Some(expected_charge(
                 sent.charge_server_errors,
                 &sent.price,
-                raw.status.as_u16(),
-                reported_units(&sent.price, &raw.headers, &raw.body),
+                seen.status,
+                seen.reported,
                 sent.max,
             )),
-            Expect::Credit => {
-                let credit = serde_json::from_slice::<DisputeGranted>(&raw.body)
-                    .map(|g| g.amount.0)
-                    .unwrap_or(0);
-                Some(([0; tally_core::METERS], credit))
-            }
+            Expect::Credit => Some(([0; tally_core::METERS], seen.credit)),
         };
         match check_receipt(
             &receipt,
             &sent.provider,
             &sent.auth,
             &sent.sig,
-            raw.status.as_u16(),
-            &raw.body,
+            seen.status,
+            &seen.body_hash,
             expected,
         ) {
             Ok(_) => Ok(receipt),
             Err(m) => Err(Self::stop(st, m)),
         }
+    }
+
+    /// A verified receipt's record takes its place in the mirror and the lane moves on:
+    /// the end of every paid request that was answered with a receipt.
+    pub(super) async fn accept(
+        &self,
+        st: &mut State,
+        lease: &mut Lease,
+        sent: &Sent,
+        receipt: &Receipt,
+        checkpoint_requested: bool,
+    ) -> Result<(), ClientError> {
+        let record = Record::new(sent.auth, sent.sig, receipt.outcome);
+        lease.answered(&sent.auth.request_hash, sent.auth.seq + 1);
+        if sent.restores == st.restores {
+            self.take_place(st, record, receipt.signature).await?;
+        }
+        // Else a restore since this was signed disowned it (spec/HTTP.md §5.6): the
+        // response is the caller's, the record is not the client's to mirror.
+        if sent.sent_checkpoint {
+            st.checkpoint_due = false;
+        }
+        if checkpoint_requested {
+            st.checkpoint_due = true;
+        }
+        Ok(())
     }
 
     /// The provider says our request was recorded but its response is gone: the record must
@@ -441,6 +499,22 @@ impl Client {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Raw, ClientError> {
+        match self.transmit_answer(method, url, headers, body, false).await? {
+            Transmitted::Whole(raw) => Ok(raw),
+            Transmitted::Stream(_) => Err(ClientError::Protocol("unexpected stream".into())),
+        }
+    }
+
+    /// Sends with retries; with `stream`, an event stream whose receipt comes at its end
+    /// (no `PAYMENT-RESPONSE` header, spec/HTTP.md §5.7) is returned unread.
+    pub(super) async fn transmit_answer(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        stream: bool,
+    ) -> Result<Transmitted, ClientError> {
         let mut last = None;
         for attempt in 0..=self.retries {
             if attempt > 0 {
@@ -455,15 +529,18 @@ impl Client {
                 .await;
             match sent {
                 Ok(resp) => {
+                    if stream && super::stream::streamed(resp.headers()) {
+                        return Ok(Transmitted::Stream(resp));
+                    }
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     match resp.bytes().await {
                         Ok(body) => {
-                            return Ok(Raw {
+                            return Ok(Transmitted::Whole(Raw {
                                 status,
                                 headers,
                                 body,
-                            })
+                            }))
                         }
                         Err(e) => last = Some(e),
                     }
@@ -476,4 +553,10 @@ impl Client {
             ClientError::from,
         ))
     }
+}
+
+/// A response as transmitted: read whole, or a stream left to its reader.
+pub(super) enum Transmitted {
+    Whole(Raw),
+    Stream(reqwest::Response),
 }
