@@ -18,6 +18,7 @@ pub mod payment;
 pub mod read_auth;
 pub mod reason;
 pub mod terms;
+pub mod x402;
 
 pub use amount::Amount;
 pub use error::WireError;
