@@ -128,6 +128,7 @@ pub fn routes() -> Vec<RoutePrice> {
             method: "*".into(),
             path: "/v1/echo".into(),
             path_match: PathMatch::Prefix,
+            mime_type: None,
             price: Price::Fixed {
                 amount: Amount(ECHO_PRICE),
             },
@@ -136,6 +137,7 @@ pub fn routes() -> Vec<RoutePrice> {
             method: "*".into(),
             path: "/v1/tokens".into(),
             path_match: PathMatch::Exact,
+            mime_type: None,
             price: Price::Metered {
                 units_header: "x-units".into(),
                 unit_price: Amount(3),
@@ -147,6 +149,7 @@ pub fn routes() -> Vec<RoutePrice> {
             method: "*".into(),
             path: "/v1/hang".into(),
             path_match: PathMatch::Exact,
+            mime_type: None,
             price: Price::Fixed {
                 amount: Amount(ECHO_PRICE),
             },
@@ -155,6 +158,7 @@ pub fn routes() -> Vec<RoutePrice> {
             method: "*".into(),
             path: "/v1/fail".into(),
             path_match: PathMatch::Exact,
+            mime_type: None,
             price: Price::Fixed {
                 amount: Amount(ECHO_PRICE),
             },

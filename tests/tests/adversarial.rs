@@ -98,6 +98,7 @@ fn route(method: &str, path: &str, path_match: PathMatch, price: Price) -> Route
         method: method.into(),
         path: path.into(),
         path_match,
+        mime_type: None,
         price,
     }
 }

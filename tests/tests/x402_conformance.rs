@@ -97,7 +97,8 @@ async fn post(url: &str, path: &str, body: &str, payment: &str) -> (u16, http::H
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_x402_header_of_a_paid_session_passes_the_official_sdk() {
-    let stack = Stack::start(|_| {}).await;
+    // The echo route declares its responses' type; a 402 repeats it as resource.mimeType.
+    let stack = Stack::start(|s| s.routes[0].mime_type = Some("text/plain".into())).await;
     let seen: Seen = Arc::default();
     let proxy = recording_proxy(stack.server.url(), seen.clone()).await;
 
@@ -109,6 +110,14 @@ async fn every_x402_header_of_a_paid_session_passes_the_official_sdk() {
     let required: PaymentRequired =
         decode_header("PAYMENT-REQUIRED", r.headers()[PAYMENT_REQUIRED].as_bytes()).unwrap();
     assert_eq!(required.error, "payment_required");
+    assert_eq!(required.resource.mime_type.as_deref(), Some("text/plain"));
+    let r = reqwest::get(format!("{}/v1/tokens", proxy.url()))
+        .await
+        .unwrap();
+    let metered: PaymentRequired =
+        decode_header("PAYMENT-REQUIRED", r.headers()[PAYMENT_REQUIRED].as_bytes()).unwrap();
+    assert_eq!(metered.resource.mime_type, None);
+    assert_eq!(metered.accepts[0].amount.0, 300);
 
     // 2. Paid calls by the Rust client until the deposit (45) refuses the fifth.
     let ch = open_channel(&stack.funding, 45);

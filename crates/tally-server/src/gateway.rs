@@ -525,15 +525,21 @@ impl Gateway {
         Requirement::tally(&i.settings.chain, i.public, i.terms_hash, price)
     }
 
-    /// The x402 PaymentRequired for a priced route.
-    pub fn payment_required(&self, url: &str, price: &Price) -> PaymentRequired {
+    /// The x402 PaymentRequired for a route priced `price` whose responses are of type
+    /// `mime_type`, when the route declares one (spec/HTTP.md §3.1).
+    pub fn payment_required(
+        &self,
+        url: &str,
+        price: &Price,
+        mime_type: Option<String>,
+    ) -> PaymentRequired {
         PaymentRequired {
             x402_version: X402_VERSION,
             error: "payment_required".into(),
             resource: Resource {
                 url: url.to_string(),
                 description: "tally-metered resource".into(),
-                mime_type: None,
+                mime_type,
             },
             accepts: vec![self.requirement(price)],
         }

@@ -102,12 +102,14 @@ pub fn terms(provider: &SecretKey) -> Terms {
                 method: "GET".into(),
                 path: "/v1/items".into(),
                 path_match: PathMatch::Prefix,
+                mime_type: None,
                 price: Price::Fixed { amount: Amount(10) },
             },
             RoutePrice {
                 method: "POST".into(),
                 path: "/v1/complete".into(),
                 path_match: PathMatch::Exact,
+                mime_type: None,
                 price: Price::Metered {
                     units_header: "x-tokens".into(),
                     unit_price: Amount(2),

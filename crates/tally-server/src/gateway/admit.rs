@@ -89,7 +89,17 @@ impl Gateway {
         purpose: Purpose<'_>,
     ) -> Result<Admitted, GatewayError> {
         let i = &self.inner;
-        let required = || self.payment_required(&url_of(req), &purpose.quoted());
+        let required = || {
+            // The route's declared response type, for `resource.mimeType`; a dispute has none.
+            let mime_type = match purpose {
+                Purpose::Route(_) => self
+                    .route_of(req.method, req.path)
+                    .ok()
+                    .and_then(|(_, route)| route.and_then(|r| r.mime_type.clone())),
+                Purpose::Dispute => None,
+            };
+            self.payment_required(&url_of(req), &purpose.quoted(), mime_type)
+        };
         let header = req.headers.get(PAYMENT_SIGNATURE).ok_or_else(|| {
             GatewayError::new(
                 Reason::PaymentRequired,
