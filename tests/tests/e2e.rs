@@ -211,7 +211,10 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     assert_eq!(resp.status(), 400);
     let resp = reqwest::Client::new()
         .post(format!("{url}/v1/echo"))
-        .header(PAYMENT_SIGNATURE, "A".repeat(4000))
+        .header(
+            PAYMENT_SIGNATURE,
+            "A".repeat(tally_http::headers::MAX_HEADER_BYTES + 1),
+        )
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
