@@ -98,7 +98,12 @@ async fn post(url: &str, path: &str, body: &str, payment: &str) -> (u16, http::H
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_x402_header_of_a_paid_session_passes_the_official_sdk() {
     // The echo route declares its responses' type; a 402 repeats it as resource.mimeType.
-    let stack = Stack::start(|s| s.routes[0].mime_type = Some("text/plain".into())).await;
+    // 5xx answers are charged, so a dispute can credit one (a negative `amount`).
+    let stack = Stack::start(|s| {
+        s.routes[0].mime_type = Some("text/plain".into());
+        s.charge_server_errors = true;
+    })
+    .await;
     let seen: Seen = Arc::default();
     let proxy = recording_proxy(stack.server.url(), seen.clone()).await;
 
@@ -171,13 +176,47 @@ async fn every_x402_header_of_a_paid_session_passes_the_official_sdk() {
     let refusal: PaymentRequired = decode_header("PAYMENT-REQUIRED", last.as_bytes()).unwrap();
     assert_eq!(refusal.error, "insufficient_funds");
 
-    // 3. Payments shaped like a stock x402 client's, straight to the gateway.
-    let mut all = captured;
+    // 3. A dispute's credit: its PAYMENT-RESPONSE has a negative amount.
+    dispute_a_charged_5xx(&stack, &proxy).await;
+    let credits: Vec<i128> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, _)| n == "PAYMENT-RESPONSE")
+        .map(|(_, v)| {
+            let pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", v.as_bytes()).unwrap();
+            pr.amount.0
+        })
+        .filter(|a| *a < 0)
+        .collect();
+    assert_eq!(credits, [-(ECHO_PRICE as i128)]);
+
+    // 4. Payments shaped like a stock x402 client's, straight to the gateway.
+    let mut all = seen.lock().unwrap().clone();
     all.extend(stock_payments(&stack).await);
     let report = official_sdk_accepts(&all);
     println!("{report}");
     proxy.stop().await;
     stack.stop().await;
+}
+
+/// Pays through the proxy on a fresh channel for a charged 5xx and disputes it as the e2e
+/// dispute test does (the first attempt is below the checkpoint, refused), so the proxy
+/// sees the credit's `PAYMENT-RESPONSE`.
+async fn dispute_a_charged_5xx(stack: &Stack, proxy: &Server) {
+    let ch = open_channel(&stack.funding, 1_000_000);
+    let dir = tmp();
+    let client = connect(&proxy.url(), dir.path(), &ch).await;
+    let fine = client.post("/v1/echo").body("fine").send().await.unwrap();
+    let failed = client.post("/v1/fail").send().await.unwrap();
+    assert_eq!(failed.status, 500);
+    client.checkpoint().await.unwrap();
+    // A correctly charged record has no refund; the 5xx one is below the checkpoint.
+    assert!(client.dispute(0, fine.exchange).await.is_err());
+    assert!(client.dispute(1, failed.exchange.clone()).await.is_err());
+    assert!(client.post("/v1/echo").body("later").send().await.is_ok());
+    let granted = client.dispute(1, failed.exchange).await.unwrap();
+    assert_eq!(granted.amount.0, -(ECHO_PRICE as i128));
 }
 
 /// A payment with `resource` and `extensions` and differently cased addresses is served; one

@@ -89,17 +89,7 @@ impl Gateway {
         purpose: Purpose<'_>,
     ) -> Result<Admitted, GatewayError> {
         let i = &self.inner;
-        let required = || {
-            // The route's declared response type, for `resource.mimeType`; a dispute has none.
-            let mime_type = match purpose {
-                Purpose::Route(_) => self
-                    .route_of(req.method, req.path)
-                    .ok()
-                    .and_then(|(_, route)| route.and_then(|r| r.mime_type.clone())),
-                Purpose::Dispute => None,
-            };
-            self.payment_required(&url_of(req), &purpose.quoted(), mime_type)
-        };
+        let required = || self.required_for(req, &purpose);
         let header = req.headers.get(PAYMENT_SIGNATURE).ok_or_else(|| {
             GatewayError::new(
                 Reason::PaymentRequired,
@@ -201,6 +191,19 @@ impl Gateway {
             tail_cumulative: cumulatives.1,
             consumed: false,
         }))
+    }
+
+    /// The PaymentRequired a 402 for this request carries, with the route's declared response
+    /// type as `resource.mimeType` (spec/HTTP.md §3.1); a dispute has none.
+    fn required_for(&self, req: &RequestView<'_>, purpose: &Purpose<'_>) -> PaymentRequired {
+        let mime_type = match purpose {
+            Purpose::Route(_) => self
+                .route_of(req.method, req.path)
+                .ok()
+                .and_then(|(_, route)| route.and_then(|r| r.mime_type.clone())),
+            Purpose::Dispute => None,
+        };
+        self.payment_required(&url_of(req), &purpose.quoted(), mime_type)
     }
 
     /// The payment's `accepted` must be the requirement this route advertises (spec/HTTP.md
