@@ -244,11 +244,11 @@ async fn stock_payments(stack: &Stack) -> Vec<(String, String)> {
     out.push(("PAYMENT-SIGNATURE".to_string(), text));
     note_into(&mut out, &headers);
 
+    type Change = Box<dyn Fn(&mut PaymentPayload)>;
     for (member, change) in [
         (
             "amount",
-            Box::new(|p: &mut PaymentPayload| p.accepted.amount.0 += 1)
-                as Box<dyn Fn(&mut PaymentPayload)>,
+            Box::new(|p: &mut PaymentPayload| p.accepted.amount.0 += 1) as Change,
         ),
         (
             "extra.terms_hash",

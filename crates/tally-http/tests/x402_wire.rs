@@ -52,7 +52,8 @@ fn accepted_mismatch_names_the_first_differing_member() {
     same.extra.terms_url = "https://elsewhere/terms".into();
     assert_eq!(ours.mismatch(&same), None);
     let other_key = SecretKey::from_seed(&[3; 32]).public();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Requirement)>)> = vec![
+    type Change = Box<dyn Fn(&mut Requirement)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("scheme", Box::new(|r| r.scheme = "exact".into())),
         ("network", Box::new(|r| r.network = "eip155:1".into())),
         (
