@@ -90,7 +90,7 @@ async fn main() {
         max_timeout_seconds: 60,
         extra: RequirementExtra {
             contract: format!("0x{}", "dd".repeat(20)),
-            provider_key: public,
+            provider_key: public.into(),
             terms_hash: Hash([7; 32]),
             terms_url: "/.well-known/tally".into(),
         },

@@ -9,8 +9,8 @@ use tally_core::{Hash, Outcome, PublicKey, Receipt, Record, Signature};
 use crate::error::WireError;
 
 pub use crate::x402::{
-    PaymentPayload, PaymentRequired, PaymentResponse, Requirement, RequirementExtra, Resource,
-    ResponseExtra, TallyPayment,
+    KeyBytes, PaymentPayload, PaymentRequired, PaymentResponse, Requirement, RequirementExtra,
+    Resource, ResponseExtra, TallyPayment,
 };
 
 /// Lowercase hex, as `hex::encode` gives, without building the string char by char.

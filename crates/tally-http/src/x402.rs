@@ -53,14 +53,27 @@ pub struct Requirement {
     pub extra: RequirementExtra,
 }
 
+/// A provider key as a requirement carries it: the key's 32 bytes in lowercase hex, not
+/// checked to be a curve point. A payment's `accepted` only has to equal the gateway's own
+/// key byte for byte, and decompressing the point would cost every paid request a few
+/// microseconds for nothing; clients take the key they verify receipts with from the terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyBytes(#[serde(with = "tally_core::encoding::fixed_bytes")] pub [u8; 32]);
+
+impl From<PublicKey> for KeyBytes {
+    fn from(key: PublicKey) -> Self {
+        KeyBytes(key.to_bytes())
+    }
+}
+
 /// The `extra` member of a tally requirement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequirementExtra {
     /// The settlement contract.
     pub contract: String,
-    /// The provider's ed25519 key.
-    pub provider_key: PublicKey,
+    /// The provider's ed25519 key (the terms' `provider_key`).
+    pub provider_key: KeyBytes,
     /// The hash of the terms document authorizations must sign.
     pub terms_hash: Hash,
     /// Where the terms document is served.
@@ -93,7 +106,7 @@ impl Requirement {
             max_timeout_seconds: MAX_TIMEOUT_SECONDS,
             extra: RequirementExtra {
                 contract: chain.contract.clone(),
-                provider_key,
+                provider_key: provider_key.into(),
                 terms_hash,
                 terms_url: crate::headers::WELL_KNOWN_PATH.into(),
             },

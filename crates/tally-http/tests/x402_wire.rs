@@ -69,7 +69,7 @@ fn accepted_mismatch_names_the_first_differing_member() {
         ),
         (
             "extra.provider_key",
-            Box::new(move |r| r.extra.provider_key = other_key),
+            Box::new(move |r| r.extra.provider_key = other_key.into()),
         ),
     ];
     for (member, change) in cases {
