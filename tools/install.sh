@@ -2,7 +2,8 @@
 # Installs the project-local, lockfile-pinned tools into tools/node_modules:
 #   solc (solcjs)                   tools/node_modules/solc/            (used by crates/tally-chain/contracts/compile.js)
 #   @foundry-rs/anvil-linux-amd64   tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
-# Idempotent: does nothing when both are already installed at the locked versions.
+#   @x402/core                      tools/node_modules/@x402/core/  (used by tools/x402-check.mjs)
+# Idempotent: does nothing when all are already installed at the locked versions.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,12 +17,12 @@ installed() { # installed NAME -> version in node_modules, or empty
 }
 
 up_to_date=1
-for pkg in solc @foundry-rs/anvil-linux-amd64; do
+for pkg in solc @foundry-rs/anvil-linux-amd64 @x402/core zod; do
   if [ "$(installed "$pkg")" != "$(locked "$pkg")" ]; then up_to_date=0; fi
 done
 anvil="$here/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 if [ "$up_to_date" = 1 ] && [ -x "$anvil" ]; then
-  echo "tools: solc $(locked solc) and anvil $(locked @foundry-rs/anvil-linux-amd64) already installed"
+  echo "tools: solc $(locked solc), anvil $(locked @foundry-rs/anvil-linux-amd64) and @x402/core $(locked @x402/core) already installed"
   exit 0
 fi
 
@@ -30,4 +31,4 @@ if [ ! -x "$anvil" ]; then
   echo "tools: anvil binary missing at $anvil after npm ci" >&2
   exit 1
 fi
-echo "tools: installed solc $(installed solc) and $("$anvil" --version | head -n 1)"
+echo "tools: installed solc $(installed solc), @x402/core $(installed @x402/core) and $("$anvil" --version | head -n 1)"

@@ -21,9 +21,11 @@ use tally_http::{
 fn headers(value: &[u8]) {
     if let Ok(p) = decode_header::<PaymentPayload>("PAYMENT-SIGNATURE", value) {
         let _ = p.authorization_and_bytes();
+        // Any requirement matches itself (spec/HTTP.md §3.2).
+        assert_eq!(p.accepted.mismatch(&p.accepted), None);
     }
     if let Ok(r) = decode_header::<PaymentResponse>("PAYMENT-RESPONSE", value) {
-        let _ = r.receipt.receipt();
+        let _ = r.extra.receipt.receipt();
     }
     let _ = decode_header::<PaymentRequired>("PAYMENT-REQUIRED", value);
     if let Ok(c) = decode_header::<WireCheckpoint>("TALLY-CHECKPOINT", value) {

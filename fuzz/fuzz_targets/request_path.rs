@@ -21,6 +21,7 @@ fn routes() -> Vec<RoutePrice> {
         method: method.into(),
         path: path.into(),
         path_match,
+        mime_type: None,
         price,
     };
     vec![

@@ -15,7 +15,7 @@ use tally_core::{
     Authorization, ChannelId, Hash, Outcome, Record, RequestSalt, SecretKey, Signature,
 };
 use tally_http::headers::{decode_header, encode_header};
-use tally_http::payment::{PaymentPayload, PaymentResponse};
+use tally_http::payment::{PaymentPayload, PaymentResponse, Requirement, RequirementExtra};
 
 fn thread_cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
@@ -81,8 +81,25 @@ async fn main() {
     let public = key.public();
     let auth = authorization(5);
     let sig = auth.sign(&key);
-    let header = encode_header("PAYMENT-SIGNATURE", &PaymentPayload::new(31337, &auth, sig))
-        .expect("encoding the header");
+    let accepted = Requirement {
+        scheme: "tally".into(),
+        network: "eip155:31337".into(),
+        amount: tally_http::Amount(10),
+        asset: format!("0x{}", "cc".repeat(20)),
+        pay_to: format!("0x{}", "bb".repeat(20)),
+        max_timeout_seconds: 60,
+        extra: RequirementExtra {
+            contract: format!("0x{}", "dd".repeat(20)),
+            provider_key: public.into(),
+            terms_hash: Hash([7; 32]),
+            terms_url: "/.well-known/tally".into(),
+        },
+    };
+    let header = encode_header(
+        "PAYMENT-SIGNATURE",
+        &PaymentPayload::new(accepted, &auth, sig),
+    )
+    .expect("encoding the header");
     println!("PAYMENT-SIGNATURE: {} bytes", header.len());
     let floor_verify = time("ed25519 strict verify (reference)", 2000, |_| {
         assert!(auth.verify(&public, &sig).is_ok());
@@ -132,7 +149,14 @@ async fn main() {
     let receipt_sig = key.sign(&outcome_bytes);
     other += time("render PAYMENT-RESPONSE", 50_000, |_| {
         std::hint::black_box(
-            PaymentResponse::receipt_header("eip155:31337", &outcome_bytes, &receipt_sig).unwrap(),
+            PaymentResponse::receipt_header(
+                "eip155:31337",
+                "0xAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAa",
+                10,
+                &outcome_bytes,
+                &receipt_sig,
+            )
+            .unwrap(),
         );
     });
     println!(

@@ -128,6 +128,7 @@ pub fn routes() -> Vec<RoutePrice> {
             method: "*".into(),
             path: "/v1/echo".into(),
             path_match: PathMatch::Prefix,
+            mime_type: None,
             price: Price::Fixed {
                 amount: Amount(ECHO_PRICE),
             },
@@ -136,12 +137,14 @@ pub fn routes() -> Vec<RoutePrice> {
             method: "*".into(),
             path: "/v1/tokens".into(),
             path_match: PathMatch::Exact,
+            mime_type: None,
             price: Price::Metered(tally_http::MeteredPrice::header("x-units", 3, 300)),
         },
         RoutePrice {
             method: "*".into(),
             path: "/v1/hang".into(),
             path_match: PathMatch::Exact,
+            mime_type: None,
             price: Price::Fixed {
                 amount: Amount(ECHO_PRICE),
             },
@@ -150,6 +153,7 @@ pub fn routes() -> Vec<RoutePrice> {
             method: "*".into(),
             path: "/v1/fail".into(),
             path_match: PathMatch::Exact,
+            mime_type: None,
             price: Price::Fixed {
                 amount: Amount(ECHO_PRICE),
             },

@@ -9,9 +9,10 @@ use tally_core::encoding::Canonical;
 use tally_core::request::request_hash;
 use tally_core::{Authorization, SecretKey};
 use tally_http::headers::{encode_header, PAYMENT_SIGNATURE};
-use tally_http::{ErrorBody, PaymentPayload, Reason};
+use tally_http::payment::Requirement;
+use tally_http::{ErrorBody, PaymentPayload, Reason, Terms};
 
-use crate::{spawn, Server, TestChannel, CHAIN_ID, ECHO_PRICE};
+use crate::{spawn, Server, TestChannel, ECHO_PRICE};
 
 /// A raw paid POST of `body` to `url` + `path` under `auth` signed by `key`: the status, the
 /// headers and the body of the answer.
@@ -33,7 +34,8 @@ pub async fn raw_signed(
     auth: &Authorization,
     sig: &tally_core::Signature,
 ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let payload = PaymentPayload::new(CHAIN_ID, auth, *sig);
+    let accepted = accepted_at(url, "POST", path).await;
+    let payload = PaymentPayload::new(accepted, auth, *sig);
     let header = encode_header("PAYMENT-SIGNATURE", &payload).unwrap_or_default();
     let resp = reqwest::Client::new()
         .post(format!("{url}{path}"))
@@ -46,6 +48,33 @@ pub async fn raw_signed(
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
     (status, headers, bytes)
+}
+
+/// The terms the gateway at `url` serves, and their hash.
+pub async fn served_terms(url: &str) -> (Terms, tally_core::Hash) {
+    let resp = reqwest::get(format!("{url}{}", tally_http::headers::WELL_KNOWN_PATH))
+        .await
+        .unwrap_or_else(|e| panic!("GET terms: {e}"));
+    let bytes = resp
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("terms body: {e}"));
+    let terms = Terms::parse(&bytes).unwrap_or_else(|e| panic!("terms: {e}"));
+    (terms, tally_http::terms::terms_hash(&bytes))
+}
+
+/// The x402 requirement a payment for `method` `path` (query ignored) pays under, derived
+/// from `terms` as the client derives it (spec/HTTP.md §3.2).
+pub fn accepted(terms: &Terms, hash: tally_core::Hash, method: &str, path: &str) -> Requirement {
+    let path = path.split('?').next().unwrap_or(path);
+    let price = terms.price_for(method, path);
+    Requirement::tally(&terms.chain, terms.provider_key, hash, price)
+}
+
+/// [`accepted`] under the terms the gateway at `url` serves now.
+pub async fn accepted_at(url: &str, method: &str, path: &str) -> Requirement {
+    let (terms, hash) = served_terms(url).await;
+    accepted(&terms, hash, method, path)
 }
 
 /// The reason of a refusal's body.

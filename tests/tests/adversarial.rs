@@ -98,6 +98,7 @@ fn route(method: &str, path: &str, path_match: PathMatch, price: Price) -> Route
         method: method.into(),
         path: path.into(),
         path_match,
+        mime_type: None,
         price,
     }
 }
@@ -238,10 +239,13 @@ struct At {
     cumulative: u128,
     terms_hash: Hash,
     salt: RequestSalt,
+    /// The terms the gateway serves (for each payment's `accepted`).
+    terms: tally_http::Terms,
 }
 
 impl At {
-    async fn of(client: &Client, terms_hash: Hash) -> At {
+    async fn of(client: &Client, terms_hash: Hash, url: &str) -> At {
+        let (terms, _) = tally_e2e::paid::served_terms(url).await;
         let (seq, root, cumulative) = client.mirror_head().await;
         let salt = client
             .request_salt()
@@ -253,6 +257,7 @@ impl At {
             cumulative,
             terms_hash,
             salt,
+            terms,
         }
     }
 }
@@ -280,7 +285,8 @@ fn payment(
         terms_hash: at.terms_hash,
     };
     // anvil's chain id is the test gateway's too.
-    let payload = PaymentPayload::new(CHAIN_ID, &auth, auth.sign(key));
+    let accepted = tally_e2e::paid::accepted(&at.terms, at.terms_hash, method, path);
+    let payload = PaymentPayload::new(accepted, &auth, auth.sign(key));
     ok("encode", encode_header("PAYMENT-SIGNATURE", &payload))
 }
 
@@ -356,7 +362,7 @@ async fn hostile_requests_are_refused_before_they_cost_anything() {
     let records = live.metric("tally_log_records").await;
 
     // 1. A zero maximum pays for nothing: refused on metered and fixed routes alike.
-    let at = At::of(&client, terms_hash).await;
+    let at = At::of(&client, terms_hash, &live.url()).await;
     for (target, path, query) in [
         ("/v1/tokens?n=50", "/v1/tokens", "n=50"),
         ("/v1/echo", "/v1/echo", ""),
@@ -532,7 +538,7 @@ async fn hostile_requests_are_refused_before_they_cost_anything() {
     assert_eq!(live.metric("tally_channels_in_memory").await, 1);
 
     // 5. An upstream cannot speak the payment protocol.
-    let at = At::of(&client, terms_hash).await;
+    let at = At::of(&client, terms_hash, &live.url()).await;
     let pay = payment(ch.id, &ch.session, &at, ("POST", "/v1/inject", "", b""), 10);
     let (status, head, _) = raw_http(
         live.port,
@@ -564,6 +570,7 @@ async fn hostile_requests_are_refused_before_they_cost_anything() {
         cumulative,
         terms_hash,
         salt: at.salt,
+        terms: at.terms,
     };
     let pay = payment(ch.id, &ch.session, &at, ("POST", "/v1/slow", "", b"w"), 10);
     let req = request("POST", "/v1/slow", &[(PAYMENT_SIGNATURE, &pay)], b"w");

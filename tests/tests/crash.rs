@@ -87,7 +87,8 @@ async fn record_behind_the_clients_back(
         ack_cumulative: cumulative,
         terms_hash,
     };
-    let payload = PaymentPayload::new(CHAIN_ID, &auth, auth.sign(&ch.session));
+    let accepted = tally_e2e::paid::accepted_at(url, "POST", "/v1/echo").await;
+    let payload = PaymentPayload::new(accepted, &auth, auth.sign(&ch.session));
     let header = ok("header", encode_header("PAYMENT-SIGNATURE", &payload));
     let resp = ok(
         "raw request",

@@ -211,7 +211,10 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     assert_eq!(resp.status(), 400);
     let resp = reqwest::Client::new()
         .post(format!("{url}/v1/echo"))
-        .header(PAYMENT_SIGNATURE, "A".repeat(4000))
+        .header(
+            PAYMENT_SIGNATURE,
+            "A".repeat(tally_http::headers::MAX_HEADER_BYTES + 1),
+        )
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -485,7 +488,7 @@ async fn tampering_proxy(gateway: String, key: SecretKey, mode: Tamper) -> Serve
             if let Some(v) = headers.get(PAYMENT_RESPONSE).cloned() {
                 let mut pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", v.as_bytes())
                     .unwrap_or_else(|e| panic!("{e}"));
-                let mut receipt = pr.receipt.receipt().unwrap_or_else(|e| panic!("{e}"));
+                let mut receipt = pr.extra.receipt.receipt().unwrap_or_else(|e| panic!("{e}"));
                 match mode {
                     Tamper::Signature => receipt.signature.0[5] ^= 1,
                     Tamper::Amount => {
@@ -504,7 +507,7 @@ async fn tampering_proxy(gateway: String, key: SecretKey, mode: Tamper) -> Serve
                     }
                     Tamper::Root => {}
                 }
-                pr.receipt = tally_http::WireReceipt::from_receipt(&receipt);
+                pr.extra.receipt = tally_http::WireReceipt::from_receipt(&receipt);
                 let text = encode_header("PAYMENT-RESPONSE", &pr).unwrap_or_default();
                 if let Ok(v) = http::HeaderValue::from_str(&text) {
                     headers.insert(PAYMENT_RESPONSE, v);

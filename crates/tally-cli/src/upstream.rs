@@ -37,12 +37,14 @@ pub fn prices() -> Vec<RoutePrice> {
             method: "GET".into(),
             path: "/v1/items".into(),
             path_match: PathMatch::Prefix,
+            mime_type: None,
             price: fixed.clone(),
         },
         RoutePrice {
             method: "POST".into(),
             path: "/v1/complete".into(),
             path_match: PathMatch::Exact,
+            mime_type: None,
             price: Price::Metered(MeteredPrice::header(
                 UNITS_HEADER,
                 TOKEN_PRICE,
@@ -53,6 +55,7 @@ pub fn prices() -> Vec<RoutePrice> {
             method: "GET".into(),
             path: "/v1/flaky".into(),
             path_match: PathMatch::Exact,
+            mime_type: None,
             price: fixed,
         },
     ]

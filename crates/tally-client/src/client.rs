@@ -32,7 +32,7 @@ use tally_http::headers::{
     decode_header, encode_header, API_PREFIX, CHECKPOINT, CHECKPOINT_REQUEST, PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
 };
-use tally_http::payment::WireEip712Sig;
+use tally_http::payment::{Requirement, WireEip712Sig};
 use tally_http::read_auth::{ReadToken, READ_AUTH};
 use tally_http::{
     Amount, ErrorBody, PaymentPayload, PaymentResponse, Price, Reason, SessionBinding,

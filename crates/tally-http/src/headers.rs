@@ -18,8 +18,10 @@ pub const CHECKPOINT_REQUEST: &str = "tally-checkpoint-request";
 /// The client hands over a signed checkpoint with a request (spec/HTTP.md §6).
 pub const CHECKPOINT: &str = "tally-checkpoint";
 /// Every header payload above is at most this long (base64 text), so proofs never travel
-/// in headers (spec/HTTP.md §2).
-pub const MAX_HEADER_BYTES: usize = 2048;
+/// in headers (spec/HTTP.md §2). The widest tally payment is about 1.4 KB once `accepted`
+/// carries the full x402 requirement; the rest is room for the `resource` a stock x402
+/// client copies from the 402 (about 1.9 KB of URL), well under common 8 KiB header limits.
+pub const MAX_HEADER_BYTES: usize = 4096;
 /// Where the terms document is served (spec/HTTP.md §4).
 pub const WELL_KNOWN_PATH: &str = "/.well-known/tally";
 /// The prefix of every gateway endpoint (spec/HTTP.md §5).

@@ -21,6 +21,7 @@ pub mod reason;
 pub mod stream;
 pub mod terms;
 pub mod usage;
+pub mod x402;
 
 pub use amount::Amount;
 pub use error::WireError;

@@ -24,6 +24,12 @@ pub enum Reason {
     UnknownChannel,
     /// The authorization's or a checkpoint's signature fails strict verification.
     InvalidSignature,
+    /// The payment's `accepted` is not the requirement the gateway advertises for this route
+    /// (spec/HTTP.md §3.2); the 402's `PAYMENT-REQUIRED` carries the right one.
+    RequirementsMismatch {
+        /// The first member that differs (`amount`, `payTo`, `extra.contract`, …).
+        member: String,
+    },
     /// `seq` is not the lane's next seq and the request is not a retry of the lane's last
     /// recorded one (spec/PROTOCOL.md §5.4). The client resyncs its mirror (the records
     /// endpoint) and continues the lane at `expected_seq`.
@@ -157,6 +163,7 @@ impl Reason {
             Reason::PayloadTooLarge { .. } => "payload_too_large",
             Reason::UnknownChannel => "unknown_channel",
             Reason::InvalidSignature => "invalid_signature",
+            Reason::RequirementsMismatch { .. } => "requirements_mismatch",
             Reason::StaleSeq { .. } => "stale_seq",
             Reason::LaneOutOfRange { .. } => "lane_out_of_range",
             Reason::LaneBusy { .. } => "lane_busy",
@@ -184,6 +191,22 @@ impl Reason {
         }
     }
 
+    /// The reason in x402's `errorReason` vocabulary where x402 has one with the same
+    /// meaning, else tally's own code (spec/HTTP.md §8): what a 402's `PAYMENT-REQUIRED`
+    /// carries as `error`, as the official x402 servers put their verification failure there.
+    pub fn x402_reason(&self) -> &'static str {
+        match self {
+            Reason::Malformed => "invalid_payload",
+            Reason::InsufficientFunds { .. } => "insufficient_funds",
+            Reason::RequirementsMismatch { member } => match member.as_str() {
+                "scheme" => "unsupported_scheme",
+                "network" => "invalid_network",
+                _ => "invalid_payment_requirements",
+            },
+            other => other.code(),
+        }
+    }
+
     /// The HTTP status of the reason (spec/HTTP.md §8).
     pub fn status(&self) -> u16 {
         match self {
@@ -207,6 +230,7 @@ impl Reason {
             Reason::PaymentRequired
             | Reason::UnknownChannel
             | Reason::InvalidSignature
+            | Reason::RequirementsMismatch { .. }
             | Reason::TermsChanged { .. }
             | Reason::InsufficientFunds { .. }
             | Reason::CheckpointRequired { .. }

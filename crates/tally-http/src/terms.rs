@@ -176,6 +176,11 @@ pub struct RoutePrice {
     pub path_match: PathMatch,
     /// The price.
     pub price: Price,
+    /// The media type of the route's responses, if the provider declares it: a 402's
+    /// `resource.mimeType` (spec/HTTP.md §3.1). Omitted from the document when unset, so
+    /// terms without it keep their bytes and hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
 }
 
 impl RoutePrice {
@@ -409,6 +414,7 @@ mod increase_tests {
             method: method.into(),
             path: path.into(),
             path_match: m,
+            mime_type: None,
             price,
         }
     }

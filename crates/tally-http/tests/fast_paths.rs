@@ -2,8 +2,13 @@
 
 use tally_core::encoding::Canonical;
 use tally_core::{Authorization, ChannelId, Hash, Outcome, SecretKey};
-use tally_http::headers::{decode_header, encode_header, network, SCHEME};
-use tally_http::{PaymentPayload, PaymentResponse, WireReceipt};
+use tally_http::amount::SignedAmount;
+use tally_http::headers::{decode_header, encode_header, network};
+use tally_http::payment::{Requirement, ResponseExtra};
+use tally_http::terms::{ChainTerms, Price};
+use tally_http::{Amount, PaymentPayload, PaymentResponse, WireReceipt};
+
+const PAYER: &str = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4";
 
 fn outcome(seq: u64, amount: i128) -> Outcome {
     Outcome {
@@ -11,7 +16,7 @@ fn outcome(seq: u64, amount: i128) -> Outcome {
         channel_id: ChannelId([seq as u8; 32]),
         lane: (seq % 5) as u32,
         seq,
-        index: seq * 3,
+        index: seq.wrapping_mul(3),
         authorization_hash: Hash([0xab; 32]),
         units: [seq / 3, seq % 3, 0, 0],
         amount,
@@ -35,27 +40,48 @@ fn receipt_header_matches_the_serializer() {
             "PAYMENT-RESPONSE",
             &PaymentResponse {
                 success: true,
-                scheme: SCHEME.into(),
-                network: network(chain),
                 transaction: String::new(),
-                receipt: WireReceipt::from_receipt(&receipt),
+                network: network(chain),
+                payer: PAYER.into(),
+                amount: SignedAmount(amount),
+                extra: ResponseExtra {
+                    receipt: WireReceipt::from_receipt(&receipt),
+                },
             },
         )
         .unwrap();
-        let fast =
-            PaymentResponse::receipt_header(&network(chain), &o.to_bytes(), &receipt.signature)
-                .unwrap();
+        let fast = PaymentResponse::receipt_header(
+            &network(chain),
+            PAYER,
+            amount,
+            &o.to_bytes(),
+            &receipt.signature,
+        )
+        .unwrap();
         assert_eq!(fast, slow);
         let back: PaymentResponse = decode_header("PAYMENT-RESPONSE", fast.as_bytes()).unwrap();
-        assert_eq!(back.receipt.receipt().unwrap(), receipt);
+        assert_eq!(back.extra.receipt.receipt().unwrap(), receipt);
+        assert_eq!((back.payer.as_str(), back.amount.0), (PAYER, amount));
     }
     // A network that would need escaping takes the serializer's path.
     let o = outcome(1, 1);
     let receipt = o.sign(&key);
     let odd = "eip155:\"1\"";
-    let fast = PaymentResponse::receipt_header(odd, &o.to_bytes(), &receipt.signature).unwrap();
+    let fast =
+        PaymentResponse::receipt_header(odd, PAYER, 1, &o.to_bytes(), &receipt.signature).unwrap();
     let back: PaymentResponse = decode_header("PAYMENT-RESPONSE", fast.as_bytes()).unwrap();
     assert_eq!(back.network, odd);
+    let odd_payer = "0x\"5B";
+    let fast = PaymentResponse::receipt_header(
+        "eip155:1",
+        odd_payer,
+        1,
+        &o.to_bytes(),
+        &receipt.signature,
+    )
+    .unwrap();
+    let back: PaymentResponse = decode_header("PAYMENT-RESPONSE", fast.as_bytes()).unwrap();
+    assert_eq!(back.payer, odd_payer);
 }
 
 #[test]
@@ -74,7 +100,15 @@ fn authorization_bytes_are_canonical() {
         terms_hash: Hash([3; 32]),
     };
     let sig = auth.sign(&key);
-    let p = PaymentPayload::new(1, &auth, sig);
+    let chain = ChainTerms {
+        chain_id: 1,
+        contract: "0x01".into(),
+        asset: "0x02".into(),
+        pay_to: "0x03".into(),
+    };
+    let price = Price::Fixed { amount: Amount(77) };
+    let accepted = Requirement::tally(&chain, key.public(), Hash([3; 32]), &price);
+    let p = PaymentPayload::new(accepted, &auth, sig);
     assert_eq!(p.payload.authorization, hex::encode(auth.to_bytes()));
     let (back, bytes) = p.authorization_and_bytes().unwrap();
     assert_eq!(back, auth);

@@ -40,10 +40,11 @@ impl GatewayError {
         Self::new(Reason::Internal, message)
     }
 
-    /// Attaches x402 requirements (sent only if the status is 402).
+    /// Attaches x402 requirements (sent only if the status is 402), with the reason in
+    /// x402's vocabulary as `error` (spec/HTTP.md §8).
     pub fn with_required(mut self, required: PaymentRequired) -> Self {
         let mut required = required;
-        required.error = self.reason.code().to_string();
+        required.error = self.reason.x402_reason().to_string();
         self.required = Some(Box::new(required));
         self
     }

@@ -27,9 +27,9 @@ use tally_core::{
 };
 use tally_http::api::{CloseRequest, CloseSigned};
 use tally_http::headers::{
-    decode_header, network, CHECKPOINT, PAYMENT_SIGNATURE, SCHEME, WELL_KNOWN_PATH, X402_VERSION,
+    decode_header, network, CHECKPOINT, PAYMENT_SIGNATURE, SCHEME, X402_VERSION,
 };
-use tally_http::payment::{Requirement, RequirementExtra, Resource, WireEip712Sig};
+use tally_http::payment::{Requirement, Resource, WireEip712Sig};
 use tally_http::terms::{ChainTerms, CheckpointPolicy, RefundPolicy, TERMS_FORMAT};
 use tally_http::{
     Amount, PaymentPayload, PaymentRequired, PaymentResponse, Price, Reason, RoutePrice,
@@ -235,6 +235,8 @@ pub struct Admission {
     salt: tally_core::RequestSalt,
     /// The bound session key.
     session_key: PublicKey,
+    /// The channel's payer, from its funding (EIP-55), for `PAYMENT-RESPONSE`'s `payer`.
+    payer: String,
     /// The newest checkpoint's cumulative and the log's cumulative (with every record
     /// handed to the log) when admitted.
     checkpoint_cumulative: u128,
@@ -514,31 +516,30 @@ impl Gateway {
         &self.inner.settings
     }
 
-    /// The x402 requirements for a priced route.
-    pub fn payment_required(&self, url: &str, price: &Price) -> PaymentRequired {
+    /// The x402 requirement of a route priced `price` (spec/HTTP.md §3.1): what a 402
+    /// advertises and what a payment's `accepted` must match (§3.2).
+    pub fn requirement(&self, price: &Price) -> Requirement {
         let i = &self.inner;
+        Requirement::tally(&i.settings.chain, i.public, i.terms_hash, price)
+    }
+
+    /// The x402 PaymentRequired for a route priced `price` whose responses are of type
+    /// `mime_type`, when the route declares one (spec/HTTP.md §3.1).
+    pub fn payment_required(
+        &self,
+        url: &str,
+        price: &Price,
+        mime_type: Option<String>,
+    ) -> PaymentRequired {
         PaymentRequired {
             x402_version: X402_VERSION,
             error: "payment_required".into(),
             resource: Resource {
                 url: url.to_string(),
                 description: "tally-metered resource".into(),
-                mime_type: String::new(),
+                mime_type,
             },
-            accepts: vec![Requirement {
-                scheme: SCHEME.into(),
-                network: network(i.settings.chain.chain_id),
-                amount: Amount(price.max_per_call().unwrap_or(0)),
-                asset: i.settings.chain.asset.clone(),
-                pay_to: i.settings.chain.pay_to.clone(),
-                max_timeout_seconds: 60,
-                extra: RequirementExtra {
-                    contract: i.settings.chain.contract.clone(),
-                    provider_key: i.public,
-                    terms_hash: i.terms_hash,
-                    terms_url: WELL_KNOWN_PATH.into(),
-                },
-            }],
+            accepts: vec![self.requirement(price)],
         }
     }
 

@@ -285,7 +285,15 @@ impl Client {
             terms_hash: st.terms.hash,
         };
         let sig = auth.sign(&self.session_key);
-        let payment = PaymentPayload::new(st.terms.terms.chain.chain_id, &auth, sig);
+        // `accepted` is the requirement the gateway advertises for this route, derived from
+        // the terms as the gateway derives it (spec/HTTP.md §3.2), so no 402 is needed.
+        let accepted = Requirement::tally(
+            &st.terms.terms.chain,
+            st.terms.terms.provider_key,
+            st.terms.hash,
+            &price,
+        );
+        let payment = PaymentPayload::new(accepted, &auth, sig);
         let mut h = headers.clone();
         let text = encode_header("PAYMENT-SIGNATURE", &payment)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -324,7 +332,7 @@ impl Client {
     ) -> Result<Receipt, ClientError> {
         let pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", header.as_bytes())
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let receipt = match pr.receipt.receipt() {
+        let receipt = match pr.extra.receipt.receipt() {
             Ok(r) => r,
             Err(e) => {
                 return Err(Self::stop(

@@ -282,5 +282,5 @@ impl Live {
 /// to tell which status to check it against.
 fn peek_response_hash(header: &HeaderValue) -> Option<Hash> {
     let pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", header.as_bytes()).ok()?;
-    pr.receipt.receipt().ok().map(|r| r.outcome.response_hash)
+    pr.extra.receipt.receipt().ok().map(|r| r.outcome.response_hash)
 }

@@ -89,7 +89,7 @@ impl Gateway {
         purpose: Purpose<'_>,
     ) -> Result<Admitted, GatewayError> {
         let i = &self.inner;
-        let required = || self.payment_required(&url_of(req), &purpose.quoted());
+        let required = || self.required_for(req, &purpose);
         let header = req.headers.get(PAYMENT_SIGNATURE).ok_or_else(|| {
             GatewayError::new(
                 Reason::PaymentRequired,
@@ -99,15 +99,11 @@ impl Gateway {
         })?;
         let payload: PaymentPayload =
             decode_header("PAYMENT-SIGNATURE", header.as_bytes()).map_err(wire_error)?;
-        if payload.accepted.scheme != SCHEME || payload.accepted.network != i.network {
-            return Err(GatewayError::malformed(format!(
-                "payment is for scheme {:?} on {:?}; this gateway takes {SCHEME:?} on {:?}",
-                payload.accepted.scheme, payload.accepted.network, i.network
-            )));
-        }
         // The decoder only accepts canonical bytes, so these are `auth.to_bytes()`.
         let (auth, auth_bytes) = payload.authorization_and_bytes().map_err(wire_error)?;
         let sig = payload.payload.signature;
+        self.check_accepted(&payload, &auth, &purpose)
+            .map_err(|e| e.with_required(required()))?;
         let checkpoint = match req.headers.get(CHECKPOINT) {
             Some(v) => Some(
                 decode_header::<WireCheckpoint>("TALLY-CHECKPOINT", v.as_bytes())
@@ -165,7 +161,7 @@ impl Gateway {
             402 => e.with_required(required()),
             _ => e,
         })?;
-        self.check_funding(st, &auth).await.map_err(|e| {
+        let payer = self.check_funding(st, &auth).await.map_err(|e| {
             if e.reason.status() == 402 {
                 e.with_required(required())
             } else {
@@ -190,10 +186,52 @@ impl Gateway {
             price: purpose.quoted(),
             salt,
             session_key,
+            payer: payer.to_string(),
             checkpoint_cumulative: cumulatives.0,
             tail_cumulative: cumulatives.1,
             consumed: false,
         }))
+    }
+
+    /// The PaymentRequired a 402 for this request carries, with the route's declared response
+    /// type as `resource.mimeType` (spec/HTTP.md §3.1); a dispute has none.
+    fn required_for(&self, req: &RequestView<'_>, purpose: &Purpose<'_>) -> PaymentRequired {
+        let mime_type = match purpose {
+            Purpose::Route(_) => self
+                .route_of(req.method, req.path)
+                .ok()
+                .and_then(|(_, route)| route.and_then(|r| r.mime_type.clone())),
+            Purpose::Dispute => None,
+        };
+        self.payment_required(&url_of(req), &purpose.quoted(), mime_type)
+    }
+
+    /// The payment's `accepted` must be the requirement this route advertises (spec/HTTP.md
+    /// §3.2). One exception: a client still on the previous terms names their hash in
+    /// both `accepted` and its authorization; that is left to the terms check, which answers
+    /// `terms_changed` (a refusal the client recovers from by itself).
+    fn check_accepted(
+        &self,
+        payload: &PaymentPayload,
+        auth: &Authorization,
+        purpose: &Purpose<'_>,
+    ) -> Result<(), GatewayError> {
+        let ours = self.requirement(&purpose.quoted());
+        let theirs = &payload.accepted;
+        match ours.mismatch(theirs) {
+            None => Ok(()),
+            Some("extra.terms_hash") if theirs.extra.terms_hash == auth.terms_hash => Ok(()),
+            Some(member) => Err(GatewayError::new(
+                Reason::RequirementsMismatch {
+                    member: member.into(),
+                },
+                format!(
+                    "the payment's accepted.{member} is not this route's requirement; pay under \
+                     the one in PAYMENT-REQUIRED (scheme {SCHEME:?} on {:?})",
+                    self.inner.network
+                ),
+            )),
+        }
     }
 
     /// Takes the lock of a channel whose bound session key signed `message`. A channel not
@@ -312,7 +350,7 @@ impl Gateway {
         &self,
         st: &ChannelState,
         auth: &Authorization,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<Address, GatewayError> {
         let i = &self.inner;
         // Every record handed to the log, and every admitted request at its maximum (P5).
         let committed = st.tail_cumulative().saturating_add(st.reserved);
@@ -335,7 +373,7 @@ impl Gateway {
             return Err(GatewayError::new(reason, refusal.to_string()));
         }
         if auth.max_amount == 0 {
-            return Ok(());
+            return Ok(funding.payer);
         }
         if short(&funding) {
             return Err(GatewayError::new(
@@ -359,7 +397,7 @@ impl Gateway {
                 ),
             ));
         }
-        Ok(())
+        Ok(funding.payer)
     }
 }
 

@@ -59,7 +59,8 @@ impl Gateway {
                 record.outcome.index, a.lane, a.seq
             )));
         }
-        let (_, header) = self.sign_receipt(record.outcome)?;
+        let payer = self.inner.funding.get(channel).await?.payer.to_string();
+        let (_, header) = self.sign_receipt(record.outcome, &payer)?;
         Ok((record.outcome.index, header))
     }
 

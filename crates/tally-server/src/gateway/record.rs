@@ -121,7 +121,7 @@ impl Gateway {
         if let Some(promise_id) = promise {
             // The receipt goes out now, as a promise (DESIGN.md §8); a retry of it is
             // answered from the held response even before the record is durable.
-            let (receipt, payment_response) = self.sign_receipt(outcome)?;
+            let (receipt, payment_response) = self.sign_receipt(outcome, &admission.payer)?;
             st.hold_response(
                 auth.lane,
                 index,
@@ -146,7 +146,7 @@ impl Gateway {
             return Err(GatewayError::internal(format!("log append: {e}")));
         }
         i.metrics.commit.observe(commit_start.elapsed());
-        let (receipt, payment_response) = self.sign_receipt(outcome)?;
+        let (receipt, payment_response) = self.sign_receipt(outcome, &admission.payer)?;
         let checkpoint_request = self
             .after_durable(&slot, &admission, &answer, &payment_response, index, &store)
             .await?;
@@ -158,8 +158,13 @@ impl Gateway {
         })
     }
 
-    /// The provider's receipt over `outcome` and its `PAYMENT-RESPONSE` header value.
-    pub(super) fn sign_receipt(&self, outcome: Outcome) -> Result<(Receipt, HeaderValue), GatewayError> {
+    /// The provider's receipt over `outcome` and its `PAYMENT-RESPONSE` header value (with
+    /// the channel's `payer` and the record's net amount, spec/HTTP.md §3.3).
+    pub(super) fn sign_receipt(
+        &self,
+        outcome: Outcome,
+        payer: &str,
+    ) -> Result<(Receipt, HeaderValue), GatewayError> {
         let outcome_bytes = outcome.to_bytes();
         let receipt = Receipt {
             outcome,
@@ -167,6 +172,8 @@ impl Gateway {
         };
         let payment_response = PaymentResponse::receipt_header(
             &self.inner.network,
+            payer,
+            outcome.amount,
             &outcome_bytes,
             &receipt.signature,
         )
