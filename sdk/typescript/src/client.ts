@@ -266,7 +266,7 @@ export class TallyClient {
       const r = await this.http(this.base + rest, { method, headers: opts.headers, body: body.length ? (body as BodyInit) : undefined });
       return Object.assign(r, { receipt: undefined });
     }
-    return sendPaid(this, { method, path, query, headers: opts.headers ?? {}, body, maxAmount: opts.maxAmount, price });
+    return sendPaid(this, { method, path, query, headers: opts.headers ?? {}, body, maxAmount: opts.maxAmount });
   }
 }
 

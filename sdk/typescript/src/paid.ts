@@ -16,7 +16,7 @@ import {
   signAuthorization, verifyOutcome, VERSION,
 } from "./messages.js";
 import { wireRecord } from "./mirror.js";
-import { type Price, expectedCharge, priceMax } from "./terms.js";
+import { type Price, expectedCharge, priceFor, priceMax } from "./terms.js";
 import { encodeHeader, parsePaymentResponse, paymentPayload, requirementsFor, type PaymentRequirements } from "./wire.js";
 
 /** A verified receipt: the outcome, the provider's signature and the full record. */
@@ -30,7 +30,6 @@ export interface PaidRequest {
   headers: Record<string, string>;
   body: Uint8Array;
   maxAmount?: bigint;
-  price: Price;
   /** The requirements to put in `accepted` (default: rebuilt from the terms). */
   accepted?: PaymentRequirements;
 }
@@ -138,7 +137,9 @@ async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHa
     seq = c.mirror.nextSeq(lease.slot.lane);
   }
   lease.slot.nextSeq = seq;
-  const routeMax = priceMax(req.price) ?? 0n;
+  // Priced under the terms served now: after `terms_changed` the retry signs the new ones.
+  const price = priceFor(c.terms.terms, req.method, req.path);
+  const routeMax = priceMax(price) ?? 0n;
   const max = req.maxAmount === undefined || req.maxAmount > routeMax ? routeMax : req.maxAmount;
   const head = c.mirror.head();
   const auth: Authorization = {
@@ -146,12 +147,12 @@ async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHa
     ackSize: head.size, ackRoot: head.root, ackCumulative: head.cumulative, termsHash: c.terms.hash,
   };
   const sig = signAuthorization(c.sessionSeed, auth);
-  const accepted = req.accepted ?? requirementsFor(c.terms, req.price);
+  const accepted = req.accepted ?? requirementsFor(c.terms, price);
   const headers: Record<string, string> = { ...req.headers, "payment-signature": encodeHeader(paymentPayload(accepted, auth, sig)) };
   const sentCheckpoint = c.checkpointDue && c.mirror.size > 0n;
   if (sentCheckpoint) headers["tally-checkpoint"] = encodeHeader(c.signCheckpoint());
   const t = c.terms.terms;
-  return [{ auth, sig, max, price: req.price, provider: c.providerKey, chargeServerErrors: t.charge_server_errors, sentCheckpoint }, headers];
+  return [{ auth, sig, max, price, provider: c.providerKey, chargeServerErrors: t.charge_server_errors, sentCheckpoint }, headers];
 }
 
 /**
