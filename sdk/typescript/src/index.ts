@@ -12,3 +12,4 @@ export * from "./wire.js";
 export * from "./errors.js";
 export { TallyClient, type TallyClientConfig, type RequestOptions } from "./client.js";
 export type { Receipt, TallyResponse } from "./paid.js";
+export { TallyScheme, type TallySchemeOptions } from "./x402.js";

@@ -42,16 +42,23 @@ export class LanePool {
     for (let lane = Math.max(1, count) - 1; lane >= 0; lane--) this.free.push({ lane, nextSeq: nextSeq(lane), unanswered: null });
   }
 
+  /** The free lane `lease(request)` would take now, if any. */
+  peek(request: string): LaneSlot | undefined {
+    const at = this.pick(request);
+    return at >= 0 ? this.free[at] : undefined;
+  }
+
+  private pick(request: string): number {
+    const pin = this.pinned.get(request);
+    if (pin !== undefined) return this.free.findLastIndex((s) => s.lane === pin);
+    const at = this.free.findLastIndex((s) => s.unanswered === null);
+    return at >= 0 ? at : this.free.length - 1;
+  }
+
   /** Waits for a lane: the one `request` is unanswered on, else one with nothing unanswered. */
   async lease(request: string): Promise<Lease> {
     for (;;) {
-      const pin = this.pinned.get(request);
-      let at = -1;
-      if (pin !== undefined) at = this.free.findLastIndex((s) => s.lane === pin);
-      else {
-        at = this.free.findLastIndex((s) => s.unanswered === null);
-        if (at < 0) at = this.free.length - 1;
-      }
+      const at = this.pick(request);
       if (at >= 0) return new Lease(this.free.splice(at, 1)[0], this);
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }

@@ -17,7 +17,30 @@ import {
 } from "./messages.js";
 import { wireRecord } from "./mirror.js";
 import { type Price, expectedCharge, priceFor, priceMax } from "./terms.js";
-import { encodeHeader, parsePaymentResponse, paymentPayload, requirementsFor, type PaymentRequirements } from "./wire.js";
+
+/**
+ * The authorization the next attempt of `req` would sign now (its lane's next seq, the
+ * mirror's head), without leasing: what the official x402 client's `createPaymentPayload`
+ * returns. The transport signs again when it sends, on the lane it leases (ed25519 is
+ * deterministic, so the bytes are the same when nothing moved in between).
+ */
+export function previewPayload(c: TallyClient, req: PaidRequest): { authorization: string; signature: string } {
+  c.checkPay();
+  if (!c.salt) throw new TallyError("no request salt: the key is not bound");
+  const reqHash = requestHash(c.salt, req.method, req.path, req.query, req.body);
+  const slot = c.lanes.peek(toHex(reqHash));
+  const lane = slot?.lane ?? 0;
+  const seq = slot?.unanswered?.request === toHex(reqHash) ? slot.unanswered.seq : slot?.nextSeq ?? c.mirror.nextSeq(lane);
+  const price = priceFor(c.terms.terms, req.method, req.path);
+  const routeMax = priceMax(price) ?? 0n;
+  const head = c.mirror.head();
+  const auth: Authorization = {
+    channelId: c.channel, lane, seq, requestHash: reqHash, maxAmount: req.maxAmount !== undefined && req.maxAmount < routeMax ? req.maxAmount : routeMax,
+    ackSize: head.size, ackRoot: head.root, ackCumulative: head.cumulative, termsHash: c.terms.hash,
+  };
+  return paymentPayload(requirementsFor(c.terms, price), auth, signAuthorization(c.sessionSeed, auth)).payload;
+}
+import { encodeHeader, parsePaymentResponse, paymentPayload, requirementsFor, type PaymentPayload } from "./wire.js";
 
 /** A verified receipt: the outcome, the provider's signature and the full record. */
 export interface Receipt { outcome: Outcome; signature: Uint8Array; record: LogRecord }
@@ -30,8 +53,12 @@ export interface PaidRequest {
   headers: Record<string, string>;
   body: Uint8Array;
   maxAmount?: bigint;
-  /** The requirements to put in `accepted` (default: rebuilt from the terms). */
-  accepted?: PaymentRequirements;
+  /**
+   * A PaymentPayload built by the official x402 client (its `accepted`, `resource` and
+   * `extensions` are kept; `payload` is signed here). `accepted` is used while it names the
+   * terms served now; after `terms_changed` it is rebuilt from the new terms.
+   */
+  template?: Partial<PaymentPayload>;
 }
 
 interface Sent { auth: Authorization; sig: Uint8Array; max: bigint; price: Price; provider: Uint8Array; chargeServerErrors: boolean; sentCheckpoint: boolean }
@@ -147,8 +174,11 @@ async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHa
     ackSize: head.size, ackRoot: head.root, ackCumulative: head.cumulative, termsHash: c.terms.hash,
   };
   const sig = signAuthorization(c.sessionSeed, auth);
-  const accepted = req.accepted ?? requirementsFor(c.terms, price);
-  const headers: Record<string, string> = { ...req.headers, "payment-signature": encodeHeader(paymentPayload(accepted, auth, sig)) };
+  const fresh = requirementsFor(c.terms, price);
+  const given = req.template?.accepted;
+  const accepted = given && given.extra?.terms_hash === fresh.extra.terms_hash ? given : fresh;
+  const payment = { ...req.template, ...paymentPayload(accepted, auth, sig) };
+  const headers: Record<string, string> = { ...req.headers, "payment-signature": encodeHeader(payment) };
   const sentCheckpoint = c.checkpointDue && c.mirror.size > 0n;
   if (sentCheckpoint) headers["tally-checkpoint"] = encodeHeader(c.signCheckpoint());
   const t = c.terms.terms;

@@ -29,6 +29,7 @@ export interface PaymentPayload {
   accepted: PaymentRequirements;
   payload: { authorization: string; signature: string };
   resource?: { url: string; description?: string; mimeType?: string };
+  extensions?: Record<string, unknown>;
 }
 
 export const network = (chainId: number | bigint): string => `eip155:${chainId}`;
