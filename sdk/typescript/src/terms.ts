@@ -130,7 +130,7 @@ export function priceIncreases(old: Terms, now: Terms): TermsIncrease[] {
   if (now.charge_server_errors && !old.charge_server_errors) out.push({ what: "charge_server_errors", from: "false", to: "true" });
   if (old.refunds.server_errors && !now.refunds.server_errors) out.push({ what: "refunds.server_errors", from: "true", to: "false" });
   if (old.refunds.over_max && !now.refunds.over_max) out.push({ what: "refunds.over_max", from: "true", to: "false" });
-  const c0 = JSON.stringify(old.chain), c1 = JSON.stringify(now.chain);
-  if (c0 !== c1) out.push({ what: "chain", from: c0, to: c1 });
+  const chain = (c: Terms["chain"]) => `chain_id ${c.chain_id}, contract ${c.contract}, asset ${c.asset}, pay_to ${c.pay_to}`;
+  if (chain(old.chain) !== chain(now.chain)) out.push({ what: "chain", from: chain(old.chain), to: chain(now.chain) });
   return out;
 }
