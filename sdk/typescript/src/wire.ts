@@ -79,7 +79,10 @@ export function parsePaymentResponse(header: string): WireReceipt & { raw: any }
   if (raw?.success !== true || (raw.scheme !== undefined && raw.scheme !== SCHEME)) {
     throw new TallyError("PAYMENT-RESPONSE is not a successful tally settlement");
   }
-  const r = raw.receipt ?? raw.payload?.receipt ?? raw.extensions?.tally?.receipt;
+  // Where the receipt sits: today `receipt`; an x402 v2 SettleResponse carries scheme data in
+  // `extra` (or an extension), so those places are read too.
+  const r = [raw.receipt, raw.extra?.receipt, raw.extra, raw.extensions?.tally?.receipt, raw.payload?.receipt]
+    .find((x) => typeof x?.outcome === "string" && typeof x?.signature === "string");
   if (typeof r?.outcome !== "string" || typeof r?.signature !== "string") throw new TallyError("PAYMENT-RESPONSE without a receipt");
   return { raw, outcome: decodeOutcome(fromHex(r.outcome)), outcomeHex: r.outcome, signature: fromHex(r.signature, 64) };
 }
