@@ -119,39 +119,46 @@ export async function sendPaid(c: TallyClient, req: PaidRequest): Promise<TallyR
         await sleep(20 * 2 ** Math.min(attempt, 5));
         continue;
       }
-      const resolved = await c.lock.run(async () => {
-        switch (reason) {
-          case "stale_seq":
-            await c.resyncLocked();
-            // Another request holds this seq, so ours was not recorded at it.
-            lease.answered(key, c.mirror.nextSeq(lease.slot.lane));
-            return true;
-          case "state_mismatch": {
-            const size = BigInt(fields.size ?? -1);
-            if (size === c.mirror.size && fields.root !== toHex(c.mirror.head().root)) throw c.stop(`fork at size ${size}`);
-            await c.resyncLocked();
-            return true;
-          }
-          case "checkpoint_required":
-            await c.postCheckpointLocked();
-            return true;
-          case "terms_changed":
-            await c.adoptTermsLocked();
-            return true;
-          case "already_recorded":
-            await recordedElsewhere(c, sent, fields.record);
-            lease.answered(key, sent.auth.seq + 1n);
-            throw new ResponseLostError(sent.auth.lane, sent.auth.seq);
-          default:
-            lease.answered(key, sent.auth.seq);
-            return false;
-        }
-      });
+      const resolved = await c.lock.run(() => resolve(c, lease, key, sent, reason, fields));
       if (!resolved) throw err;
     }
     throw new TallyError("the provider kept refusing after resync");
   } finally {
     lease.release();
+  }
+}
+
+/**
+ * Resolves a refusal under the lock (crates/tally-client `send_paid`): `true` when the
+ * request may be signed again, `false` when the refusal goes back to the caller.
+ */
+async function resolve(c: TallyClient, lease: Lease, key: string, sent: Sent, reason: string | undefined, fields: Record<string, any>): Promise<boolean> {
+  switch (reason) {
+    case "stale_seq":
+      await c.resyncLocked();
+      // Another request holds this seq, so ours was not recorded at it.
+      lease.answered(key, c.mirror.nextSeq(lease.slot.lane));
+      return true;
+    case "state_mismatch": {
+      const size = BigInt(fields.size ?? -1);
+      if (size === c.mirror.size && fields.root !== toHex(c.mirror.head().root)) throw c.stop(`fork at size ${size}`);
+      await c.resyncLocked();
+      return true;
+    }
+    case "checkpoint_required":
+      await c.postCheckpointLocked();
+      return true;
+    case "terms_changed":
+      await c.adoptTermsLocked();
+      return true;
+    case "already_recorded":
+      await recordedElsewhere(c, sent, fields.record);
+      lease.answered(key, sent.auth.seq + 1n);
+      throw new ResponseLostError(sent.auth.lane, sent.auth.seq);
+    default:
+      // Refused, so not recorded: the seq is still the lane's next.
+      lease.answered(key, sent.auth.seq);
+      return false;
   }
 }
 

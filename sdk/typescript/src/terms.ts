@@ -38,6 +38,11 @@ export function parseTerms(bytes: Uint8Array): Discovered {
   } catch (e) {
     throw new TallyError(`terms document: ${(e as Error).message}`);
   }
+  // Unknown fields are refused in every tally document (spec/HTTP.md §1).
+  const known = new Set(["format", "provider_key", "chain", "credit_limit", "max_lanes", "checkpoint", "charge_server_errors",
+    "refunds", "max_request_bytes", "max_response_bytes", "routes", "unmatched"]);
+  const unknown = Object.keys(terms ?? {}).filter((k) => !known.has(k));
+  if (unknown.length) throw new TallyError(`terms document: unknown fields ${unknown.join(", ")}`);
   if (terms.format !== "tally-terms/v2") throw new TallyError(`terms format ${terms.format}`);
   if (!(terms.max_lanes >= 1 && terms.max_lanes <= 1024)) throw new TallyError("terms max_lanes");
   if (!Array.isArray(terms.routes)) throw new TallyError("terms routes");

@@ -214,3 +214,32 @@ test("a provider that lost records is refused at connect", async () => {
     await gw.stop();
   }
 });
+
+test("a lost answer: the same request sent again reuses its lane and seq and is answered as a retry, never charged twice", async () => {
+  const { gw, client } = await setup({ maxLanes: 2, dropNext: true });
+  try {
+    await assert.rejects(client.fetch("/v1/items/lost"));
+    assert.equal(gw.records.length, 1, "the gateway recorded it");
+    const again = await client.fetch("/v1/items/lost");
+    assert.equal(again.status, 200);
+    assert.equal(gw.records.length, 1, "the resend was a retry");
+    assert.equal(client.head().size, 1n);
+    assert.equal(client.head().cumulative, 10n);
+  } finally {
+    await gw.stop();
+  }
+});
+
+test("a lost answer that is never resent: the lane learns its seq from the provider's log", async () => {
+  const { gw, client } = await setup({ maxLanes: 1, dropNext: true });
+  try {
+    await assert.rejects(client.fetch("/v1/items/lost"));
+    const next = await client.fetch("/v1/items/other");
+    assert.equal(next.status, 200);
+    assert.deepEqual(gw.records.map((r) => r.auth.seq), [0n, 1n]);
+    assert.equal(client.head().size, 2n);
+    assert.equal(toHex(client.head().root), toHex(gw.states[2].root));
+  } finally {
+    await gw.stop();
+  }
+});

@@ -23,6 +23,8 @@ export interface MockOptions {
   refuse?: { reason: string; status: number; fields?: Record<string, unknown> }[];
   /** Corrupt the next receipt's amount (a misbehaving provider). */
   overcharge?: boolean;
+  /** Record the next paid request, then drop the connection without answering. */
+  dropNext?: boolean;
 }
 
 export class MockGateway {
@@ -41,6 +43,8 @@ export class MockGateway {
   payments: any[] = [];
   checkpointHeaders = 0;
   lastCheckpointSize = 0;
+  /** Each lane's last answer, replayed to a retry of its (lane, seq, request hash) (HTTP.md §9). */
+  held = new Map<number, { seq: bigint; requestHash: string; headers: Record<string, string>; body: Uint8Array }>();
 
   constructor(readonly opts: MockOptions = {}) {
     this.termsBytes = this.render(opts.price ?? "10");
@@ -181,6 +185,10 @@ export class MockGateway {
     }
     const injected = this.opts.refuse?.shift();
     if (injected) return this.refuse(res, injected.status, injected.reason, injected.fields);
+    const last = this.held.get(a.lane);
+    if (last && last.seq === a.seq && last.requestHash === toHex(a.requestHash)) {
+      return void res.writeHead(200, last.headers).end(last.body);
+    }
     const next = this.lanes.get(a.lane) ?? 0n;
     if (a.seq !== next) return this.refuse(res, 409, "stale_seq", { lane: a.lane, expected_seq: String(next) });
     const acked = this.states[Number(a.ackSize)];
@@ -211,6 +219,11 @@ export class MockGateway {
     };
     const every = this.opts.checkpointEvery ?? 0;
     if (every && this.records.length - this.lastCheckpointSize >= every) headers["tally-checkpoint-request"] = String(this.records.length);
+    this.held.set(a.lane, { seq: a.seq, requestHash: toHex(a.requestHash), headers, body: respBody });
+    if (this.opts.dropNext) {
+      this.opts.dropNext = false;
+      return void res.socket?.destroy();
+    }
     res.writeHead(200, headers).end(respBody);
   }
 }
