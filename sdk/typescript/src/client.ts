@@ -258,8 +258,10 @@ export class TallyClient {
     const method = (opts.method ?? "GET").toUpperCase();
     const rest = input.startsWith("/") ? input : input.startsWith(this.base + "/") ? input.slice(this.base.length) : null;
     if (rest === null) throw new TallyError(`${input} is not on ${this.base}`);
-    const q = rest.indexOf("?");
-    const path = q < 0 ? rest : rest.slice(0, q), query = q < 0 ? "" : rest.slice(q + 1);
+    // The request hash covers the path and query exactly as sent (PROTOCOL.md §3.3): take
+    // them from the URL fetch will send (percent-encoded, dot segments removed), not the input.
+    const sent = new URL(this.base + rest);
+    const path = sent.pathname, query = sent.search.slice(1);
     const body = typeof opts.body === "string" ? utf8(opts.body) : opts.body ?? new Uint8Array();
     const price = priceFor(this.terms.terms, method, path);
     if (price.kind === "free") {

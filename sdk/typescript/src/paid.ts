@@ -185,7 +185,10 @@ async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHa
   const given = req.template?.accepted;
   const accepted = given && given.extra?.terms_hash === fresh.extra.terms_hash ? given : fresh;
   const payment = { ...req.template, ...paymentPayload(accepted, auth, sig) };
-  const headers: Record<string, string> = { ...req.headers, "payment-signature": encodeHeader(payment) };
+  // The receipt's response hash covers the body as the gateway sent it; fetch would decode a
+  // compressed body before the client sees it, so paid responses are asked for uncompressed.
+  const headers: Record<string, string> = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k.toLowerCase(), v]));
+  Object.assign(headers, { "accept-encoding": "identity", "payment-signature": encodeHeader(payment) });
   const sentCheckpoint = c.checkpointDue && c.mirror.size > 0n;
   if (sentCheckpoint) headers["tally-checkpoint"] = encodeHeader(c.signCheckpoint());
   const t = c.terms.terms;

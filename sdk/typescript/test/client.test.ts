@@ -243,3 +243,14 @@ test("a lost answer that is never resent: the lane learns its seq from the provi
     await gw.stop();
   }
 });
+
+test("the request hash covers the path and query as sent (percent-encoded, dot segments removed), with a body", async () => {
+  const { gw, client } = await setup();
+  try {
+    const r = await client.fetch("/v1/x/../items/a b?q=1 2", { method: "POST", body: "payload", headers: { "Accept-Encoding": "gzip" } });
+    assert.equal(r.status, 200, await r.clone().text());
+    assert.equal((await r.json()).item, "/v1/items/a%20b");
+  } finally {
+    await gw.stop();
+  }
+});
