@@ -11,7 +11,7 @@ export type Price =
   | { kind: "fixed"; amount: string }
   | { kind: "metered"; units_header: string; unit_price: string; max_amount: string; min_charge?: string };
 
-export interface Route { method: string; path: string; match: "exact" | "prefix"; price: Price }
+export interface Route { method: string; path: string; match: "exact" | "prefix"; price: Price; mime_type?: string }
 
 export interface Terms {
   format: string;

@@ -10,7 +10,8 @@ import { type Discovered, type Price, priceMax } from "./terms.js";
 
 export const X402_VERSION = 2;
 export const SCHEME = "tally";
-export const MAX_HEADER_BYTES = 2048;
+/** spec/HTTP.md §2 as the x402 v2 wire sets it (room for a stock client's `resource`). */
+export const MAX_HEADER_BYTES = 4096;
 export const WELL_KNOWN_PATH = "/.well-known/tally";
 export const API_PREFIX = "/tally/v1";
 
@@ -55,7 +56,7 @@ export function paymentPayload(accepted: PaymentRequirements, a: Authorization, 
   return { x402Version: X402_VERSION, accepted, payload: { authorization: toHex(encodeAuthorization(a)), signature: toHex(sig) } };
 }
 
-/** `base64(JSON)`, refusing a header over the 2048-byte limit (spec/HTTP.md §2). */
+/** `base64(JSON)`, refusing a header over the limit (spec/HTTP.md §2). */
 export function encodeHeader(value: unknown): string {
   const text = toBase64(new TextEncoder().encode(JSON.stringify(value)));
   if (text.length > MAX_HEADER_BYTES) throw new TallyError(`header of ${text.length} bytes over ${MAX_HEADER_BYTES}`);
@@ -79,8 +80,8 @@ export function parsePaymentResponse(header: string): WireReceipt & { raw: any }
   if (raw?.success !== true || (raw.scheme !== undefined && raw.scheme !== SCHEME)) {
     throw new TallyError("PAYMENT-RESPONSE is not a successful tally settlement");
   }
-  // Where the receipt sits: today `receipt`; an x402 v2 SettleResponse carries scheme data in
-  // `extra` (or an extension), so those places are read too.
+  // Where the receipt sits: an x402 v2 SettleResponse carries scheme data in `extra`
+  // (spec/HTTP.md §3.3); the pre-v2 form had it at `receipt`; an extension is read too.
   const r = [raw.receipt, raw.extra?.receipt, raw.extra, raw.extensions?.tally?.receipt, raw.payload?.receipt]
     .find((x) => typeof x?.outcome === "string" && typeof x?.signature === "string");
   if (typeof r?.outcome !== "string" || typeof r?.signature !== "string") throw new TallyError("PAYMENT-RESPONSE without a receipt");

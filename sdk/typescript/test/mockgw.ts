@@ -213,8 +213,8 @@ export class MockGateway {
     const headers: Record<string, string> = {
       "content-type": "application/json",
       "payment-response": toBase64(utf8(JSON.stringify({
-        success: true, scheme: "tally", network: "eip155:31337", transaction: "", payer: "0x" + "44".repeat(20), amount: String(amount),
-        receipt: { outcome: toHex(outcomeBytes), signature: toHex(psig) },
+        success: true, transaction: "", network: "eip155:31337", payer: "0x" + "44".repeat(20), amount: String(amount),
+        extra: { receipt: { outcome: toHex(outcomeBytes), signature: toHex(psig) } },
       }))),
     };
     const every = this.opts.checkpointEvery ?? 0;
