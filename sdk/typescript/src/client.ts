@@ -10,7 +10,7 @@ import { TallyError, equal, fromHex, toHex, utf8 } from "./bytes.js";
 import { type Checkpoint, signCheckpointNote, verifyNote } from "./checkpoint.js";
 import { ed25519Public } from "./crypto.js";
 import { checkpointDigest, sessionDigest, signEip712 } from "./eip712.js";
-import { MisbehaviorError, RefusedError, ResponseLostError, TermsRaisedError } from "./errors.js";
+import { MisbehaviorError, RefusedError, TermsRaisedError } from "./errors.js";
 import { LanePool, Mutex } from "./lanes.js";
 import { type LogState, MemoryStore, Mirror, type MirrorStore, type WireRecord } from "./mirror.js";
 import { readTokenHeader } from "./messages.js";
@@ -288,4 +288,3 @@ export function refusal(status: number, text: string): TallyError {
   return new TallyError(`status ${status} without a receipt or a reason: ${text.slice(0, 200)}`);
 }
 
-export { ResponseLostError };

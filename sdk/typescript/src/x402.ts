@@ -94,7 +94,11 @@ export class TallyScheme implements SchemeNetworkClient {
     const priced = priceFor(this.client.terms.terms, pending.method, pending.path).kind !== "free";
     if (priced && this.opts.payFirst !== false) return sendPaid(this.client, pending);
     const resp = await this.client.http(request.url, { method: request.method, headers, body: body.length ? (body as BodyInit) : undefined });
-    if (resp.status === 402) this.waiting.set(resourceKey(url.pathname + url.search), pending);
+    if (resp.status === 402) {
+      // Bounded: a 402 nobody pays must not hold its request forever.
+      if (this.waiting.size >= 256) this.waiting.delete(this.waiting.keys().next().value!);
+      this.waiting.set(resourceKey(url.pathname + url.search), pending);
+    }
     return Object.assign(resp, { receipt: undefined });
   };
 }
