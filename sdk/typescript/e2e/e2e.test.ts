@@ -106,6 +106,43 @@ function stopChild(c: ChildProcess): Promise<void> {
   });
 }
 
+/**
+ * anvil with a TestToken and the Tally contract, a provider and a client profile, the gateway
+ * config and a channel opened onchain. Children started are pushed to `children`.
+ */
+async function environment(dir: string, up: Server, children: ChildProcess[]): Promise<{ cfg: string; cdir: string; channelId: string; gwPort: number }> {
+  const anvilPort = await freePort();
+  const anvil = spawn(anvilBin, ["--host", "127.0.0.1", "--port", String(anvilPort)], { stdio: "ignore" });
+  children.push(anvil);
+  const rpcUrl = `http://127.0.0.1:${anvilPort}`;
+  await waitFor("anvil", async () => (await rpc(rpcUrl, "eth_chainId", [])) === "0x7a69");
+  const token = await deployToken(rpcUrl);
+
+  const gdir = join(dir, "gateway"), cdir = join(dir, "client");
+  await mkdir(gdir);
+  await run(tallyBin, ["keygen", "--dir", gdir, "--provider"]);
+  await run(tallyBin, ["keygen", "--dir", cdir]);
+  await writeKey(join(dir, "deployer.key"), DEPLOYER_KEY);
+  await writeKey(join(dir, "payer.key"), PAYER_KEY);
+  const gwPort = await freePort();
+  const cfg = join(gdir, "gateway.toml");
+  await writeFile(cfg, [
+    `listen = "127.0.0.1:${gwPort}"`, `upstream = "http://127.0.0.1:${(up.address() as AddressInfo).port}"`,
+    `data_dir = "data"`, `provider_key_file = "provider.key"`, `rpc_url = "${rpcUrl}"`, `credit_limit = "1000000"`,
+    `max_lanes = 8`, "", "[chain]", `chain_id = 1`, `contract = "0x${"00".repeat(20)}"`, `asset = "${token}"`, `pay_to = "${PAYEE}"`, "",
+    "[checkpoint]", "every_records = 5", "every_seconds = 0", `every_amount = "0"`, "",
+    "[refunds]", "server_errors = true", "over_max = true", "",
+    "[[routes]]", `method = "GET"`, `path = "/v1/items"`, `match = "prefix"`, `price = { kind = "fixed", amount = "10" }`, "",
+    "[[routes]]", `method = "POST"`, `path = "/v1/complete"`, `match = "exact"`, `price = { kind = "fixed", amount = "25" }`, "",
+  ].join("\n"));
+  const deployed = JSON.parse((await run(tallyBin, ["--json", "contract", "deploy", "--rpc", rpcUrl, "--key", join(dir, "deployer.key"), "--config", cfg])).stdout);
+  const contract = String(deployed.contract);
+  const opened = await run(tallyBin, ["--json", "channel", "open", "--client", cdir, "--payer-key", join(dir, "payer.key"), "--rpc", rpcUrl,
+    "--contract", contract, "--token", token, "--payee", PAYEE, "--amount", "100000"]);
+  const channelId = String(JSON.parse(opened.stdout).channel_id).replace(/^0x/, "");
+  return { cfg, cdir, channelId, gwPort };
+}
+
 test("pays a real tally gateway from Node; tally verify audits the log with no discrepancy", { timeout: 300_000 }, async () => {
   assert.ok(existsSync(tallyBin), `no tally binary at ${tallyBin}: build it (cargo build --release -p tally-cli) or set TALLY_BIN`);
   assert.ok(existsSync(anvilBin), `no anvil at ${anvilBin}: run bash tools/install.sh`);
@@ -113,36 +150,7 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
   const children: ChildProcess[] = [];
   const up = await upstream();
   try {
-    const anvilPort = await freePort();
-    const anvil = spawn(anvilBin, ["--host", "127.0.0.1", "--port", String(anvilPort)], { stdio: "ignore" });
-    children.push(anvil);
-    const rpcUrl = `http://127.0.0.1:${anvilPort}`;
-    await waitFor("anvil", async () => (await rpc(rpcUrl, "eth_chainId", [])) === "0x7a69");
-    const token = await deployToken(rpcUrl);
-
-    const gdir = join(dir, "gateway"), cdir = join(dir, "client");
-    await mkdir(gdir);
-    await run(tallyBin, ["keygen", "--dir", gdir, "--provider"]);
-    await run(tallyBin, ["keygen", "--dir", cdir]);
-    await writeKey(join(dir, "deployer.key"), DEPLOYER_KEY);
-    await writeKey(join(dir, "payer.key"), PAYER_KEY);
-    const gwPort = await freePort();
-    const cfg = join(gdir, "gateway.toml");
-    await writeFile(cfg, [
-      `listen = "127.0.0.1:${gwPort}"`, `upstream = "http://127.0.0.1:${(up.address() as AddressInfo).port}"`,
-      `data_dir = "data"`, `provider_key_file = "provider.key"`, `rpc_url = "${rpcUrl}"`, `credit_limit = "1000000"`,
-      `max_lanes = 8`, "", "[chain]", `chain_id = 1`, `contract = "0x${"00".repeat(20)}"`, `asset = "${token}"`, `pay_to = "${PAYEE}"`, "",
-      "[checkpoint]", "every_records = 5", "every_seconds = 0", `every_amount = "0"`, "",
-      "[refunds]", "server_errors = true", "over_max = true", "",
-      "[[routes]]", `method = "GET"`, `path = "/v1/items"`, `match = "prefix"`, `price = { kind = "fixed", amount = "10" }`, "",
-      "[[routes]]", `method = "POST"`, `path = "/v1/complete"`, `match = "exact"`, `price = { kind = "fixed", amount = "25" }`, "",
-    ].join("\n"));
-    const deployed = JSON.parse((await run(tallyBin, ["--json", "contract", "deploy", "--rpc", rpcUrl, "--key", join(dir, "deployer.key"), "--config", cfg])).stdout);
-    const contract = deployed.address ?? deployed.contract;
-    const opened = await run(tallyBin, ["--json", "channel", "open", "--client", cdir, "--payer-key", join(dir, "payer.key"), "--rpc", rpcUrl,
-      "--contract", contract, "--token", token, "--payee", PAYEE, "--amount", "100000"]);
-    const channelId = String(JSON.parse(opened.stdout).channel_id ?? JSON.parse(opened.stdout).channel).replace(/^0x/, "");
-
+    const { cfg, cdir, channelId, gwPort } = await environment(dir, up, children);
     const gateway = spawn(tallyBin, ["serve", "--config", cfg], { stdio: ["ignore", "inherit", "inherit"] });
     children.push(gateway);
     const base = `http://127.0.0.1:${gwPort}`;
