@@ -17,6 +17,7 @@ import { readTokenHeader } from "./messages.js";
 import { type Discovered, type TermsIncrease, parseTerms, priceFor, priceIncreases } from "./terms.js";
 import { API_PREFIX, WELL_KNOWN_PATH } from "./wire.js";
 import { sendPaid, type TallyResponse } from "./paid.js";
+import { restoreLocked } from "./restore.js";
 
 export interface TallyClientConfig {
   /** The gateway, e.g. `http://127.0.0.1:8402`. */
@@ -67,6 +68,8 @@ export class TallyClient {
   stopped?: MisbehaviorError;
   checkpointDue = false;
   inFlight = 0;
+  /** Restores done (HTTP.md §5.6): a receipt for a request signed before the latest is disowned. */
+  restores = 0;
   ahead = new Map<bigint, WireRecord>();
 
   private constructor(private readonly cfg: TallyClientConfig) {
@@ -172,12 +175,10 @@ export class TallyClient {
    * what the provider holds beyond the mirror, refuses a provider that lost records or
    * forked. Caller holds the lock.
    */
-  async resyncLocked(): Promise<void> {
+  async resyncLocked(mayRestore = true): Promise<void> {
     const theirs = await this.getJson(this.url(""));
     const size = BigInt(theirs.size);
-    if (theirs.restore_required && size <= this.mirror.size) {
-      throw new TallyError("restore_required: the TypeScript client does not restore yet; restore with the Rust client (spec/HTTP.md §5.6)");
-    }
+    if (mayRestore && theirs.restore_required && size <= this.mirror.size) return restoreLocked(this);
     if (size < this.mirror.size) throw this.stop(`lost records: ours ${this.mirror.size}, theirs ${size}`);
     while (this.mirror.size < size) {
       const page = await this.getJson(this.url(`/records?from=${this.mirror.size}&to=${size}`));

@@ -10,6 +10,7 @@ import { TallyError, equal, fromHex, toHex } from "./bytes.js";
 import type { TallyClient } from "./client.js";
 import { refusal } from "./client.js";
 import { ResponseLostError } from "./errors.js";
+import { restoreLocked } from "./restore.js";
 import type { Lease } from "./lanes.js";
 import {
   type Authorization, type LogRecord, type Outcome, authorizationHash, decodeRecord, requestHash, responseHash,
@@ -61,7 +62,11 @@ export interface PaidRequest {
   template?: Partial<PaymentPayload>;
 }
 
-interface Sent { auth: Authorization; sig: Uint8Array; max: bigint; price: Price; provider: Uint8Array; chargeServerErrors: boolean; sentCheckpoint: boolean }
+interface Sent {
+  auth: Authorization; sig: Uint8Array; max: bigint; price: Price; provider: Uint8Array; chargeServerErrors: boolean; sentCheckpoint: boolean;
+  /** The client's restore count when this attempt was signed. */
+  restores: number;
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Statuses whose `Response` may not carry a body. */
@@ -99,7 +104,9 @@ export async function sendPaid(c: TallyClient, req: PaidRequest): Promise<TallyR
         return await c.lock.run(async () => {
           const receipt = verifyReceipt(c, pr, sent, resp, body);
           lease.answered(key, sent.auth.seq + 1n);
-          await takePlace(c, receipt);
+          // A restore since this was signed disowned it (HTTP.md §5.6): the response is the
+          // caller's, the record is not the client's to mirror.
+          if (sent.restores === c.restores) await takePlace(c, receipt);
           if (sent.sentCheckpoint) c.checkpointDue = false;
           if (resp.headers.has("tally-checkpoint-request")) c.checkpointDue = true;
           const out = new Response(NULL_BODY.has(resp.status) ? null : (body as BodyInit), { status: resp.status, statusText: resp.statusText, headers: resp.headers });
@@ -151,6 +158,9 @@ async function resolve(c: TallyClient, lease: Lease, key: string, sent: Sent, re
     case "terms_changed":
       await c.adoptTermsLocked();
       return true;
+    case "restore_required":
+      await restoreLocked(c);
+      return true;
     case "already_recorded":
       await recordedElsewhere(c, sent, fields.record);
       lease.answered(key, sent.auth.seq + 1n);
@@ -192,7 +202,7 @@ async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHa
   const sentCheckpoint = c.checkpointDue && c.mirror.size > 0n;
   if (sentCheckpoint) headers["tally-checkpoint"] = encodeHeader(c.signCheckpoint());
   const t = c.terms.terms;
-  return [{ auth, sig, max, price, provider: c.providerKey, chargeServerErrors: t.charge_server_errors, sentCheckpoint }, headers];
+  return [{ auth, sig, max, price, provider: c.providerKey, chargeServerErrors: t.charge_server_errors, sentCheckpoint, restores: c.restores }, headers];
 }
 
 /**

@@ -254,3 +254,35 @@ test("the request hash covers the path and query as sent (percent-encoded, dot s
     await gw.stop();
   }
 });
+
+test("restore_required after a promise-mode crash: uploads the records beyond the durable head, then pays", async () => {
+  const { gw, client } = await setup({ maxLanes: 2 });
+  try {
+    for (let i = 0; i < 5; i++) await client.fetch(`/v1/items/${i}`);
+    const before = toHex(client.head().root);
+    gw.crash(2);
+    const r = await client.fetch("/v1/items/after");
+    assert.equal(r.status, 200);
+    assert.deepEqual(gw.restores, [{ appended: 3, complete: true }]);
+    assert.equal(toHex(gw.states[5].root), before, "the provider's log is the mirror again");
+    assert.equal(client.head().size, 6n);
+    assert.equal(toHex(client.head().root), toHex(gw.states[6].root));
+  } finally {
+    await gw.stop();
+  }
+});
+
+test("a restore at connect: the provider's head is at or below the mirror", async () => {
+  const store = new MemoryStore();
+  const { gw, client } = await setup({}, store);
+  try {
+    for (let i = 0; i < 3; i++) await client.fetch(`/v1/items/${i}`);
+    gw.crash(1);
+    const again = await TallyClient.connect({ baseUrl: gw.base, channelId, sessionKey, checkpointKey, store });
+    assert.deepEqual(gw.restores, [{ appended: 2, complete: true }]);
+    assert.equal(again.head().size, 3n);
+    assert.equal(gw.records.length, 3);
+  } finally {
+    await gw.stop();
+  }
+});

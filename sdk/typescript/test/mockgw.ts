@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 
 import {
-  Frontier, authorizationHash, checkpointBody, decodeAuthorization, ed25519Public, ed25519Sign, ed25519VerifyStrict,
+  Frontier, authorizationHash, checkpointBody, decodeAuthorization, decodeRecord, ed25519Public, ed25519Sign, ed25519VerifyStrict,
   encodeAuthorization, encodeOutcome, encodeRecord, equal, fromHex, keyId, leafHash, parseCheckpointBody,
   requestHash, responseHash, termsHash, toBase64, toHex, u64BE, utf8, concat, verifyNote,
   type Authorization, type Outcome,
@@ -45,6 +45,9 @@ export class MockGateway {
   lastCheckpointSize = 0;
   /** Each lane's last answer, replayed to a retry of its (lane, seq, request hash) (HTTP.md §9). */
   held = new Map<number, { seq: bigint; requestHash: string; headers: Record<string, string>; body: Uint8Array }>();
+  /** Set by `crash`: the nonce a restore must name (HTTP.md §5.6). */
+  restoreNonce?: Uint8Array;
+  restores: { appended: number; complete: boolean }[] = [];
 
   constructor(readonly opts: MockOptions = {}) {
     this.termsBytes = this.render(opts.price ?? "10");
@@ -86,6 +89,53 @@ export class MockGateway {
     this.json(res, status, { error: { reason, message: reason, ...fields } });
   }
 
+  /** A promise-mode crash: only the first `keep` records were durable; a restore is required. */
+  crash(keep: number): void {
+    const kept = this.records.slice(0, keep);
+    this.records = [];
+    this.frontier = new Frontier();
+    this.states = [this.states[0]];
+    this.lanes.clear();
+    this.held.clear();
+    for (const r of kept) this.push(r);
+    this.restoreNonce = new Uint8Array(32).fill(keep + 1);
+  }
+
+  private push(r: MockGateway["records"][number]): void {
+    this.records.push(r);
+    this.frontier.push(leafHash(r.bytes));
+    this.states.push({ root: this.frontier.root(), cumulative: r.outcome.cumulative });
+    this.lanes.set(r.auth.lane, r.auth.seq + 1n);
+  }
+
+  private head() {
+    const size = this.records.length;
+    return { size, root: toHex(this.states[size].root), cumulative: String(this.states[size].cumulative) };
+  }
+
+  /** POST /restore: statement signature and nonce, base = head, each record provider-signed and in place. */
+  private restore(res: ServerResponse, b: { records: { record: string; provider_signature: string }[]; statement: string; signature: string }): void {
+    const st = fromHex(b.statement);
+    if (!ed25519VerifyStrict(this.session!, st, fromHex(b.signature))) return this.refuse(res, 402, "invalid_signature");
+    const body = st.subarray(14);
+    const nonce = body.subarray(33, 65), baseSize = Number(Buffer.from(body.subarray(65, 73)).readBigUInt64LE());
+    const complete = body[161] === 1;
+    if (!this.restoreNonce || !equal(nonce, this.restoreNonce) || baseSize !== this.records.length) return this.refuse(res, 422, "restore_refused", { index: null });
+    for (const w of b.records) {
+      const rec = decodeRecord(fromHex(w.record));
+      const o = rec.outcome;
+      const sig = fromHex(w.provider_signature);
+      const prev = this.states[this.records.length].cumulative;
+      if (!ed25519VerifyStrict(this.providerKey, encodeOutcome(o), sig) || Number(o.index) !== this.records.length || o.cumulative !== prev + o.amount) {
+        return this.refuse(res, 422, "restore_refused", { index: Number(o.index) });
+      }
+      this.push({ bytes: fromHex(w.record), sig, outcome: o, auth: rec.authorization });
+    }
+    if (complete) this.restoreNonce = undefined;
+    this.restores.push({ appended: b.records.length, complete });
+    this.json(res, 200, { appended: b.records.length, ...this.head() });
+  }
+
   wire(i: number) {
     return { record: toHex(this.records[i].bytes), provider_signature: toHex(this.records[i].sig) };
   }
@@ -116,10 +166,11 @@ export class MockGateway {
     const size = this.records.length;
     if (tail === "") {
       return this.json(res, 200, {
-        channel_id: url.pathname.split("/")[4], size, root: toHex(this.states[size].root),
-        cumulative: String(this.states[size].cumulative), restore_required: false,
+        channel_id: url.pathname.split("/")[4], ...this.head(), restore_required: this.restoreNonce !== undefined,
+        ...(this.restoreNonce ? { restore_nonce: toHex(this.restoreNonce) } : {}),
       });
     }
+    if (tail === "/restore" && req.method === "POST") return this.restore(res, JSON.parse(new TextDecoder().decode(body)));
     if (tail === "/records") {
       const from = Number(url.searchParams.get("from")), to = Number(url.searchParams.get("to") ?? size);
       return this.json(res, 200, { from, records: this.records.slice(from, to).map((_, k) => this.wire(from + k)), size });
@@ -183,6 +234,7 @@ export class MockGateway {
       const out = this.cosign(JSON.parse(Buffer.from(cpHeader, "base64").toString("utf8")).note);
       if (Array.isArray(out)) return this.refuse(res, 409, out[0]);
     }
+    if (this.restoreNonce) return this.refuse(res, 409, "restore_required", { ...this.head(), nonce: toHex(this.restoreNonce) });
     const injected = this.opts.refuse?.shift();
     if (injected) return this.refuse(res, injected.status, injected.reason, injected.fields);
     const last = this.held.get(a.lane);
@@ -206,10 +258,7 @@ export class MockGateway {
     const outcomeBytes = encodeOutcome(o);
     const psig = ed25519Sign(this.providerSeed, outcomeBytes);
     const bytes = encodeRecord({ authorization: a, clientSignature: sig, outcome: o });
-    this.records.push({ bytes, sig: psig, outcome: o, auth: a });
-    this.frontier.push(leafHash(bytes));
-    this.states.push({ root: this.frontier.root(), cumulative: o.cumulative });
-    this.lanes.set(a.lane, a.seq + 1n);
+    this.push({ bytes, sig: psig, outcome: o, auth: a });
     const headers: Record<string, string> = {
       "content-type": "application/json",
       "payment-response": toBase64(utf8(JSON.stringify({
