@@ -3,7 +3,8 @@
  * upstream, funding read from a real anvil (tools/install.sh) with the Tally contract
  * (`tally contract deploy`) and a TestToken (its committed artifact) deployed and a channel
  * opened (`tally channel open`). The TypeScript client pays it, concurrently over lanes and
- * through the official x402 client, signs the checkpoints the gateway asks for, then the
+ * through the official x402 client, signs the checkpoints the gateway asks for, builds a proof
+ * bundle that `tally verify-proof` accepts, then the
  * gateway is stopped, its log exported (`tally export`) and audited (`tally verify`): no
  * discrepancy, and the statement's records are the client's mirror byte for byte.
  * Everything listens on 127.0.0.1.
@@ -177,6 +178,10 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
 
     const note = await client.checkpoint();
     assert.match(note, /\u2014 tally-provider /);
+    // A proof bundle the TypeScript client builds is one the Rust verifier accepts.
+    const bundle = join(dir, "bundle.json");
+    await writeFile(bundle, JSON.stringify(client.proofBundle(7)));
+    await run(tallyBin, ["verify-proof", bundle]);
     const head = client.head();
     assert.equal(head.size, 15n);
     assert.equal(head.cumulative, 14n * 10n + 25n);

@@ -18,6 +18,7 @@ import { type Discovered, type TermsIncrease, parseTerms, priceFor, priceIncreas
 import { API_PREFIX, WELL_KNOWN_PATH } from "./wire.js";
 import { sendPaid, type TallyResponse } from "./paid.js";
 import { restoreLocked } from "./restore.js";
+import { makeBundle, type ProofBundle } from "./bundle.js";
 
 export interface TallyClientConfig {
   /** The gateway, e.g. `http://127.0.0.1:8402`. */
@@ -241,6 +242,18 @@ export class TallyClient {
     await this.mirror.putMeta("checkpoint", back.note);
     this.checkpointDue = false;
     return back.note;
+  }
+
+  /**
+   * A proof bundle of mirrored record `index` (PROTOCOL.md §7.3) against the latest
+   * checkpoint the provider cosigned (kept by `checkpoint()`).
+   */
+  proofBundle(index: number): ProofBundle {
+    const note = this.mirror.getMeta("checkpoint");
+    if (note === undefined) throw new TallyError("no cosigned checkpoint held: call checkpoint() first");
+    const record = this.mirror.records[index];
+    if (!record) throw new TallyError(`no record ${index} in the mirror`);
+    return makeBundle(this.sessionPublic, this.providerKey, record, index, this.mirror.leaves, note);
   }
 
   /** After `terms_changed`: re-fetch, refuse a new provider key, review the change. */

@@ -10,6 +10,7 @@ export * from "./mirror.js";
 export * from "./lanes.js";
 export * from "./wire.js";
 export * from "./errors.js";
+export * from "./bundle.js";
 export { TallyClient, type TallyClientConfig, type RequestOptions } from "./client.js";
 export type { Receipt, TallyResponse } from "./paid.js";
 export { TallyScheme, type TallySchemeOptions } from "./x402.js";

@@ -44,6 +44,8 @@ export class Mirror {
   private states: { root: Uint8Array; cumulative: bigint }[];
   private lanes = new Map<number, { nextSeq: bigint; ackSize: bigint }>();
   readonly records: WireRecord[] = [];
+  /** Leaf hashes in index order, for inclusion proofs. */
+  readonly leaves: Uint8Array[] = [];
   private meta: Record<string, string> = {};
 
   private constructor(
@@ -109,7 +111,9 @@ export class Mirror {
   }
 
   private place(r: LogRecord, w: WireRecord): void {
-    this.frontier.push(leafHash(fromHex(w.record)));
+    const leaf = leafHash(fromHex(w.record));
+    this.leaves.push(leaf);
+    this.frontier.push(leaf);
     this.states.push({ root: this.frontier.root(), cumulative: r.outcome.cumulative });
     this.lanes.set(r.authorization.lane, { nextSeq: r.authorization.seq + 1n, ackSize: r.authorization.ackSize });
     this.records.push(w);

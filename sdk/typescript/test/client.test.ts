@@ -7,7 +7,7 @@ import { join } from "node:path";
 
 import {
   MemoryStore, MisbehaviorError, RefusedError, TallyClient, TermsRaisedError, decodeAuthorization, fromHex, toHex,
-  type MirrorStore,
+  type MirrorStore, verifyBundle,
 } from "../src/index.js";
 import { FileStore } from "../src/node.js";
 import { MockGateway, type MockOptions } from "./mockgw.js";
@@ -97,6 +97,7 @@ test("answers TALLY-CHECKPOINT-REQUEST with a signed checkpoint on its next requ
     const note = await client.checkpoint();
     assert.match(note, /^tally\/channel\/(ab){32}\n3\n/);
     assert.match(note, /\u2014 tally-provider /);
+    for (let i = 0; i < 3; i++) verifyBundle(client.proofBundle(i));
   } finally {
     await gw.stop();
   }

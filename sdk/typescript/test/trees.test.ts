@@ -72,3 +72,15 @@ test("RFC 6962 vectors (SHA-256 conformance mode) get the wanted verdict", () =>
   const { accepted, rejected } = runDir(sha256Tree, join(vectors, "rfc6962"));
   assert.ok(accepted >= 10 && rejected >= 100, `${accepted} accepted, ${rejected} rejected`);
 });
+
+test("inclusion paths built from the leaves verify at every index of every size up to 17", async () => {
+  const { inclusionPath } = await import("../src/bundle.js");
+  const leaves = Array.from({ length: 17 }, (_, i) => blake3Tree.leaf(utf8(`tally leaf ${i}`)));
+  for (let n = 1; n <= 17; n++) {
+    const root = rootOf(blake3Tree, leaves.slice(0, n));
+    for (let i = 0; i < n; i++) {
+      const path = inclusionPath(blake3Tree, leaves.slice(0, n), i);
+      assert.ok(verifyInclusion(blake3Tree, BigInt(i), BigInt(n), leaves[i], path, root), `${i} of ${n}`);
+    }
+  }
+});

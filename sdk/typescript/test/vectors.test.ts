@@ -11,6 +11,7 @@ import {
   responseHash, verifyOutcome, type Authorization, type Outcome,
 } from "../src/messages.js";
 import { Frontier, blake3Tree, rootOf, verifyInclusion } from "../src/merkle.js";
+import { inclusionPath, verifyBundle } from "../src/bundle.js";
 import { checkpointBody, parseCheckpointBody, signCheckpointNote, verifyNote } from "../src/checkpoint.js";
 import { readJson, repoRoot } from "./repo.js";
 
@@ -150,6 +151,18 @@ test("bundle: the record's inclusion in the checkpoint (§7.3 steps 1–7)", () 
   const proof = b.inclusion_proof.map((p: string) => fromHex(p));
   assert.ok(verifyInclusion(blake3Tree, BigInt(b.index), note.checkpoint.size, leafHash(fromHex(b.record)), proof, note.checkpoint.root));
   assert.ok(!verifyInclusion(blake3Tree, BigInt(b.index) + 1n, note.checkpoint.size, leafHash(fromHex(b.record)), proof, note.checkpoint.root));
+});
+
+test("verifyBundle accepts the vector bundle, and refuses it with another index, proof or checkpoint", () => {
+  const b = v.bundle;
+  verifyBundle(b);
+  assert.throws(() => verifyBundle({ ...b, index: b.index + 1 }), /6: index/);
+  assert.throws(() => verifyBundle({ ...b, inclusion_proof: b.inclusion_proof.slice(1) }), /7: inclusion/);
+  assert.throws(() => verifyBundle({ ...b, checkpoint: b.checkpoint.replace(/\u2014 tally-provider .*\n/, "") }), /cosignature/);
+  assert.throws(() => verifyBundle({ ...b, extra: 1 }), /not a v2 proof bundle/);
+  // The path the vector carries is the one the log gives.
+  const leaves = v.records.map((r: any) => fromHex(r.leaf_hash));
+  assert.deepEqual(inclusionPath(blake3Tree, leaves, b.index).map(toHex), b.inclusion_proof);
 });
 
 test("read token: bytes, signature and header", () => {
