@@ -4,7 +4,7 @@
  * (`tally contract deploy`) and a TestToken (its committed artifact) deployed and a channel
  * opened (`tally channel open`). The TypeScript client pays it, concurrently over lanes and
  * through the official x402 client, signs the checkpoints the gateway asks for, builds a proof
- * bundle that `tally verify-proof` accepts, then the
+ * bundle that `tally verify-proof` accepts, disputes a charged 5xx for a credit, then the
  * gateway is stopped, its log exported (`tally export`) and audited (`tally verify`): no
  * discrepancy, and the statement's records are the client's mirror byte for byte.
  * Everything listens on 127.0.0.1.
@@ -94,7 +94,8 @@ async function writeKey(path: string, hex: string): Promise<void> {
 function upstream(): Promise<Server> {
   const s = createServer((req, res) => {
     req.resume();
-    req.on("end", () => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ path: req.url })));
+    const status = req.url?.includes("/fail") ? 500 : 200;
+    req.on("end", () => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify({ path: req.url })));
   });
   return new Promise((r) => s.listen(0, "127.0.0.1", () => r(s)));
 }
@@ -130,7 +131,7 @@ async function environment(dir: string, up: Server, children: ChildProcess[]): P
   await writeFile(cfg, [
     `listen = "127.0.0.1:${gwPort}"`, `upstream = "http://127.0.0.1:${(up.address() as AddressInfo).port}"`,
     `data_dir = "data"`, `provider_key_file = "provider.key"`, `rpc_url = "${rpcUrl}"`, `credit_limit = "1000000"`,
-    `max_lanes = 8`, "", "[chain]", `chain_id = 1`, `contract = "0x${"00".repeat(20)}"`, `asset = "${token}"`, `pay_to = "${PAYEE}"`, "",
+    `max_lanes = 8`, "charge_server_errors = true", "", "[chain]", `chain_id = 1`, `contract = "0x${"00".repeat(20)}"`, `asset = "${token}"`, `pay_to = "${PAYEE}"`, "",
     "[checkpoint]", "every_records = 5", "every_seconds = 0", `every_amount = "0"`, "",
     "[refunds]", "server_errors = true", "over_max = true", "",
     "[[routes]]", `method = "GET"`, `path = "/v1/items"`, `match = "prefix"`, `price = { kind = "fixed", amount = "10" }`, "",
@@ -170,6 +171,11 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const posted = await client.fetch("/v1/complete", { method: "POST", body: JSON.stringify({ prompt: "hi" }), headers: { "content-type": "application/json" } });
     assert.equal(posted.receipt?.outcome.amount, 25n);
 
+    // A 5xx the terms charge: disputed below under refunds.server_errors.
+    const failed = await client.fetch("/v1/items/fail");
+    assert.equal(failed.status, 500);
+    assert.equal(failed.receipt?.outcome.amount, 10n);
+
     const scheme = new TallyScheme(client, { payFirst: false });
     const x402 = x402Client.fromConfig({ schemes: [{ network: "eip155:*", client: scheme }], spendControls: { allowedAssets: [scheme.allowedAsset()] } });
     const viaX402 = (await wrapFetchWithPayment(scheme.fetch, x402)(`${base}/v1/items/x402`)) as TallyResponse;
@@ -182,16 +188,21 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const bundle = join(dir, "bundle.json");
     await writeFile(bundle, JSON.stringify(client.proofBundle(7)));
     await run(tallyBin, ["verify-proof", bundle]);
+    // A credit may not take the cumulative below the checkpoint's: two more calls cover it.
+    for (const i of [1, 2]) await client.fetch(`/v1/items/after-${i}`);
+    const granted = await client.dispute(Number(failed.receipt!.outcome.index), failed.exchange!);
+    assert.deepEqual([granted.amount, granted.rule], ["-10", "server_error"]);
     const head = client.head();
-    assert.equal(head.size, 15n);
-    assert.equal(head.cumulative, 14n * 10n + 25n);
+    assert.equal(head.size, 19n);
+    assert.equal(head.cumulative, 17n * 10n + 25n - 10n);
 
     await stopChild(gateway);
     const statement = join(dir, "statement.jsonl");
     await run(tallyBin, ["export", "--config", cfg, "--channel", channelId, "-o", statement]);
     const verified = await run(tallyBin, ["verify", "--statement", statement]);
     assert.match(verified.stdout, /VERIFIED: no discrepancies/, verified.stdout);
-    assert.match(verified.stdout, /records\s+15\b/, verified.stdout);
+    assert.match(verified.stdout, /records\s+19\b/, verified.stdout);
+    assert.match(verified.stdout, /credited\s+10\b/, verified.stdout);
     // The checkpoints the gateway asked for (every 5 records, answered in TALLY-CHECKPOINT) and the posted one.
     const checkpoints = Number(/checkpoints\s+(\d+)/.exec(verified.stdout)?.[1]);
     assert.ok(checkpoints >= 2, verified.stdout);

@@ -16,7 +16,7 @@ import { type LogState, MemoryStore, Mirror, type MirrorStore, type WireRecord }
 import { readTokenHeader } from "./messages.js";
 import { type Discovered, type TermsIncrease, parseTerms, priceFor, priceIncreases } from "./terms.js";
 import { API_PREFIX, WELL_KNOWN_PATH } from "./wire.js";
-import { sendPaid, type TallyResponse } from "./paid.js";
+import { type Exchange, sendPaid, type TallyResponse } from "./paid.js";
 import { restoreLocked } from "./restore.js";
 import { makeBundle, type ProofBundle } from "./bundle.js";
 
@@ -254,6 +254,19 @@ export class TallyClient {
     const record = this.mirror.records[index];
     if (!record) throw new TallyError(`no record ${index} in the mirror`);
     return makeBundle(this.sessionPublic, this.providerKey, record, index, this.mirror.leaves, note);
+  }
+
+  /**
+   * Disputes mirrored record `index` (HTTP.md §7): posts a proof bundle against the latest
+   * cosigned checkpoint and the record's exchange, paid with a `max_amount = 0`
+   * authorization. Returns the grant (the credit record is verified and mirrored), or throws
+   * the provider's refusal (`dispute_refused` with its `why`).
+   */
+  async dispute(index: number, exchange: Exchange): Promise<{ disputed_index: number; amount: string; rule: string }> {
+    const body = utf8(JSON.stringify({ bundle: this.proofBundle(index), exchange }));
+    const path = `${API_PREFIX}/channels/${toHex(this.channel)}/disputes`;
+    const r = await sendPaid(this, { method: "POST", path, query: "", headers: { "content-type": "application/json" }, body, maxAmount: 0n, credit: true });
+    return r.json();
   }
 
   /** After `terms_changed`: re-fetch, refuse a new provider key, review the change. */

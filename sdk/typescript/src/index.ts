@@ -12,5 +12,5 @@ export * from "./wire.js";
 export * from "./errors.js";
 export * from "./bundle.js";
 export { TallyClient, type TallyClientConfig, type RequestOptions } from "./client.js";
-export type { Receipt, TallyResponse } from "./paid.js";
+export type { Exchange, Receipt, TallyResponse } from "./paid.js";
 export { TallyScheme, type TallySchemeOptions } from "./x402.js";

@@ -6,7 +6,8 @@
  * `lane_busy`, `already_recorded`) before trying again; any other refusal, such as
  * `insufficient_funds`, is returned as a `RefusedError` with its fields.
  */
-import { TallyError, equal, fromHex, toHex } from "./bytes.js";
+import { TallyError, equal, fromHex, parseAmount, toHex } from "./bytes.js";
+import { H } from "./crypto.js";
 import type { TallyClient } from "./client.js";
 import { refusal } from "./client.js";
 import { ResponseLostError } from "./errors.js";
@@ -45,7 +46,9 @@ import { encodeHeader, parsePaymentResponse, paymentPayload, requirementsFor, ty
 
 /** A verified receipt: the outcome, the provider's signature and the full record. */
 export interface Receipt { outcome: Outcome; signature: Uint8Array; record: LogRecord }
-export type TallyResponse = Response & { receipt?: Receipt };
+/** The preimages of a record's request and response hashes, kept for a dispute (HTTP.md §7). */
+export interface Exchange { method: string; path: string; query: string; request_body_hash: string; status: number; response_body_hash: string }
+export type TallyResponse = Response & { receipt?: Receipt; exchange?: Exchange };
 
 export interface PaidRequest {
   method: string;
@@ -60,12 +63,15 @@ export interface PaidRequest {
    * terms served now; after `terms_changed` it is rebuilt from the new terms.
    */
   template?: Partial<PaymentPayload>;
+  /** A dispute (HTTP.md §7): priced at 0, and the receipt must carry the credit the body states. */
+  credit?: boolean;
 }
 
 interface Sent {
   auth: Authorization; sig: Uint8Array; max: bigint; price: Price; provider: Uint8Array; chargeServerErrors: boolean; sentCheckpoint: boolean;
   /** The client's restore count when this attempt was signed. */
   restores: number;
+  credit: boolean;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -110,7 +116,11 @@ export async function sendPaid(c: TallyClient, req: PaidRequest): Promise<TallyR
           if (sent.sentCheckpoint) c.checkpointDue = false;
           if (resp.headers.has("tally-checkpoint-request")) c.checkpointDue = true;
           const out = new Response(NULL_BODY.has(resp.status) ? null : (body as BodyInit), { status: resp.status, statusText: resp.statusText, headers: resp.headers });
-          return Object.assign(out, { receipt });
+          const exchange: Exchange = {
+            method: req.method, path: req.path, query: req.query, request_body_hash: toHex(H(req.body)),
+            status: resp.status, response_body_hash: toHex(H(body)),
+          };
+          return Object.assign(out, { receipt, exchange });
         });
       }
       const err = refusal(resp.status, new TextDecoder().decode(body));
@@ -174,7 +184,9 @@ async function resolve(c: TallyClient, lease: Lease, key: string, sent: Sent, re
 
 /** Signs one attempt under the mirror's head on the leased lane (caller holds the lock). */
 async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHash: Uint8Array): Promise<[Sent, Record<string, string>]> {
-  c.checkPay();
+  if (req.credit) {
+    if (c.stopped) throw c.stopped;
+  } else c.checkPay();
   let seq = lease.slot.nextSeq;
   if (seq === null) {
     await c.resyncLocked();
@@ -182,7 +194,7 @@ async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHa
   }
   lease.slot.nextSeq = seq;
   // Priced under the terms served now: after `terms_changed` the retry signs the new ones.
-  const price = priceFor(c.terms.terms, req.method, req.path);
+  const price: Price = req.credit ? { kind: "fixed", amount: "0" } : priceFor(c.terms.terms, req.method, req.path);
   const routeMax = priceMax(price) ?? 0n;
   const max = req.maxAmount === undefined || req.maxAmount > routeMax ? routeMax : req.maxAmount;
   const head = c.mirror.head();
@@ -202,7 +214,7 @@ async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHa
   const sentCheckpoint = c.checkpointDue && c.mirror.size > 0n;
   if (sentCheckpoint) headers["tally-checkpoint"] = encodeHeader(c.signCheckpoint());
   const t = c.terms.terms;
-  return [{ auth, sig, max, price, provider: c.providerKey, chargeServerErrors: t.charge_server_errors, sentCheckpoint, restores: c.restores }, headers];
+  return [{ auth, sig, max, price, provider: c.providerKey, chargeServerErrors: t.charge_server_errors, sentCheckpoint, restores: c.restores, credit: req.credit === true }, headers];
 }
 
 /**
@@ -224,7 +236,8 @@ function verifyReceipt(c: TallyClient, header: string, sent: Sent, resp: Respons
   if (o.lane !== sent.auth.lane || o.seq !== sent.auth.seq) throw fail(`lane/seq ${o.lane}/${o.seq} for ${sent.auth.lane}/${sent.auth.seq}`);
   if (!equal(o.authorizationHash, authorizationHash(sent.auth, sent.sig))) throw fail("authorization hash");
   if (o.amount > 0n && o.amount > sent.auth.maxAmount) throw fail(`amount ${o.amount} over max ${sent.auth.maxAmount}`);
-  const want = expectedCharge(sent.chargeServerErrors, sent.price, resp.status, (n) => resp.headers.get(n), sent.max);
+  const want = sent.credit ? { units: 0n, amount: statedCredit(body) }
+    : expectedCharge(sent.chargeServerErrors, sent.price, resp.status, (n) => resp.headers.get(n), sent.max);
   if (o.amount !== want.amount) throw fail(`amount ${o.amount}, the terms give ${want.amount}`);
   if (o.units !== want.units) throw fail(`units ${o.units}, expected ${want.units}`);
   if (!equal(o.responseHash, responseHash(resp.status, body))) throw fail("response hash");
@@ -233,6 +246,15 @@ function verifyReceipt(c: TallyClient, header: string, sent: Sent, resp: Respons
   return { outcome: o, signature, record };
 }
 
+
+/** The credit a granted dispute's body states (`amount`, negative), else 0. */
+function statedCredit(body: Uint8Array): bigint {
+  try {
+    return parseAmount(JSON.parse(new TextDecoder().decode(body)).amount, true);
+  } catch {
+    return 0n;
+  }
+}
 
 /** Puts a verified record at its index: now if next, else held until the gap fills (§5.5). */
 async function takePlace(c: TallyClient, r: Receipt): Promise<void> {

@@ -287,3 +287,23 @@ test("a restore at connect: the provider's head is at or below the mirror", asyn
     await gw.stop();
   }
 });
+
+test("a dispute: a max_amount = 0 payment carrying a bundle and the exchange; the credit record is verified and mirrored", async () => {
+  const { gw, client } = await setup();
+  try {
+    const r = await client.fetch("/v1/items/bad", { method: "POST", body: "x" });
+    await client.fetch("/v1/items/ok");
+    await client.checkpoint();
+    const granted = await client.dispute(0, r.exchange!);
+    assert.deepEqual(granted, { disputed_index: 0, amount: "-10", rule: "server_error" });
+    const credit = gw.records[2];
+    assert.equal(credit.auth.maxAmount, 0n);
+    assert.equal(credit.outcome.amount, -10n);
+    assert.equal(gw.payments[2].accepted.amount, "0");
+    assert.deepEqual([client.head().size, client.head().cumulative], [3n, 10n]);
+    assert.equal(r.exchange!.path, "/v1/items/bad");
+    assert.equal(r.exchange!.status, 200);
+  } finally {
+    await gw.stop();
+  }
+});

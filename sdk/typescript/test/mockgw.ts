@@ -11,7 +11,7 @@ import type { AddressInfo } from "node:net";
 import {
   Frontier, authorizationHash, checkpointBody, decodeAuthorization, decodeRecord, ed25519Public, ed25519Sign, ed25519VerifyStrict,
   encodeAuthorization, encodeOutcome, encodeRecord, equal, fromHex, keyId, leafHash, parseCheckpointBody,
-  requestHash, responseHash, termsHash, toBase64, toHex, u64BE, utf8, concat, verifyNote,
+  requestHash, responseHash, termsHash, toBase64, toHex, u64BE, utf8, concat, verifyBundle, verifyNote,
   type Authorization, type Outcome,
 } from "../src/index.js";
 
@@ -144,6 +144,7 @@ export class MockGateway {
     const url = new URL(req.url!, this.base);
     const p = url.pathname;
     if (p === "/.well-known/tally") return void res.writeHead(200, { "content-type": "application/json" }).end(this.termsBytes);
+    if (/^\/tally\/v1\/channels\/[0-9a-f]{64}\/disputes$/.test(p)) return this.paid(req, res, url, body, true);
     const ch = /^\/tally\/v1\/channels\/([0-9a-f]{64})(\/.*)?$/.exec(p);
     if (ch) return this.endpoint(req, res, url, ch[2] ?? "", body);
     if (p.startsWith("/v1/items")) return this.paid(req, res, url, body);
@@ -204,10 +205,10 @@ export class MockGateway {
     this.json(res, 200, { note: out, eip712: b.eip712 });
   }
 
-  private async paid(req: IncomingMessage, res: ServerResponse, url: URL, body: Uint8Array): Promise<void> {
+  private async paid(req: IncomingMessage, res: ServerResponse, url: URL, body: Uint8Array, dispute = false): Promise<void> {
     const header = req.headers["payment-signature"];
     const terms = JSON.parse(new TextDecoder().decode(this.termsBytes));
-    const price = terms.routes[0].price.amount;
+    const price = dispute ? "0" : terms.routes[0].price.amount;
     const accepts = {
       scheme: "tally", network: "eip155:31337", amount: price, asset: terms.chain.asset, payTo: terms.chain.pay_to,
       maxTimeoutSeconds: 60,
@@ -247,13 +248,22 @@ export class MockGateway {
     if (!acked || !equal(acked.root, a.ackRoot) || acked.cumulative !== a.ackCumulative) return this.refuse(res, 409, "state_mismatch", { size: this.records.length });
     const method = req.method!, q = url.search.slice(1);
     if (!equal(requestHash(this.salt, method, url.pathname, q, body), a.requestHash)) return this.refuse(res, 400, "request_mismatch");
-    const respBody = utf8(JSON.stringify({ item: url.pathname, n: this.records.length }));
+    let respBody = utf8(JSON.stringify({ item: url.pathname, n: this.records.length }));
     let amount = BigInt(price) < a.maxAmount ? BigInt(price) : a.maxAmount;
+    let units = 1n;
+    if (dispute) {
+      // Grants the whole amount back for any record proved by a valid bundle (the mock's only rule).
+      const { bundle } = JSON.parse(new TextDecoder().decode(body));
+      verifyBundle(bundle);
+      amount = -this.records[bundle.index].outcome.amount;
+      units = 0n;
+      respBody = utf8(JSON.stringify({ disputed_index: bundle.index, amount: String(amount), rule: "server_error" }));
+    }
     if (this.opts.overcharge) { amount += 1n; this.opts.overcharge = false; }
     const index = this.records.length;
     const o: Outcome = {
       channelId: a.channelId, lane: a.lane, seq: a.seq, index: BigInt(index), authorizationHash: authorizationHash(a, sig),
-      units: 1n, amount, cumulative: this.states[index].cumulative + amount, responseHash: responseHash(200, respBody), timeMs: BigInt(Date.now()),
+      units, amount, cumulative: this.states[index].cumulative + amount, responseHash: responseHash(200, respBody), timeMs: BigInt(Date.now()),
     };
     const outcomeBytes = encodeOutcome(o);
     const psig = ed25519Sign(this.providerSeed, outcomeBytes);
