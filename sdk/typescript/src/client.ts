@@ -10,7 +10,7 @@ import { TallyError, equal, fromHex, toHex, utf8 } from "./bytes.js";
 import { type Checkpoint, signCheckpointNote, verifyNote } from "./checkpoint.js";
 import { ed25519Public } from "./crypto.js";
 import { checkpointDigest, sessionDigest, signEip712 } from "./eip712.js";
-import { MisbehaviorError, RefusedError, TermsRaisedError } from "./errors.js";
+import { MisbehaviorError, TermsRaisedError, answer } from "./errors.js";
 import { LanePool, Mutex } from "./lanes.js";
 import { type LogState, MemoryStore, Mirror, type MirrorStore, type WireRecord } from "./mirror.js";
 import { readTokenHeader } from "./messages.js";
@@ -298,20 +298,3 @@ export class TallyClient {
     return sendPaid(this, { method, path, query, headers: opts.headers ?? {}, body, maxAmount: opts.maxAmount });
   }
 }
-
-/** A successful JSON answer, or the refusal it carries. */
-export async function answer(resp: Response): Promise<any> {
-  const text = await resp.text();
-  if (!resp.ok) throw refusal(resp.status, text);
-  return JSON.parse(text);
-}
-
-export function refusal(status: number, text: string): TallyError {
-  try {
-    const e = JSON.parse(text).error;
-    const { reason, message, ...fields } = e;
-    if (typeof reason === "string") return new RefusedError(reason, String(message ?? ""), fields, status);
-  } catch { /* not an error body */ }
-  return new TallyError(`status ${status} without a receipt or a reason: ${text.slice(0, 200)}`);
-}
-

@@ -35,3 +35,20 @@ export class ResponseLostError extends TallyError {
     this.name = "ResponseLostError";
   }
 }
+
+/** A successful JSON answer, or the refusal it carries. */
+export async function answer(resp: Response): Promise<any> {
+  const text = await resp.text();
+  if (!resp.ok) throw refusal(resp.status, text);
+  return JSON.parse(text);
+}
+
+/** The error an answer without a receipt stands for: a `RefusedError` when it carries a reason (HTTP.md §8). */
+export function refusal(status: number, text: string): TallyError {
+  try {
+    const e = JSON.parse(text).error;
+    const { reason, message, ...fields } = e;
+    if (typeof reason === "string") return new RefusedError(reason, String(message ?? ""), fields, status);
+  } catch { /* not an error body */ }
+  return new TallyError(`status ${status} without a receipt or a reason: ${text.slice(0, 200)}`);
+}

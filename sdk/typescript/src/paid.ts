@@ -9,16 +9,16 @@
 import { TallyError, equal, fromHex, parseAmount, toHex } from "./bytes.js";
 import { H } from "./crypto.js";
 import type { TallyClient } from "./client.js";
-import { refusal } from "./client.js";
-import { ResponseLostError } from "./errors.js";
+import { ResponseLostError, refusal } from "./errors.js";
 import { restoreLocked } from "./restore.js";
 import type { Lease } from "./lanes.js";
 import {
   type Authorization, type LogRecord, type Outcome, authorizationHash, decodeRecord, requestHash, responseHash,
-  signAuthorization, verifyOutcome, VERSION,
+  signAuthorization, verifyOutcome,
 } from "./messages.js";
 import { wireRecord } from "./mirror.js";
 import { type Price, expectedCharge, priceFor, priceMax } from "./terms.js";
+import { encodeHeader, parsePaymentResponse, paymentPayload, requirementsFor, type PaymentPayload } from "./wire.js";
 
 /**
  * The authorization the next attempt of `req` would sign now (its lane's next seq, the
@@ -42,7 +42,6 @@ export function previewPayload(c: TallyClient, req: PaidRequest): { authorizatio
   };
   return paymentPayload(requirementsFor(c.terms, price), auth, signAuthorization(c.sessionSeed, auth)).payload;
 }
-import { encodeHeader, parsePaymentResponse, paymentPayload, requirementsFor, type PaymentPayload } from "./wire.js";
 
 /** A verified receipt: the outcome, the provider's signature and the full record. */
 export interface Receipt { outcome: Outcome; signature: Uint8Array; record: LogRecord }
@@ -285,4 +284,3 @@ async function recordedElsewhere(c: TallyClient, sent: Sent, w: { record: string
   await takePlace(c, { outcome: r.outcome, signature: fromHex(w.provider_signature, 64), record: r });
 }
 
-export { VERSION };
