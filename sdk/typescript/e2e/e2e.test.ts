@@ -1,0 +1,216 @@
+/**
+ * End to end: a real tally gateway (`tally serve`, the workspace's binary) in front of a Node
+ * upstream, funding read from a real anvil (tools/install.sh) with the Tally contract
+ * (`tally contract deploy`) and a TestToken (its committed artifact) deployed and a channel
+ * opened (`tally channel open`). The TypeScript client pays it, concurrently over lanes and
+ * through the official x402 client, signs the checkpoints the gateway asks for, builds a proof
+ * bundle that `tally verify-proof` accepts, disputes a charged 5xx for a credit, then the
+ * gateway is stopped, its log exported (`tally export`) and audited (`tally verify`): no
+ * discrepancy, and the statement's records are the client's mirror byte for byte.
+ * Everything listens on 127.0.0.1.
+ *
+ * Needs: TALLY_BIN (default: $CARGO_TARGET_DIR/release/tally, else target/release/tally).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { chmod, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import { createServer as netServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { promisify } from "node:util";
+import { x402Client } from "@x402/core/client";
+import { wrapFetchWithPayment } from "@x402/fetch";
+
+import { TallyClient, TallyScheme, fromHex, keccak, toHex, utf8, type TallyResponse } from "../src/index.js";
+import { FileStore } from "../src/node.js";
+import { repoRoot } from "../test/repo.js";
+
+const run = promisify(execFile);
+const root = repoRoot();
+const tallyBin = process.env.TALLY_BIN
+  ?? join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "release", "tally");
+const anvilBin = process.env.TALLY_ANVIL ?? join(root, "tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+// anvil's well-known dev accounts 0 (deployer), 1 (payer), 2 (payee).
+const DEPLOYER_KEY = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const PAYER_KEY = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+const PAYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+const PAYEE = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+
+async function freePort(): Promise<number> {
+  const s = netServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function waitFor(what: string, ok: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (await ok().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function rpc(url: string, method: string, params: unknown[]): Promise<any> {
+  const r = await (await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }) })).json();
+  if (r.error) throw new Error(`${method}: ${JSON.stringify(r.error)}`);
+  return r.result;
+}
+
+/** Sends from an unlocked anvil account and waits for success; returns the receipt. */
+async function send(url: string, tx: Record<string, string>): Promise<any> {
+  const hash = await rpc(url, "eth_sendTransaction", [tx]);
+  let receipt: any = null;
+  await waitFor("a receipt", async () => (receipt = await rpc(url, "eth_getTransactionReceipt", [hash])) !== null);
+  assert.equal(receipt.status, "0x1", `transaction ${hash} reverted`);
+  return receipt;
+}
+
+const word = (hex: string) => hex.padStart(64, "0");
+
+/** Deploys the committed TestToken artifact (constructor `(string name, uint8 mode)`), mints to the payer. */
+async function deployToken(url: string): Promise<string> {
+  const artifact = JSON.parse(await readFile(join(root, "crates/tally-chain/artifacts/TestToken.json"), "utf8"));
+  const name = toHex(utf8("Tally Test USD"));
+  const args = word("40") + word("0") + word(((name.length / 2).toString(16))) + name.padEnd(Math.ceil(name.length / 64) * 64, "0");
+  const bytecode = String(artifact.bytecode?.object ?? artifact.bytecode).replace(/^0x/, "");
+  const receipt = await send(url, { from: PAYER, data: `0x${bytecode}${args}`, gas: "0x1000000" });
+  const token = receipt.contractAddress as string;
+  const mint = toHex(keccak(utf8("mint(address,uint256)")).slice(0, 4));
+  await send(url, { from: PAYER, to: token, data: `0x${mint}${word(PAYER.slice(2).toLowerCase())}${word((10n ** 30n).toString(16))}` });
+  return token;
+}
+
+async function writeKey(path: string, hex: string): Promise<void> {
+  await writeFile(path, hex + "\n", { mode: 0o600 });
+  await chmod(path, 0o600);
+}
+
+function upstream(): Promise<Server> {
+  const s = createServer((req, res) => {
+    req.resume();
+    const status = req.url?.includes("/fail") ? 500 : 200;
+    req.on("end", () => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify({ path: req.url })));
+  });
+  return new Promise((r) => s.listen(0, "127.0.0.1", () => r(s)));
+}
+
+function stopChild(c: ChildProcess): Promise<void> {
+  return new Promise((r) => {
+    if (c.exitCode !== null) return r();
+    c.once("exit", () => r());
+    c.kill("SIGINT");
+  });
+}
+
+/**
+ * anvil with a TestToken and the Tally contract, a provider and a client profile, the gateway
+ * config and a channel opened onchain. Children started are pushed to `children`.
+ */
+async function environment(dir: string, up: Server, children: ChildProcess[]): Promise<{ cfg: string; cdir: string; channelId: string; gwPort: number }> {
+  const anvilPort = await freePort();
+  const anvil = spawn(anvilBin, ["--host", "127.0.0.1", "--port", String(anvilPort)], { stdio: "ignore" });
+  children.push(anvil);
+  const rpcUrl = `http://127.0.0.1:${anvilPort}`;
+  await waitFor("anvil", async () => (await rpc(rpcUrl, "eth_chainId", [])) === "0x7a69");
+  const token = await deployToken(rpcUrl);
+
+  const gdir = join(dir, "gateway"), cdir = join(dir, "client");
+  await mkdir(gdir);
+  await run(tallyBin, ["keygen", "--dir", gdir, "--provider"]);
+  await run(tallyBin, ["keygen", "--dir", cdir]);
+  await writeKey(join(dir, "deployer.key"), DEPLOYER_KEY);
+  await writeKey(join(dir, "payer.key"), PAYER_KEY);
+  const gwPort = await freePort();
+  const cfg = join(gdir, "gateway.toml");
+  await writeFile(cfg, [
+    `listen = "127.0.0.1:${gwPort}"`, `upstream = "http://127.0.0.1:${(up.address() as AddressInfo).port}"`,
+    `data_dir = "data"`, `provider_key_file = "provider.key"`, `rpc_url = "${rpcUrl}"`, `credit_limit = "1000000"`,
+    `max_lanes = 8`, "charge_server_errors = true", "", "[chain]", `chain_id = 1`, `contract = "0x${"00".repeat(20)}"`, `asset = "${token}"`, `pay_to = "${PAYEE}"`, "",
+    "[checkpoint]", "every_records = 5", "every_seconds = 0", `every_amount = "0"`, "",
+    "[refunds]", "server_errors = true", "over_max = true", "",
+    "[[routes]]", `method = "GET"`, `path = "/v1/items"`, `match = "prefix"`, `price = { kind = "fixed", amount = "10" }`, "",
+    "[[routes]]", `method = "POST"`, `path = "/v1/complete"`, `match = "exact"`, `price = { kind = "fixed", amount = "25" }`, "",
+  ].join("\n"));
+  const deployed = JSON.parse((await run(tallyBin, ["--json", "contract", "deploy", "--rpc", rpcUrl, "--key", join(dir, "deployer.key"), "--config", cfg])).stdout);
+  const contract = String(deployed.contract);
+  const opened = await run(tallyBin, ["--json", "channel", "open", "--client", cdir, "--payer-key", join(dir, "payer.key"), "--rpc", rpcUrl,
+    "--contract", contract, "--token", token, "--payee", PAYEE, "--amount", "100000"]);
+  const channelId = String(JSON.parse(opened.stdout).channel_id).replace(/^0x/, "");
+  return { cfg, cdir, channelId, gwPort };
+}
+
+test("pays a real tally gateway from Node; tally verify audits the log with no discrepancy", { timeout: 300_000 }, async () => {
+  assert.ok(existsSync(tallyBin), `no tally binary at ${tallyBin}: build it (cargo build --release -p tally-cli) or set TALLY_BIN`);
+  assert.ok(existsSync(anvilBin), `no anvil at ${anvilBin}: run bash tools/install.sh`);
+  const dir = await mkdtemp(join(tmpdir(), "tally-ts-e2e-"));
+  const children: ChildProcess[] = [];
+  const up = await upstream();
+  try {
+    const { cfg, cdir, channelId, gwPort } = await environment(dir, up, children);
+    const gateway = spawn(tallyBin, ["serve", "--config", cfg], { stdio: ["ignore", "inherit", "inherit"] });
+    children.push(gateway);
+    const base = `http://127.0.0.1:${gwPort}`;
+    await waitFor("the gateway", async () => (await fetch(`${base}/healthz`)).ok);
+
+    const sessionKey = fromHex((await readFile(join(cdir, "session.key"), "utf8")).trim().replace(/^0x/, ""), 32);
+    const checkpointKey = fromHex((await readFile(join(cdir, "checkpoint.key"), "utf8")).trim().replace(/^0x/, ""), 32);
+    const store = new FileStore(join(dir, "ts-mirror"));
+    const client = await TallyClient.connect({ baseUrl: base, channelId, sessionKey, checkpointKey, store, lanes: 4 });
+
+    const first = await client.fetch(`${base}/v1/items/0`);
+    assert.equal(first.status, 200);
+    assert.equal(first.receipt?.outcome.amount, 10n);
+    const many = await Promise.all(Array.from({ length: 12 }, (_, i) => client.fetch(`/v1/items/${i + 1}?page=${i}`)));
+    assert.ok(many.every((r) => r.status === 200 && r.receipt));
+    const posted = await client.fetch("/v1/complete", { method: "POST", body: JSON.stringify({ prompt: "hi" }), headers: { "content-type": "application/json" } });
+    assert.equal(posted.receipt?.outcome.amount, 25n);
+
+    // A 5xx the terms charge: disputed below under refunds.server_errors.
+    const failed = await client.fetch("/v1/items/fail");
+    assert.equal(failed.status, 500);
+    assert.equal(failed.receipt?.outcome.amount, 10n);
+
+    const scheme = new TallyScheme(client, { payFirst: false });
+    const x402 = x402Client.fromConfig({ schemes: [{ network: "eip155:*", client: scheme }], spendControls: { allowedAssets: [scheme.allowedAsset()] } });
+    const viaX402 = (await wrapFetchWithPayment(scheme.fetch, x402)(`${base}/v1/items/x402`)) as TallyResponse;
+    assert.equal(viaX402.status, 200);
+    assert.ok(viaX402.receipt);
+
+    const note = await client.checkpoint();
+    assert.match(note, /\u2014 tally-provider /);
+    // A proof bundle the TypeScript client builds is one the Rust verifier accepts.
+    const bundle = join(dir, "bundle.json");
+    await writeFile(bundle, JSON.stringify(client.proofBundle(7)));
+    await run(tallyBin, ["verify-proof", bundle]);
+    // A credit may not take the cumulative below the checkpoint's: two more calls cover it.
+    for (const i of [1, 2]) await client.fetch(`/v1/items/after-${i}`);
+    const granted = await client.dispute(Number(failed.receipt!.outcome.index), failed.exchange!);
+    assert.deepEqual([granted.amount, granted.rule], ["-10", "server_error"]);
+    const head = client.head();
+    assert.equal(head.size, 19n);
+    assert.equal(head.cumulative, 17n * 10n + 25n - 10n);
+
+    await stopChild(gateway);
+    const statement = join(dir, "statement.jsonl");
+    await run(tallyBin, ["export", "--config", cfg, "--channel", channelId, "-o", statement]);
+    const verified = await run(tallyBin, ["verify", "--statement", statement]);
+    assert.match(verified.stdout, /VERIFIED: no discrepancies/, verified.stdout);
+    assert.match(verified.stdout, /records\s+19\b/, verified.stdout);
+    assert.match(verified.stdout, /credited\s+10\b/, verified.stdout);
+    // The checkpoints the gateway asked for (every 5 records, answered in TALLY-CHECKPOINT) and the posted one.
+    const checkpoints = Number(/checkpoints\s+(\d+)/.exec(verified.stdout)?.[1]);
+    assert.ok(checkpoints >= 2, verified.stdout);
+    const lines = (await readFile(statement, "utf8")).split("\n").filter((l) => l.trim() !== "");
+    const records = lines.slice(1).map((l) => JSON.parse(l));
+    assert.deepEqual(records, (await store.load()).records, "the statement is the client's mirror, byte for byte");
+  } finally {
+    for (const c of children.reverse()) await stopChild(c);
+    await new Promise((r) => up.close(r));
+  }
+});

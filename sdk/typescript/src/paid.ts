@@ -1,0 +1,286 @@
+/**
+ * Paying for one request (spec/PROTOCOL.md §5, HTTP.md §9), as crates/tally-client's
+ * `send_paid`: lease a lane, sign under the mirror's head, send without holding the lock (so
+ * many requests are in flight), verify the receipt, put the record in its place, and resolve
+ * refusals (`stale_seq`, `state_mismatch`, `checkpoint_required`, `terms_changed`,
+ * `lane_busy`, `already_recorded`) before trying again; any other refusal, such as
+ * `insufficient_funds`, is returned as a `RefusedError` with its fields.
+ */
+import { TallyError, equal, fromHex, parseAmount, toHex } from "./bytes.js";
+import { H } from "./crypto.js";
+import type { TallyClient } from "./client.js";
+import { ResponseLostError, refusal } from "./errors.js";
+import { restoreLocked } from "./restore.js";
+import type { Lease } from "./lanes.js";
+import {
+  type Authorization, type LogRecord, type Outcome, authorizationHash, decodeRecord, requestHash, responseHash,
+  signAuthorization, verifyOutcome,
+} from "./messages.js";
+import { wireRecord } from "./mirror.js";
+import { type Price, expectedCharge, priceFor, priceMax } from "./terms.js";
+import { encodeHeader, parsePaymentResponse, paymentPayload, requirementsFor, type PaymentPayload } from "./wire.js";
+
+/**
+ * The authorization the next attempt of `req` would sign now (its lane's next seq, the
+ * mirror's head), without leasing: what the official x402 client's `createPaymentPayload`
+ * returns. The transport signs again when it sends, on the lane it leases (ed25519 is
+ * deterministic, so the bytes are the same when nothing moved in between).
+ */
+export function previewPayload(c: TallyClient, req: PaidRequest): { authorization: string; signature: string } {
+  c.checkPay();
+  if (!c.salt) throw new TallyError("no request salt: the key is not bound");
+  const reqHash = requestHash(c.salt, req.method, req.path, req.query, req.body);
+  const slot = c.lanes.peek(toHex(reqHash));
+  const lane = slot?.lane ?? 0;
+  const seq = slot?.unanswered?.request === toHex(reqHash) ? slot.unanswered.seq : slot?.nextSeq ?? c.mirror.nextSeq(lane);
+  const price = priceFor(c.terms.terms, req.method, req.path);
+  const routeMax = priceMax(price) ?? 0n;
+  const head = c.mirror.head();
+  const auth: Authorization = {
+    channelId: c.channel, lane, seq, requestHash: reqHash, maxAmount: req.maxAmount !== undefined && req.maxAmount < routeMax ? req.maxAmount : routeMax,
+    ackSize: head.size, ackRoot: head.root, ackCumulative: head.cumulative, termsHash: c.terms.hash,
+  };
+  return paymentPayload(requirementsFor(c.terms, price), auth, signAuthorization(c.sessionSeed, auth)).payload;
+}
+
+/** A verified receipt: the outcome, the provider's signature and the full record. */
+export interface Receipt { outcome: Outcome; signature: Uint8Array; record: LogRecord }
+/** The preimages of a record's request and response hashes, kept for a dispute (HTTP.md §7). */
+export interface Exchange { method: string; path: string; query: string; request_body_hash: string; status: number; response_body_hash: string }
+export type TallyResponse = Response & { receipt?: Receipt; exchange?: Exchange };
+
+export interface PaidRequest {
+  method: string;
+  path: string;
+  query: string;
+  headers: Record<string, string>;
+  body: Uint8Array;
+  maxAmount?: bigint;
+  /**
+   * A PaymentPayload built by the official x402 client (its `accepted`, `resource` and
+   * `extensions` are kept; `payload` is signed here). `accepted` is used while it names the
+   * terms served now; after `terms_changed` it is rebuilt from the new terms.
+   */
+  template?: Partial<PaymentPayload>;
+  /** A dispute (HTTP.md §7): priced at 0, and the receipt must carry the credit the body states. */
+  credit?: boolean;
+}
+
+interface Sent {
+  auth: Authorization; sig: Uint8Array; max: bigint; price: Price; provider: Uint8Array; chargeServerErrors: boolean; sentCheckpoint: boolean;
+  /** The client's restore count when this attempt was signed. */
+  restores: number;
+  credit: boolean;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Statuses whose `Response` may not carry a body. */
+const NULL_BODY = new Set([101, 204, 205, 304]);
+
+export async function sendPaid(c: TallyClient, req: PaidRequest): Promise<TallyResponse> {
+  if (!c.salt) throw new TallyError("no request salt: the key is not bound");
+  const reqHash = requestHash(c.salt, req.method, req.path, req.query, req.body);
+  const key = toHex(reqHash);
+  const lease = await c.lanes.lease(key);
+  try {
+    if (lease.slot.unanswered?.request === key) lease.slot.nextSeq = lease.slot.unanswered.seq;
+    const busyUntil = Date.now() + c.timeoutMs;
+    let busyWaits = 0;
+    for (let attempt = 1; attempt <= 6; attempt++) {
+      const [sent, headers] = await c.lock.run(() => signAttempt(c, lease, req, reqHash));
+      lease.slot.nextSeq = null;
+      const url = `${c.base}${req.path}${req.query ? `?${req.query}` : ""}`;
+      let resp: Response, body: Uint8Array;
+      c.inFlight++;
+      try {
+        resp = await c.http(url, { method: req.method, headers, body: req.body.length ? (req.body as BodyInit) : undefined, signal: AbortSignal.timeout(c.timeoutMs) });
+        body = new Uint8Array(await resp.arrayBuffer());
+      } catch (e) {
+        // The provider may have recorded it: a resend of this request reuses this lane and seq.
+        lease.unanswered(sent.auth.seq, key);
+        c.inFlight--;
+        await c.lock.run(() => fillGaps(c));
+        throw e;
+      }
+      c.inFlight--;
+      lease.slot.nextSeq = sent.auth.seq;
+      const pr = resp.headers.get("payment-response");
+      if (pr !== null) {
+        return await c.lock.run(async () => {
+          const receipt = verifyReceipt(c, pr, sent, resp, body);
+          lease.answered(key, sent.auth.seq + 1n);
+          // A restore since this was signed disowned it (HTTP.md §5.6): the response is the
+          // caller's, the record is not the client's to mirror.
+          if (sent.restores === c.restores) await takePlace(c, receipt);
+          if (sent.sentCheckpoint) c.checkpointDue = false;
+          if (resp.headers.has("tally-checkpoint-request")) c.checkpointDue = true;
+          const out = new Response(NULL_BODY.has(resp.status) ? null : (body as BodyInit), { status: resp.status, statusText: resp.statusText, headers: resp.headers });
+          const exchange: Exchange = {
+            method: req.method, path: req.path, query: req.query, request_body_hash: toHex(H(req.body)),
+            status: resp.status, response_body_hash: toHex(H(body)),
+          };
+          return Object.assign(out, { receipt, exchange });
+        });
+      }
+      const err = refusal(resp.status, new TextDecoder().decode(body));
+      const reason = (err as { reason?: string }).reason;
+      const fields = (err as { fields?: Record<string, any> }).fields ?? {};
+      if (reason === "lane_busy" && Date.now() < busyUntil) {
+        await sleep(20 * 2 ** Math.min(busyWaits++, 5));
+        attempt--;
+        continue;
+      }
+      if (reason === "checkpoint_required" && c.mirror.size === 0n) {
+        // Nothing to checkpoint yet: our own requests in flight hold the credit.
+        await sleep(20 * 2 ** Math.min(attempt, 5));
+        continue;
+      }
+      const resolved = await c.lock.run(() => resolve(c, lease, key, sent, reason, fields));
+      if (!resolved) throw err;
+    }
+    throw new TallyError("the provider kept refusing after resync");
+  } finally {
+    lease.release();
+  }
+}
+
+/**
+ * Resolves a refusal under the lock (crates/tally-client `send_paid`): `true` when the
+ * request may be signed again, `false` when the refusal goes back to the caller.
+ */
+async function resolve(c: TallyClient, lease: Lease, key: string, sent: Sent, reason: string | undefined, fields: Record<string, any>): Promise<boolean> {
+  switch (reason) {
+    case "stale_seq":
+      await c.resyncLocked();
+      // Another request holds this seq, so ours was not recorded at it.
+      lease.answered(key, c.mirror.nextSeq(lease.slot.lane));
+      return true;
+    case "state_mismatch": {
+      const size = BigInt(fields.size ?? -1);
+      if (size === c.mirror.size && fields.root !== toHex(c.mirror.head().root)) throw c.stop(`fork at size ${size}`);
+      await c.resyncLocked();
+      return true;
+    }
+    case "checkpoint_required":
+      await c.postCheckpointLocked();
+      return true;
+    case "terms_changed":
+      await c.adoptTermsLocked();
+      return true;
+    case "restore_required":
+      await restoreLocked(c);
+      return true;
+    case "already_recorded":
+      await recordedElsewhere(c, sent, fields.record);
+      lease.answered(key, sent.auth.seq + 1n);
+      throw new ResponseLostError(sent.auth.lane, sent.auth.seq);
+    default:
+      // Refused, so not recorded: the seq is still the lane's next.
+      lease.answered(key, sent.auth.seq);
+      return false;
+  }
+}
+
+/** Signs one attempt under the mirror's head on the leased lane (caller holds the lock). */
+async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHash: Uint8Array): Promise<[Sent, Record<string, string>]> {
+  if (req.credit) {
+    if (c.stopped) throw c.stopped;
+  } else c.checkPay();
+  let seq = lease.slot.nextSeq;
+  if (seq === null) {
+    await c.resyncLocked();
+    seq = c.mirror.nextSeq(lease.slot.lane);
+  }
+  lease.slot.nextSeq = seq;
+  // Priced under the terms served now: after `terms_changed` the retry signs the new ones.
+  const price: Price = req.credit ? { kind: "fixed", amount: "0" } : priceFor(c.terms.terms, req.method, req.path);
+  const routeMax = priceMax(price) ?? 0n;
+  const max = req.maxAmount === undefined || req.maxAmount > routeMax ? routeMax : req.maxAmount;
+  const head = c.mirror.head();
+  const auth: Authorization = {
+    channelId: c.channel, lane: lease.slot.lane, seq, requestHash: reqHash, maxAmount: max,
+    ackSize: head.size, ackRoot: head.root, ackCumulative: head.cumulative, termsHash: c.terms.hash,
+  };
+  const sig = signAuthorization(c.sessionSeed, auth);
+  const fresh = requirementsFor(c.terms, price);
+  const given = req.template?.accepted;
+  const accepted = given && given.extra?.terms_hash === fresh.extra.terms_hash ? given : fresh;
+  const payment = { ...req.template, ...paymentPayload(accepted, auth, sig) };
+  // The receipt's response hash covers the body as the gateway sent it; fetch would decode a
+  // compressed body before the client sees it, so paid responses are asked for uncompressed.
+  const headers: Record<string, string> = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k.toLowerCase(), v]));
+  Object.assign(headers, { "accept-encoding": "identity", "payment-signature": encodeHeader(payment) });
+  const sentCheckpoint = c.checkpointDue && c.mirror.size > 0n;
+  if (sentCheckpoint) headers["tally-checkpoint"] = encodeHeader(c.signCheckpoint());
+  const t = c.terms.terms;
+  return [{ auth, sig, max, price, provider: c.providerKey, chargeServerErrors: t.charge_server_errors, sentCheckpoint, restores: c.restores, credit: req.credit === true }, headers];
+}
+
+/**
+ * Verifies a receipt against what was signed (crates/tally-client `check_receipt`): the
+ * provider's signature, channel, lane, seq, authorization hash, amount ≤ max, the charge the
+ * terms give for this response, and the response hash. Any failure stops the client.
+ */
+function verifyReceipt(c: TallyClient, header: string, sent: Sent, resp: Response, body: Uint8Array): Receipt {
+  let o: Outcome, signature: Uint8Array;
+  try {
+    ({ outcome: o, signature } = parsePaymentResponse(header));
+  } catch (e) {
+    throw c.stop(`unreadable receipt: ${(e as Error).message}`);
+  }
+  const record: LogRecord = { authorization: sent.auth, clientSignature: sent.sig, outcome: o };
+  const w = wireRecord(record, signature);
+  const fail = (why: string) => c.stop(`receipt: ${why}`);
+  if (!equal(o.channelId, sent.auth.channelId)) throw fail("channel");
+  if (o.lane !== sent.auth.lane || o.seq !== sent.auth.seq) throw fail(`lane/seq ${o.lane}/${o.seq} for ${sent.auth.lane}/${sent.auth.seq}`);
+  if (!equal(o.authorizationHash, authorizationHash(sent.auth, sent.sig))) throw fail("authorization hash");
+  if (o.amount > 0n && o.amount > sent.auth.maxAmount) throw fail(`amount ${o.amount} over max ${sent.auth.maxAmount}`);
+  const want = sent.credit ? { units: 0n, amount: statedCredit(body) }
+    : expectedCharge(sent.chargeServerErrors, sent.price, resp.status, (n) => resp.headers.get(n), sent.max);
+  if (o.amount !== want.amount) throw fail(`amount ${o.amount}, the terms give ${want.amount}`);
+  if (o.units !== want.units) throw fail(`units ${o.units}, expected ${want.units}`);
+  if (!equal(o.responseHash, responseHash(resp.status, body))) throw fail("response hash");
+  decodeRecord(fromHex(w.record));
+  if (!verifyOutcome(sent.provider, o, signature)) throw fail("provider signature");
+  return { outcome: o, signature, record };
+}
+
+
+/** The credit a granted dispute's body states (`amount`, negative), else 0. */
+function statedCredit(body: Uint8Array): bigint {
+  try {
+    return parseAmount(JSON.parse(new TextDecoder().decode(body)).amount, true);
+  } catch {
+    return 0n;
+  }
+}
+
+/** Puts a verified record at its index: now if next, else held until the gap fills (§5.5). */
+async function takePlace(c: TallyClient, r: Receipt): Promise<void> {
+  if (r.outcome.index >= c.mirror.size) c.ahead.set(r.outcome.index, wireRecord(r.record, r.signature));
+  await c.drainAheadLocked();
+  await fillGaps(c);
+}
+
+/** A gap no request in flight can fill (its answer was lost) is filled from the provider's log. */
+async function fillGaps(c: TallyClient): Promise<void> {
+  if (c.ahead.size > 0 && c.inFlight === 0) await c.resyncLocked();
+}
+
+/** `already_recorded`: the record must be exactly ours; it takes its place. */
+async function recordedElsewhere(c: TallyClient, sent: Sent, w: { record: string; provider_signature: string } | undefined): Promise<void> {
+  if (!w) throw c.stop("already_recorded without a record");
+  let r: LogRecord;
+  try {
+    r = decodeRecord(fromHex(w.record));
+  } catch (e) {
+    throw c.stop(`already_recorded: ${(e as Error).message}`);
+  }
+  const a = r.authorization;
+  if (!equal(a.requestHash, sent.auth.requestHash) || a.lane !== sent.auth.lane || a.seq !== sent.auth.seq || r.authorization.channelId.length !== 32) {
+    throw c.stop("already_recorded for another request");
+  }
+  if (!verifyOutcome(sent.provider, r.outcome, fromHex(w.provider_signature, 64))) throw c.stop("already_recorded: provider signature");
+  await takePlace(c, { outcome: r.outcome, signature: fromHex(w.provider_signature, 64), record: r });
+}
+
