@@ -158,8 +158,20 @@ pub fn routes() -> Vec<RoutePrice> {
                 amount: Amount(ECHO_PRICE),
             },
         },
+        RoutePrice {
+            method: "POST".into(),
+            path: tally_cli::mock_llm::PATH.into(),
+            path_match: PathMatch::Exact,
+            mime_type: None,
+            price: tally_cli::upstream::chat_price(),
+        },
     ]
 }
+
+/// The delay between two tokens of the upstream's streamed completion
+/// ([`tally_cli::mock_llm`]): long enough that a stream forwarded whole at its end is told
+/// from one forwarded as it arrives.
+pub const TOKEN_MS: u64 = 40;
 
 /// Settings for a gateway in `dir`.
 pub fn settings(dir: &Path) -> Settings {
@@ -179,10 +191,11 @@ pub fn settings(dir: &Path) -> Settings {
 
 /// The upstream API's routes: `/v1/echo` echoes the body (`/v1/echo/slow` after 100 ms,
 /// `/v1/echo/long` after [`LONG_MS`], a slow LLM completion), `/v1/tokens?n=` reports `n`
-/// units, `/v1/fail` answers 500, `/free` is unpriced. Not tally-cli's built-in upstream
+/// units, `/v1/fail` answers 500, `/free` is unpriced, and `/v1/chat/completions` streams a
+/// completion token by token. Not tally-cli's built-in upstream
 /// (the demo's API): these tests check bodies come back byte for byte and choose the units.
 pub fn upstream_routes() -> Router {
-    Router::new()
+    tally_cli::mock_llm::routes(std::time::Duration::from_millis(TOKEN_MS))
         .route(
             "/v1/echo",
             any(|body: axum::body::Bytes| async move { body }),

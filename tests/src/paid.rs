@@ -158,20 +158,33 @@ pub async fn forward(
     (body, status, headers, bytes)
 }
 
+/// What a rewriting proxy does to an answer's body.
+pub type Rewrite = Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>;
+
 /// A proxy in front of `gateway` that forwards every request at once and holds the gateway's
 /// answer for `hold(request body)` before passing it on unchanged: the request is recorded
 /// when the gateway answers, and its receipt reaches the client late (or, past the client's
 /// timeout, never).
 pub async fn delaying_proxy(gateway: String, hold: Hold) -> Server {
+    proxy(gateway, hold, Arc::new(|body| body)).await
+}
+
+/// A proxy in front of `gateway` that passes every answer on at once, its body rewritten:
+/// a gateway whose bytes are not what it signed.
+pub async fn rewriting_proxy(gateway: String, rewrite: Rewrite) -> Server {
+    proxy(gateway, Arc::new(|_| Duration::ZERO), rewrite).await
+}
+
+async fn proxy(gateway: String, hold: Hold, rewrite: Rewrite) -> Server {
     use axum::body::Body;
     let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
-        let (gateway, hold) = (gateway.clone(), hold.clone());
+        let (gateway, hold, rewrite) = (gateway.clone(), hold.clone(), rewrite.clone());
         async move {
             let (body, status, mut headers, bytes) = forward(&gateway, req).await;
             tokio::time::sleep(hold(&body)).await;
             headers.remove(http::header::CONTENT_LENGTH);
             headers.remove(http::header::TRANSFER_ENCODING);
-            let mut out = http::Response::new(Body::from(bytes));
+            let mut out = http::Response::new(Body::from(rewrite(bytes)));
             *out.status_mut() = status;
             *out.headers_mut() = headers;
             out

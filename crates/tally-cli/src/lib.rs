@@ -19,6 +19,7 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod keys;
+pub mod mock_llm;
 pub mod output;
 pub mod profile;
 pub mod proof;

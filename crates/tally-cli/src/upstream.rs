@@ -3,6 +3,8 @@
 //! - `POST /v1/complete`: a metered "completion" that reports the words of its body as
 //!   units in `x-tokens`;
 //! - `GET /v1/flaky`: fails with 500 (charged by the demo's terms, then refunded on dispute);
+//! - `POST /v1/chat/completions`: a streamed completion ([`crate::mock_llm`]), priced per
+//!   input and output token from its usage event;
 //! - `GET /health`: free.
 //!
 //! [`prices`] is the price list a gateway in front of it uses, and [`Server`] serves any
@@ -11,7 +13,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 use tally_http::terms::PathMatch;
-use tally_http::{Amount, MeteredPrice, Price, RoutePrice};
+use tally_http::{Amount, Meter, MeteredPrice, Price, RoutePrice, UnitSource};
 use tokio::sync::oneshot;
 
 use crate::error::{CliError, Result};
@@ -25,6 +27,32 @@ pub const ITEM_PRICE: u128 = 10;
 pub const TOKEN_PRICE: u128 = 2;
 /// The most one metered call costs.
 pub const COMPLETE_MAX: u128 = 4000;
+/// Price per prompt token of the streamed completion.
+pub const INPUT_TOKEN_PRICE: u128 = 1;
+/// Price per completion token of the streamed completion.
+pub const OUTPUT_TOKEN_PRICE: u128 = 3;
+/// The most one streamed completion costs.
+pub const CHAT_MAX: u128 = 20_000;
+/// The delay between two streamed tokens.
+pub const TOKEN_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The price of the streamed completion: input and output tokens, read from the last
+/// server-sent event that reports usage (spec/HTTP.md §4.1).
+pub fn chat_price() -> Price {
+    let meter = |name: &str, unit_price: u128, pointer: &str| Meter {
+        name: name.into(),
+        unit_price: Amount(unit_price),
+        from: UnitSource::Sse(pointer.into()),
+    };
+    Price::Metered(MeteredPrice {
+        meters: vec![
+            meter("input", INPUT_TOKEN_PRICE, crate::mock_llm::PROMPT_POINTER),
+            meter("output", OUTPUT_TOKEN_PRICE, crate::mock_llm::COMPLETION_POINTER),
+        ],
+        max_amount: Amount(CHAT_MAX),
+        min_charge: Amount(0),
+    })
+}
 
 /// The price list of these routes, for the gateway in front of them (`/health` is free by
 /// not being listed).
@@ -58,12 +86,19 @@ pub fn prices() -> Vec<RoutePrice> {
             mime_type: None,
             price: fixed,
         },
+        RoutePrice {
+            method: "POST".into(),
+            path: crate::mock_llm::PATH.into(),
+            path_match: PathMatch::Exact,
+            mime_type: Some("text/event-stream".into()),
+            price: chat_price(),
+        },
     ]
 }
 
 /// The routes.
 pub fn routes() -> Router {
-    Router::new()
+    crate::mock_llm::routes(TOKEN_DELAY)
         .route(
             "/v1/items/{id}",
             get(

@@ -24,6 +24,7 @@
 
 pub mod bindings;
 pub mod channel;
+pub mod channel_body;
 pub mod config;
 pub mod dispute;
 pub mod durability;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
 use crate::lanes::Lease;
+use tally_http::stream::{FinalEvent, FinalEventSplitter};
 
 /// Counts a request in flight for as long as it lives, cancelled or not: a gap in the mirror
 /// is left to requests in flight to fill only while there are some. Owned, since a stream
@@ -39,16 +40,53 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    fn whole(price: &Price, raw: &Raw) -> Seen {
+    fn whole(price: &Price, raw: &Raw, receipt: &HeaderValue) -> Seen {
+        let body_hash = body_hash(&raw.body);
         Seen {
-            status: raw.status.as_u16(),
-            body_hash: body_hash(&raw.body),
+            status: recorded_status(raw.status.as_u16(), receipt, &body_hash),
+            body_hash,
             reported: reported_units(price, &raw.headers, &raw.body),
             credit: serde_json::from_slice::<DisputeGranted>(&raw.body)
                 .map(|g| g.amount.0)
                 .unwrap_or(0),
         }
     }
+}
+
+/// The status a stream the upstream broke is recorded with (spec/HTTP.md §5.7).
+const BROKEN: u16 = 502;
+
+/// The status to check a receipt against: the response's, unless the receipt's outcome
+/// says the stream was broken (recorded as 502 over the bytes forwarded, spec/HTTP.md
+/// §5.7). Peeks at the outcome before any check, only to choose the status the checks then
+/// hold it to.
+pub(super) fn recorded_status(head: u16, receipt: &HeaderValue, body_hash: &Hash) -> u16 {
+    let stated = decode_header::<PaymentResponse>("PAYMENT-RESPONSE", receipt.as_bytes())
+        .ok()
+        .and_then(|pr| pr.extra.receipt.receipt().ok())
+        .map(|r| r.outcome.response_hash);
+    let broken = tally_core::request::response_hash_with_body_hash(BROKEN, body_hash);
+    if head != BROKEN && stated == Some(broken) {
+        BROKEN
+    } else {
+        head
+    }
+}
+
+/// An event stream answered whole (`send`, or a retry): its final event comes off the
+/// body (spec/HTTP.md §5.7).
+fn take_final_event(raw: &mut Raw) -> Option<FinalEvent> {
+    if !super::stream::streamed(&raw.headers) {
+        return None;
+    }
+    let mut split = FinalEventSplitter::default();
+    let mut body = split.feed(&raw.body);
+    let (rest, end) = split.finish();
+    body.extend(rest);
+    if end.is_some() {
+        raw.body = Bytes::from(body);
+    }
+    end
 }
 
 /// How a paid request was answered: whole, or as a stream whose receipt comes at its end.
@@ -148,20 +186,26 @@ impl Client {
             };
             // Answered: unless it was recorded, the seq is still the lane's next.
             lease.slot.next_seq = Some(sent.auth.seq);
-            let exchange = DisputedExchange {
-                method: method.as_str().to_string(),
-                path: path.to_string(),
-                query: query.to_string(),
-                request_body_hash: body_hash(&body),
-                status: raw.status.as_u16(),
-                response_body_hash: body_hash(&raw.body),
+            let mut raw = raw;
+            let end = take_final_event(&mut raw);
+            let receipt_header = match &end {
+                Some(FinalEvent::Receipt(v)) => Some(header_value(v)?),
+                _ => raw.headers.get(PAYMENT_RESPONSE).cloned(),
             };
-            if let Some(v) = raw.headers.get(PAYMENT_RESPONSE) {
-                let seen = Seen::whole(&sent.price, &raw);
-                let receipt = self.paid_receipt(&mut st, v, &sent, &seen, &expect)?;
+            if let Some(v) = receipt_header {
+                let seen = Seen::whole(&sent.price, &raw, &v);
+                let receipt = self.paid_receipt(&mut st, &v, &sent, &seen, &expect)?;
                 let asked = raw.headers.contains_key(CHECKPOINT_REQUEST);
                 self.accept(&mut st, &mut lease, &sent, &receipt, asked)
                     .await?;
+                let exchange = DisputedExchange {
+                    method: method.as_str().to_string(),
+                    path: path.to_string(),
+                    query: query.to_string(),
+                    request_body_hash: body_hash(&body),
+                    status: seen.status,
+                    response_body_hash: seen.body_hash,
+                };
                 return Ok(Answered::Whole(PaidResponse {
                     status: raw.status,
                     headers: raw.headers,
@@ -169,6 +213,9 @@ impl Client {
                     receipt: Some(receipt),
                     exchange,
                 }));
+            }
+            if let Some(FinalEvent::Error(json)) = end {
+                raw.body = Bytes::from(json.into_bytes());
             }
             let err: ErrorBody = serde_json::from_slice(&raw.body).map_err(|_| {
                 ClientError::Protocol(format!(

@@ -4,16 +4,13 @@
 //! against exactly the bytes received and the usage they reported, and the record takes
 //! its place in the mirror like any other.
 
-use super::paid::{InFlight, Seen, Sent};
+use super::paid::{recorded_status, InFlight, Seen, Sent};
 use super::*;
 use crate::lanes::Lease;
 use tally_core::BodyHasher;
 use tally_http::api::ReceiptFound;
 use tally_http::stream::{FinalEvent, FinalEventSplitter};
 use tally_http::usage::UsageReader;
-
-/// The status a stream the upstream broke is recorded with (spec/HTTP.md §5.7).
-const BROKEN: u16 = 502;
 
 /// Whether a response carries its receipt after its body: an event stream without a
 /// `PAYMENT-RESPONSE` header (a retry of a streamed call is answered whole, with it).
@@ -215,14 +212,11 @@ impl Live {
             },
         };
         let header = header_value(&header)?;
-        let broken = status != BROKEN
-            && peek_response_hash(&header)
-                == Some(tally_core::request::response_hash_with_body_hash(
-                    BROKEN, &body_hash,
-                ));
+        let recorded = recorded_status(status, &header, &body_hash);
+        let broken = recorded != status;
         let usage = std::mem::replace(&mut self.usage, UsageReader::new(&[], 0));
         let seen = Seen {
-            status: if broken { BROKEN } else { status },
+            status: recorded,
             body_hash,
             reported: usage.finish(),
             credit: 0,
@@ -278,9 +272,3 @@ impl Live {
     }
 }
 
-/// The response hash a `PAYMENT-RESPONSE` value's outcome states, before any check: only
-/// to tell which status to check it against.
-fn peek_response_hash(header: &HeaderValue) -> Option<Hash> {
-    let pr: PaymentResponse = decode_header("PAYMENT-RESPONSE", header.as_bytes()).ok()?;
-    pr.extra.receipt.receipt().ok().map(|r| r.outcome.response_hash)
-}

@@ -15,8 +15,6 @@
 //!   applies (free unless `charge_server_errors`).
 
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -30,12 +28,12 @@ use tally_http::headers::{CHECKPOINT_REQUEST, PAYMENT_RESPONSE};
 use tally_http::stream::{final_event, ERROR_EVENT, RECEIPT_EVENT};
 use tally_http::usage::UsageReader;
 use tally_http::ErrorBody;
-use tokio::sync::mpsc;
 
 use super::forward::{
     checkpoint_request_value, is_event_stream, observe, settle, Answered, Paid,
 };
 use super::strip_payment_fields;
+use crate::channel_body::{channel_body, FrameSender};
 use crate::gateway::{Admission, Gateway};
 
 /// Frames buffered between the upstream and a slow client: enough to keep both busy, small
@@ -65,7 +63,7 @@ pub(super) fn start(
             HeaderValue::from_static(PAYMENT_RESPONSE),
         );
     }
-    let (tx, rx) = mpsc::channel(FRAMES_IN_FLIGHT);
+    let (tx, rx) = channel_body::<Infallible>(FRAMES_IN_FLIGHT);
     let limit = gateway.settings().max_response_bytes;
     let reader = UsageReader::for_price(&paid.price, limit);
     let pump = Pump {
@@ -78,7 +76,7 @@ pub(super) fn start(
         limit,
     };
     tokio::spawn(pump.run(body, reader, admission, paid, admitted_at));
-    Response::from_parts(parts, Body::new(FrameReceiver(rx)))
+    Response::from_parts(parts, Body::new(rx))
 }
 
 /// How the upstream's body ended.
@@ -93,7 +91,7 @@ struct Pump {
     sse: bool,
     trailers: bool,
     /// `None` once the client has left.
-    client: Option<mpsc::Sender<Frame<Bytes>>>,
+    client: Option<FrameSender<Infallible>>,
     gateway: Gateway,
     limit: u64,
 }
@@ -206,27 +204,12 @@ impl Pump {
             return false;
         };
         let idle = self.gateway.settings().upstream_timeout;
-        match tokio::time::timeout(idle, tx.send(frame)).await {
+        match tokio::time::timeout(idle, tx.send(Ok(frame))).await {
             Ok(Ok(())) => true,
             _ => {
                 self.client = None;
                 false
             }
         }
-    }
-}
-
-/// The client's side of the pump: a response body of the frames sent to it.
-struct FrameReceiver(mpsc::Receiver<Frame<Bytes>>);
-
-impl http_body::Body for FrameReceiver {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|f| f.map(Ok))
     }
 }
