@@ -250,13 +250,13 @@ export class MockGateway {
     if (!equal(requestHash(this.salt, method, url.pathname, q, body), a.requestHash)) return this.refuse(res, 400, "request_mismatch");
     let respBody = utf8(JSON.stringify({ item: url.pathname, n: this.records.length }));
     let amount = BigInt(price) < a.maxAmount ? BigInt(price) : a.maxAmount;
-    let units = 1n;
+    let units = [1n, 0n, 0n, 0n];
     if (dispute) {
       // Grants the whole amount back for any record proved by a valid bundle (the mock's only rule).
       const { bundle } = JSON.parse(new TextDecoder().decode(body));
       verifyBundle(bundle);
       amount = -this.records[bundle.index].outcome.amount;
-      units = 0n;
+      units = [0n, 0n, 0n, 0n];
       respBody = utf8(JSON.stringify({ disputed_index: bundle.index, amount: String(amount), rule: "server_error" }));
     }
     if (this.opts.overcharge) { amount += 1n; this.opts.overcharge = false; }
