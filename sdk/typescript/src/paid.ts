@@ -421,6 +421,9 @@ async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHa
   // compressed body before the client sees it, so paid responses are asked for uncompressed.
   const headers: Record<string, string> = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k.toLowerCase(), v]));
   Object.assign(headers, { "accept-encoding": "identity", "payment-signature": encodeHeader(payment) });
+  // `TE: trailers` would have the gateway stream any answer with its receipt in a trailer
+  // (HTTP.md §5.7), which fetch cannot read: receipts come in the header or the final event.
+  delete headers.te;
   const sentCheckpoint = c.checkpointDue && c.mirror.size > 0n;
   if (sentCheckpoint) headers["tally-checkpoint"] = encodeHeader(c.signCheckpoint());
   const t = c.terms.terms;
@@ -446,8 +449,12 @@ function verifyReceipt(c: TallyClient, header: string, sent: Sent, seen: Seen): 
   if (o.lane !== sent.auth.lane || o.seq !== sent.auth.seq) throw fail(`lane/seq ${o.lane}/${o.seq} for ${sent.auth.lane}/${sent.auth.seq}`);
   if (!equal(o.authorizationHash, authorizationHash(sent.auth, sent.sig))) throw fail("authorization hash");
   if (o.amount > 0n && o.amount > sent.auth.maxAmount) throw fail(`amount ${o.amount} over max ${sent.auth.maxAmount}`);
+  // fetch never shows trailers: a trailer meter's count is taken from the receipt (the
+  // amount is still checked against the price; P5 caps it at the authorization).
+  const reported = seen.reported.map((u, i) =>
+    sent.price.kind === "metered" && sent.price.meters[i] && "trailer" in sent.price.meters[i].from ? o.units[i] : u);
   const want = sent.credit ? { units: [0n, 0n, 0n, 0n], amount: seen.credit }
-    : expectedCharge(sent.chargeServerErrors, sent.price, seen.status, seen.reported, sent.max);
+    : expectedCharge(sent.chargeServerErrors, sent.price, seen.status, reported, sent.max);
   if (o.amount !== want.amount) throw fail(`amount ${o.amount}, the terms give ${want.amount}`);
   if (o.units.some((u, i) => u !== want.units[i])) throw fail(`units [${o.units.join(", ")}], expected [${want.units.join(", ")}]`);
   if (!equal(o.responseHash, responseHashWithBodyHash(seen.status, seen.bodyHash))) throw fail("response hash");
