@@ -215,6 +215,8 @@ export class PaidStream implements AsyncIterable<Uint8Array> {
   private live?: LiveState & {
     reader: ReadableStreamDefaultReader<Uint8Array> | null; splitter: FinalEventSplitter; hasher: BodyHasher;
     usage: UsageReader; end?: FinalEvent; done: boolean; settled?: Promise<StreamPaid>;
+    /** A transport error to raise once the bytes before it are handed over. */
+    failed?: unknown;
   };
 
   constructor(readonly status: number, readonly headers: Headers, live?: LiveState) {
@@ -242,15 +244,23 @@ export class PaidStream implements AsyncIterable<Uint8Array> {
       return null;
     }
     const l = this.live!;
+    if (l.failed !== undefined) {
+      const e = l.failed;
+      l.failed = undefined;
+      throw e;
+    }
     while (!l.done) {
       let r: ReadableStreamReadResult<Uint8Array>;
       try {
         r = l.reader ? await l.reader.read() : { done: true, value: undefined };
       } catch (e) {
-        // The transport broke: what arrived is all there is; `finish` asks the gateway.
+        // The transport broke: what arrived is all there is (the held tail is handed over
+        // first, so the caller gets every byte the receipt will cover); `finish` asks the gateway.
         l.done = true;
-        this.take(l.splitter.finish().rest);
-        throw e;
+        const rest = l.splitter.finish().rest;
+        if (!rest.length) throw e;
+        l.failed = e;
+        return this.take(rest);
       }
       if (r.done) {
         l.done = true;
@@ -455,8 +465,8 @@ function verifyReceipt(c: TallyClient, header: string, sent: Sent, seen: Seen): 
     sent.price.kind === "metered" && sent.price.meters[i] && "trailer" in sent.price.meters[i].from ? o.units[i] : u);
   const want = sent.credit ? { units: [0n, 0n, 0n, 0n], amount: seen.credit }
     : expectedCharge(sent.chargeServerErrors, sent.price, seen.status, reported, sent.max);
-  if (o.amount !== want.amount) throw fail(`amount ${o.amount}, the terms give ${want.amount}`);
   if (o.units.some((u, i) => u !== want.units[i])) throw fail(`units [${o.units.join(", ")}], expected [${want.units.join(", ")}]`);
+  if (o.amount !== want.amount) throw fail(`amount ${o.amount}, the terms give ${want.amount}`);
   if (!equal(o.responseHash, responseHashWithBodyHash(seen.status, seen.bodyHash))) throw fail("response hash");
   decodeRecord(fromHex(w.record));
   if (!verifyOutcome(sent.provider, o, signature)) throw fail("provider signature");

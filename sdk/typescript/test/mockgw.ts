@@ -302,7 +302,8 @@ export class MockGateway {
     let amount = BigInt(price) < a.maxAmount ? BigInt(price) : a.maxAmount;
     let units = [1n, 0n, 0n, 0n];
     if (url.pathname === "/v1/json") {
-      const total = JSON.parse(new TextDecoder().decode(body)).total_tokens;
+      // Read as text: the count may be above 2^53.
+      const total = /"total_tokens":([0-9]+)/.exec(new TextDecoder().decode(body))![1];
       respBody = utf8(`{"usage":{"total_tokens":${total}}}`);
       units = [BigInt(total), 0n, 0n, 0n];
       amount = [BigInt(total) * 2n, 500n, a.maxAmount].reduce((x, y) => (x < y ? x : y));
