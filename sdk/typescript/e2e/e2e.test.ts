@@ -91,11 +91,34 @@ async function writeKey(path: string, hex: string): Promise<void> {
   await chmod(path, 0o600);
 }
 
+/** The events the upstream's `/v1/chat` streams (OpenAI-compatible usage in the last data event). */
+const CHAT = [
+  'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n',
+  'data: {"choices":[{"delta":{"content":"lo"}}]}\n\ndata: {"usage":{"prompt_tokens":7,',
+  '"completion_tokens":12}}\n\ndata: [DONE]\n\n',
+];
+
 function upstream(): Promise<Server> {
   const s = createServer((req, res) => {
     req.resume();
-    const status = req.url?.includes("/fail") ? 500 : 200;
-    req.on("end", () => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify({ path: req.url })));
+    req.on("end", async () => {
+      if (req.url?.startsWith("/v1/chat")) {
+        // An event stream, in pieces; `/v1/chat/break` breaks after a usage event.
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        const broken = req.url.startsWith("/v1/chat/break");
+        const pieces = broken ? ['data: {"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n', "data: {\"choices\""] : CHAT;
+        for (const p of pieces) {
+          await new Promise<void>((r) => res.write(p, () => r()));
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return void (broken ? res.destroy() : res.end());
+      }
+      if (req.url?.startsWith("/v1/json")) {
+        return void res.writeHead(200, { "content-type": "application/json" }).end('{"usage":{"total_tokens":21}}');
+      }
+      const status = req.url?.includes("/fail") ? 500 : 200;
+      res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify({ path: req.url }));
+    });
   });
   return new Promise((r) => s.listen(0, "127.0.0.1", () => r(s)));
 }
@@ -136,6 +159,12 @@ async function environment(dir: string, up: Server, children: ChildProcess[]): P
     "[refunds]", "server_errors = true", "over_max = true", "",
     "[[routes]]", `method = "GET"`, `path = "/v1/items"`, `match = "prefix"`, `price = { kind = "fixed", amount = "10" }`, "",
     "[[routes]]", `method = "POST"`, `path = "/v1/complete"`, `match = "exact"`, `price = { kind = "fixed", amount = "25" }`, "",
+    "[[routes]]", `method = "POST"`, `path = "/v1/chat"`, `match = "prefix"`,
+    `price = { kind = "metered", max_amount = "1000", min_charge = "2", meters = [`
+      + `{ name = "input", unit_price = "1", from = { sse = "/usage/prompt_tokens" } }, `
+      + `{ name = "output", unit_price = "3", from = { sse = "/usage/completion_tokens" } }] }`, "",
+    "[[routes]]", `method = "POST"`, `path = "/v1/json"`, `match = "exact"`,
+    `price = { kind = "metered", max_amount = "500", meters = [{ name = "tokens", unit_price = "2", from = { json = "/usage/total_tokens" } }] }`, "",
   ].join("\n"));
   const deployed = JSON.parse((await run(tallyBin, ["--json", "contract", "deploy", "--rpc", rpcUrl, "--key", join(dir, "deployer.key"), "--config", cfg])).stdout);
   const contract = String(deployed.contract);
@@ -182,6 +211,30 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     assert.equal(viaX402.status, 200);
     assert.ok(viaX402.receipt);
 
+    // A streamed answer (HTTP.md, streamed paid responses): chunks as they come, the final
+    // payment-response event taken off, the receipt over exactly those bytes and their usage.
+    const stream = await client.stream("/v1/chat/completions", { method: "POST", body: "{}" });
+    assert.equal(stream.headers.get("content-type"), "text/event-stream");
+    assert.equal(stream.headers.get("payment-response"), null);
+    const parts: Uint8Array[] = [];
+    for await (const c of stream) parts.push(c);
+    assert.ok(parts.length >= 2, `the body came in ${parts.length} pieces`);
+    const streamed = await stream.finish();
+    assert.equal(Buffer.concat(parts).toString(), CHAT.join(""));
+    assert.deepEqual(streamed.receipt?.outcome.units, [7n, 12n, 0n, 0n]);
+    assert.equal(streamed.receipt?.outcome.amount, 7n + 36n);
+    // The upstream breaks its stream: recorded as a 502 over the bytes forwarded, charged
+    // here (charge_server_errors) by the usage it reported before breaking.
+    const cut = await client.stream("/v1/chat/break", { method: "POST", body: "{}" });
+    for await (const _ of cut) { /* drain */ }
+    const broken = await cut.finish();
+    assert.equal(broken.broken, true);
+    assert.equal(broken.exchange?.status, 502);
+    assert.deepEqual([broken.receipt?.outcome.units, broken.receipt?.outcome.amount], [[5n, 2n, 0n, 0n], 11n]);
+    // Units from a JSON body at a pointer.
+    const json = await client.fetch("/v1/json", { method: "POST", body: "{}" });
+    assert.deepEqual([json.receipt?.outcome.units, json.receipt?.outcome.amount], [[21n, 0n, 0n, 0n], 42n]);
+
     const note = await client.checkpoint();
     assert.match(note, /\u2014 tally-provider /);
     // A proof bundle the TypeScript client builds is one the Rust verifier accepts.
@@ -193,15 +246,15 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const granted = await client.dispute(Number(failed.receipt!.outcome.index), failed.exchange!);
     assert.deepEqual([granted.amount, granted.rule], ["-10", "server_error"]);
     const head = client.head();
-    assert.equal(head.size, 19n);
-    assert.equal(head.cumulative, 17n * 10n + 25n - 10n);
+    assert.equal(head.size, 22n);
+    assert.equal(head.cumulative, 17n * 10n + 25n + 43n + 11n + 42n - 10n);
 
     await stopChild(gateway);
     const statement = join(dir, "statement.jsonl");
     await run(tallyBin, ["export", "--config", cfg, "--channel", channelId, "-o", statement]);
     const verified = await run(tallyBin, ["verify", "--statement", statement]);
     assert.match(verified.stdout, /VERIFIED: no discrepancies/, verified.stdout);
-    assert.match(verified.stdout, /records\s+19\b/, verified.stdout);
+    assert.match(verified.stdout, /records\s+22\b/, verified.stdout);
     assert.match(verified.stdout, /credited\s+10\b/, verified.stdout);
     // The checkpoints the gateway asked for (every 5 records, answered in TALLY-CHECKPOINT) and the posted one.
     const checkpoints = Number(/checkpoints\s+(\d+)/.exec(verified.stdout)?.[1]);
