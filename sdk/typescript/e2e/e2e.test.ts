@@ -190,7 +190,27 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const sessionKey = fromHex((await readFile(join(cdir, "session.key"), "utf8")).trim().replace(/^0x/, ""), 32);
     const checkpointKey = fromHex((await readFile(join(cdir, "checkpoint.key"), "utf8")).trim().replace(/^0x/, ""), 32);
     const store = new FileStore(join(dir, "ts-mirror"));
-    const client = await TallyClient.connect({ baseUrl: base, channelId, sessionKey, checkpointKey, store, lanes: 4 });
+    // The transport can lose the end of the next event stream: its body errors after the
+    // upstream's bytes, before the gateway's final event.
+    let loseEnd = false;
+    const http: typeof fetch = async (input, init) => {
+      const r = await fetch(input, init);
+      if (!loseEnd || !(r.headers.get("content-type") ?? "").startsWith("text/event-stream") || !r.body) return r;
+      loseEnd = false;
+      let left = CHAT.join("").length;
+      const reader = r.body.getReader();
+      const cut = new ReadableStream<Uint8Array>({
+        async pull(ctl) {
+          const { done, value } = await reader.read();
+          if (done || left <= 0) return ctl.error(new Error("connection lost"));
+          const take = value.subarray(0, left);
+          left -= take.length;
+          ctl.enqueue(take);
+        },
+      });
+      return new Response(cut, { status: r.status, headers: r.headers });
+    };
+    const client = await TallyClient.connect({ baseUrl: base, channelId, sessionKey, checkpointKey, store, lanes: 4, fetch: http });
 
     const first = await client.fetch(`${base}/v1/items/0`);
     assert.equal(first.status, 200);
@@ -231,6 +251,14 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     assert.equal(broken.broken, true);
     assert.equal(broken.exchange?.status, 502);
     assert.deepEqual([broken.receipt?.outcome.units, broken.receipt?.outcome.amount], [[5n, 2n, 0n, 0n], 11n]);
+    // The end is lost: the receipt comes from GET /tally/v1/channels/{id}/receipts (read-authenticated).
+    loseEnd = true;
+    const lost = await client.stream("/v1/chat/completions", { method: "POST", body: "{}" });
+    const got: Uint8Array[] = [];
+    await assert.rejects(async () => { for await (const c of lost) got.push(c); }, /connection lost/);
+    const found = await lost.finish();
+    assert.equal(Buffer.concat(got).toString(), CHAT.join(""));
+    assert.deepEqual([found.receipt?.outcome.units, found.receipt?.outcome.amount], [[7n, 12n, 0n, 0n], 43n]);
     // Units from a JSON body at a pointer.
     const json = await client.fetch("/v1/json", { method: "POST", body: "{}" });
     assert.deepEqual([json.receipt?.outcome.units, json.receipt?.outcome.amount], [[21n, 0n, 0n, 0n], 42n]);
@@ -246,15 +274,15 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const granted = await client.dispute(Number(failed.receipt!.outcome.index), failed.exchange!);
     assert.deepEqual([granted.amount, granted.rule], ["-10", "server_error"]);
     const head = client.head();
-    assert.equal(head.size, 22n);
-    assert.equal(head.cumulative, 17n * 10n + 25n + 43n + 11n + 42n - 10n);
+    assert.equal(head.size, 23n);
+    assert.equal(head.cumulative, 17n * 10n + 25n + 43n + 11n + 43n + 42n - 10n);
 
     await stopChild(gateway);
     const statement = join(dir, "statement.jsonl");
     await run(tallyBin, ["export", "--config", cfg, "--channel", channelId, "-o", statement]);
     const verified = await run(tallyBin, ["verify", "--statement", statement]);
     assert.match(verified.stdout, /VERIFIED: no discrepancies/, verified.stdout);
-    assert.match(verified.stdout, /records\s+22\b/, verified.stdout);
+    assert.match(verified.stdout, /records\s+23\b/, verified.stdout);
     assert.match(verified.stdout, /credited\s+10\b/, verified.stdout);
     // The checkpoints the gateway asked for (every 5 records, answered in TALLY-CHECKPOINT) and the posted one.
     const checkpoints = Number(/checkpoints\s+(\d+)/.exec(verified.stdout)?.[1]);
