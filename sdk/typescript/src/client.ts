@@ -41,6 +41,14 @@ export interface TallyClientConfig {
   timeoutMs?: number;
   /** The fetch to use (default: the global one). */
   fetch?: typeof fetch;
+  /**
+   * fetch never shows HTTP trailers, so the client cannot see what a `trailer` meter
+   * (spec/HTTP.md §4.1) reported: by default it counts 0 there, as the Rust client does for
+   * a buffered answer, and a receipt charging such units stops the client. `true` takes a
+   * trailer meter's count from the receipt instead (the amount is still checked against the
+   * price over those units, and capped by the authorization).
+   */
+  trustTrailerUnits?: boolean;
 }
 
 export interface RequestOptions {
@@ -59,6 +67,7 @@ export class TallyClient {
   readonly checkpointKey: Uint8Array;
   readonly http: typeof fetch;
   readonly timeoutMs: number;
+  readonly trustTrailerUnits: boolean;
   readonly lock = new Mutex();
   lanes!: LanePool;
   mirror!: Mirror;
@@ -81,6 +90,7 @@ export class TallyClient {
     this.checkpointKey = cfg.checkpointKey;
     this.http = cfg.fetch ?? globalThis.fetch;
     this.timeoutMs = cfg.timeoutMs ?? 30_000;
+    this.trustTrailerUnits = cfg.trustTrailerUnits === true;
   }
 
   /** Opens the mirror, discovers the terms, binds the session key and resyncs. */

@@ -459,10 +459,10 @@ function verifyReceipt(c: TallyClient, header: string, sent: Sent, seen: Seen): 
   if (o.lane !== sent.auth.lane || o.seq !== sent.auth.seq) throw fail(`lane/seq ${o.lane}/${o.seq} for ${sent.auth.lane}/${sent.auth.seq}`);
   if (!equal(o.authorizationHash, authorizationHash(sent.auth, sent.sig))) throw fail("authorization hash");
   if (o.amount > 0n && o.amount > sent.auth.maxAmount) throw fail(`amount ${o.amount} over max ${sent.auth.maxAmount}`);
-  // fetch never shows trailers: a trailer meter's count is taken from the receipt (the
-  // amount is still checked against the price; P5 caps it at the authorization).
-  const reported = seen.reported.map((u, i) =>
-    sent.price.kind === "metered" && sent.price.meters[i] && "trailer" in sent.price.meters[i].from ? o.units[i] : u);
+  // fetch never shows trailers: a trailer meter counts 0 unless the caller chose to take its
+  // count from the receipt (the amount is still checked against the price over it).
+  const trailer = (i: number) => sent.price.kind === "metered" && sent.price.meters[i] !== undefined && "trailer" in sent.price.meters[i].from;
+  const reported = seen.reported.map((u, i) => (c.trustTrailerUnits && trailer(i) ? o.units[i] : u));
   const want = sent.credit ? { units: [0n, 0n, 0n, 0n], amount: seen.credit }
     : expectedCharge(sent.chargeServerErrors, sent.price, seen.status, reported, sent.max);
   if (o.units.some((u, i) => u !== want.units[i])) throw fail(`units [${o.units.join(", ")}], expected [${want.units.join(", ")}]`);

@@ -46,6 +46,9 @@ export const CHAT_PRICE = {
 };
 export const JSON_PRICE = { kind: "metered", meters: [{ name: "tokens", unit_price: "2", from: { json: "/usage/total_tokens" } }], max_amount: "500" };
 
+/** A route counted in a trailer, which fetch cannot see (the mock reports 9 units there). */
+export const TRAILER_PRICE = { kind: "metered", meters: [{ name: "units", unit_price: "1", from: { trailer: "x-units" } }], max_amount: "100" };
+
 /** The event stream the mock's upstream sends for `{prompt_tokens, completion_tokens}`, in pieces. */
 export function chatStream(prompt: number, completion: number): Uint8Array[] {
   return [
@@ -96,6 +99,7 @@ export class MockGateway {
         { method: "*", path: "/v1/items", match: "prefix", price: { kind: "fixed", amount: price } },
         { method: "POST", path: "/v1/chat", match: "exact", price: CHAT_PRICE },
         { method: "POST", path: "/v1/json", match: "exact", price: JSON_PRICE },
+        { method: "GET", path: "/v1/trailer", match: "exact", price: TRAILER_PRICE },
       ],
     }, null, 2) + "\n");
   }
@@ -182,7 +186,7 @@ export class MockGateway {
     if (/^\/tally\/v1\/channels\/[0-9a-f]{64}\/disputes$/.test(p)) return this.paid(req, res, url, body, true);
     const ch = /^\/tally\/v1\/channels\/([0-9a-f]{64})(\/.*)?$/.exec(p);
     if (ch) return this.endpoint(req, res, url, ch[2] ?? "", body);
-    if (p.startsWith("/v1/items") || p === "/v1/chat" || p === "/v1/json") return this.paid(req, res, url, body);
+    if (p.startsWith("/v1/items") || p === "/v1/chat" || p === "/v1/json" || p === "/v1/trailer") return this.paid(req, res, url, body);
     this.json(res, 200, { free: true });
   }
 
@@ -308,6 +312,11 @@ export class MockGateway {
       units = [BigInt(total), 0n, 0n, 0n];
       amount = [BigInt(total) * 2n, 500n, a.maxAmount].reduce((x, y) => (x < y ? x : y));
     }
+    const trailer = url.pathname === "/v1/trailer";
+    if (trailer) {
+      units = [9n, 0n, 0n, 0n];
+      amount = 9n;
+    }
     if (dispute) {
       // Grants the whole amount back for any record proved by a valid bundle (the mock's only rule).
       const { bundle } = JSON.parse(new TextDecoder().decode(body));
@@ -326,6 +335,12 @@ export class MockGateway {
     if (this.opts.dropNext) {
       this.opts.dropNext = false;
       return void res.socket?.destroy();
+    }
+    if (trailer) {
+      res.writeHead(200, { ...headers, trailer: "x-units" });
+      res.write(respBody);
+      res.addTrailers({ "x-units": "9" });
+      return void res.end();
     }
     res.writeHead(200, headers).end(respBody);
   }

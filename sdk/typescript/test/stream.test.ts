@@ -161,3 +161,23 @@ test("a JSON-metered answer: units from the body at the pointer, exact above 2^5
     await gw.stop();
   }
 });
+
+test("a trailer meter: fetch cannot see it, so it counts 0 and a charging receipt stops the client, unless trustTrailerUnits", async () => {
+  const { gw, client } = await setup();
+  try {
+    await assert.rejects(client.fetch("/v1/trailer"), (e) => e instanceof MisbehaviorError && /units \[9, 0, 0, 0\], expected \[0, 0, 0, 0\]/.test(e.message));
+  } finally {
+    await gw.stop();
+  }
+  const gw2 = new MockGateway();
+  await gw2.start();
+  try {
+    const trusting = await TallyClient.connect({
+      baseUrl: gw2.base, channelId, sessionKey: new Uint8Array(32).fill(1), checkpointKey: new Uint8Array(32).fill(2), trustTrailerUnits: true,
+    });
+    const r = await trusting.fetch("/v1/trailer");
+    assert.deepEqual([r.receipt!.outcome.units, r.receipt!.outcome.amount], [[9n, 0n, 0n, 0n], 9n]);
+  } finally {
+    await gw2.stop();
+  }
+});
