@@ -4,7 +4,9 @@
  * (`tally contract deploy`) and a TestToken (its committed artifact) deployed and a channel
  * opened (`tally channel open`). The TypeScript client pays it, concurrently over lanes and
  * through the official x402 client, signs the checkpoints the gateway asks for, builds a proof
- * bundle that `tally verify-proof` accepts, disputes a charged 5xx for a credit, then the
+ * bundle that `tally verify-proof` accepts, pays metered routes (an event stream read as it
+ * arrives, a stream the upstream breaks, a stream whose end is lost and whose receipt comes
+ * from the receipts endpoint, a JSON body), disputes a charged 5xx for a credit, then the
  * gateway is stopped, its log exported (`tally export`) and audited (`tally verify`): no
  * discrepancy, and the statement's records are the client's mirror byte for byte.
  * Everything listens on 127.0.0.1.
@@ -215,6 +217,8 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const first = await client.fetch(`${base}/v1/items/0`);
     assert.equal(first.status, 200);
     assert.equal(first.receipt?.outcome.amount, 10n);
+    assert.deepEqual(first.receipt?.outcome.units, [1n, 0n, 0n, 0n], "a fixed price is one call");
+    assert.equal(first.receipt?.payer, PAYER, "PAYMENT-RESPONSE names the channel's payer (EIP-55)");
     const many = await Promise.all(Array.from({ length: 12 }, (_, i) => client.fetch(`/v1/items/${i + 1}?page=${i}`)));
     assert.ok(many.every((r) => r.status === 200 && r.receipt));
     const posted = await client.fetch("/v1/complete", { method: "POST", body: JSON.stringify({ prompt: "hi" }), headers: { "content-type": "application/json" } });

@@ -46,8 +46,11 @@ export function previewPayload(c: TallyClient, req: PaidRequest): { authorizatio
   return paymentPayload(requirementsFor(c.terms, price), auth, signAuthorization(c.sessionSeed, auth)).payload;
 }
 
-/** A verified receipt: the outcome, the provider's signature and the full record. */
-export interface Receipt { outcome: Outcome; signature: Uint8Array; record: LogRecord }
+/**
+ * A verified receipt: the outcome, the provider's signature and the full record; `payer` is
+ * the channel's payer as `PAYMENT-RESPONSE` states it (informative, HTTP.md §3.3).
+ */
+export interface Receipt { outcome: Outcome; signature: Uint8Array; record: LogRecord; payer?: string }
 /** The preimages of a record's request and response hashes, kept for a dispute (HTTP.md §7). */
 export interface Exchange { method: string; path: string; query: string; request_body_hash: string; status: number; response_body_hash: string }
 export type TallyResponse = Response & { receipt?: Receipt; exchange?: Exchange };
@@ -311,7 +314,7 @@ export class PaidStream implements AsyncIterable<Uint8Array> {
       parts.push(b);
     }
     const paid = await this.finish();
-    const out = new Response(concat(...parts) as BodyInit, { status: this.status, headers: this.headers });
+    const out = new Response(NULL_BODY.has(this.status) ? null : (concat(...parts) as BodyInit), { status: this.status, headers: this.headers });
     return Object.assign(out, { receipt: paid.receipt, exchange: paid.exchange });
   }
 
@@ -446,9 +449,9 @@ async function signAttempt(c: TallyClient, lease: Lease, req: PaidRequest, reqHa
  * terms give for this response, and the response hash. Any failure stops the client.
  */
 function verifyReceipt(c: TallyClient, header: string, sent: Sent, seen: Seen): Receipt {
-  let o: Outcome, signature: Uint8Array;
+  let o: Outcome, signature: Uint8Array, payer: string | undefined;
   try {
-    ({ outcome: o, signature } = parsePaymentResponse(header));
+    ({ outcome: o, signature, payer } = parsePaymentResponse(header));
   } catch (e) {
     throw c.stop(`unreadable receipt: ${(e as Error).message}`);
   }
@@ -470,7 +473,7 @@ function verifyReceipt(c: TallyClient, header: string, sent: Sent, seen: Seen): 
   if (!equal(o.responseHash, responseHashWithBodyHash(seen.status, seen.bodyHash))) throw fail("response hash");
   decodeRecord(fromHex(w.record));
   if (!verifyOutcome(sent.provider, o, signature)) throw fail("provider signature");
-  return { outcome: o, signature, record };
+  return { outcome: o, signature, record, payer };
 }
 
 

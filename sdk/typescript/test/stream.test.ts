@@ -73,6 +73,7 @@ test("a streamed paid answer: chunks arrive before the end; the receipt covers e
     assert.equal(paid.receipt!.outcome.amount, 7n + 36n);
     assert.equal(paid.exchange!.response_body_hash, toHex(H(body)));
     assert.equal(paid.broken, false);
+    assert.equal(paid.receipt!.payer, "0x" + "44".repeat(20), "PAYMENT-RESPONSE's payer");
     assert.equal(client.head().size, 1n, "the record is mirrored");
     // A buffered fetch of a streamed route reads it whole, the same way.
     const r = await client.fetch("/v1/chat", ask(1, 0));
