@@ -29,6 +29,7 @@ import { wrapFetchWithPayment } from "@x402/fetch";
 import { TallyClient, TallyScheme, fromHex, keccak, toHex, utf8, type TallyResponse } from "../src/index.js";
 import { FileStore } from "../src/node.js";
 import { repoRoot } from "../test/repo.js";
+import { TRICKY_JSON, TRICKY_SSE } from "./tricky.js";
 
 const run = promisify(execFile);
 const root = repoRoot();
@@ -104,6 +105,15 @@ function upstream(): Promise<Server> {
   const s = createServer((req, res) => {
     req.resume();
     req.on("end", async () => {
+      const tricky = /^\/v1\/(chat|json)\/tricky\/(\d+)$/.exec(req.url ?? "");
+      if (tricky) {
+        const t = (tricky[1] === "chat" ? TRICKY_SSE : TRICKY_JSON)[Number(tricky[2])];
+        res.writeHead(200, { "content-type": tricky[1] === "chat" ? "text/event-stream" : "application/json" });
+        // In uneven pieces, so lines and events straddle reads.
+        const bytes = Buffer.from(t.body);
+        for (let at = 0; at < bytes.length; at += 4093) res.write(bytes.subarray(at, at + 4093));
+        return void res.end();
+      }
       if (req.url?.startsWith("/v1/chat")) {
         // An event stream, in pieces; `/v1/chat/break` breaks after a usage event.
         res.writeHead(200, { "content-type": "text/event-stream" });
@@ -165,7 +175,7 @@ async function environment(dir: string, up: Server, children: ChildProcess[]): P
     `price = { kind = "metered", max_amount = "1000", min_charge = "2", meters = [`
       + `{ name = "input", unit_price = "1", from = { sse = "/usage/prompt_tokens" } }, `
       + `{ name = "output", unit_price = "3", from = { sse = "/usage/completion_tokens" } }] }`, "",
-    "[[routes]]", `method = "POST"`, `path = "/v1/json"`, `match = "exact"`,
+    "[[routes]]", `method = "POST"`, `path = "/v1/json"`, `match = "prefix"`,
     `price = { kind = "metered", max_amount = "500", meters = [{ name = "tokens", unit_price = "2", from = { json = "/usage/total_tokens" } }] }`, "",
   ].join("\n"));
   const deployed = JSON.parse((await run(tallyBin, ["--json", "contract", "deploy", "--rpc", rpcUrl, "--key", join(dir, "deployer.key"), "--config", cfg])).stdout);
@@ -267,6 +277,23 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const json = await client.fetch("/v1/json", { method: "POST", body: "{}" });
     assert.deepEqual([json.receipt?.outcome.units, json.receipt?.outcome.amount], [[21n, 0n, 0n, 0n], 42n]);
 
+    // Usage that is easy to read wrongly: the gateway's reader and the client's must agree
+    // (a disagreement stops the client), and both read what the case says.
+    let trickyCharged = 0n;
+    for (const [kind, cases] of [["chat", TRICKY_SSE], ["json", TRICKY_JSON]] as const) {
+      for (const [i, t] of cases.entries()) {
+        const s = await client.stream(`/v1/${kind}/tricky/${i}`, { method: "POST", body: "{}" });
+        const seen: Uint8Array[] = [];
+        for await (const c of s) seen.push(c);
+        const { receipt } = await s.finish();
+        assert.equal(Buffer.concat(seen).toString(), t.body, t.why);
+        const units = kind === "chat" ? [t.units[0], t.units[1], 0n, 0n] : [t.units[0], 0n, 0n, 0n];
+        assert.deepEqual(receipt?.outcome.units, units, t.why);
+        trickyCharged += receipt!.outcome.amount;
+      }
+    }
+    const tricky = BigInt(TRICKY_SSE.length + TRICKY_JSON.length);
+
     const note = await client.checkpoint();
     assert.match(note, /\u2014 tally-provider /);
     // A proof bundle the TypeScript client builds is one the Rust verifier accepts.
@@ -278,15 +305,15 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const granted = await client.dispute(Number(failed.receipt!.outcome.index), failed.exchange!);
     assert.deepEqual([granted.amount, granted.rule], ["-10", "server_error"]);
     const head = client.head();
-    assert.equal(head.size, 23n);
-    assert.equal(head.cumulative, 17n * 10n + 25n + 43n + 11n + 43n + 42n - 10n);
+    assert.equal(head.size, 23n + tricky);
+    assert.equal(head.cumulative, 17n * 10n + 25n + 43n + 11n + 43n + 42n + trickyCharged - 10n);
 
     await stopChild(gateway);
     const statement = join(dir, "statement.jsonl");
     await run(tallyBin, ["export", "--config", cfg, "--channel", channelId, "-o", statement]);
     const verified = await run(tallyBin, ["verify", "--statement", statement]);
     assert.match(verified.stdout, /VERIFIED: no discrepancies/, verified.stdout);
-    assert.match(verified.stdout, /records\s+23\b/, verified.stdout);
+    assert.match(verified.stdout, new RegExp(`records\\s+${23n + tricky}\\b`), verified.stdout);
     assert.match(verified.stdout, /credited\s+10\b/, verified.stdout);
     // The checkpoints the gateway asked for (every 5 records, answered in TALLY-CHECKPOINT) and the posted one.
     const checkpoints = Number(/checkpoints\s+(\d+)/.exec(verified.stdout)?.[1]);
