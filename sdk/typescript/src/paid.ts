@@ -3,8 +3,10 @@
  * `send_paid`: lease a lane, sign under the mirror's head, send without holding the lock (so
  * many requests are in flight), verify the receipt, put the record in its place, and resolve
  * refusals (`stale_seq`, `state_mismatch`, `checkpoint_required`, `terms_changed`,
- * `lane_busy`, `already_recorded`) before trying again; any other refusal, such as
- * `insufficient_funds`, is returned as a `RefusedError` with its fields.
+ * `lane_busy`, `already_recorded`, `requirements_mismatch` of a copied `accepted`) before
+ * trying again; any other refusal, such as `insufficient_funds`, is returned as a
+ * `RefusedError` with its fields. A streamed answer (an event stream, its receipt in a final
+ * event) is handed over as a `PaidStream` as crates/tally-client's `send_streaming` does.
  */
 import { TallyError, concat, equal, fromHex, parseAmount, toHex } from "./bytes.js";
 import { H } from "./crypto.js";

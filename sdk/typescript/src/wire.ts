@@ -1,8 +1,9 @@
 /**
  * The x402 v2 header payloads (spec/HTTP.md §3): PaymentRequirements as the gateway
  * advertises them, the PaymentPayload the client sends in `PAYMENT-SIGNATURE` (with
- * `accepted` = the full requirements it pays under), and the SettleResponse it reads from
- * `PAYMENT-RESPONSE` (unknown members tolerated; the receipt is what is verified).
+ * `accepted` = the route's requirement, member for member as tally-http's `Requirement::tally`),
+ * and the SettleResponse it reads from `PAYMENT-RESPONSE` (the receipt at `extra.receipt`;
+ * `payer` and `amount` are informative, the signed outcome is what is verified).
  */
 import { TallyError, fromHex, toBase64, toHex } from "./bytes.js";
 import { type Authorization, type Outcome, decodeOutcome, encodeAuthorization } from "./messages.js";
