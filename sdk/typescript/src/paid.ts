@@ -216,7 +216,8 @@ interface LiveState { c: TallyClient; lease: Lease; key: string; sent: Sent; req
  * reported, and mirrors the record. `finish()` reads whatever was not read yet.
  */
 export class PaidStream implements AsyncIterable<Uint8Array> {
-  private whole?: { body: Uint8Array | null; resp: TallyResponse };
+  /** An answer that needs no final event: its body is passed through as it comes. */
+  private whole?: { reader: ReadableStreamDefaultReader<Uint8Array> | null; resp: TallyResponse };
   private live?: LiveState & {
     reader: ReadableStreamDefaultReader<Uint8Array> | null; splitter: FinalEventSplitter; hasher: BodyHasher;
     usage: UsageReader; end?: FinalEvent; done: boolean; settled?: Promise<StreamPaid>;
@@ -234,19 +235,18 @@ export class PaidStream implements AsyncIterable<Uint8Array> {
   /** An answer read whole (a free route, a buffered or replayed answer): already verified. */
   static whole(resp: TallyResponse): PaidStream {
     const s = new PaidStream(resp.status, resp.headers);
-    s.whole = { body: null, resp };
+    s.whole = { reader: resp.body?.getReader() ?? null, resp };
     return s;
   }
 
   /** The next body bytes, as they arrive; `null` at the end. */
   async chunk(): Promise<Uint8Array | null> {
     if (this.whole) {
-      if (this.whole.body === null) {
-        const b = new Uint8Array(await this.whole.resp.arrayBuffer());
-        this.whole.body = new Uint8Array(0);
-        return b.length ? b : null;
+      for (;;) {
+        const r = this.whole.reader ? await this.whole.reader.read() : { done: true as const, value: undefined };
+        if (r.done) return null;
+        if (r.value.length) return r.value;
       }
-      return null;
     }
     const l = this.live!;
     if (l.failed !== undefined) {
@@ -310,12 +310,26 @@ export class PaidStream implements AsyncIterable<Uint8Array> {
   /** Reads the whole stream into a `TallyResponse`, as `fetch` answers a buffered call. */
   async readWhole(): Promise<TallyResponse> {
     const parts: Uint8Array[] = [];
+    let broke: unknown;
     for (;;) {
-      const b = await this.chunk();
+      let b: Uint8Array | null;
+      try {
+        b = await this.chunk();
+      } catch (e) {
+        broke = e;
+        break;
+      }
       if (b === null) break;
       parts.push(b);
     }
-    const paid = await this.finish();
+    let paid: StreamPaid;
+    try {
+      // Always settled, so the lane is released; after a transport error a receipt from the
+      // receipts endpoint that verifies over these bytes means they are the whole body.
+      paid = await this.finish();
+    } catch (e) {
+      throw broke ?? e;
+    }
     const out = new Response(NULL_BODY.has(this.status) ? null : (concat(...parts) as BodyInit), { status: this.status, headers: this.headers });
     return Object.assign(out, { receipt: paid.receipt, exchange: paid.exchange });
   }

@@ -120,6 +120,20 @@ test("a lost end: the receipt is fetched from the receipts endpoint (waiting out
   }
 });
 
+test("a buffered fetch of a stream whose end is lost: the receipts endpoint completes it, the lane is released", async () => {
+  const { gw, client } = await setup({ streamEnd: "lose-end" });
+  try {
+    const r = await client.fetch("/v1/chat", ask(2, 1));
+    assert.deepEqual(new Uint8Array(await r.arrayBuffer()), upstream(2, 1));
+    assert.equal(r.receipt!.outcome.amount, 5n);
+    const next = await Promise.all([1, 2, 3, 4, 5].map((i) => client.fetch(`/v1/items/${i}`)));
+    assert.ok(next.every((x) => x.receipt), "every lane is free again");
+    assert.equal(client.head().size, 6n);
+  } finally {
+    await gw.stop();
+  }
+});
+
 test("a payment-error final event is a refusal: nothing recorded, the seq is not used up", async () => {
   const { gw, client } = await setup({ streamEnd: "error" });
   try {
