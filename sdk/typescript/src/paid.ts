@@ -262,7 +262,8 @@ export class PaidStream implements AsyncIterable<Uint8Array> {
         // The transport broke: what arrived is all there is (the held tail is handed over
         // first, so the caller gets every byte the receipt will cover); `finish` asks the gateway.
         l.done = true;
-        const rest = l.splitter.finish().rest;
+        const { rest, end } = l.splitter.cut();
+        l.end = end;
         if (!rest.length) throw e;
         l.failed = e;
         return this.take(rest);

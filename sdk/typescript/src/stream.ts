@@ -76,6 +76,20 @@ export class FinalEventSplitter {
     return end >= 0 && end + 2 < after.length;
   }
 
+  /**
+   * The transport broke before the stream's end. Held bytes that are a whole final event
+   * still carry the receipt; held bytes that begin with the marker are the start of the final
+   * event, never body (the receipt from the receipts endpoint covers only the upstream's
+   * bytes); anything else held is body. (crates/tally-client hands every held byte over as
+   * body here, so a cut inside the final event fails its receipt check.)
+   */
+  cut(): { rest: Uint8Array; end?: FinalEvent } {
+    const end = parseFinal(this.held);
+    if (end) return { rest: new Uint8Array(0), end };
+    const started = this.held.length >= MARKER.length && equal(this.held.subarray(0, MARKER.length), MARKER);
+    return { rest: started ? new Uint8Array(0) : this.held };
+  }
+
   /** The stream ended: the rest of the body, and the final event if the held bytes are one. */
   finish(): { rest: Uint8Array; end?: FinalEvent } {
     const end = parseFinal(this.held);

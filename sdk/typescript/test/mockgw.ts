@@ -30,9 +30,11 @@ export interface MockOptions {
    * halfway (recorded as a 502 over the bytes forwarded), `lose-end` = recorded, then the
    * connection drops before the final event (the receipt waits at the receipts endpoint,
    * answering `lane_busy` once), `error` = nothing recorded (`payment-error`), `overcount`
-   * = the receipt claims one more output unit than the stream reported.
+   * = the receipt claims one more output unit than the stream reported; `cut-final` = the
+   * connection drops halfway through the final event, `cut-after-final` = right after it
+   * (before the body's end).
    */
-  streamEnd?: "break" | "lose-end" | "error" | "overcount";
+  streamEnd?: "break" | "lose-end" | "cut-final" | "cut-after-final" | "error" | "overcount";
   /** Awaited before the stream's second half is sent (a test checks chunks arrive before the end). */
   holdStream?: Promise<void>;
 }
@@ -400,6 +402,13 @@ export class MockGateway {
       this.receipts.get(`${a.lane}/${a.seq}`)!.busy = true;
       return void res.socket?.destroy();
     }
-    res.end(utf8(`\n\nevent: payment-response\ndata: ${value}\n\n`));
+    const last = utf8(`\n\nevent: payment-response\ndata: ${value}\n\n`);
+    if (end === "cut-final" || end === "cut-after-final") {
+      this.receipts.get(`${a.lane}/${a.seq}`)!.busy = true;
+      await send(end === "cut-final" ? last.subarray(0, 40) : last);
+      await new Promise((r) => setTimeout(r, 20));
+      return void res.socket?.destroy();
+    }
+    res.end(last);
   }
 }

@@ -120,6 +120,36 @@ test("a lost end: the receipt is fetched from the receipts endpoint (waiting out
   }
 });
 
+test("a cut inside the final event: its start is not body; the receipt comes from the endpoint", async () => {
+  const { gw, client } = await setup({ streamEnd: "cut-final" });
+  try {
+    const s = await client.stream("/v1/chat", ask(3, 4));
+    const parts: Uint8Array[] = [];
+    await assert.rejects(async () => { for await (const c of s) parts.push(c); });
+    const paid = await s.finish();
+    assert.deepEqual(concat(...parts), upstream(3, 4));
+    assert.equal(paid.receipt!.outcome.amount, 15n);
+    assert.equal(gw.receipts.get("0/0")!.busy, false, "fetched from the endpoint");
+  } finally {
+    await gw.stop();
+  }
+});
+
+test("a cut right after a whole final event: its receipt is used as is", async () => {
+  const { gw, client } = await setup({ streamEnd: "cut-after-final" });
+  try {
+    const s = await client.stream("/v1/chat", ask(3, 4));
+    const parts: Uint8Array[] = [];
+    await assert.rejects(async () => { for await (const c of s) parts.push(c); });
+    const paid = await s.finish();
+    assert.deepEqual(concat(...parts), upstream(3, 4));
+    assert.equal(paid.receipt!.outcome.amount, 15n);
+    assert.equal(gw.receipts.get("0/0")!.busy, true, "the endpoint was not needed");
+  } finally {
+    await gw.stop();
+  }
+});
+
 test("a buffered fetch of a stream whose end is lost: the receipts endpoint completes it, the lane is released", async () => {
   const { gw, client } = await setup({ streamEnd: "lose-end" });
   try {
