@@ -4,7 +4,9 @@
  * (`tally contract deploy`) and a TestToken (its committed artifact) deployed and a channel
  * opened (`tally channel open`). The TypeScript client pays it, concurrently over lanes and
  * through the official x402 client, signs the checkpoints the gateway asks for, builds a proof
- * bundle that `tally verify-proof` accepts, disputes a charged 5xx for a credit, then the
+ * bundle that `tally verify-proof` accepts, pays metered routes (an event stream read as it
+ * arrives, a stream the upstream breaks, a stream whose end is lost and whose receipt comes
+ * from the receipts endpoint, a JSON body), disputes a charged 5xx for a credit, then the
  * gateway is stopped, its log exported (`tally export`) and audited (`tally verify`): no
  * discrepancy, and the statement's records are the client's mirror byte for byte.
  * Everything listens on 127.0.0.1.
@@ -27,6 +29,7 @@ import { wrapFetchWithPayment } from "@x402/fetch";
 import { TallyClient, TallyScheme, fromHex, keccak, toHex, utf8, type TallyResponse } from "../src/index.js";
 import { FileStore } from "../src/node.js";
 import { repoRoot } from "../test/repo.js";
+import { TRICKY_JSON, TRICKY_SSE } from "./tricky.js";
 
 const run = promisify(execFile);
 const root = repoRoot();
@@ -91,11 +94,43 @@ async function writeKey(path: string, hex: string): Promise<void> {
   await chmod(path, 0o600);
 }
 
+/** The events the upstream's `/v1/chat` streams (OpenAI-compatible usage in the last data event). */
+const CHAT = [
+  'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n',
+  'data: {"choices":[{"delta":{"content":"lo"}}]}\n\ndata: {"usage":{"prompt_tokens":7,',
+  '"completion_tokens":12}}\n\ndata: [DONE]\n\n',
+];
+
 function upstream(): Promise<Server> {
   const s = createServer((req, res) => {
     req.resume();
-    const status = req.url?.includes("/fail") ? 500 : 200;
-    req.on("end", () => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify({ path: req.url })));
+    req.on("end", async () => {
+      const tricky = /^\/v1\/(chat|json)\/tricky\/(\d+)$/.exec(req.url ?? "");
+      if (tricky) {
+        const t = (tricky[1] === "chat" ? TRICKY_SSE : TRICKY_JSON)[Number(tricky[2])];
+        res.writeHead(200, { "content-type": tricky[1] === "chat" ? "text/event-stream" : "application/json" });
+        // In uneven pieces, so lines and events straddle reads.
+        const bytes = Buffer.from(t.body);
+        for (let at = 0; at < bytes.length; at += 4093) res.write(bytes.subarray(at, at + 4093));
+        return void res.end();
+      }
+      if (req.url?.startsWith("/v1/chat")) {
+        // An event stream, in pieces; `/v1/chat/break` breaks after a usage event.
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        const broken = req.url.startsWith("/v1/chat/break");
+        const pieces = broken ? ['data: {"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n', "data: {\"choices\""] : CHAT;
+        for (const p of pieces) {
+          await new Promise<void>((r) => res.write(p, () => r()));
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return void (broken ? res.destroy() : res.end());
+      }
+      if (req.url?.startsWith("/v1/json")) {
+        return void res.writeHead(200, { "content-type": "application/json" }).end('{"usage":{"total_tokens":21}}');
+      }
+      const status = req.url?.includes("/fail") ? 500 : 200;
+      res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify({ path: req.url }));
+    });
   });
   return new Promise((r) => s.listen(0, "127.0.0.1", () => r(s)));
 }
@@ -136,6 +171,12 @@ async function environment(dir: string, up: Server, children: ChildProcess[]): P
     "[refunds]", "server_errors = true", "over_max = true", "",
     "[[routes]]", `method = "GET"`, `path = "/v1/items"`, `match = "prefix"`, `price = { kind = "fixed", amount = "10" }`, "",
     "[[routes]]", `method = "POST"`, `path = "/v1/complete"`, `match = "exact"`, `price = { kind = "fixed", amount = "25" }`, "",
+    "[[routes]]", `method = "POST"`, `path = "/v1/chat"`, `match = "prefix"`,
+    `price = { kind = "metered", max_amount = "1000", min_charge = "2", meters = [`
+      + `{ name = "input", unit_price = "1", from = { sse = "/usage/prompt_tokens" } }, `
+      + `{ name = "output", unit_price = "3", from = { sse = "/usage/completion_tokens" } }] }`, "",
+    "[[routes]]", `method = "POST"`, `path = "/v1/json"`, `match = "prefix"`,
+    `price = { kind = "metered", max_amount = "500", meters = [{ name = "tokens", unit_price = "2", from = { json = "/usage/total_tokens" } }] }`, "",
   ].join("\n"));
   const deployed = JSON.parse((await run(tallyBin, ["--json", "contract", "deploy", "--rpc", rpcUrl, "--key", join(dir, "deployer.key"), "--config", cfg])).stdout);
   const contract = String(deployed.contract);
@@ -161,11 +202,33 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const sessionKey = fromHex((await readFile(join(cdir, "session.key"), "utf8")).trim().replace(/^0x/, ""), 32);
     const checkpointKey = fromHex((await readFile(join(cdir, "checkpoint.key"), "utf8")).trim().replace(/^0x/, ""), 32);
     const store = new FileStore(join(dir, "ts-mirror"));
-    const client = await TallyClient.connect({ baseUrl: base, channelId, sessionKey, checkpointKey, store, lanes: 4 });
+    // The transport can lose the end of the next event stream: its body errors after the
+    // upstream's bytes, before the gateway's final event.
+    let loseEnd = false;
+    const http: typeof fetch = async (input, init) => {
+      const r = await fetch(input, init);
+      if (!loseEnd || !(r.headers.get("content-type") ?? "").startsWith("text/event-stream") || !r.body) return r;
+      loseEnd = false;
+      let left = CHAT.join("").length;
+      const reader = r.body.getReader();
+      const cut = new ReadableStream<Uint8Array>({
+        async pull(ctl) {
+          const { done, value } = await reader.read();
+          if (done || left <= 0) return ctl.error(new Error("connection lost"));
+          const take = value.subarray(0, left);
+          left -= take.length;
+          ctl.enqueue(take);
+        },
+      });
+      return new Response(cut, { status: r.status, headers: r.headers });
+    };
+    const client = await TallyClient.connect({ baseUrl: base, channelId, sessionKey, checkpointKey, store, lanes: 4, fetch: http });
 
     const first = await client.fetch(`${base}/v1/items/0`);
     assert.equal(first.status, 200);
     assert.equal(first.receipt?.outcome.amount, 10n);
+    assert.deepEqual(first.receipt?.outcome.units, [1n, 0n, 0n, 0n], "a fixed price is one call");
+    assert.equal(first.receipt?.payer, PAYER, "PAYMENT-RESPONSE names the channel's payer (EIP-55)");
     const many = await Promise.all(Array.from({ length: 12 }, (_, i) => client.fetch(`/v1/items/${i + 1}?page=${i}`)));
     assert.ok(many.every((r) => r.status === 200 && r.receipt));
     const posted = await client.fetch("/v1/complete", { method: "POST", body: JSON.stringify({ prompt: "hi" }), headers: { "content-type": "application/json" } });
@@ -182,6 +245,55 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     assert.equal(viaX402.status, 200);
     assert.ok(viaX402.receipt);
 
+    // A streamed answer (HTTP.md, streamed paid responses): chunks as they come, the final
+    // payment-response event taken off, the receipt over exactly those bytes and their usage.
+    const stream = await client.stream("/v1/chat/completions", { method: "POST", body: "{}" });
+    assert.equal(stream.headers.get("content-type"), "text/event-stream");
+    assert.equal(stream.headers.get("payment-response"), null);
+    const parts: Uint8Array[] = [];
+    for await (const c of stream) parts.push(c);
+    assert.ok(parts.length >= 2, `the body came in ${parts.length} pieces`);
+    const streamed = await stream.finish();
+    assert.equal(Buffer.concat(parts).toString(), CHAT.join(""));
+    assert.deepEqual(streamed.receipt?.outcome.units, [7n, 12n, 0n, 0n]);
+    assert.equal(streamed.receipt?.outcome.amount, 7n + 36n);
+    // The upstream breaks its stream: recorded as a 502 over the bytes forwarded, charged
+    // here (charge_server_errors) by the usage it reported before breaking.
+    const cut = await client.stream("/v1/chat/break", { method: "POST", body: "{}" });
+    for await (const _ of cut) { /* drain */ }
+    const broken = await cut.finish();
+    assert.equal(broken.broken, true);
+    assert.equal(broken.exchange?.status, 502);
+    assert.deepEqual([broken.receipt?.outcome.units, broken.receipt?.outcome.amount], [[5n, 2n, 0n, 0n], 11n]);
+    // The end is lost: the receipt comes from GET /tally/v1/channels/{id}/receipts (read-authenticated).
+    loseEnd = true;
+    const lost = await client.stream("/v1/chat/completions", { method: "POST", body: "{}" });
+    const got: Uint8Array[] = [];
+    await assert.rejects(async () => { for await (const c of lost) got.push(c); }, /connection lost/);
+    const found = await lost.finish();
+    assert.equal(Buffer.concat(got).toString(), CHAT.join(""));
+    assert.deepEqual([found.receipt?.outcome.units, found.receipt?.outcome.amount], [[7n, 12n, 0n, 0n], 43n]);
+    // Units from a JSON body at a pointer.
+    const json = await client.fetch("/v1/json", { method: "POST", body: "{}" });
+    assert.deepEqual([json.receipt?.outcome.units, json.receipt?.outcome.amount], [[21n, 0n, 0n, 0n], 42n]);
+
+    // Usage that is easy to read wrongly: the gateway's reader and the client's must agree
+    // (a disagreement stops the client), and both read what the case says.
+    let trickyCharged = 0n;
+    for (const [kind, cases] of [["chat", TRICKY_SSE], ["json", TRICKY_JSON]] as const) {
+      for (const [i, t] of cases.entries()) {
+        const s = await client.stream(`/v1/${kind}/tricky/${i}`, { method: "POST", body: "{}" });
+        const seen: Uint8Array[] = [];
+        for await (const c of s) seen.push(c);
+        const { receipt } = await s.finish();
+        assert.equal(Buffer.concat(seen).toString(), t.body, t.why);
+        const units = kind === "chat" ? [t.units[0], t.units[1], 0n, 0n] : [t.units[0], 0n, 0n, 0n];
+        assert.deepEqual(receipt?.outcome.units, units, t.why);
+        trickyCharged += receipt!.outcome.amount;
+      }
+    }
+    const tricky = BigInt(TRICKY_SSE.length + TRICKY_JSON.length);
+
     const note = await client.checkpoint();
     assert.match(note, /\u2014 tally-provider /);
     // A proof bundle the TypeScript client builds is one the Rust verifier accepts.
@@ -193,15 +305,15 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const granted = await client.dispute(Number(failed.receipt!.outcome.index), failed.exchange!);
     assert.deepEqual([granted.amount, granted.rule], ["-10", "server_error"]);
     const head = client.head();
-    assert.equal(head.size, 19n);
-    assert.equal(head.cumulative, 17n * 10n + 25n - 10n);
+    assert.equal(head.size, 23n + tricky);
+    assert.equal(head.cumulative, 17n * 10n + 25n + 43n + 11n + 43n + 42n + trickyCharged - 10n);
 
     await stopChild(gateway);
     const statement = join(dir, "statement.jsonl");
     await run(tallyBin, ["export", "--config", cfg, "--channel", channelId, "-o", statement]);
     const verified = await run(tallyBin, ["verify", "--statement", statement]);
     assert.match(verified.stdout, /VERIFIED: no discrepancies/, verified.stdout);
-    assert.match(verified.stdout, /records\s+19\b/, verified.stdout);
+    assert.match(verified.stdout, new RegExp(`records\\s+${23n + tricky}\\b`), verified.stdout);
     assert.match(verified.stdout, /credited\s+10\b/, verified.stdout);
     // The checkpoints the gateway asked for (every 5 records, answered in TALLY-CHECKPOINT) and the posted one.
     const checkpoints = Number(/checkpoints\s+(\d+)/.exec(verified.stdout)?.[1]);

@@ -16,7 +16,7 @@ import { type LogState, MemoryStore, Mirror, type MirrorStore, type WireRecord }
 import { readTokenHeader } from "./messages.js";
 import { type Discovered, type TermsIncrease, parseTerms, priceFor, priceIncreases } from "./terms.js";
 import { API_PREFIX, WELL_KNOWN_PATH } from "./wire.js";
-import { type Exchange, sendPaid, type TallyResponse } from "./paid.js";
+import { type Exchange, type PaidRequest, PaidStream, sendPaid, sendPaidStream, type TallyResponse } from "./paid.js";
 import { restoreLocked } from "./restore.js";
 import { makeBundle, type ProofBundle } from "./bundle.js";
 
@@ -41,6 +41,14 @@ export interface TallyClientConfig {
   timeoutMs?: number;
   /** The fetch to use (default: the global one). */
   fetch?: typeof fetch;
+  /**
+   * fetch never shows HTTP trailers, so the client cannot see what a `trailer` meter
+   * (spec/HTTP.md §4.1) reported: by default it counts 0 there, as the Rust client does for
+   * a buffered answer, and a receipt charging such units stops the client. `true` takes a
+   * trailer meter's count from the receipt instead (the amount is still checked against the
+   * price over those units, and capped by the authorization).
+   */
+  trustTrailerUnits?: boolean;
 }
 
 export interface RequestOptions {
@@ -59,6 +67,7 @@ export class TallyClient {
   readonly checkpointKey: Uint8Array;
   readonly http: typeof fetch;
   readonly timeoutMs: number;
+  readonly trustTrailerUnits: boolean;
   readonly lock = new Mutex();
   lanes!: LanePool;
   mirror!: Mirror;
@@ -81,6 +90,7 @@ export class TallyClient {
     this.checkpointKey = cfg.checkpointKey;
     this.http = cfg.fetch ?? globalThis.fetch;
     this.timeoutMs = cfg.timeoutMs ?? 30_000;
+    this.trustTrailerUnits = cfg.trustTrailerUnits === true;
   }
 
   /** Opens the mirror, discovers the terms, binds the session key and resyncs. */
@@ -279,9 +289,35 @@ export class TallyClient {
 
   /**
    * Sends a request, paying if its route is priced. The body is read whole (the receipt
-   * covers its hash). The answer is a standard `Response` with the verified `receipt`.
+   * covers its hash); a streamed answer is read to its end and its final event taken off.
+   * The answer is a standard `Response` with the verified `receipt`.
    */
   async fetch(input: string, opts: RequestOptions = {}): Promise<TallyResponse> {
+    const req = this.prepare(input, opts);
+    if (req.free) {
+      const r = await this.http(req.url, { method: req.method, headers: opts.headers, body: req.body.length ? (req.body as BodyInit) : undefined });
+      return Object.assign(r, { receipt: undefined });
+    }
+    return sendPaid(this, req);
+  }
+
+  /**
+   * Sends a request whose answer may stream (an event stream, e.g. an OpenAI-compatible
+   * `stream: true` completion): iterate the returned `PaidStream` for the body as it
+   * arrives, then `await stream.finish()` for the receipt, verified against exactly the
+   * bytes handed over and the usage they reported (from the final `payment-response`
+   * event, or the receipts endpoint when the end was lost).
+   */
+  async stream(input: string, opts: RequestOptions = {}): Promise<PaidStream> {
+    const req = this.prepare(input, opts);
+    if (req.free) {
+      const r = await this.http(req.url, { method: req.method, headers: opts.headers, body: req.body.length ? (req.body as BodyInit) : undefined });
+      return PaidStream.whole(Object.assign(r, { receipt: undefined }));
+    }
+    return sendPaidStream(this, req);
+  }
+
+  private prepare(input: string, opts: RequestOptions): PaidRequest & { url: string; free: boolean } {
     const method = (opts.method ?? "GET").toUpperCase();
     const rest = input.startsWith("/") ? input : input.startsWith(this.base + "/") ? input.slice(this.base.length) : null;
     if (rest === null) throw new TallyError(`${input} is not on ${this.base}`);
@@ -290,11 +326,7 @@ export class TallyClient {
     const sent = new URL(this.base + rest);
     const path = sent.pathname, query = sent.search.slice(1);
     const body = typeof opts.body === "string" ? utf8(opts.body) : opts.body ?? new Uint8Array();
-    const price = priceFor(this.terms.terms, method, path);
-    if (price.kind === "free") {
-      const r = await this.http(this.base + rest, { method, headers: opts.headers, body: body.length ? (body as BodyInit) : undefined });
-      return Object.assign(r, { receipt: undefined });
-    }
-    return sendPaid(this, { method, path, query, headers: opts.headers ?? {}, body, maxAmount: opts.maxAmount });
+    const free = priceFor(this.terms.terms, method, path).kind === "free";
+    return { url: this.base + rest, free, method, path, query, headers: opts.headers ?? {}, body, maxAmount: opts.maxAmount };
   }
 }

@@ -14,3 +14,7 @@ export * from "./bundle.js";
 export { TallyClient, type TallyClientConfig, type RequestOptions } from "./client.js";
 export type { Exchange, Receipt, TallyResponse } from "./paid.js";
 export { TallyScheme, type TallySchemeOptions } from "./x402.js";
+export * from "./usage.js";
+export * from "./json.js";
+export { FinalEventSplitter, finalEvent, streamed, type FinalEvent } from "./stream.js";
+export { PaidStream, type StreamPaid } from "./paid.js";

@@ -21,8 +21,15 @@ export const PREFIX = {
   restore: utf8("tally\0restore\0"),
 };
 export const AUTH_BODY = 181;
-export const OUTCOME_BODY = 165;
-export const RECORD_BODY = 411;
+export const OUTCOME_BODY = 189;
+export const RECORD_BODY = 435;
+/** Meters per route, and counts per outcome (§5.2 `units`). */
+export const METERS = 4;
+/** One count per meter, in the route's meter order (§5.2). */
+export type Units = bigint[];
+/** A fixed price's units: one call (§5.2). */
+export const ONE_CALL = (): Units => [1n, 0n, 0n, 0n];
+export const NO_UNITS = (): Units => [0n, 0n, 0n, 0n];
 export const MAX_LANES = 1024;
 export const ACK_WINDOW = 65536n;
 
@@ -46,7 +53,8 @@ export interface Outcome {
   seq: bigint;
   index: bigint;
   authorizationHash: Uint8Array;
-  units: bigint;
+  /** §5.2: 4 counts, one per meter of the route. */
+  units: Units;
   amount: bigint;
   cumulative: bigint;
   responseHash: Uint8Array;
@@ -73,10 +81,15 @@ function authBody(a: Authorization): Uint8Array {
   );
 }
 
+function unitsLE(u: Units): Uint8Array {
+  if (u.length !== METERS) throw new TallyError(`units: ${u.length} counts, not ${METERS}`);
+  return concat(...u.map((x) => uintLE(x, 8)));
+}
+
 function outcomeBody(o: Outcome): Uint8Array {
   return concat(
     Uint8Array.of(VERSION), b32(o.channelId, "channel_id"), uintLE(o.lane, 4), uintLE(o.seq, 8),
-    uintLE(o.index, 8), b32(o.authorizationHash, "authorization_hash"), uintLE(o.units, 8),
+    uintLE(o.index, 8), b32(o.authorizationHash, "authorization_hash"), unitsLE(o.units),
     i128LE(o.amount), uintLE(o.cumulative, 16), b32(o.responseHash, "response_hash"), uintLE(o.timeMs, 8),
   );
 }
@@ -118,11 +131,11 @@ function readOutcome(b: Uint8Array, at: number): Outcome {
     seq: readUintLE(b, at + 37, 8),
     index: readUintLE(b, at + 45, 8),
     authorizationHash: b.slice(at + 53, at + 85),
-    units: readUintLE(b, at + 85, 8),
-    amount: readI128LE(b, at + 93),
-    cumulative: readUintLE(b, at + 109, 16),
-    responseHash: b.slice(at + 125, at + 157),
-    timeMs: readUintLE(b, at + 157, 8),
+    units: [0, 1, 2, 3].map((i) => readUintLE(b, at + 85 + 8 * i, 8)),
+    amount: readI128LE(b, at + 117),
+    cumulative: readUintLE(b, at + 133, 16),
+    responseHash: b.slice(at + 149, at + 181),
+    timeMs: readUintLE(b, at + 181, 8),
   };
 }
 

@@ -1,8 +1,9 @@
 /**
  * The x402 v2 header payloads (spec/HTTP.md §3): PaymentRequirements as the gateway
  * advertises them, the PaymentPayload the client sends in `PAYMENT-SIGNATURE` (with
- * `accepted` = the full requirements it pays under), and the SettleResponse it reads from
- * `PAYMENT-RESPONSE` (unknown members tolerated; the receipt is what is verified).
+ * `accepted` = the route's requirement, member for member as tally-http's `Requirement::tally`),
+ * and the SettleResponse it reads from `PAYMENT-RESPONSE` (the receipt at `extra.receipt`;
+ * `payer` and `amount` are informative, the signed outcome is what is verified).
  */
 import { TallyError, fromHex, toBase64, toHex } from "./bytes.js";
 import { type Authorization, type Outcome, decodeOutcome, encodeAuthorization } from "./messages.js";
@@ -72,20 +73,19 @@ export function decodeHeader(value: string): any {
 export interface WireReceipt { outcome: Outcome; outcomeHex: string; signature: Uint8Array }
 
 /**
- * Reads `PAYMENT-RESPONSE` leniently: extra members (`payer`, `amount`, …) are allowed,
- * but `success` must be true, the scheme tally, and the receipt must decode canonically.
+ * Reads `PAYMENT-RESPONSE`, an x402 v2 SettleResponse (spec/HTTP.md §3.3): `success` must be
+ * true and the receipt sits at `extra.receipt` (outcome bytes and the provider's signature),
+ * decoding canonically. `payer` and `amount` are informative (the signed outcome is
+ * authoritative); they are returned for the caller.
  */
-export function parsePaymentResponse(header: string): WireReceipt & { raw: any } {
+export function parsePaymentResponse(header: string): WireReceipt & { raw: any; payer?: string; amount?: string } {
   const raw = decodeHeader(header);
-  if (raw?.success !== true || (raw.scheme !== undefined && raw.scheme !== SCHEME)) {
-    throw new TallyError("PAYMENT-RESPONSE is not a successful tally settlement");
-  }
-  // Where the receipt sits: an x402 v2 SettleResponse carries scheme data in `extra`
-  // (spec/HTTP.md §3.3); the pre-v2 form had it at `receipt`; an extension is read too.
-  const r = [raw.receipt, raw.extra?.receipt, raw.extra, raw.extensions?.tally?.receipt, raw.payload?.receipt]
-    .find((x) => typeof x?.outcome === "string" && typeof x?.signature === "string");
-  if (typeof r?.outcome !== "string" || typeof r?.signature !== "string") throw new TallyError("PAYMENT-RESPONSE without a receipt");
-  return { raw, outcome: decodeOutcome(fromHex(r.outcome)), outcomeHex: r.outcome, signature: fromHex(r.signature, 64) };
+  if (raw?.success !== true) throw new TallyError("PAYMENT-RESPONSE is not a successful settlement");
+  const r = raw.extra?.receipt;
+  if (typeof r?.outcome !== "string" || typeof r?.signature !== "string") throw new TallyError("PAYMENT-RESPONSE without extra.receipt");
+  const payer = typeof raw.payer === "string" ? raw.payer : undefined;
+  const amount = typeof raw.amount === "string" ? raw.amount : undefined;
+  return { raw, payer, amount, outcome: decodeOutcome(fromHex(r.outcome)), outcomeHex: r.outcome, signature: fromHex(r.signature, 64) };
 }
 
 /** Reads a 402's `PAYMENT-REQUIRED` and returns its tally requirements, if any. */

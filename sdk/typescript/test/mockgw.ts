@@ -25,6 +25,40 @@ export interface MockOptions {
   overcharge?: boolean;
   /** Record the next paid request, then drop the connection without answering. */
   dropNext?: boolean;
+  /**
+   * How the next streamed answer (`POST /v1/chat`) ends: `break` = the upstream breaks
+   * halfway (recorded as a 502 over the bytes forwarded), `lose-end` = recorded, then the
+   * connection drops before the final event (the receipt waits at the receipts endpoint,
+   * answering `lane_busy` once), `error` = nothing recorded (`payment-error`), `overcount`
+   * = the receipt claims one more output unit than the stream reported; `cut-final` = the
+   * connection drops halfway through the final event, `cut-after-final` = right after it
+   * (before the body's end).
+   */
+  streamEnd?: "break" | "lose-end" | "cut-final" | "cut-after-final" | "error" | "overcount";
+  /** Awaited before the stream's second half is sent (a test checks chunks arrive before the end). */
+  holdStream?: Promise<void>;
+}
+
+/** The metered routes of the mock (spec/HTTP.md §4.1 meters): an OpenAI-like stream and a JSON body. */
+export const CHAT_PRICE = {
+  kind: "metered", max_amount: "1000", min_charge: "2", meters: [
+    { name: "input", unit_price: "1", from: { sse: "/usage/prompt_tokens" } },
+    { name: "output", unit_price: "3", from: { sse: "/usage/completion_tokens" } },
+  ],
+};
+export const JSON_PRICE = { kind: "metered", meters: [{ name: "tokens", unit_price: "2", from: { json: "/usage/total_tokens" } }], max_amount: "500" };
+
+/** A route counted in a trailer, which fetch cannot see (the mock reports 9 units there). */
+export const TRAILER_PRICE = { kind: "metered", meters: [{ name: "units", unit_price: "1", from: { trailer: "x-units" } }], max_amount: "100" };
+
+/** The event stream the mock's upstream sends for `{prompt_tokens, completion_tokens}`, in pieces. */
+export function chatStream(prompt: number, completion: number): Uint8Array[] {
+  return [
+    'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n',
+    'data: {"choices":[{"delta":{"content":"lo"}}]}\r\n\r\n: keep-alive\n\nevent: message\ndata: {"usage":',
+    `{"prompt_tokens":${prompt},\ndata: "completion_tokens":${completion}}}\n`,
+    "\ndata: [DONE]\n\n",
+  ].map(utf8);
 }
 
 export class MockGateway {
@@ -48,6 +82,8 @@ export class MockGateway {
   /** Set by `crash`: the nonce a restore must name (HTTP.md §5.6). */
   restoreNonce?: Uint8Array;
   restores: { appended: number; complete: boolean }[] = [];
+  /** PAYMENT-RESPONSE values by `lane/seq`, for the receipts endpoint; `busy` answers lane_busy once. */
+  receipts = new Map<string, { index: number; value: string; busy: boolean }>();
 
   constructor(readonly opts: MockOptions = {}) {
     this.termsBytes = this.render(opts.price ?? "10");
@@ -61,7 +97,12 @@ export class MockGateway {
       checkpoint: { every_records: this.opts.checkpointEvery ?? 0, every_seconds: 0, every_amount: "0" },
       charge_server_errors: false, refunds: { server_errors: true, over_max: true },
       max_request_bytes: 1048576, max_response_bytes: 8388608,
-      routes: [{ method: "*", path: "/v1/items", match: "prefix", price: { kind: "fixed", amount: price } }],
+      routes: [
+        { method: "*", path: "/v1/items", match: "prefix", price: { kind: "fixed", amount: price } },
+        { method: "POST", path: "/v1/chat", match: "exact", price: CHAT_PRICE },
+        { method: "POST", path: "/v1/json", match: "exact", price: JSON_PRICE },
+        { method: "GET", path: "/v1/trailer", match: "exact", price: TRAILER_PRICE },
+      ],
     }, null, 2) + "\n");
   }
 
@@ -147,7 +188,7 @@ export class MockGateway {
     if (/^\/tally\/v1\/channels\/[0-9a-f]{64}\/disputes$/.test(p)) return this.paid(req, res, url, body, true);
     const ch = /^\/tally\/v1\/channels\/([0-9a-f]{64})(\/.*)?$/.exec(p);
     if (ch) return this.endpoint(req, res, url, ch[2] ?? "", body);
-    if (p.startsWith("/v1/items")) return this.paid(req, res, url, body);
+    if (p.startsWith("/v1/items") || p === "/v1/chat" || p === "/v1/json" || p === "/v1/trailer") return this.paid(req, res, url, body);
     this.json(res, 200, { free: true });
   }
 
@@ -175,6 +216,17 @@ export class MockGateway {
     if (tail === "/records") {
       const from = Number(url.searchParams.get("from")), to = Number(url.searchParams.get("to") ?? size);
       return this.json(res, 200, { from, records: this.records.slice(from, to).map((_, k) => this.wire(from + k)), size });
+    }
+    if (tail === "/receipts") {
+      const key = `${url.searchParams.get("lane")}/${url.searchParams.get("seq")}`;
+      const r = this.receipts.get(key);
+      if (!r) return this.refuse(res, 404, "not_found");
+      if (r.busy) {
+        r.busy = false;
+        return this.refuse(res, 409, "lane_busy", { lane: Number(url.searchParams.get("lane")) });
+      }
+      const [lane, seq] = key.split("/").map(Number);
+      return this.json(res, 200, { lane, seq, index: r.index, payment_response: r.value });
     }
     if (tail === "/checkpoints" && req.method === "POST") {
       const b = JSON.parse(new TextDecoder().decode(body));
@@ -208,7 +260,8 @@ export class MockGateway {
   private async paid(req: IncomingMessage, res: ServerResponse, url: URL, body: Uint8Array, dispute = false): Promise<void> {
     const header = req.headers["payment-signature"];
     const terms = JSON.parse(new TextDecoder().decode(this.termsBytes));
-    const price = dispute ? "0" : terms.routes[0].price.amount;
+    const route = terms.routes.find((r: { path: string }) => url.pathname.startsWith(r.path));
+    const price = dispute ? "0" : route.price.amount ?? route.price.max_amount;
     const accepts = {
       scheme: "tally", network: "eip155:31337", amount: price, asset: terms.chain.asset, payTo: terms.chain.pay_to,
       maxTimeoutSeconds: 60,
@@ -227,8 +280,10 @@ export class MockGateway {
     const sig = fromHex(payment.payload.signature, 64);
     if (!ed25519VerifyStrict(this.session!, encodeAuthorization(a), sig)) return this.refuse(res, 402, "invalid_signature");
     if (!equal(a.termsHash, termsHash(this.termsBytes))) return this.refuse(res, 402, "terms_changed", { terms_hash: toHex(termsHash(this.termsBytes)) });
-    // Under the current terms, `accepted` must be exactly the advertised requirements.
-    if (JSON.stringify(payment.accepted) !== JSON.stringify(accepts)) return this.refuse(res, 400, "malformed");
+    // Under the current terms, `accepted` must be exactly the advertised requirements (HTTP.md §3.2).
+    const member = ["scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds", "extra"]
+      .find((k) => JSON.stringify(payment.accepted?.[k]) !== JSON.stringify((accepts as Record<string, unknown>)[k]));
+    if (member) return this.refuse(res, 402, "requirements_mismatch", { member });
     const cpHeader = req.headers["tally-checkpoint"];
     if (typeof cpHeader === "string") {
       this.checkpointHeaders++;
@@ -248,33 +303,33 @@ export class MockGateway {
     if (!acked || !equal(acked.root, a.ackRoot) || acked.cumulative !== a.ackCumulative) return this.refuse(res, 409, "state_mismatch", { size: this.records.length });
     const method = req.method!, q = url.search.slice(1);
     if (!equal(requestHash(this.salt, method, url.pathname, q, body), a.requestHash)) return this.refuse(res, 400, "request_mismatch");
+    if (url.pathname === "/v1/chat") return this.stream(res, a, sig, JSON.parse(new TextDecoder().decode(body)));
     let respBody = utf8(JSON.stringify({ item: url.pathname, n: this.records.length }));
     let amount = BigInt(price) < a.maxAmount ? BigInt(price) : a.maxAmount;
-    let units = 1n;
+    let units = [1n, 0n, 0n, 0n];
+    if (url.pathname === "/v1/json") {
+      // Read as text: the count may be above 2^53.
+      const total = /"total_tokens":([0-9]+)/.exec(new TextDecoder().decode(body))![1];
+      respBody = utf8(`{"usage":{"total_tokens":${total}}}`);
+      units = [BigInt(total), 0n, 0n, 0n];
+      amount = [BigInt(total) * 2n, 500n, a.maxAmount].reduce((x, y) => (x < y ? x : y));
+    }
+    const trailer = url.pathname === "/v1/trailer";
+    if (trailer) {
+      units = [9n, 0n, 0n, 0n];
+      amount = 9n;
+    }
     if (dispute) {
       // Grants the whole amount back for any record proved by a valid bundle (the mock's only rule).
       const { bundle } = JSON.parse(new TextDecoder().decode(body));
       verifyBundle(bundle);
       amount = -this.records[bundle.index].outcome.amount;
-      units = 0n;
+      units = [0n, 0n, 0n, 0n];
       respBody = utf8(JSON.stringify({ disputed_index: bundle.index, amount: String(amount), rule: "server_error" }));
     }
     if (this.opts.overcharge) { amount += 1n; this.opts.overcharge = false; }
-    const index = this.records.length;
-    const o: Outcome = {
-      channelId: a.channelId, lane: a.lane, seq: a.seq, index: BigInt(index), authorizationHash: authorizationHash(a, sig),
-      units, amount, cumulative: this.states[index].cumulative + amount, responseHash: responseHash(200, respBody), timeMs: BigInt(Date.now()),
-    };
-    const outcomeBytes = encodeOutcome(o);
-    const psig = ed25519Sign(this.providerSeed, outcomeBytes);
-    const bytes = encodeRecord({ authorization: a, clientSignature: sig, outcome: o });
-    this.push({ bytes, sig: psig, outcome: o, auth: a });
     const headers: Record<string, string> = {
-      "content-type": "application/json",
-      "payment-response": toBase64(utf8(JSON.stringify({
-        success: true, transaction: "", network: "eip155:31337", payer: "0x" + "44".repeat(20), amount: String(amount),
-        extra: { receipt: { outcome: toHex(outcomeBytes), signature: toHex(psig) } },
-      }))),
+      "content-type": "application/json", "payment-response": this.record(a, sig, units, amount, responseHash(200, respBody)),
     };
     const every = this.opts.checkpointEvery ?? 0;
     if (every && this.records.length - this.lastCheckpointSize >= every) headers["tally-checkpoint-request"] = String(this.records.length);
@@ -283,6 +338,77 @@ export class MockGateway {
       this.opts.dropNext = false;
       return void res.socket?.destroy();
     }
+    if (trailer) {
+      res.writeHead(200, { ...headers, trailer: "x-units" });
+      res.write(respBody);
+      res.addTrailers({ "x-units": "9" });
+      return void res.end();
+    }
     res.writeHead(200, headers).end(respBody);
+  }
+
+  /** Appends the record and returns its PAYMENT-RESPONSE value (HTTP.md §3.3). */
+  private record(a: Authorization, sig: Uint8Array, units: bigint[], amount: bigint, rh: Uint8Array): string {
+    const index = this.records.length;
+    const o: Outcome = {
+      channelId: a.channelId, lane: a.lane, seq: a.seq, index: BigInt(index), authorizationHash: authorizationHash(a, sig),
+      units, amount, cumulative: this.states[index].cumulative + amount, responseHash: rh, timeMs: BigInt(Date.now()),
+    };
+    const outcomeBytes = encodeOutcome(o);
+    const psig = ed25519Sign(this.providerSeed, outcomeBytes);
+    const bytes = encodeRecord({ authorization: a, clientSignature: sig, outcome: o });
+    this.push({ bytes, sig: psig, outcome: o, auth: a });
+    const value = toBase64(utf8(JSON.stringify({
+      success: true, transaction: "", network: "eip155:31337", payer: "0x" + "44".repeat(20), amount: String(amount),
+      extra: { receipt: { outcome: toHex(outcomeBytes), signature: toHex(psig) } },
+    })));
+    this.receipts.set(`${a.lane}/${a.seq}`, { index, value, busy: false });
+    return value;
+  }
+
+  /**
+   * A streamed paid answer (the gateway's streaming path): the upstream's events as they
+   * come, then `\n\nevent: payment-response\ndata: <PAYMENT-RESPONSE>\n\n`; the receipt
+   * hashes only the bytes before it and charges the usage they reported.
+   */
+  private async stream(res: ServerResponse, a: Authorization, sig: Uint8Array, ask: { prompt_tokens: number; completion_tokens: number }): Promise<void> {
+    const end = this.opts.streamEnd;
+    this.opts.streamEnd = undefined;
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+    const pieces = chatStream(ask.prompt_tokens, ask.completion_tokens);
+    const sent: Uint8Array[] = [];
+    const send = async (b: Uint8Array) => {
+      sent.push(b);
+      await new Promise<void>((r) => res.write(b, () => r()));
+    };
+    await send(pieces[0]);
+    await this.opts.holdStream;
+    await new Promise((r) => setTimeout(r, 5));
+    if (end === "break") {
+      await send(pieces[1]);
+    } else for (const p of pieces.slice(1)) await send(p);
+    const forwarded = concat(...sent);
+    if (end === "error") {
+      res.end(utf8(`\n\nevent: payment-error\ndata: ${JSON.stringify({ error: { reason: "insufficient_funds", message: "no", remaining: "0" } })}\n\n`));
+      return;
+    }
+    const max = (x: bigint, y: bigint) => (x > y ? x : y);
+    const broken = end === "break";
+    const units = broken ? [0n, 0n, 0n, 0n] : [BigInt(ask.prompt_tokens), BigInt(ask.completion_tokens) + (end === "overcount" ? 1n : 0n), 0n, 0n];
+    const sum = max(units[0] + 3n * units[1], 2n);
+    const amount = broken ? 0n : [sum, 1000n, a.maxAmount].reduce((x, y) => (x < y ? x : y));
+    const value = this.record(a, sig, units, amount, responseHash(broken ? 502 : 200, forwarded));
+    if (end === "lose-end") {
+      this.receipts.get(`${a.lane}/${a.seq}`)!.busy = true;
+      return void res.socket?.destroy();
+    }
+    const last = utf8(`\n\nevent: payment-response\ndata: ${value}\n\n`);
+    if (end === "cut-final" || end === "cut-after-final") {
+      this.receipts.get(`${a.lane}/${a.seq}`)!.busy = true;
+      await send(end === "cut-final" ? last.subarray(0, 40) : last);
+      await new Promise((r) => setTimeout(r, 20));
+      return void res.socket?.destroy();
+    }
+    res.end(last);
   }
 }

@@ -34,7 +34,7 @@ function outcomeFromFields(f: any): Outcome {
   assert.equal(f.version, 2);
   return {
     channelId: fromHex(f.channel_id), lane: f.lane, seq: BigInt(f.seq), index: BigInt(f.index),
-    authorizationHash: fromHex(f.authorization_hash), units: BigInt(f.units), amount: BigInt(f.amount),
+    authorizationHash: fromHex(f.authorization_hash), units: (f.units as number[]).map((u) => BigInt(u)), amount: BigInt(f.amount),
     cumulative: BigInt(f.cumulative), responseHash: fromHex(f.response_hash), timeMs: BigInt(f.time_ms),
   };
 }
@@ -68,7 +68,7 @@ test("outcome: encoding, provider signature and decoding", () => {
 test("negative amounts round-trip as two's-complement i128", () => {
   const o = { ...outcomeFromFields(v.outcome.fields), amount: -10n };
   const bytes = encodeOutcome(o);
-  assert.equal(toHex(bytes.subarray(14 + 93, 14 + 109)), "f6" + "ff".repeat(15));
+  assert.equal(toHex(bytes.subarray(14 + 117, 14 + 133)), "f6" + "ff".repeat(15));
   assert.equal(decodeOutcome(bytes).amount, -10n);
 });
 

@@ -27,16 +27,20 @@ test("PAYMENT-SIGNATURE is an x402 v2 PaymentPayload with the full requirements,
   assert.ok(encodeHeader(p).length <= 1404, `${encodeHeader(p).length} bytes`);
 });
 
-test("PAYMENT-RESPONSE is read leniently: extra members, and the receipt under `receipt` or `extra`", () => {
+test("PAYMENT-RESPONSE is an x402 v2 SettleResponse: the receipt at extra.receipt, payer and amount returned", () => {
   const receipt = { outcome: v.outcome.bytes, signature: v.outcome.provider_signature };
-  const today = { success: true, scheme: "tally", network: "eip155:31337", transaction: "", receipt };
-  const wider = { success: true, network: "eip155:31337", transaction: "", payer: "0x" + "44".repeat(20), amount: "1200", extra: { receipt }, other: 1 };
-  for (const body of [today, wider]) {
-    const r = parsePaymentResponse(toBase64(utf8(JSON.stringify(body))));
-    assert.equal(r.outcome.amount, 1200n);
-  }
-  assert.throws(() => parsePaymentResponse(toBase64(utf8(JSON.stringify({ ...today, success: false })))));
-  assert.throws(() => parsePaymentResponse(toBase64(utf8(JSON.stringify({ ...today, receipt: { outcome: v.outcome.bytes.toUpperCase(), signature: receipt.signature } })))));
+  const settle = { success: true, transaction: "", network: "eip155:31337", payer: "0x" + "44".repeat(20), amount: "1200", extra: { receipt } };
+  const r = parsePaymentResponse(toBase64(utf8(JSON.stringify(settle))));
+  assert.equal(r.outcome.amount, 1200n);
+  assert.deepEqual(r.outcome.units, [120n, 360n, 0n, 0n]);
+  assert.equal(r.payer, settle.payer);
+  assert.equal(r.amount, "1200");
+  // The pre-v2 spot (`receipt` at the top) is no longer read.
+  const old = { success: true, scheme: "tally", network: "eip155:31337", transaction: "", receipt };
+  assert.throws(() => parsePaymentResponse(toBase64(utf8(JSON.stringify(old)))), /extra.receipt/);
+  assert.throws(() => parsePaymentResponse(toBase64(utf8(JSON.stringify({ ...settle, success: false })))));
+  const upper = { ...settle, extra: { receipt: { outcome: v.outcome.bytes.toUpperCase(), signature: receipt.signature } } };
+  assert.throws(() => parsePaymentResponse(toBase64(utf8(JSON.stringify(upper)))));
 });
 
 test("the tally entry of a PAYMENT-REQUIRED is found among others", () => {

@@ -5,7 +5,7 @@ import { x402Client } from "@x402/core/client";
 import { PaymentPayloadV2Schema, PaymentRequirementsV2Schema } from "@x402/core/schemas";
 import { wrapFetchWithPayment } from "@x402/fetch";
 
-import { TallyClient, TallyScheme, type TallyResponse } from "../src/index.js";
+import { TallyClient, TallyScheme, encodeHeader, requirementsFor, type TallyResponse } from "../src/index.js";
 import { MockGateway } from "./mockgw.js";
 
 const channelId = "cd".repeat(32);
@@ -64,6 +64,27 @@ test("createPaymentPayload without the tally transport fails clearly instead of 
     const pay = wrapFetchWithPayment(globalThis.fetch, client);
     await assert.rejects(pay(`${gw.base}/v1/items/1`), /scheme\.fetch/);
     assert.equal(gw.payments.length, 0);
+  } finally {
+    await gw.stop();
+  }
+});
+
+test("requirements_mismatch (HTTP.md §3.2): a stale copied `accepted` is replaced by the route's requirement and signed again", async () => {
+  const { gw, tally } = await setup(true);
+  try {
+    const scheme = new TallyScheme(tally);
+    const accepted = requirementsFor(tally.terms, { kind: "fixed", amount: "10" });
+    const copied = { x402Version: 2, accepted: { ...accepted, amount: "11" }, payload: { authorization: "", signature: "" } };
+    const res = await scheme.fetch(`${gw.base}/v1/items/3`, { headers: { "payment-signature": encodeHeader(copied) } });
+    assert.equal(res.status, 200);
+    assert.ok(res.receipt);
+    assert.deepEqual(gw.payments.map((p) => p.accepted.amount), ["11", "10"], "refused once, then paid under the route's requirement");
+    assert.equal(res.receipt!.outcome.seq, 0n, "the refused attempt did not use up the seq");
+    // The client's own derivation matches the gateway's member for member, metered routes too.
+    const chat = requirementsFor(tally.terms, tally.terms.terms.routes[1].price);
+    assert.equal(chat.amount, "1000");
+    assert.deepEqual(Object.keys(chat), ["scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds", "extra"]);
+    assert.deepEqual(Object.keys(chat.extra), ["contract", "provider_key", "terms_hash", "terms_url"]);
   } finally {
     await gw.stop();
   }
