@@ -175,6 +175,42 @@ pub async fn rewriting_proxy(gateway: String, rewrite: Rewrite) -> Server {
     proxy(gateway, Arc::new(|_| Duration::ZERO), rewrite).await
 }
 
+/// A proxy in front of `gateway` that passes on the first `keep` bytes of the first
+/// event-stream answer, then breaks the connection (a stream cut by the network); every
+/// other answer passes whole.
+pub async fn cutting_proxy(gateway: String, keep: usize) -> Server {
+    use axum::body::Body;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
+        let (gateway, done) = (gateway.clone(), done.clone());
+        async move {
+            let (_, status, mut headers, bytes) = forward(&gateway, req).await;
+            headers.remove(http::header::CONTENT_LENGTH);
+            headers.remove(http::header::TRANSFER_ENCODING);
+            let sse = headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            let body = if sse && !done.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                let (tx, body) = tally_server::channel_body::channel_body::<std::io::Error>(2);
+                let kept = bytes::Bytes::from(bytes[..keep.min(bytes.len())].to_vec());
+                tokio::spawn(async move {
+                    let _ = tx.send(Ok(http_body::Frame::data(kept))).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = tx.send(Err(std::io::Error::other("cut"))).await;
+                });
+                Body::new(body)
+            } else {
+                Body::from(bytes)
+            };
+            let mut out = http::Response::new(body);
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            out
+        }
+    });
+    spawn(app).await
+}
+
 async fn proxy(gateway: String, hold: Hold, rewrite: Rewrite) -> Server {
     use axum::body::Body;
     let app = axum::Router::new().fallback(move |req: http::Request<Body>| {

@@ -13,7 +13,7 @@ use tally_cli::upstream::{INPUT_TOKEN_PRICE, OUTPUT_TOKEN_PRICE};
 use tally_client::ClientError;
 use tally_core::request::{body_hash, response_hash_with_body_hash};
 use tally_core::Receipt;
-use tally_e2e::paid::{accepted_at, next_auth, rewriting_proxy};
+use tally_e2e::paid::{accepted_at, cutting_proxy, next_auth, rewriting_proxy};
 use tally_e2e::{connect, read_get, tmp, Stack, TOKEN_MS};
 use tally_http::api::ReceiptFound;
 use tally_http::headers::{decode_header, encode_header, PAYMENT_SIGNATURE};
@@ -312,4 +312,37 @@ async fn the_client_catches_bytes_or_units_that_are_not_the_receipts() {
         matches!(got, Err(ClientError::Misbehavior(tally_client::Misbehavior::WrongUnits { .. }))),
         "{got:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_by_the_network_is_lost_not_a_misbehavior() {
+    let stack = Stack::start(|_| {}).await;
+    let ch = tally_e2e::open_channel(&stack.funding, 1_000_000);
+    let proxy = cutting_proxy(stack.server.url(), 100).await;
+    let dir = tmp();
+    let client = connect(&proxy.url(), dir.path(), &ch).await;
+    let mut s = client.post(PATH).body(chat(3)).send_streaming().await.unwrap();
+    let mut got = Vec::new();
+    let cut = loop {
+        match s.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            Ok(None) => panic!("the stream ended cleanly"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(cut, ClientError::Http(_)), "{cut:?}");
+    assert!(got.len() <= 100, "only what came through");
+    let end = s.finish().await;
+    assert!(matches!(end, Err(ClientError::StreamCut { seq: 0 })), "{end:?}");
+    assert!(client.stopped().await.is_none(), "a network cut blames nobody");
+    // The record the gateway made comes into the mirror before the lane's next use.
+    let next = client.post(PATH).body(chat(1)).send_streaming().await.unwrap();
+    let paid = next.finish().await.unwrap();
+    assert_eq!(paid.receipt.unwrap().outcome.index, 1);
+    client.flush().await.unwrap();
+    let (size, root, _) = client.mirror_head().await;
+    let head = stack.gateway.store().unwrap().head(&ch.id).unwrap();
+    assert_eq!((size, root), (2, head.root));
+    proxy.stop().await;
+    stack.stop().await;
 }

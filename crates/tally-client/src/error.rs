@@ -109,6 +109,14 @@ pub enum ClientError {
     /// An earlier misbehavior stopped this channel.
     #[error("this channel was stopped after provider misbehavior: {0}")]
     Stopped(Misbehavior),
+    /// The streamed response to the request at `seq` broke before its end (spec/HTTP.md
+    /// §5.7). The gateway records what it forwarded; that record, if any, comes into the
+    /// mirror from the log before the lane is used again, and may be disputed.
+    #[error("the stream of request {seq} broke before its end")]
+    StreamCut {
+        /// The seq.
+        seq: u64,
+    },
     /// The request at `seq` was recorded (and mirrored) but its response body is lost.
     #[error("request {seq} was recorded but the provider no longer holds its response")]
     ResponseLost {

@@ -156,6 +156,10 @@ struct SseEvents {
 
 impl SseEvents {
     fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(&[u8])) {
+        if bytes.is_empty() {
+            // Nothing arrived: a CR before it may still be followed by its LF.
+            return;
+        }
         let mut rest = bytes;
         if self.after_cr && rest.first() == Some(&b'\n') {
             rest = &rest[1..];
@@ -264,9 +268,21 @@ mod tests {
         for cut in 0..text.len() {
             let mut r = UsageReader::new(&openai(), 0);
             r.chunk(&text[..cut]);
+            r.chunk(b"");
             r.chunk(&text[cut..]);
             assert_eq!(r.finish()[0], 2, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_ends_one_line() {
+        let a = b"data: {\"usage\":{\"prompt_tokens\":3,\r";
+        let b = b"\ndata: \"completion_tokens\":4}}\n\n";
+        let mut r = UsageReader::new(&openai(), 0);
+        r.chunk(a);
+        r.chunk(b"");
+        r.chunk(b);
+        assert_eq!(r.finish(), [3, 4, 0, 0], "one event of two data lines");
     }
 
     #[test]

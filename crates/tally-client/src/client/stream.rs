@@ -55,7 +55,7 @@ struct Live {
     done: bool,
     /// Counted as a request in flight until finished or dropped, so the mirror does not
     /// fetch the record this stream will bring.
-    _in_flight: InFlight,
+    in_flight: Option<InFlight>,
 }
 
 /// What a finished stream paid.
@@ -108,7 +108,7 @@ impl PaidStream {
             end: None,
             cut: false,
             done: false,
-            _in_flight: in_flight,
+            in_flight: Some(in_flight),
         };
         PaidStream {
             status,
@@ -200,6 +200,17 @@ impl Live {
                     .answered(&self.sent.auth.request_hash, self.sent.auth.seq);
                 return Err(refusal(json.as_bytes()));
             }
+            // The connection broke before the end: the gateway recorded what it handed to
+            // the connection, which may be more than arrived, so no receipt can be held to
+            // these bytes. Not a misbehavior: the record comes into the mirror from the log
+            // (verified there) before the lane's next use, and the caller may dispute it.
+            None if self.cut => {
+                self.lease
+                    .unanswered(self.sent.auth.seq, self.sent.auth.request_hash);
+                return Err(ClientError::StreamCut {
+                    seq: self.sent.auth.seq,
+                });
+            }
             None => match self.fetch_receipt().await {
                 Ok(v) => v,
                 Err(e) => {
@@ -221,6 +232,8 @@ impl Live {
             reported: usage.finish(),
             credit: 0,
         };
+        // Answered: no longer in flight, so a gap behind this record is filled from the log.
+        self.in_flight.take();
         let client = self.client.clone();
         let mut st = client.state.lock().await;
         let receipt = client.paid_receipt(&mut st, &header, &self.sent, &seen, &Expect::Terms)?;
