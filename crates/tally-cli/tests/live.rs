@@ -215,6 +215,26 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
         2,
     );
 
+    // A streamed completion, priced per input and output token from its usage event.
+    let o = run(&[
+        "--json",
+        "pay",
+        "--client",
+        c,
+        "-X",
+        "POST",
+        "-d",
+        r#"{"messages":[{"role":"user","content":"hi there"}],"max_tokens":3}"#,
+        tally_cli::mock_llm::PATH,
+    ]);
+    expect(&o, 0);
+    let v = json(&o);
+    let body = v["body"].as_str().unwrap();
+    assert!(body.ends_with("data: [DONE]\n\n") && !body.contains("payment-response"), "{body}");
+    assert_eq!(v["receipt"]["units"], serde_json::json!([2, 3, 0, 0]));
+    let price = 2 * tally_cli::upstream::INPUT_TOKEN_PRICE + 3 * tally_cli::upstream::OUTPUT_TOKEN_PRICE;
+    assert_eq!(v["receipt"]["amount"], price.to_string());
+
     // Stop the gateway, settle through the worker, and check everything against the chain.
     assert_eq!(serve.interrupt(), 0);
     let settle = || {
@@ -265,8 +285,9 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     let v = json(&o);
     assert_eq!(v["onchain"]["claimed_size"], 6);
     assert_eq!(v["onchain"]["matches_checkpoint"], true);
-    // The 6 checkpointed records, the 2 calls after the checkpoint, and the credit.
-    assert_eq!(v["records"], 6 + 2 + 1);
+    // The 6 checkpointed records, the 2 calls after the checkpoint, the credit and the
+    // streamed completion.
+    assert_eq!(v["records"], 6 + 2 + 1 + 1);
     assert_eq!(v["credited"], "10");
     // A config whose key file others can read is refused.
     use std::os::unix::fs::PermissionsExt;

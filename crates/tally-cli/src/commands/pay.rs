@@ -33,39 +33,52 @@ pub async fn run(a: PayArgs, out: Output) -> Result<()> {
     if let Some(m) = a.max_amount {
         req = req.max_amount(m);
     }
-    let resp = req.send().await?;
+    // Streamed: the body is printed as it arrives (a completion token by token) and the
+    // receipt checked at its end (spec/HTTP.md §5.7); any other answer comes in one chunk.
+    let mut stream = req.send_streaming().await?;
+    let status = stream.status();
+    let mut body = Vec::new();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = stream.chunk().await? {
+        if !out.json {
+            stdout
+                .write_all(&chunk)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| CliError::Service(e.to_string()))?;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let paid = stream.finish().await?;
     // The receipt is verified; wait until its mirror append is durable before exiting.
     client.flush().await?;
-    if let Some(r) = &resp.receipt {
-        profile.keep_exchange(r.outcome.index, &resp.exchange)?;
+    if let Some(r) = &paid.receipt {
+        profile.keep_exchange(r.outcome.index, &paid.exchange)?;
     }
-    let receipt = resp.receipt.as_ref().map(|r| {
+    let receipt = paid.receipt.as_ref().map(|r| {
         json!({"index": r.outcome.index, "lane": r.outcome.lane, "seq": r.outcome.seq,
-               "units": r.outcome.units,
+               "units": r.outcome.units, "broken": paid.broken,
                "amount": r.outcome.amount.to_string(), "cumulative": r.outcome.cumulative.to_string()})
     });
     if out.json {
         out.emit(
-            &json!({"status": resp.status.as_u16(), "body": String::from_utf8_lossy(&resp.body),
+            &json!({"status": status.as_u16(), "body": String::from_utf8_lossy(&body),
                     "receipt": receipt}),
             String::new,
         );
-    } else {
-        std::io::stdout()
-            .write_all(&resp.body)
-            .map_err(|e| CliError::Service(e.to_string()))?;
-        println!();
-        match &resp.receipt {
-            Some(r) => eprintln!(
-                "tally: {} — record {} charged {} ({} units), cumulative {}",
-                resp.status,
-                r.outcome.index,
-                r.outcome.amount,
-                crate::output::units_text(&r.outcome.units),
-                r.outcome.cumulative
-            ),
-            None => eprintln!("tally: {} — free route, no receipt", resp.status),
-        }
+        return Ok(());
+    }
+    println!();
+    match &paid.receipt {
+        Some(r) => eprintln!(
+            "tally: {} — record {} charged {} ({} units{}), cumulative {}",
+            status,
+            r.outcome.index,
+            r.outcome.amount,
+            crate::output::units_text(&r.outcome.units),
+            if paid.broken { ", the upstream broke the stream" } else { "" },
+            r.outcome.cumulative
+        ),
+        None => eprintln!("tally: {status} — free route, no receipt"),
     }
     Ok(())
 }
