@@ -59,6 +59,25 @@ fn demo_summary_reports_calls_settlement_audit_and_credit() {
     assert!(s["calls_after_claim"].as_u64().unwrap_or(0) >= 1, "{s}");
     assert!(after >= 10, "{s}");
     assert_eq!(net + 10, charged + after);
+    // Streamed completions, paid per input and output token (the mock streams 12, 16 and 8
+    // tokens).
+    let streamed = &s["streamed"];
+    assert_eq!(streamed["completions"], 3);
+    assert_eq!(streamed["output_tokens"], 12 + 16 + 8);
+    let (input, output) = (
+        streamed["input_tokens"].as_u64().unwrap_or(0) as u128,
+        streamed["output_tokens"].as_u64().unwrap_or(0) as u128,
+    );
+    assert!(input > 0, "{s}");
+    assert_eq!(
+        streamed["charged"].as_str(),
+        Some(
+            (input * tally_cli::upstream::INPUT_TOKEN_PRICE
+                + output * tally_cli::upstream::OUTPUT_TOKEN_PRICE)
+                .to_string()
+                .as_str()
+        )
+    );
     for f in [
         "statement.jsonl",
         "bundle.json",

@@ -85,6 +85,9 @@ pub fn kept_log_size() -> u64 {
             .as_u64()
             .unwrap_or_else(|| panic!("no calls_after_claim in the summary"))
         + 1
+        + kept().summary["streamed"]["completions"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no streamed completions in the summary"))
 }
 
 /// Runs `tally --json demo --keep DIR` once per test binary.

@@ -6,6 +6,8 @@
 //! dispute that yields a credit. Every step goes through the same library code as the
 //! matching command; any failure ends the demo with an error (and a non-zero exit).
 
+mod stream;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ pub const DEPOSIT: u128 = 1_000_000_000;
 /// What the one-per-call alternative pays each call with: how x402 "exact" settles a call.
 pub const PER_CALL_TRANSFER: &str = "x402 exact EIP-3009 transferWithAuthorization";
 /// How many steps the demo reports.
-const STEPS: u32 = 10;
+const STEPS: u32 = 11;
 
 /// What the demo did, for the summary.
 #[derive(Clone, Debug, Serialize)]
@@ -88,6 +90,8 @@ pub struct DemoSummary {
     pub credit: String,
     /// Rule that granted it.
     pub credit_rule: String,
+    /// The streamed completions paid per input and output token after the dispute.
+    pub streamed: stream::Streamed,
     /// Wall time, seconds.
     pub seconds: f64,
     /// Where the artifacts are, when kept.
@@ -113,7 +117,8 @@ impl DemoSummary {
              \x20                (each an {}, measured in this run)\n\
              \x20 audit          {} records verified, {} discrepancies ({:.0} records/s)\n\
              \x20 proof bundle   record {} verified offline and against the onchain root\n\
-             \x20 dispute        record {} refunded: credit {} ({})\n{kept}",
+             \x20 dispute        record {} refunded: credit {} ({})\n\
+             \x20 streamed       {} completions forwarded token by token: {} input + {} output tokens charged {} ({} and {} per token); first token after {:.1} ms at most\n{kept}",
             self.seconds,
             self.calls,
             self.fixed_calls,
@@ -141,6 +146,13 @@ impl DemoSummary {
             self.disputed_index,
             self.credit,
             self.credit_rule,
+            self.streamed.completions,
+            self.streamed.input_tokens,
+            self.streamed.output_tokens,
+            self.streamed.charged,
+            crate::upstream::INPUT_TOKEN_PRICE,
+            crate::upstream::OUTPUT_TOKEN_PRICE,
+            self.streamed.first_token_ms,
         )
     }
 }
@@ -531,7 +543,15 @@ async fn paid_part(
             granted.amount.0
         )));
     }
-    let (final_size, final_root, net) = client.mirror_head().await;
+    let net = client.mirror_head().await.2;
+    step(
+        out,
+        11,
+        "streaming paid completions token by token, priced per input and output token",
+    );
+    let streamed = stream::stream_completions(&client, &profile, out).await?;
+    client.flush().await?;
+    let (final_size, final_root, _) = client.mirror_head().await;
     // The final bill, credit included, audited again and kept as statement.jsonl.
     let last = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
     let again = audit(
@@ -581,6 +601,7 @@ async fn paid_part(
         disputed_index: granted.disputed_index,
         credit: granted.amount.0.to_string(),
         credit_rule: granted.rule,
+        streamed,
         seconds: 0.0,
         kept: None,
     })
