@@ -222,12 +222,12 @@ fn verify_names_a_changed_amount_exactly() {
     let k = kept();
     let d = tmp();
     let bad = d.path().join("bad.jsonl");
-    // The outcome's amount (i128 LE) starts at byte 13 + 1 + 181 + 64 + 93 = 352 of the
+    // The outcome's amount (i128 LE) starts at byte 13 + 1 + 181 + 64 + 117 = 376 of the
     // record (spec/PROTOCOL.md §5.2–5.3): lower record 4's charge (10) by one.
     tamper(&k.dir.join("statement.jsonl"), &bad, 5, |v| {
         let hexrec = v["record"].as_str().unwrap_or_default().to_string();
         let mut bytes = hex::decode(&hexrec).unwrap_or_default();
-        bytes[352] = bytes[352].wrapping_sub(1);
+        bytes[376] = bytes[376].wrapping_sub(1);
         v["record"] = serde_json::Value::String(hex::encode(bytes));
     });
     let o = run(&["--json", "verify", "--statement", path(&bad)]);
