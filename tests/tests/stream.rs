@@ -48,7 +48,12 @@ fn receipt_of(header: &str) -> Receipt {
     pr.extra.receipt.receipt().unwrap()
 }
 
-async fn endpoint_receipt(stack: &Stack, ch: &tally_e2e::TestChannel, lane: u32, seq: u64) -> String {
+async fn endpoint_receipt(
+    stack: &Stack,
+    ch: &tally_e2e::TestChannel,
+    lane: u32,
+    seq: u64,
+) -> String {
     let url = format!(
         "{}/tally/v1/channels/{}/receipts?lane={lane}&seq={seq}",
         stack.server.url(),
@@ -78,7 +83,10 @@ async fn a_streamed_completion_is_forwarded_as_it_arrives_and_paid_at_its_end() 
     let started = Instant::now();
     let mut s = client
         .post(PATH)
-        .header(http::header::CONTENT_TYPE, "application/json".parse().unwrap())
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        )
         .body(chat(tokens))
         .send_streaming()
         .await
@@ -91,7 +99,11 @@ async fn a_streamed_completion_is_forwarded_as_it_arrives_and_paid_at_its_end() 
         got.extend_from_slice(&c);
     }
     let last = started.elapsed();
-    assert_eq!(got, streamed(tokens), "exactly the upstream's bytes, without the receipt");
+    assert_eq!(
+        got,
+        streamed(tokens),
+        "exactly the upstream's bytes, without the receipt"
+    );
     // Forwarded as it arrived: the first token was in hand while the upstream still had
     // `tokens` more events to send, a token delay apart.
     let first = first.unwrap();
@@ -105,7 +117,10 @@ async fn a_streamed_completion_is_forwarded_as_it_arrives_and_paid_at_its_end() 
     let o = receipt.outcome;
     assert_eq!(o.units, [PROMPT_TOKENS, tokens, 0, 0]);
     assert_eq!(o.amount, price(tokens));
-    assert_eq!(o.response_hash, response_hash_with_body_hash(200, &body_hash(&got)));
+    assert_eq!(
+        o.response_hash,
+        response_hash_with_body_hash(200, &body_hash(&got))
+    );
     // The receipts endpoint serves the same signed outcome.
     let again = receipt_of(&endpoint_receipt(&stack, &ch, o.lane, o.seq).await);
     assert_eq!(again, receipt);
@@ -124,13 +139,23 @@ async fn a_streamed_completion_is_forwarded_as_it_arrives_and_paid_at_its_end() 
 
 /// A hand-made paid request for a completion, with `TE: trailers` over HTTP/1.1, read frame
 /// by frame: the body bytes and the trailers.
-async fn trailer_request(stack: &Stack, ch: &tally_e2e::TestChannel, body: &[u8]) -> (Vec<u8>, http::HeaderMap) {
+async fn trailer_request(
+    stack: &Stack,
+    ch: &tally_e2e::TestChannel,
+    body: &[u8],
+) -> (Vec<u8>, http::HeaderMap) {
     let url = stack.server.url();
     let mut auth = next_auth(&stack.gateway, ch, PATH, body);
     auth.max_amount = tally_cli::upstream::CHAT_MAX;
-    let payload = PaymentPayload::new(accepted_at(&url, "POST", PATH).await, &auth, auth.sign(&ch.session));
+    let payload = PaymentPayload::new(
+        accepted_at(&url, "POST", PATH).await,
+        &auth,
+        auth.sign(&ch.session),
+    );
     let header = encode_header("PAYMENT-SIGNATURE", &payload).unwrap();
-    let tcp = tokio::net::TcpStream::connect(stack.server.addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(stack.server.addr)
+        .await
+        .unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
         .await
         .unwrap();
@@ -178,7 +203,10 @@ async fn the_final_event_the_trailer_and_the_endpoint_carry_one_receipt() {
     let o = receipt.outcome;
     assert_eq!(o.units, [PROMPT_TOKENS, tokens, 0, 0]);
     assert_eq!(o.amount, price(tokens));
-    assert_eq!(o.response_hash, response_hash_with_body_hash(200, &body_hash(&body)));
+    assert_eq!(
+        o.response_hash,
+        response_hash_with_body_hash(200, &body_hash(&body))
+    );
     assert_eq!(endpoint_receipt(&stack, &ch, o.lane, o.seq).await, trailer);
     stack.stop().await;
 }
@@ -193,8 +221,14 @@ async fn a_json_answer_streams_to_a_client_that_takes_trailers() {
     let mut auth = next_auth(&stack.gateway, &ch, path, b"");
     auth.max_amount = 300;
     let url = stack.server.url();
-    let payload = PaymentPayload::new(accepted_at(&url, "POST", path).await, &auth, auth.sign(&ch.session));
-    let tcp = tokio::net::TcpStream::connect(stack.server.addr).await.unwrap();
+    let payload = PaymentPayload::new(
+        accepted_at(&url, "POST", path).await,
+        &auth,
+        auth.sign(&ch.session),
+    );
+    let tcp = tokio::net::TcpStream::connect(stack.server.addr)
+        .await
+        .unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
         .await
         .unwrap();
@@ -202,7 +236,10 @@ async fn a_json_answer_streams_to_a_client_that_takes_trailers() {
     let req = http::Request::post(path)
         .header(http::header::HOST, stack.server.addr.to_string())
         .header(http::header::TE, "trailers")
-        .header(PAYMENT_SIGNATURE, encode_header("PAYMENT-SIGNATURE", &payload).unwrap())
+        .header(
+            PAYMENT_SIGNATURE,
+            encode_header("PAYMENT-SIGNATURE", &payload).unwrap(),
+        )
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
     let resp = send.send_request(req).await.unwrap();
@@ -210,9 +247,16 @@ async fn a_json_answer_streams_to_a_client_that_takes_trailers() {
     let collected = resp.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned().expect("trailers");
     let body = collected.to_bytes();
-    assert_eq!(&body[..], b"0 tokens", "no final event outside event streams");
+    assert_eq!(
+        &body[..],
+        b"0 tokens",
+        "no final event outside event streams"
+    );
     let receipt = receipt_of(trailers["payment-response"].to_str().unwrap());
-    assert_eq!(receipt.outcome.response_hash, response_hash_with_body_hash(200, &body_hash(&body)));
+    assert_eq!(
+        receipt.outcome.response_hash,
+        response_hash_with_body_hash(200, &body_hash(&body))
+    );
     stack.stop().await;
 }
 
@@ -243,7 +287,10 @@ async fn a_stream_the_upstream_breaks_is_a_free_502() {
     assert!(paid.broken, "recorded as a broken stream");
     let o = paid.receipt.unwrap().outcome;
     assert_eq!((o.units, o.amount), ([0; 4], 0), "server errors are free");
-    assert_eq!(o.response_hash, response_hash_with_body_hash(502, &body_hash(&got)));
+    assert_eq!(
+        o.response_hash,
+        response_hash_with_body_hash(502, &body_hash(&got))
+    );
     assert_eq!(paid.exchange.status, 502);
     stack.stop().await;
 }
@@ -253,18 +300,35 @@ async fn a_client_that_leaves_pays_for_what_the_upstream_reported() {
     let stack = Stack::start(|_| {}).await;
     let (ch, client, _dir) = stack.client(1_000_000).await;
     let tokens = 8;
-    let mut s = client.post(PATH).body(chat(tokens)).send_streaming().await.unwrap();
+    let mut s = client
+        .post(PATH)
+        .body(chat(tokens))
+        .send_streaming()
+        .await
+        .unwrap();
     let first = s.chunk().await.unwrap().expect("a first token");
     assert!(!first.is_empty());
     drop(s); // Hangs up after the first token.
     let o = receipt_of(&endpoint_receipt(&stack, &ch, 0, 0).await).outcome;
-    assert_eq!(o.units, [PROMPT_TOKENS, tokens, 0, 0], "the upstream's report, read to its end");
+    assert_eq!(
+        o.units,
+        [PROMPT_TOKENS, tokens, 0, 0],
+        "the upstream's report, read to its end"
+    );
     assert_eq!(o.amount, price(tokens));
     // The record covers what was forwarded before the client left, not the whole answer.
-    assert_ne!(o.response_hash, response_hash_with_body_hash(200, &body_hash(&streamed(tokens))));
+    assert_ne!(
+        o.response_hash,
+        response_hash_with_body_hash(200, &body_hash(&streamed(tokens)))
+    );
     // The client's next call resyncs the lane and mirrors the record it never got a
     // receipt for.
-    let next = client.post(PATH).body(chat(1)).send_streaming().await.unwrap();
+    let next = client
+        .post(PATH)
+        .body(chat(1))
+        .send_streaming()
+        .await
+        .unwrap();
     let paid = next.finish().await.unwrap();
     assert_eq!(paid.receipt.unwrap().outcome.index, 1);
     client.flush().await.unwrap();
@@ -279,7 +343,9 @@ async fn through_rewriting_proxy(edit: fn(String) -> String) -> Result<(), Clien
     let ch = tally_e2e::open_channel(&stack.funding, 1_000_000);
     let proxy = rewriting_proxy(
         stack.server.url(),
-        std::sync::Arc::new(move |bytes: Vec<u8>| edit(String::from_utf8(bytes).unwrap()).into_bytes()),
+        std::sync::Arc::new(move |bytes: Vec<u8>| {
+            edit(String::from_utf8(bytes).unwrap()).into_bytes()
+        }),
     )
     .await;
     let dir = tmp();
@@ -298,7 +364,12 @@ async fn the_client_catches_bytes_or_units_that_are_not_the_receipts() {
     // One token changed: the hash of the bytes received is not the receipt's.
     let got = through_rewriting_proxy(|s| s.replacen("\"content\":\"", "\"content\":\"X", 1)).await;
     assert!(
-        matches!(got, Err(ClientError::Misbehavior(tally_client::Misbehavior::WrongResponseHash))),
+        matches!(
+            got,
+            Err(ClientError::Misbehavior(
+                tally_client::Misbehavior::WrongResponseHash
+            ))
+        ),
         "{got:?}"
     );
     // The usage the client saw is not what was charged, at the same amount (8 prompt and 3
@@ -309,7 +380,12 @@ async fn the_client_catches_bytes_or_units_that_are_not_the_receipts() {
     })
     .await;
     assert!(
-        matches!(got, Err(ClientError::Misbehavior(tally_client::Misbehavior::WrongUnits { .. }))),
+        matches!(
+            got,
+            Err(ClientError::Misbehavior(
+                tally_client::Misbehavior::WrongUnits { .. }
+            ))
+        ),
         "{got:?}"
     );
 }
@@ -321,7 +397,12 @@ async fn a_stream_cut_by_the_network_is_lost_not_a_misbehavior() {
     let proxy = cutting_proxy(stack.server.url(), 100).await;
     let dir = tmp();
     let client = connect(&proxy.url(), dir.path(), &ch).await;
-    let mut s = client.post(PATH).body(chat(3)).send_streaming().await.unwrap();
+    let mut s = client
+        .post(PATH)
+        .body(chat(3))
+        .send_streaming()
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let cut = loop {
         match s.chunk().await {
@@ -333,10 +414,21 @@ async fn a_stream_cut_by_the_network_is_lost_not_a_misbehavior() {
     assert!(matches!(cut, ClientError::Http(_)), "{cut:?}");
     assert!(got.len() <= 100, "only what came through");
     let end = s.finish().await;
-    assert!(matches!(end, Err(ClientError::StreamCut { seq: 0 })), "{end:?}");
-    assert!(client.stopped().await.is_none(), "a network cut blames nobody");
+    assert!(
+        matches!(end, Err(ClientError::StreamCut { seq: 0 })),
+        "{end:?}"
+    );
+    assert!(
+        client.stopped().await.is_none(),
+        "a network cut blames nobody"
+    );
     // The record the gateway made comes into the mirror before the lane's next use.
-    let next = client.post(PATH).body(chat(1)).send_streaming().await.unwrap();
+    let next = client
+        .post(PATH)
+        .body(chat(1))
+        .send_streaming()
+        .await
+        .unwrap();
     let paid = next.finish().await.unwrap();
     assert_eq!(paid.receipt.unwrap().outcome.index, 1);
     client.flush().await.unwrap();

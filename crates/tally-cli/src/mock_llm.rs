@@ -29,8 +29,25 @@ pub const COMPLETION_POINTER: &str = "/usage/completion_tokens";
 pub const MAX_TOKENS: u64 = 4096;
 const DEFAULT_TOKENS: u64 = 16;
 const WORDS: &[&str] = &[
-    "every", "line", "of", "this", "bill", "is", "provable", "and", "co-signed", "by",
-    "both", "parties", "so", "nobody", "has", "to", "trust", "a", "meter",
+    "every",
+    "line",
+    "of",
+    "this",
+    "bill",
+    "is",
+    "provable",
+    "and",
+    "co-signed",
+    "by",
+    "both",
+    "parties",
+    "so",
+    "nobody",
+    "has",
+    "to",
+    "trust",
+    "a",
+    "meter",
 ];
 
 /// The request members the mock reads; everything else is ignored, as servers do.
@@ -75,7 +92,10 @@ fn fail_after(query: Option<&str>) -> Option<u64> {
 
 /// The prompt's token count.
 pub fn prompt_tokens(messages: &[&str]) -> u64 {
-    messages.iter().map(|m| m.split_whitespace().count() as u64).sum()
+    messages
+        .iter()
+        .map(|m| m.split_whitespace().count() as u64)
+        .sum()
 }
 
 /// The events of a completion of `n` tokens after a prompt of `prompt` tokens, in order,

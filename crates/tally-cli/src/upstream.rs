@@ -47,7 +47,11 @@ pub fn chat_price() -> Price {
     Price::Metered(MeteredPrice {
         meters: vec![
             meter("input", INPUT_TOKEN_PRICE, crate::mock_llm::PROMPT_POINTER),
-            meter("output", OUTPUT_TOKEN_PRICE, crate::mock_llm::COMPLETION_POINTER),
+            meter(
+                "output",
+                OUTPUT_TOKEN_PRICE,
+                crate::mock_llm::COMPLETION_POINTER,
+            ),
         ],
         max_amount: Amount(CHAT_MAX),
         min_charge: Amount(0),

@@ -230,9 +230,13 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     expect(&o, 0);
     let v = json(&o);
     let body = v["body"].as_str().unwrap();
-    assert!(body.ends_with("data: [DONE]\n\n") && !body.contains("payment-response"), "{body}");
+    assert!(
+        body.ends_with("data: [DONE]\n\n") && !body.contains("payment-response"),
+        "{body}"
+    );
     assert_eq!(v["receipt"]["units"], serde_json::json!([2, 3, 0, 0]));
-    let price = 2 * tally_cli::upstream::INPUT_TOKEN_PRICE + 3 * tally_cli::upstream::OUTPUT_TOKEN_PRICE;
+    let price =
+        2 * tally_cli::upstream::INPUT_TOKEN_PRICE + 3 * tally_cli::upstream::OUTPUT_TOKEN_PRICE;
     assert_eq!(v["receipt"]["amount"], price.to_string());
 
     // Stop the gateway, settle through the worker, and check everything against the chain.

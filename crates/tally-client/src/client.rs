@@ -727,7 +727,9 @@ impl Client {
             )
             .await?;
         let paid::Answered::Whole(resp) = resp else {
-            return Err(ClientError::Protocol("a dispute answered with a stream".into()));
+            return Err(ClientError::Protocol(
+                "a dispute answered with a stream".into(),
+            ));
         };
         serde_json::from_slice(&resp.body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -757,7 +759,7 @@ impl RequestBuilder<'_> {
     /// [`Client::flush`]). A streamed answer is read whole first.
     pub async fn send(self) -> Result<PaidResponse, ClientError> {
         match self.dispatch(false).await? {
-            paid::Answered::Whole(resp) => Ok(resp),
+            paid::Answered::Whole(resp) => Ok(*resp),
             paid::Answered::Stream(_) => Err(ClientError::Protocol("unexpected stream".into())),
         }
     }
@@ -768,7 +770,7 @@ impl RequestBuilder<'_> {
     /// through the same interface, in one chunk.
     pub async fn send_streaming(self) -> Result<PaidStream, ClientError> {
         Ok(match self.dispatch(true).await? {
-            paid::Answered::Whole(resp) => PaidStream::whole(resp),
+            paid::Answered::Whole(resp) => PaidStream::whole(*resp),
             paid::Answered::Stream(s) => s,
         })
     }
@@ -793,7 +795,7 @@ impl RequestBuilder<'_> {
             let raw = c
                 .transmit(&self.method, &url, &self.headers, &self.body)
                 .await?;
-            return Ok(paid::Answered::Whole(PaidResponse {
+            return Ok(paid::Answered::Whole(Box::new(PaidResponse {
                 exchange: DisputedExchange {
                     method: self.method.as_str().to_string(),
                     path: path.to_string(),
@@ -806,7 +808,7 @@ impl RequestBuilder<'_> {
                 headers: raw.headers,
                 body: raw.body,
                 receipt: None,
-            }));
+            })));
         }
         c.send_paid(
             self.method,

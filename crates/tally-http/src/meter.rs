@@ -96,7 +96,10 @@ impl MeteredPrice {
         }
         for (i, m) in meters.iter().enumerate() {
             if m.name.is_empty() || meters[..i].iter().any(|o| o.name == m.name) {
-                return Err(format!("meter names must be unique and non-empty: {:?}", m.name));
+                return Err(format!(
+                    "meter names must be unique and non-empty: {:?}",
+                    m.name
+                ));
             }
             if let Some(why) = m.from.invalid() {
                 return Err(format!("meter {:?}: {why}", m.name));
@@ -203,16 +206,15 @@ impl TryFrom<MeteredSpelling> for MeteredPrice {
     type Error = String;
 
     fn try_from(s: MeteredSpelling) -> Result<Self, String> {
-        let meters = match (s.meters, s.units_header, s.unit_price) {
-            (Some(m), None, None) => m,
-            (None, Some(h), Some(p)) => MeteredPrice::header(&h, p.0, 0).meters,
-            _ => {
-                return Err(
+        let meters =
+            match (s.meters, s.units_header, s.unit_price) {
+                (Some(m), None, None) => m,
+                (None, Some(h), Some(p)) => MeteredPrice::header(&h, p.0, 0).meters,
+                _ => return Err(
                     "a metered price has either `meters` or both `units_header` and `unit_price`"
                         .into(),
-                )
-            }
-        };
+                ),
+            };
         let price = MeteredPrice {
             meters,
             max_amount: s.max_amount,
@@ -256,7 +258,11 @@ mod tests {
         assert_eq!(p.charge(&[0, 0, 0, 0], u128::MAX), 2, "the minimum");
         assert_eq!(p.charge(&[10, 20, 0, 0], 50), 50, "the authorization");
         assert_eq!(p.charge(&[1000, 1000, 0, 0], u128::MAX), 1000, "the route");
-        assert_eq!(p.charge(&[u64::MAX; METERS], u128::MAX), 1000, "no overflow");
+        assert_eq!(
+            p.charge(&[u64::MAX; METERS], u128::MAX),
+            1000,
+            "no overflow"
+        );
         assert!(p.fits(&[1, 2, 0, 0]) && !p.fits(&[1, 2, 3, 0]));
         assert_eq!(p.min_authorization(), 3);
         assert!(p.reads_after_body());
@@ -264,13 +270,17 @@ mod tests {
 
     #[test]
     fn the_header_shorthand_is_one_meter_and_renders_long() {
-        let short: MeteredPrice =
-            serde_json::from_str(r#"{"units_header":"x-tokens","unit_price":"2","max_amount":"40"}"#)
-                .unwrap();
+        let short: MeteredPrice = serde_json::from_str(
+            r#"{"units_header":"x-tokens","unit_price":"2","max_amount":"40"}"#,
+        )
+        .unwrap();
         assert_eq!(short, MeteredPrice::header("x-tokens", 2, 40));
         assert!(!short.reads_after_body());
         let json = serde_json::to_string(&short).unwrap();
-        assert!(json.contains("\"meters\"") && !json.contains("units_header"), "{json}");
+        assert!(
+            json.contains("\"meters\"") && !json.contains("units_header"),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<MeteredPrice>(&json).unwrap(), short);
     }
 

@@ -127,7 +127,10 @@ mod tests {
             for b in a..all.len() {
                 let (got, end) = split(&[&all[..a], &all[a..b], &all[b..]]);
                 assert_eq!(got, body, "cuts {a} {b}");
-                assert_eq!(end, Some(FinalEvent::Receipt("eyJzdWNjZXNzIjp0cnVlfQ==".into())));
+                assert_eq!(
+                    end,
+                    Some(FinalEvent::Receipt("eyJzdWNjZXNzIjp0cnVlfQ==".into()))
+                );
             }
         }
     }

@@ -66,7 +66,7 @@ impl UsageReader {
 
     /// The response head: header meters.
     pub fn headers(&mut self, headers: &HeaderMap) {
-        self.from_fields(headers, |s| match s {
+        self.read_fields(headers, |s| match s {
             UnitSource::Header(h) => Some(h),
             _ => None,
         });
@@ -74,13 +74,13 @@ impl UsageReader {
 
     /// The trailers, if the response had any: trailer meters.
     pub fn trailers(&mut self, trailers: &HeaderMap) {
-        self.from_fields(trailers, |s| match s {
+        self.read_fields(trailers, |s| match s {
             UnitSource::Trailer(h) => Some(h),
             _ => None,
         });
     }
 
-    fn from_fields(&mut self, fields: &HeaderMap, name: fn(&UnitSource) -> Option<&String>) {
+    fn read_fields(&mut self, fields: &HeaderMap, name: fn(&UnitSource) -> Option<&String>) {
         for (i, m) in self.meters.iter().enumerate().take(METERS) {
             let Some(n) = name(&m.from) else { continue };
             let value = fields.get(n.as_str()).and_then(|v| v.to_str().ok());
@@ -322,11 +322,25 @@ mod tests {
 
     #[test]
     fn garbage_reads_as_no_report() {
-        for text in ["", "-1", "1.5", "0x10", "1e3", "99999999999999999999", "7 7"] {
+        for text in [
+            "",
+            "-1",
+            "1.5",
+            "0x10",
+            "1e3",
+            "99999999999999999999",
+            "7 7",
+        ] {
             assert_eq!(parse_units(text), None, "{text:?}");
         }
         assert_eq!(parse_units(" 42 "), Some(42));
-        for doc in [&b"{\"n\":-1}"[..], b"{\"n\":1.5}", b"{\"n\":\"1\"}", b"not json", b"{\"n\":1e40}"] {
+        for doc in [
+            &b"{\"n\":-1}"[..],
+            b"{\"n\":1.5}",
+            b"{\"n\":\"1\"}",
+            b"not json",
+            b"{\"n\":1e40}",
+        ] {
             assert_eq!(json_units(doc, "/n"), None);
         }
     }

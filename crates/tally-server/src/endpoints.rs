@@ -16,8 +16,7 @@ use tally_core::encoding::Canonical;
 use tally_core::{ChannelId, Record};
 use tally_http::api::{
     Checkpoints, CloseRequest, CloseSigned, ConsistencyProof, InclusionProof, ReceiptFound,
-    RecordsPage,
-    SessionBound, MAX_RECORDS_PER_PAGE,
+    RecordsPage, SessionBound, MAX_RECORDS_PER_PAGE,
 };
 use tally_http::headers::{API_PREFIX, WELL_KNOWN_PATH};
 use tally_http::{Reason, SessionBinding, WireCheckpoint};

@@ -75,7 +75,11 @@ pub async fn run(a: PayArgs, out: Output) -> Result<()> {
             r.outcome.index,
             r.outcome.amount,
             crate::output::units_text(&r.outcome.units),
-            if paid.broken { ", the upstream broke the stream" } else { "" },
+            if paid.broken {
+                ", the upstream broke the stream"
+            } else {
+                ""
+            },
             r.outcome.cumulative
         ),
         None => eprintln!("tally: {status} — free route, no receipt"),

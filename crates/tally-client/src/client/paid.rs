@@ -91,7 +91,7 @@ fn take_final_event(raw: &mut Raw) -> Option<FinalEvent> {
 
 /// How a paid request was answered: whole, or as a stream whose receipt comes at its end.
 pub(super) enum Answered {
-    Whole(PaidResponse),
+    Whole(Box<PaidResponse>),
     Stream(super::stream::PaidStream),
 }
 
@@ -206,13 +206,13 @@ impl Client {
                     status: seen.status,
                     response_body_hash: seen.body_hash,
                 };
-                return Ok(Answered::Whole(PaidResponse {
+                return Ok(Answered::Whole(Box::new(PaidResponse {
                     status: raw.status,
                     headers: raw.headers,
                     body: raw.body,
                     receipt: Some(receipt),
                     exchange,
-                }));
+                })));
             }
             if let Some(FinalEvent::Error(json)) = end {
                 raw.body = Bytes::from(json.into_bytes());
@@ -554,7 +554,10 @@ impl Client {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Raw, ClientError> {
-        match self.transmit_answer(method, url, headers, body, false).await? {
+        match self
+            .transmit_answer(method, url, headers, body, false)
+            .await?
+        {
             Transmitted::Whole(raw) => Ok(raw),
             Transmitted::Stream(_) => Err(ClientError::Protocol("unexpected stream".into())),
         }

@@ -34,7 +34,7 @@ pub struct PaidStream {
 enum Inner {
     /// Answered whole (a free route, a buffered answer, a retry): the body is handed out
     /// once and the receipt, if any, is already verified.
-    Whole(Option<Bytes>, Option<PaidResponse>),
+    Whole(Option<Bytes>, Option<Box<PaidResponse>>),
     /// A streamed paid answer.
     Live(Box<Live>),
 }
@@ -75,7 +75,7 @@ impl PaidStream {
         PaidStream {
             status: resp.status,
             headers: resp.headers.clone(),
-            inner: Inner::Whole(Some(resp.body.clone()), Some(resp)),
+            inner: Inner::Whole(Some(resp.body.clone()), Some(Box::new(resp))),
         }
     }
 
@@ -284,4 +284,3 @@ impl Live {
         }
     }
 }
-

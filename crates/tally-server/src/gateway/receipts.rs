@@ -30,10 +30,12 @@ impl Gateway {
                 format!("no record answers lane {lane} seq {seq}"),
             )
         };
-        let busy = || GatewayError::new(
-            Reason::LaneBusy { lane, seq },
-            format!("lane {lane} seq {seq} is still being answered; retry shortly"),
-        );
+        let busy = || {
+            GatewayError::new(
+                Reason::LaneBusy { lane, seq },
+                format!("lane {lane} seq {seq} is still being answered; retry shortly"),
+            )
+        };
         let state = st.lanes.get(&lane).ok_or_else(not_found)?;
         if state.busy.is_some_and(|(s, _)| s == seq) {
             return Err(busy());

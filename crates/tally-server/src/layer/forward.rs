@@ -102,7 +102,12 @@ where
     let (parts, body) = strip_payment_headers(resp).into_parts();
     if paid.delivery.streams(&parts.headers) {
         return Ok(super::stream::start(
-            gateway, admission, paid, parts, body, admitted_at,
+            gateway,
+            admission,
+            paid,
+            parts,
+            body,
+            admitted_at,
         ));
     }
     // A buffered answer is read whole within what is left of the timeout: a hung upstream
@@ -112,7 +117,9 @@ where
     let read = tokio::time::timeout(left, read_whole(body, limit))
         .await
         .map_err(|_| upstream_silent(timeout))
-        .inspect_err(|_| tracing::warn!(%channel, lane, seq, "upstream timed out; nothing recorded"))?;
+        .inspect_err(
+            |_| tracing::warn!(%channel, lane, seq, "upstream timed out; nothing recorded"),
+        )?;
     let (body, trailers) = read.map_err(|_| {
         GatewayError::new(
             Reason::ResponseTooLarge { limit },

@@ -29,9 +29,7 @@ use tally_http::stream::{final_event, ERROR_EVENT, RECEIPT_EVENT};
 use tally_http::usage::UsageReader;
 use tally_http::ErrorBody;
 
-use super::forward::{
-    checkpoint_request_value, is_event_stream, observe, settle, Answered, Paid,
-};
+use super::forward::{checkpoint_request_value, is_event_stream, observe, settle, Answered, Paid};
 use super::strip_payment_fields;
 use crate::channel_body::{channel_body, FrameSender};
 use crate::gateway::{Admission, Gateway};
@@ -109,7 +107,9 @@ impl Pump {
         let (lane, seq) = admission.lane_seq();
         let mut hasher = BodyHasher::default();
         let mut forwarded = Vec::new();
-        let end = self.pump(body, &mut reader, &mut hasher, &mut forwarded).await;
+        let end = self
+            .pump(body, &mut reader, &mut hasher, &mut forwarded)
+            .await;
         let upstream_time = admitted_at.elapsed();
         let (status, upstream_trailers) = match end {
             End::Complete(t) => (self.status, t),
@@ -127,7 +127,13 @@ impl Pump {
         };
         match settle(&self.gateway, admission, &paid.price, answered).await {
             Ok(recorded) => {
-                observe(&self.gateway, channel, (lane, seq), paid.started, upstream_time);
+                observe(
+                    &self.gateway,
+                    channel,
+                    (lane, seq),
+                    paid.started,
+                    upstream_time,
+                );
                 if self.sse {
                     let data = recorded.payment_response.to_str().unwrap_or_default();
                     self.send(final_event(RECEIPT_EVENT, data).into()).await;
