@@ -32,7 +32,8 @@ pub fn channel_keys(i: u32) -> (SecretKey, PrivateKeySigner, ChannelId) {
 
 /// The bench's upstream: `/v1/echo` (priced) echoes the body and `/free` (unpriced) answers
 /// a constant, both after `delay` (a stand-in for an LLM's or tool's latency);
-/// `/v1/chat/completions` streams a mock completion, one token every `delay` (issue 12).
+/// `/v1/chat/completions` streams a mock completion, one token every `delay` (issue 12), and
+/// so does `/free/v1/chat/completions`, unpriced.
 fn upstream(delay: Duration) -> Router {
     let wait = move || async move {
         if !delay.is_zero() {
@@ -55,7 +56,12 @@ fn upstream(delay: Duration) -> Router {
             }),
         )
         .merge(tally_cli::mock_llm::routes(delay))
+        .nest(FREE_STREAM_PREFIX, tally_cli::mock_llm::routes(delay))
 }
+
+/// Where the upstream also serves the mock completion, unpriced at the gateway: a stream
+/// through the same proxy without metering (the proxy hop's own cost, issue 12).
+pub const FREE_STREAM_PREFIX: &str = "/free";
 
 /// Child mode: serve upstream + gateway, print the gateway's and the upstream's addresses on
 /// one line, run until stdin closes.

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use tally_cli::mock_llm::{events, PATH};
 
+use crate::child::FREE_STREAM_PREFIX;
 use crate::probe::{cpu_split, quantiles, TICKS_PER_S};
 use crate::report::{start_mode, Bench};
 use crate::{fail, Config};
@@ -129,6 +130,61 @@ async fn unmetered(http: &reqwest::Client, url: &str, body: &[u8], len: usize) -
     }
 }
 
+/// How a stream is fetched.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Straight from the upstream (the unmetered baseline).
+    Direct = 0,
+    /// Through the gateway on an unpriced path: the proxy hop alone.
+    Proxied = 1,
+    /// Through the gateway, paid with the SDK.
+    Metered = 2,
+}
+
+const MODES: [Mode; 3] = [Mode::Metered, Mode::Direct, Mode::Proxied];
+const NAMES: [&str; 3] = [
+    "unmetered (upstream direct)",
+    "unpriced via the gateway  ",
+    "metered via the gateway   ",
+];
+
+/// The modes in an order that rotates with `i`, so none is always first.
+fn order(i: u32) -> impl Iterator<Item = Mode> {
+    (0..3).map(move |k| MODES[(k + i as usize) % 3])
+}
+
+/// The URLs of the unmetered modes.
+#[derive(Clone)]
+struct Urls {
+    direct: String,
+    proxied: String,
+}
+
+impl Urls {
+    fn of(b: &Bench) -> Urls {
+        Urls {
+            direct: format!("{}{PATH}", b.upstream),
+            proxied: format!("{}{FREE_STREAM_PREFIX}{PATH}", b.url),
+        }
+    }
+}
+
+/// One stream of `mode`.
+async fn once(
+    mode: Mode,
+    c: &tally_client::Client,
+    http: &reqwest::Client,
+    urls: &Urls,
+    body: &[u8],
+    len: usize,
+) -> Times {
+    match mode {
+        Mode::Direct => unmetered(http, &urls.direct, body, len).await,
+        Mode::Proxied => unmetered(http, &urls.proxied, body, len).await,
+        Mode::Metered => metered(c, body, len).await,
+    }
+}
+
 /// What the throughput runs of one mode added up to.
 #[derive(Default)]
 struct Rate {
@@ -163,23 +219,19 @@ impl Rate {
 
 /// One round of one mode: `per_task` streams from each of `lanes` tasks per client, all at
 /// once, added to `into`.
-async fn round(b: &Bench, http: &reqwest::Client, lanes: u32, per_task: u32, meter: bool, into: &mut Rate) {
+async fn round(b: &Bench, http: &reqwest::Client, lanes: u32, per_task: u32, mode: Mode, into: &mut Rate) {
     let body = chat(THROUGHPUT_TOKENS);
     let len = body_len(THROUGHPUT_TOKENS);
-    let url = format!("{}{PATH}", b.upstream);
+    let urls = Urls::of(b);
     let (c0, b0) = (cpu_split(b.pid), cpu_split(std::process::id()));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in &b.clients {
         for _ in 0..lanes {
-            let (c, http, url, body) = (c.clone(), http.clone(), url.clone(), body.clone());
+            let (c, http, urls, body) = (c.clone(), http.clone(), urls.clone(), body.clone());
             tasks.push(tokio::spawn(async move {
                 for _ in 0..per_task {
-                    if meter {
-                        metered(&c, &body, len).await;
-                    } else {
-                        unmetered(&http, &url, &body, len).await;
-                    }
+                    once(mode, &c, &http, &urls, &body, len).await;
                 }
             }));
         }
@@ -196,19 +248,19 @@ async fn round(b: &Bench, http: &reqwest::Client, lanes: u32, per_task: u32, met
     into.bench_ticks += (b1.0 + b1.1).saturating_sub(b0.0 + b0.1);
 }
 
-/// (a): alternating rounds, metered first in odd rounds and unmetered first in even ones.
-async fn throughput(b: &Bench, http: &reqwest::Client, cfg: &Config) -> (Rate, Rate) {
-    let (mut paid, mut free) = (Rate::default(), Rate::default());
+/// (a): rounds of every mode, in an order that rotates from round to round.
+async fn throughput(b: &Bench, http: &reqwest::Client, cfg: &Config) -> [Rate; 3] {
+    let mut rates: [Rate; 3] = Default::default();
     // Warm-up: connections, lanes, the mirror.
-    round(b, http, cfg.lanes, 2, true, &mut Rate::default()).await;
-    round(b, http, cfg.lanes, 2, false, &mut Rate::default()).await;
+    for mode in MODES {
+        round(b, http, cfg.lanes, 2, mode, &mut Rate::default()).await;
+    }
     for r in 0..ROUNDS {
-        for meter in [r % 2 == 0, r % 2 == 1] {
-            let into = if meter { &mut paid } else { &mut free };
-            round(b, http, cfg.lanes, cfg.requests, meter, into).await;
+        for mode in order(r) {
+            round(b, http, cfg.lanes, cfg.requests, mode, &mut rates[mode as usize]).await;
         }
     }
-    (paid, free)
+    rates
 }
 
 /// p50/p99 of the first, last and end times of a series.
@@ -227,46 +279,46 @@ fn latency_of(times: &[Times]) -> Latency {
     }
 }
 
-/// (b): `n` sequential streams of each mode, alternating stream by stream.
-async fn latency(b: &Bench, http: &reqwest::Client, n: u32) -> (Latency, Latency) {
+/// (b): `n` sequential streams of each mode, one of each in turn (rotating order).
+async fn latency(b: &Bench, http: &reqwest::Client, n: u32) -> [Latency; 3] {
     let Some(c) = b.clients.first() else {
         fail("no client")
     };
     let body = chat(LATENCY_TOKENS);
     let len = body_len(LATENCY_TOKENS);
-    let url = format!("{}{PATH}", b.upstream);
-    for _ in 0..5 {
-        metered(c, &body, len).await;
-        unmetered(http, &url, &body, len).await;
-    }
-    let (mut paid, mut free) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        if i % 2 == 0 {
-            paid.push(metered(c, &body, len).await);
-            free.push(unmetered(http, &url, &body, len).await);
-        } else {
-            free.push(unmetered(http, &url, &body, len).await);
-            paid.push(metered(c, &body, len).await);
+    let urls = Urls::of(b);
+    for mode in MODES {
+        for _ in 0..5 {
+            once(mode, c, http, &urls, &body, len).await;
         }
     }
-    (latency_of(&paid), latency_of(&free))
+    let mut times: [Vec<Times>; 3] = Default::default();
+    for i in 0..n {
+        for mode in order(i) {
+            times[mode as usize].push(once(mode, c, http, &urls, &body, len).await);
+        }
+    }
+    times.map(|t| latency_of(&t))
 }
 
-fn print_latency(delay_ms: u64, paid: &Latency, free: &Latency, n: u32) {
+fn print_latency(delay_ms: u64, l: &[Latency; 3], n: u32) {
     println!("-- latency: {n} sequential streams of {LATENCY_TOKENS} tokens per mode, token delay {delay_ms} ms");
-    for (name, l) in [("unmetered", free), ("metered  ", paid)] {
+    for (name, l) in NAMES.iter().zip(l) {
         println!(
             "{name}: first byte p50 {:>8.0} us  p99 {:>8.0} us;  last byte p50 {:>8.0} us  p99 {:>8.0} us",
             l.first.0, l.first.1, l.last.0, l.last.1
         );
     }
+    let (direct, proxied, paid) = (&l[0], &l[1], &l[2]);
     println!(
         "metered, receipt verified (finish() returned): p50 {:.0} us  p99 {:.0} us",
         paid.end.0, paid.end.1
     );
     let added = |m: (f64, f64), u: (f64, f64)| (m.0 - u.0, m.1 - u.1);
-    let (f50, f99) = added(paid.first, free.first);
-    let (l50, l99) = added(paid.last, free.last);
+    let (h50, h99) = added(proxied.first, direct.first);
+    let (f50, f99) = added(paid.first, direct.first);
+    let (l50, l99) = added(paid.last, direct.last);
+    println!("added by the proxy hop alone (unpriced): first byte p50 {h50:.0} us, p99 {h99:.0} us");
     println!(
         "added by metering: first byte p50 {f50:.0} us, p99 {f99:.0} us (target p50 <= 300 us: {}); \
          last byte p50 {l50:.0} us, p99 {l99:.0} us",
@@ -298,23 +350,26 @@ pub async fn scenario(cfg: &Config) {
     );
     let http = reqwest::Client::new();
     let b = start(cfg, 0).await;
-    let (paid, free) = throughput(&b, &http, cfg).await;
-    free.print("unmetered");
-    paid.print("metered  ");
-    let ratio = paid.events_per_s() / free.events_per_s();
+    let rates = throughput(&b, &http, cfg).await;
+    for (name, r) in NAMES.iter().zip(&rates) {
+        r.print(name);
+    }
+    let direct = rates[Mode::Direct as usize].events_per_s();
+    let ratio = rates[Mode::Metered as usize].events_per_s() / direct;
     println!(
-        "metered/unmetered events/s = {ratio:.3} (target >= 0.8: {})",
-        if ratio >= 0.8 { "met" } else { "missed" }
+        "metered/unmetered events/s = {ratio:.3} (target >= 0.8: {}); unpriced via the gateway/unmetered = {:.3}",
+        if ratio >= 0.8 { "met" } else { "missed" },
+        rates[Mode::Proxied as usize].events_per_s() / direct
     );
     let n = 200;
-    let (p, f) = latency(&b, &http, n).await;
+    let l = latency(&b, &http, n).await;
     b.stop();
-    print_latency(0, &p, &f, n);
+    print_latency(0, &l, n);
     if cfg.delay_ms > 0 {
         let b = start(cfg, cfg.delay_ms).await;
         let n = 100;
-        let (p, f) = latency(&b, &http, n).await;
+        let l = latency(&b, &http, n).await;
         b.stop();
-        print_latency(cfg.delay_ms, &p, &f, n);
+        print_latency(cfg.delay_ms, &l, n);
     }
 }
