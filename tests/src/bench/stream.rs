@@ -12,13 +12,17 @@
 //! (`--upstream-delay-ms`); time to the first and to the last body byte, p50/p99, and what
 //! metering adds (target: added TTFB p50 ≤ 0.3 ms). For metered streams, also the time until
 //! `finish()` returns the verified receipt.
+//!
+//! Both also run a third mode, the same stream through the same gateway on an unpriced path
+//! (`/free/v1/chat/completions`), so what the proxy hop costs is told from what metering
+//! costs; and the latency runs print the gateway's own means (`/metrics`) for the record.
 
 use std::time::Instant;
 
 use tally_cli::mock_llm::{events, PATH};
 
 use crate::child::FREE_STREAM_PREFIX;
-use crate::probe::{cpu_split, quantiles, TICKS_PER_S};
+use crate::probe::{cpu_split, mean_us, quantiles, scrape, TICKS_PER_S};
 use crate::report::{start_mode, Bench};
 use crate::{fail, Config};
 
@@ -270,6 +274,14 @@ struct Latency {
     end: (f64, f64),
 }
 
+/// Means inside the gateway over the metered streams of a latency run (`/metrics`), µs.
+struct Inside {
+    /// Admission before the upstream was asked, plus the record after its last byte.
+    overhead: f64,
+    /// The log's group commit (part of the record in sync mode).
+    commit: f64,
+}
+
 fn latency_of(times: &[Times]) -> Latency {
     let q = |f: fn(&Times) -> f64| quantiles(times.iter().map(f).collect());
     Latency {
@@ -280,7 +292,7 @@ fn latency_of(times: &[Times]) -> Latency {
 }
 
 /// (b): `n` sequential streams of each mode, one of each in turn (rotating order).
-async fn latency(b: &Bench, http: &reqwest::Client, n: u32) -> [Latency; 3] {
+async fn latency(b: &Bench, http: &reqwest::Client, n: u32) -> ([Latency; 3], Inside) {
     let Some(c) = b.clients.first() else {
         fail("no client")
     };
@@ -292,16 +304,22 @@ async fn latency(b: &Bench, http: &reqwest::Client, n: u32) -> [Latency; 3] {
             once(mode, c, http, &urls, &body, len).await;
         }
     }
+    let before = scrape(&b.url).await;
     let mut times: [Vec<Times>; 3] = Default::default();
     for i in 0..n {
         for mode in order(i) {
             times[mode as usize].push(once(mode, c, http, &urls, &body, len).await);
         }
     }
-    times.map(|t| latency_of(&t))
+    let after = scrape(&b.url).await;
+    let inside = Inside {
+        overhead: mean_us(&before, &after, "tally_metering_overhead_seconds"),
+        commit: mean_us(&before, &after, "tally_log_commit_seconds"),
+    };
+    (times.map(|t| latency_of(&t)), inside)
 }
 
-fn print_latency(delay_ms: u64, l: &[Latency; 3], n: u32) {
+fn print_latency(delay_ms: u64, (l, inside): &([Latency; 3], Inside), n: u32) {
     println!("-- latency: {n} sequential streams of {LATENCY_TOKENS} tokens per mode, token delay {delay_ms} ms");
     for (name, l) in NAMES.iter().zip(l) {
         println!(
@@ -313,6 +331,11 @@ fn print_latency(delay_ms: u64, l: &[Latency; 3], n: u32) {
     println!(
         "metered, receipt verified (finish() returned): p50 {:.0} us  p99 {:.0} us",
         paid.end.0, paid.end.1
+    );
+    println!(
+        "inside the gateway, means over the metered streams: metering overhead {:.0} us \
+         (admission + the record after the last byte), of which log group commit {:.0} us",
+        inside.overhead, inside.commit
     );
     let added = |m: (f64, f64), u: (f64, f64)| (m.0 - u.0, m.1 - u.1);
     let (h50, h99) = added(proxied.first, direct.first);
