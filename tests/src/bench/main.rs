@@ -62,7 +62,8 @@ pub(crate) fn fail(msg: &str) -> ! {
     std::process::exit(1)
 }
 
-const USAGE: &str = "usage: tally-bench [--scenario default|lanes-delay|lanes-load|durability|stream] \
+const USAGE: &str =
+    "usage: tally-bench [--scenario default|lanes-delay|lanes-load|durability|stream] \
     [--channels N] [--requests M] [--lanes L] [--upstream-delay-ms D]";
 
 fn parse(args: &[String]) -> Args {

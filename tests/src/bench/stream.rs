@@ -223,7 +223,14 @@ impl Rate {
 
 /// One round of one mode: `per_task` streams from each of `lanes` tasks per client, all at
 /// once, added to `into`.
-async fn round(b: &Bench, http: &reqwest::Client, lanes: u32, per_task: u32, mode: Mode, into: &mut Rate) {
+async fn round(
+    b: &Bench,
+    http: &reqwest::Client,
+    lanes: u32,
+    per_task: u32,
+    mode: Mode,
+    into: &mut Rate,
+) {
     let body = chat(THROUGHPUT_TOKENS);
     let len = body_len(THROUGHPUT_TOKENS);
     let urls = Urls::of(b);
@@ -261,7 +268,15 @@ async fn throughput(b: &Bench, http: &reqwest::Client, cfg: &Config) -> [Rate; 3
     }
     for r in 0..ROUNDS {
         for mode in order(r) {
-            round(b, http, cfg.lanes, cfg.requests, mode, &mut rates[mode as usize]).await;
+            round(
+                b,
+                http,
+                cfg.lanes,
+                cfg.requests,
+                mode,
+                &mut rates[mode as usize],
+            )
+            .await;
         }
     }
     rates
@@ -341,7 +356,9 @@ fn print_latency(delay_ms: u64, (l, inside): &([Latency; 3], Inside), n: u32) {
     let (h50, h99) = added(proxied.first, direct.first);
     let (f50, f99) = added(paid.first, direct.first);
     let (l50, l99) = added(paid.last, direct.last);
-    println!("added by the proxy hop alone (unpriced): first byte p50 {h50:.0} us, p99 {h99:.0} us");
+    println!(
+        "added by the proxy hop alone (unpriced): first byte p50 {h50:.0} us, p99 {h99:.0} us"
+    );
     println!(
         "added by metering: first byte p50 {f50:.0} us, p99 {f99:.0} us (target p50 <= 300 us: {}); \
          last byte p50 {l50:.0} us, p99 {l99:.0} us",
