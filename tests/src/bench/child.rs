@@ -31,7 +31,9 @@ pub fn channel_keys(i: u32) -> (SecretKey, PrivateKeySigner, ChannelId) {
 }
 
 /// The bench's upstream: `/v1/echo` (priced) echoes the body and `/free` (unpriced) answers
-/// a constant, both after `delay` (a stand-in for an LLM's or tool's latency).
+/// a constant, both after `delay` (a stand-in for an LLM's or tool's latency);
+/// `/v1/chat/completions` streams a mock completion, one token every `delay` (issue 12), and
+/// so does `/free/v1/chat/completions`, unpriced.
 fn upstream(delay: Duration) -> Router {
     let wait = move || async move {
         if !delay.is_zero() {
@@ -53,9 +55,16 @@ fn upstream(delay: Duration) -> Router {
                 "free"
             }),
         )
+        .merge(tally_cli::mock_llm::routes(delay))
+        .nest(FREE_STREAM_PREFIX, tally_cli::mock_llm::routes(delay))
 }
 
-/// Child mode: serve upstream + gateway, print the gateway address, run until stdin closes.
+/// Where the upstream also serves the mock completion, unpriced at the gateway: a stream
+/// through the same proxy without metering (the proxy hop's own cost, issue 12).
+pub const FREE_STREAM_PREFIX: &str = "/free";
+
+/// Child mode: serve upstream + gateway, print the gateway's and the upstream's addresses on
+/// one line, run until stdin closes.
 /// `promise`: the gateway runs in promise mode (5 ms, 4096), else in sync mode.
 pub async fn serve_child(dir: PathBuf, channels: u32, delay_ms: u64, promise: bool) {
     // `TALLY_BENCH_LOG=text|json`: log as `tally-gateway` does (one info event per metered
@@ -92,7 +101,7 @@ pub async fn serve_child(dir: PathBuf, channels: u32, delay_ms: u64, promise: bo
     if std::env::var_os("TALLY_BENCH_ALLOCS").is_some() {
         crate::allocs::enable();
     }
-    println!("{}", server.url());
+    println!("{} {}", server.url(), upstream.url());
     // Commands on stdin: `allocs` prints the allocation totals; end of input stops.
     let _ = tokio::task::spawn_blocking(|| loop {
         let mut line = String::new();
@@ -119,6 +128,8 @@ pub struct Gateway {
     pub pid: u32,
     /// The gateway's URL.
     pub url: String,
+    /// The upstream's URL (the same process), for unmetered baselines that skip the gateway.
+    pub upstream: String,
 }
 
 impl Gateway {
@@ -190,16 +201,17 @@ pub fn start(gdir: &Path, channels: u32, delay_ms: u64, promise: bool) -> Gatewa
     let mut output = BufReader::new(out);
     let mut line = String::new();
     let _ = output.read_line(&mut line);
-    let url = line.trim().to_string();
-    if url.is_empty() {
-        fail("the gateway process did not start");
-    }
+    let mut urls = line.split_whitespace().map(str::to_string);
+    let (Some(url), Some(upstream)) = (urls.next(), urls.next()) else {
+        fail("the gateway process did not start")
+    };
     Gateway {
         input: child.stdin.take(),
         process: child,
         output,
         pid,
         url,
+        upstream,
     }
 }
 

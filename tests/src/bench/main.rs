@@ -15,7 +15,10 @@
 //! a gateway in `sync` mode and one in `promise` mode, each against its own unmetered
 //! baseline, beside a raw `fdatasync` of 4 KiB on the same disk.
 //!
-//! Usage: `tally-bench [--scenario default|lanes-delay|lanes-load|durability] [--channels N]
+//! `--scenario stream` (issue 12) measures streamed paid responses: SSE events/s metered
+//! vs unmetered, and the time to first and last byte that metering adds (stream.rs).
+//!
+//! Usage: `tally-bench [--scenario default|lanes-delay|lanes-load|durability|stream] [--channels N]
 //! [--requests M] [--lanes L] [--upstream-delay-ms D]`. `--requests` is per channel, split
 //! over its `L` concurrent sending tasks (protocol v2 lanes, DESIGN.md §7).
 //! `TALLY_BENCH_WRAP="valgrind --tool=callgrind ..."` runs the gateway process under the
@@ -29,6 +32,7 @@ mod durability;
 mod load;
 mod probe;
 mod report;
+mod stream;
 
 use std::path::PathBuf;
 
@@ -58,7 +62,8 @@ pub(crate) fn fail(msg: &str) -> ! {
     std::process::exit(1)
 }
 
-const USAGE: &str = "usage: tally-bench [--scenario default|lanes-delay|lanes-load|durability] \
+const USAGE: &str =
+    "usage: tally-bench [--scenario default|lanes-delay|lanes-load|durability|stream] \
     [--channels N] [--requests M] [--lanes L] [--upstream-delay-ms D]";
 
 fn parse(args: &[String]) -> Args {
@@ -99,6 +104,9 @@ async fn main() {
         "lanes-delay" => (1, 1280, 32, 50),
         // Issue 10: 16 channels × 8 lanes, no delay.
         "lanes-load" => (16, 800, 8, 0),
+        // Issue 12: 4 channels × 2 lanes of concurrent streams, `requests` streams per task
+        // and round; the delay is the small token delay of the latency runs.
+        "stream" => (4, 20, 2, 1),
         _ => fail(USAGE),
     };
     let cfg = Config {
@@ -111,6 +119,7 @@ async fn main() {
     match scenario {
         "lanes-delay" => report::delay_scenario(&cfg).await,
         "durability" => durability::scenario(&cfg).await,
+        "stream" => stream::scenario(&cfg).await,
         _ => report::load_scenario(&cfg).await,
     }
     println!("load average at end: {}", probe::loadavg());

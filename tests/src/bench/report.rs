@@ -18,7 +18,9 @@ pub(crate) struct Bench {
     gateway: child::Gateway,
     pub(crate) pid: u32,
     pub(crate) url: String,
-    clients: Vec<tally_client::Client>,
+    /// The upstream's URL (unmetered baselines straight to it).
+    pub(crate) upstream: String,
+    pub(crate) clients: Vec<tally_client::Client>,
 }
 
 async fn start(cfg: &Config) -> Bench {
@@ -33,7 +35,7 @@ pub(crate) async fn start_mode(cfg: &Config, promise: bool) -> Bench {
     };
     let gdir = work.path().join("gateway");
     let gateway = child::start(&gdir, cfg.channels, cfg.delay_ms, promise);
-    let (pid, url) = (gateway.pid, gateway.url.clone());
+    let (pid, url, upstream) = (gateway.pid, gateway.url.clone(), gateway.upstream.clone());
     let clients = child::clients(&url, work.path(), cfg.channels, cfg.lanes).await;
     Bench {
         work,
@@ -41,6 +43,7 @@ pub(crate) async fn start_mode(cfg: &Config, promise: bool) -> Bench {
         gateway,
         pid,
         url,
+        upstream,
         clients,
     }
 }
