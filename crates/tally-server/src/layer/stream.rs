@@ -15,7 +15,7 @@
 //!   applies (free unless `charge_server_errors`).
 
 use std::convert::Infallible;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -37,6 +37,9 @@ use crate::gateway::{Admission, Gateway};
 /// Frames buffered between the upstream and a slow client: enough to keep both busy, small
 /// enough that a slow client pushes back on the upstream instead of on memory.
 const FRAMES_IN_FLIGHT: usize = 8;
+
+/// The most bytes of ready frames joined into one write.
+const COALESCE_BYTES: usize = 64 * 1024;
 
 /// The status a stream the upstream broke is recorded with (RFC 9110 §15.6.3).
 const BROKEN: u16 = 502;
@@ -160,6 +163,8 @@ impl Pump {
     }
 
     /// Forwards the upstream's body, feeding the hasher and the usage reader, until it ends.
+    /// Whatever the upstream already has ready (a burst of events) goes out as one write:
+    /// one hand-off per burst, not per event.
     async fn pump(
         &mut self,
         mut body: Body,
@@ -170,30 +175,68 @@ impl Pump {
         let idle = self.gateway.settings().upstream_timeout;
         let mut seen: u64 = 0;
         loop {
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => return End::Broken(format!("silent for {} ms", idle.as_millis())),
-                Ok(None) => return End::Complete(None),
-                Ok(Some(Err(e))) => return End::Broken(e.to_string()),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let data = match frame.into_data() {
-                Ok(data) => data,
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        reader.trailers(&t);
-                        return End::Complete(Some(t));
+            let mut batch = Vec::new();
+            let mut next = tokio::time::timeout(idle, body.frame()).await;
+            let mut first = true;
+            let end = loop {
+                let frame = match next {
+                    Err(_) if first => {
+                        break Some(End::Broken(format!("silent for {} ms", idle.as_millis())))
                     }
-                    continue;
+                    Err(_) => break None,
+                    Ok(None) => break Some(End::Complete(None)),
+                    Ok(Some(Err(e))) => break Some(End::Broken(e.to_string())),
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                if let Some(end) = self.take(frame, &mut batch, reader, &mut seen) {
+                    break Some(end);
                 }
+                if batch.len() >= COALESCE_BYTES {
+                    break None;
+                }
+                // Polled once: a frame the upstream already sent, or none ready.
+                first = false;
+                next = tokio::time::timeout(Duration::ZERO, body.frame()).await;
             };
-            seen = seen.saturating_add(data.len() as u64);
-            if seen > self.limit {
-                return End::Broken(format!("the body exceeds {} bytes", self.limit));
+            if !batch.is_empty() {
+                let data = Bytes::from(batch);
+                if self.send(data.clone()).await {
+                    hasher.update(&data);
+                    forwarded.extend_from_slice(&data);
+                }
             }
-            reader.chunk(&data);
-            if self.send(data.clone()).await {
-                hasher.update(&data);
-                forwarded.extend_from_slice(&data);
+            if let Some(end) = end {
+                return end;
+            }
+        }
+    }
+
+    /// One frame of the upstream's body: data joins the batch (read for usage on the way);
+    /// trailers end the body.
+    fn take(
+        &self,
+        frame: Frame<Bytes>,
+        batch: &mut Vec<u8>,
+        reader: &mut UsageReader,
+        seen: &mut u64,
+    ) -> Option<End> {
+        match frame.into_data() {
+            Ok(data) => {
+                *seen = seen.saturating_add(data.len() as u64);
+                if *seen > self.limit {
+                    return Some(End::Broken(format!(
+                        "the body exceeds {} bytes",
+                        self.limit
+                    )));
+                }
+                reader.chunk(&data);
+                batch.extend_from_slice(&data);
+                None
+            }
+            Err(frame) => {
+                let t = frame.into_trailers().ok()?;
+                reader.trailers(&t);
+                Some(End::Complete(Some(t)))
             }
         }
     }
