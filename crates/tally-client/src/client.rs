@@ -7,6 +7,7 @@
 mod paid;
 mod restore;
 mod stream;
+mod transmit;
 
 pub use stream::{PaidStream, StreamPaid};
 

@@ -7,12 +7,14 @@
 //! matching command; any failure ends the demo with an error (and a non-zero exit).
 
 mod stream;
+mod summary;
+
+pub use summary::DemoSummary;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
-use serde::Serialize;
 use tally_chain::gas::X402Exact;
 use tally_core::bundle::ChainRef;
 
@@ -28,147 +30,6 @@ pub const DEPOSIT: u128 = 1_000_000_000;
 pub const PER_CALL_TRANSFER: &str = "x402 exact EIP-3009 transferWithAuthorization";
 /// How many steps the demo reports.
 const STEPS: u32 = 11;
-
-/// What the demo did, for the summary.
-#[derive(Clone, Debug, Serialize)]
-pub struct DemoSummary {
-    /// Paid calls made.
-    pub calls: u64,
-    /// Of which fixed-price.
-    pub fixed_calls: u64,
-    /// Of which metered.
-    pub metered_calls: u64,
-    /// Of which answered 500 (charged, then disputed).
-    pub failed_calls: u64,
-    /// Total charged up to the claim.
-    pub charged: String,
-    /// Paid calls made after the claim, so the dispute's credit nets against usage the chain
-    /// has not settled yet (spec/HTTP.md §7).
-    pub calls_after_claim: u64,
-    /// What they charged.
-    pub charged_after_claim: String,
-    /// Net after the dispute's credit: charged + charged after the claim + the credit.
-    pub net_after_dispute: String,
-    /// Records in the log at the checkpoint.
-    pub checkpoint_size: u64,
-    /// Checkpoints the client signed.
-    pub checkpoints: usize,
-    /// The one claim transaction.
-    pub claim_transaction: String,
-    /// Its gas.
-    pub claim_gas: u64,
-    /// Claim gas divided by the calls it settled.
-    pub gas_per_call: f64,
-    /// The `payout` that transferred what the claim made owed, once its challenge window
-    /// passed (the demo moves the local chain's clock past it; spec/CHAIN.md §4.4).
-    pub payout_transaction: String,
-    /// Its gas.
-    pub payout_gas: u64,
-    /// Claim and payout gas together, divided by the calls they settled.
-    pub settle_gas_per_call: f64,
-    /// What one-per-call settlement pays each call with ([`PER_CALL_TRANSFER`]).
-    pub per_call_transfer: String,
-    /// The one such transfer the demo made on its chain, for its gas.
-    pub per_call_transfer_transaction: String,
-    /// Its gas, measured.
-    pub per_call_transfer_gas: u64,
-    /// Transactions one-per-call settlement would need: one per call the claim settled.
-    pub one_per_call_transactions: u64,
-    /// Their gas: the transactions times the measured transfer's gas.
-    pub one_per_call_gas: u64,
-    /// How many times the claim's gas that is.
-    pub one_per_call_ratio: f64,
-    /// Paid onchain by the claim.
-    pub claimed_onchain: String,
-    /// Audit throughput.
-    pub audit_records_per_second: f64,
-    /// Discrepancies the audit found (0).
-    pub audit_discrepancies: usize,
-    /// Index of the disputed record.
-    pub disputed_index: u64,
-    /// The credit granted.
-    pub credit: String,
-    /// Rule that granted it.
-    pub credit_rule: String,
-    /// The streamed completions paid per input and output token after the dispute.
-    pub streamed: stream::Streamed,
-    /// Wall time, seconds.
-    pub seconds: f64,
-    /// Where the artifacts are, when kept.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kept: Option<String>,
-}
-
-impl DemoSummary {
-    /// The short readable summary.
-    pub fn render(&self) -> String {
-        let kept = self
-            .kept
-            .as_ref()
-            .map(|k| format!("\n  artifacts kept in {k}\n"))
-            .unwrap_or_default();
-        format!(
-            "tally demo: done in {:.1} s\n\n\
-             \x20 calls          {} paid ({} fixed-price, {} metered, {} failed upstream)\n\
-             \x20 amount         {} charged, {} more by {} call(s) after the claim, {} net after the dispute's credit\n\
-             \x20 onchain        1 claim settled {} calls ({} paid): {} gas, {:.1} gas per call\n\
-             \x20 payout         after the challenge window: {} gas; claim + payout {:.1} gas per call\n\
-             \x20 one per call   {} transfers x {} gas = {} gas, {:.0}x the claim\n\
-             \x20                (each an {}, measured in this run)\n\
-             \x20 audit          {} records verified, {} discrepancies ({:.0} records/s)\n\
-             \x20 proof bundle   record {} verified offline and against the onchain root\n\
-             \x20 dispute        record {} refunded: credit {} ({})\n\
-             \x20 streamed       {} completions forwarded token by token: {} input + {} output tokens charged {} ({} and {} per token); first token after {:.1} ms at most\n{kept}",
-            self.seconds,
-            self.calls,
-            self.fixed_calls,
-            self.metered_calls,
-            self.failed_calls,
-            self.charged,
-            self.charged_after_claim,
-            self.calls_after_claim,
-            self.net_after_dispute,
-            self.checkpoint_size,
-            self.claimed_onchain,
-            thousands(self.claim_gas),
-            self.gas_per_call,
-            thousands(self.payout_gas),
-            self.settle_gas_per_call,
-            self.one_per_call_transactions,
-            thousands(self.per_call_transfer_gas),
-            thousands(self.one_per_call_gas),
-            self.one_per_call_ratio,
-            self.per_call_transfer,
-            self.checkpoint_size,
-            self.audit_discrepancies,
-            self.audit_records_per_second,
-            self.disputed_index,
-            self.disputed_index,
-            self.credit,
-            self.credit_rule,
-            self.streamed.completions,
-            self.streamed.input_tokens,
-            self.streamed.output_tokens,
-            self.streamed.charged,
-            crate::upstream::INPUT_TOKEN_PRICE,
-            crate::upstream::OUTPUT_TOKEN_PRICE,
-            self.streamed.first_token_ms,
-        )
-    }
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 fn step(out: &Output, n: u32, text: &str) {
     out.note(&format!("[{n}/{STEPS}] {text}"));
