@@ -34,8 +34,8 @@ pub enum Command {
     /// Run the metering gateway (reverse proxy) from a TOML config.
     #[command(after_help = EXIT_CODES)]
     Serve(ServeArgs),
-    /// Make a paid request with a client profile; prints the body, keeps the receipt in the
-    /// mirror.
+    /// Make a paid request with a client profile; prints the body (a streamed answer as it
+    /// arrives, its receipt checked at its end), keeps the receipt in the mirror.
     #[command(visible_alias = "request", after_help = EXIT_CODES)]
     Pay(PayArgs),
     /// Sign a checkpoint at the mirror's size and have the provider cosign it (needed before
