@@ -61,10 +61,16 @@ pub async fn stream_completions(
             eprint!("      > ");
         }
         let mut first = None;
+        // Chunks cut events anywhere: whole lines are shown, the rest waits for the next.
+        let mut pending = String::new();
         while let Some(chunk) = stream.chunk().await? {
             first.get_or_insert(sent.elapsed());
             if show {
-                eprint!("{}", delta_text(&chunk));
+                pending.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = pending.find('\n') {
+                    let line: String = pending.drain(..=end).collect();
+                    eprint!("{}", delta_text(&line));
+                }
                 let _ = std::io::stderr().flush();
             }
         }
@@ -96,10 +102,9 @@ pub async fn stream_completions(
     Ok(s)
 }
 
-/// The text of the `delta.content`s in a chunk of server-sent events (best effort, for
-/// display: a token split across chunks shows in the next one or not at all).
-fn delta_text(chunk: &[u8]) -> String {
-    String::from_utf8_lossy(chunk)
+/// The text of the `delta.content`s in whole lines of server-sent events (for display).
+fn delta_text(lines: &str) -> String {
+    lines
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
@@ -118,7 +123,7 @@ mod tests {
     #[test]
     fn delta_text_reads_the_tokens_of_a_chunk() {
         let chunk = crate::mock_llm::events(2, 3).concat();
-        let text = delta_text(chunk.as_bytes());
+        let text = delta_text(&chunk);
         assert_eq!(text.split_whitespace().count(), 3, "{text}");
     }
 }
