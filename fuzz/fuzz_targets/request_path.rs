@@ -12,7 +12,7 @@ use tally_core::request::{request_hash, RequestSalt};
 use tally_http::headers::decode_header;
 use tally_http::path::canonical_path;
 use tally_http::terms::PathMatch;
-use tally_http::{Amount, PaymentPayload, Price, RoutePrice};
+use tally_http::{Amount, MeteredPrice, PaymentPayload, Price, RoutePrice};
 
 const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"];
 
@@ -35,12 +35,10 @@ fn routes() -> Vec<RoutePrice> {
             "*",
             "/v1/complete",
             PathMatch::Exact,
-            Price::Metered {
-                units_header: "x-tokens".into(),
-                unit_price: Amount(2),
-                max_amount: Amount(4000),
+            Price::Metered(MeteredPrice {
                 min_charge: Amount(5),
-            },
+                ..MeteredPrice::header("x-tokens", 2, 4000)
+            }),
         ),
         route(
             "POST",
@@ -86,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
         if let Some(price) = price {
             let min = price.min_authorization().unwrap_or(0);
             assert!(min >= 1, "a priced route accepted a zero maximum");
-            assert!(price.charge_for(u64::MAX, min) <= min);
+            assert!(price.charge_for(&[u64::MAX; tally_core::METERS], min) <= min);
         }
     }
     if let Ok(payload) = decode_header::<PaymentPayload>("PAYMENT-SIGNATURE", header) {
