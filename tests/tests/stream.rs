@@ -142,13 +142,15 @@ async fn a_streamed_completion_is_forwarded_as_it_arrives_and_paid_at_its_end() 
 async fn trailer_request(
     stack: &Stack,
     ch: &tally_e2e::TestChannel,
+    path: &str,
     body: &[u8],
+    max_amount: u128,
 ) -> (Vec<u8>, http::HeaderMap) {
     let url = stack.server.url();
-    let mut auth = next_auth(&stack.gateway, ch, PATH, body);
-    auth.max_amount = tally_cli::upstream::CHAT_MAX;
+    let mut auth = next_auth(&stack.gateway, ch, path, body);
+    auth.max_amount = max_amount;
     let payload = PaymentPayload::new(
-        accepted_at(&url, "POST", PATH).await,
+        accepted_at(&url, "POST", path).await,
         &auth,
         auth.sign(&ch.session),
     );
@@ -160,7 +162,7 @@ async fn trailer_request(
         .await
         .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::post(PATH)
+    let req = http::Request::post(path)
         .header(http::header::HOST, stack.server.addr.to_string())
         .header(http::header::TE, "trailers")
         .header(PAYMENT_SIGNATURE, header)
@@ -187,7 +189,14 @@ async fn the_final_event_the_trailer_and_the_endpoint_carry_one_receipt() {
     let (ch, client, _dir) = stack.client(1_000_000).await;
     drop(client);
     let tokens = 3;
-    let (data, trailers) = trailer_request(&stack, &ch, &chat(tokens)).await;
+    let (data, trailers) = trailer_request(
+        &stack,
+        &ch,
+        PATH,
+        &chat(tokens),
+        tally_cli::upstream::CHAT_MAX,
+    )
+    .await;
     let mut split = FinalEventSplitter::default();
     let mut body = split.feed(&data);
     let (rest, end) = split.finish();
@@ -217,36 +226,7 @@ async fn a_json_answer_streams_to_a_client_that_takes_trailers() {
     let (ch, client, _dir) = stack.client(1_000_000).await;
     drop(client);
     // /v1/tokens?n= is metered from a response header; the body is plain text.
-    let path = "/v1/tokens";
-    let mut auth = next_auth(&stack.gateway, &ch, path, b"");
-    auth.max_amount = 300;
-    let url = stack.server.url();
-    let payload = PaymentPayload::new(
-        accepted_at(&url, "POST", path).await,
-        &auth,
-        auth.sign(&ch.session),
-    );
-    let tcp = tokio::net::TcpStream::connect(stack.server.addr)
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::post(path)
-        .header(http::header::HOST, stack.server.addr.to_string())
-        .header(http::header::TE, "trailers")
-        .header(
-            PAYMENT_SIGNATURE,
-            encode_header("PAYMENT-SIGNATURE", &payload).unwrap(),
-        )
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    assert!(resp.headers().get("payment-response").is_none());
-    let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers");
-    let body = collected.to_bytes();
+    let (body, trailers) = trailer_request(&stack, &ch, "/v1/tokens", b"", 300).await;
     assert_eq!(
         &body[..],
         b"0 tokens",
