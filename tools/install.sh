@@ -3,6 +3,9 @@
 #   solc (solcjs)                   tools/node_modules/solc/            (used by crates/tally-chain/contracts/compile.js)
 #   @foundry-rs/anvil-linux-amd64   tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 #   @x402/core                      tools/node_modules/@x402/core/  (used by tools/x402-check.mjs)
+#   puppeteer-core                  drives Debian's chromium in the browser tests (tools/browser/)
+#   esbuild, @noble/hashes, @noble/curves
+#                                   bundle the bill page's verifier (BLAKE3, SHA-256, ed25519)
 # Idempotent: does nothing when all are already installed at the locked versions.
 set -euo pipefail
 
@@ -17,7 +20,7 @@ installed() { # installed NAME -> version in node_modules, or empty
 }
 
 up_to_date=1
-for pkg in solc @foundry-rs/anvil-linux-amd64 @x402/core zod; do
+for pkg in solc @foundry-rs/anvil-linux-amd64 @x402/core zod puppeteer-core esbuild @noble/hashes @noble/curves; do
   if [ "$(installed "$pkg")" != "$(locked "$pkg")" ]; then up_to_date=0; fi
 done
 anvil="$here/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
