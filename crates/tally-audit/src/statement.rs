@@ -226,6 +226,27 @@ impl<R: BufRead> StatementReader<R> {
         &self.header
     }
 
+    /// Calls `visit(index, line)` for every record line in order, in bounded memory (one
+    /// chunk at a time). `line` is the line's bytes, or its length when it exceeds
+    /// [`MAX_RECORD_LINE`]. For readers other than the audit (the HTML bill) that need every
+    /// line but not the audit's verdict.
+    pub fn for_each_line(
+        mut self,
+        mut visit: impl FnMut(u64, Result<&[u8], u64>),
+    ) -> Result<(), StatementError> {
+        let mut buf = Vec::new();
+        loop {
+            let chunk = self.read_chunk(crate::CHUNK, buf)?;
+            for k in 0..chunk.lines.len() {
+                visit(chunk.first + k as u64, chunk.line(k));
+            }
+            if chunk.lines.len() < crate::CHUNK {
+                return Ok(());
+            }
+            buf = chunk.buf;
+        }
+    }
+
     /// Reads up to `max` record lines (blank lines are skipped) into `buf`, a spare buffer
     /// (reused so the stream does not fault in fresh pages for every chunk). Fewer than `max`
     /// lines means the body has ended.
