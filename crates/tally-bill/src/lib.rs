@@ -8,6 +8,7 @@
 //! - [`read`]: the statement, read once into columns, a Merkle tree and evidence;
 //! - [`rows`]: the table's columns and what each row is (its class);
 //! - [`evidence`]: which records carry proofs, and their encoding;
+//! - [`summary`]: usage over time and breakdowns, as SVG (tally-chart);
 //! - [`verdict`]: the audit report as HTML;
 //! - [`page`]: the file itself.
 //!
@@ -20,6 +21,7 @@ pub mod evidence;
 pub mod page;
 pub mod read;
 pub mod rows;
+pub mod summary;
 pub mod verdict;
 
 pub use page::write_page;

@@ -46,7 +46,11 @@ struct Meta<'a> {
 }
 
 /// Writes the page of `bill`, audited into `report`.
-pub fn write_page(bill: &Bill, report: &AuditReport, out: &mut impl Write) -> Result<(), BillError> {
+pub fn write_page(
+    bill: &Bill,
+    report: &AuditReport,
+    out: &mut impl Write,
+) -> Result<(), BillError> {
     let h = &bill.header;
     let asset = bill
         .terms
@@ -77,11 +81,18 @@ pub fn write_page(bill: &Bill, report: &AuditReport, out: &mut impl Write) -> Re
         asset_line = if asset.is_empty() {
             String::new()
         } else {
-            format!(" · amounts in base units of <code>{}</code>", escape(&asset))
+            format!(
+                " · amounts in base units of <code>{}</code>",
+                escape(&asset)
+            )
         },
     )?;
     out.write_all(verdict::render(report, &asset).as_bytes())?;
-    let unit = if asset.is_empty() { "units" } else { "base units" };
+    let unit = if asset.is_empty() {
+        "units"
+    } else {
+        "base units"
+    };
     write!(
         out,
         r#"<section id="charts"><h2>Usage</h2>{}</section>"#,

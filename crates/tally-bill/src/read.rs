@@ -3,10 +3,11 @@
 //! once, line by line; what is kept is a few dozen bytes per record (the columns and the
 //! tree's hashes) plus the chosen records' bytes.
 
-use std::path::Path;
+use std::io::BufRead;
 
 use tally_audit::{AuditReport, StatementHeader, StatementReader};
-use tally_core::{Canonical, Record, SignedCheckpoint};
+use tally_core::encoding::Canonical;
+use tally_core::{Record, SignedCheckpoint};
 use tally_http::{Terms, WireRecord};
 use tally_log::{Blake3Hasher, MemoryTree, TreeHasher};
 
@@ -49,15 +50,22 @@ impl Default for BillOptions {
     }
 }
 
-/// Reads the statement at `path`, already audited into `report`.
-pub fn read_bill(path: &Path, report: &AuditReport, opts: BillOptions) -> Result<Bill, BillError> {
-    let reader = StatementReader::open(path)?;
+/// Reads the statement `reader` streams (a second pass: `report` is its audit).
+pub fn read_bill<R: BufRead>(
+    reader: StatementReader<R>,
+    report: &AuditReport,
+    opts: BillOptions,
+) -> Result<Bill, BillError> {
     let header = reader.header().clone();
     let terms = header
         .terms
         .as_deref()
         .and_then(|t| Terms::parse(t.as_bytes()).ok());
-    let discrepant: Vec<u64> = report.discrepancies.iter().filter_map(|d| d.index).collect();
+    let discrepant: Vec<u64> = report
+        .discrepancies
+        .iter()
+        .filter_map(|d| d.index)
+        .collect();
     let cap = opts.evidence_cap.unwrap_or(usize::MAX);
     let chosen = evidence::select(report.records, cap, &discrepant);
     let mut classes = Classes::new(terms.as_ref());
@@ -86,12 +94,13 @@ pub fn read_bill(path: &Path, report: &AuditReport, opts: BillOptions) -> Result
             });
         }
     })?;
+    let classes = classes.names().to_vec();
     let checkpoint = newest_checkpoint(&header, tree.size());
     let evidence = evidence::encode(&entries, &tree, checkpoint.as_ref().map(|c| c.1))?;
     Ok(Bill {
         header,
         terms,
-        classes: classes.names().to_vec(),
+        classes,
         rows,
         checkpoint,
         evidence,

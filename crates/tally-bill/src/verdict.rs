@@ -16,7 +16,11 @@ pub fn render(report: &AuditReport, asset: &str) -> String {
     let ok = report.ok();
     let mut s = String::new();
     let (class, mark, headline) = if ok {
-        ("ok", "verified", "Verified: every record and checkpoint checks out".to_string())
+        (
+            "ok",
+            "verified",
+            "Verified: every record and checkpoint checks out".to_string(),
+        )
     } else {
         (
             "bad",
@@ -24,7 +28,11 @@ pub fn render(report: &AuditReport, asset: &str) -> String {
             format!(
                 "Failed: {} discrepanc{}",
                 report.discrepancy_count,
-                if report.discrepancy_count == 1 { "y" } else { "ies" }
+                if report.discrepancy_count == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
             ),
         )
     };

@@ -45,6 +45,11 @@ pub enum Command {
     /// Audit a bill: a statement file, or the provider's endpoints.
     #[command(after_help = EXIT_CODES)]
     Verify(VerifyArgs),
+    /// Audit a bill like `verify`, and write it as one self-contained HTML page (--html,
+    /// default bill.html) that shows the verdict, usage over time and every record, and
+    /// checks any record's proof in the browser.
+    #[command(after_help = EXIT_CODES)]
+    Bill(VerifyArgs),
     /// Write a proof bundle for record N of the client's mirror.
     #[command(after_help = EXIT_CODES)]
     Prove(ProveArgs),
@@ -173,6 +178,33 @@ pub struct VerifyArgs {
     /// Verifying threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Also write the bill as a self-contained HTML page to this file (spec/BILL.md).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Records the HTML bill carries proofs for: a number, or `all` (about 1 KB each; by
+    /// default every record of a bill up to 10,000 records, else the discrepant ones and an
+    /// even spread).
+    #[arg(long, value_name = "N|all", value_parser = parse_evidence)]
+    pub evidence: Option<Evidence>,
+}
+
+/// How many records an HTML bill carries proofs for.
+#[derive(Debug, Clone, Copy)]
+pub enum Evidence {
+    /// Every record.
+    All,
+    /// At most this many.
+    AtMost(usize),
+}
+
+fn parse_evidence(s: &str) -> Result<Evidence, String> {
+    match s {
+        "all" => Ok(Evidence::All),
+        n => n
+            .parse()
+            .map(Evidence::AtMost)
+            .map_err(|_| format!("{s:?} is neither a number nor `all`")),
+    }
 }
 
 /// `tally prove`.

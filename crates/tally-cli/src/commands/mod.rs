@@ -1,6 +1,7 @@
 //! One module per command; each parses nothing itself (clap did) and only wires library
 //! modules together and reports through [`Output`].
 
+pub mod bill;
 pub mod channel;
 pub mod checkpoint;
 pub mod contract;
@@ -30,6 +31,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Pay(a) => pay::run(a, out).await,
         Command::Checkpoint(a) => checkpoint::run(a, out).await,
         Command::Verify(a) => verify::run(a, out).await,
+        Command::Bill(mut a) => {
+            a.html.get_or_insert_with(|| "bill.html".into());
+            verify::run(a, out).await
+        }
         Command::Prove(a) => prove::run(a, out),
         Command::VerifyProof(a) => verify_proof::run(a, out).await,
         Command::Dispute(DisputeCommand::Submit(a)) => dispute::submit(a, out).await,

@@ -1,10 +1,12 @@
 //! `tally verify`: the bill audit ([`tally_audit::audit`]) of a statement file, streamed
 //! from disk, or of the provider's endpoints, against the client's mirror and the chain when
-//! given. This command only gathers the inputs and renders the report.
+//! given. This command only gathers the inputs and renders the report (and, with `--html`,
+//! the bill page).
 
 use tally_audit::{audit, AuditContext, Statement, StatementHeader, StatementReader};
 use tally_client::mirror::Mirror;
 
+use super::bill::{self, Audited};
 use crate::cli::VerifyArgs;
 use crate::error::{CliError, Result};
 use crate::output::Output;
@@ -90,12 +92,25 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
     let bar = out.progress(estimate, "verifying");
     let b = bar.clone();
     ctx.progress = Some(Box::new(move |done| b.set_position(done)));
-    let report = match statement {
-        Source::File(reader) => audit(reader, &ctx, a.threads)?,
-        Source::Fetched(s) => audit(s.reader(), &ctx, a.threads)?,
+    let (report, fetched) = match statement {
+        Source::File(reader) => (audit(reader, &ctx, a.threads)?, None),
+        Source::Fetched(s) => (audit(s.reader(), &ctx, a.threads)?, Some(s)),
     };
     bar.finish_and_clear();
     out.emit(&report, || report.render());
+    if let Some(html) = &a.html {
+        let source = match (&fetched, &a.statement) {
+            (Some(s), _) => Audited::Fetched(s),
+            (None, Some(path)) => Audited::File(path),
+            (None, None) => return Err(CliError::Usage("no statement to write a bill of".into())),
+        };
+        let proofs = bill::write(html, source, &report, a.evidence)?;
+        out.note(&format!(
+            "wrote the bill to {} ({proofs} of {} records with proofs)",
+            html.display(),
+            report.records
+        ));
+    }
     if report.ok() {
         Ok(())
     } else {

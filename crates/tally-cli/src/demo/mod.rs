@@ -413,7 +413,8 @@ async fn paid_part(
     let streamed = stream::stream_completions(&client, &profile, out).await?;
     client.flush().await?;
     let (final_size, final_root, _) = client.mirror_head().await;
-    // The final bill, credit included, audited again and kept as statement.jsonl.
+    // The final bill, credit included, audited again and kept as statement.jsonl and
+    // bill.html.
     let last = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
     let again = audit(
         last.reader(),
@@ -431,6 +432,13 @@ async fn paid_part(
         )));
     }
     last.write(&dir.join("statement.jsonl"))?;
+    // The same bill as a page people can open, with the verdict against the chain.
+    crate::commands::bill::write(
+        &dir.join("bill.html"),
+        crate::commands::bill::Audited::Fetched(&last),
+        &again,
+        None,
+    )?;
     drop(client);
 
     Ok(DemoSummary {

@@ -81,7 +81,7 @@ impl DemoSummary {
         let kept = self
             .kept
             .as_ref()
-            .map(|k| format!("\n  artifacts kept in {k}\n"))
+            .map(|k| format!("\n  artifacts kept in {k} (open {k}/bill.html to see the bill)\n"))
             .unwrap_or_default();
         format!(
             "tally demo: done in {:.1} s\n\n\
