@@ -109,7 +109,7 @@ pub fn write_page(
     out.write_all(B64.encode(gzip(&bill.rows.encode())?).as_bytes())?;
     out.write_all(br#"</script><script type="application/octet-stream" id="bill-evidence">"#)?;
     out.write_all(B64.encode(&bill.evidence).as_bytes())?;
-    write!(out, "</script><script>{script}</script></body></html>\n")?;
+    writeln!(out, "</script><script>{script}</script></body></html>")?;
     Ok(())
 }
 

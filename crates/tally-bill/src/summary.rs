@@ -1,6 +1,8 @@
-//! Usage over time and breakdowns, from the table's columns (spec/BILL.md §2): calls and net
-//! amount per interval and per class, drawn as pre-rendered SVG so the page needs no chart
-//! code and shows them even with scripts off.
+//! Usage over time and breakdowns, from the table's columns (spec/BILL.md §2): calls and
+//! amounts per interval and per class, drawn as pre-rendered SVG so the page needs no chart
+//! code and shows them even with scripts off. Amounts are drawn by size: a credit's refund
+//! shows under its own class ("credit") rather than as a negative bar, which a stacked
+//! chart cannot draw.
 
 use tally_chart::{breakdown, stacked_bars, step_for, Series, TimeSeries};
 
@@ -18,7 +20,7 @@ pub fn charts(rows: &Rows, classes: &[String], unit: &str) -> String {
         let a = rows.amount[k];
         if let Some(p) = per_class.get_mut(c as usize) {
             p.0 += 1.0;
-            p.1 += a;
+            p.1 += a.abs();
         }
         kinds[kind(a)] += 1.0;
     }
@@ -39,9 +41,9 @@ pub fn charts(rows: &Rows, classes: &[String], unit: &str) -> String {
         .collect();
     [
         stacked_bars("Calls over time", "calls", &calls),
-        stacked_bars("Net amount over time", unit, &amount),
+        stacked_bars("Amount over time (charges and refunds)", unit, &amount),
         breakdown("Calls by route", "calls", &calls_by),
-        breakdown("Net amount by route", unit, &amount_by),
+        breakdown("Amount by route (credits: refunded)", unit, &amount_by),
         breakdown("Calls by outcome", "calls", &kind_items),
     ]
     .iter()
@@ -63,7 +65,7 @@ pub fn kind(amount: f64) -> usize {
     }
 }
 
-/// Calls and net amount per bucket and class. Rows without a time (unreadable lines) are
+/// Calls and amount (by size) per bucket and class. Rows without a time (unreadable lines) are
 /// left out.
 fn over_time(rows: &Rows, classes: &[String]) -> (TimeSeries, TimeSeries) {
     let timed = || rows.time_ms.iter().copied().filter(|&t| t > 0.0);
@@ -95,7 +97,7 @@ fn over_time(rows: &Rows, classes: &[String]) -> (TimeSeries, TimeSeries) {
         if let (Some(cs), Some(am)) = (calls.get_mut(c), amount.get_mut(c)) {
             if let (Some(x), Some(y)) = (cs.values.get_mut(b), am.values.get_mut(b)) {
                 *x += 1.0;
-                *y += rows.amount[k];
+                *y += rows.amount[k].abs();
             }
         }
     }
@@ -134,11 +136,20 @@ mod tests {
         let total_amount: f64 = amount.series.iter().flat_map(|s| &s.values).sum();
         // The untimed row is left out.
         assert_eq!(total_calls, 3.0);
-        assert_eq!(total_amount, 10.0);
+        assert_eq!(total_amount, 14.0);
         assert_eq!(calls.start_ms, 1_000);
         let buckets = calls.series[0].values.len() as u64;
         assert!(buckets as usize <= MAX_BUCKETS + 1);
         assert!(calls.step_ms * buckets > 3_600_000);
+    }
+
+    #[test]
+    fn class_names_from_the_terms_are_escaped() {
+        let r = rows(&[1_000.0], &[5.0], &[0]);
+        let names = vec!["GET /<script>alert(1)</script>".to_string()];
+        let svg = charts(&r, &names, "units");
+        assert!(!svg.contains("<script>"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;"), "{svg}");
     }
 
     #[test]

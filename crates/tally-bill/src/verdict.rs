@@ -126,3 +126,50 @@ fn discrepancies(report: &AuditReport) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_audit::{Discrepancy, Totals};
+
+    fn report(discrepancies: Vec<Discrepancy>) -> AuditReport {
+        let count = discrepancies.len() as u64;
+        AuditReport {
+            channel_id: "ab".repeat(32),
+            records: 3,
+            root: "00".repeat(32),
+            cumulative: "30".into(),
+            charged: "30".into(),
+            credited: "0".into(),
+            checkpoints: 1,
+            lanes: 1,
+            prices_checked: true,
+            onchain: None,
+            mirror_size: None,
+            discrepancies,
+            discrepancy_count: count,
+            totals: Totals::default(),
+            seconds: 0.0,
+            records_per_second: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_clean_report_is_verified_and_a_broken_one_links_its_records() {
+        let ok = render(&report(vec![]), "0xasset");
+        assert!(ok.contains(r#"data-verdict="verified""#), "{ok}");
+        assert!(ok.contains("30 base units of 0xasset"), "{ok}");
+        let bad = render(
+            &report(vec![Discrepancy {
+                index: Some(2),
+                kind: "price",
+                detail: "charged <b>11</b>".into(),
+            }]),
+            "",
+        );
+        assert!(bad.contains(r#"data-verdict="failed""#), "{bad}");
+        assert!(bad.contains(r##"href="#record=2""##), "{bad}");
+        assert!(bad.contains("charged &lt;b&gt;11&lt;/b&gt;"), "{bad}");
+        assert!(!bad.contains("<b>"), "{bad}");
+    }
+}

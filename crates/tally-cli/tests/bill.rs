@@ -209,3 +209,27 @@ fn a_changed_byte_in_the_page_turns_its_record_red() {
     assert!(failed[0].contains("the client signed it"), "{page}");
     assert_eq!(mark(&page, 1), ("verified".into(), vec![]), "{page}");
 }
+
+#[test]
+fn every_byte_of_a_records_evidence_matters_to_the_page_check() {
+    let k = kept();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/browser/verify-mutations.mjs");
+    let o = Command::new("node")
+        .arg(&script)
+        .arg(k.dir.join("bill.html"))
+        .arg("4")
+        .output()
+        .unwrap_or_else(|e| panic!("node is required for the browser tests: {e}"));
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("verify-mutations.mjs printed no JSON ({e}): {}", stdout(&o)));
+    assert_eq!(v["ok"], true, "record 4 must verify before any change: {v}");
+    let expected = 448
+        + 64
+        + 32 * v["proofHashes"].as_u64().unwrap_or(0)
+        + v["noteLength"].as_u64().unwrap_or(0);
+    assert!(v["proofHashes"].as_u64() > Some(0), "{v}");
+    assert_eq!(v["mutations"].as_u64(), Some(expected), "{v}");
+    assert_eq!(v["survived"], serde_json::json!([]), "{v}");
+}

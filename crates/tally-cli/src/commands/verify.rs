@@ -104,10 +104,12 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
             (None, Some(path)) => Audited::File(path),
             (None, None) => return Err(CliError::Usage("no statement to write a bill of".into())),
         };
+        let started = std::time::Instant::now();
         let proofs = bill::write(html, source, &report, a.evidence)?;
         out.note(&format!(
-            "wrote the bill to {} ({proofs} of {} records with proofs)",
+            "wrote the bill to {} in {:.1} s ({proofs} of {} records with proofs)",
             html.display(),
+            started.elapsed().as_secs_f64(),
             report.records
         ));
     }
