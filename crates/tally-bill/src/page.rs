@@ -119,7 +119,7 @@ const RECORDS_SECTION: &str = r#"<section id="records"><h2>Records</h2><p class=
 /// Gzip, for the table's columns (the page inflates them with the browser's
 /// `DecompressionStream`).
 fn gzip(bytes: &[u8]) -> Result<Vec<u8>, std::io::Error> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(bytes.len() / 3), Compression::new(6));
+    let mut enc = GzEncoder::new(Vec::with_capacity(bytes.len() / 3), Compression::fast());
     enc.write_all(bytes)?;
     enc.finish()
 }

@@ -8,8 +8,8 @@ use std::io::BufRead;
 use tally_audit::{AuditReport, StatementHeader, StatementReader};
 use tally_core::encoding::Canonical;
 use tally_core::{Record, SignedCheckpoint};
-use tally_http::{Terms, WireRecord};
-use tally_log::{Blake3Hasher, MemoryTree, TreeHasher};
+use tally_http::Terms;
+use tally_log::{Blake3Hasher, Hash, MemoryTree, TreeHasher};
 
 use crate::evidence::{self, Entry};
 use crate::rows::{Classes, Rows, UNREADABLE};
@@ -68,32 +68,32 @@ pub fn read_bill<R: BufRead>(
         .collect();
     let cap = opts.evidence_cap.unwrap_or(usize::MAX);
     let chosen = evidence::select(report.records, cap, &discrepant);
-    let mut classes = Classes::new(terms.as_ref());
-    let mut rows = Rows::default();
-    let mut tree = MemoryTree::new(Blake3Hasher);
-    let mut entries: Vec<Entry> = Vec::with_capacity(chosen.len());
-    let mut next_chosen = chosen.iter().peekable();
-    reader.for_each_line(|index, line| {
-        let (bytes, signature) = match line.ok().and_then(wire_record) {
-            Some((bytes, sig)) => (bytes, sig),
-            None => (line.map(<[u8]>::to_vec).unwrap_or_default(), [0; 64]),
-        };
-        match Record::from_bytes(&bytes) {
-            Ok(record) => {
-                let class = classes.of(&record);
-                rows.push(&record, class);
-            }
-            Err(_) => rows.push_unreadable(classes.id(UNREADABLE)),
-        }
-        tree.push_hash(Blake3Hasher.leaf(&bytes));
-        if next_chosen.next_if_eq(&&index).is_some() {
-            entries.push(Entry {
-                index,
-                record: bytes,
-                provider_signature: signature,
-            });
+    let mut build = Builder {
+        classes: Classes::new(terms.as_ref()),
+        rows: Rows::default(),
+        tree: MemoryTree::new(Blake3Hasher),
+        entries: Vec::with_capacity(chosen.len()),
+        chosen,
+        next: 0,
+    };
+    let mut batch: Vec<Option<Vec<u8>>> = Vec::with_capacity(BATCH);
+    let mut first = 0u64;
+    reader.for_each_line(|_, line| {
+        batch.push(line.ok().map(<[u8]>::to_vec));
+        if batch.len() == BATCH {
+            build.apply(first, parse_all(&batch));
+            first += BATCH as u64;
+            batch.clear();
         }
     })?;
+    build.apply(first, parse_all(&batch));
+    let Builder {
+        classes,
+        rows,
+        tree,
+        entries,
+        ..
+    } = build;
     let classes = classes.names().to_vec();
     let checkpoint = newest_checkpoint(&header, tree.size());
     let evidence = evidence::encode(&entries, &tree, checkpoint.as_ref().map(|c| c.1))?;
@@ -108,12 +108,101 @@ pub fn read_bill<R: BufRead>(
     })
 }
 
+/// Lines parsed at once, on all cores.
+const BATCH: usize = 4096;
+
+/// One statement line, parsed: the part of reading that runs on all cores.
+struct Parsed {
+    bytes: Vec<u8>,
+    signature: [u8; 64],
+    record: Option<Record>,
+    leaf: Hash,
+}
+
+fn parse(line: &Option<Vec<u8>>) -> Parsed {
+    let (bytes, signature) = match line.as_deref().and_then(wire_record) {
+        Some(wire) => wire,
+        None => (line.clone().unwrap_or_default(), [0; 64]),
+    };
+    Parsed {
+        record: Record::from_bytes(&bytes).ok(),
+        leaf: Blake3Hasher.leaf(&bytes),
+        bytes,
+        signature,
+    }
+}
+
+/// Parses a batch of lines, split over the machine's cores, in order.
+fn parse_all(batch: &[Option<Vec<u8>>]) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per = batch.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = batch
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(parse).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// What the lines are folded into, in log order.
+struct Builder<'t> {
+    classes: Classes<'t>,
+    rows: Rows,
+    tree: MemoryTree<Blake3Hasher>,
+    entries: Vec<Entry>,
+    chosen: Vec<u64>,
+    next: usize,
+}
+
+impl Builder<'_> {
+    /// Folds the parsed lines of records `first..`.
+    fn apply(&mut self, first: u64, parsed: Vec<Parsed>) {
+        for (k, p) in parsed.into_iter().enumerate() {
+            let index = first + k as u64;
+            match &p.record {
+                Some(record) => {
+                    let class = self.classes.of(record);
+                    self.rows.push(record, class);
+                }
+                None => {
+                    let class = self.classes.id(UNREADABLE);
+                    self.rows.push_unreadable(class);
+                }
+            }
+            self.tree.push_hash(p.leaf);
+            if self.chosen.get(self.next) == Some(&index) {
+                self.next += 1;
+                self.entries.push(Entry {
+                    index,
+                    record: p.bytes,
+                    provider_signature: p.signature,
+                });
+            }
+        }
+    }
+}
+
 /// A statement line's record bytes and provider signature, if it is a wire record with hex
-/// that decodes (the bytes need not be a valid record: the page shows why not).
+/// that decodes (the bytes need not be a valid record: the page shows why not). The line is
+/// read borrowed: a bill reads a million of them.
 fn wire_record(line: &[u8]) -> Option<(Vec<u8>, [u8; 64])> {
-    let wire: WireRecord = serde_json::from_slice(line).ok()?;
-    let bytes = hex::decode(&wire.record).ok()?;
-    Some((bytes, wire.provider_signature.0))
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        record: &'a str,
+        #[serde(borrow)]
+        provider_signature: &'a str,
+    }
+    let wire: Line<'_> = serde_json::from_slice(line).ok()?;
+    let mut bytes = vec![0; wire.record.len() / 2];
+    hex::decode_to_slice(wire.record, &mut bytes).ok()?;
+    let mut signature = [0; 64];
+    hex::decode_to_slice(wire.provider_signature, &mut signature).ok()?;
+    Some((bytes, signature))
 }
 
 /// The newest checkpoint of the header that both parties signed and that covers no more
