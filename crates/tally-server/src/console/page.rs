@@ -18,7 +18,7 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.8rem}\
 table{border-collapse:collapse;font-size:.85rem}td,th{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:right}\
 td.id,th.id{text-align:left;font-family:monospace}.muted{color:#666;font-size:.85rem}\
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1rem}\
-svg.tally-chart{width:100%;height:auto;border:1px solid #eee}\
+svg.tally-chart{width:100%;max-width:640px;height:auto;border:1px solid #eee}\
 form.inline{display:inline}.err{color:#b00020}input{font-family:monospace;width:28rem}";
 
 fn head(title: &str, nonce: &str) -> String {
@@ -127,7 +127,7 @@ fn totals(data: &ConsoleData) -> String {
     let t = &data.totals;
     let d = data.decimals;
     format!(
-        "<h2>Since start</h2><table id=\"totals\"><tr><th>Paid calls</th><th>Free calls</th><th>Replays</th><th>Checkpoints</th><th>Charged</th><th>Credited</th></tr>\
+        "<h2>Since start</h2><table id=\"totals\"><tr><th>Metered (records)</th><th>Free calls</th><th>Replays</th><th>Checkpoints</th><th>Charged</th><th>Credited</th></tr>\
 <tr><td data-field=\"metered\">{}</td><td data-field=\"free\">{}</td><td data-field=\"replays\">{}</td><td data-field=\"checkpoints\">{}</td>{}{}</tr></table>\
 <p class=\"muted\">From the gateway's metrics registry (the counters <code>/metrics</code> exports), since this process started.</p>",
         t.metered,
@@ -176,7 +176,7 @@ fn channels(data: &ConsoleData) -> String {
             String::new()
         }
     );
-    s.push_str("<table id=\"channels\"><tr><th class=\"id\">Channel</th><th>Records</th><th>Cumulative</th><th>Last checkpoint</th><th>Deposit</th><th>Claimed</th><th>Onchain state</th><th>Withdrawal</th></tr>");
+    s.push_str("<table id=\"channels\"><tr><th class=\"id\">Channel</th><th>Records</th><th>Cumulative</th><th>Last checkpoint</th><th>Deposit</th><th>Claimed</th><th>Last claim</th><th>Withdrawal</th></tr>");
     if data.channels.is_empty() {
         s.push_str("<tr><td colspan=\"8\" class=\"id\">no channels yet</td></tr>");
     }
