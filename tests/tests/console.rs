@@ -49,7 +49,7 @@ async fn busy_stack(admin: bool) -> (Stack, Made, tally_client::Client, tempfile
     }
     let failed = client.post("/v1/fail").send().await.unwrap();
     assert_eq!(failed.status, 500);
-    charged.push(failed.receipt.clone().unwrap().outcome.amount);
+    charged.push(failed.receipt.unwrap().outcome.amount);
     client.checkpoint().await.unwrap();
     let later = client.post("/v1/echo").body("later").send().await.unwrap();
     charged.push(later.receipt.unwrap().outcome.amount);
