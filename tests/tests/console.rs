@@ -257,6 +257,9 @@ async fn without_an_admin_token_there_is_no_console() {
     for path in ["/tally/console", "/tally/console/data.json"] {
         let a = send(http().get(format!("{base}{path}")).bearer_auth(ADMIN)).await;
         assert_eq!(a.status, 404, "{path}");
+        // The gateway's own refusal: the proxy did not forward the path upstream.
+        let e: tally_http::ErrorBody = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(e.error.reason, tally_http::Reason::NotFound, "{path}");
     }
     assert_eq!(
         login(&base, &format!("token={ADMIN}"), FORM).await.status,
