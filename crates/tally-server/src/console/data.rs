@@ -79,6 +79,9 @@ pub struct ChannelRow {
     pub funding: Option<FundingRow>,
     /// Why there is no onchain view.
     pub funding_error: Option<String>,
+    /// Why the channel's state could not be read now (its numbers are then zero and not
+    /// shown); one such channel does not take the page down.
+    pub state_error: Option<String>,
 }
 
 /// A channel's onchain state (the gateway's funding cache).
@@ -183,7 +186,7 @@ pub async fn gather(gw: &Gateway, now_ms: u64) -> Result<ConsoleData, GatewayErr
     let ids: Vec<ChannelId> = all.iter().take(MAX_CHANNELS).copied().collect();
     let mut channels = Vec::with_capacity(ids.len());
     for id in &ids {
-        channels.push(channel_row(gw, id).await?);
+        channels.push(channel_row(gw, id).await);
     }
     let (start_ms, step_ms, buckets) = grid(now_ms);
     let scan_ids = ids.clone();
@@ -233,22 +236,33 @@ pub async fn gather(gw: &Gateway, now_ms: u64) -> Result<ConsoleData, GatewayErr
 
 /// A channel's row: its state as the state endpoint answers it, and its funding as
 /// admission sees it (the funding cache; a chain error is shown, not fatal).
-async fn channel_row(gw: &Gateway, id: &ChannelId) -> Result<ChannelRow, GatewayError> {
-    let st = gw.channel_state(id).await?;
+async fn channel_row(gw: &Gateway, id: &ChannelId) -> ChannelRow {
     let (funding, funding_error) = match gw.inner.funding.get(id).await {
         Ok(f) => (Some(funding_row(&f)), None),
         Err(e) => (None, Some(crate::redact::redact_text(&e.message))),
     };
-    Ok(ChannelRow {
+    let mut row = ChannelRow {
         channel_id: id.to_hex(),
-        size: st.size,
-        cumulative: st.cumulative,
-        checkpoint_size: st.checkpoint_size,
-        checkpoint_cumulative: st.checkpoint_cumulative,
-        restore_required: st.restore_required,
+        size: 0,
+        cumulative: Amount(0),
+        checkpoint_size: 0,
+        checkpoint_cumulative: Amount(0),
+        restore_required: false,
         funding,
         funding_error,
-    })
+        state_error: None,
+    };
+    match gw.channel_state(id).await {
+        Ok(st) => {
+            row.size = st.size;
+            row.cumulative = st.cumulative;
+            row.checkpoint_size = st.checkpoint_size;
+            row.checkpoint_cumulative = st.checkpoint_cumulative;
+            row.restore_required = st.restore_required;
+        }
+        Err(e) => row.state_error = Some(crate::redact::redact_text(&e.message)),
+    }
+    row
 }
 
 fn funding_row(f: &ChannelFunding) -> FundingRow {

@@ -181,6 +181,15 @@ fn channels(data: &ConsoleData) -> String {
         s.push_str("<tr><td colspan=\"8\" class=\"id\">no channels yet</td></tr>");
     }
     for c in &data.channels {
+        if let Some(e) = &c.state_error {
+            let _ = write!(
+                s,
+                "<tr data-channel=\"{id}\"><td class=\"id\" data-field=\"channel\">{id}</td><td colspan=\"7\" class=\"err\" data-field=\"state\">state unavailable: {}</td></tr>",
+                escape(e),
+                id = escape(&c.channel_id)
+            );
+            continue;
+        }
         let _ = write!(
             s,
             "<tr data-channel=\"{id}\"><td class=\"id\" data-field=\"channel\">{id}</td><td data-field=\"size\">{}</td>{}<td data-field=\"checkpoint\" data-base=\"{}\">{} at size {}</td>{}</tr>",
@@ -380,6 +389,7 @@ mod tests {
                     withdraw_delay: 3600,
                 }),
                 funding_error: None,
+                state_error: None,
             }],
             totals: Totals {
                 metered: 3,
@@ -436,6 +446,25 @@ mod tests {
         assert!(html.contains("no settlement worker"));
         assert!(html.contains("<style nonce=\"n0nce\">"));
         assert!(html.contains(">no credits<"));
+    }
+
+    #[test]
+    fn whole_tokens_when_the_decimals_are_known() {
+        let mut d = sample();
+        d.decimals = Some(6);
+        let html = console_page(&d, "n");
+        assert!(html.contains("data-field=\"deposit\" data-base=\"1000000\">1</td>"));
+        assert!(html.contains("data-field=\"cumulative\" data-base=\"30\">0.00003</td>"));
+        assert!(html.contains("amounts in whole tokens (6 decimals)"));
+    }
+
+    #[test]
+    fn a_channel_whose_state_fails_shows_why_not_zeros() {
+        let mut d = sample();
+        d.channels[0].state_error = Some("<overloaded>".into());
+        let html = console_page(&d, "n");
+        assert!(html.contains("state unavailable: &lt;overloaded&gt;"));
+        assert!(!html.contains("data-field=\"cumulative\" data-base"));
     }
 
     #[test]
