@@ -86,6 +86,10 @@ pub struct GatewayConfig {
     /// mode 0600 or refused; without it only a channel's session key reads the channel.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// The token's decimals, used only to show amounts in whole tokens in the provider
+    /// console (spec/HTTP.md §11.3); without it the console shows base units.
+    #[serde(default)]
+    pub token_decimals: Option<u8>,
 }
 
 /// `[limits]`: how long a client may take and how many connections and paid requests are
@@ -294,6 +298,7 @@ impl GatewayConfig {
             self.routes.clone(),
         );
         s.credit_limit = self.credit_limit.0;
+        s.token_decimals = self.token_decimals;
         s.max_lanes = self.max_lanes;
         s.checkpoint = self.checkpoint.clone();
         s.charge_server_errors = self.charge_server_errors;

@@ -1,7 +1,6 @@
 //! The gateway's own endpoints (spec/HTTP.md §4–§7): terms discovery, channel state,
 //! records, proofs, checkpoints, session binding, disputes, cooperative close, restore,
-//! `/metrics`
-//! and `/healthz`.
+//! `/metrics`, `/healthz` and the provider console (`/tally/console`, [`crate::console`]).
 //! Every failure answers with a reason (spec/HTTP.md §8).
 
 use std::collections::HashMap;
@@ -85,6 +84,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest(API_PREFIX, api)
+        .merge(crate::console::router())
         .with_state(gateway)
 }
 

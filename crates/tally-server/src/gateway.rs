@@ -117,6 +117,8 @@ pub struct Settings {
     pub admin_token: Option<crate::readauth::AdminToken>,
     /// When receipts are sent: after durability, or promised ahead of it (DESIGN.md §8).
     pub durability: Durability,
+    /// The token's decimals, for the provider console's display only (spec/HTTP.md §11.3).
+    pub token_decimals: Option<u8>,
 }
 
 impl Settings {
@@ -149,6 +151,7 @@ impl Settings {
             max_channels_in_memory: 100_000,
             admin_token: None,
             durability: Durability::Sync,
+            token_decimals: None,
         }
     }
 }
@@ -180,6 +183,10 @@ pub(crate) struct Inner {
     pub(crate) promising: std::sync::Mutex<(u64, std::collections::HashSet<ChannelId>)>,
     /// Receipts promised and not yet durable.
     pub(crate) promises: crate::durability::Promises,
+    /// What the provider console shows of the settlement worker (spec/HTTP.md §11.3).
+    pub(crate) settlement: crate::console::SettlementView,
+    /// Failed console logins (spec/HTTP.md §11.2).
+    pub(crate) console_logins: crate::console::auth::LoginLimiter,
 }
 
 /// A metering gateway: cheap to clone, shared by every connection.
@@ -454,6 +461,8 @@ impl Gateway {
                 payee_key,
                 promising: Default::default(),
                 promises: Default::default(),
+                settlement: Default::default(),
+                console_logins: Default::default(),
             }),
         })
     }
@@ -510,6 +519,12 @@ impl Gateway {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The settlement worker's state as the console shows it: the standalone gateway feeds it
+    /// every tick ([`crate::console::SettlementView::observe`]).
+    pub fn settlement_view(&self) -> &crate::console::SettlementView {
+        &self.inner.settlement
     }
 
     pub(crate) fn settings(&self) -> &Settings {

@@ -26,6 +26,7 @@ pub mod bindings;
 pub mod channel;
 pub mod channel_body;
 pub mod config;
+pub mod console;
 pub mod dispute;
 pub mod durability;
 pub mod endpoints;

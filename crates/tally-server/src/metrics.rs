@@ -116,6 +116,11 @@ impl Metrics {
         }
     }
 
+    /// Refusals counted so far, by reason code, in first-seen order.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        self.refusals.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
     /// Adds a recorded amount.
     pub fn add_amount(&self, amount: i128) {
         let target = if amount >= 0 {

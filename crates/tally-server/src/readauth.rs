@@ -62,6 +62,12 @@ impl AdminToken {
     pub fn matches(&self, presented: &[u8]) -> bool {
         blake3_of(&[ADMIN_DOMAIN, presented]) == self.0
     }
+
+    /// The key of the provider console's session cookies (spec/HTTP.md §11.2), derived
+    /// from the digest: never the token itself, and a new token voids every session.
+    pub(crate) fn session_key(&self) -> [u8; 32] {
+        blake3::derive_key("tally console session key v1", self.0.as_bytes())
+    }
 }
 
 /// Reads `admin_token_file`: refused, like a key file, if group or others may read it; one

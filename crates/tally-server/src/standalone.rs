@@ -157,7 +157,14 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
                 gateway.clone(),
                 settle.clone(),
             )?
-            .on_tick(log_tick);
+            .on_tick({
+                let view = gateway.settlement_view().clone();
+                view.started();
+                move |tick| {
+                    view.observe(tick);
+                    log_tick(tick);
+                }
+            });
             tracing::info!(
                 threshold = %settle.threshold,
                 interval_s = settle.claim_interval.as_secs(),

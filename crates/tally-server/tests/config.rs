@@ -66,6 +66,22 @@ fn min_withdraw_delay_defaults_to_six_hours_and_can_be_lowered_to_the_contract_f
     assert_eq!(s.min_withdraw_delay, 3600);
 }
 
+/// `token_decimals` only changes how the console shows amounts (spec/HTTP.md §11.3):
+/// absent by default, read when given, and not a number over 255.
+#[test]
+fn token_decimals_is_optional() {
+    let s = GatewayConfig::parse(EXAMPLE)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .settings();
+    assert_eq!(s.token_decimals, None);
+    let six = format!("token_decimals = 6\n{EXAMPLE}");
+    let s = GatewayConfig::parse(&six)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .settings();
+    assert_eq!(s.token_decimals, Some(6));
+    assert!(GatewayConfig::parse(&format!("token_decimals = 300\n{EXAMPLE}")).is_err());
+}
+
 /// One default, one place: settings built in code (`Settings::new`, what tests and embedders
 /// use) accept the same shortest withdraw delay as a config file that leaves it out.
 #[test]
