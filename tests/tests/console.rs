@@ -197,6 +197,29 @@ async fn the_console_lets_in_the_operator_only() {
     let expired = session_value(&AdminToken::new(ADMIN).unwrap(), now_ms() - 1_000);
     assert_eq!(get(&console, Some(&expired)).await.status, 401);
 
+    // Nothing under the console's prefix goes upstream (the cookie is scoped to it): a
+    // mistyped path with the session, or with the admin bearer, is the gateway's own 404,
+    // and a wrong method a hardened 405.
+    for path in ["/", "/x", "/data.json/", "/login/extra"] {
+        for with_bearer in [false, true] {
+            let url = format!("{console}{path}");
+            let mut req = http()
+                .get(&url)
+                .header("cookie", format!("{COOKIE}={session}"));
+            if with_bearer {
+                req = req.bearer_auth(ADMIN);
+            }
+            let a = send(req).await;
+            assert_eq!(a.status, 404, "{path}: {}", a.body);
+            let e: tally_http::ErrorBody = serde_json::from_str(&a.body).unwrap();
+            assert_eq!(e.error.reason, tally_http::Reason::NotFound, "{path}");
+            assert_hardened("unknown console path", &a);
+        }
+    }
+    let wrong_method = get(&format!("{console}/logout"), Some(&session)).await;
+    assert_eq!(wrong_method.status, 405);
+    assert_hardened("405", &wrong_method);
+
     let out = send(http().post(format!("{console}/logout"))).await;
     assert_eq!(out.status, 303);
     assert!(header(&out, "set-cookie").contains("Max-Age=0"));
@@ -356,11 +379,14 @@ async fn failed_logins_are_capped() {
         let a = login(&base, &format!("token=guess-{i}"), FORM).await;
         assert_eq!(a.status, 401, "guess {i}");
     }
-    // Past the cap even the right token is not checked until the minute ends; the bearer
-    // header still works.
-    let capped = login(&base, &format!("token={ADMIN}"), FORM).await;
+    // Past the cap wrong guesses get 429 until the minute ends, but a stranger spending the
+    // budget does not lock the operator out: the right token still signs in.
+    let capped = login(&base, "token=one-more-guess", FORM).await;
     assert_eq!(capped.status, 429);
     assert!(capped.headers.get("set-cookie").is_none());
+    let right = login(&base, &format!("token={ADMIN}"), FORM).await;
+    assert_eq!(right.status, 303);
+    assert!(right.headers.get("set-cookie").is_some());
     let console = format!("{base}/tally/console");
     assert_eq!(
         send(http().get(&console).bearer_auth(ADMIN)).await.status,

@@ -91,7 +91,7 @@ try {
     await page.waitForSelector('#check-all-result[data-done]', { timeout: 600000 });
     out.checkAll = await page.evaluate(() => {
       const r = document.getElementById('check-all-result');
-      return { checked: Number(r.dataset.checked), failed: Number(r.dataset.failed), text: r.textContent };
+      return { checked: Number(r.dataset.checked), verified: Number(r.dataset.verified), unproved: Number(r.dataset.unproved), failed: Number(r.dataset.failed), text: r.textContent };
     });
   }
   if (!records.length) await page.screenshot({ path: screenshot, fullPage: false });

@@ -60,7 +60,7 @@ if (!entry || !entry.proof) {
 const clientKey = unhex(meta.client_key);
 const providerKey = unhex(meta.provider_key);
 const ctxOf = (note) => {
-  const ctx = { clientKey, providerKey, checkpoint: null, checkpointError: null };
+  const ctx = { channel: meta.channel_id, clientKey, providerKey, checkpoint: null, checkpointError: null };
   try { ctx.checkpoint = verifyNote(note, clientKey, providerKey); } catch (e) { ctx.checkpointError = e.message; }
   return ctx;
 };

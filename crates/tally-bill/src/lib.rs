@@ -38,6 +38,10 @@ pub enum BillError {
     /// A proof could not be built (the tree is shorter than a checkpoint says).
     #[error("building a proof: {0}")]
     Proof(#[from] tally_log::LogError),
+    /// The statement read for the page is not the one the audit read (it changed in
+    /// between, or is a stream that cannot be read twice).
+    #[error("the statement changed between the audit and the bill; write the bill from a file that stays put")]
+    Changed,
     /// Writing the page failed.
     #[error("writing the bill: {0}")]
     Io(#[from] std::io::Error),

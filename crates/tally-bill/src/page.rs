@@ -87,7 +87,7 @@ pub fn write_page(
             )
         },
     )?;
-    out.write_all(verdict::render(report, &asset).as_bytes())?;
+    out.write_all(verdict::render(report, &asset, bill.client_key_pinned).as_bytes())?;
     let unit = if asset.is_empty() {
         "units"
     } else {

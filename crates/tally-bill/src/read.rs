@@ -33,19 +33,25 @@ pub struct Bill {
     pub evidence: Vec<u8>,
     /// How many records it carries evidence for.
     pub evidence_count: usize,
+    /// See [`BillOptions::client_key_pinned`].
+    pub client_key_pinned: bool,
 }
 
-/// How many records carry evidence: `None` means all of them.
+/// How the bill is made.
 #[derive(Debug, Clone, Copy)]
 pub struct BillOptions {
-    /// The evidence cap ([`evidence::DEFAULT_CAP`] by default).
+    /// How many records carry evidence ([`evidence::DEFAULT_CAP`] by default; `None`: all).
     pub evidence_cap: Option<usize>,
+    /// Whether the statement's client key was checked against the client's own profile.
+    /// Without that, the keys are the ones the provider wrote, and the page says so.
+    pub client_key_pinned: bool,
 }
 
 impl Default for BillOptions {
     fn default() -> Self {
         BillOptions {
             evidence_cap: Some(evidence::DEFAULT_CAP),
+            client_key_pinned: false,
         }
     }
 }
@@ -94,6 +100,13 @@ pub fn read_bill<R: BufRead>(
         entries,
         ..
     } = build;
+    // The audit read the same statement first; a file changed in between (or a pipe read
+    // twice) would pair its verdict with other bytes.
+    let changed =
+        rows.len() as u64 != report.records || (report.ok() && tree.root().to_hex() != report.root);
+    if changed {
+        return Err(BillError::Changed);
+    }
     let classes = classes.names().to_vec();
     let checkpoint = newest_checkpoint(&header, tree.size());
     let evidence = evidence::encode(&entries, &tree, checkpoint.as_ref().map(|c| c.1))?;
@@ -105,11 +118,15 @@ pub fn read_bill<R: BufRead>(
         checkpoint,
         evidence,
         evidence_count: entries.len(),
+        client_key_pinned: opts.client_key_pinned,
     })
 }
 
 /// Lines parsed at once, on all cores.
 const BATCH: usize = 4096;
+
+/// A record's length, prefix included (spec/PROTOCOL.md §5.3).
+const RECORD_LEN: usize = 448;
 
 /// One statement line, parsed: the part of reading that runs on all cores.
 struct Parsed {
@@ -122,7 +139,12 @@ struct Parsed {
 fn parse(line: &Option<Vec<u8>>) -> Parsed {
     let (bytes, signature) = match line.as_deref().and_then(wire_record) {
         Some(wire) => wire,
-        None => (line.clone().unwrap_or_default(), [0; 64]),
+        // Not a record: keep no more than a record's length, enough to show why.
+        None => {
+            let mut raw = line.clone().unwrap_or_default();
+            raw.truncate(RECORD_LEN);
+            (raw, [0; 64])
+        }
     };
     Parsed {
         record: Record::from_bytes(&bytes).ok(),
@@ -198,19 +220,27 @@ fn wire_record(line: &[u8]) -> Option<(Vec<u8>, [u8; 64])> {
         provider_signature: &'a str,
     }
     let wire: Line<'_> = serde_json::from_slice(line).ok()?;
-    let mut bytes = vec![0; wire.record.len() / 2];
+    if wire.record.len() != 2 * RECORD_LEN {
+        return None;
+    }
+    let mut bytes = vec![0; RECORD_LEN];
     hex::decode_to_slice(wire.record, &mut bytes).ok()?;
     let mut signature = [0; 64];
     hex::decode_to_slice(wire.provider_signature, &mut signature).ok()?;
     Some((bytes, signature))
 }
 
-/// The newest checkpoint of the header that both parties signed and that covers no more
-/// records than the statement has (proofs need the tree at its size).
+/// The largest checkpoint of the header that is for its channel, that both parties signed,
+/// and that covers no more records than the statement has (proofs need the tree at its
+/// size). The header's order is the provider's word, so the size decides.
 fn newest_checkpoint(h: &StatementHeader, records: u64) -> Option<(String, u64)> {
-    h.checkpoints.iter().rev().find_map(|c| {
-        let signed = SignedCheckpoint::from_note(&c.note, &h.client_key, &h.provider_key, true);
-        let size = signed.ok()?.checkpoint.size;
-        (size <= records).then(|| (c.note.clone(), size))
-    })
+    h.checkpoints
+        .iter()
+        .filter_map(|c| {
+            let signed =
+                SignedCheckpoint::from_note(&c.note, &h.client_key, &h.provider_key, true).ok()?;
+            let cp = signed.checkpoint;
+            (cp.channel_id == h.channel_id && cp.size <= records).then(|| (c.note.clone(), cp.size))
+        })
+        .max_by_key(|c| c.1)
 }

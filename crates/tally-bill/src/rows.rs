@@ -178,11 +178,36 @@ pub fn classify(terms: Option<&Terms>, units: &Units, amount: i128, max_amount: 
                 .collect()
         })
         .unwrap_or_default();
-    if routes.is_empty() {
-        UNEXPLAINED.into()
-    } else {
-        routes.join(" | ")
+    match routes.len() {
+        0 => UNEXPLAINED.into(),
+        _ => capped(&routes),
     }
+}
+
+/// The longest class name: terms may list many routes at one price, and every chart bar
+/// repeats its class's name.
+pub const MAX_CLASS_NAME: usize = 200;
+
+/// Routes joined with " | ", cut at [`MAX_CLASS_NAME`] characters with a count of the rest.
+fn capped(routes: &[String]) -> String {
+    let mut name = String::new();
+    for (k, r) in routes.iter().enumerate() {
+        let sep = if k == 0 { "" } else { " | " };
+        if name.chars().count() + sep.len() + r.chars().count() > MAX_CLASS_NAME {
+            let cut: String = r
+                .chars()
+                .take(MAX_CLASS_NAME.saturating_sub(name.chars().count() + 3))
+                .collect();
+            if k == 0 {
+                name.push_str(&cut);
+            }
+            name.push_str(&format!(" … (+{} routes)", routes.len() - k));
+            return name;
+        }
+        name.push_str(sep);
+        name.push_str(r);
+    }
+    name
 }
 
 #[cfg(test)]
@@ -213,6 +238,22 @@ mod tests {
         assert_eq!(c.names().len(), MAX_CLASSES);
         assert_eq!(c.names().last().map(String::as_str), Some(OTHER));
         assert_eq!(c.id("yet another"), c.id(OTHER));
+    }
+
+    #[test]
+    fn long_class_names_are_cut_with_a_count() {
+        let few = vec!["GET /a".to_string(), "GET /b".to_string()];
+        assert_eq!(capped(&few), "GET /a | GET /b");
+        let many: Vec<String> = (0..100).map(|k| format!("GET /route/{k:03}")).collect();
+        let name = capped(&many);
+        assert!(name.chars().count() <= MAX_CLASS_NAME + 20, "{name}");
+        assert!(
+            name.starts_with("GET /route/000 | GET /route/001"),
+            "{name}"
+        );
+        assert!(name.ends_with("routes)"), "{name}");
+        let huge = vec!["GET /".to_string() + &"x".repeat(5000)];
+        assert!(capped(&huge).chars().count() <= MAX_CLASS_NAME + 20);
     }
 
     #[test]

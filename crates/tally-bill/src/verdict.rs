@@ -12,7 +12,7 @@ pub const LISTED: usize = 200;
 
 /// The verdict section. `data-verdict` and the `data-count` attributes are what tests and
 /// scripts read; the text is for people.
-pub fn render(report: &AuditReport, asset: &str) -> String {
+pub fn render(report: &AuditReport, asset: &str, client_key_pinned: bool) -> String {
     let ok = report.ok();
     let mut s = String::new();
     let (class, mark, headline) = if ok {
@@ -73,7 +73,13 @@ pub fn render(report: &AuditReport, asset: &str) -> String {
         Some(m) => format!("compared with the client's mirror at size {m}"),
         None => "not compared with a client mirror".into(),
     };
-    let _ = write!(s, "<dt>mirror</dt><dd>{}</dd></dl>", escape(&mirror));
+    let _ = write!(s, "<dt>mirror</dt><dd>{}</dd>", escape(&mirror));
+    let keys = if client_key_pinned {
+        "the statement's client key is the client's own (checked against its profile)"
+    } else {
+        "as the statement names it, not pinned: make the bill with --client DIR to check it is the client's own"
+    };
+    let _ = write!(s, "<dt>client key</dt><dd>{}</dd></dl>", escape(keys));
     if !ok {
         s += &discrepancies(report);
     }
@@ -156,7 +162,8 @@ mod tests {
 
     #[test]
     fn a_clean_report_is_verified_and_a_broken_one_links_its_records() {
-        let ok = render(&report(vec![]), "0xasset");
+        let ok = render(&report(vec![]), "0xasset", true);
+        assert!(ok.contains("checked against its profile"), "{ok}");
         assert!(ok.contains(r#"data-verdict="verified""#), "{ok}");
         assert!(ok.contains("30 base units of 0xasset"), "{ok}");
         let bad = render(
@@ -166,8 +173,10 @@ mod tests {
                 detail: "charged <b>11</b>".into(),
             }]),
             "",
+            false,
         );
         assert!(bad.contains(r#"data-verdict="failed""#), "{bad}");
+        assert!(bad.contains("not pinned"), "{bad}");
         assert!(bad.contains(r##"href="#record=2""##), "{bad}");
         assert!(bad.contains("charged &lt;b&gt;11&lt;/b&gt;"), "{bad}");
         assert!(!bad.contains("<b>"), "{bad}");

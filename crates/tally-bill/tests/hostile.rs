@@ -58,10 +58,12 @@ proptest! {
         let body = lines.join("\n") + "\n";
         let reader = || StatementReader::with_header(h.clone(), body.as_bytes(), "test");
         let report = audit(reader(), &AuditContext::default(), 1).unwrap_or_else(|e| panic!("{e}"));
-        let bill = read_bill(reader(), &report, BillOptions { evidence_cap: Some(7) })
+        let bill = read_bill(reader(), &report, BillOptions { evidence_cap: Some(7), ..BillOptions::default() })
             .unwrap_or_else(|e| panic!("{e}"));
         prop_assert_eq!(bill.rows.len() as u64, report.records);
         prop_assert!(bill.evidence_count <= 7);
+        // An entry is never larger than a record's: 8 (index) + 4 + 448 + 64 + 1 + 64·32.
+        prop_assert!(bill.evidence.len() <= 7 * (8 + 4 + 448 + 64 + 1 + 64 * 32));
         let mut page = Vec::new();
         write_page(&bill, &report, &mut page).unwrap_or_else(|e| panic!("{e}"));
         let page = String::from_utf8(page).unwrap_or_else(|e| panic!("{e}"));
@@ -72,4 +74,22 @@ proptest! {
         // Nothing from the statement reaches the markup unescaped.
         prop_assert!(!page.contains("<script>alert"));
     }
+}
+
+#[test]
+fn a_statement_that_changed_after_its_audit_gets_no_page() {
+    let h = header(None);
+    let audited = "garbage\n";
+    let report = audit(
+        StatementReader::with_header(h.clone(), audited.as_bytes(), "first read"),
+        &AuditContext::default(),
+        1,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let changed = "garbage\nmore garbage\n";
+    let second = StatementReader::with_header(h, changed.as_bytes(), "second read");
+    assert!(matches!(
+        read_bill(second, &report, BillOptions::default()),
+        Err(tally_bill::BillError::Changed)
+    ));
 }

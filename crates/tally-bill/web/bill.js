@@ -58,7 +58,8 @@ function evidence(bytes, count) {
 
 const kindOf = (amount) => (amount > 0 ? 0 : amount === 0 ? 1 : 2);
 const KINDS = ['charged', 'uncharged', 'credited'];
-const when = (ms) => (ms > 0 ? new Date(ms).toISOString().replace('T', ' ').replace('Z', '') : '—');
+// A provider time beyond what a Date holds (±8.64e15 ms) is shown as the number it is.
+const when = (ms) => (ms > 0 && ms <= 8.64e15 ? new Date(ms).toISOString().replace('T', ' ').replace('Z', '') : ms > 0 ? `${ms} ms` : '—');
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 class Bill {
@@ -131,7 +132,6 @@ class Bill {
     const res = checkEntry(entry, this.ctx);
     const unproved = !res.ok && entry.proof === null && res.steps.slice(0, -1).every((s) => s.ok);
     const verdict = res.ok ? 'verified' : unproved ? 'unproved' : 'failed';
-    d.dataset.verdict = verdict;
     const title = { verified: '\u2713 verified', failed: '\u2717 failed', unproved: 'signed, not yet in a checkpoint' }[verdict];
     const r = res.record;
     const fields = r ? [
@@ -143,13 +143,17 @@ class Bill {
     d.innerHTML = `<h3>Record ${i} <span class="mark ${verdict}" id="mark">${title}</span></h3>
       <ol class="steps">${res.steps.map((s) => `<li class="${s.ok ? 'ok' : 'bad'}">${s.ok ? '\u2713' : '\u2717'} ${esc(s.name)}${s.why ? `: ${esc(s.why)}` : ''}</li>`).join('')}</ol>
       <dl>${fields.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join('')}</dl>`;
+    d.dataset.verdict = verdict;
   }
 
   /** Checks every record the bill carries, a slice at a time so the page stays responsive. */
   checkAll() {
     const out = $('check-all-result');
     const entries = [...this.ev.values()];
+    // Three groups, never merged: a record past the checkpoint is signed by both parties,
+    // but its amount is not yet in a state the client signed, so it is not "verified".
     let ok = 0;
+    let unproved = 0;
     const failed = [];
     let k = 0;
     const slice = () => {
@@ -157,12 +161,12 @@ class Bill {
       for (; k < stop; k++) {
         const e = entries[k];
         const res = checkEntry(e, this.ctx);
-        if (res.ok || (e.proof === null && res.steps.slice(0, -1).every((s) => s.ok))) ok++;
+        if (res.ok) ok++;
+        else if (e.proof === null && res.steps.slice(0, -1).every((s) => s.ok)) unproved++;
         else failed.push(e.index);
       }
-      out.dataset.checked = k;
-      out.dataset.failed = failed.length;
-      out.textContent = `${k.toLocaleString('en')} of ${entries.length.toLocaleString('en')} checked: ${ok.toLocaleString('en')} verified, ${failed.length} failed${failed.length ? ` (records ${failed.slice(0, 20).join(', ')}${failed.length > 20 ? ', …' : ''})` : ''}`;
+      Object.assign(out.dataset, { checked: k, verified: ok, unproved, failed: failed.length });
+      out.textContent = `${k.toLocaleString('en')} of ${entries.length.toLocaleString('en')} checked: ${ok.toLocaleString('en')} verified, ${unproved} signed but not yet in a checkpoint, ${failed.length} failed${failed.length ? ` (records ${failed.slice(0, 20).join(', ')}${failed.length > 20 ? ', …' : ''})` : ''}`;
       if (k < entries.length) setTimeout(slice, 0);
       else out.dataset.done = 'true';
     };
@@ -171,11 +175,11 @@ class Bill {
 }
 
 function context(meta) {
-  const ctx = { clientKey: unhex(meta.client_key), providerKey: unhex(meta.provider_key), checkpoint: null, checkpointError: null };
+  const ctx = { channel: meta.channel_id, clientKey: unhex(meta.client_key), providerKey: unhex(meta.provider_key), checkpoint: null, checkpointError: null };
   if (meta.checkpoint) {
     try { ctx.checkpoint = verifyNote(meta.checkpoint, ctx.clientKey, ctx.providerKey); } catch (e) { ctx.checkpointError = e.message; }
   } else {
-    ctx.checkpointError = 'the statement has no checkpoint both parties signed';
+    ctx.checkpointError = 'the statement has no checkpoint of this channel that both parties signed';
   }
   return ctx;
 }

@@ -62,7 +62,14 @@ export function decodeRecord(bytes) {
   };
 }
 
-const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+// Standard base64, canonical only: atob ignores the unused bits of the last character, so a
+// changed character could decode to the same bytes; re-encoding must give back the text, as
+// the Rust decoder requires.
+const b64 = (s) => {
+  const raw = atob(s);
+  if (btoa(raw) !== s) throw new Error('non-canonical base64 in the note');
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+};
 const keyId = (name, type, key) => sha256(concat(enc.encode(name + '\n'), Uint8Array.of(type), key)).subarray(0, 4);
 
 /** Checks a signed checkpoint note (spec/PROTOCOL.md §6) under both keys; returns its values. */
@@ -155,7 +162,10 @@ export function checkEntry(entry, ctx) {
   step("the provider signed the outcome", () =>
     edVerify(entry.signature, concat(PREFIX.outcome, r.outcome), ctx.providerKey) || "the provider's signature does not verify");
   step('the checkpoint is signed by both parties', () => { if (ctx.checkpointError) return ctx.checkpointError; return ctx.checkpoint ? true : 'the bill has no checkpoint'; });
-  step('the checkpoint is for this channel', () => ctx.checkpoint.channel === r.channel || 'the checkpoint names another channel');
+  step("the record and the checkpoint are this bill's channel", () => {
+    if (r.channel !== ctx.channel) return `the record is for channel ${r.channel}`;
+    return ctx.checkpoint.channel === ctx.channel || 'the checkpoint names another channel';
+  });
   step("the record's index is its place in the log", () => r.index === BigInt(entry.index) || `the record says index ${r.index}`);
   step('the record is in the checkpoint\u2019s tree', () => {
     if (entry.proof === null) return `the record is past the checkpoint (size ${ctx.checkpoint.size})`;

@@ -100,6 +100,14 @@ fn the_demo_bill_verifies_every_record_in_the_browser() {
     // (the ones past the checkpoint as signed but not yet checkpointed).
     assert_eq!(page["checkAll"]["checked"].as_u64(), Some(n), "{page}");
     assert_eq!(page["checkAll"]["failed"].as_u64(), Some(0), "{page}");
+    // Records past the newest checkpoint are signed by both parties but not yet in a state
+    // the client signed: counted apart, never as verified.
+    assert_eq!(page["checkAll"]["verified"].as_u64(), Some(size), "{page}");
+    assert_eq!(
+        page["checkAll"]["unproved"].as_u64(),
+        Some(n - size),
+        "{page}"
+    );
     assert_eq!(page["errors"], serde_json::json!([]), "{page}");
 }
 
@@ -118,6 +126,14 @@ fn a_tampered_statement_gives_a_failed_bill_with_its_record_marked_failed() {
     bytes[376] = bytes[376].wrapping_sub(1);
     v["record"] = serde_json::Value::String(hex::encode(bytes));
     lines[5] = v.to_string();
+    // And give record 3 a provider time no JavaScript Date can hold (2^63 ms): the page must
+    // still load and show it (time_ms is the outcome's last 8 bytes, at 440..448).
+    let mut v3: serde_json::Value =
+        serde_json::from_str(&lines[4]).unwrap_or_else(|e| panic!("{e}"));
+    let mut b3 = hex::decode(v3["record"].as_str().unwrap_or_default()).unwrap_or_default();
+    b3[447] = 0x80;
+    v3["record"] = serde_json::Value::String(hex::encode(b3));
+    lines[4] = v3.to_string();
     write(&bad, &(lines.join("\n") + "\n"));
     let html = d.path().join("bad.html");
     let o = run(&[
@@ -136,8 +152,10 @@ fn a_tampered_statement_gives_a_failed_bill_with_its_record_marked_failed() {
         "{}",
         stdout(&o)
     );
-    let page = open_in_browser(&html, "tampered-bill", &[4, 2], false);
+    let page = open_in_browser(&html, "tampered-bill", &[4, 2, 3], false);
+    assert_eq!(page["ready"], "true", "{page}");
     assert_eq!(page["verdict"], "failed", "{page}");
+    assert_eq!(mark(&page, 2).0, "failed", "{page}");
     assert!(
         page["discrepantRecords"]
             .as_array()
@@ -232,4 +250,70 @@ fn every_byte_of_a_records_evidence_matters_to_the_page_check() {
     assert!(v["proofHashes"].as_u64() > Some(0), "{v}");
     assert_eq!(v["mutations"].as_u64(), Some(expected), "{v}");
     assert_eq!(v["survived"], serde_json::json!([]), "{v}");
+}
+
+#[test]
+fn a_statement_for_another_channel_fails_record_by_record_in_the_page() {
+    let k = kept();
+    let d = tmp();
+    let bad = d.path().join("other.jsonl");
+    // The provider titles the bill with another channel; the records and checkpoints are
+    // the real channel's, signed by the real keys.
+    let text = read(&k.dir.join("statement.jsonl"));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut h: serde_json::Value =
+        serde_json::from_str(&lines[0]).unwrap_or_else(|e| panic!("{e}"));
+    h["channel_id"] = serde_json::Value::String("ab".repeat(32));
+    lines[0] = h.to_string();
+    write(&bad, &(lines.join("\n") + "\n"));
+    let html = d.path().join("other.html");
+    let o = run(&[
+        "--json",
+        "bill",
+        "--statement",
+        path(&bad),
+        "--html",
+        path(&html),
+    ]);
+    expect(&o, 1);
+    let page = open_in_browser(&html, "other-channel-bill", &[2], false);
+    assert_eq!(page["verdict"], "failed", "{page}");
+    let (verdict, failed) = mark(&page, 0);
+    assert_eq!(verdict, "failed", "{page}");
+    // The real checkpoints are for the real channel, so the bill has none for the channel it
+    // names, and no record of it can be proved.
+    assert!(
+        failed[0].contains("no checkpoint of this channel"),
+        "{page}"
+    );
+}
+
+#[test]
+fn a_bill_for_a_profile_refuses_a_statement_naming_another_client_key() {
+    let k = kept();
+    let d = tmp();
+    let client = d.path().join("client");
+    copy_dir(&k.dir.join("client"), &client);
+    let bad = d.path().join("other-key.jsonl");
+    let text = read(&k.dir.join("statement.jsonl"));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut h: serde_json::Value =
+        serde_json::from_str(&lines[0]).unwrap_or_else(|e| panic!("{e}"));
+    // The provider's own key in the client's place.
+    h["client_key"] = h["provider_key"].clone();
+    lines[0] = h.to_string();
+    write(&bad, &(lines.join("\n") + "\n"));
+    let html = d.path().join("bill.html");
+    let o = run(&[
+        "bill",
+        "--statement",
+        path(&bad),
+        "--client",
+        path(&client),
+        "--html",
+        path(&html),
+    ]);
+    expect(&o, 1);
+    assert!(stderr(&o).contains("client key"), "{}", stderr(&o));
+    assert!(!html.exists(), "no page for a statement of another client");
 }

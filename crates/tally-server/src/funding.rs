@@ -104,6 +104,12 @@ impl FundingCache {
         self.entries.lock().ok()?.get(channel).copied()
     }
 
+    /// The funding last read for the channel, whatever its age, without reading the chain:
+    /// for views (the console) that must not spend chain reads or the cold-read bucket.
+    pub fn peek(&self, channel: &ChannelId) -> Option<ChannelFunding> {
+        self.cached(channel).and_then(|(_, f)| f)
+    }
+
     /// The channel's funding, from cache if younger than the TTL.
     pub async fn get(&self, channel: &ChannelId) -> Result<ChannelFunding, GatewayError> {
         match self.cached(channel) {

@@ -20,12 +20,14 @@ pub enum Audited<'a> {
 }
 
 /// Writes the bill of the audited statement to `out_path`; returns the number of records
-/// it carries proofs for.
+/// it carries proofs for. `client_key_pinned`: the statement's client key was checked
+/// against the client's profile.
 pub fn write(
     out_path: &Path,
     source: Audited<'_>,
     report: &AuditReport,
     evidence: Option<Evidence>,
+    client_key_pinned: bool,
 ) -> Result<usize> {
     let opts = BillOptions {
         evidence_cap: match evidence {
@@ -33,6 +35,7 @@ pub fn write(
             Some(Evidence::All) => None,
             Some(Evidence::AtMost(n)) => Some(n),
         },
+        client_key_pinned,
     };
     let bill = match source {
         Audited::File(p) => read_bill(StatementReader::open(p)?, report, opts),

@@ -53,6 +53,16 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
                 p.channel_id.to_hex()
             )));
         }
+        // The statement names the keys; the profile knows which is the client's own, and a
+        // statement with another client key proves nothing about this client.
+        let own = p.session_key()?.public();
+        if statement.header().client_key != own {
+            return Err(CliError::Verification(format!(
+                "the statement names client key {}, the profile's session key is {}",
+                statement.header().client_key.to_hex(),
+                own.to_hex()
+            )));
+        }
         let mirror = Mirror::open(&p.mirror_dir(), p.channel_id)?;
         ctx.mirror = Some((mirror.size(), mirror.root()));
     }
@@ -105,7 +115,7 @@ pub async fn run(a: VerifyArgs, out: Output) -> Result<()> {
             (None, None) => return Err(CliError::Usage("no statement to write a bill of".into())),
         };
         let started = std::time::Instant::now();
-        let proofs = bill::write(html, source, &report, a.evidence)?;
+        let proofs = bill::write(html, source, &report, a.evidence, profile.is_some())?;
         out.note(&format!(
             "wrote the bill to {} in {:.1} s ({proofs} of {} records with proofs)",
             html.display(),

@@ -431,13 +431,20 @@ async fn paid_part(
             again.render()
         )));
     }
+    if last.header.client_key != profile.session_key()?.public() {
+        return Err(CliError::Verification(
+            "the provider's statement names another client key than the demo client's".into(),
+        ));
+    }
     last.write(&dir.join("statement.jsonl"))?;
-    // The same bill as a page people can open, with the verdict against the chain.
+    // The same bill as a page people can open, with the verdict against the chain and the
+    // client key checked above.
     crate::commands::bill::write(
         &dir.join("bill.html"),
         crate::commands::bill::Audited::Fetched(&last),
         &again,
         None,
+        true,
     )?;
     drop(client);
 

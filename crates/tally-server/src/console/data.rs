@@ -28,6 +28,8 @@ pub const MAX_RECORDS_PER_CHANNEL: u64 = 2_000;
 pub const ACTIVITY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Bars in an activity chart at most.
 pub const MAX_BUCKETS: usize = 48;
+/// Credits listed, newest first (the rest are in the totals and the log).
+pub const MAX_CREDITS: usize = 200;
 
 /// Everything the console page shows; also the body of `GET /tally/console/data.json`.
 #[derive(Clone, Debug, Serialize)]
@@ -235,11 +237,16 @@ pub async fn gather(gw: &Gateway, now_ms: u64) -> Result<ConsoleData, GatewayErr
 }
 
 /// A channel's row: its state as the state endpoint answers it, and its funding as
-/// admission sees it (the funding cache; a chain error is shown, not fatal).
+/// admission last read it (the funding cache, whatever its age).
 async fn channel_row(gw: &Gateway, id: &ChannelId) -> ChannelRow {
-    let (funding, funding_error) = match gw.inner.funding.get(id).await {
-        Ok(f) => (Some(funding_row(&f)), None),
-        Err(e) => (None, Some(crate::redact::redact_text(&e.message))),
+    // What admission last read, never a new chain read: a page load must not spend the RPC
+    // quota or the cold-read bucket paying clients need.
+    let (funding, funding_error) = match gw.inner.funding.peek(id) {
+        Some(f) => (Some(funding_row(&f)), None),
+        None => (
+            None,
+            Some("not read from the chain since this gateway started".to_string()),
+        ),
     };
     let mut row = ChannelRow {
         channel_id: id.to_hex(),
@@ -336,6 +343,7 @@ fn scan(
         }
     }
     credits.sort_by_key(|c| std::cmp::Reverse(c.time_ms));
+    credits.truncate(MAX_CREDITS);
     Ok((series, credits))
 }
 

@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tally_http::Reason;
@@ -48,6 +48,22 @@ pub fn router() -> Router<Gateway> {
         .route("/tally/console/data.json", get(data_json))
         .route("/tally/console/login", post(login))
         .route("/tally/console/logout", post(logout))
+        // Every other path under the console is the gateway's too: forwarded, it would hand
+        // the session cookie (scoped to this prefix) or an admin bearer to the upstream.
+        .route("/tally/console/", any(unknown))
+        .route("/tally/console/{*rest}", any(unknown))
+        .method_not_allowed_fallback(not_allowed)
+}
+
+/// Any other path under `/tally/console/`: 404, hardened.
+async fn unknown() -> Response {
+    let e = GatewayError::new(Reason::NotFound, "no such endpoint");
+    harden(e.into_response(), &nonce())
+}
+
+/// A console path with the wrong method: 405, hardened like every console answer.
+async fn not_allowed() -> Response {
+    harden(StatusCode::METHOD_NOT_ALLOWED.into_response(), &nonce())
 }
 
 fn now_ms() -> u64 {
@@ -181,15 +197,18 @@ async fn login(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Res
         Err(status) => return login_page(status, Some(LOGIN_FAILED)),
     };
     let now = now_ms();
-    let limiter = &gw.inner.console_logins;
-    if !limiter.allowed(now) {
-        return login_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("Too many failed sign-ins; try again in a minute."),
-        );
-    }
+    // The token is checked first: it is long and compared by digest, so checking it is cheap
+    // and guessing it hopeless, and a stranger spending the failure budget must not lock the
+    // operator out. The cap only slows wrong guesses.
     let ok = auth::form_token(&body).is_some_and(|t| token.matches(&t));
     if !ok {
+        let limiter = &gw.inner.console_logins;
+        if !limiter.allowed(now) {
+            return login_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("Too many failed sign-ins; try again in a minute."),
+            );
+        }
         limiter.failed();
         return login_page(StatusCode::UNAUTHORIZED, Some(LOGIN_FAILED));
     }
