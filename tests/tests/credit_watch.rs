@@ -37,8 +37,7 @@ async fn the_client_answers_an_older_higher_claim_with_its_cosigned_credit() {
     let mut settings = env.settings(gdir.path());
     settings.charge_server_errors = true;
     let (gw, server) =
-        spawn_gateway_with_payee(settings, &key, funding, env.payee_key.clone(), &upstream)
-            .await;
+        spawn_gateway_with_payee(settings, &key, funding, env.payee_key.clone(), &upstream).await;
     let client = connect(&server.url(), cdir.path(), &ch).await;
     for i in 0..3 {
         let r = client.post("/v1/echo").body(format!("c-{i}")).send().await;
@@ -75,7 +74,11 @@ async fn the_client_answers_an_older_higher_claim_with_its_cosigned_credit() {
         .unwrap_or_else(|| panic!("no payee-cosigned credit state kept"));
     let (size, root, cumulative) = client.mirror_head().await;
     assert_eq!(
-        (credit.checkpoint.size, credit.checkpoint.root, credit.checkpoint.cumulative),
+        (
+            credit.checkpoint.size,
+            credit.checkpoint.root,
+            credit.checkpoint.cumulative
+        ),
         (size, root, cumulative)
     );
     assert_eq!((size, cumulative), (5, lower));

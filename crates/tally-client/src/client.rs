@@ -4,7 +4,7 @@
 //! each request leases one of the channel's lanes (spec/PROTOCOL.md §5.4), so up to
 //! `lanes` requests of one channel are in flight together.
 
-mod credit;
+pub mod credit;
 mod paid;
 mod restore;
 mod stream;

@@ -87,14 +87,17 @@ impl Client {
             cumulative: state.cumulative.0,
         };
         let payee_sig = Eip712Sig::from_parts(state.payee_eip712.parts());
-        if let Err(why) = self.check_credit_state(&mut st, outcome, &cp, &payee_sig).await {
+        if let Err(why) = self
+            .check_credit_state(&mut st, outcome, &cp, &payee_sig)
+            .await
+        {
             return Err(Self::stop(&mut st, Misbehavior::BadCredit(why)));
         }
         let credit = CosignedCredit {
             checkpoint: cp,
             payee_sig,
         };
-        let newer = match self.stored_credit(&st)? {
+        let newer = match read_credit(&st.mirror, self.channel)? {
             Some(old) => old.checkpoint.size < cp.size,
             None => true,
         };
@@ -144,26 +147,9 @@ impl Client {
             .map_err(|e| format!("payee signature: {e}"))
     }
 
-    fn stored_credit(&self, st: &State) -> Result<Option<CosignedCredit>, ClientError> {
-        let Some(bytes) = st.mirror.get_meta(CREDIT_META)? else {
-            return Ok(None);
-        };
-        let s: CreditState = serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Mirror(format!("stored credit state: {e}")))?;
-        Ok(Some(CosignedCredit {
-            checkpoint: Checkpoint {
-                channel_id: self.channel,
-                size: s.size,
-                root: s.root,
-                cumulative: s.cumulative.0,
-            },
-            payee_sig: Eip712Sig::from_parts(s.payee_eip712.parts()),
-        }))
-    }
-
     /// The newest payee-cosigned credit state this client holds (kept in its mirror).
     pub async fn credit_state(&self) -> Result<Option<CosignedCredit>, ClientError> {
-        self.stored_credit(&*self.state.lock().await)
+        read_credit(&self.state.lock().await.mirror, self.channel)
     }
 
     /// Answers a payee's older, higher claim (spec/CHAIN.md §4.6): reads the channel through
@@ -172,22 +158,12 @@ impl Client {
     /// `claimCosigned`, signed by the checkpoint key. Must run within the challenge window
     /// of the payee's claim (`withdrawDelay` seconds): run it at least that often, or keep
     /// [`Client::watch_claims`] running.
-    pub async fn answer_older_claim(&self, chain: &TallyClient) -> Result<ClaimAnswer, ClientError> {
-        let Some(credit) = self.credit_state().await? else {
-            return Ok(ClaimAnswer::Quiet(Quiet::NoCredit));
-        };
-        let f = chain.channel(&self.channel).await?;
-        if let Some(quiet) = quiet_reason(&f, &credit) {
-            return Ok(ClaimAnswer::Quiet(quiet));
-        }
-        let signed = ChainCheckpoint::sign(&self.checkpoint_key, &chain.domain(), credit.checkpoint)
-            .map_err(|e| ClientError::Signing(e.to_string()))?;
-        let tx = chain.claim_cosigned(&signed, &credit.payee_sig).await?;
-        Ok(ClaimAnswer::Answered {
-            credit,
-            replaced: (f.claimed_size, f.claimed),
-            tx,
-        })
+    pub async fn answer_older_claim(
+        &self,
+        chain: &TallyClient,
+    ) -> Result<ClaimAnswer, ClientError> {
+        let credit = self.credit_state().await?;
+        answer_claim(chain, &self.checkpoint_key, self.channel, credit.as_ref()).await
     }
 
     /// Runs [`Client::answer_older_claim`] every `every` until the channel is closed; calls
@@ -224,4 +200,54 @@ fn quiet_reason(f: &ChannelFunding, credit: &CosignedCredit) -> Option<Quiet> {
     } else {
         None
     }
+}
+
+/// The newest payee-cosigned credit state kept in a client's mirror (what
+/// [`Client::credit_state`] returns), read without the provider: a watcher needs only the
+/// mirror, the checkpoint key and a chain node.
+pub fn read_credit(
+    mirror: &Mirror,
+    channel: ChannelId,
+) -> Result<Option<CosignedCredit>, ClientError> {
+    let Some(bytes) = mirror.get_meta(CREDIT_META)? else {
+        return Ok(None);
+    };
+    let s: CreditState = serde_json::from_slice(&bytes)
+        .map_err(|e| ClientError::Mirror(format!("stored credit state: {e}")))?;
+    Ok(Some(CosignedCredit {
+        checkpoint: Checkpoint {
+            channel_id: channel,
+            size: s.size,
+            root: s.root,
+            cumulative: s.cumulative.0,
+        },
+        payee_sig: Eip712Sig::from_parts(s.payee_eip712.parts()),
+    }))
+}
+
+/// [`Client::answer_older_claim`] without a connected client (spec/CHAIN.md §4.6): reads
+/// `channel` through `chain` and, if its current state is older than `credit` and owes the
+/// payee more, posts `credit` with `claimCosigned`, signed by `checkpoint_key` (the
+/// channel's signer). `chain`'s wallet pays the gas.
+pub async fn answer_claim(
+    chain: &TallyClient,
+    checkpoint_key: &PrivateKeySigner,
+    channel: ChannelId,
+    credit: Option<&CosignedCredit>,
+) -> Result<ClaimAnswer, ClientError> {
+    let Some(credit) = credit else {
+        return Ok(ClaimAnswer::Quiet(Quiet::NoCredit));
+    };
+    let f = chain.channel(&channel).await?;
+    if let Some(quiet) = quiet_reason(&f, credit) {
+        return Ok(ClaimAnswer::Quiet(quiet));
+    }
+    let signed = ChainCheckpoint::sign(checkpoint_key, &chain.domain(), credit.checkpoint)
+        .map_err(|e| ClientError::Signing(e.to_string()))?;
+    let tx = chain.claim_cosigned(&signed, &credit.payee_sig).await?;
+    Ok(ClaimAnswer::Answered {
+        credit: *credit,
+        replaced: (f.claimed_size, f.claimed),
+        tx,
+    })
 }
