@@ -42,6 +42,8 @@ pub enum Quiet {
 }
 
 /// What [`Client::answer_older_claim`] did.
+// One per read of the chain, seconds apart: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimAnswer {
     /// The payee's current state was older and higher than the credit: the credit was
