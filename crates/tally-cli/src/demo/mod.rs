@@ -2,10 +2,12 @@
 //! a local chain (anvil), the contracts, a channel, a gateway in front of the built-in
 //! upstream, thousands of paid calls, a checkpoint settled onchain in one claim, one x402
 //! "exact" payment (an EIP-3009 `transferWithAuthorization`) measured as the per-call
-//! alternative, the bill audited, a proof bundle made and checked against the chain, and a
-//! dispute that yields a credit. Every step goes through the same library code as the
+//! alternative, the bill audited, a proof bundle made and checked against the chain, a
+//! dispute that yields a credit, and the payer's unilateral exit, so the gas compared with
+//! one transfer per call is the channel's whole life (open, claims, payouts, withdraw). Every step goes through the same library code as the
 //! matching command; any failure ends the demo with an error (and a non-zero exit).
 
+mod exit;
 mod stream;
 mod summary;
 
@@ -29,7 +31,7 @@ pub const DEPOSIT: u128 = 1_000_000_000;
 /// What the one-per-call alternative pays each call with: how x402 "exact" settles a call.
 pub const PER_CALL_TRANSFER: &str = "x402 exact EIP-3009 transferWithAuthorization";
 /// How many steps the demo reports.
-const STEPS: u32 = 11;
+const STEPS: u32 = 12;
 
 fn step(out: &Output, n: u32, text: &str) {
     out.note(&format!("[{n}/{STEPS}] {text}"));
@@ -84,7 +86,7 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
     let checkpoint_key = keys::generate_secp256k1();
     keys::write_secp256k1(&pdir.join("checkpoint.key"), &checkpoint_key)?;
 
-    let (channel_id, _) = chain::open_channel(
+    let (channel_id, opened) = chain::open_channel(
         &rpc,
         local.contract,
         &local.payer,
@@ -138,6 +140,7 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
     drop(local);
     let mut summary = result?;
     stopped?;
+    summary.count_channel(opened.gas_used);
     summary.seconds = started.elapsed().as_secs_f64();
     summary.kept = keep.map(|k| k.display().to_string());
     Ok(summary)
@@ -164,7 +167,7 @@ async fn per_call_transfer(local: &chain::LocalChain) -> Result<tally_chain::TxO
 /// The pull step after the claim (spec/CHAIN.md §4.4): moves the local chain's clock past the
 /// claim's challenge window (the channel's withdraw delay), has the payee send `payout`, and
 /// checks the channel now shows `claimed` paid in full.
-async fn pay_out(
+pub(super) async fn pay_out(
     local: &chain::LocalChain,
     id: &tally_core::ChannelId,
     window: u32,
@@ -430,7 +433,15 @@ async fn paid_part(
             again.render()
         )));
     }
-    last.write(&dir.join("statement.jsonl"))?;
+    step(
+        out,
+        12,
+        "leaving: initiateWithdraw, the worker claims the final checkpoint, payout, finalizeWithdraw",
+    );
+    let exit = exit::leave(&client, serving, local, chain_id, &channel_id, DEPOSIT, out).await?;
+    // Kept as the provider serves it after the exit: with the final checkpoint.
+    let closed = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
+    closed.write(&dir.join("statement.jsonl"))?;
     drop(client);
 
     Ok(DemoSummary {
@@ -453,9 +464,23 @@ async fn paid_part(
         per_call_transfer: PER_CALL_TRANSFER.into(),
         per_call_transfer_transaction: format!("{}", transfer.tx_hash),
         per_call_transfer_gas: transfer.gas_used,
-        one_per_call_transactions: size,
-        one_per_call_gas: size * transfer.gas_used,
-        one_per_call_ratio: (size * transfer.gas_used) as f64 / settled.gas_used as f64,
+        open_gas: 0,
+        withdraw_gas: exit.withdraw.gas_used,
+        final_claim_transaction: exit.claim.transaction,
+        final_claim_gas: exit.claim.gas_used,
+        final_payout_gas: exit.payout.gas_used,
+        finalize_gas: exit.finalize.gas_used,
+        final_size: exit.size,
+        paid_onchain: exit.cumulative.to_string(),
+        refund: exit.refund.to_string(),
+        // Every record but the credit is a paid call.
+        channel_calls: exit.size.saturating_sub(1),
+        // Filled in by `count_channel` once the open's gas is added.
+        channel_gas: 0,
+        channel_gas_per_call: 0.0,
+        one_per_call_transactions: 0,
+        one_per_call_gas: 0,
+        one_per_call_ratio: 0.0,
         claimed_onchain: cumulative.to_string(),
         audit_records_per_second: report.records_per_second,
         audit_discrepancies: report.discrepancy_count as usize,
