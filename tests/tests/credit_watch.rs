@@ -166,3 +166,54 @@ async fn the_client_answers_an_older_higher_claim_with_its_cosigned_credit() {
     server.stop().await;
     upstream.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credit_below_the_checkpoint_still_closes_cooperatively() {
+    let mut env = ChainEnv::new().await;
+    let ch = env.open(DEPOSIT).await;
+    let upstream = spawn_upstream().await;
+    let (gdir, cdir) = (tmp(), tmp());
+    let key = tally_core::SecretKey::generate(&mut rand::rngs::OsRng);
+    let funding: Arc<dyn tally_chain::Funding> = Arc::new(env.funding().await);
+    let mut settings = env.settings(gdir.path());
+    settings.charge_server_errors = true;
+    let (_gw, server) =
+        spawn_gateway_with_payee(settings, &key, funding, env.payee_key.clone(), &upstream).await;
+    let client = connect(&server.url(), cdir.path(), &ch).await;
+    let ok = client.post("/v1/echo").body("fine").send().await;
+    assert_eq!(ok.unwrap_or_else(|e| panic!("call: {e}")).status, 200);
+    let failed = client
+        .post("/v1/fail")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("fail route: {e}"));
+    client
+        .checkpoint()
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint: {e}"));
+    client
+        .dispute(1, failed.exchange)
+        .await
+        .unwrap_or_else(|e| panic!("dispute: {e}"));
+    // The close is at the head, below the newest checkpoint: still agreed and accepted.
+    let payee = env.payee_key.address();
+    let close = client
+        .close(payee)
+        .await
+        .unwrap_or_else(|e| panic!("close: {e}"));
+    assert_eq!(
+        (close.checkpoint.size, close.checkpoint.cumulative),
+        (3, ECHO_PRICE)
+    );
+    env.payer
+        .cooperative_close(&close.checkpoint, &close.signer_sig, &close.payee_sig)
+        .await
+        .unwrap_or_else(|e| panic!("cooperativeClose: {e}"));
+    let state = env.channel(&ch.id).await;
+    assert_eq!(
+        (state.withdraw, state.paid),
+        (WithdrawState::Closed, ECHO_PRICE)
+    );
+    server.stop().await;
+    upstream.stop().await;
+}
