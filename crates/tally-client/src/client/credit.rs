@@ -253,3 +253,78 @@ pub async fn answer_claim(
         tx,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::Address;
+
+    fn funding(claimed_size: u64, claimed: u128, credit_size: u64) -> ChannelFunding {
+        ChannelFunding {
+            channel_id: ChannelId([7; 32]),
+            payer: Address::repeat_byte(1),
+            payee: Address::repeat_byte(2),
+            token: Address::repeat_byte(3),
+            signer: Address::repeat_byte(4),
+            deposit: 1_000,
+            claimed,
+            claimed_size,
+            claimed_root: Hash([0; 32]),
+            credit_size,
+            settle_at: 0,
+            settled: 0,
+            paid: 0,
+            withdraw_delay: 3_600,
+            withdraw: WithdrawState::None,
+        }
+    }
+
+    fn credit(size: u64, cumulative: u128) -> CosignedCredit {
+        CosignedCredit {
+            checkpoint: Checkpoint {
+                channel_id: ChannelId([7; 32]),
+                size,
+                root: Hash([9; 32]),
+                cumulative,
+            },
+            payee_sig: Eip712Sig::from_parts((27, [1; 32], [2; 32])),
+        }
+    }
+
+    #[test]
+    fn answers_only_an_older_higher_state() {
+        let c = credit(11, 600);
+        // The payee's older, higher state: answer.
+        assert_eq!(quiet_reason(&funding(10, 900, 0), &c), None);
+        // Nothing claimed, or not more than the credit: nothing to gain.
+        assert_eq!(quiet_reason(&funding(0, 0, 0), &c), Some(Quiet::NotHigher));
+        assert_eq!(
+            quiet_reason(&funding(10, 600, 0), &c),
+            Some(Quiet::NotHigher)
+        );
+        // A newer state already includes the credit, whatever its amount.
+        assert_eq!(
+            quiet_reason(&funding(11, 900, 0), &c),
+            Some(Quiet::NotOlder)
+        );
+        assert_eq!(
+            quiet_reason(&funding(12, 900, 0), &c),
+            Some(Quiet::NotOlder)
+        );
+        // Posted already (this credit or a newer one).
+        assert_eq!(
+            quiet_reason(&funding(10, 900, 11), &c),
+            Some(Quiet::AlreadyPosted)
+        );
+        let mut closed = funding(10, 900, 0);
+        closed.withdraw = WithdrawState::Closed;
+        assert_eq!(quiet_reason(&closed, &c), Some(Quiet::Closed));
+        // The credit counts capped at the deposit, as the contract caps it.
+        let big = credit(11, 5_000);
+        assert_eq!(
+            quiet_reason(&funding(10, 1_000, 0), &big),
+            Some(Quiet::NotHigher)
+        );
+        assert_eq!(quiet_reason(&funding(10, 999, 0), &credit(11, 998)), None);
+    }
+}
