@@ -163,6 +163,17 @@ async fn the_client_answers_an_older_higher_claim_with_its_cosigned_credit() {
         }
         other => panic!("expected one answer, got {other:?}"),
     }
+    // The credit state is in the mirror itself: a watcher without the gateway
+    // (`tally channel watch`) reads it back from there, and finds the channel closed.
+    drop(client);
+    let mirror = tally_client::mirror::Mirror::open(cdir.path(), ch.id).unwrap();
+    let kept = tally_client::client::credit::read_credit(&mirror, ch.id).unwrap();
+    assert_eq!(kept, Some(credit));
+    let key = ch.checkpoint.clone();
+    let again = tally_client::client::credit::answer_claim(&env.payer, &key, ch.id, kept.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(again, ClaimAnswer::Quiet(Quiet::Closed));
     server.stop().await;
     upstream.stop().await;
 }

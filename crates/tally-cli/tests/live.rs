@@ -194,6 +194,8 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     expect(&o, 0);
     assert_eq!(json(&o)["credit"], "-10");
     assert_eq!(json(&o)["disputed_index"], 2);
+    // No [settlement] here: no payee signature came with the credit.
+    assert_eq!(json(&o)["payee_cosigned_size"], serde_json::Value::Null);
     // Twice is refused.
     expect(
         &run(&["dispute", "submit", path(&bundle), "--client", c]),
