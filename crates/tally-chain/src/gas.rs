@@ -549,7 +549,9 @@ pub fn render_markdown(r: &GasReport, anvil_version: &str, solc_version: &str) -
          is a lower bound; a real chain adds its block time.\n\n\
          `tally demo` measures its one-per-call baseline the same way (`gas::X402Exact`): one\n\
          EIP-3009 `transferWithAuthorization` of its test token on its own anvil, after its claim,\n\
-         times the calls the claim settled.\n",
+         times the paid calls of its channel, against the channel's whole life as in the\n\
+         unilateral whole-channel row (open, both claims, both payouts, initiateWithdraw,\n\
+         finalizeWithdraw; it claims twice, since it calls again after its first claim).\n",
     );
     s
 }

@@ -341,6 +341,12 @@ pub enum ChannelCommand {
     /// then check the channel is closed and the payout and refund are what the state implies.
     #[command(after_help = EXIT_CODES)]
     Close(ChannelCloseArgs),
+    /// Watch the channel onchain and answer a payee claim that is older and higher than the
+    /// newest credit the provider cosigned (kept in the profile's mirror by `dispute
+    /// submit`): post that credit with claimCosigned inside the claim's challenge window.
+    /// Needs no gateway; runs until the channel is closed (or once, with --once).
+    #[command(after_help = EXIT_CODES)]
+    Watch(ChannelWatchArgs),
 }
 
 /// The chain a channel command talks to.
@@ -452,4 +458,26 @@ pub struct ChannelCloseArgs {
     pub payer_key: PathBuf,
     #[command(flatten)]
     pub chain: ChainArgs,
+}
+
+/// `tally channel watch`.
+#[derive(Debug, Args)]
+pub struct ChannelWatchArgs {
+    /// The client profile directory: its mirror holds the payee-cosigned credit state, its
+    /// checkpoint.key signs it.
+    #[arg(long)]
+    pub client: PathBuf,
+    /// A wallet key file (secp256k1, 64 hex digits, mode 0600) that pays the gas; usually
+    /// the payer's (anyone may post a state).
+    #[arg(long)]
+    pub payer_key: PathBuf,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// Seconds between reads of the channel; keep it well under the channel's withdraw
+    /// delay (every challenge window is that long).
+    #[arg(long, default_value_t = 60)]
+    pub interval: u64,
+    /// Check once, answer if needed, and exit, instead of watching until the channel closes.
+    #[arg(long)]
+    pub once: bool,
 }

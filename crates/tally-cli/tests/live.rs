@@ -176,11 +176,9 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     let o = run(&["dispute", "submit", path(&ok_bundle), "--client", c]);
     expect(&o, 1);
     assert!(stderr(&o).contains("dispute_refused"), "{}", stderr(&o));
-    // The checkpoint holds the failed call's charge: a credit now would take the cumulative
-    // below it, which the contract could never pay. Later usage makes room for it.
-    let o = run(&["dispute", "submit", path(&bundle), "--client", c]);
-    expect(&o, 1);
-    assert!(stderr(&o).contains("below"), "{}", stderr(&o));
+    // The checkpoint holds the failed call's charge; nothing is claimed onchain, so the
+    // credit may take the cumulative below it (the client gets the payee's signature over
+    // the state after it, spec/HTTP.md §7).
     expect(&run(&["pay", "--client", c, "/v1/items/after"]), 0);
     expect(&run(&["pay", "--client", c, "/v1/items/after-2"]), 0);
     let o = run(&[
@@ -196,6 +194,8 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     expect(&o, 0);
     assert_eq!(json(&o)["credit"], "-10");
     assert_eq!(json(&o)["disputed_index"], 2);
+    // No [settlement] here: no payee signature came with the credit.
+    assert_eq!(json(&o)["payee_cosigned_size"], serde_json::Value::Null);
     // Twice is refused.
     expect(
         &run(&["dispute", "submit", path(&bundle), "--client", c]),
@@ -262,6 +262,27 @@ fn serve_pay_checkpoint_verify_prove_dispute_settle() {
     let o = run(&["--json", "verify-proof", path(&bundle), "--rpc", &local.rpc]);
     expect(&o, 0);
     assert_eq!(json(&o)["checked"], "onchain");
+    // This gateway holds no payee key ([settlement] is not configured), so its credit came
+    // without the payee's signature over the state after it: the watcher (which needs no
+    // gateway) has nothing to post, and says so.
+    let payer_key = d.path().join("payer.key");
+    if let Err(e) = tally_cli::keys::write_secp256k1(&payer_key, &local.payer) {
+        panic!("payer key: {e}");
+    }
+    let contract = local.contract.to_string();
+    let watch = |extra: &[&str]| {
+        let mut args = vec![
+            "--json", "channel", "watch", "--client", c, "--rpc", &local.rpc,
+        ];
+        args.extend(["--contract", &contract, "--payer-key", path(&payer_key)]);
+        args.extend(extra);
+        run(&args)
+    };
+    let o = watch(&["--once"]);
+    expect(&o, 0);
+    assert_eq!(json(&o)["answered"], false, "{}", stdout(&o));
+    assert_eq!(json(&o)["reason"], "no_credit", "{}", stdout(&o));
+    expect(&watch(&["--once", "--interval", "0"]), 2);
     let s = d.path().join("s.jsonl");
     expect(
         &run(&[

@@ -28,11 +28,44 @@ fn demo_summary_reports_calls_settlement_audit_and_credit() {
         (per_call - (claim + payout) as f64 / KEPT_CALLS as f64).abs() < 1e-6,
         "{s}"
     );
-    assert_eq!(s["one_per_call_transactions"], KEPT_CALLS);
+    // The comparison counts the channel's whole life (GAS.md, "whole channel, unilateral
+    // exit"): open, both claims, both payouts, initiateWithdraw and finalizeWithdraw, over
+    // every paid call of the channel (every record but the credit).
+    let gas = |k: &str| {
+        let g = s[k].as_u64().unwrap_or(0);
+        assert!(g > 21_000, "{k}: {s}");
+        g
+    };
+    let whole = gas("open_gas")
+        + claim
+        + payout
+        + gas("withdraw_gas")
+        + gas("final_claim_gas")
+        + gas("final_payout_gas")
+        + gas("finalize_gas");
+    assert_eq!(s["channel_gas"].as_u64(), Some(whole), "{s}");
+    let final_size = s["final_size"].as_u64().unwrap_or(0);
+    assert!(final_size > KEPT_CALLS, "{s}");
+    let calls = final_size - 1;
+    assert_eq!(s["channel_calls"], calls);
+    let per_call = s["channel_gas_per_call"].as_f64().unwrap_or(0.0);
+    assert!((per_call - whole as f64 / calls as f64).abs() < 1e-6, "{s}");
+    assert_eq!(s["one_per_call_transactions"], calls);
     // The per-call alternative is measured: one real transfer's gas, times the calls.
     let transfer = s["per_call_transfer_gas"].as_u64().unwrap_or(0);
     assert!(transfer > 21_000, "{s}");
-    assert_eq!(s["one_per_call_gas"].as_u64(), Some(transfer * KEPT_CALLS));
+    assert_eq!(s["one_per_call_gas"].as_u64(), Some(transfer * calls));
+    let ratio = s["one_per_call_ratio"].as_f64().unwrap_or(0.0);
+    assert!(
+        (ratio - (transfer * calls) as f64 / whole as f64).abs() < 1e-6,
+        "{s}"
+    );
+    // The exit paid the final cumulative and refunded the rest of the deposit.
+    let amount = |k: &str| s[k].as_str().unwrap_or("x").parse::<u128>().unwrap_or(0);
+    assert_eq!(
+        amount("paid_onchain") + amount("refund"),
+        tally_cli::demo::DEPOSIT
+    );
     assert!(s["per_call_transfer_transaction"]
         .as_str()
         .is_some_and(|t| t.starts_with("0x")));

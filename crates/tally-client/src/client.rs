@@ -4,11 +4,13 @@
 //! each request leases one of the channel's lanes (spec/PROTOCOL.md §5.4), so up to
 //! `lanes` requests of one channel are in flight together.
 
+pub mod credit;
 mod paid;
 mod restore;
 mod stream;
 mod transmit;
 
+pub use credit::{ClaimAnswer, CosignedCredit, Quiet};
 pub use stream::{PaidStream, StreamPaid};
 
 use std::path::PathBuf;
@@ -701,7 +703,9 @@ impl Client {
 
     /// Disputes the record a proof bundle proves (one made by [`Client::proof_bundle`], or
     /// read back from a file): posts it with a `max_amount = 0` authorization. The bundle
-    /// must be for this client's session key; the provider checks the rest.
+    /// must be for this client's session key; the provider checks the rest. The payee's
+    /// signature over the state after the credit, if the gateway sent one, is checked and
+    /// kept ([`Client::credit_state`], spec/HTTP.md §7).
     pub async fn dispute_bundle(
         &self,
         bundle: tally_core::ProofBundle,
@@ -732,7 +736,10 @@ impl Client {
                 "a dispute answered with a stream".into(),
             ));
         };
-        serde_json::from_slice(&resp.body).map_err(|e| ClientError::Protocol(e.to_string()))
+        let granted =
+            serde_json::from_slice(&resp.body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.keep_credit_state(&resp).await?;
+        Ok(granted)
     }
 }
 

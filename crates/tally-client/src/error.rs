@@ -79,6 +79,11 @@ pub enum Misbehavior {
     /// that does not recover to the channel's payee: `cooperativeClose` would reject it.
     #[error("bad cooperative close from the provider: {0}")]
     BadClose(String),
+    /// The provider's `TALLY-CREDIT-STATE` is not the state after the credit it granted, or
+    /// its signature does not recover to the payee: `claimCosigned` would reject it
+    /// (spec/HTTP.md §7).
+    #[error("bad credit state from the provider: {0}")]
+    BadCredit(String),
     /// The terms' provider key changed from the one pinned.
     #[error("the provider key changed from {pinned} to {served}")]
     ProviderKeyChanged {
@@ -132,6 +137,9 @@ pub enum ClientError {
     /// Signing a checkpoint failed.
     #[error("checkpoint signing: {0}")]
     Signing(String),
+    /// A chain read or transaction failed (the credit watcher, spec/CHAIN.md §4.6).
+    #[error("chain: {0}")]
+    Chain(#[from] tally_chain::ChainError),
     /// The URL is not under the client's base URL or is invalid.
     #[error("bad url {0}")]
     BadUrl(String),

@@ -20,6 +20,9 @@ pub mod receipt;
 pub mod statement;
 mod terms_guard;
 
-pub use client::{Client, ClientConfig, PaidResponse, PaidStream, RequestBuilder, StreamPaid};
+pub use client::{
+    ClaimAnswer, Client, ClientConfig, CosignedCredit, PaidResponse, PaidStream, Quiet,
+    RequestBuilder, StreamPaid,
+};
 pub use error::{ClientError, Misbehavior};
 pub use statement::{verify_statement, Statement, StatementError};

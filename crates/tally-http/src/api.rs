@@ -215,6 +215,24 @@ pub struct DisputeGranted {
     pub rule: String,
 }
 
+/// The `TALLY-CREDIT-STATE` header of a granted dispute (spec/HTTP.md §7): the log's state
+/// right after the credit record (`size` = its index + 1) and the payee's EIP-712 signature
+/// over its **Checkpoint** struct (spec/CHAIN.md §3.2). With the client's own signature over
+/// the same struct it is what `claimCosigned` takes (CHAIN.md §4.2), so the client can post
+/// the credit onchain without the provider if the payee claims an older, higher state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditState {
+    /// The log size after the credit record.
+    pub size: u64,
+    /// The root at `size`.
+    pub root: Hash,
+    /// The cumulative net amount at `size` (after the credit).
+    pub cumulative: Amount,
+    /// The payee's Checkpoint signature.
+    pub payee_eip712: WireEip712Sig,
+}
+
 /// `POST /tally/v1/channels/{id}/close` body (spec/HTTP.md §5.4): the final state the client
 /// verified record by record, and its checkpoint key's EIP-712 signature over the **Close**
 /// struct of that state (spec/CHAIN.md §3.3), which the gateway cosigns as payee.

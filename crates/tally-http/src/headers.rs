@@ -17,6 +17,9 @@ pub const PAYMENT_RESPONSE: &str = "payment-response";
 pub const CHECKPOINT_REQUEST: &str = "tally-checkpoint-request";
 /// The client hands over a signed checkpoint with a request (spec/HTTP.md §6).
 pub const CHECKPOINT: &str = "tally-checkpoint";
+/// On a granted dispute: the payee's EIP-712 signature over the checkpoint state right after
+/// the credit, `base64(JSON(CreditState))` (spec/HTTP.md §7, CHAIN.md §4.2).
+pub const CREDIT_STATE: &str = "tally-credit-state";
 /// Every header payload above is at most this long (base64 text), so proofs never travel
 /// in headers (spec/HTTP.md §2). The widest tally payment is about 1.4 KB once `accepted`
 /// carries the full x402 requirement; the rest is room for the `resource` a stock x402

@@ -5,10 +5,12 @@
 //!
 //! A record is judged under the terms it was signed under (its `terms_hash`), not today's:
 //! lowering a price later must not make every earlier, correctly charged call refundable.
-//! A credit is granted only if the chain can still pay it: the cumulative after it must stay
-//! at or above both the amount claimed onchain and the newest client-signed checkpoint
-//! (which the settlement worker may claim at any time, and the contract's cumulative only
-//! grows). Otherwise it is refused with that reason; it nets against later usage instead.
+//! A credit is granted only if it stays at or above the amount claimed onchain (read
+//! afresh); otherwise it is refused with that reason and nets against later usage instead.
+//! It may go below the newest client-signed checkpoint: the answer carries the payee's
+//! EIP-712 signature over the state after the credit (`TALLY-CREDIT-STATE`), with which the
+//! client posts the credit (`claimCosigned`) if that older, higher checkpoint is ever
+//! claimed (spec/CHAIN.md §4.2).
 
 use axum::body::Body;
 use axum::response::Response;
@@ -20,7 +22,7 @@ use tally_core::request::{request_hash_with_body_hash, response_hash_with_body_h
 use tally_core::Record;
 use tally_http::amount::SignedAmount;
 use tally_http::api::{DisputeGranted, DisputeRequest};
-use tally_http::headers::PAYMENT_RESPONSE;
+use tally_http::headers::{CREDIT_STATE, PAYMENT_RESPONSE};
 use tally_http::path::canonical_path;
 use tally_http::{Reason, Terms};
 
@@ -46,7 +48,19 @@ pub async fn dispute(
     admitted.check_body(view, body)?;
     let admission = match admitted {
         Admitted::Fresh(a) => a,
-        Admitted::Replay { cached, .. } => return Ok(cached.into_response()),
+        Admitted::Replay {
+            cached,
+            channel,
+            index,
+            ..
+        } => {
+            let credit = replayed_credit_state(gateway, &channel, index)?;
+            let mut resp = cached.into_response();
+            if let Some(value) = credit {
+                resp.headers_mut().insert(CREDIT_STATE, value);
+            }
+            return Ok(resp);
+        }
     };
     let channel = admission.channel();
     let session = admission.session_key();
@@ -111,15 +125,14 @@ pub async fn dispute(
         return Err(refused("no refund rule applies to this record"));
     };
     let credit = -i128::try_from(refund).map_err(|_| refused("refund out of range"))?;
-    let (checkpointed, cumulative) = admission.cumulatives();
+    let (_, cumulative) = admission.cumulatives();
     let Some(after) = apply_amount(cumulative, credit) else {
         return Err(refused("the credit exceeds the cumulative amount"));
     };
     let claimed = gateway.funding_fresh(&channel).await?.claimed;
-    let floor = claimed.max(checkpointed);
-    if after < floor {
+    if after < claimed {
         return Err(refused(format!(
-            "a credit of {refund} would take the cumulative to {after}, below {floor} (claimed onchain {claimed}, newest checkpoint {checkpointed}), which the contract could no longer pay; dispute again once later usage covers it"
+            "a credit of {refund} would take the cumulative to {after}, below the {claimed} claimed onchain; dispute again once later usage covers it"
         )));
     }
     let granted = DisputeGranted {
@@ -151,7 +164,30 @@ pub async fn dispute(
         .insert(http::header::CONTENT_TYPE, content_type);
     resp.headers_mut()
         .insert(PAYMENT_RESPONSE, recorded.payment_response);
+    let outcome = &recorded.receipt.outcome;
+    if let Some(value) = gateway.credit_state(&channel, outcome.index, outcome.cumulative)? {
+        resp.headers_mut().insert(CREDIT_STATE, value);
+    }
     Ok(resp)
+}
+
+/// The `TALLY-CREDIT-STATE` of a dispute answered again from the held response (a retry of
+/// its seq, spec/HTTP.md §9), so a client whose first answer was lost still gets the
+/// payee's signature over the state after its credit.
+fn replayed_credit_state(
+    gateway: &Gateway,
+    channel: &tally_core::ChannelId,
+    index: u64,
+) -> Result<Option<HeaderValue>, GatewayError> {
+    let Ok(bytes) = gateway.store()?.record(channel, index) else {
+        return Ok(None);
+    };
+    let record = Record::from_bytes(&bytes)
+        .map_err(|e| GatewayError::internal(format!("stored record {index}: {e}")))?;
+    if record.outcome.amount >= 0 {
+        return Ok(None);
+    }
+    gateway.credit_state(channel, index, record.outcome.cumulative)
 }
 
 /// Whether a credit mark is backed by its credit record: the record at the mark's index is

@@ -63,6 +63,7 @@ pub(crate) fn loaded(guard: &mut ChannelGuard) -> Result<&mut ChannelState, Gate
 mod admit;
 mod checkpoint;
 mod close;
+mod credit;
 mod receipts;
 mod record;
 mod restore;
@@ -220,6 +221,10 @@ pub enum Admitted {
     Replay {
         /// The held response.
         cached: CachedResponse,
+        /// The channel.
+        channel: ChannelId,
+        /// The index of the record the held response answered.
+        index: u64,
         /// The request hash the retry signed.
         request_hash: Hash,
         /// The channel's request salt.

@@ -300,7 +300,7 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const bundle = join(dir, "bundle.json");
     await writeFile(bundle, JSON.stringify(client.proofBundle(7)));
     await run(tallyBin, ["verify-proof", bundle]);
-    // A credit may not take the cumulative below the checkpoint's: two more calls cover it.
+    // Two more calls, then the dispute (a credit may also go below the checkpoint, spec/HTTP.md §7).
     for (const i of [1, 2]) await client.fetch(`/v1/items/after-${i}`);
     const granted = await client.dispute(Number(failed.receipt!.outcome.index), failed.exchange!);
     assert.deepEqual([granted.amount, granted.rule], ["-10", "server_error"]);

@@ -16,6 +16,7 @@ pub mod serve;
 pub mod settle;
 pub mod verify;
 pub mod verify_proof;
+pub mod watch;
 
 use crate::cli::{ChannelCommand, Cli, Command, ContractCommand, DisputeCommand};
 use crate::error::Result;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Channel(ChannelCommand::Withdraw(a)) => channel::withdraw(a, out).await,
         Command::Channel(ChannelCommand::Status(a)) => channel::status(a, out).await,
         Command::Channel(ChannelCommand::Close(a)) => channel::close(a, out).await,
+        Command::Channel(ChannelCommand::Watch(a)) => watch::run(a, out).await,
         Command::Contract(ContractCommand::Deploy(a)) => contract::deploy(a, out).await,
         Command::Settle(a) => settle::run(a, out).await,
         Command::Export(a) => export::run(a, out).await,

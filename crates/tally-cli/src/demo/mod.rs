@@ -2,10 +2,12 @@
 //! a local chain (anvil), the contracts, a channel, a gateway in front of the built-in
 //! upstream, thousands of paid calls, a checkpoint settled onchain in one claim, one x402
 //! "exact" payment (an EIP-3009 `transferWithAuthorization`) measured as the per-call
-//! alternative, the bill audited, a proof bundle made and checked against the chain, and a
-//! dispute that yields a credit. Every step goes through the same library code as the
+//! alternative, the bill audited, a proof bundle made and checked against the chain, a
+//! dispute that yields a credit, and the payer's unilateral exit, so the gas compared with
+//! one transfer per call is the channel's whole life (open, claims, payouts, withdraw). Every step goes through the same library code as the
 //! matching command; any failure ends the demo with an error (and a non-zero exit).
 
+mod exit;
 mod stream;
 mod summary;
 
@@ -29,7 +31,7 @@ pub const DEPOSIT: u128 = 1_000_000_000;
 /// What the one-per-call alternative pays each call with: how x402 "exact" settles a call.
 pub const PER_CALL_TRANSFER: &str = "x402 exact EIP-3009 transferWithAuthorization";
 /// How many steps the demo reports.
-const STEPS: u32 = 11;
+const STEPS: u32 = 12;
 
 fn step(out: &Output, n: u32, text: &str) {
     out.note(&format!("[{n}/{STEPS}] {text}"));
@@ -84,7 +86,7 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
     let checkpoint_key = keys::generate_secp256k1();
     keys::write_secp256k1(&pdir.join("checkpoint.key"), &checkpoint_key)?;
 
-    let (channel_id, _) = chain::open_channel(
+    let (channel_id, opened) = chain::open_channel(
         &rpc,
         local.contract,
         &local.payer,
@@ -138,6 +140,7 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
     drop(local);
     let mut summary = result?;
     stopped?;
+    summary.count_channel(opened.gas_used);
     summary.seconds = started.elapsed().as_secs_f64();
     summary.kept = keep.map(|k| k.display().to_string());
     Ok(summary)
@@ -164,7 +167,7 @@ async fn per_call_transfer(local: &chain::LocalChain) -> Result<tally_chain::TxO
 /// The pull step after the claim (spec/CHAIN.md §4.4): moves the local chain's clock past the
 /// claim's challenge window (the channel's withdraw delay), has the payee send `payout`, and
 /// checks the channel now shows `claimed` paid in full.
-async fn pay_out(
+pub(super) async fn pay_out(
     local: &chain::LocalChain,
     id: &tally_core::ChannelId,
     window: u32,
@@ -413,14 +416,13 @@ async fn paid_part(
     let streamed = stream::stream_completions(&client, &profile, out).await?;
     client.flush().await?;
     let (final_size, final_root, _) = client.mirror_head().await;
-    // The final bill, credit included, audited again and kept as statement.jsonl and
-    // bill.html.
+    // The final bill, credit included, audited again before the exit.
     let last = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
     let again = audit(
         last.reader(),
         &AuditContext {
             mirror: Some((final_size, final_root)),
-            onchain: Some((funding, domain)),
+            onchain: Some((funding, domain.clone())),
             progress: None,
         },
         0,
@@ -431,18 +433,40 @@ async fn paid_part(
             again.render()
         )));
     }
-    if last.header.client_key != profile.session_key()?.public() {
+    step(
+        out,
+        12,
+        "leaving: initiateWithdraw, the worker claims the final checkpoint, payout, finalizeWithdraw",
+    );
+    let exit = exit::leave(&client, serving, local, chain_id, &channel_id, DEPOSIT, out).await?;
+    // Kept as the provider serves it after the exit (with the final checkpoint), audited
+    // again, and written as the page people open: statement.jsonl and bill.html.
+    let closed = statement::fetch(&serving.url(), &channel_id, &profile.session_key()?).await?;
+    if closed.header.client_key != profile.session_key()?.public() {
         return Err(CliError::Verification(
             "the provider's statement names another client key than the demo client's".into(),
         ));
     }
-    last.write(&dir.join("statement.jsonl"))?;
-    // The same bill as a page people can open, with the verdict against the chain and the
-    // client key checked above.
+    let final_bill = audit(
+        closed.reader(),
+        &AuditContext {
+            mirror: Some((final_size, final_root)),
+            onchain: Some((funding, domain)),
+            progress: None,
+        },
+        0,
+    )?;
+    if !final_bill.ok() {
+        return Err(CliError::Verification(format!(
+            "the bill after the exit does not verify:\n{}",
+            final_bill.render()
+        )));
+    }
+    closed.write(&dir.join("statement.jsonl"))?;
     crate::commands::bill::write(
         &dir.join("bill.html"),
-        crate::commands::bill::Audited::Fetched(&last),
-        &again,
+        crate::commands::bill::Audited::Fetched(&closed),
+        &final_bill,
         None,
         true,
     )?;
@@ -468,9 +492,23 @@ async fn paid_part(
         per_call_transfer: PER_CALL_TRANSFER.into(),
         per_call_transfer_transaction: format!("{}", transfer.tx_hash),
         per_call_transfer_gas: transfer.gas_used,
-        one_per_call_transactions: size,
-        one_per_call_gas: size * transfer.gas_used,
-        one_per_call_ratio: (size * transfer.gas_used) as f64 / settled.gas_used as f64,
+        open_gas: 0,
+        withdraw_gas: exit.withdraw.gas_used,
+        final_claim_transaction: exit.claim.transaction,
+        final_claim_gas: exit.claim.gas_used,
+        final_payout_gas: exit.payout.gas_used,
+        finalize_gas: exit.finalize.gas_used,
+        final_size: exit.size,
+        paid_onchain: exit.cumulative.to_string(),
+        refund: exit.refund.to_string(),
+        // Every record but the credit is a paid call.
+        channel_calls: exit.size.saturating_sub(1),
+        // Filled in by `count_channel` once the open's gas is added.
+        channel_gas: 0,
+        channel_gas_per_call: 0.0,
+        one_per_call_transactions: 0,
+        one_per_call_gas: 0,
+        one_per_call_ratio: 0.0,
         claimed_onchain: cumulative.to_string(),
         audit_records_per_second: report.records_per_second,
         audit_discrepancies: report.discrepancy_count as usize,

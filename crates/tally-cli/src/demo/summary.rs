@@ -42,17 +42,44 @@ pub struct DemoSummary {
     pub payout_gas: u64,
     /// Claim and payout gas together, divided by the calls they settled.
     pub settle_gas_per_call: f64,
+    /// `open` (the token pull included; `approve` is not counted, as in GAS.md).
+    pub open_gas: u64,
+    /// `initiateWithdraw`: the payer leaves at the end (spec/CHAIN.md §5).
+    pub withdraw_gas: u64,
+    /// The worker's claim of the final checkpoint (usage after the first claim, the
+    /// credit, the streamed completions), at once since the channel is withdrawing.
+    pub final_claim_transaction: String,
+    /// Its gas.
+    pub final_claim_gas: u64,
+    /// The payout of the final claim, after its window.
+    pub final_payout_gas: u64,
+    /// `finalizeWithdraw`, which refunded the rest and closed the channel.
+    pub finalize_gas: u64,
+    /// Records in the final checkpoint.
+    pub final_size: u64,
+    /// Paid to the payee in all (the final checkpoint's cumulative).
+    pub paid_onchain: String,
+    /// Refunded to the payer.
+    pub refund: String,
+    /// Paid calls over the channel's whole life: every record but the credit.
+    pub channel_calls: u64,
+    /// Every transaction of the channel's life: open, both claims, both payouts,
+    /// initiateWithdraw and finalizeWithdraw (GAS.md, "whole channel, unilateral exit").
+    pub channel_gas: u64,
+    /// `channel_gas` divided by `channel_calls`.
+    pub channel_gas_per_call: f64,
     /// What one-per-call settlement pays each call with ([`PER_CALL_TRANSFER`]).
     pub per_call_transfer: String,
     /// The one such transfer the demo made on its chain, for its gas.
     pub per_call_transfer_transaction: String,
     /// Its gas, measured.
     pub per_call_transfer_gas: u64,
-    /// Transactions one-per-call settlement would need: one per call the claim settled.
+    /// Transactions one-per-call settlement would need: one per paid call of the channel.
     pub one_per_call_transactions: u64,
     /// Their gas: the transactions times the measured transfer's gas.
     pub one_per_call_gas: u64,
-    /// How many times the claim's gas that is.
+    /// How many times the channel's whole-life gas (`channel_gas`) that is: the same calls
+    /// paid one transfer each, against open, claims, payouts and the exit.
     pub one_per_call_ratio: f64,
     /// Paid onchain by the claim.
     pub claimed_onchain: String,
@@ -76,6 +103,23 @@ pub struct DemoSummary {
 }
 
 impl DemoSummary {
+    /// Counts the channel's `open` into its whole-life gas and sets the per-call figures and
+    /// the one-per-call comparison from it (the other transactions are already in).
+    pub fn count_channel(&mut self, open_gas: u64) {
+        self.open_gas = open_gas;
+        self.channel_gas = open_gas
+            + self.claim_gas
+            + self.payout_gas
+            + self.withdraw_gas
+            + self.final_claim_gas
+            + self.final_payout_gas
+            + self.finalize_gas;
+        self.channel_gas_per_call = self.channel_gas as f64 / self.channel_calls.max(1) as f64;
+        self.one_per_call_transactions = self.channel_calls;
+        self.one_per_call_gas = self.channel_calls * self.per_call_transfer_gas;
+        self.one_per_call_ratio = self.one_per_call_gas as f64 / self.channel_gas.max(1) as f64;
+    }
+
     /// The short readable summary.
     pub fn render(&self) -> String {
         let kept = self
@@ -89,7 +133,9 @@ impl DemoSummary {
              \x20 amount         {} charged, {} more by {} call(s) after the claim, {} net after the dispute's credit\n\
              \x20 onchain        1 claim settled {} calls ({} paid): {} gas, {:.1} gas per call\n\
              \x20 payout         after the challenge window: {} gas; claim + payout {:.1} gas per call\n\
-             \x20 one per call   {} transfers x {} gas = {} gas, {:.0}x the claim\n\
+             \x20 exit           initiateWithdraw, final claim of {} records, payout, finalizeWithdraw: {} paid, {} refunded\n\
+             \x20 whole channel  open + 2 claims + 2 payouts + withdraw + finalize: {} gas for {} calls, {:.1} gas per call\n\
+             \x20 one per call   {} transfers x {} gas = {} gas, {:.0}x the whole channel\n\
              \x20                (each an {}, measured in this run)\n\
              \x20 audit          {} records verified, {} discrepancies ({:.0} records/s)\n\
              \x20 proof bundle   record {} verified offline and against the onchain root\n\
@@ -110,6 +156,12 @@ impl DemoSummary {
             self.gas_per_call,
             thousands(self.payout_gas),
             self.settle_gas_per_call,
+            self.final_size,
+            self.paid_onchain,
+            self.refund,
+            thousands(self.channel_gas),
+            self.channel_calls,
+            self.channel_gas_per_call,
             self.one_per_call_transactions,
             thousands(self.per_call_transfer_gas),
             thousands(self.one_per_call_gas),

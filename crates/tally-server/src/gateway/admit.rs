@@ -293,6 +293,8 @@ impl Gateway {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Some(Admitted::Replay {
                 cached: c.clone(),
+                channel: auth.channel_id,
+                index: last.index,
                 request_hash: auth.request_hash,
                 salt,
             }));

@@ -90,16 +90,16 @@ impl Gateway {
                         "the channel is already closed onchain",
                     ));
                 }
-                // `cooperativeClose` reverts below the claimed state, and the settlement
-                // worker may still claim the newest stored checkpoint: the close must be at
-                // or above both (a credit after them makes it lower).
-                let floor = funding.claimed.max(st.checkpoint_cumulative);
-                if cp.size < funding.claimed_size || cp.cumulative < floor {
+                // Never below the claimed state (the dispute's floor too, spec/HTTP.md §7).
+                // The newest stored checkpoint may be higher (a credit after it): if the
+                // worker claims it, the close (a larger size) still applies until that
+                // claim's window passes and it is paid out, far beyond the close's timeout.
+                if cp.size < funding.claimed_size || cp.cumulative < funding.claimed {
                     return Err(GatewayError::new(
                         Reason::CloseUnavailable,
                         format!(
-                            "the contract could refuse this close at size {} and cumulative {}: {} is claimed at size {} and the newest checkpoint holds {}; exit with a withdrawal",
-                            cp.size, cp.cumulative, funding.claimed, funding.claimed_size, st.checkpoint_cumulative
+                            "the contract could refuse this close at size {} and cumulative {}: {} is claimed at size {}; exit with a withdrawal",
+                            cp.size, cp.cumulative, funding.claimed, funding.claimed_size
                         ),
                     ));
                 }
