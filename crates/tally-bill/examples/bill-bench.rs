@@ -19,7 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: bill-bench STATEMENT.jsonl OUT.html".into());
     };
     let t = Instant::now();
-    let report = audit(StatementReader::open(statement.as_ref())?, &AuditContext::default(), 0)?;
+    let report = audit(
+        StatementReader::open(statement.as_ref())?,
+        &AuditContext::default(),
+        0,
+    )?;
     println!(
         "audit: {} records in {:.2} s ({:.0} records/s), {} discrepancies",
         report.records,
@@ -30,7 +34,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for run in 1..=3 {
         let cpu = cpu_seconds();
         let t = Instant::now();
-        let bill = read_bill(StatementReader::open(statement.as_ref())?, &report, BillOptions::default())?;
+        let bill = read_bill(
+            StatementReader::open(statement.as_ref())?,
+            &report,
+            BillOptions::default(),
+        )?;
         let read = t.elapsed().as_secs_f64();
         let mut w = BufWriter::new(std::fs::File::create(out)?);
         write_page(&bill, &report, &mut w)?;
@@ -56,7 +64,12 @@ fn cpu_seconds() -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |k: usize| fields.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |k: usize| {
+        fields
+            .get(k)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // After the command name: state is field 0, utime field 11, stime field 12.
     (ticks(11) + ticks(12)) / 100.0
 }
