@@ -11,7 +11,8 @@ pub const SCHEMA_VERSION: i32 = 1;
 /// time ("tall" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7461_6c6c;
 
-/// Version 1: leases, heads, records, the keyed lane index, checkpoints, the shard count.
+/// Version 1 (spec/CLUSTER.md §2): the shard count, leases, heads, records, the keyed lane
+/// index.
 const V1: &str = "
 CREATE TABLE tally_cluster (
     singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
@@ -41,12 +42,6 @@ CREATE TABLE tally_keyed (
     key INT NOT NULL,
     idx BIGINT NOT NULL,
     PRIMARY KEY (channel, key)
-);
-CREATE TABLE tally_checkpoints (
-    channel BYTEA NOT NULL,
-    size BIGINT NOT NULL,
-    body BYTEA NOT NULL,
-    PRIMARY KEY (channel, size)
 );
 ";
 

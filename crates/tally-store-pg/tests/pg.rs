@@ -192,3 +192,40 @@ async fn racing_appends_at_one_size_have_one_winner() {
     }
     assert_eq!(first.head(&ch).await.unwrap().unwrap().size, 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_is_idempotent_concurrent_and_refuses_a_newer_schema() {
+    let pg = PgServer::start();
+    let nodes = connect3(&pg).await;
+    let (a, b, c) = tokio::join!(nodes[0].init(), nodes[1].init(), nodes[2].init());
+    for result in [a, b, c] {
+        result.unwrap();
+    }
+    let (raw, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let versions: Vec<i32> = raw
+        .query("SELECT version FROM tally_schema", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![tally_store_pg::SCHEMA_VERSION]);
+    raw.execute("INSERT INTO tally_schema (version) VALUES (99)", &[])
+        .await
+        .unwrap();
+    assert!(matches!(
+        nodes[0].init().await,
+        Err(PgError::SchemaTooNew { found: 99, .. })
+    ));
+}
+
+async fn connect3(pg: &PgServer) -> Vec<PgStore> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(PgStore::connect(&pg.url(), SHARDS).await.unwrap());
+    }
+    nodes
+}
