@@ -69,7 +69,7 @@ impl PgServer {
     /// Starts the server again on the same directory and port (crash recovery runs).
     pub fn pg_ctl_start(&self) {
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on -c shared_buffers=16MB",
             self.port,
             self.dir.path().display()
         );
