@@ -1,0 +1,96 @@
+//! tally's PostgreSQL log store, for cluster mode (spec/CLUSTER.md, issue 15).
+//!
+//! Several gateway nodes share one provider's channels; their logs live in one PostgreSQL
+//! database. Channels are grouped into shards by channel id (CLUSTER.md §3); a node writes a
+//! shard's channels only while it holds the shard's [`Lease`], and every group commit
+//! ([`PgStore::append`]) is *fenced*: the records and the head move in one transaction whose
+//! head update succeeds only if the database still names this node and this epoch as the
+//! shard's owner (CLUSTER.md §4). Records are opaque bytes here, as in tally-log's sled store.
+//!
+//! What this crate must never do:
+//! - advance a channel head without the fencing condition in the same statement: a node that
+//!   lost its lease (a pause, a partition) must be refused by the database even if it does not
+//!   know it lost it;
+//! - trust a lease it has not renewed: [`PgStore::renew`] fails once the lease has expired in
+//!   the database's clock, and the node must [`acquire`](PgStore::acquire) again (a new epoch);
+//! - report an append before PostgreSQL's `COMMIT` has returned.
+
+mod error;
+mod lease;
+mod log;
+mod schema;
+
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::{Client, NoTls};
+
+pub use error::PgError;
+pub use lease::Lease;
+pub use log::Head;
+pub use schema::SCHEMA_VERSION;
+
+/// A channel id (PROTOCOL.md §8.1): 32 bytes, of which the first two pick the shard.
+pub type ChannelId = [u8; 32];
+
+/// The shard of `channel` among `shards`: its first two bytes, big-endian, modulo `shards`
+/// (CLUSTER.md §3). Channel ids are hashes, so shards fill evenly.
+pub fn shard_of(channel: &ChannelId, shards: u16) -> u32 {
+    let prefix = u32::from(u16::from_be_bytes([channel[0], channel[1]]));
+    prefix % u32::from(shards.max(1))
+}
+
+/// One node's handle on the cluster database: one connection, reopened when it drops.
+pub struct PgStore {
+    url: String,
+    shards: u16,
+    client: Mutex<Client>,
+}
+
+impl PgStore {
+    /// Connects to `url` (a libpq-style string, e.g. `host=127.0.0.1 port=5432 user=tally
+    /// dbname=tally`; no TLS: the database is expected on a private network). `shards` must
+    /// be the same on every node and for the database's life; [`init`](Self::init) checks it.
+    pub async fn connect(url: &str, shards: u16) -> Result<PgStore, PgError> {
+        if shards == 0 {
+            return Err(PgError::BadShards);
+        }
+        let client = open(url).await?;
+        Ok(PgStore {
+            url: url.to_string(),
+            shards,
+            client: Mutex::new(client),
+        })
+    }
+
+    /// Creates or migrates the schema (idempotent, versioned in `tally_schema`) and records
+    /// the shard count, refusing a database set up with another (CLUSTER.md §2).
+    pub async fn init(&self) -> Result<(), PgError> {
+        let mut client = self.client().await?;
+        schema::init(&mut client, self.shards).await
+    }
+
+    /// The number of shards this store was opened with.
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
+    /// The connection, reopened if it closed (the database restarted, the network dropped):
+    /// a node must outlive its database's restarts. Leases are in the database, so a new
+    /// connection loses nothing.
+    async fn client(&self) -> Result<MutexGuard<'_, Client>, PgError> {
+        let mut guard = self.client.lock().await;
+        if guard.is_closed() {
+            *guard = open(&self.url).await?;
+        }
+        Ok(guard)
+    }
+}
+
+/// Opens a connection and drives it on a task of its own. The task ends when the connection
+/// does; its error then reaches the caller of the next query, which fails as closed.
+async fn open(url: &str) -> Result<Client, PgError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        let _ended = connection.await;
+    });
+    Ok(client)
+}
