@@ -8,14 +8,13 @@
 //! lane, so up to `max_lanes` requests of one channel are served at once; the log store's
 //! group commit batches the appends of all channels.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use tally_chain::funding::WithdrawState;
 use tally_chain::{ChainCheckpoint, ChainError};
 use tally_core::encoding::Canonical;
@@ -30,12 +29,12 @@ use tally_http::headers::{
     decode_header, network, CHECKPOINT, PAYMENT_SIGNATURE, SCHEME, X402_VERSION,
 };
 use tally_http::payment::{Requirement, Resource, WireEip712Sig};
-use tally_http::terms::{ChainTerms, CheckpointPolicy, RefundPolicy, TERMS_FORMAT};
+use tally_http::terms::{CheckpointPolicy, TERMS_FORMAT};
 use tally_http::{
     Amount, PaymentPayload, PaymentRequired, PaymentResponse, Price, Reason, RoutePrice,
-    SessionBinding, Terms, Unmatched, WireCheckpoint, WireError, WireRecord,
+    SessionBinding, Terms, WireCheckpoint, WireError, WireRecord,
 };
-use tally_log::{LogStore, StoreConfig};
+use tally_log::LogStore;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::bindings::{Bindings, Closing};
@@ -45,8 +44,11 @@ use crate::errors::{GatewayError, StartError};
 use crate::funding::FundingCache;
 use crate::metrics::Metrics;
 
+pub(crate) use admission::release_reservation;
+pub use admission::{Admission, Admitted, Recorded, RequestView};
 pub use admit::Purpose;
 pub use record::Answer;
+pub use settings::Settings;
 use store::StoreSlot;
 
 /// A channel's lock with its state (`None` until loaded from the log).
@@ -60,6 +62,7 @@ pub(crate) fn loaded(guard: &mut ChannelGuard) -> Result<&mut ChannelState, Gate
         .ok_or_else(|| GatewayError::internal("channel state missing under its lock"))
 }
 
+mod admission;
 mod admit;
 mod checkpoint;
 mod close;
@@ -68,94 +71,8 @@ mod receipts;
 mod record;
 mod restore;
 mod session;
+mod settings;
 mod store;
-
-/// Everything a gateway is configured with besides its key and funding source.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Where the log (`log/`) and bindings (`bindings/`) sled databases live.
-    pub data_dir: PathBuf,
-    /// Chain, contract, token and payee.
-    pub chain: ChainTerms,
-    /// Most served beyond the last client-signed checkpoint (P5).
-    pub credit_limit: u128,
-    /// How many lanes (requests in flight at once) a channel may use (spec/PROTOCOL.md §5.4).
-    pub max_lanes: u32,
-    /// When to ask for checkpoints.
-    pub checkpoint: CheckpointPolicy,
-    /// Whether upstream 5xx responses are charged.
-    pub charge_server_errors: bool,
-    /// Automatic refunds on dispute.
-    pub refunds: RefundPolicy,
-    /// Largest paid request body read.
-    pub max_request_bytes: u64,
-    /// Largest paid response body returned.
-    pub max_response_bytes: u64,
-    /// The price list.
-    pub routes: Vec<RoutePrice>,
-    /// How long a funding read is trusted.
-    pub funding_ttl: Duration,
-    /// The shortest withdraw delay a channel may have to be served (seconds): the payee's
-    /// window to claim after the payer starts an exit (P4). Never below the contract's
-    /// `MIN_WITHDRAW_DELAY`; [`Settings::new`] and the config file both default to
-    /// `tally_chain::DEFAULT_MIN_WITHDRAW_DELAY` (six hours, spec/CHAIN.md §5).
-    pub min_withdraw_delay: u32,
-    /// Per channel, the bytes of responses kept for byte-identical retries of each lane's
-    /// last seq (larger or older ones are answered with their record instead).
-    pub replay_cache_bytes: usize,
-    /// Most time an admitted request may spend at the upstream, response body included; past
-    /// it nothing is recorded and the channel is free again (spec/HTTP.md §9).
-    pub upstream_timeout: Duration,
-    /// Log store tuning.
-    pub store: StoreConfig,
-    /// What happens to requests no route prices.
-    pub unmatched: Unmatched,
-    /// Most channels whose state is kept in memory; idle ones beyond it are evicted (and
-    /// reloaded from the log on their next request).
-    pub max_channels_in_memory: usize,
-    /// The provider's admin token for channel reads (spec/HTTP.md §5.1); `None`: only the
-    /// channel's session key can read.
-    pub admin_token: Option<crate::readauth::AdminToken>,
-    /// When receipts are sent: after durability, or promised ahead of it (DESIGN.md §8).
-    pub durability: Durability,
-    /// The token's decimals, for the provider console's display only (spec/HTTP.md §11.3).
-    pub token_decimals: Option<u8>,
-}
-
-impl Settings {
-    /// Defaults for everything but chain and routes.
-    pub fn new(data_dir: PathBuf, chain: ChainTerms, routes: Vec<RoutePrice>) -> Self {
-        Settings {
-            data_dir,
-            chain,
-            credit_limit: 1_000_000,
-            max_lanes: 64,
-            checkpoint: CheckpointPolicy {
-                every_records: 1000,
-                every_seconds: 60,
-                every_amount: Amount(100_000),
-            },
-            charge_server_errors: false,
-            refunds: RefundPolicy {
-                server_errors: true,
-                over_max: true,
-            },
-            max_request_bytes: 1 << 20,
-            max_response_bytes: 8 << 20,
-            min_withdraw_delay: tally_chain::funding::DEFAULT_MIN_WITHDRAW_DELAY,
-            routes,
-            funding_ttl: Duration::from_secs(2),
-            replay_cache_bytes: 256 << 10,
-            upstream_timeout: Duration::from_secs(120),
-            store: StoreConfig::default(),
-            unmatched: Unmatched::Free,
-            max_channels_in_memory: 100_000,
-            admin_token: None,
-            durability: Durability::Sync,
-            token_decimals: None,
-        }
-    }
-}
 
 pub(crate) struct Inner {
     /// `eip155:<chain id>`, rendered once.
@@ -194,147 +111,6 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Gateway {
     pub(crate) inner: Arc<Inner>,
-}
-
-/// The request line and headers of a paid request, as the gateway hashes them
-/// (spec/PROTOCOL.md §3.3). The body is not part of it: it is read only after admission.
-pub struct RequestView<'a> {
-    /// Upper-case method.
-    pub method: &'a str,
-    /// Path as sent (the signed request hash covers it; pricing uses its canonical form).
-    pub path: &'a str,
-    /// Raw query without `?`.
-    pub query: &'a str,
-    /// Request headers.
-    pub headers: &'a HeaderMap,
-}
-
-/// The result of admitting a paid request.
-// One per request, matched at once by the caller: boxing the large variant would only add
-// an allocation to every paid request.
-#[allow(clippy::large_enum_variant)]
-pub enum Admitted {
-    /// A new request at its lane's next seq: forward it, then [`Gateway::record`].
-    Fresh(Admission),
-    /// A retry of a lane's last seq whose response is held: answer with these bytes again,
-    /// once the body is checked against `request_hash`.
-    Replay {
-        /// The held response.
-        cached: CachedResponse,
-        /// The channel.
-        channel: ChannelId,
-        /// The index of the record the held response answered.
-        index: u64,
-        /// The request hash the retry signed.
-        request_hash: Hash,
-        /// The channel's request salt.
-        salt: tally_core::RequestSalt,
-    },
-}
-
-/// A paid request admitted at its lane's next seq. It holds a reservation of its
-/// `max_amount` and keeps its lane busy until [`Gateway::record`] consumes it; dropped
-/// unrecorded (a refused body, an upstream failure, a hang-up), it releases both.
-pub struct Admission {
-    slot: channel::Slot,
-    generation: u64,
-    authorization: Authorization,
-    signature: tally_core::Signature,
-    /// `authorization.signed_hash(&signature)`, from the bytes the signature was checked on.
-    authorization_hash: Hash,
-    price: Price,
-    /// The channel's request salt (spec/PROTOCOL.md §3.3).
-    salt: tally_core::RequestSalt,
-    /// The bound session key.
-    session_key: PublicKey,
-    /// The channel's payer, from its funding (EIP-55), for `PAYMENT-RESPONSE`'s `payer`.
-    payer: String,
-    /// The newest checkpoint's cumulative and the log's cumulative (with every record
-    /// handed to the log) when admitted.
-    checkpoint_cumulative: u128,
-    tail_cumulative: u128,
-    /// Set once `record` took the reservation over.
-    consumed: bool,
-}
-
-impl Admission {
-    /// The lane and seq this request is recorded at.
-    pub fn lane_seq(&self) -> (u32, u64) {
-        (self.authorization.lane, self.authorization.seq)
-    }
-
-    /// The channel.
-    pub fn channel(&self) -> ChannelId {
-        self.authorization.channel_id
-    }
-
-    /// The client's authorization.
-    pub fn authorization(&self) -> &Authorization {
-        &self.authorization
-    }
-
-    /// The route's price.
-    pub fn price(&self) -> &Price {
-        &self.price
-    }
-
-    /// The session key bound to the channel.
-    pub fn session_key(&self) -> PublicKey {
-        self.session_key
-    }
-
-    /// `(newest checkpoint cumulative, log cumulative)` when admitted.
-    pub fn cumulatives(&self) -> (u128, u128) {
-        (self.checkpoint_cumulative, self.tail_cumulative)
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        if self.consumed {
-            return;
-        }
-        let slot = self.slot.clone();
-        let (generation, auth) = (self.generation, self.authorization);
-        let release = move |state: &mut Option<ChannelState>| {
-            if let Some(st) = state.as_mut().filter(|s| s.generation == generation) {
-                release_reservation(st, &auth);
-            }
-        };
-        // Usually uncontended: release at once; otherwise (or outside a runtime) later.
-        if let Ok(mut guard) = slot.try_lock() {
-            release(&mut guard);
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let mut guard = slot.lock().await;
-                release(&mut guard);
-            });
-        }
-    }
-}
-
-/// Returns an admitted request's reservation and frees its lane (spec/PROTOCOL.md §5.4: a
-/// request not recorded does not use up its seq).
-pub(crate) fn release_reservation(st: &mut ChannelState, auth: &Authorization) {
-    st.reserved = st.reserved.saturating_sub(auth.max_amount);
-    st.in_flight = st.in_flight.saturating_sub(1);
-    if let Some(lane) = st.lanes.get_mut(&auth.lane) {
-        if lane.busy.is_some_and(|(seq, _)| seq == auth.seq) {
-            lane.busy = None;
-        }
-    }
-}
-
-/// A durable record and what to send with its response.
-pub struct Recorded {
-    /// The signed receipt.
-    pub receipt: Receipt,
-    /// The `PAYMENT-RESPONSE` header value.
-    pub payment_response: HeaderValue,
-    /// A checkpoint the gateway asks for (log size), if one is due.
-    pub checkpoint_request: Option<u64>,
 }
 
 fn now_ms() -> u64 {
