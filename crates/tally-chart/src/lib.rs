@@ -19,7 +19,7 @@ mod time;
 
 pub use bars::stacked_bars;
 pub use breakdown::breakdown;
-pub use time::step_for;
+pub use time::{step_for, utc_full};
 
 /// Evenly spaced time buckets: bucket k covers [start_ms + k*step_ms, start_ms + (k+1)*step_ms).
 #[derive(Debug, Clone, PartialEq)]

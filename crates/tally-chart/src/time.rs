@@ -58,8 +58,9 @@ fn civil(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC (used in tooltips and captions).
-pub(crate) fn utc_full(ms: u64) -> String {
+/// `YYYY-MM-DD HH:MM:SS` in UTC (used in tooltips and captions, and by the console's
+/// tables, so that dates are written one way).
+pub fn utc_full(ms: u64) -> String {
     let (y, mo, d) = civil(ms / DAY);
     let s = (ms % DAY) / SEC;
     format!(

@@ -118,23 +118,12 @@ fn a_tampered_statement_gives_a_failed_bill_with_its_record_marked_failed() {
     let bad = d.path().join("bad.jsonl");
     // Lower record 4's charge by one: the outcome's amount (i128 LE) is at byte 376 of the
     // record (spec/PROTOCOL.md §5.2–5.3); record 4 is line 5.
-    let text = read(&k.dir.join("statement.jsonl"));
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let mut v: serde_json::Value =
-        serde_json::from_str(&lines[5]).unwrap_or_else(|e| panic!("{e}"));
-    let mut bytes = hex::decode(v["record"].as_str().unwrap_or_default()).unwrap_or_default();
-    bytes[376] = bytes[376].wrapping_sub(1);
-    v["record"] = serde_json::Value::String(hex::encode(bytes));
-    lines[5] = v.to_string();
+    tamper(&k.dir.join("statement.jsonl"), &bad, 5, |v| {
+        edit_record(v, |b| b[376] = b[376].wrapping_sub(1))
+    });
     // And give record 3 a provider time no JavaScript Date can hold (2^63 ms): the page must
     // still load and show it (time_ms is the outcome's last 8 bytes, at 440..448).
-    let mut v3: serde_json::Value =
-        serde_json::from_str(&lines[4]).unwrap_or_else(|e| panic!("{e}"));
-    let mut b3 = hex::decode(v3["record"].as_str().unwrap_or_default()).unwrap_or_default();
-    b3[447] = 0x80;
-    v3["record"] = serde_json::Value::String(hex::encode(b3));
-    lines[4] = v3.to_string();
-    write(&bad, &(lines.join("\n") + "\n"));
+    tamper(&bad, &bad, 4, |v| edit_record(v, |b| b[447] = 0x80));
     let html = d.path().join("bad.html");
     let o = run(&[
         "--json",
@@ -259,13 +248,9 @@ fn a_statement_for_another_channel_fails_record_by_record_in_the_page() {
     let bad = d.path().join("other.jsonl");
     // The provider titles the bill with another channel; the records and checkpoints are
     // the real channel's, signed by the real keys.
-    let text = read(&k.dir.join("statement.jsonl"));
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let mut h: serde_json::Value =
-        serde_json::from_str(&lines[0]).unwrap_or_else(|e| panic!("{e}"));
-    h["channel_id"] = serde_json::Value::String("ab".repeat(32));
-    lines[0] = h.to_string();
-    write(&bad, &(lines.join("\n") + "\n"));
+    tamper(&k.dir.join("statement.jsonl"), &bad, 0, |h| {
+        h["channel_id"] = serde_json::Value::String("ab".repeat(32))
+    });
     let html = d.path().join("other.html");
     let o = run(&[
         "--json",
@@ -295,14 +280,10 @@ fn a_bill_for_a_profile_refuses_a_statement_naming_another_client_key() {
     let client = d.path().join("client");
     copy_dir(&k.dir.join("client"), &client);
     let bad = d.path().join("other-key.jsonl");
-    let text = read(&k.dir.join("statement.jsonl"));
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let mut h: serde_json::Value =
-        serde_json::from_str(&lines[0]).unwrap_or_else(|e| panic!("{e}"));
     // The provider's own key in the client's place.
-    h["client_key"] = h["provider_key"].clone();
-    lines[0] = h.to_string();
-    write(&bad, &(lines.join("\n") + "\n"));
+    tamper(&k.dir.join("statement.jsonl"), &bad, 0, |h| {
+        h["client_key"] = h["provider_key"].clone()
+    });
     let html = d.path().join("bill.html");
     let o = run(&[
         "bill",

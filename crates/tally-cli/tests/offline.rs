@@ -184,24 +184,6 @@ fn verify_accepts_the_demo_statement() {
     );
 }
 
-/// Rewrites line `line` (0 = header) of a statement with `f`.
-fn tamper(
-    src: &std::path::Path,
-    dst: &std::path::Path,
-    line: usize,
-    f: impl Fn(&mut serde_json::Value),
-) {
-    let text = read(src);
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let mut v: serde_json::Value = match serde_json::from_str(&lines[line]) {
-        Ok(v) => v,
-        Err(e) => panic!("line {line}: {e}"),
-    };
-    f(&mut v);
-    lines[line] = v.to_string();
-    write(dst, &(lines.join("\n") + "\n"));
-}
-
 fn discrepancies(o: &std::process::Output) -> Vec<(Option<u64>, String, String)> {
     json(o)["discrepancies"]
         .as_array()
@@ -258,10 +240,7 @@ fn verify_names_a_changed_amount_exactly() {
     // The outcome's amount (i128 LE) starts at byte 13 + 1 + 181 + 64 + 117 = 376 of the
     // record (spec/PROTOCOL.md §5.2–5.3): lower record 4's charge (10) by one.
     tamper(&k.dir.join("statement.jsonl"), &bad, 5, |v| {
-        let hexrec = v["record"].as_str().unwrap_or_default().to_string();
-        let mut bytes = hex::decode(&hexrec).unwrap_or_default();
-        bytes[376] = bytes[376].wrapping_sub(1);
-        v["record"] = serde_json::Value::String(hex::encode(bytes));
+        edit_record(v, |bytes| bytes[376] = bytes[376].wrapping_sub(1));
     });
     let o = run(&["--json", "verify", "--statement", path(&bad)]);
     expect(&o, 1);

@@ -8,7 +8,7 @@ use tally_chain::{TxOutcome, WithdrawState};
 use tally_client::Client;
 use tally_core::ChannelId;
 
-use super::pay_out;
+use super::{claim_now, pay_out};
 use crate::error::{CliError, Result};
 use crate::output::Output;
 use crate::{chain, gateway};
@@ -46,16 +46,13 @@ pub async fn leave(
     let cp = client.checkpoint().await?.checkpoint;
     let payer = chain::wallet(&local.rpc, local.contract, &local.payer).await?;
     let withdraw = payer.initiate_withdraw(id).await?;
-    let claim = gateway::settle_once(
-        &serving.gateway,
-        &local.rpc,
+    let claim = claim_now(
+        serving,
+        local,
         chain_id,
-        local.contract,
-        local.payee.clone(),
-        std::time::Duration::from_secs(60),
+        "the worker did not claim the final state",
     )
-    .await?
-    .ok_or_else(|| CliError::Verification("the worker did not claim the final state".into()))?;
+    .await?;
     let claimed = read(&payer, id).await?;
     if (claimed.claimed_size, claimed.claimed) != (cp.size, cp.cumulative) {
         return Err(CliError::Verification(format!(

@@ -164,6 +164,26 @@ async fn per_call_transfer(local: &chain::LocalChain) -> Result<tally_chain::TxO
         .await?)
 }
 
+/// One tick of the provider's settlement worker, which must claim something (`none` says
+/// what it means if it does not).
+pub(super) async fn claim_now(
+    serving: &gateway::Serving,
+    local: &chain::LocalChain,
+    chain_id: u64,
+    none: &str,
+) -> Result<gateway::Settled> {
+    gateway::settle_once(
+        &serving.gateway,
+        &local.rpc,
+        chain_id,
+        local.contract,
+        local.payee.clone(),
+        Duration::from_secs(60),
+    )
+    .await?
+    .ok_or_else(|| CliError::Verification(none.into()))
+}
+
 /// The pull step after the claim (spec/CHAIN.md §4.4): moves the local chain's clock past the
 /// claim's challenge window (the channel's withdraw delay), has the payee send `payout`, and
 /// checks the channel now shows `claimed` paid in full.
@@ -314,16 +334,13 @@ async fn paid_part(
             cp.checkpoint.size, cp.checkpoint.cumulative
         ),
     );
-    let settled = gateway::settle_once(
-        &serving.gateway,
-        &local.rpc,
+    let settled = claim_now(
+        serving,
+        local,
         chain_id,
-        local.contract,
-        local.payee.clone(),
-        Duration::from_secs(60),
+        "the settlement worker found nothing to claim",
     )
-    .await?
-    .ok_or_else(|| CliError::Verification("the settlement worker found nothing to claim".into()))?;
+    .await?;
     let (funding, domain) = chain::read_channel(&local.rpc, local.contract, &channel_id).await?;
     if funding.claimed != cumulative || funding.claimed_size != size {
         return Err(CliError::Verification(format!(

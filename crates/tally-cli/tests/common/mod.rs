@@ -221,3 +221,24 @@ pub fn start_serve(config: &Path) -> Serve {
     std::thread::spawn(move || for _ in lines {});
     serve
 }
+
+/// Rewrites line `line` (0 = header) of a statement with `f`.
+pub fn tamper(src: &Path, dst: &Path, line: usize, f: impl Fn(&mut serde_json::Value)) {
+    let text = read(src);
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut v: serde_json::Value = match serde_json::from_str(&lines[line]) {
+        Ok(v) => v,
+        Err(e) => panic!("line {line}: {e}"),
+    };
+    f(&mut v);
+    lines[line] = v.to_string();
+    write(dst, &(lines.join("\n") + "\n"));
+}
+
+/// Changes the record bytes of a statement record line (its `record` hex) with `f`.
+pub fn edit_record(v: &mut serde_json::Value, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = hex::decode(v["record"].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("record hex: {e}"));
+    f(&mut bytes);
+    v["record"] = serde_json::Value::String(hex::encode(bytes));
+}

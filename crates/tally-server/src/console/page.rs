@@ -75,25 +75,9 @@ fn amount_cell(field: &str, base: u128, decimals: Option<u8>) -> String {
     )
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` of a unix time in seconds.
+/// `YYYY-MM-DD HH:MM:SS UTC` of a unix time in seconds (tally-chart's one date format).
 pub fn utc(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (era-based, proleptic Gregorian).
-    let z = days + 719_468;
-    let (era, doe) = (z / 146_097, z % 146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    format!("{} UTC", tally_chart::utc_full(secs.saturating_mul(1000)))
 }
 
 /// The console page.
