@@ -59,6 +59,34 @@ contract Tally {
         bytes32 s;
     }
 
+    /// @notice What a gasless open names: the same arguments as `open`, plus the payer, who
+    /// signs instead of sending (CHAIN.md §2.1).
+    struct OpenRequest {
+        address payer;
+        address payee;
+        address token;
+        uint256 amount;
+        address signer;
+        uint32 withdrawDelay;
+        bytes32 salt;
+    }
+
+    /// @notice An EIP-3009 `ReceiveWithAuthorization` window and signature, made by the payer
+    /// in the token's EIP-712 domain with `to` = this contract.
+    struct Authorization {
+        uint256 validAfter;
+        uint256 validBefore;
+        Sig sig;
+    }
+
+    /// @notice An EIP-2612 permit (owner = the payer, spender = this contract, value = the
+    /// amount) and the payer's Tally-domain signature of what the funds are for.
+    struct PermitAuth {
+        uint256 deadline;
+        Sig permit;
+        Sig intent;
+    }
+
     /// @notice A checkpoint together with the checkpoint signer's signature over it.
     struct SignedCheckpoint {
         Checkpoint checkpoint;
@@ -75,6 +103,16 @@ contract Tally {
     /// @notice EIP-712 type hash of a cooperative-close agreement.
     bytes32 public constant CLOSE_TYPEHASH =
         keccak256("Close(bytes32 channelId,uint64 size,bytes32 root,uint256 cumulative)");
+    /// @notice EIP-712 type hash of a payer's permit-funded open (CHAIN.md §3.5).
+    bytes32 public constant OPEN_TYPEHASH = keccak256(
+        "Open(address payee,address token,uint256 amount,address signer,uint32 withdrawDelay,bytes32 salt,uint256 deadline)"
+    );
+    /// @notice EIP-712 type hash of a funder's permit-funded top-up (CHAIN.md §3.5).
+    bytes32 public constant TOP_UP_TYPEHASH =
+        keccak256("TopUp(bytes32 channelId,uint256 amount,bytes32 salt,uint256 deadline)");
+    /// @dev Tags that keep an open's and a top-up's EIP-3009 nonces apart (CHAIN.md §2.1).
+    bytes32 private constant OPEN_NONCE_TAG = keccak256("tally.open");
+    bytes32 private constant TOP_UP_NONCE_TAG = keccak256("tally.topUp");
     /// @dev Upper bound for s (secp256k1n / 2); larger s values are the malleable twin.
     uint256 private constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
     /// @notice The shortest withdraw delay `open` accepts. Without a floor a payer could
@@ -92,6 +130,9 @@ contract Tally {
     bytes32 private immutable cachedDomainSeparator;
 
     mapping(bytes32 => Channel) private channels;
+    /// @notice Permit-funded top-up intents already used, by digest: the permit alone does not
+    /// stop a second use of the same intent once the funder grants a new allowance.
+    mapping(bytes32 => bool) public usedIntents;
     bool private transient locked;
 
     event ChannelOpened(
@@ -140,6 +181,8 @@ contract Tally {
     error WithdrawDelayTooLong(uint32 maximum, uint32 withdrawDelay);
     error ChallengeWindowOpen(uint64 settleAt);
     error NothingToPay(bytes32 channelId);
+    error IntentExpired(uint256 deadline);
+    error IntentUsed(bytes32 digest);
 
     modifier nonReentrant() {
         if (locked) revert Reentrancy();
@@ -165,37 +208,123 @@ contract Tally {
         uint32 withdrawDelay,
         bytes32 salt
     ) external nonReentrant returns (bytes32 channelId) {
-        if (payee == address(0) || token == address(0) || signer == address(0)) revert ZeroAddress();
-        if (amount == 0) revert ZeroAmount();
+        OpenRequest memory o = OpenRequest(msg.sender, payee, token, amount, signer, withdrawDelay, salt);
+        Channel storage c;
+        (channelId, c) = _create(o);
+        _credit(c, channelId, o, _pull(token, msg.sender, amount));
+    }
+
+    /// @notice Opens a channel funded by the payer's EIP-3009 `receiveWithAuthorization`;
+    /// anyone may submit it (CHAIN.md §2.1). The authorization's nonce must be
+    /// `openNonce(o)`, which binds every argument its signature does not cover.
+    function openWithAuthorization(OpenRequest calldata o, Authorization calldata auth)
+        external
+        nonReentrant
+        returns (bytes32 channelId)
+    {
+        Channel storage c;
+        (channelId, c) = _create(o);
+        bytes32 nonce = keccak256(abi.encode(OPEN_NONCE_TAG, channelId, o.signer, o.withdrawDelay));
+        _credit(c, channelId, o, _receive(o.token, o.payer, o.amount, auth, nonce));
+    }
+
+    /// @notice Opens a channel funded by the payer's EIP-2612 permit; anyone may submit it.
+    /// The payer's `Open` signature (CHAIN.md §3.5) names the channel, so a submitter cannot
+    /// change it; the id's uniqueness stops a second use.
+    function openWithPermit(OpenRequest calldata o, PermitAuth calldata auth)
+        external
+        nonReentrant
+        returns (bytes32 channelId)
+    {
+        if (block.timestamp > auth.deadline) revert IntentExpired(auth.deadline);
+        Channel storage c;
+        (channelId, c) = _create(o);
+        bytes32 structHash = keccak256(
+            abi.encode(OPEN_TYPEHASH, o.payee, o.token, o.amount, o.signer, o.withdrawDelay, o.salt, auth.deadline)
+        );
+        _verify(_typedDigest(structHash), auth.intent, o.payer);
+        _permit(o.token, o.payer, o.amount, auth);
+        _credit(c, channelId, o, _pull(o.token, o.payer, o.amount));
+    }
+
+    /// @dev The checks every open makes, and the new channel's fields except its deposit.
+    function _create(OpenRequest memory o) private returns (bytes32 channelId, Channel storage c) {
+        if (o.payee == address(0) || o.token == address(0) || o.signer == address(0)) revert ZeroAddress();
+        if (o.amount == 0) revert ZeroAmount();
+        uint32 withdrawDelay = o.withdrawDelay;
         if (withdrawDelay < MIN_WITHDRAW_DELAY) revert WithdrawDelayTooShort(MIN_WITHDRAW_DELAY, withdrawDelay);
         if (withdrawDelay > MAX_WITHDRAW_DELAY) revert WithdrawDelayTooLong(MAX_WITHDRAW_DELAY, withdrawDelay);
-        channelId = channelIdOf(msg.sender, payee, token, salt);
-        Channel storage c = channels[channelId];
+        channelId = channelIdOf(o.payer, o.payee, o.token, o.salt);
+        c = channels[channelId];
         if (c.signer != address(0)) revert ChannelExists(channelId);
-        c.payee = payee;
-        c.signer = signer;
-        c.token = token;
+        c.payee = o.payee;
+        c.signer = o.signer;
+        c.token = o.token;
         c.withdrawDelay = withdrawDelay;
-        c.payer = msg.sender;
-        uint256 received = _pull(token, msg.sender, amount);
+        c.payer = o.payer;
+    }
+
+    /// @dev Records the deposit an open received (what arrived, fee-on-transfer safe).
+    function _credit(Channel storage c, bytes32 channelId, OpenRequest memory o, uint256 received) private {
         if (received == 0) revert ZeroAmount();
         if (received > type(uint128).max) revert AmountTooLarge();
         c.deposit = uint128(received);
-        emit ChannelOpened(channelId, msg.sender, payee, token, signer, withdrawDelay, salt, received);
+        emit ChannelOpened(channelId, o.payer, o.payee, o.token, o.signer, o.withdrawDelay, o.salt, received);
     }
 
     /// @notice Adds `amount` to an open channel's deposit; anyone may fund a channel. Like
     /// `open`, it reverts with ZeroAmount when the token delivered nothing.
     function topUp(bytes32 channelId, uint256 amount) external nonReentrant {
-        Channel storage c = _live(channelId);
+        Channel storage c = _fundable(channelId, amount);
+        _addDeposit(c, channelId, msg.sender, _pull(c.token, msg.sender, amount));
+    }
+
+    /// @notice `topUp` funded by `from`'s EIP-3009 `receiveWithAuthorization`; anyone may
+    /// submit it. The authorization's nonce must be `keccak256(abi.encode(keccak256("tally.topUp"),
+    /// channelId, salt))`, so it can fund this channel only (CHAIN.md §2.1).
+    function topUpWithAuthorization(
+        bytes32 channelId,
+        address from,
+        uint256 amount,
+        bytes32 salt,
+        Authorization calldata auth
+    ) external nonReentrant {
+        Channel storage c = _fundable(channelId, amount);
+        bytes32 nonce = keccak256(abi.encode(TOP_UP_NONCE_TAG, channelId, salt));
+        _addDeposit(c, channelId, from, _receive(c.token, from, amount, auth, nonce));
+    }
+
+    /// @notice `topUp` funded by `from`'s EIP-2612 permit and `from`'s `TopUp` signature
+    /// (CHAIN.md §3.5); anyone may submit it, once per signed intent.
+    function topUpWithPermit(bytes32 channelId, address from, uint256 amount, bytes32 salt, PermitAuth calldata auth)
+        external
+        nonReentrant
+    {
+        if (block.timestamp > auth.deadline) revert IntentExpired(auth.deadline);
+        Channel storage c = _fundable(channelId, amount);
+        bytes32 digest = _typedDigest(keccak256(abi.encode(TOP_UP_TYPEHASH, channelId, amount, salt, auth.deadline)));
+        if (usedIntents[digest]) revert IntentUsed(digest);
+        _verify(digest, auth.intent, from);
+        usedIntents[digest] = true;
+        address token = c.token;
+        _permit(token, from, amount, auth);
+        _addDeposit(c, channelId, from, _pull(token, from, amount));
+    }
+
+    /// @dev The checks every top-up makes before it moves tokens.
+    function _fundable(bytes32 channelId, uint256 amount) private view returns (Channel storage c) {
+        c = _live(channelId);
         if (c.withdrawAt != 0) revert WithdrawPending(c.withdrawAt);
         if (amount == 0) revert ZeroAmount();
-        uint256 received = _pull(c.token, msg.sender, amount);
+    }
+
+    /// @dev Adds what a top-up received to the deposit.
+    function _addDeposit(Channel storage c, bytes32 channelId, address from, uint256 received) private {
         if (received == 0) revert ZeroAmount();
         uint256 deposit = uint256(c.deposit) + received;
         if (deposit > type(uint128).max) revert AmountTooLarge();
         c.deposit = uint128(deposit);
-        emit ToppedUp(channelId, msg.sender, received, deposit);
+        emit ToppedUp(channelId, from, received, deposit);
     }
 
     // -------------------------------------------------------------- settlement
@@ -428,6 +557,12 @@ contract Tally {
         return fin > paid ? fin - paid : 0;
     }
 
+    /// @notice The EIP-3009 nonce `openWithAuthorization` requires for `o` (CHAIN.md §2.1).
+    function openNonce(OpenRequest calldata o) external view returns (bytes32) {
+        bytes32 channelId = channelIdOf(o.payer, o.payee, o.token, o.salt);
+        return keccak256(abi.encode(OPEN_NONCE_TAG, channelId, o.signer, o.withdrawDelay));
+    }
+
     /// @notice The EIP-712 domain separator for this chain and contract.
     function domainSeparator() public view returns (bytes32) {
         return block.chainid == cachedChainId ? cachedDomainSeparator : _buildDomainSeparator();
@@ -476,7 +611,11 @@ contract Tally {
     }
 
     function _hashCheckpoint(bytes32 typeHash, Checkpoint calldata cp) private view returns (bytes32) {
-        bytes32 structHash = keccak256(abi.encode(typeHash, cp.channelId, cp.size, cp.root, cp.cumulative));
+        return _typedDigest(keccak256(abi.encode(typeHash, cp.channelId, cp.size, cp.root, cp.cumulative)));
+    }
+
+    /// @dev The EIP-712 digest of `structHash` in this contract's domain.
+    function _typedDigest(bytes32 structHash) private view returns (bytes32) {
         return keccak256(abi.encodePacked(hex"1901", domainSeparator(), structHash));
     }
 
@@ -497,6 +636,33 @@ contract Tally {
         uint256 before = _balanceOf(token);
         _call(token, abi.encodeWithSelector(0x23b872dd, from, address(this), amount));
         return _balanceOf(token) - before;
+    }
+
+    /// @dev EIP-3009 `receiveWithAuthorization(from, this, amount, …, nonce)` on `token`;
+    /// returns what actually arrived. The token checks the signature, the window and the
+    /// nonce's single use; a failure reverts with TokenCallFailed.
+    function _receive(address token, address from, uint256 amount, Authorization calldata a, bytes32 nonce)
+        private
+        returns (uint256)
+    {
+        uint256 before = _balanceOf(token);
+        _call(
+            token,
+            abi.encodeWithSelector(
+                0xef55bec6, from, address(this), amount, a.validAfter, a.validBefore, nonce, a.sig.v, a.sig.r, a.sig.s
+            )
+        );
+        return _balanceOf(token) - before;
+    }
+
+    /// @dev Submits the EIP-2612 permit and ignores its outcome: anyone can submit a permit
+    /// first (front-running it), and then the allowance is already there. `_pull` fails
+    /// when it is not.
+    function _permit(address token, address owner, uint256 amount, PermitAuth calldata a) private {
+        (bool ok,) = token.call(
+            abi.encodeWithSelector(0xd505accf, owner, address(this), amount, a.deadline, a.permit.v, a.permit.r, a.permit.s)
+        );
+        ok; // deliberately unused: see above
     }
 
     function _push(address token, address to, uint256 amount) private {

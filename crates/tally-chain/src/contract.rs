@@ -28,3 +28,16 @@ alloy::sol! {
         function balanceOf(address owner) external view returns (uint256);
     }
 }
+
+alloy::sol! {
+    /// What a gasless deposit reads from its token: the EIP-712 domain parts (EIP-3009 and
+    /// EIP-2612 share the token's domain), the permit nonce, and the EIP-3009 nonce state.
+    #[sol(rpc)]
+    interface IERC20Authorizable {
+        function name() external view returns (string);
+        function version() external view returns (string);
+        function DOMAIN_SEPARATOR() external view returns (bytes32);
+        function nonces(address owner) external view returns (uint256);
+        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+    }
+}

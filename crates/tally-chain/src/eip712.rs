@@ -74,8 +74,10 @@ const HALF_N: U256 = U256::from_be_slice(&[
     0x5D, 0x57, 0x6E, 0x73, 0x57, 0xA4, 0x50, 0x1D, 0xDF, 0xE9, 0x2F, 0x46, 0x68, 0x1B, 0x20, 0xA0,
 ]);
 
-/// A secp256k1 signature in the contract's (v, r, s) form, always canonical (low s, v 27/28).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A secp256k1 signature in the contract's (v, r, s) form, always canonical (low s, v 27/28)
+/// when made here; one read from the wire is checked by [`Eip712Sig::verify`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Eip712Sig {
     /// 27 or 28.
     pub v: u8,

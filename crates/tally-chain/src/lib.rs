@@ -17,6 +17,7 @@ pub mod eip712;
 pub mod error;
 pub mod funding;
 pub mod gas;
+pub mod gasless;
 pub mod settle;
 
 pub use channel::{channel_id, OpenParams, TallyClient, TxOutcome};
@@ -26,6 +27,7 @@ pub use funding::{
     ChainFunding, ChannelFunding, Funding, FundingRefusal, WithdrawState,
     DEFAULT_MIN_WITHDRAW_DELAY, MAX_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY,
 };
+pub use gasless::{DepositAuth, DepositDomains, GaslessOpen, GaslessTopUp};
 pub use settle::{
     skip_reason, skipped_in, AgreedClose, CheckpointSource, FeeBid, SettleConfig, SettlementWorker,
     TickObserver, TickReport, WorkerStats,
