@@ -323,10 +323,12 @@ pub struct FsckArgs {
 #[derive(Debug, Subcommand)]
 pub enum ChannelCommand {
     /// Approve the deposit and open a channel paid by --payer-key, with the profile's
-    /// checkpoint key as the signer; prints the channel id.
+    /// checkpoint key as the signer; prints the channel id. With --gasless, sign the deposit
+    /// instead and let the provider's relay submit it (the payer needs no ETH).
     #[command(after_help = EXIT_CODES)]
     Open(ChannelOpenArgs),
-    /// Approve and add to a channel's deposit (from the channel's payer wallet).
+    /// Approve and add to a channel's deposit (from --payer-key's wallet); with --gasless,
+    /// signed and submitted by the provider's relay.
     #[command(after_help = EXIT_CODES)]
     Topup(ChannelTopupArgs),
     /// Start the withdraw delay (the payer's wallet); with --finalize, after the delay,
@@ -360,6 +362,40 @@ pub struct ChainArgs {
     pub contract: String,
 }
 
+/// The chain an open or a top-up talks to: as [`ChainArgs`], except that `--provider` may
+/// name the contract (its terms' `chain.contract`).
+#[derive(Debug, Args)]
+pub struct FundingChainArgs {
+    /// JSON-RPC URL of the chain (always read directly: the result of a relayed deposit is
+    /// checked on the chain, not taken from the provider).
+    #[arg(long)]
+    pub rpc: String,
+    /// The Tally settlement contract (default with --provider: the provider's terms).
+    #[arg(long)]
+    pub contract: Option<String>,
+    /// The provider's base URL: its terms (`/.well-known/tally`) supply the contract, token
+    /// and payee not given, and its relay submits a --gasless deposit.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Pay no gas: sign the deposit (EIP-3009 or EIP-2612, --auth) and have the provider's
+    /// relay submit it (spec/HTTP.md §12). Needs --provider.
+    #[arg(long, requires = "provider")]
+    pub gasless: bool,
+    /// The token authorization a --gasless deposit carries: `eip3009`
+    /// (receiveWithAuthorization, USDC has it) or `permit` (EIP-2612).
+    #[arg(long, value_enum, default_value_t = GaslessAuth::Eip3009)]
+    pub auth: GaslessAuth,
+}
+
+/// The token authorization of a gasless deposit (spec/CHAIN.md §2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GaslessAuth {
+    /// EIP-3009 `receiveWithAuthorization`.
+    Eip3009,
+    /// EIP-2612 `permit`, plus a Tally-domain intent signature.
+    Permit,
+}
+
 /// `tally channel open`.
 #[derive(Debug, Args)]
 pub struct ChannelOpenArgs {
@@ -367,17 +403,18 @@ pub struct ChannelOpenArgs {
     /// channel's checkpoints.
     #[arg(long)]
     pub client: PathBuf,
-    /// The payer's wallet key file (secp256k1, 64 hex digits, mode 0600); it funds the deposit.
+    /// The payer's wallet key file (secp256k1, 64 hex digits, mode 0600); it funds the deposit
+    /// (and, without --gasless, pays the gas).
     #[arg(long)]
     pub payer_key: PathBuf,
     #[command(flatten)]
-    pub chain: ChainArgs,
-    /// The deposit's ERC-20 token.
+    pub chain: FundingChainArgs,
+    /// The deposit's ERC-20 token (default with --provider: the terms' asset).
     #[arg(long)]
-    pub token: String,
-    /// The provider's payee address.
+    pub token: Option<String>,
+    /// The provider's payee address (default with --provider: the terms' pay_to).
     #[arg(long)]
-    pub payee: String,
+    pub payee: Option<String>,
     /// The initial deposit, in token base units.
     #[arg(long)]
     pub amount: u128,
@@ -409,11 +446,12 @@ pub struct ChannelTopupArgs {
     /// The channel, 64 hex digits.
     #[arg(long)]
     pub channel: String,
-    /// The payer's wallet key file (secp256k1, 64 hex digits, mode 0600).
+    /// The funding wallet's key file (secp256k1, 64 hex digits, mode 0600); anyone may fund
+    /// a channel.
     #[arg(long)]
     pub payer_key: PathBuf,
     #[command(flatten)]
-    pub chain: ChainArgs,
+    pub chain: FundingChainArgs,
     /// The amount to add, in token base units.
     #[arg(long)]
     pub amount: u128,

@@ -613,7 +613,7 @@ impl RequestBuilder<'_> {
 }
 
 /// The JSON body of a successful answer, or the refusal it carries.
-async fn json_answer<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_answer<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
 ) -> Result<T, ClientError> {
     let status = resp.status();
@@ -638,7 +638,7 @@ fn refusal(body: &[u8]) -> ClientError {
 }
 
 /// JSON bodies without reqwest's `json` feature (one serializer, serde_json, everywhere).
-trait JsonBody: Sized {
+pub(crate) trait JsonBody: Sized {
     fn json_body<T: serde::Serialize>(self, value: &T) -> Result<Self, ClientError>;
 }
 

@@ -17,6 +17,7 @@ pub mod error;
 mod lanes;
 pub mod mirror;
 pub mod receipt;
+pub mod relay;
 pub mod statement;
 mod terms_guard;
 

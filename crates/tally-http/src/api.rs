@@ -265,3 +265,19 @@ pub struct CloseSigned {
     /// The payee's Close signature over the same digest.
     pub payee_eip712: WireEip712Sig,
 }
+
+/// The answer to `POST /tally/v1/relay/open` and `/relay/topup` (spec/HTTP.md §12): the
+/// deposit's transaction, mined and successful. The client reads the channel from the chain
+/// itself rather than trusting this.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relayed {
+    /// The channel opened or topped up.
+    pub channel_id: ChannelId,
+    /// The transaction hash.
+    pub transaction: Hash,
+    /// The block it was mined in.
+    pub block: u64,
+    /// The gas it used (the relay paid it).
+    pub gas_used: u64,
+}

@@ -148,6 +148,20 @@ pub enum Reason {
     /// the answer for an unknown or unbound channel, so a read says nothing about which
     /// channels exist.
     Unauthorized,
+    /// The gasless-deposit relay (spec/HTTP.md §12) will not submit this deposit: it names
+    /// another payee or token or too short a delay, it is below the relay's minimum, a
+    /// signature fails, or the chain would revert it. Nothing was sent; submit it yourself or
+    /// fix it.
+    RelayRefused {
+        /// Why.
+        why: String,
+    },
+    /// Too many requests of this kind for now (the relay's rate limits, spec/HTTP.md §12);
+    /// retry after `retry_after` seconds (also the `Retry-After` header).
+    RateLimited {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// No such endpoint or record.
     NotFound,
     /// The gateway failed (storage); nothing was recorded.
@@ -186,6 +200,8 @@ impl Reason {
             Reason::CloseUnavailable => "close_unavailable",
             Reason::Overloaded => "overloaded",
             Reason::Unauthorized => "unauthorized",
+            Reason::RelayRefused { .. } => "relay_refused",
+            Reason::RateLimited { .. } => "rate_limited",
             Reason::NotFound => "not_found",
             Reason::Internal => "internal",
         }
@@ -220,7 +236,10 @@ impl Reason {
             | Reason::RestoreRequired { .. }
             | Reason::SessionKeyConflict
             | Reason::AlreadyRecorded { .. } => 409,
-            Reason::DisputeRefused { .. } | Reason::RestoreRefused { .. } => 422,
+            Reason::DisputeRefused { .. }
+            | Reason::RestoreRefused { .. }
+            | Reason::RelayRefused { .. } => 422,
+            Reason::RateLimited { .. } => 429,
             Reason::UpstreamUnavailable | Reason::ResponseTooLarge { .. } => 502,
             Reason::ChainUnavailable | Reason::StoreUnavailable | Reason::Overloaded => 503,
             Reason::CloseUnavailable => 501,

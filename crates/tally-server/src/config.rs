@@ -79,6 +79,10 @@ pub struct GatewayConfig {
     /// closes; without it, claims are manual (`tally settle`) and closes are unavailable.
     #[serde(default)]
     pub settlement: Option<SettlementConfig>,
+    /// The gasless-deposit relay (spec/HTTP.md §12); without it (or with `enabled = false`)
+    /// its endpoints answer `not_found`.
+    #[serde(default)]
+    pub relay: Option<RelayConfig>,
     /// Connection and request limits; every key has a safe default.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -220,6 +224,52 @@ impl SettlementConfig {
     }
 }
 
+/// `[relay]`: submit clients' signed gasless opens and top-ups, paying the gas from a wallet
+/// of the provider's (spec/HTTP.md §12, spec/CHAIN.md §2.1).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Turns the relay off without removing the table.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The relay wallet's secp256k1 secret (64 hex digits, mode 0600). It pays the gas, so
+    /// it holds ETH; it must not be the payee key, whose settlement transactions would race
+    /// it for nonces. Relative paths are relative to the config file.
+    pub key_file: PathBuf,
+    /// The most gas one relayed transaction may use; a deposit whose simulation needs more
+    /// is refused.
+    #[serde(default = "default_relay_gas_limit")]
+    pub gas_limit: u64,
+    /// Relayed transactions a minute across all clients (simulations: ten times that).
+    #[serde(default = "default_relay_per_minute")]
+    pub max_per_minute: u32,
+    /// The smallest deposit or top-up relayed (token base units); at least 1.
+    #[serde(default)]
+    pub min_deposit: Amount,
+}
+
+fn default_true() -> bool {
+    true
+}
+/// An open with an EIP-3009 authorization measures ~190k gas on anvil (GAS.md); a permit
+/// open ~200k. The default leaves room for a token heavier than the test token's.
+fn default_relay_gas_limit() -> u64 {
+    300_000
+}
+fn default_relay_per_minute() -> u32 {
+    10
+}
+
+impl RelayConfig {
+    /// The relay's spending limits.
+    pub fn limits(&self) -> crate::relay::RelayLimits {
+        crate::relay::RelayLimits {
+            gas_limit: self.gas_limit,
+            max_per_minute: self.max_per_minute,
+        }
+    }
+}
+
 fn default_max_lanes() -> u32 {
     64
 }
@@ -273,6 +323,11 @@ impl GatewayConfig {
         if let Some(s) = cfg.settlement.as_mut() {
             if s.payee_key_file.is_relative() {
                 s.payee_key_file = base.join(&s.payee_key_file);
+            }
+        }
+        if let Some(r) = cfg.relay.as_mut() {
+            if r.key_file.is_relative() {
+                r.key_file = base.join(&r.key_file);
             }
         }
         Ok(cfg)

@@ -78,6 +78,8 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/channels/{id}/disputes", post(dispute))
         .route("/channels/{id}/close", post(close))
         .route("/channels/{id}/restore", post(restore))
+        .route("/relay/open", post(relay_open))
+        .route("/relay/topup", post(relay_top_up))
         .fallback(not_found);
     Router::new()
         .route(WELL_KNOWN_PATH, get(terms))
@@ -90,6 +92,28 @@ pub fn router(gateway: Gateway) -> Router {
 
 async fn not_found() -> GatewayError {
     GatewayError::new(Reason::NotFound, "no such endpoint")
+}
+
+/// `POST /tally/v1/relay/open` (spec/HTTP.md §12): `not_found` unless `[relay]` is set.
+async fn relay_open(State(gw): State<Gateway>, body: EndpointBody) -> Response {
+    let Some(relay) = gw.relay() else {
+        return not_found().await.into_response();
+    };
+    match relay.open(&body.0).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /tally/v1/relay/topup` (spec/HTTP.md §12).
+async fn relay_top_up(State(gw): State<Gateway>, body: EndpointBody) -> Response {
+    let Some(relay) = gw.relay() else {
+        return not_found().await.into_response();
+    };
+    match relay.top_up(&body.0).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn terms(State(gw): State<Gateway>) -> Response {

@@ -100,8 +100,16 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = match &*self.reason {
+            Reason::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         let body = ErrorBody::new(*self.reason, self.message);
         let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::PAYMENT_REQUIRED {
             if let Some(req) = self.required {
                 if let Ok(text) = encode_header(PAYMENT_REQUIRED, &*req) {

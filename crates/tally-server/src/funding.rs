@@ -15,6 +15,7 @@ use tally_chain::{ChainError, ChannelFunding, Funding};
 use tally_core::ChannelId;
 use tally_http::Reason;
 
+use crate::bucket::Bucket;
 use crate::errors::GatewayError;
 
 /// How long "no such channel" is believed.
@@ -26,26 +27,6 @@ const COLD_READS_PER_SECOND: f64 = 20.0;
 
 /// A cached read: the funding, or `None` for "no such channel".
 type Entry = Option<ChannelFunding>;
-
-/// A token bucket: `rate` tokens a second, at most `rate` held.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self, rate: f64) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// Cached funding reads.
 pub struct FundingCache {
@@ -86,10 +67,7 @@ impl FundingCache {
             source,
             ttl,
             entries: Mutex::new(HashMap::new()),
-            cold: Mutex::new(Bucket {
-                tokens: COLD_READS_PER_SECOND,
-                at: Instant::now(),
-            }),
+            cold: Mutex::new(Bucket::new(COLD_READS_PER_SECOND, COLD_READS_PER_SECOND)),
             reads: None,
         }
     }
@@ -130,7 +108,7 @@ impl FundingCache {
             // as cold as a new one.
             Some((_, Some(_))) => {}
             _ => {
-                let allowed = self.cold.lock().map(|mut b| b.take(COLD_READS_PER_SECOND));
+                let allowed = self.cold.lock().map(|mut b| b.take().is_ok());
                 if !allowed.unwrap_or(false) {
                     return Err(GatewayError::new(
                         Reason::ChainUnavailable,

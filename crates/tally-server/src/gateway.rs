@@ -105,6 +105,9 @@ pub(crate) struct Inner {
     pub(crate) settlement: crate::console::SettlementView,
     /// Failed console logins (spec/HTTP.md §11.2).
     pub(crate) console_logins: crate::console::auth::LoginLimiter,
+    /// The gasless-deposit relay (`[relay]`, spec/HTTP.md §12); unset means its endpoints
+    /// answer `not_found`.
+    pub(crate) relay: std::sync::OnceLock<Arc<crate::relay::Relay>>,
 }
 
 /// A metering gateway: cheap to clone, shared by every connection.
@@ -244,6 +247,7 @@ impl Gateway {
                 promises: Default::default(),
                 settlement: Default::default(),
                 console_logins: Default::default(),
+                relay: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -306,6 +310,20 @@ impl Gateway {
     /// every tick ([`crate::console::SettlementView::observe`]).
     pub fn settlement_view(&self) -> &crate::console::SettlementView {
         &self.inner.settlement
+    }
+
+    /// Serves the gasless-deposit relay from now on (spec/HTTP.md §12). A gateway has at most
+    /// one: a second call is refused and changes nothing.
+    pub fn enable_relay(&self, relay: crate::relay::Relay) -> Result<(), StartError> {
+        self.inner
+            .relay
+            .set(Arc::new(relay))
+            .map_err(|_| StartError::Config("the relay is already enabled".into()))
+    }
+
+    /// The relay, if one is enabled.
+    pub(crate) fn relay(&self) -> Option<&Arc<crate::relay::Relay>> {
+        self.inner.relay.get()
     }
 
     pub(crate) fn settings(&self) -> &Settings {

@@ -23,6 +23,7 @@
 //! not record (a poisoned log); put a secret (key, token, node URL) into a response or a log.
 
 pub mod bindings;
+pub mod bucket;
 pub mod channel;
 pub mod channel_body;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod readauth;
 pub mod redact;
+pub mod relay;
 pub mod salt;
 pub mod standalone;
 

@@ -140,6 +140,9 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     let proxy = Proxy::new(&upstream).map_err(StartError::Config)?;
     let gateway =
         Gateway::open_with_payee(cfg.gateway_settings()?, key, funding, payee_key.clone())?;
+    if let Some(rc) = cfg.relay.as_ref().filter(|r| r.enabled) {
+        start_relay(rc, &url, &gateway, payee_key.as_ref()).await?;
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = match (&cfg.settlement, payee_key) {
         (Some(s), Some(payee)) => {
@@ -220,6 +223,47 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         }
     }
     served.map_err(StartError::Io)
+}
+
+/// Starts the relay `[relay]` describes (spec/HTTP.md §12) on `gateway`: for its payee,
+/// its token and its minimum withdraw delay. The relay's wallet must not be the payee's:
+/// both send transactions, and two senders sharing a key race for nonces.
+pub async fn start_relay(
+    rc: &crate::config::RelayConfig,
+    url: &alloy::transports::http::reqwest::Url,
+    gateway: &Gateway,
+    payee_key: Option<&alloy::signers::local::PrivateKeySigner>,
+) -> Result<(), StartError> {
+    let key = read_secp256k1_key_file(&rc.key_file)?;
+    let wallet = key.address();
+    if payee_key.is_some_and(|p| p.address() == wallet) {
+        return Err(StartError::Config(
+            "[relay] key_file is the payee key: give the relay a wallet of its own".into(),
+        ));
+    }
+    let inner = &gateway.inner;
+    let policy = crate::relay::RelayPolicy {
+        payee: inner.payee,
+        token: inner.token,
+        min_withdraw_delay: inner.settings.min_withdraw_delay,
+        min_deposit: rc.min_deposit.0,
+    };
+    let client = TallyClient::with_chain_id(
+        tally_chain::channel::connect(url.clone(), key),
+        wallet,
+        inner.contract,
+        inner.settings.chain.chain_id,
+    );
+    let relay = crate::relay::Relay::new(client, policy, rc.limits())
+        .await
+        .map_err(|e| StartError::Config(format!("[relay]: {}", redact_text(&e.to_string()))))?;
+    tracing::info!(
+        wallet = %wallet,
+        gas_limit = rc.gas_limit,
+        per_minute = rc.max_per_minute,
+        "relaying gasless deposits"
+    );
+    gateway.enable_relay(relay)
 }
 
 /// Ctrl-C, or SIGTERM (what a service manager sends) on Unix.

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tally_chain::{ChannelFunding, TallyClient, TxOutcome, WithdrawState};
 use tally_core::ChannelId;
 
+use super::gasless;
 use crate::chain;
 use crate::cli::{
     ChainArgs, ChannelCloseArgs, ChannelOpenArgs, ChannelStatusArgs, ChannelTopupArgs,
@@ -101,9 +102,6 @@ fn with_tx(f: &ChannelFunding, t: &TxOutcome) -> Value {
 
 /// `tally channel open`.
 pub async fn open(a: ChannelOpenArgs, out: Output) -> Result<()> {
-    let contract = contract(&a.chain)?;
-    let token = chain::address("token", &a.token)?;
-    let payee = chain::address("payee", &a.payee)?;
     let salt = match &a.salt {
         Some(s) => s
             .parse::<B256>()
@@ -126,25 +124,32 @@ pub async fn open(a: ChannelOpenArgs, out: Output) -> Result<()> {
             a.client.display()
         )));
     }
+    let target = gasless::target(&a.chain, a.token.as_deref(), a.payee.as_deref()).await?;
+    let (Some(token), Some(payee)) = (target.token, target.payee) else {
+        return Err(CliError::Usage(
+            "--token and --payee are required without --provider".into(),
+        ));
+    };
+    let contract = target.contract;
     let signer = keys::read_secp256k1(&a.client.join(CHECKPOINT_KEY))?.address();
     let payer = keys::read_secp256k1(&a.payer_key)?;
-    let terms = chain::OpenTerms {
+    let params = tally_chain::OpenParams {
+        payee,
         token,
-        deposit: a.amount,
+        amount: a.amount,
+        signer,
         withdraw_delay: a.withdraw_delay,
         salt,
     };
     let client = chain::wallet(&a.chain.rpc, contract, &payer).await?;
-    let (id, tx) =
-        chain::open_channel(&a.chain.rpc, contract, &payer, payee, signer, terms).await?;
-    let expected = tally_chain::channel_id(
-        client.chain_id(),
-        contract,
-        payer.address(),
-        payee,
-        token,
-        salt,
-    );
+    let (id, tx) = match (&a.chain.provider, a.chain.gasless) {
+        (Some(base), true) => gasless::open(base, &client, &payer, params, a.chain.auth).await?,
+        _ => {
+            client.approve(token, a.amount).await?;
+            client.open(params).await?
+        }
+    };
+    let expected = client.channel_id_for(payer.address(), payee, token, salt);
     if id != expected {
         return Err(CliError::Verification(format!(
             "channel id {} differs from the one computed offline, {}",
@@ -168,9 +173,15 @@ pub async fn open(a: ChannelOpenArgs, out: Output) -> Result<()> {
     }
     let mut v = with_tx(&f, &tx);
     v["salt"] = json!(salt.to_string());
+    v["relayed"] = json!(a.chain.gasless);
     out.emit(&v, || id.to_hex());
+    let how = if a.chain.gasless {
+        ", relayed: the provider paid the gas"
+    } else {
+        ""
+    };
     out.note(&format!(
-        "opened with a deposit of {} (signer {signer}, salt {salt}, tx {})",
+        "opened with a deposit of {} (signer {signer}, salt {salt}, tx {}{how})",
         f.deposit, tx.tx_hash
     ));
     Ok(())
@@ -178,11 +189,11 @@ pub async fn open(a: ChannelOpenArgs, out: Output) -> Result<()> {
 
 /// `tally channel topup`.
 pub async fn topup(a: ChannelTopupArgs, out: Output) -> Result<()> {
-    let contract = contract(&a.chain)?;
     let id = super::channel_id(&a.channel)?;
     if a.amount == 0 {
         return Err(CliError::Usage("--amount must be positive".into()));
     }
+    let contract = gasless::target(&a.chain, None, None).await?.contract;
     let payer = keys::read_secp256k1(&a.payer_key)?;
     let client = chain::wallet(&a.chain.rpc, contract, &payer).await?;
     let before = read(&client, &id).await?;
@@ -192,8 +203,16 @@ pub async fn topup(a: ChannelTopupArgs, out: Output) -> Result<()> {
             id.to_hex()
         )));
     }
-    client.approve(before.token, a.amount).await?;
-    let tx = client.top_up(&id, a.amount).await?;
+    let tx = match (&a.chain.provider, a.chain.gasless) {
+        (Some(base), true) => {
+            let what = (&id, before.token, a.amount);
+            gasless::top_up(base, &client, &payer, what, a.chain.auth).await?
+        }
+        _ => {
+            client.approve(before.token, a.amount).await?;
+            client.top_up(&id, a.amount).await?
+        }
+    };
     let after = read(&client, &id).await?;
     if Some(after.deposit) != before.deposit.checked_add(a.amount) {
         return Err(CliError::Verification(format!(
@@ -201,7 +220,9 @@ pub async fn topup(a: ChannelTopupArgs, out: Output) -> Result<()> {
             before.deposit, after.deposit, a.amount
         )));
     }
-    out.emit(&with_tx(&after, &tx), || {
+    let mut v = with_tx(&after, &tx);
+    v["relayed"] = json!(a.chain.gasless);
+    out.emit(&v, || {
         format!(
             "topped up {} by {}: deposit {} (tx {})",
             id.to_hex(),

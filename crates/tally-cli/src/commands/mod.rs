@@ -9,6 +9,7 @@ pub mod demo;
 pub mod dispute;
 pub mod export;
 pub mod fsck;
+pub mod gasless;
 pub mod keygen;
 pub mod pay;
 pub mod prove;
