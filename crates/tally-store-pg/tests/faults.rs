@@ -22,7 +22,7 @@ async fn acknowledged_appends_survive_an_immediate_stop() {
     let pg = PgServer::start();
     let store = Arc::new(PgStore::connect(&pg.url(), 1).await.unwrap());
     store.init().await.unwrap();
-    let ch: ChannelId = [9; 32];
+    let ch = ChannelId([9; 32]);
     let lease = store.acquire(0, "node-a", 600_000).await.unwrap().unwrap();
 
     let writer = {
@@ -96,7 +96,7 @@ async fn random_interleavings_of_three_nodes_keep_one_record_per_index() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    let channels: [ChannelId; 2] = [[0; 32], [1; 32]]; // shards 0 and 1 of 2
+    let channels = [ChannelId([0; 32]), ChannelId([1; 32])]; // shards 0 and 1 of 2
     for seed in 0..4u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         // The same two shards each run, fresh channels (byte 2 is the seed).
@@ -104,7 +104,7 @@ async fn random_interleavings_of_three_nodes_keep_one_record_per_index() {
             .iter()
             .map(|c| {
                 let mut c = *c;
-                c[2] = seed as u8;
+                c.0[2] = seed as u8;
                 c
             })
             .collect();
