@@ -2,11 +2,11 @@
 //! owner only, fenced like an append (§4), and only when their root is the log's root at
 //! their size, as tally-log's sled store requires.
 
-use tally_log::{Blake3Hasher, Frontier, Hash, LogError};
+use tally_log::{Hash, LogError};
 
 use crate::error::{to_i64, to_u64};
 use crate::lease::shard_param;
-use crate::merkle::{size_of, with_hashes};
+use crate::merkle::root_in;
 use crate::{ChannelId, Lease, PgError, PgStore};
 
 /// The lease still held at this epoch, locked `FOR SHARE` until the transaction ends: a
@@ -53,18 +53,7 @@ impl PgStore {
                 epoch: lease.epoch,
             });
         }
-        let head = size_of(&tx, channel).await?;
-        if size > head {
-            return Err(LogError::OutOfRange {
-                index: size,
-                size: head,
-            }
-            .into());
-        }
-        let actual = with_hashes(&tx, channel, |r| {
-            Ok(Frontier::load(r, size)?.root(&Blake3Hasher))
-        })
-        .await?;
+        let actual = root_in(&tx, channel, size).await?;
         if actual != *root {
             return Err(LogError::CheckpointMismatch {
                 channel: *channel,
@@ -100,8 +89,7 @@ impl PgStore {
                 &[&channel.0.as_slice()],
             )
             .await?;
-        row.map(|row| Ok((to_u64(row.try_get(0)?, "size")?, row.try_get(1)?)))
-            .transpose()
+        row.as_ref().map(checkpoint_row).transpose()
     }
 
     /// Every checkpoint of `channel`, smallest size first, as `(size, body)`.
@@ -113,8 +101,11 @@ impl PgStore {
                 &[&channel.0.as_slice()],
             )
             .await?;
-        rows.iter()
-            .map(|row| Ok((to_u64(row.try_get(0)?, "size")?, row.try_get(1)?)))
-            .collect()
+        rows.iter().map(checkpoint_row).collect()
     }
+}
+
+/// A `(size, body)` row as the caller gets it.
+fn checkpoint_row(row: &tokio_postgres::Row) -> Result<(u64, Vec<u8>), PgError> {
+    Ok((to_u64(row.try_get(0)?, "size")?, row.try_get(1)?))
 }

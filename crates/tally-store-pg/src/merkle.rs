@@ -156,23 +156,45 @@ pub(crate) async fn size_of<C: GenericClient + Sync>(
     }
 }
 
+/// Refuses a size beyond the committed `head`, as the sled store does.
+fn within(size: u64, head: u64) -> Result<(), LogError> {
+    if size > head {
+        return Err(LogError::OutOfRange {
+            index: size,
+            size: head,
+        });
+    }
+    Ok(())
+}
+
+/// Reads `channel`'s committed size, lets `check` refuse the request against it, then runs
+/// `f` over the stored hashes ([`with_hashes`]): the shape of every tree read.
+async fn read_tree<C, T, F>(
+    db: &C,
+    channel: &ChannelId,
+    check: impl FnOnce(u64) -> Result<(), LogError> + Send,
+    f: F,
+) -> Result<T, PgError>
+where
+    C: GenericClient + Sync,
+    F: Fn(&dyn HashReader) -> Result<T, LogError> + Send,
+{
+    check(size_of(db, channel).await?)?;
+    with_hashes(db, channel, f).await
+}
+
 /// The root of `channel` at `size`, which must not exceed the committed head.
 pub(crate) async fn root_in<C: GenericClient + Sync>(
     db: &C,
     channel: &ChannelId,
     size: u64,
 ) -> Result<Hash, PgError> {
-    let head = size_of(db, channel).await?;
-    if size > head {
-        return Err(LogError::OutOfRange {
-            index: size,
-            size: head,
-        }
-        .into());
-    }
-    with_hashes(db, channel, |r| {
-        Ok(Frontier::load(r, size)?.root(&Blake3Hasher))
-    })
+    read_tree(
+        db,
+        channel,
+        |head| within(size, head),
+        |r| Ok(Frontier::load(r, size)?.root(&Blake3Hasher)),
+    )
     .await
 }
 
@@ -207,17 +229,12 @@ impl PgStore {
         size: u64,
     ) -> Result<Vec<Hash>, PgError> {
         let client = self.client().await?;
-        let head = size_of(&*client, channel).await?;
-        if size > head {
-            return Err(LogError::OutOfRange {
-                index: size,
-                size: head,
-            }
-            .into());
-        }
-        with_hashes(&*client, channel, |r| {
-            proof::inclusion_proof(&Blake3Hasher, r, index, size)
-        })
+        read_tree(
+            &*client,
+            channel,
+            |head| within(size, head),
+            |r| proof::inclusion_proof(&Blake3Hasher, r, index, size),
+        )
         .await
     }
 
@@ -230,16 +247,17 @@ impl PgStore {
         new: u64,
     ) -> Result<Vec<Hash>, PgError> {
         let client = self.client().await?;
-        let head = size_of(&*client, channel).await?;
-        if old == 0 || old > new || new > head {
-            return Err(LogError::BadSizes {
-                old,
-                new,
-                size: head,
+        let check = |head| {
+            if old == 0 || old > new || new > head {
+                return Err(LogError::BadSizes {
+                    old,
+                    new,
+                    size: head,
+                });
             }
-            .into());
-        }
-        with_hashes(&*client, channel, |r| {
+            Ok(())
+        };
+        read_tree(&*client, channel, check, |r| {
             proof::consistency_proof(&Blake3Hasher, r, old, new)
         })
         .await
