@@ -184,6 +184,19 @@ pub async fn check_refusals<B: LogBackend>(log: &B, ch: &ChannelId, size: u64) {
     }
     let head = ok(log.head(ch).await, "head").map_or(0, |h| h.size);
     assert_eq!(head, size, "a refused append wrote nothing");
+    // An empty batch writes nothing, at the head or elsewhere.
+    assert_eq!(
+        ok(log.append(ch, size, Vec::new()).await, "empty"),
+        size..size
+    );
+    refused::<B, _>(log.append(ch, size + 1, Vec::new()).await, w, "empty ahead");
+    // Reads are clamped to the head.
+    let tail = ok(
+        log.records(ch, size.saturating_sub(1)..size + 3).await,
+        "tail",
+    );
+    assert_eq!(tail.len() as u64, size.min(1));
+    assert!(ok(log.records(ch, size..u64::MAX).await, "past the head").is_empty());
 }
 
 /// Checkpoints: stored only with the log's root at their size, listed by size, the latest

@@ -40,12 +40,25 @@ impl LogBackend for LeasedLog<'_> {
         }
     }
 
+    /// An empty batch writes nothing and answers as the sled store does: `start..start` at
+    /// the head, a moved head otherwise (the store's own `append` refuses it as
+    /// [`PgError::EmptyBatch`], since a commit of nothing proves nothing about the lease).
     async fn append(
         &self,
         channel: &ChannelId,
         start: u64,
         records: Vec<Vec<u8>>,
     ) -> Result<Range<u64>, PgError> {
+        if records.is_empty() {
+            let actual = self.store.head(channel).await?.map_or(0, |h| h.size);
+            if actual != start {
+                return Err(PgError::SizeMismatch {
+                    expected: start,
+                    actual,
+                });
+            }
+            return Ok(start..start);
+        }
         self.store
             .append(&self.lease, channel, start, &records)
             .await

@@ -208,16 +208,20 @@ impl PgStore {
 
     /// The record at `index`, refused at or beyond the head.
     pub async fn record(&self, channel: &ChannelId, index: u64) -> Result<Vec<u8>, PgError> {
-        let end = index.checked_add(1).ok_or(PgError::OutOfRange("index"))?;
-        let mut found = self.records(channel, index..end).await?;
-        match found.pop() {
-            Some(record) => Ok(record),
-            None => {
-                let client = self.client().await?;
-                let size = size_of(&*client, channel).await?;
-                Err(LogError::OutOfRange { index, size }.into())
-            }
+        let size = {
+            let client = self.client().await?;
+            size_of(&*client, channel).await?
+        };
+        if index >= size {
+            return Err(LogError::OutOfRange { index, size }.into());
         }
+        let mut found = self.records(channel, index..index + 1).await?;
+        found.pop().ok_or_else(|| {
+            PgError::from(LogError::Corrupt {
+                channel: *channel,
+                detail: format!("record {index} is missing below head {size}"),
+            })
+        })
     }
 
     /// The inclusion proof of record `index` in the tree of `size` (RFC 9162 §2.1.3), by
