@@ -7,7 +7,7 @@ use tally_core::ChannelId;
 use crate::error::LogError;
 use crate::store::LogStore;
 use crate::tree::{Frontier, HashReader};
-use crate::{Blake3Hasher, Hash, TreeHasher};
+use crate::{Blake3Hasher, Hash};
 
 /// Answers the stored hashes of one frontier from a list (largest subtree first).
 struct EdgeReader(Vec<(u8, u64, Hash)>);
@@ -52,7 +52,7 @@ pub fn frontier_at(
     }
     let mut frontier = Frontier::load(&EdgeReader(edge), before)?;
     let last = log.record(channel, size - 1)?;
-    frontier.push(&Blake3Hasher, Blake3Hasher.leaf(&last));
+    frontier.push_record(&Blake3Hasher, &last);
     if frontier.root(&Blake3Hasher) != *root {
         return Err(LogError::Corrupt {
             channel: *channel,
@@ -66,6 +66,7 @@ pub fn frontier_at(
 mod tests {
     use super::*;
     use crate::tree::MemoryTree;
+    use crate::TreeHasher;
 
     #[test]
     fn the_frontier_at_any_size_continues_like_the_tree() {

@@ -8,12 +8,18 @@
 //! - [`tree`]: subtree arithmetic, the right-edge [`tree::Frontier`] and an in-memory tree;
 //! - [`proof`]: inclusion and consistency proofs, each generator paired with its checker;
 //! - [`store`]: the sled store with a single group-committing writer, and `fsck`;
-//! - [`bundle`]: the checks behind a proof bundle.
+//! - [`bundle`]: the checks behind a proof bundle;
+//! - [`backend`]: the interface every log backend (this sled store, the PostgreSQL store of
+//!   spec/CLUSTER.md) implements, and, with the `conformance` feature, the one suite they all
+//!   pass.
 //!
 //! This crate must never report an append as durable before `flush()` has returned for the
 //! batch holding it, and must never rewrite a stored hash.
 
+pub mod backend;
 pub mod bundle;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod edge;
 pub mod error;
 pub mod proof;
@@ -21,6 +27,7 @@ pub mod store;
 mod tile_cache;
 pub mod tree;
 
+pub use backend::{ErrorKind, LogBackend};
 pub use edge::frontier_at;
 pub use error::{LogError, ProofError};
 pub use proof::{consistency_proof, inclusion_proof, verify_consistency, verify_inclusion};

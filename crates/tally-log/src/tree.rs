@@ -107,6 +107,17 @@ impl Frontier {
         out
     }
 
+    /// Appends a record: its leaf is `H(0x00 || record)` over the whole record bytes (RFC 9162
+    /// §2.1.1). The one leaf rule of every backend (the sled writer, the PostgreSQL store of
+    /// spec/CLUSTER.md §2), so the same records give the same tree everywhere.
+    pub fn push_record<H: TreeHasher>(
+        &mut self,
+        hasher: &H,
+        record: &[u8],
+    ) -> Vec<(u8, u64, Hash)> {
+        self.push(hasher, hasher.leaf(record))
+    }
+
     /// `MTH` of the whole tree (RFC 9162 §2.1.1).
     pub fn root<H: TreeHasher>(&self, hasher: &H) -> Hash {
         fold_right(hasher, &self.edge).unwrap_or_else(|| hasher.empty())

@@ -22,9 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.init().await?;
     println!("PostgreSQL 15, synchronous_commit on, fsync on, one connection, 435-byte records");
     for (n, batch) in [(0u8, 1usize), (1, 64)] {
-        let mut channel: ChannelId = [n; 32];
-        channel[0] = 0;
-        channel[1] = 0;
+        let mut channel = ChannelId([n; 32]);
+        channel.0[0] = 0;
+        channel.0[1] = 0;
         let lease = store
             .acquire(0, "bench", 600_000)
             .await?

@@ -55,6 +55,11 @@ pub enum PgError {
     /// An append of no records: it would prove nothing about the head.
     #[error("an append needs at least one record")]
     EmptyBatch,
+    /// The log's own refusal, as tally-log's sled store words it (a size beyond the head,
+    /// proof sizes out of order, a checkpoint whose root is not the log's), or a stored hash
+    /// found missing (`LogError::Corrupt`).
+    #[error(transparent)]
+    Log(#[from] tally_log::LogError),
     /// A number does not fit the database's column (BIGINT, INT) or back.
     #[error("{0} is out of range")]
     OutOfRange(&'static str),

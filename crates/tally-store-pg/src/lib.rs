@@ -5,7 +5,11 @@
 //! shard's channels only while it holds the shard's [`Lease`], and every group commit
 //! ([`PgStore::append`]) is *fenced*: the records and the head move in one transaction whose
 //! head update succeeds only if the database still names this node and this epoch as the
-//! shard's owner (CLUSTER.md §4). Records are opaque bytes here, as in tally-log's sled store.
+//! shard's owner (CLUSTER.md §4). Records are opaque bytes here, as in tally-log's sled store;
+//! the same transaction stores the Merkle hashes the new records complete (CLUSTER.md §2,
+//! schema version 2), computed by tally-log's tree code, so roots, proofs and checked
+//! checkpoints are served from the database alone, by any node ([`LeasedLog`] is the
+//! store behind tally-log's `LogBackend` interface).
 //!
 //! What this crate must never do:
 //! - advance a channel head without the fencing condition in the same statement: a node that
@@ -13,28 +17,35 @@
 //!   know it lost it;
 //! - trust a lease it has not renewed: [`PgStore::renew`] fails once the lease has expired in
 //!   the database's clock, and the node must [`acquire`](PgStore::acquire) again (a new epoch);
-//! - report an append before PostgreSQL's `COMMIT` has returned.
+//! - report an append before PostgreSQL's `COMMIT` has returned;
+//! - keep tree state in memory: a node that takes a shard over loads each channel's frontier
+//!   from the database, inside the commit that extends it.
 
+mod backend;
+mod checkpoint;
 mod error;
 mod lease;
 mod log;
+mod merkle;
 mod schema;
 
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls};
 
+pub use backend::LeasedLog;
 pub use error::PgError;
 pub use lease::Lease;
 pub use log::Head;
 pub use schema::SCHEMA_VERSION;
 
-/// A channel id (PROTOCOL.md §8.1): 32 bytes, of which the first two pick the shard.
-pub type ChannelId = [u8; 32];
+/// A channel id (PROTOCOL.md §8.1): 32 bytes, of which the first two pick the shard. The same
+/// type as tally-log's, so both stores answer about the same channels (CLUSTER.md §2).
+pub use tally_core::ChannelId;
 
 /// The shard of `channel` among `shards`: its first two bytes, big-endian, modulo `shards`
 /// (CLUSTER.md §3). Channel ids are hashes, so shards fill evenly.
 pub fn shard_of(channel: &ChannelId, shards: u16) -> u32 {
-    let prefix = u32::from(u16::from_be_bytes([channel[0], channel[1]]));
+    let prefix = u32::from(u16::from_be_bytes([channel.0[0], channel.0[1]]));
     prefix % u32::from(shards.max(1))
 }
 
@@ -65,7 +76,15 @@ impl PgStore {
     /// the shard count, refusing a database set up with another (CLUSTER.md §2).
     pub async fn init(&self) -> Result<(), PgError> {
         let mut client = self.client().await?;
-        schema::init(&mut client, self.shards).await
+        schema::init(&mut client, self.shards, SCHEMA_VERSION).await
+    }
+
+    /// [`init`](Self::init) stopping at schema `version`: for tests of the migrations only
+    /// (a database left at an old version, then migrated by `init`).
+    #[doc(hidden)]
+    pub async fn init_at_version(&self, version: i32) -> Result<(), PgError> {
+        let mut client = self.client().await?;
+        schema::init(&mut client, self.shards, version.min(SCHEMA_VERSION)).await
     }
 
     /// The number of shards this store was opened with.
@@ -76,7 +95,7 @@ impl PgStore {
     /// The connection, reopened if it closed (the database restarted, the network dropped):
     /// a node must outlive its database's restarts. Leases are in the database, so a new
     /// connection loses nothing.
-    async fn client(&self) -> Result<MutexGuard<'_, Client>, PgError> {
+    pub(crate) async fn client(&self) -> Result<MutexGuard<'_, Client>, PgError> {
         let mut guard = self.client.lock().await;
         if guard.is_closed() {
             *guard = open(&self.url).await?;

@@ -1,12 +1,14 @@
-//! The fenced group commit and the reads (spec/CLUSTER.md §4, §5).
+//! The fenced group commit and the reads of records (spec/CLUSTER.md §4, §5).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 
 use crate::error::{to_i64, to_u64};
 use crate::lease::shard_param;
+use crate::merkle;
 use crate::{shard_of, ChannelId, Lease, PgError, PgStore};
 
 /// A channel's durable head in the database.
@@ -80,7 +82,7 @@ impl PgStore {
     }
 
     /// One fenced transaction: create the head at 0 if new, pass the gate, insert the
-    /// records and keys, commit. `keys` is empty or one per body.
+    /// records, their Merkle hashes and the keys, commit. `keys` is empty or one per body.
     async fn commit(
         &self,
         lease: &Lease,
@@ -92,13 +94,7 @@ impl PgStore {
         if bodies.is_empty() {
             return Err(PgError::EmptyBatch);
         }
-        let channel_shard = shard_of(channel, self.shards());
-        if channel_shard != lease.shard {
-            return Err(PgError::WrongShard {
-                channel_shard,
-                lease_shard: lease.shard,
-            });
-        }
+        self.check_shard(lease, channel)?;
         let count = u64::try_from(bodies.len()).map_err(|_| PgError::OutOfRange("batch"))?;
         let new_size = expected
             .checked_add(count)
@@ -112,39 +108,47 @@ impl PgStore {
         let keyed = newest_per_key(keys, expected)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let ch = channel.0.as_slice();
         tx.execute(
             "INSERT INTO tally_heads (channel, shard, size, epoch) VALUES ($1, $2, 0, 0)
              ON CONFLICT (channel) DO NOTHING",
-            &[&channel.as_slice(), &p.shard],
+            &[&ch, &p.shard],
         )
         .await?;
-        let passed = tx
-            .query_opt(
-                ADVANCE_HEAD,
-                &[
-                    &channel.as_slice(),
-                    &p.new_size,
-                    &p.epoch,
-                    &p.expected,
-                    &p.shard,
-                    &lease.node,
-                ],
-            )
-            .await?;
-        if passed.is_none() {
+        let gate = [
+            &ch as &(dyn ToSql + Sync),
+            &p.new_size,
+            &p.epoch,
+            &p.expected,
+            &p.shard,
+            &lease.node,
+        ];
+        if tx.query_opt(ADVANCE_HEAD, &gate).await?.is_none() {
             return Err(refusal(&tx, lease, channel, &p, expected).await?);
         }
-        tx.execute(
-            INSERT_RECORDS,
-            &[&channel.as_slice(), &p.expected, &p.epoch, &bodies],
-        )
-        .await?;
+        // The gate holds the head row: the frontier at `expected` cannot move under us.
+        let nodes = merkle::grow(&tx, channel, expected, bodies).await?;
+        tx.execute(INSERT_RECORDS, &[&ch, &p.expected, &p.epoch, &bodies])
+            .await?;
+        merkle::insert_nodes(&tx, channel, &nodes).await?;
         if !keyed.0.is_empty() {
-            tx.execute(UPSERT_KEYED, &[&channel.as_slice(), &keyed.0, &keyed.1])
-                .await?;
+            tx.execute(UPSERT_KEYED, &[&ch, &keyed.0, &keyed.1]).await?;
         }
         tx.commit().await?;
         Ok(expected..new_size)
+    }
+
+    /// Refuses a write through `lease` to a channel of another shard: its fencing would
+    /// check the wrong lease row (CLUSTER.md §3).
+    pub(crate) fn check_shard(&self, lease: &Lease, channel: &ChannelId) -> Result<(), PgError> {
+        let channel_shard = shard_of(channel, self.shards());
+        if channel_shard != lease.shard {
+            return Err(PgError::WrongShard {
+                channel_shard,
+                lease_shard: lease.shard,
+            });
+        }
+        Ok(())
     }
 
     /// The durable head of `channel`, or `None` if it has no records.
@@ -153,7 +157,7 @@ impl PgStore {
         let row = client
             .query_opt(
                 "SELECT size, epoch FROM tally_heads WHERE channel = $1 AND size > 0",
-                &[&channel.as_slice()],
+                &[&channel.0.as_slice()],
             )
             .await?;
         match row {
@@ -179,7 +183,7 @@ impl PgStore {
                 "SELECT r.body FROM tally_records r JOIN tally_heads h ON h.channel = r.channel
                   WHERE r.channel = $1 AND r.idx >= $2 AND r.idx < LEAST($3, h.size)
                   ORDER BY r.idx",
-                &[&channel.as_slice(), &start, &end],
+                &[&channel.0.as_slice(), &start, &end],
             )
             .await?;
         rows.iter()
@@ -193,7 +197,7 @@ impl PgStore {
         let rows = client
             .query(
                 "SELECT key, idx FROM tally_keyed WHERE channel = $1 ORDER BY key",
-                &[&channel.as_slice()],
+                &[&channel.0.as_slice()],
             )
             .await?;
         rows.iter()
@@ -240,7 +244,7 @@ async fn refusal(
     let row = tx
         .query_one(
             DIAGNOSE,
-            &[&channel.as_slice(), &p.shard, &lease.node, &p.epoch],
+            &[&channel.0.as_slice(), &p.shard, &lease.node, &p.epoch],
         )
         .await?;
     let size: Option<i64> = row.try_get(0)?;

@@ -1,11 +1,17 @@
 //! Schema creation and migration (spec/CLUSTER.md §2).
 
-use tokio_postgres::Client;
+use tally_log::{Blake3Hasher, Frontier, LogError};
+use tokio_postgres::{Client, Transaction};
 
-use crate::PgError;
+use crate::error::{to_i64, to_u64};
+use crate::merkle::{insert_nodes, Node};
+use crate::{ChannelId, PgError};
 
 /// The newest schema version this code writes and understands.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// Records read per query while a migration computes the hashes of existing logs.
+const BACKFILL_CHUNK: u64 = 4096;
 
 /// A constant key for `pg_advisory_xact_lock`, so nodes starting together migrate one at a
 /// time ("tall" in ASCII).
@@ -45,9 +51,30 @@ CREATE TABLE tally_keyed (
 );
 ";
 
-/// Applies the missing versions in one transaction under the migration lock, then records
-/// or checks the shard count.
-pub(crate) async fn init(client: &mut Client, shards: u16) -> Result<(), PgError> {
+/// Version 2 (spec/CLUSTER.md §2): every complete subtree's hash, one row each, immutable once
+/// written; and the checkpoints, each checked against those hashes when stored.
+const V2: &str = "
+CREATE TABLE tally_nodes (
+    channel BYTEA NOT NULL,
+    level SMALLINT NOT NULL,
+    idx BIGINT NOT NULL,
+    hash BYTEA NOT NULL CHECK (length(hash) = 32),
+    PRIMARY KEY (channel, level, idx)
+);
+CREATE TABLE tally_checkpoints (
+    channel BYTEA NOT NULL,
+    size BIGINT NOT NULL,
+    root BYTEA NOT NULL CHECK (length(root) = 32),
+    body BYTEA NOT NULL,
+    epoch BIGINT NOT NULL,
+    PRIMARY KEY (channel, size)
+);
+";
+
+/// Applies the versions up to `target` missing from the database in one transaction under the
+/// migration lock, then records or checks the shard count. `target` is
+/// [`SCHEMA_VERSION`] except in migration tests.
+pub(crate) async fn init(client: &mut Client, shards: u16, target: i32) -> Result<(), PgError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -67,9 +94,15 @@ pub(crate) async fn init(client: &mut Client, shards: u16) -> Result<(), PgError
             supported: SCHEMA_VERSION,
         });
     }
-    if found < 1 {
+    if found < 1 && target >= 1 {
         tx.batch_execute(V1).await?;
         tx.execute("INSERT INTO tally_schema (version) VALUES (1)", &[])
+            .await?;
+    }
+    if found < 2 && target >= 2 {
+        tx.batch_execute(V2).await?;
+        backfill(&tx).await?;
+        tx.execute("INSERT INTO tally_schema (version) VALUES (2)", &[])
             .await?;
     }
     tx.execute(
@@ -88,5 +121,50 @@ pub(crate) async fn init(client: &mut Client, shards: u16) -> Result<(), PgError
         });
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Computes and stores the hashes of the logs written under version 1, which kept records
+/// only: each channel's records, in order, through tally-log's [`Frontier`], as the fenced
+/// commit does for new ones (CLUSTER.md §2, "Migrating from version 1").
+async fn backfill(tx: &Transaction<'_>) -> Result<(), PgError> {
+    let heads = tx
+        .query("SELECT channel, size FROM tally_heads WHERE size > 0", &[])
+        .await?;
+    for row in heads {
+        let id: &[u8] = row.try_get(0)?;
+        let id = <[u8; 32]>::try_from(id).map_err(|_| PgError::OutOfRange("channel"))?;
+        let channel = ChannelId(id);
+        let size = to_u64(row.try_get(1)?, "size")?;
+        let mut frontier = Frontier::default();
+        while frontier.size() < size {
+            let start = frontier.size();
+            let end = size.min(start.saturating_add(BACKFILL_CHUNK));
+            let rows = tx
+                .query(
+                    "SELECT body FROM tally_records WHERE channel = $1 AND idx >= $2 AND idx < $3
+                      ORDER BY idx",
+                    &[
+                        &id.as_slice(),
+                        &to_i64(start, "index")?,
+                        &to_i64(end, "index")?,
+                    ],
+                )
+                .await?;
+            if u64::try_from(rows.len()).ok() != Some(end - start) {
+                return Err(LogError::Corrupt {
+                    channel,
+                    detail: format!("records missing in {start}..{end} below head {size}"),
+                }
+                .into());
+            }
+            let mut nodes: Vec<Node> = Vec::with_capacity(rows.len() * 2);
+            for row in &rows {
+                let body: &[u8] = row.try_get(0)?;
+                nodes.extend(frontier.push_record(&Blake3Hasher, body));
+            }
+            insert_nodes(tx, &channel, &nodes).await?;
+        }
+    }
     Ok(())
 }

@@ -58,7 +58,7 @@ impl<H: TreeHasher> LogStore<H> {
                     return Ok(report);
                 }
             }
-            for (level, k, hash) in frontier.push(&self.hasher, self.hasher.leaf(&record)) {
+            for (level, k, hash) in frontier.push_record(&self.hasher, &record) {
                 let stored = if level >= TILE_HEIGHT {
                     self.tree
                         .get(upper_key(channel, level, k))?

@@ -272,6 +272,19 @@ impl<H: TreeHasher> LogStore<H> {
         )
     }
 
+    /// [`append`](Self::append) of records built for positions `start..`: if the log has
+    /// another size when the writer reaches them, nothing is written and the ticket fails
+    /// with [`LogError::WrongPosition`], as with [`append_keyed`](Self::append_keyed). The
+    /// PostgreSQL store's fenced append has the same contract (spec/CLUSTER.md §4), so both
+    /// backends answer one [`crate::LogBackend`] call alike.
+    pub fn append_at(&self, channel: ChannelId, start: u64, records: Vec<Vec<u8>>) -> Ticket {
+        self.enqueue(
+            channel,
+            records.into_iter().map(|r| (None, r)).collect(),
+            Some(start),
+        )
+    }
+
     /// [`append`](Self::append), also noting each record as the newest under its key, in the
     /// same atomic batch: [`keyed`](Self::keyed) then finds every key's newest record without
     /// a scan. The gateway keys records by lane (spec/PROTOCOL.md §5.4), so that after a

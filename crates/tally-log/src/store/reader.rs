@@ -187,7 +187,7 @@ pub(super) fn load_partial<H: TreeHasher>(
     let mut local = Frontier::default();
     for index in block * BLOCK..size {
         let record = read_record(tree, channel, index)?;
-        for (level, _, hash) in local.push(hasher, hasher.leaf(&record)) {
+        for (level, _, hash) in local.push_record(hasher, &record) {
             partial.levels[level as usize].push(hash);
         }
     }

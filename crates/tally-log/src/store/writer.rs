@@ -162,7 +162,7 @@ impl<H: TreeHasher> Writer<H> {
                         index.to_be_bytes().to_vec(),
                     );
                 }
-                for (level, k, hash) in tip.frontier.push(&hasher, hasher.leaf(record)) {
+                for (level, k, hash) in tip.frontier.push_record(&hasher, record) {
                     if level < TILE_HEIGHT {
                         tip.partial.levels[level as usize].push(hash);
                     } else {
