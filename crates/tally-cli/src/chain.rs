@@ -76,6 +76,9 @@ pub struct LocalChain {
     pub payer: PrivateKeySigner,
     /// The provider's wallet (claims).
     pub payee: PrivateKeySigner,
+    /// The provider's relay wallet: pays the gas of gasless deposits (spec/HTTP.md §12), a
+    /// wallet apart from the payee's so their transactions never race for nonces.
+    pub relayer: PrivateKeySigner,
 }
 
 impl LocalChain {
@@ -106,6 +109,7 @@ pub async fn start_local(mint: u128, note: &dyn Fn(&str)) -> Result<LocalChain> 
     let rpc = node.endpoint_url().to_string();
     let payer = dev_key(&node, 1)?;
     let payee = dev_key(&node, 2)?;
+    let relayer = dev_key(&node, 3)?;
     let provider = connect(rpc_url(&rpc)?, payer.clone());
     let token = TestToken::deploy(provider.clone(), "Tally Test USD".to_string(), 0)
         .await
@@ -125,6 +129,7 @@ pub async fn start_local(mint: u128, note: &dyn Fn(&str)) -> Result<LocalChain> 
         token: *token.address(),
         payer,
         payee,
+        relayer,
         anvil: node,
     })
 }

@@ -63,6 +63,9 @@ pub struct GatewayFile {
     /// When receipts are sent; `None` leaves tally-server's default (`sync`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durability: Option<tally_server::durability::DurabilityConfig>,
+    /// The gasless-deposit relay (`[relay]`); `None` runs none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<tally_server::config::RelayConfig>,
 }
 
 impl GatewayFile {
@@ -98,6 +101,7 @@ impl GatewayFile {
             },
             routes,
             durability: None,
+            relay: None,
         }
     }
 
@@ -168,6 +172,9 @@ pub async fn serve(cfg: &GatewayConfig) -> Result<Serving> {
         .server_limits()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let gateway = open(cfg)?;
+    if let Some(rc) = cfg.relay.as_ref().filter(|r| r.enabled) {
+        tally_server::standalone::start_relay(rc, &rpc_url(&cfg.rpc_url)?, &gateway, None).await?;
+    }
     let upstream = cfg
         .upstream
         .parse()

@@ -226,7 +226,7 @@ impl SettlementConfig {
 
 /// `[relay]`: submit clients' signed gasless opens and top-ups, paying the gas from a wallet
 /// of the provider's (spec/HTTP.md §12, spec/CHAIN.md §2.1).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayConfig {
     /// Turns the relay off without removing the table.
@@ -261,6 +261,17 @@ fn default_relay_per_minute() -> u32 {
 }
 
 impl RelayConfig {
+    /// An enabled relay paying from `key_file`, with the default limits and no minimum.
+    pub fn new(key_file: PathBuf) -> Self {
+        RelayConfig {
+            enabled: true,
+            key_file,
+            gas_limit: default_relay_gas_limit(),
+            max_per_minute: default_relay_per_minute(),
+            min_deposit: Amount(0),
+        }
+    }
+
     /// The relay's spending limits.
     pub fn limits(&self) -> crate::relay::RelayLimits {
         crate::relay::RelayLimits {

@@ -86,48 +86,46 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
     let checkpoint_key = keys::generate_secp256k1();
     keys::write_secp256k1(&pdir.join("checkpoint.key"), &checkpoint_key)?;
 
-    let (channel_id, opened) = chain::open_channel(
-        &rpc,
-        local.contract,
-        &local.payer,
-        local.payee.address(),
-        checkpoint_key.address(),
-        chain::OpenTerms {
-            token: local.token,
-            deposit: DEPOSIT,
-            withdraw_delay: chain::DEFAULT_WITHDRAW_DELAY,
-            salt: chain::random_salt(),
-        },
-    )
-    .await?;
-    step(
-        &out,
-        3,
-        &format!(
-            "opened channel {} with a deposit of {DEPOSIT}",
-            channel_id.to_hex()
-        ),
-    );
-
     let upstream = upstream::start().await?;
     let cfg_path = gdir.join("gateway.toml");
-    gateway::GatewayFile::new(
+    keys::write_secp256k1(&gdir.join("relay.key"), &local.relayer)?;
+    let mut file = gateway::GatewayFile::new(
         "127.0.0.1:0",
         &upstream.url(),
         &rpc,
         local.chain_terms(chain_id),
         upstream::prices(),
-    )
-    .write(&cfg_path)?;
+    );
+    file.relay = Some(tally_server::config::RelayConfig::new("relay.key".into()));
+    file.write(&cfg_path)?;
     let cfg = tally_server::config::GatewayConfig::load(&cfg_path)?;
     let serving = gateway::serve(&cfg).await?;
     step(
         &out,
-        4,
+        3,
         &format!(
-            "gateway on {} in front of the upstream on {}",
+            "gateway on {} in front of the upstream on {}, relaying gasless deposits",
             serving.url(),
             upstream.url()
+        ),
+    );
+
+    let opened = open_gasless(&serving, &local, checkpoint_key.address()).await;
+    let (channel_id, opened) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = serving.stop().await;
+            upstream.stop().await;
+            return Err(e);
+        }
+    };
+    step(
+        &out,
+        4,
+        &format!(
+            "opened channel {} with a deposit of {DEPOSIT}, gasless: the payer signed an EIP-3009 authorization and the gateway's relay paid the {} gas",
+            channel_id.to_hex(),
+            opened.gas_used
         ),
     );
 
@@ -144,6 +142,52 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
     summary.seconds = started.elapsed().as_secs_f64();
     summary.kept = keep.map(|k| k.display().to_string());
     Ok(summary)
+}
+
+/// Opens the demo's channel the way an agent without ETH would (spec/HTTP.md §12): the payer
+/// signs an EIP-3009 authorization, the gateway's relay submits it. Checks that the payer's
+/// ETH balance did not move: the relay paid all the gas.
+async fn open_gasless(
+    serving: &gateway::Serving,
+    local: &chain::LocalChain,
+    signer: alloy::primitives::Address,
+) -> Result<(tally_core::ChannelId, tally_chain::TxOutcome)> {
+    use alloy::providers::Provider;
+    let reader = chain::reader(&local.rpc, local.contract).await?;
+    let p = reader.provider().clone();
+    let eth = || async {
+        p.get_balance(local.payer.address())
+            .await
+            .map_err(|e| CliError::Service(format!("reading a balance: {e}")))
+    };
+    let before = eth().await?;
+    let params = tally_chain::OpenParams {
+        payee: local.payee.address(),
+        token: local.token,
+        amount: DEPOSIT,
+        signer,
+        withdraw_delay: chain::DEFAULT_WITHDRAW_DELAY,
+        salt: chain::random_salt(),
+    };
+    let auth = crate::cli::GaslessAuth::Eip3009;
+    let opened =
+        crate::commands::gasless::open(&serving.url(), &reader, &local.payer, params, auth).await?;
+    if eth().await? != before {
+        return Err(CliError::Verification(
+            "the payer paid gas for a gasless open".into(),
+        ));
+    }
+    let f = reader.channel(&opened.0).await?;
+    if (f.payer, f.deposit, f.signer) != (local.payer.address(), DEPOSIT, signer) {
+        return Err(CliError::Verification(format!(
+            "the relayed open left channel {} with payer {}, deposit {}, signer {}",
+            opened.0.to_hex(),
+            f.payer,
+            f.deposit,
+            f.signer
+        )));
+    }
+    Ok(opened)
 }
 
 /// One call paid the way x402 "exact" pays each call: the payer signs an EIP-3009
