@@ -137,6 +137,12 @@ fn http() -> Result<reqwest::Client> {
         .map_err(|e| CliError::Service(format!("http client: {e}")))
 }
 
+/// A relay that refuses or fails is a service that could not be used (exit 2): nothing was
+/// verified and found wrong, and the deposit can still be sent without --gasless.
+fn relay_failed(e: tally_client::ClientError) -> CliError {
+    CliError::Service(format!("the provider's relay: {e}"))
+}
+
 fn outcome(r: &Relayed) -> TxOutcome {
     TxOutcome {
         tx_hash: B256::from(r.transaction.0),
@@ -163,7 +169,9 @@ pub async fn open(
             GaslessOpen::sign_permit(payer, &d, p, nonce, until)?
         }
     };
-    let relayed = tally_client::relay::relay_open(&http()?, base, &signed).await?;
+    let relayed = tally_client::relay::relay_open(&http()?, base, &signed)
+        .await
+        .map_err(relay_failed)?;
     Ok((relayed.channel_id, outcome(&relayed)))
 }
 
@@ -187,6 +195,8 @@ pub async fn top_up(
             GaslessTopUp::sign_permit(payer, &d, channel, (amount, salt), nonce, until)?
         }
     };
-    let relayed = tally_client::relay::relay_top_up(&http()?, base, &signed).await?;
+    let relayed = tally_client::relay::relay_top_up(&http()?, base, &signed)
+        .await
+        .map_err(relay_failed)?;
     Ok(outcome(&relayed))
 }
