@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 secs="${1:-30}"
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
-for target in decode_messages checkpoint_note proof_bundle verify_inclusion verify_consistency http_wire request_path usage_stream; do
+for target in decode_messages checkpoint_note proof_bundle verify_inclusion verify_consistency http_wire request_path usage_stream relay_request; do
   mkdir -p "corpus/$target"
   cp -n seeds/"$target"/* "corpus/$target/" 2>/dev/null || true
   echo "== fuzz $target for ${secs}s"
