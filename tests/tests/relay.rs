@@ -252,6 +252,15 @@ async fn the_relay_pays_for_nothing_it_should_not() {
     // The chain would revert: a payer without the tokens.
     let poor = PrivateKeySigner::random();
     refused.push(("no tokens", f.signed(&poor, 1_000)));
+    // An authorization about to expire: it could expire between simulation and mining.
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 60;
+    let p = f.params(1_000);
+    let expiring = GaslessOpen::sign_eip3009(&payer, &f.domains, p, (0, soon))
+        .unwrap_or_else(|e| panic!("sign: {e}"));
+    refused.push(("an authorization about to expire", expiring));
     for (what, open) in &refused {
         let (status, reason, body) = refusal(f.post_open(open).await).await;
         assert_eq!(
@@ -343,5 +352,62 @@ async fn the_relay_keeps_to_its_rate_and_gas_limits_and_is_off_unless_configured
     let open = f.signed(&payer, 1_000);
     let (status, reason, _) = refusal(f.post_open(&open).await).await;
     assert_eq!((status, reason.as_str()), (404, "not_found"));
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_payer_has_one_relayed_deposit_in_flight() {
+    let mut f = Fixture::start(limits(10)).await;
+    let payer = f.broke_payer(10_000).await;
+    let p = f.env.payer.provider().clone();
+    let automine = |on: bool| {
+        let p = p.clone();
+        async move {
+            let r: Result<serde_json::Value, _> =
+                p.raw_request("evm_setAutomine".into(), (on,)).await;
+            r.unwrap_or_else(|e| panic!("evm_setAutomine: {e}"));
+        }
+    };
+    automine(false).await;
+    let first = f.signed(&payer, 6_000);
+    let second = f.signed(&payer, 6_000);
+    let url = format!("{}/tally/v1/relay/open", f.server.url());
+    let body = serde_json::to_vec(&first).unwrap_or_else(|e| panic!("json: {e}"));
+    let pending = tokio::spawn(async move {
+        let sent = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        sent.unwrap_or_else(|e| panic!("POST: {e}"))
+            .status()
+            .as_u16()
+    });
+    // Wait until the first deposit is broadcast (in the pool, not mined).
+    let mut broadcast = false;
+    for _ in 0..200 {
+        let n = p
+            .get_transaction_count(f.relayer)
+            .pending()
+            .await
+            .unwrap_or_else(|e| panic!("nonce: {e}"));
+        if n == 1 {
+            broadcast = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(broadcast, "the first deposit was never broadcast");
+    // Both need 6,000 of the payer's 10,000: the second is refused while the first is in flight.
+    let (status, reason, body) = refusal(f.post_open(&second).await).await;
+    assert_eq!((status, reason.as_str()), (429, "rate_limited"), "{body}");
+    assert!(body.contains("already being relayed"), "{body}");
+    automine(true).await;
+    let r: Result<serde_json::Value, _> = p.raw_request("evm_mine".into(), ()).await;
+    r.unwrap_or_else(|e| panic!("evm_mine: {e}"));
+    assert_eq!(pending.await.unwrap_or_else(|e| panic!("join: {e}")), 200);
+    assert_eq!(f.relayer_nonce().await, 1);
+    assert_eq!(f.env.balance(payer.address()).await, 4_000);
     f.stop().await;
 }

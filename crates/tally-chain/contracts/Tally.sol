@@ -130,8 +130,9 @@ contract Tally {
     bytes32 private immutable cachedDomainSeparator;
 
     mapping(bytes32 => Channel) private channels;
-    /// @notice Permit-funded top-up intents already used, by digest: the permit alone does not
-    /// stop a second use of the same intent once the funder grants a new allowance.
+    /// @notice Permit-funded top-up intents already used, by `keccak256(abi.encode(funder,
+    /// digest))`: the permit alone does not stop a second use of the same intent once the
+    /// funder grants a new allowance.
     mapping(bytes32 => bool) public usedIntents;
     bool private transient locked;
 
@@ -303,9 +304,12 @@ contract Tally {
         if (block.timestamp > auth.deadline) revert IntentExpired(auth.deadline);
         Channel storage c = _fundable(channelId, amount);
         bytes32 digest = _typedDigest(keccak256(abi.encode(TOP_UP_TYPEHASH, channelId, amount, salt, auth.deadline)));
-        if (usedIntents[digest]) revert IntentUsed(digest);
+        // Keyed by funder too: someone who signs the same TopUp with their own key uses up
+        // their own intent, never `from`'s.
+        bytes32 used = keccak256(abi.encode(from, digest));
+        if (usedIntents[used]) revert IntentUsed(digest);
         _verify(digest, auth.intent, from);
-        usedIntents[digest] = true;
+        usedIntents[used] = true;
         address token = c.token;
         _permit(token, from, amount, auth);
         _addDeposit(c, channelId, from, _pull(token, from, amount));

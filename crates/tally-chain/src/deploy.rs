@@ -73,15 +73,56 @@ pub async fn deploy_tally(
     Ok((client, outcome))
 }
 
-/// The read-back of [`deploy_tally`].
-async fn check_deployed(client: &TallyClient) -> Result<(), ChainError> {
+/// Checks that the contract at `client.address()` runs exactly the Tally code of this
+/// build (the committed artifact's runtime code), so a client never signs for, approves or
+/// sends funds to a contract someone else named (a provider's terms, spec/HTTP.md §12) that
+/// only looks like Tally. The runtime code holds two immutables the artifact leaves as zero
+/// words: the chain id and the EIP-712 domain separator, both known offline for this address;
+/// they are zeroed in the deployed code before the comparison.
+pub async fn check_tally_code(client: &TallyClient) -> Result<(), ChainError> {
     let code = client.provider().get_code_at(client.address()).await?;
-    if code.is_empty() {
+    let separator = eip712::domain(client.chain_id(), client.address()).separator();
+    let chain_id = alloy::primitives::U256::from(client.chain_id()).to_be_bytes::<32>();
+    if !matches_artifact(&code, &Tally::DEPLOYED_BYTECODE, &[separator.0, chain_id]) {
         return Err(ChainError::Unsupported(format!(
-            "no code at {} after the deploy",
+            "the code at {} is not this build's Tally contract",
             client.address()
         )));
     }
+    Ok(())
+}
+
+/// Whether `deployed` is `artifact` once every 32-byte word of `immutables` found in it
+/// where the artifact has a zero word is zeroed. Words are matched at every offset, since an
+/// immutable may begin with zero bytes (a small chain id does).
+fn matches_artifact(deployed: &[u8], artifact: &[u8], immutables: &[[u8; 32]]) -> bool {
+    if deployed.len() != artifact.len() || deployed.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < deployed.len() {
+        let zero_slot = artifact
+            .get(i..i + 32)
+            .is_some_and(|w| w.iter().all(|b| *b == 0));
+        let holds_immutable = || {
+            deployed.get(i..i + 32).is_some_and(|w| {
+                w.iter().any(|b| *b != 0) && immutables.iter().any(|m| m[..] == *w)
+            })
+        };
+        if zero_slot && holds_immutable() {
+            i += 32;
+        } else if deployed[i] == artifact[i] {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// The read-back of [`deploy_tally`].
+async fn check_deployed(client: &TallyClient) -> Result<(), ChainError> {
+    check_tally_code(client).await?;
     let min = client.contract().MIN_WITHDRAW_DELAY().call().await?;
     if u64::from(min) != u64::from(MIN_WITHDRAW_DELAY) {
         return Err(ChainError::Unsupported(format!(
@@ -96,4 +137,43 @@ async fn check_deployed(client: &TallyClient) -> Result<(), ChainError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_artifact;
+
+    #[test]
+    fn only_the_immutable_words_may_differ_from_the_artifact() {
+        let m = [7u8; 32];
+        let artifact: Vec<u8> = [vec![1, 2], vec![0; 32], vec![3]].concat();
+        let deployed: Vec<u8> = [vec![1, 2], m.to_vec(), vec![3]].concat();
+        assert!(matches_artifact(&deployed, &artifact, &[m]));
+        assert!(
+            matches_artifact(&artifact, &artifact, &[m]),
+            "a zero immutable is fine too"
+        );
+        let other: Vec<u8> = [vec![1, 2], vec![8; 32], vec![3]].concat();
+        assert!(!matches_artifact(&other, &artifact, &[m]), "another word");
+        let small = {
+            let mut w = [0u8; 32];
+            w[31] = 0x69;
+            w
+        };
+        let at_small: Vec<u8> = [vec![1, 2], small.to_vec(), vec![3]].concat();
+        assert!(
+            matches_artifact(&at_small, &artifact, &[m, small]),
+            "a word starting with zeros"
+        );
+        let changed: Vec<u8> = [vec![1, 9], m.to_vec(), vec![3]].concat();
+        assert!(
+            !matches_artifact(&changed, &artifact, &[m]),
+            "a changed opcode"
+        );
+        assert!(
+            !matches_artifact(&deployed[..34], &artifact, &[m]),
+            "another length"
+        );
+        assert!(!matches_artifact(&[], &[], &[m]), "no code");
+    }
 }

@@ -308,6 +308,71 @@ async fn a_fee_on_transfer_token_credits_what_arrived_through_eip3009() {
     assert_eq!(env.payee.channel(&id).await.unwrap().deposit, 500 - fee);
 }
 
+#[tokio::test]
+async fn a_top_up_intent_signed_by_someone_else_does_not_use_up_the_funders() {
+    let mut env = Env::new().await;
+    let d = domains(&env).await;
+    let (funder, griefer) = (
+        broke_payer(&env, 5_000).await,
+        broke_payer(&env, 5_000).await,
+    );
+    let token = *env.token.address();
+    let id = env.open(1_000).await;
+    let deadline = now(&env.payee).await + 600;
+    let what = (700, B256::repeat_byte(6));
+    let sign = |key: &PrivateKeySigner, nonce| {
+        GaslessTopUp::sign_permit(key, &d, &id, what, nonce, deadline).unwrap()
+    };
+    let nonce = env
+        .payee
+        .permit_nonce(token, funder.address())
+        .await
+        .unwrap();
+    let honest = sign(&funder, nonce);
+    // The griefer signs the very same TopUp (same digest) with its own key and lands first.
+    let nonce = env
+        .payee
+        .permit_nonce(token, griefer.address())
+        .await
+        .unwrap();
+    env.payee
+        .top_up_gasless(&sign(&griefer, nonce))
+        .await
+        .unwrap();
+    env.payee.top_up_gasless(&honest).await.unwrap();
+    assert_eq!(env.payee.channel(&id).await.unwrap().deposit, 2_400);
+    assert_eq!(env.balance(funder.address()).await, 4_300);
+}
+
+#[tokio::test]
+async fn only_this_builds_tally_code_passes_the_code_check() {
+    let env = Env::new().await;
+    tally_chain::deploy::check_tally_code(&env.payee)
+        .await
+        .unwrap();
+    let impostor = TallyClient::new(
+        env.payee.provider().clone(),
+        env.payee.sender(),
+        *env.token.address(),
+    )
+    .await
+    .unwrap();
+    let err = tally_chain::deploy::check_tally_code(&impostor)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not this build's Tally"), "{err}");
+    let nobody = TallyClient::new(
+        env.payee.provider().clone(),
+        env.payee.sender(),
+        Address::repeat_byte(9),
+    )
+    .await
+    .unwrap();
+    assert!(tally_chain::deploy::check_tally_code(&nobody)
+        .await
+        .is_err());
+}
+
 #[test]
 fn the_wire_form_round_trips_and_refuses_loose_input() {
     let key = PrivateKeySigner::random();

@@ -173,7 +173,15 @@ pub async fn serve(cfg: &GatewayConfig) -> Result<Serving> {
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let gateway = open(cfg)?;
     if let Some(rc) = cfg.relay.as_ref().filter(|r| r.enabled) {
-        tally_server::standalone::start_relay(rc, &rpc_url(&cfg.rpc_url)?, &gateway, None).await?;
+        // The payee key, if any, only to refuse a relay that would share it.
+        let payee = match &cfg.settlement {
+            Some(st) => Some(tally_server::config::read_secp256k1_key_file(
+                &st.payee_key_file,
+            )?),
+            None => None,
+        };
+        let url = rpc_url(&cfg.rpc_url)?;
+        tally_server::standalone::start_relay(rc, &url, &gateway, payee.as_ref()).await?;
     }
     let upstream = cfg
         .upstream

@@ -55,8 +55,20 @@ fn a_payer_without_eth_opens_and_tops_up_through_tally_serve() {
     let text = ok("gateway config", file.to_toml());
     let config = gw.join("gateway.toml");
 
+    // A relay needs its minimum deposit set: the provider decides what a channel is worth.
+    write(
+        &config,
+        &format!("{text}\n[relay]\nkey_file = \"relay.key\"\n"),
+    );
+    let refused = run(&["serve", "--config", path(&config)]);
+    expect(&refused, 2);
+    assert!(
+        stderr(&refused).contains("min_deposit"),
+        "{}",
+        stderr(&refused)
+    );
     // The relay's wallet must not be the payee's: refused at start-up.
-    write(&config, &format!("{text}\n[settlement]\npayee_key_file = \"payee.key\"\n[relay]\nkey_file = \"payee.key\"\n"));
+    write(&config, &format!("{text}\n[settlement]\npayee_key_file = \"payee.key\"\n[relay]\nkey_file = \"payee.key\"\nmin_deposit = \"10\"\n"));
     let refused = run(&["serve", "--config", path(&config)]);
     expect(&refused, 2);
     assert!(
@@ -199,5 +211,43 @@ fn a_payer_without_eth_opens_and_tops_up_through_tally_serve() {
     );
 
     assert_eq!(serve.interrupt(), 0);
+
+    // A provider whose terms name a contract that is not Tally (here: the token) gets no
+    // approval, permit or authorization: the CLI checks the code before it signs anything.
+    let port = free_port();
+    let mut terms = local.chain_terms(31337);
+    terms.contract = local.token.to_string();
+    let file = tally_cli::gateway::GatewayFile::new(
+        &format!("127.0.0.1:{port}"),
+        &upstream.url(),
+        &local.rpc,
+        terms,
+        tally_cli::upstream::prices(),
+    );
+    write(&config, &ok("gateway config", file.to_toml()));
+    let hostile = start_serve(&config);
+    let url = format!("http://127.0.0.1:{port}");
+    for gasless in [true, false] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend([
+            "--provider",
+            url.as_str(),
+            "--rpc",
+            local.rpc.as_str(),
+            "--amount",
+            "100",
+        ]);
+        if gasless {
+            args.push("--gasless");
+        }
+        let refused = run(&args);
+        expect(&refused, 1);
+        assert!(
+            stderr(&refused).contains("refusing to fund it"),
+            "{}",
+            stderr(&refused)
+        );
+    }
+    assert_eq!(hostile.interrupt(), 0);
     rt.block_on(upstream.stop());
 }

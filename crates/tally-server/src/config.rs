@@ -243,8 +243,9 @@ pub struct RelayConfig {
     /// Relayed transactions a minute across all clients (simulations: ten times that).
     #[serde(default = "default_relay_per_minute")]
     pub max_per_minute: u32,
-    /// The smallest deposit or top-up relayed (token base units); at least 1.
-    #[serde(default)]
+    /// The smallest deposit or top-up relayed (token base units; at least 1). Required: the
+    /// relay pays ~200k gas per open, and only the provider knows what a channel must hold
+    /// to be worth that in its token.
     pub min_deposit: Amount,
 }
 
@@ -261,14 +262,15 @@ fn default_relay_per_minute() -> u32 {
 }
 
 impl RelayConfig {
-    /// An enabled relay paying from `key_file`, with the default limits and no minimum.
-    pub fn new(key_file: PathBuf) -> Self {
+    /// An enabled relay paying from `key_file` for deposits of at least `min_deposit`, with
+    /// the default limits.
+    pub fn new(key_file: PathBuf, min_deposit: u128) -> Self {
         RelayConfig {
             enabled: true,
             key_file,
             gas_limit: default_relay_gas_limit(),
             max_per_minute: default_relay_per_minute(),
-            min_deposit: Amount(0),
+            min_deposit: Amount(min_deposit),
         }
     }
 

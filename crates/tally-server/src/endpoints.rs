@@ -100,7 +100,10 @@ async fn relay_open(State(gw): State<Gateway>, body: EndpointBody) -> Response {
         return not_found().await.into_response();
     };
     match relay.open(&body.0).await {
-        Ok(done) => Json(done).into_response(),
+        Ok(done) => {
+            gw.inner.funding.forget(&done.channel_id);
+            Json(done).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -111,7 +114,10 @@ async fn relay_top_up(State(gw): State<Gateway>, body: EndpointBody) -> Response
         return not_found().await.into_response();
     };
     match relay.top_up(&body.0).await {
-        Ok(done) => Json(done).into_response(),
+        Ok(done) => {
+            gw.inner.funding.forget(&done.channel_id);
+            Json(done).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

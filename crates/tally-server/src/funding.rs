@@ -88,6 +88,15 @@ impl FundingCache {
         self.cached(channel).and_then(|(_, f)| f)
     }
 
+    /// Drops what the cache holds for `channel`, so the next read asks the chain: after this
+    /// gateway's relay opened or topped it up (spec/HTTP.md §12), a cached "no such channel"
+    /// or an old deposit must not outlive the transaction.
+    pub fn forget(&self, channel: &ChannelId) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.remove(channel);
+        }
+    }
+
     /// The channel's funding, from cache if younger than the TTL.
     pub async fn get(&self, channel: &ChannelId) -> Result<ChannelFunding, GatewayError> {
         match self.cached(channel) {

@@ -53,7 +53,7 @@ pub enum DepositAuth {
 }
 
 /// A signed, submittable `openWithAuthorization` / `openWithPermit`: the body of the relay's
-/// `POST /tally/relay/open` (spec/HTTP.md §12).
+/// `POST /tally/v1/relay/open` (spec/HTTP.md §12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GaslessOpen {
@@ -77,7 +77,7 @@ pub struct GaslessOpen {
 }
 
 /// A signed, submittable `topUpWithAuthorization` / `topUpWithPermit`: the body of the
-/// relay's `POST /tally/relay/topup` (spec/HTTP.md §12).
+/// relay's `POST /tally/v1/relay/topup` (spec/HTTP.md §12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GaslessTopUp {

@@ -2,8 +2,9 @@
 //! Anyone may submit (spec/CHAIN.md §2.1): the sender pays the gas, the payer's signatures
 //! decide everything else.
 
+use alloy::network::Ethereum;
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::{DynProvider, Provider};
+use alloy::providers::{DynProvider, PendingTransactionBuilder, Provider};
 use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::Eip712Domain;
 use tally_core::ChannelId;
@@ -119,7 +120,17 @@ impl TallyClient {
 
     /// Sends `tx` with a gas limit of `gas` and waits for it to be mined.
     pub async fn submit(&self, tx: TransactionRequest, gas: u64) -> Result<TxOutcome, ChainError> {
-        finish(self.provider().send_transaction(tx.gas_limit(gas)).await?).await
+        finish(self.broadcast(tx, gas).await?).await
+    }
+
+    /// Sends `tx` with a gas limit of `gas` and returns once the node has it (not mined): a
+    /// relay broadcasts under its lock and waits for the receipt outside it.
+    pub async fn broadcast(
+        &self,
+        tx: TransactionRequest,
+        gas: u64,
+    ) -> Result<PendingTransactionBuilder<Ethereum>, ChainError> {
+        Ok(self.provider().send_transaction(tx.gas_limit(gas)).await?)
     }
 
     /// Submits a gasless open from this client's wallet (which pays the gas) and waits for

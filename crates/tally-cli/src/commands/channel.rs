@@ -146,7 +146,8 @@ pub async fn open(a: ChannelOpenArgs, out: Output) -> Result<()> {
         (Some(base), true) => gasless::open(base, &client, &payer, params, a.chain.auth).await?,
         _ => {
             client.approve(token, a.amount).await?;
-            client.open(params).await?
+            let (id, tx) = client.open(params).await?;
+            (id, Some(tx))
         }
     };
     let expected = client.channel_id_for(payer.address(), payee, token, salt);
@@ -171,18 +172,21 @@ pub async fn open(a: ChannelOpenArgs, out: Output) -> Result<()> {
             funding_text(&f)
         )));
     }
-    let mut v = with_tx(&f, &tx);
+    let mut v = match &tx {
+        Some(t) => with_tx(&f, t),
+        None => funding_json(&f),
+    };
     v["salt"] = json!(salt.to_string());
     v["relayed"] = json!(a.chain.gasless);
     out.emit(&v, || id.to_hex());
-    let how = if a.chain.gasless {
-        ", relayed: the provider paid the gas"
-    } else {
-        ""
+    let how = match (&tx, a.chain.gasless) {
+        (Some(t), true) => format!("tx {}, relayed: the provider paid the gas", t.tx_hash),
+        (Some(t), false) => format!("tx {}", t.tx_hash),
+        (None, _) => "the relay's answer was lost, the channel is on the chain".to_string(),
     };
     out.note(&format!(
-        "opened with a deposit of {} (signer {signer}, salt {salt}, tx {}{how})",
-        f.deposit, tx.tx_hash
+        "opened with a deposit of {} (signer {signer}, salt {salt}, {how})",
+        f.deposit
     ));
     Ok(())
 }

@@ -20,8 +20,9 @@ use crate::error::{CliError, Result};
 /// busy chain, short enough that a leaked signature soon expires.
 const VALIDITY: u64 = 600;
 
-/// How long the CLI waits for the relay, which answers once the transaction is mined.
-const RELAY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the CLI waits for the relay, which answers once the transaction is mined (the
+/// relay itself gives up waiting for a receipt after 90 s).
+const RELAY_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Where a deposit goes: the contract, and (for an open) the token and payee, from the flags
 /// and the provider's terms.
@@ -59,8 +60,9 @@ pub async fn target(
         }
         return Ok(t);
     };
-    let http = reqwest::Client::new();
-    let terms = tally_client::discovery::discover(&http, base).await?.terms;
+    let terms = tally_client::discovery::discover(&http()?, base)
+        .await?
+        .terms;
     let named = |what: &str, text: &str| {
         chain::address(what, text).map_err(|_| {
             CliError::Service(format!(
@@ -91,6 +93,19 @@ pub async fn target(
             reader.chain_id(),
             terms.chain.chain_id
         )));
+    }
+    // A contract only the provider named gets the payer's tokens (an approval, a permit or
+    // an EIP-3009 `to`) only if it runs this build's Tally code: a provider must not be able
+    // to point a payer at a contract of its own that merely answers like Tally.
+    if given_contract.is_none() {
+        tally_chain::deploy::check_tally_code(&reader)
+            .await
+            .map_err(|e| {
+                CliError::Verification(format!(
+                    "the provider's terms name contract {}: {e}; refusing to fund it (pass --contract to choose one yourself)",
+                    t.contract
+                ))
+            })?;
     }
     Ok(t)
 }
@@ -138,9 +153,17 @@ fn http() -> Result<reqwest::Client> {
 }
 
 /// A relay that refuses or fails is a service that could not be used (exit 2): nothing was
-/// verified and found wrong, and the deposit can still be sent without --gasless.
-fn relay_failed(e: tally_client::ClientError) -> CliError {
-    CliError::Service(format!("the provider's relay: {e}"))
+/// verified and found wrong, and the deposit can still be sent without --gasless. The signed
+/// authorization stays valid until `until` (chain time), so the message says so, and for an
+/// open names the salt: retrying with it can never open a second channel.
+fn relay_failed(e: tally_client::ClientError, until: u64, salt: Option<B256>) -> CliError {
+    let retry = match salt {
+        Some(s) => format!("; retry with --salt {s} to never open twice"),
+        None => String::new(),
+    };
+    CliError::Service(format!(
+        "the provider's relay: {e} (the signed authorization stays valid until unix time {until}{retry})"
+    ))
 }
 
 fn outcome(r: &Relayed) -> TxOutcome {
@@ -152,14 +175,15 @@ fn outcome(r: &Relayed) -> TxOutcome {
 }
 
 /// Signs an open with `payer` (`auth` chooses the token authorization) and has the relay at
-/// `base` submit it; returns the channel id the relay reports (the caller checks the chain).
+/// `base` submit it; returns the channel id and the relayed transaction, which is `None` when
+/// the relay failed but the channel is on the chain all the same (the caller checks it).
 pub async fn open(
     base: &str,
     reader: &TallyClient,
     payer: &PrivateKeySigner,
     p: OpenParams,
     auth: GaslessAuth,
-) -> Result<(ChannelId, TxOutcome)> {
+) -> Result<(ChannelId, Option<TxOutcome>)> {
     let d = domains(reader, p.token).await?;
     let until = chain_now(reader).await? + VALIDITY;
     let signed = match auth {
@@ -169,10 +193,18 @@ pub async fn open(
             GaslessOpen::sign_permit(payer, &d, p, nonce, until)?
         }
     };
-    let relayed = tally_client::relay::relay_open(&http()?, base, &signed)
-        .await
-        .map_err(relay_failed)?;
-    Ok((relayed.channel_id, outcome(&relayed)))
+    match tally_client::relay::relay_open(&http()?, base, &signed).await {
+        Ok(relayed) => Ok((relayed.channel_id, Some(outcome(&relayed)))),
+        Err(e) => {
+            // The relay may have sent it before failing (a timeout, a lost answer): the id is
+            // known offline, so the chain says whether the channel exists after all.
+            let id = signed.channel_id(&d);
+            match reader.channel(&id).await {
+                Ok(_) => Ok((id, None)),
+                Err(_) => Err(relay_failed(e, until, Some(p.salt))),
+            }
+        }
+    }
 }
 
 /// Signs a top-up of `channel` (whose token is `token`) and has the relay submit it.
@@ -197,6 +229,6 @@ pub async fn top_up(
     };
     let relayed = tally_client::relay::relay_top_up(&http()?, base, &signed)
         .await
-        .map_err(relay_failed)?;
+        .map_err(|e| relay_failed(e, until, None))?;
     Ok(outcome(&relayed))
 }

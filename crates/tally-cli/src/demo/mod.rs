@@ -96,7 +96,10 @@ pub async fn run(calls: u64, keep: Option<&Path>, out: Output) -> Result<DemoSum
         local.chain_terms(chain_id),
         upstream::prices(),
     );
-    file.relay = Some(tally_server::config::RelayConfig::new("relay.key".into()));
+    file.relay = Some(tally_server::config::RelayConfig::new(
+        "relay.key".into(),
+        DEPOSIT,
+    ));
     file.write(&cfg_path)?;
     let cfg = tally_server::config::GatewayConfig::load(&cfg_path)?;
     let serving = gateway::serve(&cfg).await?;
@@ -170,8 +173,12 @@ async fn open_gasless(
         salt: chain::random_salt(),
     };
     let auth = crate::cli::GaslessAuth::Eip3009;
-    let opened =
+    let (id, tx) =
         crate::commands::gasless::open(&serving.url(), &reader, &local.payer, params, auth).await?;
+    let opened = (
+        id,
+        tx.ok_or_else(|| CliError::Service("the relay answered no transaction".into()))?,
+    );
     if eth().await? != before {
         return Err(CliError::Verification(
             "the payer paid gas for a gasless open".into(),

@@ -7,16 +7,21 @@
 //! minimum amount); one or two signature recoveries; then, metered by a token bucket, one
 //! simulation on the node (which runs the token's and the contract's own checks); and only
 //! for a deposit that simulates successfully within `gas_limit`, metered by a second
-//! bucket, one transaction. Transactions are sent one at a time, so the relay wallet's
-//! nonces never race.
+//! bucket, one transaction. Transactions are broadcast one at a time (the lock is held from
+//! simulation to broadcast, never while waiting to be mined), so the relay wallet's nonces
+//! never race; at most [`MAX_QUEUED`] requests wait for that lock, and one payer has at most
+//! one deposit in flight, so two deposits that each need the payer's whole balance cannot
+//! both simulate successfully.
 //!
 //! What it must never do: pay gas for a deposit to anyone but this provider, submit a
 //! request whose signatures were not checked, or log a request body.
 
 mod policy;
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::Address;
 use alloy::rpc::types::TransactionRequest;
@@ -29,7 +34,15 @@ use tally_http::Reason;
 use crate::bucket::Bucket;
 use crate::errors::GatewayError;
 
-pub use policy::RelayPolicy;
+pub use policy::{RelayPolicy, MIN_VALIDITY_SECONDS};
+
+/// Requests that may wait for the send lock; more answer `rate_limited` at once, so a slow
+/// chain cannot pile requests (and connections) up behind it.
+pub const MAX_QUEUED: usize = 4;
+
+/// How long a relayed transaction may take to be mined before the request answers
+/// `chain_unavailable` (with its hash: it may still be mined).
+pub const RECEIPT_WAIT: Duration = Duration::from_secs(90);
 
 /// How much the relay spends (the `[relay]` table, spec/HTTP.md §10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +70,9 @@ pub struct Relay {
     simulations: Mutex<Bucket>,
     sends: Mutex<Bucket>,
     send_lock: tokio::sync::Mutex<()>,
+    queued: AtomicUsize,
+    /// Payers (or funders) with a relayed deposit not yet mined.
+    in_flight: Mutex<HashSet<Address>>,
 }
 
 impl Relay {
@@ -83,6 +99,8 @@ impl Relay {
             simulations: Mutex::new(Bucket::per_minute(limits.simulations_per_minute())),
             sends: Mutex::new(Bucket::per_minute(limits.max_per_minute)),
             send_lock: tokio::sync::Mutex::new(()),
+            queued: AtomicUsize::new(0),
+            in_flight: Mutex::new(HashSet::new()),
         })
     }
 
@@ -95,12 +113,13 @@ impl Relay {
     pub async fn open(&self, body: &[u8]) -> Result<Relayed, GatewayError> {
         let open: GaslessOpen = parse(body)?;
         self.policy.check_open(&open).map_err(refused)?;
+        RelayPolicy::check_window(&open.auth, unix_now()).map_err(refused)?;
         open.verify(&self.domains)
             .map_err(|e| refused(format!("the payer's signature: {e}")))?;
         let id = open.channel_id(&self.domains);
         self.take(&self.simulations)?;
         let tx = self.client.gasless_open_tx(&open);
-        let done = self.simulate_and_send(tx).await?;
+        let done = self.simulate_and_send(open.payer, tx).await?;
         tracing::info!(channel = %id.to_hex(), payer = %open.payer, gas = done.gas_used, "relayed a gasless open");
         Ok(relayed(id, done))
     }
@@ -108,6 +127,8 @@ impl Relay {
     /// `POST /tally/v1/relay/topup`.
     pub async fn top_up(&self, body: &[u8]) -> Result<Relayed, GatewayError> {
         let top_up: GaslessTopUp = parse(body)?;
+        self.policy.check_top_up_amount(&top_up).map_err(refused)?;
+        RelayPolicy::check_window(&top_up.auth, unix_now()).map_err(refused)?;
         top_up
             .verify(&self.domains)
             .map_err(|e| refused(format!("the funder's signature: {e}")))?;
@@ -125,27 +146,50 @@ impl Relay {
         };
         self.policy.check_top_up(&top_up, &ch).map_err(refused)?;
         let tx = self.client.gasless_top_up_tx(&top_up);
-        let done = self.simulate_and_send(tx).await?;
+        let done = self.simulate_and_send(top_up.from, tx).await?;
         tracing::info!(channel = %id.to_hex(), from = %top_up.from, gas = done.gas_used, "relayed a gasless top-up");
         Ok(relayed(id, done))
     }
 
-    /// Simulates `tx` (the caller took a simulation token); if it succeeds within the gas
-    /// limit and a send token is left, sends it (one at a time) and waits for it to be mined.
-    async fn simulate_and_send(&self, tx: TransactionRequest) -> Result<TxOutcome, GatewayError> {
-        let _one_at_a_time = self.send_lock.lock().await;
-        let gas = self.client.estimate(&tx).await.map_err(chain_error)?;
-        if gas > self.limits.gas_limit {
-            return Err(refused(format!(
-                "the deposit needs {gas} gas, over this relay's limit of {}",
-                self.limits.gas_limit
-            )));
+    /// Simulates `tx` (the caller took a simulation token) for a deposit paid by `payer`; if
+    /// it succeeds within the gas limit and a send token is left, broadcasts it and waits (at
+    /// most [`RECEIPT_WAIT`], outside the lock) for it to be mined.
+    async fn simulate_and_send(
+        &self,
+        payer: Address,
+        tx: TransactionRequest,
+    ) -> Result<TxOutcome, GatewayError> {
+        let _payer = PayerInFlight::claim(&self.in_flight, payer)?;
+        let pending = {
+            let _queued = Queued::enter(&self.queued)?;
+            let _one_at_a_time = self.send_lock.lock().await;
+            let gas = self.client.estimate(&tx).await.map_err(chain_error)?;
+            if gas > self.limits.gas_limit {
+                return Err(refused(format!(
+                    "the deposit needs {gas} gas, over this relay's limit of {}",
+                    self.limits.gas_limit
+                )));
+            }
+            self.take(&self.sends)?;
+            // Headroom over the estimate for state that changes between simulation and
+            // mining, never over the configured limit.
+            let limit = (gas + gas / 5).min(self.limits.gas_limit);
+            self.client
+                .broadcast(tx, limit)
+                .await
+                .map_err(chain_error)?
+        };
+        let hash = *pending.tx_hash();
+        match tokio::time::timeout(RECEIPT_WAIT, tally_chain::channel::finish(pending)).await {
+            Ok(done) => done.map_err(chain_error),
+            Err(_) => Err(GatewayError::new(
+                Reason::ChainUnavailable,
+                format!(
+                    "sent as {hash}, not mined within {} s; it may still be mined: read the chain",
+                    RECEIPT_WAIT.as_secs()
+                ),
+            )),
         }
-        self.take(&self.sends)?;
-        // Headroom over the estimate for state that changes between simulation and mining,
-        // never over the configured limit.
-        let limit = (gas + gas / 5).min(self.limits.gas_limit);
-        self.client.submit(tx, limit).await.map_err(chain_error)
     }
 
     fn take(&self, bucket: &Mutex<Bucket>) -> Result<(), GatewayError> {
@@ -160,6 +204,63 @@ impl Relay {
                 "the relay is at its rate limit; retry later or submit the deposit yourself",
             )
         })
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A place among the requests waiting for the send lock, given back when dropped.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn enter(count: &'a AtomicUsize) -> Result<Self, GatewayError> {
+        if count.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return Err(GatewayError::new(
+                Reason::RateLimited { retry_after: 5 },
+                "the relay is busy; retry shortly or submit the deposit yourself",
+            ));
+        }
+        Ok(Queued(count))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A payer's one deposit in flight, released when dropped.
+struct PayerInFlight<'a> {
+    set: &'a Mutex<HashSet<Address>>,
+    payer: Address,
+}
+
+impl<'a> PayerInFlight<'a> {
+    fn claim(set: &'a Mutex<HashSet<Address>>, payer: Address) -> Result<Self, GatewayError> {
+        let mut s = set
+            .lock()
+            .map_err(|_| GatewayError::internal("relay payer set poisoned"))?;
+        if !s.insert(payer) {
+            return Err(GatewayError::new(
+                Reason::RateLimited { retry_after: 5 },
+                "a deposit from this payer is already being relayed; retry once it is mined",
+            ));
+        }
+        Ok(PayerInFlight { set, payer })
+    }
+}
+
+impl Drop for PayerInFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.payer);
+        }
     }
 }
 
@@ -179,7 +280,9 @@ fn chain_error(e: ChainError) -> GatewayError {
     match e {
         ChainError::Reverted(err) => refused(format!("the chain would revert it: {err:?}")),
         ChainError::RevertedOther(data) => refused(format!("the chain would revert it: {data}")),
-        ChainError::TxFailed(tx) => refused(format!("transaction {tx} was mined but reverted")),
+        ChainError::TxFailed(tx) => refused(format!(
+            "transaction {tx} was mined but reverted (the relay paid for it)"
+        )),
         other => {
             tracing::warn!(error = %crate::redact::redact_text(&other.to_string()), "relay chain call failed");
             GatewayError::new(

@@ -4,7 +4,12 @@
 //! gas only for deposits into its own channels, in its token, that its gateway would accept.
 
 use alloy::primitives::Address;
-use tally_chain::{ChannelFunding, GaslessOpen, GaslessTopUp, WithdrawState};
+use tally_chain::{ChannelFunding, DepositAuth, GaslessOpen, GaslessTopUp, WithdrawState};
+
+/// The least time an authorization must still be valid when the relay takes it: longer than
+/// a queued send plus mining, so a deposit that simulates successfully does not expire
+/// before it is mined and make the relay pay for a revert (spec/HTTP.md §12.2).
+pub const MIN_VALIDITY_SECONDS: u64 = 120;
 
 /// The provider's side of every relayed deposit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +41,12 @@ impl RelayPolicy {
         self.check_amount(o.amount)
     }
 
+    /// What the relay checks of a top-up before reading its channel: the amount, so dust
+    /// costs no chain read.
+    pub fn check_top_up_amount(&self, t: &GaslessTopUp) -> Result<(), String> {
+        self.check_amount(t.amount)
+    }
+
     /// Whether the relay tops up this channel (`ch` read from the chain).
     pub fn check_top_up(&self, t: &GaslessTopUp, ch: &ChannelFunding) -> Result<(), String> {
         if ch.payee != self.payee {
@@ -49,6 +60,29 @@ impl RelayPolicy {
             return Err("the channel is closed or withdrawing".into());
         }
         self.check_amount(t.amount)
+    }
+
+    /// Whether `auth` is valid now (unix seconds) and stays valid for
+    /// [`MIN_VALIDITY_SECONDS`]: an authorization about to expire is refused before any chain
+    /// call, so its expiry between simulation and mining cannot cost the relay a revert.
+    pub fn check_window(auth: &DepositAuth, now: u64) -> Result<(), String> {
+        let (after, until) = match *auth {
+            DepositAuth::Eip3009 {
+                valid_after,
+                valid_before,
+                ..
+            } => (Some(valid_after), valid_before),
+            DepositAuth::Permit { deadline, .. } => (None, deadline),
+        };
+        if after.is_some_and(|a| a >= now) {
+            return Err("the authorization is not valid yet".into());
+        }
+        if until < now.saturating_add(MIN_VALIDITY_SECONDS) {
+            return Err(format!(
+                "the authorization expires within {MIN_VALIDITY_SECONDS} s; sign one valid for longer"
+            ));
+        }
+        Ok(())
     }
 
     fn check_token(&self, token: Address) -> Result<(), String> {
@@ -73,7 +107,7 @@ impl RelayPolicy {
 mod tests {
     use super::*;
     use alloy::primitives::B256;
-    use tally_chain::{DepositAuth, Eip712Sig};
+    use tally_chain::Eip712Sig;
     use tally_core::{ChannelId, Hash};
 
     fn policy() -> RelayPolicy {
@@ -135,9 +169,12 @@ mod tests {
         assert_eq!(policy().check_open(&open()), Ok(()));
     }
 
+    /// A refusal's expected words and the change that causes it.
+    type Case = (&'static str, fn(&mut GaslessOpen));
+
     #[test]
     fn an_open_for_another_payee_token_short_delay_or_dust_is_refused() {
-        let cases: [(&str, fn(&mut GaslessOpen)); 5] = [
+        let cases: [Case; 5] = [
             ("opens channels to", |o| o.payee = Address::repeat_byte(7)),
             ("moves", |o| o.token = Address::repeat_byte(7)),
             ("below this gateway's minimum", |o| o.withdraw_delay = 3_600),
@@ -163,6 +200,31 @@ mod tests {
         assert!(p.check_open(&o).is_err());
         o.amount = 1;
         assert!(p.check_open(&o).is_ok());
+    }
+
+    #[test]
+    fn an_authorization_must_be_valid_now_and_for_a_while() {
+        let now = 1_000_000;
+        let auth = |after, before| DepositAuth::Eip3009 {
+            valid_after: after,
+            valid_before: before,
+            sig: sig(),
+        };
+        let check = |a| RelayPolicy::check_window(&a, now);
+        assert_eq!(check(auth(0, now + MIN_VALIDITY_SECONDS)), Ok(()));
+        assert!(
+            check(auth(0, now + MIN_VALIDITY_SECONDS - 1)).is_err(),
+            "expires too soon"
+        );
+        assert!(check(auth(now, now + 600)).is_err(), "not valid yet");
+        assert!(check(auth(0, 5)).is_err(), "expired");
+        let permit = |deadline| DepositAuth::Permit {
+            deadline,
+            permit: sig(),
+            intent: sig(),
+        };
+        assert_eq!(check(permit(now + 600)), Ok(()));
+        assert!(check(permit(now + 60)).is_err());
     }
 
     #[test]
