@@ -224,8 +224,10 @@ pub trait BindingsBackend {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// The terms document kept under `hash`.
-    fn terms(&self, hash: &Hash)
-        -> impl Future<Output = Result<Option<Vec<u8>>, Self::Error>> + Send;
+    fn terms(
+        &self,
+        hash: &Hash,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, Self::Error>> + Send;
 
     /// The session key bound to `channel`.
     fn session(
@@ -295,12 +297,16 @@ pub trait BindingsBackend {
 
     /// Marks `channel` as possibly holding promises not yet durable (owner's write; a
     /// repeat is a no-op).
-    fn mark_promising(&self, channel: &ChannelId)
-        -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn mark_promising(
+        &self,
+        channel: &ChannelId,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Whether `channel` carries a promise mark.
-    fn is_promising(&self, channel: &ChannelId)
-        -> impl Future<Output = Result<bool, Self::Error>> + Send;
+    fn is_promising(
+        &self,
+        channel: &ChannelId,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
 
     /// Clears the promise marks of `channels` (owner's write; unmarked channels are fine).
     fn clear_promising(
@@ -354,10 +360,7 @@ mod tests {
         assert!(decode_session(&[0; 31]).is_err());
         assert!(decode_salt(&[0; 33]).is_err());
         let v = restore_value(b"st", &Signature([4; 64]));
-        assert_eq!(
-            split_restore(&v),
-            Ok((b"st".to_vec(), Signature([4; 64])))
-        );
+        assert_eq!(split_restore(&v), Ok((b"st".to_vec(), Signature([4; 64]))));
         assert!(split_restore(&[0; 63]).is_err());
     }
 

@@ -139,7 +139,10 @@ pub async fn closes<B: BindingsBackend>(db: &B, ch: &ChannelId, other: &ChannelI
         "another close",
     );
     assert_eq!(ok(db.closing(ch).await, "closing"), Some(close(1)));
-    ok(db.mark_closing(other, &close(3)).await, "close another channel");
+    ok(
+        db.mark_closing(other, &close(3)).await,
+        "close another channel",
+    );
     let listed = ok(db.closings().await, "closings");
     let find = |c: &ChannelId| listed.iter().find(|(id, _, _)| id == c).copied();
     assert_eq!(find(ch), Some((*ch, close(1), Some(at))), "time kept");
@@ -190,7 +193,10 @@ pub async fn restores<B: BindingsBackend>(db: &B, a: &ChannelId, b: &ChannelId) 
     ok(db.keep_restore(a, &n2, 5, b"two", &sig(2)).await, "keep");
     ok(db.keep_restore(a, &n1, 9, b"one-9", &sig(1)).await, "keep");
     ok(db.keep_restore(a, &n1, 5, b"old", &sig(0)).await, "keep");
-    ok(db.keep_restore(a, &n1, 5, b"one-5", &sig(1)).await, "replace");
+    ok(
+        db.keep_restore(a, &n1, 5, b"one-5", &sig(1)).await,
+        "replace",
+    );
     assert_eq!(
         ok(db.restores(a).await, "restores"),
         vec![
@@ -199,11 +205,17 @@ pub async fn restores<B: BindingsBackend>(db: &B, a: &ChannelId, b: &ChannelId) 
             (b"two".to_vec(), sig(2)),
         ]
     );
-    ok(db.keep_restore(a, &n1, 256, b"one-256", &sig(3)).await, "keep");
+    ok(
+        db.keep_restore(a, &n1, 256, b"one-256", &sig(3)).await,
+        "keep",
+    );
     let sizes: Vec<_> = ok(db.restores(a).await, "restores")
         .into_iter()
         .map(|(s, _)| s)
         .collect();
-    assert_eq!(sizes[..3], [b"one-5".to_vec(), b"one-9".to_vec(), b"one-256".to_vec()]);
+    assert_eq!(
+        sizes[..3],
+        [b"one-5".to_vec(), b"one-9".to_vec(), b"one-256".to_vec()]
+    );
     assert!(ok(db.restores(b).await, "other channel").is_empty());
 }

@@ -173,7 +173,11 @@ impl Bindings {
     /// and notes when (the first time only: a repeat keeps the original agreement time).
     /// First-writer-wins (tally-log's rule): a repeat of the stored agreement is accepted,
     /// another agreement is refused (`RuleError::ClosingConflict`) and the first stays.
-    pub fn mark_closing(&self, channel: &ChannelId, closing: &Closing) -> Result<(), BindingsError> {
+    pub fn mark_closing(
+        &self,
+        channel: &ChannelId,
+        closing: &Closing,
+    ) -> Result<(), BindingsError> {
         let mark = CloseMark::from(*closing);
         let swapped =
             self.closing
@@ -275,9 +279,9 @@ impl Bindings {
         channel: &ChannelId,
         fresh: RequestSalt,
     ) -> Result<RequestSalt, BindingsError> {
-        let _ = self
-            .salts
-            .compare_and_swap(channel.0, None as Option<&[u8]>, Some(&fresh.0[..]))?;
+        let _ =
+            self.salts
+                .compare_and_swap(channel.0, None as Option<&[u8]>, Some(&fresh.0[..]))?;
         self.sync()?;
         self.salt(channel)?
             .ok_or(RuleError::Corrupt("request salt missing after storing it").into())

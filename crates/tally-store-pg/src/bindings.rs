@@ -16,12 +16,12 @@
 //!
 //! Every write is acknowledged after its `COMMIT` (CLUSTER.md §4, "Durability").
 
+use tally_core::{PublicKey, RequestSalt, Signature};
 use tally_log::bindings::{
     decode_salt, decode_session, first_writer_wins, restore_value, split_restore, CloseMark,
     CreditMark, RuleError,
 };
 use tally_log::Hash;
-use tally_core::{PublicKey, RequestSalt, Signature};
 
 use crate::error::{to_i64, to_u64};
 use crate::lease::hold_lease;
@@ -256,7 +256,12 @@ impl PgStore {
         hold_lease(&tx, lease).await?;
         tx.execute(
             UPSERT_CREDIT,
-            &[&channel.0.as_slice(), &params.0, &body.as_slice(), &params.1],
+            &[
+                &channel.0.as_slice(),
+                &params.0,
+                &body.as_slice(),
+                &params.1,
+            ],
         )
         .await?;
         tx.commit().await?;
@@ -309,8 +314,11 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         hold_lease(&tx, lease).await?;
-        tx.execute("DELETE FROM tally_promises WHERE channel = ANY($1)", &[&ids])
-            .await?;
+        tx.execute(
+            "DELETE FROM tally_promises WHERE channel = ANY($1)",
+            &[&ids],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -342,7 +350,10 @@ impl PgStore {
     }
 
     /// The restore statements kept for `channel`, ordered by `(nonce, size)` as in sled.
-    pub async fn restores(&self, channel: &ChannelId) -> Result<Vec<(Vec<u8>, Signature)>, PgError> {
+    pub async fn restores(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Vec<(Vec<u8>, Signature)>, PgError> {
         let client = self.client().await?;
         let rows = client
             .query(

@@ -138,7 +138,10 @@ async fn owner_writes_of_a_stale_epoch_are_refused_by_the_database() {
     fenced("promise", LeasedBindings::kind(&err));
     assert_eq!(b.closing(&ch).await.unwrap(), None);
     assert_eq!(b.credit_for(&ch, 2).await.unwrap(), None);
-    assert!(b.is_promising(&ch).await.unwrap(), "the stale clear cleared nothing");
+    assert!(
+        b.is_promising(&ch).await.unwrap(),
+        "the stale clear cleared nothing"
+    );
     assert!(!b.is_promising(&other).await.unwrap());
 
     a.bind(&ch, &key(1)).await.unwrap();
@@ -197,7 +200,10 @@ async fn a_version_2_database_gains_the_side_state() {
     old.append(&owner, &ch, 0, &[b"r0".to_vec(), b"r1".to_vec()])
         .await
         .unwrap();
-    assert!(old.session(&ch).await.is_err(), "no side state at version 2");
+    assert!(
+        old.session(&ch).await.is_err(),
+        "no side state at version 2"
+    );
     drop(old);
 
     let store = store(&pg).await;

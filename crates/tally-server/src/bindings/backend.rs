@@ -140,7 +140,9 @@ mod tests {
         {
             let db = Bindings::open(dir.path()).unwrap();
             Bindings::bind(&db, &ch, &a).unwrap();
-            BindingsBackend::mark_closing(&db, &ch, &close(1)).await.unwrap();
+            BindingsBackend::mark_closing(&db, &ch, &close(1))
+                .await
+                .unwrap();
         }
         let db = Bindings::open(dir.path()).unwrap();
         let err = Bindings::bind(&db, &ch, &b).unwrap_err();
