@@ -219,3 +219,45 @@ async fn a_version_2_database_gains_the_side_state() {
         vec![(b"st".to_vec(), Signature([5; 64]))]
     );
 }
+
+/// A stored value that does not decode is an error, never "absent" (the identity point is not
+/// a session key); and the database's own checks refuse a value of the wrong length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_values_that_do_not_decode_are_errors() {
+    let pg = PgServer::start();
+    let store = store(&pg).await;
+    let db = LeasedBindings::new(&store, lease(&store, 0, "node-a", 600_000).await);
+    let (raw, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let ch = channel(0x51);
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    raw.execute(
+        "INSERT INTO tally_sessions (channel, key) VALUES ($1, $2)",
+        &[&ch.0.as_slice(), &identity.as_slice()],
+    )
+    .await
+    .unwrap();
+    let err = db.session(&ch).await.unwrap_err();
+    assert_eq!(
+        LeasedBindings::kind(&err),
+        BindingsErrorKind::Corrupt,
+        "{err}"
+    );
+    let err = db.bind(&ch, &key(1)).await.unwrap_err();
+    assert_eq!(
+        LeasedBindings::kind(&err),
+        BindingsErrorKind::Corrupt,
+        "{err}"
+    );
+    let short = raw
+        .execute(
+            "INSERT INTO tally_credits (channel, idx, body, epoch) VALUES ($1, 0, $2, 1)",
+            &[&ch.0.as_slice(), &[0u8; 8].as_slice()],
+        )
+        .await;
+    assert!(short.is_err(), "a credit mark of the old shape is refused");
+    assert_eq!(db.credit_for(&ch, 0).await.unwrap(), None);
+}

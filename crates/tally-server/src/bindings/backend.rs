@@ -157,4 +157,48 @@ mod tests {
             Some(close(1))
         );
     }
+
+    /// Two threads bind different keys to the same channels at once: sled's compare-and-swap
+    /// lets exactly one win each time, as PostgreSQL's first writer does (tally-store-pg's
+    /// `racing_binds_of_two_nodes_store_exactly_one_key`).
+    #[test]
+    fn racing_binds_store_exactly_one_key() {
+        use tally_log::RuleError;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Bindings::open(dir.path()).unwrap();
+        let keys = [
+            tally_core::SecretKey::from_seed(&[1; 32]).public(),
+            tally_core::SecretKey::from_seed(&[2; 32]).public(),
+        ];
+        for n in 0..16u8 {
+            let ch = tally_log::bindings_conformance::channel(n);
+            let barrier = std::sync::Barrier::new(2);
+            let results: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        let (db, barrier) = (&db, &barrier);
+                        s.spawn(move || {
+                            barrier.wait();
+                            Bindings::bind(db, &ch, k)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let won: Vec<_> = results.iter().map(Result::is_ok).collect();
+            assert_eq!(
+                won.iter().filter(|w| **w).count(),
+                1,
+                "channel {n}: {results:?}"
+            );
+            let loser = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+            assert!(matches!(
+                loser,
+                BindingsError::Rule(RuleError::SessionConflict)
+            ));
+            let winner = if won[0] { keys[0] } else { keys[1] };
+            assert_eq!(Bindings::session(&db, &ch).unwrap(), Some(winner));
+        }
+    }
 }
