@@ -5,6 +5,12 @@
 //! All must survive restarts; every write is flushed and its data file `fdatasync`ed before
 //! the caller is answered, as the log's group commits are (sled's own flush only schedules
 //! the write-back).
+//!
+//! Cluster mode keeps the same state in PostgreSQL (spec/CLUSTER.md §2, version 3): both
+//! stores implement tally-log's `BindingsBackend` (this one in `backend.rs`), whose value
+//! shapes, decoding and first-writer-wins rule live in tally-log, once, so the two answer
+//! alike; one conformance suite runs on both. The byte layouts are the ones this database
+//! always used, so existing databases read unchanged.
 
 use std::path::Path;
 
