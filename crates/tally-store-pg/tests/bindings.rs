@@ -261,3 +261,58 @@ async fn stored_values_that_do_not_decode_are_errors() {
     assert!(short.is_err(), "a credit mark of the old shape is refused");
     assert_eq!(db.credit_for(&ch, 0).await.unwrap(), None);
 }
+
+/// A takeover in progress (the lease row updated to node b's new epoch, not yet committed)
+/// holds the row: node a's owner's write of the old epoch waits for it, then sees the new
+/// epoch and is refused. It cannot commit after the takeover (CLUSTER.md §4, "Why FOR
+/// SHARE"; the fence of CLUSTER.md §2, version 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_write_meeting_a_takeover_waits_and_is_refused() {
+    let pg = PgServer::start();
+    let store = store(&pg).await;
+    let a = LeasedBindings::new(&store, lease(&store, 1, "node-a", 600_000).await);
+    let ch = in_shard(1, 9);
+    let mark = CreditMark {
+        index: 5,
+        request_hash: Hash([7; 32]),
+    };
+    a.mark_credited(&ch, 1, &mark).await.unwrap();
+
+    let (mut raw, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let takeover = raw.transaction().await.unwrap();
+    let taken = takeover
+        .execute(
+            "UPDATE tally_leases SET owner = 'node-b', epoch = epoch + 1,
+                    expires_at = now() + interval '60 seconds'
+              WHERE shard = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken, 1);
+    let started = std::time::Instant::now();
+    let commit_later = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        takeover.commit().await.unwrap();
+    };
+    let write = async {
+        let result = a.mark_credited(&ch, 2, &mark).await;
+        (result, started.elapsed())
+    };
+    let ((written, took), ()) = tokio::join!(write, commit_later);
+    let err = written.unwrap_err();
+    assert_eq!(
+        LeasedBindings::kind(&err),
+        BindingsErrorKind::Fenced,
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(400),
+        "the write waited for the takeover's commit ({took:?})"
+    );
+    assert_eq!(a.credit_for(&ch, 2).await.unwrap(), None);
+    assert_eq!(a.credit_for(&ch, 1).await.unwrap(), Some(mark));
+}
