@@ -11,12 +11,18 @@
 //! - [`bundle`]: the checks behind a proof bundle;
 //! - [`backend`]: the interface every log backend (this sled store, the PostgreSQL store of
 //!   spec/CLUSTER.md) implements, and, with the `conformance` feature, the one suite they all
-//!   pass.
+//!   pass;
+//! - [`bindings`]: the interface, value shapes and rules of the gateway's side state (session
+//!   bindings, credit and close marks, promise marks, restores, terms), which the gateway's
+//!   sled database and the PostgreSQL store both implement, with its own conformance suite.
 //!
 //! This crate must never report an append as durable before `flush()` has returned for the
 //! batch holding it, and must never rewrite a stored hash.
 
 pub mod backend;
+pub mod bindings;
+#[cfg(any(test, feature = "conformance"))]
+pub mod bindings_conformance;
 pub mod bundle;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -28,6 +34,7 @@ mod tile_cache;
 pub mod tree;
 
 pub use backend::{ErrorKind, LogBackend};
+pub use bindings::{BindingsBackend, BindingsErrorKind, CloseMark, CreditMark, RuleError};
 pub use edge::frontier_at;
 pub use error::{LogError, ProofError};
 pub use proof::{consistency_proof, inclusion_proof, verify_consistency, verify_inclusion};

@@ -5,12 +5,19 @@
 //! All must survive restarts; every write is flushed and its data file `fdatasync`ed before
 //! the caller is answered, as the log's group commits are (sled's own flush only schedules
 //! the write-back).
+//!
+//! Cluster mode keeps the same state in PostgreSQL (spec/CLUSTER.md §2, version 3): both
+//! stores implement tally-log's `BindingsBackend` (this one in `backend.rs`), whose value
+//! shapes, decoding and first-writer-wins rule live in tally-log, once, so the two answer
+//! alike; one conformance suite runs on both. The byte layouts are the ones this database
+//! always used, so existing databases read unchanged.
 
 use std::path::Path;
 
 use alloy::primitives::B256;
 use tally_chain::Eip712Sig;
 use tally_core::{ChannelId, Hash, PublicKey, RequestSalt};
+use tally_log::bindings::SIG_LEN;
 
 /// Session bindings, dispute credits and close agreements, in one sled database.
 pub struct Bindings {
@@ -28,21 +35,29 @@ pub struct Bindings {
     restores: sled::Tree,
 }
 
-/// A dispute's credit: the index of the credit record, and the request hash of the dispute
-/// that asked for it, which the credit record's authorization must carry. A mark whose
-/// record is not in the log (a crash between the two writes) does not count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CreditMark {
-    /// The index the credit record was appended at (spec/HTTP.md §7: written under the
-    /// channel's lock when the index is assigned, before the append is durable).
-    pub index: u64,
-    /// The dispute request's hash.
-    pub request_hash: Hash,
+pub use tally_log::bindings::CreditMark;
+use tally_log::bindings::{
+    decode_salt, decode_session, first_writer_wins, restore_value, split_restore, CloseMark,
+    RuleError,
+};
+
+mod backend;
+
+/// Why a read or write of the gateway's database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindingsError {
+    /// sled or the file system failed.
+    #[error("gateway database: {0}")]
+    Db(#[from] sled::Error),
+    /// The rules refused the write, or a stored value does not decode
+    /// (tally-log's `bindings` module, shared with the PostgreSQL store).
+    #[error(transparent)]
+    Rule(#[from] RuleError),
 }
 
 /// A cooperative close the payee signed: the channel's final state and the payee's Close
 /// signature over it. Once stored, the channel records nothing more, and a repeat of the same
-/// close request gets this very signature back.
+/// close request gets this very signature back. Stored as tally-log's [`CloseMark`] shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Closing {
     /// The log size closed at (the whole log).
@@ -58,48 +73,48 @@ pub struct Closing {
     pub payee_sig: Eip712Sig,
 }
 
-/// One signature: v (1) ‖ r (32) ‖ s (32).
-const SIG_LEN: usize = 1 + 32 + 32;
-/// size (8) ‖ root (32) ‖ cumulative (16) ‖ signer sig ‖ payee sig, integers big-endian.
-const CLOSING_LEN: usize = 8 + 32 + 16 + 2 * SIG_LEN;
-
-fn put_sig(b: &mut [u8], sig: &Eip712Sig) {
+/// One signature as stored: v (1) ‖ r (32) ‖ s (32).
+fn sig_bytes(sig: &Eip712Sig) -> [u8; SIG_LEN] {
+    let mut b = [0u8; SIG_LEN];
     b[0] = sig.v;
     b[1..33].copy_from_slice(&sig.r.0);
-    b[33..SIG_LEN].copy_from_slice(&sig.s.0);
+    b[33..].copy_from_slice(&sig.s.0);
+    b
 }
 
-fn get_sig(b: &[u8]) -> Option<Eip712Sig> {
-    Some(Eip712Sig {
-        v: *b.first()?,
-        r: B256::from(<[u8; 32]>::try_from(b.get(1..33)?).ok()?),
-        s: B256::from(<[u8; 32]>::try_from(b.get(33..SIG_LEN)?).ok()?),
-    })
-}
-
-impl Closing {
-    fn to_bytes(self) -> [u8; CLOSING_LEN] {
-        let mut b = [0u8; CLOSING_LEN];
-        b[..8].copy_from_slice(&self.size.to_be_bytes());
-        b[8..40].copy_from_slice(&self.root.0);
-        b[40..56].copy_from_slice(&self.cumulative.to_be_bytes());
-        put_sig(&mut b[56..56 + SIG_LEN], &self.signer_sig);
-        put_sig(&mut b[56 + SIG_LEN..], &self.payee_sig);
-        b
+fn sig_from(b: &[u8; SIG_LEN]) -> Eip712Sig {
+    let mut r = [0u8; 32];
+    let mut s = [0u8; 32];
+    r.copy_from_slice(&b[1..33]);
+    s.copy_from_slice(&b[33..]);
+    Eip712Sig {
+        v: b[0],
+        r: B256::from(r),
+        s: B256::from(s),
     }
+}
 
-    fn from_bytes(b: &[u8]) -> Option<Self> {
-        if b.len() != CLOSING_LEN {
-            return None;
+impl From<Closing> for CloseMark {
+    fn from(c: Closing) -> CloseMark {
+        CloseMark {
+            size: c.size,
+            root: c.root,
+            cumulative: c.cumulative,
+            signer_sig: sig_bytes(&c.signer_sig),
+            payee_sig: sig_bytes(&c.payee_sig),
         }
-        let word = |r: std::ops::Range<usize>| <[u8; 32]>::try_from(&b[r]).ok();
-        Some(Closing {
-            size: u64::from_be_bytes(b[..8].try_into().ok()?),
-            root: Hash(word(8..40)?),
-            cumulative: u128::from_be_bytes(b[40..56].try_into().ok()?),
-            signer_sig: get_sig(&b[56..56 + SIG_LEN])?,
-            payee_sig: get_sig(&b[56 + SIG_LEN..])?,
-        })
+    }
+}
+
+impl From<CloseMark> for Closing {
+    fn from(m: CloseMark) -> Closing {
+        Closing {
+            size: m.size,
+            root: m.root,
+            cumulative: m.cumulative,
+            signer_sig: sig_from(&m.signer_sig),
+            payee_sig: sig_from(&m.payee_sig),
+        }
     }
 }
 
@@ -153,19 +168,36 @@ impl Bindings {
 
     /// The close the payee signed for `channel`, if any. A stored value that does not decode
     /// reads as an error, never as "not closing".
-    pub fn closing(&self, channel: &ChannelId) -> Result<Option<Closing>, String> {
-        match self.closing.get(channel.0).map_err(|e| e.to_string())? {
+    pub fn closing(&self, channel: &ChannelId) -> Result<Option<Closing>, BindingsError> {
+        match self.closing.get(channel.0)? {
             None => Ok(None),
-            Some(v) => Closing::from_bytes(&v)
-                .map(Some)
-                .ok_or_else(|| "stored close agreement has the wrong length".to_string()),
+            Some(v) => Ok(Some(CloseMark::from_bytes(&v)?.into())),
         }
     }
 
     /// Marks `channel` closing at `closing`'s state, durably (flushed before returning),
     /// and notes when (the first time only: a repeat keeps the original agreement time).
-    pub fn mark_closing(&self, channel: &ChannelId, closing: &Closing) -> Result<(), sled::Error> {
-        self.closing.insert(channel.0, &closing.to_bytes()[..])?;
+    /// First-writer-wins (tally-log's rule): a repeat of the stored agreement is accepted,
+    /// another agreement is refused (`RuleError::ClosingConflict`) and the first stays.
+    pub fn mark_closing(
+        &self,
+        channel: &ChannelId,
+        closing: &Closing,
+    ) -> Result<(), BindingsError> {
+        let mark = CloseMark::from(*closing);
+        let swapped =
+            self.closing
+                .compare_and_swap(channel.0, None::<&[u8]>, Some(&mark.to_bytes()[..]))?;
+        if let Err(current) = swapped {
+            let stored = current
+                .current
+                .ok_or(RuleError::Corrupt("close agreement vanished"))?;
+            first_writer_wins(
+                &CloseMark::from_bytes(&stored)?,
+                &mark,
+                RuleError::ClosingConflict,
+            )?;
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -174,25 +206,23 @@ impl Bindings {
             None::<&[u8]>,
             Some(&now.to_be_bytes()[..]),
         )?;
-        self.sync()
+        Ok(self.sync()?)
     }
 
     /// Every stored close, with when it was agreed (unix seconds; `None` for a close stored
     /// before the time was kept). What the settlement worker submits when the client does
     /// not (spec/CHAIN.md §9). A stored value that does not decode is an error.
-    pub fn closings(&self) -> Result<Vec<(ChannelId, Closing, Option<u64>)>, String> {
+    pub fn closings(&self) -> Result<Vec<(ChannelId, Closing, Option<u64>)>, BindingsError> {
         let mut out = Vec::new();
         for entry in self.closing.iter() {
-            let (key, value) = entry.map_err(|e| e.to_string())?;
+            let (key, value) = entry?;
             let id = <[u8; 32]>::try_from(key.as_ref())
                 .map(ChannelId)
-                .map_err(|_| "stored close agreement has a wrong key".to_string())?;
-            let closing = Closing::from_bytes(&value)
-                .ok_or_else(|| "stored close agreement has the wrong length".to_string())?;
+                .map_err(|_| RuleError::Corrupt("stored close agreement has a wrong key"))?;
+            let closing = CloseMark::from_bytes(&value)?.into();
             let at = self
                 .closing_at
-                .get(id.0)
-                .map_err(|e| e.to_string())?
+                .get(id.0)?
                 .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
                 .map(u64::from_be_bytes);
             out.push((id, closing, at));
@@ -202,25 +232,28 @@ impl Bindings {
 
     /// The session key bound to `channel`. A stored value that is not a valid key reads as
     /// an error, never as "unbound".
-    pub fn session(&self, channel: &ChannelId) -> Result<Option<PublicKey>, String> {
-        match self.sessions.get(channel.0).map_err(|e| e.to_string())? {
+    pub fn session(&self, channel: &ChannelId) -> Result<Option<PublicKey>, BindingsError> {
+        match self.sessions.get(channel.0)? {
             None => Ok(None),
-            Some(v) => {
-                let bytes: [u8; 32] = v
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| "stored session key has the wrong length".to_string())?;
-                PublicKey::from_bytes(&bytes)
-                    .map(Some)
-                    .map_err(|e| format!("stored session key: {e}"))
-            }
+            Some(v) => Ok(Some(decode_session(&v)?)),
         }
     }
 
-    /// Binds `key` to `channel` durably.
-    pub fn bind(&self, channel: &ChannelId, key: &PublicKey) -> Result<(), sled::Error> {
-        self.sessions.insert(channel.0, &key.to_bytes())?;
-        self.sync()
+    /// Binds `key` to `channel` durably, first-writer-wins (compare-and-swap, tally-log's
+    /// rule): the bound key again is accepted, another key is refused
+    /// (`RuleError::SessionConflict`). The gateway checks the bound key under the channel's
+    /// lock first (spec/HTTP.md §5.2); the store holds the same line on its own.
+    pub fn bind(&self, channel: &ChannelId, key: &PublicKey) -> Result<(), BindingsError> {
+        let swapped =
+            self.sessions
+                .compare_and_swap(channel.0, None::<&[u8]>, Some(&key.to_bytes()[..]))?;
+        if let Err(current) = swapped {
+            let stored = current
+                .current
+                .ok_or(RuleError::Corrupt("session binding vanished"))?;
+            first_writer_wins(&decode_session(&stored)?, key, RuleError::SessionConflict)?;
+        }
+        Ok(self.sync()?)
     }
 
     /// The credit mark of record `index` of `channel`, if a dispute asked for one. A stored
@@ -229,35 +262,19 @@ impl Bindings {
         &self,
         channel: &ChannelId,
         index: u64,
-    ) -> Result<Option<CreditMark>, String> {
-        let Some(v) = self
-            .credits
-            .get(credit_key(channel, index))
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        if v.len() != 40 {
-            return Err("stored credit mark has the wrong length".into());
+    ) -> Result<Option<CreditMark>, BindingsError> {
+        match self.credits.get(credit_key(channel, index))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(CreditMark::from_bytes(&v)?)),
         }
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&v[..8]);
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&v[8..]);
-        Ok(Some(CreditMark {
-            index: u64::from_be_bytes(seq),
-            request_hash: Hash(hash),
-        }))
     }
 
     /// The channel's request salt (spec/PROTOCOL.md §3.3), if one was drawn. A stored value
     /// of the wrong length reads as an error, never as "no salt".
-    pub fn salt(&self, channel: &ChannelId) -> Result<Option<RequestSalt>, String> {
-        match self.salts.get(channel.0).map_err(|e| e.to_string())? {
+    pub fn salt(&self, channel: &ChannelId) -> Result<Option<RequestSalt>, BindingsError> {
+        match self.salts.get(channel.0)? {
             None => Ok(None),
-            Some(v) => <[u8; 32]>::try_from(v.as_ref())
-                .map(|b| Some(RequestSalt(b)))
-                .map_err(|_| "stored request salt has the wrong length".to_string()),
+            Some(v) => Ok(Some(decode_salt(&v)?)),
         }
     }
 
@@ -267,31 +284,27 @@ impl Bindings {
         &self,
         channel: &ChannelId,
         fresh: RequestSalt,
-    ) -> Result<RequestSalt, String> {
-        let e = |e: sled::Error| e.to_string();
-        let _ = self
-            .salts
-            .compare_and_swap(channel.0, None as Option<&[u8]>, Some(&fresh.0[..]))
-            .map_err(e)?;
-        self.sync().map_err(e)?;
+    ) -> Result<RequestSalt, BindingsError> {
+        let _ =
+            self.salts
+                .compare_and_swap(channel.0, None as Option<&[u8]>, Some(&fresh.0[..]))?;
+        self.sync()?;
         self.salt(channel)?
-            .ok_or_else(|| "request salt missing after storing it".to_string())
+            .ok_or(RuleError::Corrupt("request salt missing after storing it").into())
     }
 
     /// Marks record `index` as credited by `mark`, durably (before the credit record is
     /// appended, so a crash in between errs toward refusing a second credit until the mark
-    /// is found not to be backed by its record).
+    /// is found not to be backed by its record). Replaces an earlier mark of the record.
     pub fn mark_credited(
         &self,
         channel: &ChannelId,
         index: u64,
         mark: &CreditMark,
-    ) -> Result<(), sled::Error> {
-        let mut v = [0u8; 40];
-        v[..8].copy_from_slice(&mark.index.to_be_bytes());
-        v[8..].copy_from_slice(&mark.request_hash.0);
-        self.credits.insert(credit_key(channel, index), &v[..])?;
-        self.sync()
+    ) -> Result<(), BindingsError> {
+        self.credits
+            .insert(credit_key(channel, index), &mark.to_bytes()[..])?;
+        Ok(self.sync()?)
     }
 }
 
@@ -301,19 +314,17 @@ impl Bindings {
 /// process, or a reopened log) means promises may have been lost with memory.
 impl Bindings {
     /// Marks `channel` as possibly holding promises not yet durable, durably.
-    pub fn mark_promising(&self, channel: &ChannelId) -> Result<(), sled::Error> {
+    pub fn mark_promising(&self, channel: &ChannelId) -> Result<(), BindingsError> {
         if self.promises.contains_key(channel.0)? {
             return Ok(());
         }
         self.promises.insert(channel.0, &[][..])?;
-        self.sync()
+        Ok(self.sync()?)
     }
 
     /// Whether `channel` carries a promise mark.
-    pub fn is_promising(&self, channel: &ChannelId) -> Result<bool, String> {
-        self.promises
-            .contains_key(channel.0)
-            .map_err(|e| e.to_string())
+    pub fn is_promising(&self, channel: &ChannelId) -> Result<bool, BindingsError> {
+        Ok(self.promises.contains_key(channel.0)?)
     }
 
     /// Clears the marks of `channels`, durably: only once every promise is durable, and only
@@ -322,11 +333,11 @@ impl Bindings {
     pub fn clear_promising<'a>(
         &self,
         channels: impl IntoIterator<Item = &'a ChannelId>,
-    ) -> Result<(), sled::Error> {
+    ) -> Result<(), BindingsError> {
         for channel in channels {
             self.promises.remove(channel.0)?;
         }
-        self.sync()
+        Ok(self.sync()?)
     }
 
     /// Keeps a client's signed restore statement (its canonical bytes and signature), the
@@ -339,32 +350,26 @@ impl Bindings {
         size: u64,
         statement: &[u8],
         signature: &tally_core::Signature,
-    ) -> Result<(), sled::Error> {
-        let mut v = Vec::with_capacity(statement.len() + 64);
-        v.extend_from_slice(statement);
-        v.extend_from_slice(&signature.0);
+    ) -> Result<(), BindingsError> {
         let mut key = Vec::with_capacity(72);
         key.extend_from_slice(&channel.0);
         key.extend_from_slice(&nonce.0);
         key.extend_from_slice(&size.to_be_bytes());
-        self.restores.insert(key, v)?;
-        self.sync()
+        self.restores
+            .insert(key, restore_value(statement, signature))?;
+        Ok(self.sync()?)
     }
 
-    /// The restore statements kept for `channel`, oldest first, as `(bytes, signature)`.
+    /// The restore statements kept for `channel`, ordered by (nonce, size), as
+    /// `(bytes, signature)`.
     pub fn restores(
         &self,
         channel: &ChannelId,
-    ) -> Result<Vec<(Vec<u8>, tally_core::Signature)>, String> {
+    ) -> Result<Vec<(Vec<u8>, tally_core::Signature)>, BindingsError> {
         let mut out = Vec::new();
         for item in self.restores.scan_prefix(channel.0) {
-            let (_, v) = item.map_err(|e| e.to_string())?;
-            let split = v
-                .len()
-                .checked_sub(64)
-                .ok_or("a kept restore statement is too short")?;
-            let sig = <[u8; 64]>::try_from(&v[split..]).map_err(|e| e.to_string())?;
-            out.push((v[..split].to_vec(), tally_core::Signature(sig)));
+            let (_, v) = item?;
+            out.push(split_restore(&v)?);
         }
         Ok(out)
     }
@@ -469,7 +474,7 @@ mod tests {
         b.mark_closing(&id, &closing).unwrap();
         assert_eq!(b.closings().unwrap()[0].2, Some(at));
         assert_eq!(b.closing(&ChannelId([8; 32])).unwrap(), None);
-        assert!(Closing::from_bytes(&closing.to_bytes()[1..]).is_none());
+        assert_eq!(Closing::from(CloseMark::from(closing)), closing);
     }
 
     #[test]

@@ -600,7 +600,10 @@ impl tally_chain::CheckpointSource for Gateway {
         &self,
     ) -> tally_chain::BoxFuture<'_, Result<Vec<tally_chain::AgreedClose>, ChainError>> {
         Box::pin(async move {
-            let stored = self.bindings().closings().map_err(ChainError::Source)?;
+            let stored = self
+                .bindings()
+                .closings()
+                .map_err(|e| ChainError::Source(e.to_string()))?;
             Ok(stored
                 .into_iter()
                 .map(|(channel_id, c, agreed_at)| tally_chain::AgreedClose {

@@ -5,17 +5,9 @@
 use tally_log::{Hash, LogError};
 
 use crate::error::{to_i64, to_u64};
-use crate::lease::shard_param;
+use crate::lease::hold_lease;
 use crate::merkle::root_in;
 use crate::{ChannelId, Lease, PgError, PgStore};
-
-/// The lease still held at this epoch, locked `FOR SHARE` until the transaction ends: a
-/// takeover of the shard waits for this checkpoint's commit, and a checkpoint that meets a
-/// takeover in progress sees the new epoch and is refused (the argument of CLUSTER.md §4).
-const LEASE_HELD: &str = "
-SELECT 1 FROM tally_leases
- WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
-   FOR SHARE";
 
 /// A checkpoint replaces one at the same size, as in the sled store.
 const UPSERT_CHECKPOINT: &str = "
@@ -39,20 +31,11 @@ impl PgStore {
         body: &[u8],
     ) -> Result<(), PgError> {
         self.check_shard(lease, channel)?;
-        let shard = shard_param(lease.shard)?;
         let epoch = to_i64(lease.epoch, "epoch")?;
         let size_sql = to_i64(size, "size")?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let held = tx
-            .query_opt(LEASE_HELD, &[&shard, &lease.node, &epoch])
-            .await?;
-        if held.is_none() {
-            return Err(PgError::Fenced {
-                shard: lease.shard,
-                epoch: lease.epoch,
-            });
-        }
+        hold_lease(&tx, lease).await?;
         let actual = root_in(&tx, channel, size).await?;
         if actual != *root {
             return Err(LogError::CheckpointMismatch {

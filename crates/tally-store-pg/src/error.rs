@@ -60,6 +60,11 @@ pub enum PgError {
     /// found missing (`LogError::Corrupt`).
     #[error(transparent)]
     Log(#[from] tally_log::LogError),
+    /// The side state's rules refused a write (another session key bound, another close
+    /// agreed), or a stored value does not decode (tally-log's `bindings` rules, shared with
+    /// the sled store). Nothing was written.
+    #[error(transparent)]
+    Rule(#[from] tally_log::RuleError),
     /// A number does not fit the database's column (BIGINT, INT) or back.
     #[error("{0} is out of range")]
     OutOfRange(&'static str),

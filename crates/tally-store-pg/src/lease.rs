@@ -1,6 +1,8 @@
 //! Shard leases (spec/CLUSTER.md §3). Times are the database's clock, never the node's.
 
 use crate::error::{to_i64, to_u64};
+use tokio_postgres::Transaction;
+
 use crate::{PgError, PgStore};
 
 /// A node's claim on a shard, valid only as long as the database's lease row says so.
@@ -106,6 +108,33 @@ impl PgStore {
             .await?;
         Ok(n == 1)
     }
+}
+
+/// The lease still held at this epoch, locked `FOR SHARE` until the transaction ends: a
+/// takeover of the shard waits for the fenced write's commit, and a write that meets a
+/// takeover in progress sees the new epoch and is refused (the argument of CLUSTER.md §4).
+const LEASE_HELD: &str = "
+SELECT 1 FROM tally_leases
+ WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
+   FOR SHARE";
+
+/// The fence of every owner's write other than the append's gate (checkpoints, close and
+/// credit marks, promise marks; CLUSTER.md §2): run first in the write's transaction, it
+/// refuses with [`PgError::Fenced`] unless the database still names `lease`'s owner and
+/// epoch, and holds the lease row until the transaction ends.
+pub(crate) async fn hold_lease(tx: &Transaction<'_>, lease: &Lease) -> Result<(), PgError> {
+    let shard = shard_param(lease.shard)?;
+    let epoch = to_i64(lease.epoch, "epoch")?;
+    let held = tx
+        .query_opt(LEASE_HELD, &[&shard, &lease.node, &epoch])
+        .await?;
+    if held.is_none() {
+        return Err(PgError::Fenced {
+            shard: lease.shard,
+            epoch: lease.epoch,
+        });
+    }
+    Ok(())
 }
 
 /// A shard as the INT column holds it.

@@ -9,7 +9,13 @@
 //! the same transaction stores the Merkle hashes the new records complete (CLUSTER.md §2,
 //! schema version 2), computed by tally-log's tree code, so roots, proofs and checked
 //! checkpoints are served from the database alone, by any node ([`LeasedLog`] is the
-//! store behind tally-log's `LogBackend` interface).
+//! store behind tally-log's `LogBackend` interface). Schema version 3 adds the gateway's side
+//! state (session bindings, salts, close and credit marks, promise marks, restores, terms;
+//! [`LeasedBindings`] is the store behind tally-log's `BindingsBackend`, the interface the
+//! gateway's sled `Bindings` implements too). The trait and its rules live in tally-log
+//! because dependencies point one way (tally-server → tally-store-pg → tally-log): both
+//! backends see it there, and this crate never depends on the gateway. Owner's writes are
+//! fenced by the lease like appends; first-writer-wins facts are not (CLUSTER.md §2).
 //!
 //! What this crate must never do:
 //! - advance a channel head without the fencing condition in the same statement: a node that
@@ -22,6 +28,8 @@
 //!   from the database, inside the commit that extends it.
 
 mod backend;
+mod bindings;
+mod bindings_backend;
 mod checkpoint;
 mod error;
 mod lease;
@@ -33,6 +41,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls};
 
 pub use backend::LeasedLog;
+pub use bindings_backend::LeasedBindings;
 pub use error::PgError;
 pub use lease::Lease;
 pub use log::Head;

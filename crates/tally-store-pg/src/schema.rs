@@ -8,7 +8,7 @@ use crate::merkle::{insert_nodes, Node};
 use crate::{ChannelId, PgError};
 
 /// The newest schema version this code writes and understands.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Records read per query while a migration computes the hashes of existing logs.
 const BACKFILL_CHUNK: u64 = 4096;
@@ -71,6 +71,49 @@ CREATE TABLE tally_checkpoints (
 );
 ";
 
+/// Version 3 (spec/CLUSTER.md §2): the gateway's side state, the tables of tally-log's
+/// `BindingsBackend`. Stored values keep the sled store's byte shapes (decoded by the same
+/// tally-log functions); the length checks are one more wall against a malformed write. The
+/// `epoch` columns name the lease of the fenced writer, as in `tally_records`.
+const V3: &str = "
+CREATE TABLE tally_terms (
+    hash BYTEA PRIMARY KEY CHECK (length(hash) = 32),
+    body BYTEA NOT NULL
+);
+CREATE TABLE tally_sessions (
+    channel BYTEA PRIMARY KEY,
+    key BYTEA NOT NULL CHECK (length(key) = 32)
+);
+CREATE TABLE tally_salts (
+    channel BYTEA PRIMARY KEY,
+    salt BYTEA NOT NULL CHECK (length(salt) = 32)
+);
+CREATE TABLE tally_closing (
+    channel BYTEA PRIMARY KEY,
+    body BYTEA NOT NULL CHECK (length(body) = 186),
+    agreed_at BIGINT NOT NULL,
+    epoch BIGINT NOT NULL
+);
+CREATE TABLE tally_credits (
+    channel BYTEA NOT NULL,
+    idx BIGINT NOT NULL,
+    body BYTEA NOT NULL CHECK (length(body) = 40),
+    epoch BIGINT NOT NULL,
+    PRIMARY KEY (channel, idx)
+);
+CREATE TABLE tally_promises (
+    channel BYTEA PRIMARY KEY,
+    epoch BIGINT NOT NULL
+);
+CREATE TABLE tally_restores (
+    channel BYTEA NOT NULL,
+    nonce BYTEA NOT NULL CHECK (length(nonce) = 32),
+    size BIGINT NOT NULL,
+    body BYTEA NOT NULL,
+    PRIMARY KEY (channel, nonce, size)
+);
+";
+
 /// Applies the versions up to `target` missing from the database in one transaction under the
 /// migration lock, then records or checks the shard count. `target` is
 /// [`SCHEMA_VERSION`] except in migration tests.
@@ -103,6 +146,11 @@ pub(crate) async fn init(client: &mut Client, shards: u16, target: i32) -> Resul
         tx.batch_execute(V2).await?;
         backfill(&tx).await?;
         tx.execute("INSERT INTO tally_schema (version) VALUES (2)", &[])
+            .await?;
+    }
+    if found < 3 && target >= 3 {
+        tx.batch_execute(V3).await?;
+        tx.execute("INSERT INTO tally_schema (version) VALUES (3)", &[])
             .await?;
     }
     tx.execute(

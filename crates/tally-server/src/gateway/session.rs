@@ -1,6 +1,8 @@
 //! Session binding (spec/HTTP.md §5.2).
 
 use super::*;
+use crate::bindings::BindingsError;
+use tally_log::RuleError;
 
 impl Gateway {
     /// Binds a session key to a channel (spec/HTTP.md §5.2): the binding must be signed by
@@ -66,7 +68,14 @@ impl Gateway {
                     tokio::task::spawn_blocking(move || db.inner.bindings.bind(&id, &key))
                         .await
                         .map_err(|e| GatewayError::internal(format!("binding writer: {e}")))?
-                        .map_err(|e| GatewayError::internal(format!("storing binding: {e}")))?;
+                        .map_err(|e| match e {
+                            // The store's own first-writer-wins line (spec/CLUSTER.md §2).
+                            BindingsError::Rule(RuleError::SessionConflict) => GatewayError::new(
+                                Reason::SessionKeyConflict,
+                                "another session key is bound to this channel",
+                            ),
+                            e => GatewayError::internal(format!("storing binding: {e}")),
+                        })?;
                     st.session_key = Some(key);
                     Ok(salt)
                 }
