@@ -48,6 +48,9 @@ async fn eth(c: &TallyClient, who: Address) -> U256 {
     c.provider().get_balance(who).await.unwrap()
 }
 
+/// A named change a submitter might make to a signed open (the address is a thief's).
+type Bend = (&'static str, fn(&mut GaslessOpen, Address));
+
 /// The token's refusal surfaces as TokenCallFailed, whatever the token's own error was.
 fn token_refused(r: Result<impl std::fmt::Debug, ChainError>) {
     assert!(
@@ -105,7 +108,7 @@ async fn a_submitter_cannot_change_what_an_eip3009_open_or_top_up_names() {
     let params = env.params(1_000);
     let open = GaslessOpen::sign_eip3009(&payer, &d, params, (0, t + 600)).unwrap();
     let thief = PrivateKeySigner::random().address();
-    let variants: [(&str, fn(&mut GaslessOpen, Address)); 6] = [
+    let variants: [Bend; 6] = [
         ("payee", |o, a| o.payee = a),
         ("signer", |o, a| o.signer = a),
         ("delay", |o, _| o.withdraw_delay += 1),
