@@ -72,6 +72,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// One writer's work, borrowing the backend.
+type Task<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 struct Stats {
     per_s: f64,
     p50: Duration,
@@ -89,23 +92,22 @@ async fn run<B: LogBackend + Sync>(
 ) -> Result<Stats, Box<dyn std::error::Error>> {
     let records = vec![vec![0xab_u8; RECORD_BYTES]; batch];
     let start = Instant::now();
-    let writers: Vec<Pin<Box<dyn Future<Output = Result<Vec<Duration>, B::Error>> + Send + '_>>> =
-        (0..channels)
-            .map(|c| {
-                let channel = ChannelId([base + c as u8; 32]);
-                let records = records.clone();
-                Box::pin(async move {
-                    let mut latencies = Vec::with_capacity(appends);
-                    let mut size = 0;
-                    for _ in 0..appends {
-                        let t = Instant::now();
-                        size = log.append(&channel, size, records.clone()).await?.end;
-                        latencies.push(t.elapsed());
-                    }
-                    Ok(latencies)
-                }) as Pin<Box<dyn Future<Output = _> + Send + '_>>
-            })
-            .collect();
+    let writers: Vec<Task<'_, Result<Vec<Duration>, B::Error>>> = (0..channels)
+        .map(|c| {
+            let channel = ChannelId([base + c as u8; 32]);
+            let records = records.clone();
+            Box::pin(async move {
+                let mut latencies = Vec::with_capacity(appends);
+                let mut size = 0;
+                for _ in 0..appends {
+                    let t = Instant::now();
+                    size = log.append(&channel, size, records.clone()).await?.end;
+                    latencies.push(t.elapsed());
+                }
+                Ok(latencies)
+            }) as Task<'_, _>
+        })
+        .collect();
     let mut latencies = Vec::new();
     for done in join_all(writers).await {
         latencies.extend(done?);
@@ -122,7 +124,7 @@ async fn run<B: LogBackend + Sync>(
 
 /// Polls every future in this task until all are done (a `join_all` without a crate: the
 /// writers borrow the backend, so they cannot be spawned).
-async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+async fn join_all<T>(mut futures: Vec<Task<'_, T>>) -> Vec<T> {
     let mut out: Vec<Option<T>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
