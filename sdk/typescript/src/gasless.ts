@@ -114,6 +114,11 @@ function amountOf(v: bigint): bigint {
   return v;
 }
 
+function uint32(v: number): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new TallyError(`withdraw delay ${v} is not a uint32`);
+  return v;
+}
+
 function seconds(what: string, v: number): number {
   if (!Number.isSafeInteger(v) || v < 0) throw new TallyError(`${what} must be unix seconds, got ${v}`);
   return v;
@@ -126,10 +131,7 @@ export function channelIdOf(chainId: bigint | number, contract: string, payer: s
 
 /** CHAIN.md §2.1: `keccak256(abi.encode(keccak256("tally.open"), channelId, signer, uint32 withdrawDelay))`. */
 export function openNonce(channelId: Uint8Array, signer: string, withdrawDelay: number): Uint8Array {
-  if (!Number.isInteger(withdrawDelay) || withdrawDelay < 0 || withdrawDelay > 0xffffffff) {
-    throw new TallyError(`withdraw delay ${withdrawDelay} is not a uint32`);
-  }
-  return keccak(keccak(utf8("tally.open")), bytes32("channel id", channelId), addressWord(signer), u256(withdrawDelay));
+  return keccak(keccak(utf8("tally.open")), bytes32("channel id", channelId), addressWord(signer), u256(uint32(withdrawDelay)));
 }
 
 /** CHAIN.md §2.1: `keccak256(abi.encode(keccak256("tally.topUp"), channelId, salt))`. */
@@ -158,7 +160,7 @@ export function permitDigest(d: DepositDomains, owner: string, amount: bigint, p
 /** The Tally-domain `Open` intent of a permit open (CHAIN.md §3.5). */
 export function openIntentDigest(d: DepositDomains, p: OpenParams, deadline: number): Uint8Array {
   const hash = structHash(OPEN_TYPE, addressWord(p.payee), addressWord(p.token), u256(amountOf(p.amount)),
-    addressWord(p.signer), u256(p.withdrawDelay), bytes32("salt", p.salt), u256(seconds("deadline", deadline)));
+    addressWord(p.signer), u256(uint32(p.withdrawDelay)), bytes32("salt", p.salt), u256(seconds("deadline", deadline)));
   return typedDigest(domainSeparator(d.chainId, d.contract), hash);
 }
 
@@ -198,7 +200,7 @@ export function signGaslessOpen(key: Uint8Array, d: DepositDomains, p: OpenParam
   }
   return {
     payer, payee: wireAddress(p.payee), token: wireAddress(p.token), amount: amount.toString(),
-    signer: wireAddress(p.signer), withdraw_delay: p.withdrawDelay, salt: hex0x(bytes32("salt", p.salt)), auth,
+    signer: wireAddress(p.signer), withdraw_delay: uint32(p.withdrawDelay), salt: hex0x(bytes32("salt", p.salt)), auth,
   };
 }
 

@@ -52,7 +52,7 @@ export async function openGasless(baseUrl: string, open: GaslessOpen, opts: Rela
  */
 export async function topUpGasless(baseUrl: string, topUp: GaslessTopUp, opts: RelayOptions = {}): Promise<Relayed> {
   const got = await post(baseUrl, "/relay/topup", topUp, opts);
-  if (got.channel_id !== topUp.channel_id.replace(/^0x/, "")) {
+  if (got.channel_id !== topUp.channel_id.replace(/^0x/, "").toLowerCase()) {
     throw new TallyError(`the relay topped up channel ${got.channel_id}, not ${topUp.channel_id}`);
   }
   return got;

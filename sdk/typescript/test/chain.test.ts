@@ -140,4 +140,5 @@ test("amounts and times out of range are refused before signing", () => {
   assert.throws(() => signGaslessOpen(payerKey, domains, params, { ...how, validBefore: -1 }));
   assert.throws(() => signGaslessTopUp(payerKey, domains, channel, 1n, new Uint8Array(31), how));
   assert.throws(() => signGaslessOpen(payerKey, domains, { ...params, payee: "0x1234" }, how));
+  assert.throws(() => signGaslessOpen(payerKey, domains, { ...params, withdrawDelay: 2 ** 32 }, { kind: "permit", permitNonce: 0n, deadline: 10 }));
 });
