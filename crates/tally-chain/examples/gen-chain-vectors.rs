@@ -200,7 +200,15 @@ pub fn generate() -> Result<String, GenError> {
 
 /// CHAIN.md §1.1: `keccak256(abi.encode(chainId, contract, payer, payee, token, salt))`.
 fn channel_json(p: &OpenParams, payer: Address, id: ChannelId) -> Result<Value, GenError> {
-    let words = (U256::from(CHAIN_ID), CONTRACT, payer, p.payee, p.token, p.salt).abi_encode();
+    let words = (
+        U256::from(CHAIN_ID),
+        CONTRACT,
+        payer,
+        p.payee,
+        p.token,
+        p.salt,
+    )
+        .abi_encode();
     same("channel id", keccak256(words), B256::from(id.0))?;
     Ok(json!({
         "chain_id": CHAIN_ID, "contract": CONTRACT, "payer": payer, "payee": p.payee,
@@ -230,12 +238,24 @@ fn checkpoint_json(
         word_u(cp.cumulative),
     ];
     let (checkpoint, digest, sig) = typed(CHECKPOINT_TYPE, sep, &words, signer)?;
-    same("checkpoint digest", digest, eip712::checkpoint_digest(&d.tally(), &cp))?;
+    same(
+        "checkpoint digest",
+        digest,
+        eip712::checkpoint_digest(&d.tally(), &cp),
+    )?;
     let crate_sig = tally_chain::ChainCheckpoint::sign(signer, &d.tally(), cp)?.sig;
     same("checkpoint signature", sig, crate_sig)?;
     let (mut close, digest, signer_sig) = typed(CLOSE_TYPE, sep, &words, signer)?;
-    same("close digest", digest, eip712::close_digest(&d.tally(), &cp))?;
-    same("close signature", signer_sig, eip712::sign_close(signer, &d.tally(), &cp)?)?;
+    same(
+        "close digest",
+        digest,
+        eip712::close_digest(&d.tally(), &cp),
+    )?;
+    same(
+        "close signature",
+        signer_sig,
+        eip712::sign_close(signer, &d.tally(), &cp)?,
+    )?;
     close["payee_signature"] = json!(eip712::sign_close(payee, &d.tally(), &cp)?);
     Ok(json!({
         "channel_id": B256::from(channel.0),
@@ -252,12 +272,7 @@ fn session_json(channel: ChannelId) -> Result<Value, GenError> {
     let session = SecretKey::from_seed(&SESSION_SEED).public();
     let sep = domain_sep_tally()?;
     let words = [B256::from(channel.0), B256::from(session.to_bytes())];
-    let (v, digest, _) = typed(
-        eip712::SESSION_KEY_TYPE,
-        sep,
-        &words,
-        &key(SIGNER_KEY)?,
-    )?;
+    let (v, digest, _) = typed(eip712::SESSION_KEY_TYPE, sep, &words, &key(SIGNER_KEY)?)?;
     let want = eip712::session_digest(CHAIN_ID, CONTRACT, &channel, &session);
     same("session digest", digest, want)?;
     let mut v = v;
@@ -293,6 +308,27 @@ fn permit_words(owner: Address, amount: u128, nonce: u128) -> [B256; 5] {
 
 fn body<T: serde::Serialize>(v: &T) -> Result<String, GenError> {
     serde_json::to_string(v).map_err(|e| GenError(e.to_string()))
+}
+
+/// The EIP-3009 path's signature, checked against the one the crate put in `auth`.
+fn eip3009_json(
+    d: &DepositDomains,
+    key: &PrivateKeySigner,
+    (amount, nonce): (u128, B256),
+    auth: &DepositAuth,
+    body: String,
+) -> Result<Value, GenError> {
+    let words = receive_words(key.address(), amount, nonce);
+    let (receive, _, sig) = typed(RECEIVE_TYPE, separator(&d.token)?, &words, key)?;
+    let want = DepositAuth::Eip3009 {
+        valid_after: WINDOW.0,
+        valid_before: WINDOW.1,
+        sig,
+    };
+    same("eip3009 auth", &want, auth)?;
+    Ok(json!({
+        "valid_after": WINDOW.0, "valid_before": WINDOW.1, "receive": receive, "body": body,
+    }))
 }
 
 /// The permit path's two signatures, checked against those the crate put in `auth`.
@@ -331,22 +367,15 @@ fn open_json(
     let tag = keccak256("tally.open");
     let nonce_words = (tag, B256::from(channel.0), p.signer, p.withdraw_delay).abi_encode();
     let nonce = keccak256(nonce_words);
-    same("open nonce", nonce, open_nonce(&channel, p.signer, p.withdraw_delay))?;
+    same(
+        "open nonce",
+        nonce,
+        open_nonce(&channel, p.signer, p.withdraw_delay),
+    )?;
 
     let signed = GaslessOpen::sign_eip3009(payer, d, p, WINDOW)?;
     signed.verify(d)?;
-    let words = receive_words(payer.address(), p.amount, nonce);
-    let (receive, _, sig) = typed(RECEIVE_TYPE, separator(&d.token)?, &words, payer)?;
-    let want = DepositAuth::Eip3009 {
-        valid_after: WINDOW.0,
-        valid_before: WINDOW.1,
-        sig,
-    };
-    same("eip3009 open auth", &want, &signed.auth)?;
-    let eip3009 = json!({
-        "valid_after": WINDOW.0, "valid_before": WINDOW.1,
-        "receive": receive, "body": body(&signed)?,
-    });
+    let eip3009 = eip3009_json(d, payer, (p.amount, nonce), &signed.auth, body(&signed)?)?;
 
     let permit_nonce = 0u128;
     let signed = GaslessOpen::sign_permit(payer, d, p, U256::from(permit_nonce), DEADLINE)?;
@@ -390,18 +419,7 @@ fn top_up_json(
 
     let signed = GaslessTopUp::sign_eip3009(from, d, &channel, amount, salt, WINDOW)?;
     signed.verify(d)?;
-    let words = receive_words(from.address(), amount, nonce);
-    let (receive, _, sig) = typed(RECEIVE_TYPE, separator(&d.token)?, &words, from)?;
-    let want = DepositAuth::Eip3009 {
-        valid_after: WINDOW.0,
-        valid_before: WINDOW.1,
-        sig,
-    };
-    same("eip3009 top-up auth", &want, &signed.auth)?;
-    let eip3009 = json!({
-        "valid_after": WINDOW.0, "valid_before": WINDOW.1,
-        "receive": receive, "body": body(&signed)?,
-    });
+    let eip3009 = eip3009_json(d, from, (amount, nonce), &signed.auth, body(&signed)?)?;
 
     let permit_nonce = 1u128;
     let signed = GaslessTopUp::sign_permit(

@@ -195,19 +195,31 @@ async function environment(dir: string, up: Server, children: ChildProcess[]): P
   return { cfg, cdir, channelId, gwPort, rpcUrl, token };
 }
 
-test("pays a real tally gateway from Node; tally verify audits the log with no discrepancy", { timeout: 300_000 }, async () => {
+/**
+ * Runs `body` against a fresh {@link environment} and its gateway (`tally serve`, started and
+ * answering), in a temporary directory; stops every child and the upstream afterwards.
+ */
+async function withGateway(name: string, body: (env: Env, dir: string, base: string, gateway: ChildProcess) => Promise<void>): Promise<void> {
   assert.ok(existsSync(tallyBin), `no tally binary at ${tallyBin}: build it (cargo build --release -p tally-cli) or set TALLY_BIN`);
   assert.ok(existsSync(anvilBin), `no anvil at ${anvilBin}: run bash tools/install.sh`);
-  const dir = await mkdtemp(join(tmpdir(), "tally-ts-e2e-"));
+  const dir = await mkdtemp(join(tmpdir(), `tally-ts-${name}-`));
   const children: ChildProcess[] = [];
   const up = await upstream();
   try {
-    const { cfg, cdir, channelId, gwPort } = await environment(dir, up, children);
-    const gateway = spawn(tallyBin, ["serve", "--config", cfg], { stdio: ["ignore", "inherit", "inherit"] });
+    const env = await environment(dir, up, children);
+    const gateway = spawn(tallyBin, ["serve", "--config", env.cfg], { stdio: ["ignore", "inherit", "inherit"] });
     children.push(gateway);
-    const base = `http://127.0.0.1:${gwPort}`;
+    const base = `http://127.0.0.1:${env.gwPort}`;
     await waitFor("the gateway", async () => (await fetch(`${base}/healthz`)).ok);
+    await body(env, dir, base, gateway);
+  } finally {
+    for (const c of children.reverse()) await stopChild(c);
+    await new Promise((r) => up.close(r));
+  }
+}
 
+test("pays a real tally gateway from Node; tally verify audits the log with no discrepancy", { timeout: 300_000 }, () =>
+  withGateway("e2e", async ({ cfg, cdir, channelId }, dir, base, gateway) => {
     const sessionKey = fromHex((await readFile(join(cdir, "session.key"), "utf8")).trim().replace(/^0x/, ""), 32);
     const checkpointKey = fromHex((await readFile(join(cdir, "checkpoint.key"), "utf8")).trim().replace(/^0x/, ""), 32);
     const store = new FileStore(join(dir, "ts-mirror"));
@@ -330,11 +342,7 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const lines = (await readFile(statement, "utf8")).split("\n").filter((l) => l.trim() !== "");
     const records = lines.slice(1).map((l) => JSON.parse(l));
     assert.deepEqual(records, (await store.load()).records, "the statement is the client's mirror, byte for byte");
-  } finally {
-    for (const c of children.reverse()) await stopChild(c);
-    await new Promise((r) => up.close(r));
-  }
-});
+  }));
 
 const selector = (sig: string): string => toHex(keccak(utf8(sig)).slice(0, 4));
 const call = (url: string, to: string, data: string): Promise<string> => rpc(url, "eth_call", [{ to, data: `0x${data}` }, "latest"]);
@@ -346,18 +354,8 @@ function abiString(hex: string): string {
   return new TextDecoder().decode(b.slice(64, 64 + len));
 }
 
-test("a payer with tokens and no ETH opens and tops up through the gateway's relay, then pays", { timeout: 300_000 }, async () => {
-  assert.ok(existsSync(tallyBin), `no tally binary at ${tallyBin}: build it (cargo build --release -p tally-cli) or set TALLY_BIN`);
-  assert.ok(existsSync(anvilBin), `no anvil at ${anvilBin}: run bash tools/install.sh`);
-  const dir = await mkdtemp(join(tmpdir(), "tally-ts-gasless-"));
-  const children: ChildProcess[] = [];
-  const up = await upstream();
-  try {
-    const { cfg, gwPort, rpcUrl, token } = await environment(dir, up, children);
-    const gateway = spawn(tallyBin, ["serve", "--config", cfg], { stdio: ["ignore", "inherit", "inherit"] });
-    children.push(gateway);
-    const base = `http://127.0.0.1:${gwPort}`;
-    await waitFor("the gateway", async () => (await fetch(`${base}/healthz`)).ok);
+test("a payer with tokens and no ETH opens and tops up through the gateway's relay, then pays", { timeout: 300_000 }, () =>
+  withGateway("gasless", async ({ rpcUrl, token }, _dir, base) => {
     const { chain } = (await (await fetch(`${base}/.well-known/tally`)).json()) as { chain: { chain_id: number; contract: string; asset: string; pay_to: string } };
 
     // An agent wallet holding the token and no ETH, and its channel keys.
@@ -406,8 +404,4 @@ test("a payer with tokens and no ETH opens and tops up through the gateway's rel
     assert.equal(await ethOf(), 0n);
     const again = await client.fetch("/v1/items/after-top-up");
     assert.equal(again.receipt?.outcome.cumulative, 20n);
-  } finally {
-    for (const c of children.reverse()) await stopChild(c);
-    await new Promise((r) => up.close(r));
-  }
-});
+  }));
