@@ -9,6 +9,9 @@
  * from the receipts endpoint, a JSON body), disputes a charged 5xx for a credit, then the
  * gateway is stopped, its log exported (`tally export`) and audited (`tally verify`): no
  * discrepancy, and the statement's records are the client's mirror byte for byte.
+ * A second test funds a channel without ETH: a fresh wallet holding only the token signs an
+ * EIP-3009 open and a permit top-up (src/gasless.ts), the gateway's `[relay]` submits them
+ * (spec/HTTP.md §12), refusals come back as `RefusedError`s, and the wallet then pays.
  * Everything listens on 127.0.0.1.
  *
  * Needs: TALLY_BIN (default: $CARGO_TARGET_DIR/release/tally, else target/release/tally).
