@@ -37,27 +37,25 @@ export const structHash = (type: string, ...words: Uint8Array[]): Uint8Array => 
 
 /** `keccak256(0x19 || 0x01 || domainSeparator || structHash)` (§3.2). */
 export const typedDigest = (sep: Uint8Array, hash: Uint8Array): Uint8Array => keccak(Uint8Array.of(0x19, 0x01), sep, hash);
-const digest = typedDigest;
+/** The fields of a Checkpoint or a Close, encoded alike (§3.2, §3.3). */
+const stateWords = (c: Checkpoint): Uint8Array[] => [c.channelId, u256(c.size), c.root, u256(c.cumulative)];
 
 /** CHAIN.md §3.2. */
 export function checkpointDigest(chainId: bigint | number, contract: string, c: Checkpoint): Uint8Array {
-  const structHash = keccak(
-    keccak(utf8("Checkpoint(bytes32 channelId,uint64 size,bytes32 root,uint256 cumulative)")),
-    c.channelId, u256(c.size), c.root, u256(c.cumulative),
-  );
-  return digest(domainSeparator(chainId, contract), structHash);
+  const hash = structHash("Checkpoint(bytes32 channelId,uint64 size,bytes32 root,uint256 cumulative)", ...stateWords(c));
+  return typedDigest(domainSeparator(chainId, contract), hash);
 }
 
 /** CHAIN.md §3.3: the Close both the checkpoint signer and the payee sign for `cooperativeClose`. */
 export function closeDigest(chainId: bigint | number, contract: string, c: Checkpoint): Uint8Array {
-  const hash = structHash("Close(bytes32 channelId,uint64 size,bytes32 root,uint256 cumulative)", c.channelId, u256(c.size), c.root, u256(c.cumulative));
-  return digest(domainSeparator(chainId, contract), hash);
+  const hash = structHash("Close(bytes32 channelId,uint64 size,bytes32 root,uint256 cumulative)", ...stateWords(c));
+  return typedDigest(domainSeparator(chainId, contract), hash);
 }
 
 /** HTTP.md §5.2: `SessionKey(bytes32 channelId,bytes32 sessionKey)`. */
 export function sessionDigest(chainId: bigint | number, contract: string, channelId: Uint8Array, sessionKey: Uint8Array): Uint8Array {
-  const structHash = keccak(keccak(utf8("SessionKey(bytes32 channelId,bytes32 sessionKey)")), channelId, sessionKey);
-  return digest(domainSeparator(chainId, contract), structHash);
+  const hash = structHash("SessionKey(bytes32 channelId,bytes32 sessionKey)", channelId, sessionKey);
+  return typedDigest(domainSeparator(chainId, contract), hash);
 }
 
 /** The wire form `{v, r, s}` (r and s as 64 lower-case hex digits). */
