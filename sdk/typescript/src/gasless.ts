@@ -139,6 +139,7 @@ export function topUpNonce(channelId: Uint8Array, salt: Uint8Array): Uint8Array 
   return keccak(keccak(utf8("tally.topUp")), bytes32("channel id", channelId), bytes32("salt", salt));
 }
 
+/** The token's domain separator (its name, version, the chain id and its address, §2.1). */
 export function tokenSeparator(d: DepositDomains): Uint8Array {
   return domainSeparatorOf(d.token.name, d.token.version, d.chainId, d.token.address);
 }

@@ -66,7 +66,14 @@ async function post(baseUrl: string, tail: string, body: unknown, opts: RelayOpt
     body: JSON.stringify(body),
     signal: AbortSignal.timeout(opts.timeoutMs ?? RELAY_TIMEOUT_MS),
   });
-  return relayed(await answer(resp));
+  let v: unknown;
+  try {
+    v = await answer(resp);
+  } catch (e) {
+    if (e instanceof SyntaxError) throw new TallyError(`the relay's answer is not JSON: ${e.message}`);
+    throw e;
+  }
+  return relayed(v);
 }
 
 const HEX32 = /^(?:0x)?[0-9a-fA-F]{64}$/;

@@ -5,11 +5,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { TallyError } from "../src/bytes.js";
+import { TallyError, toHex } from "../src/bytes.js";
 import { RefusedError } from "../src/errors.js";
 import { type DepositDomains, gaslessChannelId, signGaslessOpen, signGaslessTopUp } from "../src/gasless.js";
 import { openGasless, topUpGasless } from "../src/relay.js";
-import { toHex } from "../src/bytes.js";
 
 const key = new Uint8Array(32).fill(7);
 const d: DepositDomains = {
@@ -48,6 +47,8 @@ test("an answer naming another channel, or not of the relay's shape, is not beli
   for (const bad of [{ channel_id: channel, transaction: "zz", block: 1, gas_used: 1 }, { channel_id: channel, transaction: TX, block: -1, gas_used: 1 }, []]) {
     await assert.rejects(openGasless("http://x", open, { fetch: gateway(200, bad).f }), TallyError);
   }
+  const notJson = (async () => new Response("<html>", { status: 200 })) as unknown as typeof fetch;
+  await assert.rejects(openGasless("http://x", open, { fetch: notJson }), TallyError);
 });
 
 test("refusals are RefusedErrors carrying the reason and its fields", async () => {
