@@ -9,6 +9,9 @@
  * from the receipts endpoint, a JSON body), disputes a charged 5xx for a credit, then the
  * gateway is stopped, its log exported (`tally export`) and audited (`tally verify`): no
  * discrepancy, and the statement's records are the client's mirror byte for byte.
+ * A second test funds a channel without ETH: a fresh wallet holding only the token signs an
+ * EIP-3009 open and a permit top-up (src/gasless.ts), the gateway's `[relay]` submits them
+ * (spec/HTTP.md §12), refusals come back as `RefusedError`s, and the wallet then pays.
  * Everything listens on 127.0.0.1.
  *
  * Needs: TALLY_BIN (default: $CARGO_TARGET_DIR/release/tally, else target/release/tally).
@@ -26,7 +29,10 @@ import { promisify } from "node:util";
 import { x402Client } from "@x402/core/client";
 import { wrapFetchWithPayment } from "@x402/fetch";
 
-import { TallyClient, TallyScheme, fromHex, keccak, toHex, utf8, type TallyResponse } from "../src/index.js";
+import {
+  type DepositDomains, RefusedError, TallyClient, TallyScheme, fromHex, keccak, keyAddress, openGasless, randomSalt,
+  signGaslessOpen, signGaslessTopUp, toHex, tokenSeparator, topUpGasless, utf8, type TallyResponse,
+} from "../src/index.js";
 import { FileStore } from "../src/node.js";
 import { repoRoot } from "../test/repo.js";
 import { TRICKY_JSON, TRICKY_SSE } from "./tricky.js";
@@ -143,11 +149,13 @@ function stopChild(c: ChildProcess): Promise<void> {
   });
 }
 
+interface Env { cfg: string; cdir: string; channelId: string; gwPort: number; rpcUrl: string; token: string }
+
 /**
  * anvil with a TestToken and the Tally contract, a provider and a client profile, the gateway
- * config and a channel opened onchain. Children started are pushed to `children`.
+ * config (with a gasless-deposit relay whose wallet anvil funds) and a channel opened onchain. Children started are pushed to `children`.
  */
-async function environment(dir: string, up: Server, children: ChildProcess[]): Promise<{ cfg: string; cdir: string; channelId: string; gwPort: number }> {
+async function environment(dir: string, up: Server, children: ChildProcess[]): Promise<Env> {
   const anvilPort = await freePort();
   const anvil = spawn(anvilBin, ["--host", "127.0.0.1", "--port", String(anvilPort)], { stdio: "ignore" });
   children.push(anvil);
@@ -161,6 +169,9 @@ async function environment(dir: string, up: Server, children: ChildProcess[]): P
   await run(tallyBin, ["keygen", "--dir", cdir]);
   await writeKey(join(dir, "deployer.key"), DEPLOYER_KEY);
   await writeKey(join(dir, "payer.key"), PAYER_KEY);
+  const relayKey = randomSalt();
+  await writeKey(join(gdir, "relay.key"), toHex(relayKey));
+  await rpc(rpcUrl, "anvil_setBalance", [keyAddress(relayKey), "0x56bc75e2d63100000"]);
   const gwPort = await freePort();
   const cfg = join(gdir, "gateway.toml");
   await writeFile(cfg, [
@@ -177,28 +188,41 @@ async function environment(dir: string, up: Server, children: ChildProcess[]): P
       + `{ name = "output", unit_price = "3", from = { sse = "/usage/completion_tokens" } }] }`, "",
     "[[routes]]", `method = "POST"`, `path = "/v1/json"`, `match = "prefix"`,
     `price = { kind = "metered", max_amount = "500", meters = [{ name = "tokens", unit_price = "2", from = { json = "/usage/total_tokens" } }] }`, "",
+    "[relay]", `key_file = "relay.key"`, `min_deposit = "1000"`, "",
   ].join("\n"));
   const deployed = JSON.parse((await run(tallyBin, ["--json", "contract", "deploy", "--rpc", rpcUrl, "--key", join(dir, "deployer.key"), "--config", cfg])).stdout);
   const contract = String(deployed.contract);
   const opened = await run(tallyBin, ["--json", "channel", "open", "--client", cdir, "--payer-key", join(dir, "payer.key"), "--rpc", rpcUrl,
     "--contract", contract, "--token", token, "--payee", PAYEE, "--amount", "100000"]);
   const channelId = String(JSON.parse(opened.stdout).channel_id).replace(/^0x/, "");
-  return { cfg, cdir, channelId, gwPort };
+  return { cfg, cdir, channelId, gwPort, rpcUrl, token };
 }
 
-test("pays a real tally gateway from Node; tally verify audits the log with no discrepancy", { timeout: 300_000 }, async () => {
+/**
+ * Runs `body` against a fresh {@link environment} and its gateway (`tally serve`, started and
+ * answering), in a temporary directory; stops every child and the upstream afterwards.
+ */
+async function withGateway(name: string, body: (env: Env, dir: string, base: string, gateway: ChildProcess) => Promise<void>): Promise<void> {
   assert.ok(existsSync(tallyBin), `no tally binary at ${tallyBin}: build it (cargo build --release -p tally-cli) or set TALLY_BIN`);
   assert.ok(existsSync(anvilBin), `no anvil at ${anvilBin}: run bash tools/install.sh`);
-  const dir = await mkdtemp(join(tmpdir(), "tally-ts-e2e-"));
+  const dir = await mkdtemp(join(tmpdir(), `tally-ts-${name}-`));
   const children: ChildProcess[] = [];
   const up = await upstream();
   try {
-    const { cfg, cdir, channelId, gwPort } = await environment(dir, up, children);
-    const gateway = spawn(tallyBin, ["serve", "--config", cfg], { stdio: ["ignore", "inherit", "inherit"] });
+    const env = await environment(dir, up, children);
+    const gateway = spawn(tallyBin, ["serve", "--config", env.cfg], { stdio: ["ignore", "inherit", "inherit"] });
     children.push(gateway);
-    const base = `http://127.0.0.1:${gwPort}`;
+    const base = `http://127.0.0.1:${env.gwPort}`;
     await waitFor("the gateway", async () => (await fetch(`${base}/healthz`)).ok);
+    await body(env, dir, base, gateway);
+  } finally {
+    for (const c of children.reverse()) await stopChild(c);
+    await new Promise((r) => up.close(r));
+  }
+}
 
+test("pays a real tally gateway from Node; tally verify audits the log with no discrepancy", { timeout: 300_000 }, () =>
+  withGateway("e2e", async ({ cfg, cdir, channelId }, dir, base, gateway) => {
     const sessionKey = fromHex((await readFile(join(cdir, "session.key"), "utf8")).trim().replace(/^0x/, ""), 32);
     const checkpointKey = fromHex((await readFile(join(cdir, "checkpoint.key"), "utf8")).trim().replace(/^0x/, ""), 32);
     const store = new FileStore(join(dir, "ts-mirror"));
@@ -321,8 +345,66 @@ test("pays a real tally gateway from Node; tally verify audits the log with no d
     const lines = (await readFile(statement, "utf8")).split("\n").filter((l) => l.trim() !== "");
     const records = lines.slice(1).map((l) => JSON.parse(l));
     assert.deepEqual(records, (await store.load()).records, "the statement is the client's mirror, byte for byte");
-  } finally {
-    for (const c of children.reverse()) await stopChild(c);
-    await new Promise((r) => up.close(r));
-  }
-});
+  }));
+
+const selector = (sig: string): string => toHex(keccak(utf8(sig)).slice(0, 4));
+const call = (url: string, to: string, data: string): Promise<string> => rpc(url, "eth_call", [{ to, data: `0x${data}` }, "latest"]);
+const uintOf = (hex: string): bigint => BigInt(hex === "0x" ? 0 : hex);
+/** An ABI-encoded `string` return value. */
+function abiString(hex: string): string {
+  const b = fromHex(hex.replace(/^0x/, ""));
+  const len = Number(uintOf(`0x${toHex(b.slice(32, 64))}`));
+  return new TextDecoder().decode(b.slice(64, 64 + len));
+}
+
+test("a payer with tokens and no ETH opens and tops up through the gateway's relay, then pays", { timeout: 300_000 }, () =>
+  withGateway("gasless", async ({ rpcUrl, token }, _dir, base) => {
+    const { chain } = (await (await fetch(`${base}/.well-known/tally`)).json()) as { chain: { chain_id: number; contract: string; asset: string; pay_to: string } };
+
+    // An agent wallet holding the token and no ETH, and its channel keys.
+    const agentKey = randomSalt();
+    const agent = keyAddress(agentKey);
+    const mint = selector("mint(address,uint256)");
+    await send(rpcUrl, { from: PAYER, to: token, data: `0x${mint}${word(agent.slice(2))}${word((1_000_000n).toString(16))}` });
+    const ethOf = async () => uintOf(await rpc(rpcUrl, "eth_getBalance", [agent, "latest"]));
+    const tokensOf = async () => uintOf(await call(rpcUrl, token, selector("balanceOf(address)") + word(agent.slice(2))));
+    const checkpointKey = randomSalt();
+    const sessionKey = randomSalt();
+
+    // The token's domain, as the token itself reports it.
+    const d: DepositDomains = {
+      chainId: chain.chain_id, contract: chain.contract,
+      token: { name: abiString(await call(rpcUrl, token, selector("name()"))), version: abiString(await call(rpcUrl, token, selector("version()"))), address: token },
+    };
+    assert.equal(`0x${toHex(tokenSeparator(d))}`, await call(rpcUrl, token, selector("DOMAIN_SEPARATOR()")));
+    const block = await rpc(rpcUrl, "eth_getBlockByNumber", ["latest", false]);
+    const until = Math.max(Number(block.timestamp), Math.floor(Date.now() / 1000)) + 600;
+
+    const open = signGaslessOpen(agentKey, d, {
+      payee: chain.pay_to, token: chain.asset, amount: 100_000n, signer: keyAddress(checkpointKey), withdrawDelay: 86_400, salt: randomSalt(),
+    }, { kind: "eip3009", validAfter: 0, validBefore: until });
+    const opened = await openGasless(base, open, { domains: d });
+    assert.ok(opened.block > 0 && opened.gas_used > 21_000);
+    assert.equal(await ethOf(), 0n, "the agent never held ETH");
+    assert.equal(await tokensOf(), 900_000n);
+    // The same open again: the relay refuses it (the channel exists), as a typed error.
+    await assert.rejects(openGasless(base, open), (e) => e instanceof RefusedError && e.reason === "relay_refused");
+    // Below the relay's minimum deposit: refused before any simulation.
+    const small = signGaslessTopUp(agentKey, d, opened.channel_id, 999n, randomSalt(), { kind: "eip3009", validAfter: 0, validBefore: until });
+    await assert.rejects(topUpGasless(base, small), (e) => e instanceof RefusedError && e.reason === "relay_refused");
+
+    const client = await TallyClient.connect({ baseUrl: base, channelId: opened.channel_id, sessionKey, checkpointKey });
+    const paid = await client.fetch(`${base}/v1/items/gasless`);
+    assert.equal(paid.status, 200);
+    assert.equal(paid.receipt?.outcome.amount, 10n);
+
+    // A permit top-up, for the token's current permit nonce.
+    const permitNonce = uintOf(await call(rpcUrl, token, selector("nonces(address)") + word(agent.slice(2))));
+    const topUp = signGaslessTopUp(agentKey, d, opened.channel_id, 5_000n, randomSalt(), { kind: "permit", permitNonce, deadline: until });
+    const topped = await topUpGasless(base, topUp);
+    assert.equal(topped.channel_id, opened.channel_id);
+    assert.equal(await tokensOf(), 895_000n);
+    assert.equal(await ethOf(), 0n);
+    const again = await client.fetch("/v1/items/after-top-up");
+    assert.equal(again.receipt?.outcome.cumulative, 20n);
+  }));

@@ -5,6 +5,8 @@ export * from "./messages.js";
 export * from "./merkle.js";
 export * from "./checkpoint.js";
 export * from "./eip712.js";
+export * from "./gasless.js";
+export { openGasless, topUpGasless, relayed, type Relayed, type RelayOptions } from "./relay.js";
 export * from "./terms.js";
 export * from "./mirror.js";
 export * from "./lanes.js";
