@@ -124,14 +124,7 @@ impl Fixture {
     }
 
     async fn post(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
-        let url = format!("{}/tally/v1/relay/{path}", self.server.url());
-        let sent = reqwest::Client::new()
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        sent.unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        post_relay(self.server.url(), path, body).await
     }
 
     async fn post_open(&self, open: &GaslessOpen) -> reqwest::Response {
@@ -157,6 +150,17 @@ impl Fixture {
             .await
             .unwrap_or_else(|e| panic!("balance: {e}"))
     }
+}
+
+/// POSTs `body` to the relay endpoint `path` of the gateway at `base`.
+async fn post_relay(base: String, path: &str, body: Vec<u8>) -> reqwest::Response {
+    let sent = reqwest::Client::new()
+        .post(format!("{base}/tally/v1/relay/{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    sent.unwrap_or_else(|e| panic!("POST {path}: {e}"))
 }
 
 /// The answer's status and reason code.
@@ -371,19 +375,12 @@ async fn one_payer_has_one_relayed_deposit_in_flight() {
     automine(false).await;
     let first = f.signed(&payer, 6_000);
     let second = f.signed(&payer, 6_000);
-    let url = format!("{}/tally/v1/relay/open", f.server.url());
-    let body = serde_json::to_vec(&first).unwrap_or_else(|e| panic!("json: {e}"));
-    let pending = tokio::spawn(async move {
-        let sent = reqwest::Client::new()
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        sent.unwrap_or_else(|e| panic!("POST: {e}"))
-            .status()
-            .as_u16()
-    });
+    let (url, body) = (
+        f.server.url(),
+        serde_json::to_vec(&first).unwrap_or_default(),
+    );
+    let pending =
+        tokio::spawn(async move { post_relay(url, "open", body).await.status().as_u16() });
     // Wait until the first deposit is broadcast (in the pool, not mined).
     let mut broadcast = false;
     for _ in 0..200 {

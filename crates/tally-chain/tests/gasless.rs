@@ -34,6 +34,12 @@ async fn domains(env: &Env) -> DepositDomains {
     }
 }
 
+/// `key`'s EIP-2612 nonce at the test token: what its next permit signs.
+async fn permit_nonce(env: &Env, key: &PrivateKeySigner) -> U256 {
+    let token = *env.token.address();
+    env.payee.permit_nonce(token, key.address()).await.unwrap()
+}
+
 async fn now(c: &TallyClient) -> u64 {
     let block = c.provider().get_block_number().await.unwrap();
     let b = c
@@ -184,13 +190,8 @@ async fn a_payer_without_eth_opens_and_tops_up_with_a_permit() {
     let mut env = Env::new().await;
     let d = domains(&env).await;
     let payer = broke_payer(&env, 10_000).await;
-    let token = *env.token.address();
     let deadline = now(&env.payee).await + 600;
-    let nonce = env
-        .payee
-        .permit_nonce(token, payer.address())
-        .await
-        .unwrap();
+    let nonce = permit_nonce(&env, &payer).await;
     let params = env.params(2_000);
     let open = GaslessOpen::sign_permit(&payer, &d, params, nonce, deadline).unwrap();
     open.verify(&d).unwrap();
@@ -219,20 +220,12 @@ async fn a_payer_without_eth_opens_and_tops_up_with_a_permit() {
 
     // A permit top-up works once; after a fresh allowance the same intent is still refused.
     let salt = B256::repeat_byte(3);
-    let nonce = env
-        .payee
-        .permit_nonce(token, payer.address())
-        .await
-        .unwrap();
+    let nonce = permit_nonce(&env, &payer).await;
     let top = GaslessTopUp::sign_permit(&payer, &d, &id, (700, salt), nonce, deadline).unwrap();
     top.verify(&d).unwrap();
     env.payee.top_up_gasless(&top).await.unwrap();
     assert_eq!(env.payee.channel(&id).await.unwrap().deposit, 2_700);
-    let nonce = env
-        .payee
-        .permit_nonce(token, payer.address())
-        .await
-        .unwrap();
+    let nonce = permit_nonce(&env, &payer).await;
     let again = GaslessTopUp::sign_permit(
         &payer,
         &d,
@@ -261,13 +254,8 @@ async fn a_permit_open_names_its_channel_and_expires() {
     let mut env = Env::new().await;
     let d = domains(&env).await;
     let payer = broke_payer(&env, 5_000).await;
-    let token = *env.token.address();
     let deadline = now(&env.payee).await + 600;
-    let nonce = env
-        .payee
-        .permit_nonce(token, payer.address())
-        .await
-        .unwrap();
+    let nonce = permit_nonce(&env, &payer).await;
     let open = GaslessOpen::sign_permit(&payer, &d, env.params(1_000), nonce, deadline).unwrap();
     let mut bent = open;
     bent.payee = PrivateKeySigner::random().address();
@@ -319,25 +307,16 @@ async fn a_top_up_intent_signed_by_someone_else_does_not_use_up_the_funders() {
         broke_payer(&env, 5_000).await,
         broke_payer(&env, 5_000).await,
     );
-    let token = *env.token.address();
     let id = env.open(1_000).await;
     let deadline = now(&env.payee).await + 600;
     let what = (700, B256::repeat_byte(6));
     let sign = |key: &PrivateKeySigner, nonce| {
         GaslessTopUp::sign_permit(key, &d, &id, what, nonce, deadline).unwrap()
     };
-    let nonce = env
-        .payee
-        .permit_nonce(token, funder.address())
-        .await
-        .unwrap();
+    let nonce = permit_nonce(&env, &funder).await;
     let honest = sign(&funder, nonce);
     // The griefer signs the very same TopUp (same digest) with its own key and lands first.
-    let nonce = env
-        .payee
-        .permit_nonce(token, griefer.address())
-        .await
-        .unwrap();
+    let nonce = permit_nonce(&env, &griefer).await;
     env.payee
         .top_up_gasless(&sign(&griefer, nonce))
         .await

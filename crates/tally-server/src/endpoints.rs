@@ -96,24 +96,26 @@ async fn not_found() -> GatewayError {
 
 /// `POST /tally/v1/relay/open` (spec/HTTP.md §12): `not_found` unless `[relay]` is set.
 async fn relay_open(State(gw): State<Gateway>, body: EndpointBody) -> Response {
-    let Some(relay) = gw.relay() else {
-        return not_found().await.into_response();
+    let done = match gw.relay() {
+        Some(relay) => relay.open(&body.0).await,
+        None => Err(not_found().await),
     };
-    match relay.open(&body.0).await {
-        Ok(done) => {
-            gw.inner.funding.forget(&done.channel_id);
-            Json(done).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
+    relayed(&gw, done)
 }
 
 /// `POST /tally/v1/relay/topup` (spec/HTTP.md §12).
 async fn relay_top_up(State(gw): State<Gateway>, body: EndpointBody) -> Response {
-    let Some(relay) = gw.relay() else {
-        return not_found().await.into_response();
+    let done = match gw.relay() {
+        Some(relay) => relay.top_up(&body.0).await,
+        None => Err(not_found().await),
     };
-    match relay.top_up(&body.0).await {
+    relayed(&gw, done)
+}
+
+/// A relay's answer; after a relayed deposit the cached funding of its channel is dropped,
+/// so the channel's first paid call reads the new deposit (spec/HTTP.md §12.2).
+fn relayed(gw: &Gateway, done: Result<tally_http::api::Relayed, GatewayError>) -> Response {
+    match done {
         Ok(done) => {
             gw.inner.funding.forget(&done.channel_id);
             Json(done).into_response()

@@ -35,19 +35,11 @@ pub struct X402Exact {
 
 impl X402Exact {
     /// The token at `token`, submitting from `facilitator`'s wallet; reads the token's
-    /// EIP-712 domain (name, version, chain id) from the chain.
+    /// EIP-712 domain the way gasless deposits do ([`crate::gasless::token_domain`]).
     pub async fn new(facilitator: DynProvider, token: Address) -> Result<Self, ChainError> {
         let chain_id = facilitator.get_chain_id().await?;
+        let domain = crate::gasless::token_domain(&facilitator, token, chain_id).await?;
         let token = TestToken::new(token, facilitator);
-        let name = token.name().call().await?;
-        let version = token.version().call().await?;
-        let domain = Eip712Domain::new(
-            Some(name.into()),
-            Some(version.into()),
-            Some(U256::from(chain_id)),
-            Some(*token.address()),
-            None,
-        );
         Ok(X402Exact { token, domain })
     }
 
