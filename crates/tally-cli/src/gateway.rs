@@ -66,6 +66,9 @@ pub struct GatewayFile {
     /// The gasless-deposit relay (`[relay]`); `None` runs none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<tally_server::config::RelayConfig>,
+    /// `[store]`; `None` leaves tally-server's default (sled under `data_dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<tally_server::config::StoreConfig>,
 }
 
 impl GatewayFile {
@@ -102,6 +105,7 @@ impl GatewayFile {
             routes,
             durability: None,
             relay: None,
+            store: None,
         }
     }
 

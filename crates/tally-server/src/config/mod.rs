@@ -20,6 +20,9 @@ use crate::errors::StartError;
 use crate::gateway::Settings;
 use crate::listen::ServerLimits;
 
+mod store;
+pub use store::{PgSettings, StoreConfig, StoreKind, MIN_LEASE_MS};
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +97,10 @@ pub struct GatewayConfig {
     /// console (spec/HTTP.md §11.3); without it the console shows base units.
     #[serde(default)]
     pub token_decimals: Option<u8>,
+    /// Where the log and the side state live: sled under `data_dir` (the default) or a
+    /// PostgreSQL database shared by several nodes (spec/CLUSTER.md §10).
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 /// `[limits]`: how long a client may take and how many connections and paid requests are
@@ -328,6 +335,7 @@ impl GatewayConfig {
         if cfg.data_dir.is_relative() {
             cfg.data_dir = base.join(&cfg.data_dir);
         }
+        cfg.store.resolve_paths(base);
         if let Some(f) = cfg.admin_token_file.as_mut() {
             if f.is_relative() {
                 *f = base.join(&*f);
