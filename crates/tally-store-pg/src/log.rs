@@ -169,6 +169,24 @@ impl PgStore {
         }
     }
 
+    /// Every channel with at least one record, in id order.
+    pub async fn channels(&self) -> Result<Vec<ChannelId>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT channel FROM tally_heads WHERE size > 0 ORDER BY channel",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let bytes: &[u8] = row.try_get(0)?;
+                let id = <[u8; 32]>::try_from(bytes).map_err(|_| PgError::OutOfRange("channel"))?;
+                Ok(ChannelId(id))
+            })
+            .collect()
+    }
+
     /// The records of `channel` in `range`, clamped to the committed head, in order.
     pub async fn records(
         &self,
