@@ -187,6 +187,21 @@ impl PgStore {
             .collect()
     }
 
+    /// How many channels have records, and how many records they hold in all (for metrics).
+    pub async fn totals(&self) -> Result<(u64, u64), PgError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*), COALESCE(sum(size), 0)::int8 FROM tally_heads WHERE size > 0",
+                &[],
+            )
+            .await?;
+        Ok((
+            to_u64(row.try_get(0)?, "channels")?,
+            to_u64(row.try_get(1)?, "records")?,
+        ))
+    }
+
     /// The records of `channel` in `range`, clamped to the committed head, in order.
     pub async fn records(
         &self,

@@ -245,14 +245,23 @@ impl PgNode {
             match self.leasing.renew(&lease).await {
                 Ok(renewed) => self.trust(renewed, sent),
                 Err(PgError::Fenced { .. }) => {
-                    tracing::warn!(shard = lease.shard, epoch = lease.epoch, "lost a shard lease");
+                    tracing::warn!(
+                        shard = lease.shard,
+                        epoch = lease.epoch,
+                        "lost a shard lease"
+                    );
                     let mut held = lock(&self.held);
-                    if held.get(&lease.shard).is_some_and(|h| h.lease.epoch == lease.epoch) {
+                    if held
+                        .get(&lease.shard)
+                        .is_some_and(|h| h.lease.epoch == lease.epoch)
+                    {
                         held.remove(&lease.shard);
                     }
                 }
                 // The database is unreachable: the lease lapses locally when its trust ends.
-                Err(e) => tracing::warn!(shard = lease.shard, error = %e, "renewing a lease failed"),
+                Err(e) => {
+                    tracing::warn!(shard = lease.shard, error = %e, "renewing a lease failed")
+                }
             }
         }
     }
