@@ -27,6 +27,7 @@ pub mod bindings;
 pub mod bucket;
 pub mod channel;
 pub mod channel_body;
+mod cluster;
 pub mod config;
 pub mod console;
 pub mod dispute;

@@ -93,12 +93,4 @@ impl Backend {
             Backend::Pg(_) => Ok(()),
         }
     }
-
-    /// The cluster node, in cluster mode.
-    pub(crate) fn node(&self) -> Option<&Arc<PgNode>> {
-        match self {
-            Backend::Sled(_) => None,
-            Backend::Pg(node) => Some(node),
-        }
-    }
 }
