@@ -75,6 +75,27 @@ pub enum Command {
     /// Check a log store's integrity (every channel, or one).
     #[command(after_help = EXIT_CODES)]
     Fsck(FsckArgs),
+    /// Provider side: the cluster database of `[store] kind = "postgres"` (spec/CLUSTER.md).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Db(DbCommand),
+}
+
+/// `tally db …`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create or migrate the cluster schema and record the shard count (idempotent; every
+    /// node also does it at start). Refuses a database of another shard count or a newer
+    /// schema.
+    #[command(after_help = EXIT_CODES)]
+    Init(DbInitArgs),
+}
+
+/// `tally db init`.
+#[derive(Debug, Args)]
+pub struct DbInitArgs {
+    /// The gateway configuration whose `[store]` names the database.
+    #[arg(long)]
+    pub config: PathBuf,
 }
 
 /// `tally demo`.
