@@ -1,5 +1,5 @@
 //! One gateway node in cluster mode (spec/CLUSTER.md §3, §7, §8): its leases, kept renewed,
-//! and its ordered commit queue. The gateway asks [`PgNode::owner`] who owns a channel's shard
+//! and its ordered commit queues. The gateway asks [`PgNode::owner`] who owns a channel's shard
 //! before it loads or writes the channel: this node (a [`Lease`] it holds, taking a free or
 //! expired shard on the way), or another node, to which the request is forwarded.
 //!
@@ -33,6 +33,11 @@ pub struct NodeConfig {
     pub node_url: String,
 }
 
+/// Commit connections per node. Each channel always commits through the same one (its
+/// records stay in order); different channels commit in parallel, so PostgreSQL's own group
+/// commit of the WAL batches their flushes.
+const COMMIT_CONNECTIONS: usize = 4;
+
 /// Who owns a shard, as this node sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
@@ -65,7 +70,8 @@ pub struct PgNode {
     held: HeldMap,
     /// Other nodes' leases, trusted for a moment, to spare a query per forwarded request.
     others: Mutex<HashMap<u32, (Holder, Instant)>>,
-    queue: writer::Queue,
+    /// One commit queue per commit connection.
+    queues: Vec<writer::Queue>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,7 +89,10 @@ impl PgNode {
         let store = PgStore::connect(&config.url, config.shards).await?;
         store.init().await?;
         let leasing = PgStore::connect(&config.url, config.shards).await?;
-        let writes = PgStore::connect(&config.url, config.shards).await?;
+        let mut writes = Vec::with_capacity(COMMIT_CONNECTIONS);
+        for _ in 0..COMMIT_CONNECTIONS {
+            writes.push(PgStore::connect(&config.url, config.shards).await?);
+        }
         let host = config
             .node_url
             .split("://")
@@ -93,7 +102,10 @@ impl PgNode {
         let id = format!("{host}-{:016x}", rand::random::<u64>());
         store.register_member(&id, &config.node_url).await?;
         let held: HeldMap = Arc::default();
-        let queue = writer::spawn(writes, held.clone());
+        let queues = writes
+            .into_iter()
+            .map(|w| writer::spawn(w, held.clone()))
+            .collect();
         let node = Arc::new(PgNode {
             id,
             config,
@@ -101,7 +113,7 @@ impl PgNode {
             leasing,
             held,
             others: Mutex::default(),
-            queue,
+            queues,
         });
         tokio::spawn(renew_loop(Arc::downgrade(&node)));
         Ok(node)
@@ -203,12 +215,18 @@ impl PgNode {
         start: u64,
         records: Vec<(u32, Vec<u8>)>,
     ) -> Result<oneshot::Receiver<Committed>, QueueFull> {
-        self.queue.send(lease, channel, start, records)
+        // Bytes 2..4 of the id pick the queue (0..2 pick the shard): spread within a shard.
+        let pick = usize::from(u16::from_be_bytes([channel.0[2], channel.0[3]]));
+        let queue = self
+            .queues
+            .get(pick % self.queues.len().max(1))
+            .ok_or(QueueFull)?;
+        queue.send(lease, channel, start, records)
     }
 
-    /// Commits waiting in the queue.
+    /// Commits waiting in the queues.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queues.iter().map(writer::Queue::len).sum()
     }
 
     /// Gives up every lease at once (a clean shutdown), so other nodes take the shards over
