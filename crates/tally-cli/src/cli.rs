@@ -106,8 +106,13 @@ pub struct DemoArgs {
     pub calls: u64,
     /// Keep the artifacts (profile, gateway data, statement, bundle) in this new directory
     /// instead of a temporary one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     pub keep: Option<PathBuf>,
+    /// Run the cluster-mode demo instead (spec/CLUSTER.md): a throwaway PostgreSQL (needs
+    /// PostgreSQL 15: `bash tools/install-postgres.sh`), N `tally serve` nodes behind a
+    /// load balancer, the channel's owner killed mid-way, the failover measured.
+    #[arg(long, value_name = "NODES", num_args = 0..=1, default_missing_value = "3")]
+    pub cluster: Option<usize>,
 }
 
 /// `tally keygen`.

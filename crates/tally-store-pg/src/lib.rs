@@ -38,6 +38,7 @@ mod members;
 mod merkle;
 mod node;
 mod schema;
+pub mod throwaway;
 
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls};
