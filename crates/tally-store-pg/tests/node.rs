@@ -7,11 +7,11 @@ mod support;
 use std::time::Duration;
 
 use support::PgServer;
-use tally_store_pg::{ChannelId, NodeConfig, Owner, PgError, PgNode};
+use tally_store_pg::{ChannelId, NodeConfig, Owner, PgError, PgNode, Target};
 
 fn config(pg: &PgServer, node_url: &str, lease_ms: u64) -> NodeConfig {
     NodeConfig {
-        url: pg.url(),
+        target: Target::new(&pg.url()),
         shards: 4,
         lease_ms,
         node_url: node_url.into(),
@@ -176,4 +176,47 @@ async fn released_leases_are_taken_at_once() {
         Owner::Mine(l) => assert_eq!(l.epoch, 2),
         Owner::Other(_) => panic!("a released lease is free"),
     }
+}
+
+/// A live owner's commit holding its lease row (an open transaction, as a paused node's
+/// would) delays no other node: lookups read the holder without locking the row, and renewals
+/// run on a connection of their own (review finding H3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lease_row_blocks_no_other_node() {
+    let pg = PgServer::start();
+    let lease_ms = 600;
+    let a = PgNode::start(config(&pg, "http://127.0.0.1:1001", lease_ms))
+        .await
+        .unwrap();
+    let b = PgNode::start(config(&pg, "http://127.0.0.1:1002", lease_ms))
+        .await
+        .unwrap();
+    assert!(matches!(a.owner(0).await.unwrap(), Owner::Mine(_)));
+    assert!(matches!(b.owner(1).await.unwrap(), Owner::Mine(_)));
+    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("BEGIN; SELECT 1 FROM tally_leases WHERE shard = 0 FOR SHARE")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(lease_ms * 3) {
+        let t = std::time::Instant::now();
+        b.forget(0);
+        let owner = b.owner(0).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(lease_ms),
+            "a lookup waited {:?} behind the held row",
+            t.elapsed()
+        );
+        assert!(
+            matches!(owner, Ok(Owner::Other(_)) | Err(PgError::Unsettled { .. })),
+            "{owner:?}"
+        );
+        assert!(b.held(1).is_some(), "b's own lease stays renewed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.batch_execute("ROLLBACK").await.unwrap();
 }

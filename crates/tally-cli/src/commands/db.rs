@@ -22,7 +22,8 @@ pub async fn init(a: DbInitArgs, out: Output) -> Result<()> {
                 a.config.display()
             ))
         })?;
-    let store = tally_store_pg::PgStore::connect(&pg.url, pg.shards)
+    let limits = tally_store_pg::Limits::default();
+    let store = tally_store_pg::PgStore::connect_to(&pg.target, pg.shards, limits)
         .await
         .map_err(|e| CliError::Service(format!("cluster database: {e}")))?;
     store

@@ -15,16 +15,17 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use tokio_postgres::error::SqlState;
 
 pub use writer::{Committed, QueueFull};
 
-use crate::{shard_of, ChannelId, Holder, Lease, PgError, PgStore};
+use crate::{shard_of, ChannelId, Holder, Lease, Limits, PgError, PgStore, Target};
 
 /// How a node joins the cluster.
 #[derive(Clone)]
 pub struct NodeConfig {
-    /// The libpq connection string (password included if any: never logged).
-    pub url: String,
+    /// The database and its password.
+    pub target: Target,
     /// Shards (CLUSTER.md §3), the same on every node.
     pub shards: u16,
     /// Lease length, ms; renewed every third of it.
@@ -64,14 +65,18 @@ pub struct PgNode {
     config: NodeConfig,
     /// Reads and the side state.
     store: PgStore,
-    /// Lease acquisition and renewal, on a connection of their own so a slow query never
-    /// delays a renewal.
+    /// Lease lookups and acquisitions, on a connection of their own.
     leasing: PgStore,
+    /// Renewals, on a connection of their own: an acquisition that waits for a lock never
+    /// delays them.
+    renewing: PgStore,
     held: HeldMap,
     /// Other nodes' leases, trusted for a moment, to spare a query per forwarded request.
     others: Mutex<HashMap<u32, (Holder, Instant)>>,
     /// One commit queue per commit connection.
     queues: Vec<writer::Queue>,
+    /// Queued appends per channel, over all queues.
+    in_queue: writer::InQueue,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -86,12 +91,33 @@ impl PgNode {
     /// under a fresh id (`<node_url host>-<random>`: unique per process start, CLUSTER.md §3)
     /// and starts the renewal task and the commit writer. Both end when the node is dropped.
     pub async fn start(config: NodeConfig) -> Result<Arc<PgNode>, PgError> {
-        let store = PgStore::connect(&config.url, config.shards).await?;
+        let (lease, t, shards) = (config.lease_ms, &config.target, config.shards);
+        // No statement, lock wait or open transaction of this node may outlast a fraction of
+        // a lease: a paused or cut-off node must not hold rows other nodes need.
+        let reads = Limits {
+            statement_ms: lease.max(1000),
+            lock_ms: (lease / 2).max(100),
+            idle_in_transaction_ms: (lease / 2).max(100),
+        };
+        // A lookup that would wait for a lock gives up quickly (the row is changing hands);
+        // a renewal waits longer: this node's own commits hold its lease rows in share mode
+        // for a moment each.
+        let leases = Limits {
+            statement_ms: (lease / 3).max(100),
+            lock_ms: (lease / 10).max(50),
+            idle_in_transaction_ms: (lease / 3).max(100),
+        };
+        let renewals = Limits {
+            lock_ms: (lease / 4).max(50),
+            ..leases
+        };
+        let store = PgStore::connect_to(t, shards, reads).await?;
         store.init().await?;
-        let leasing = PgStore::connect(&config.url, config.shards).await?;
+        let leasing = PgStore::connect_to(t, shards, leases).await?;
+        let renewing = PgStore::connect_to(t, shards, renewals).await?;
         let mut writes = Vec::with_capacity(COMMIT_CONNECTIONS);
         for _ in 0..COMMIT_CONNECTIONS {
-            writes.push(PgStore::connect(&config.url, config.shards).await?);
+            writes.push(PgStore::connect_to(t, shards, reads).await?);
         }
         let host = config
             .node_url
@@ -102,18 +128,21 @@ impl PgNode {
         let id = format!("{host}-{:016x}", rand::random::<u64>());
         store.register_member(&id, &config.node_url).await?;
         let held: HeldMap = Arc::default();
+        let in_queue: writer::InQueue = Arc::default();
         let queues = writes
             .into_iter()
-            .map(|w| writer::spawn(w, held.clone()))
+            .map(|w| writer::spawn(w, held.clone(), in_queue.clone()))
             .collect();
         let node = Arc::new(PgNode {
             id,
             config,
             store,
             leasing,
+            renewing,
             held,
             others: Mutex::default(),
             queues,
+            in_queue,
         });
         tokio::spawn(renew_loop(Arc::downgrade(&node)));
         Ok(node)
@@ -164,18 +193,10 @@ impl PgNode {
                 return Ok(Owner::Other(holder.clone()));
             }
         }
-        // A lease that changes hands between the two statements is looked up again.
+        // A lease that changes hands between the statements is looked up again. The holder
+        // is read first, without locks: a live lease of another node is answered without
+        // touching its row (an acquisition would wait behind the owner's commits).
         for _ in 0..3 {
-            let sent = Instant::now();
-            if let Some(lease) = self
-                .leasing
-                .acquire(shard, &self.id, self.config.lease_ms)
-                .await?
-            {
-                self.trust(lease.clone(), sent);
-                lock(&self.others).remove(&shard);
-                return Ok(Owner::Mine(lease));
-            }
             if let Some(holder) = self.leasing.holder(shard).await? {
                 if holder.expires_in_ms > 0 && holder.node != self.id {
                     let keep = holder.expires_in_ms.min(self.config.lease_ms / 3);
@@ -184,14 +205,36 @@ impl PgNode {
                     return Ok(Owner::Other(holder));
                 }
             }
+            let sent = Instant::now();
+            match self
+                .leasing
+                .acquire(shard, &self.id, self.config.lease_ms)
+                .await
+            {
+                Ok(Some(lease)) => {
+                    self.trust(lease.clone(), sent);
+                    lock(&self.others).remove(&shard);
+                    return Ok(Owner::Mine(lease));
+                }
+                Ok(None) => {}
+                // A lock wait past `lock_timeout` (or the statement's own limit): the row is
+                // busy changing hands.
+                Err(PgError::Db(e))
+                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                        || e.code() == Some(&SqlState::QUERY_CANCELED) =>
+                {
+                    return Err(PgError::Unsettled { shard });
+                }
+                Err(e) => return Err(e),
+            }
         }
         Err(PgError::Unsettled { shard })
     }
 
-    /// Forgets what this node believed about `shard`: after a write was fenced, or a
-    /// forwarded request found the cached owner gone.
+    /// Forgets which other node owns `shard` (a forward could not reach it, or it answered
+    /// that it no longer owns the shard); the next lookup asks the database. This node's own
+    /// leases are untouched: only the database says those are gone.
     pub fn forget(&self, shard: u32) {
-        lock(&self.held).remove(&shard);
         lock(&self.others).remove(&shard);
     }
 
@@ -222,6 +265,13 @@ impl PgNode {
             .get(pick % self.queues.len().max(1))
             .ok_or(QueueFull)?;
         queue.send(lease, channel, start, records)
+    }
+
+    /// Appends of `channel` queued and not yet resolved (committed or refused). A channel's
+    /// state is loaded from the database only at 0: a queued append may still commit after
+    /// the read.
+    pub fn queued_for(&self, channel: &ChannelId) -> usize {
+        lock(&self.in_queue).get(channel).copied().unwrap_or(0)
     }
 
     /// Commits waiting in the queues.
@@ -260,7 +310,7 @@ impl PgNode {
         let leases: Vec<Lease> = lock(&self.held).values().map(|h| h.lease.clone()).collect();
         for lease in leases {
             let sent = Instant::now();
-            match self.leasing.renew(&lease).await {
+            match self.renewing.renew(&lease).await {
                 Ok(renewed) => self.trust(renewed, sent),
                 Err(PgError::Fenced { .. }) => {
                     tracing::warn!(

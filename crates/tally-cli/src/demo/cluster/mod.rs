@@ -116,7 +116,11 @@ pub async fn run(nodes: usize, calls: u64, out: Output) -> Result<ClusterSummary
     let note = |t: &str| out.note(t);
     let local = chain::start_local(u128::MAX / 4, &note).await?;
     let chain_id = chain::reader(&local.rpc, local.contract).await?.chain_id();
-    step(&out, 2, &format!("anvil; Tally deployed at {}", local.contract));
+    step(
+        &out,
+        2,
+        &format!("anvil; Tally deployed at {}", local.contract),
+    );
     let upstream = upstream::start().await?;
     let mut cluster = Nodes::start(dir, nodes, &pg.url(), &local, chain_id, &upstream.url())?;
     cluster.wait_ready().await?;
@@ -188,7 +192,10 @@ async fn paid_part(
     step(
         out,
         4,
-        &format!("opened channel {} (shard {shard}); paying {calls} calls", channel.to_hex()),
+        &format!(
+            "opened channel {} (shard {shard}); paying {calls} calls",
+            channel.to_hex()
+        ),
     );
     let mut epochs = std::collections::BTreeSet::new();
     pay(&client, calls / 2, &mut epochs).await?;
@@ -268,7 +275,9 @@ fn check_writers(writers: &[(u64, u64, u64)], size: u64, before: u64, after: u64
         last_epoch = *epoch;
     }
     if next != size {
-        return bad(format!("the database holds {next} records, the checkpoint {size}"));
+        return bad(format!(
+            "the database holds {next} records, the checkpoint {size}"
+        ));
     }
     let epochs: Vec<u64> = writers.iter().map(|w| w.0).collect();
     if !epochs.contains(&before) || epochs.last() != Some(&after) || after <= before {
@@ -299,7 +308,9 @@ async fn pay(
         };
         let resp = joined.map_err(|e| CliError::Service(format!("call task: {e}")))??;
         if resp.receipt.is_none() {
-            return Err(CliError::Verification("a paid call came back without a receipt".into()));
+            return Err(CliError::Verification(
+                "a paid call came back without a receipt".into(),
+            ));
         }
         if let Some(e) = resp.headers.get(EPOCH).and_then(|v| v.to_str().ok()) {
             epochs.insert(e.to_string());

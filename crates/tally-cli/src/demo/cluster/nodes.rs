@@ -105,7 +105,10 @@ impl Nodes {
                     break;
                 }
                 if Instant::now() > deadline {
-                    return Err(CliError::Service(format!("node {} did not start", node.addr)));
+                    return Err(CliError::Service(format!(
+                        "node {} did not start",
+                        node.addr
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -120,7 +123,10 @@ impl Nodes {
 
     /// Their base URLs.
     pub fn urls(&self) -> Vec<String> {
-        self.0.iter().map(|n| format!("http://{}", n.addr)).collect()
+        self.0
+            .iter()
+            .map(|n| format!("http://{}", n.addr))
+            .collect()
     }
 
     /// SIGKILLs the node `holder` names (by the URL it registered); returns that URL.
