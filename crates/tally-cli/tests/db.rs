@@ -1,6 +1,7 @@
-//! `tally db init` against a real PostgreSQL 15 (spec/CLUSTER.md §2, §10): the schema is
-//! created once and again without harm, a database set up for another shard count is refused,
-//! and a sled config is a usage error.
+//! Cluster mode from the command line, on a real PostgreSQL 15 (spec/CLUSTER.md): `tally db
+//! init` creates the schema once and again without harm, refuses a database set up for another
+//! shard count, and calls a sled config a usage error; `tally demo --cluster` runs nodes as
+//! processes, kills the channel's owner and checks the failover and the log.
 
 mod common;
 #[path = "../../tally-store-pg/tests/support/mod.rs"]
@@ -67,4 +68,31 @@ fn db_init_of_a_sled_config_is_a_usage_error() {
     let o = run(&["db", "init", "--config", &sled]);
     expect(&o, 2);
     assert!(stderr(&o).contains("needs no init"), "{}", stderr(&o));
+}
+
+/// The cluster demo end to end: three `tally serve` processes, the owner SIGKILLed, another
+/// node takes the shard over at a higher epoch, and the log in the database is one
+/// increasing run per epoch that both parties signed a checkpoint over.
+#[test]
+fn the_cluster_demo_fails_over_and_checks_the_log() {
+    let o = run(&["--json", "demo", "--cluster", "3", "--calls", "200"]);
+    expect(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["nodes"], 3);
+    assert_eq!(v["calls"], 200);
+    let (before, after) = (v["epoch_before"].as_u64(), v["epoch_after"].as_u64());
+    assert!(after > before, "{v}");
+    let writers = v["writers"].as_array().cloned().unwrap_or_default();
+    assert!(writers.len() >= 2, "two epochs wrote the log: {v}");
+    let total: u64 = writers.iter().filter_map(|w| w[2].as_u64()).sum();
+    assert_eq!(Some(total), v["size"].as_u64(), "{v}");
+    assert!(v["failover_ms"].as_u64().is_some(), "{v}");
+    // The receipts named the serving node's lease.
+    let shard = v["shard"].as_u64().unwrap_or(u64::MAX);
+    let seen = v["epochs_seen"].as_array().cloned().unwrap_or_default();
+    assert!(
+        seen.iter()
+            .any(|e| e.as_str() == Some(&format!("{shard}.{}", after.unwrap_or(0)))),
+        "{v}"
+    );
 }
