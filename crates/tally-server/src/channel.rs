@@ -210,10 +210,23 @@ impl ChannelState {
         let Some(head) = store.head(&self.id).await? else {
             return Ok(());
         };
-        while self.durable.size < head.size {
+        self.advance_to(head.size)?;
+        if self.durable.root != head.root {
+            self.stale = true;
+            return Err(GatewayError::internal(
+                "the durable root is not the one the gateway computed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves the durable head up to `size`, known durable (its record's commit returned, or
+    /// the store's head says so): pending records up to it leave `pending`. More than this
+    /// state appended means another writer's records, or a state loaded while appends of an
+    /// earlier one were still queued: the state is marked for a reload.
+    pub(crate) fn advance_to(&mut self, size: u64) -> Result<(), GatewayError> {
+        while self.durable.size < size {
             let Some(p) = self.pending.pop_front() else {
-                // Another writer's records, or this state was loaded while appends of an
-                // earlier one were still queued: reload from the log.
                 self.stale = true;
                 return Err(GatewayError::new(
                     tally_http::Reason::StoreUnavailable,
@@ -225,12 +238,6 @@ impl ChannelState {
                 root: p.root,
                 cumulative: p.cumulative,
             };
-        }
-        if self.durable.root != head.root {
-            self.stale = true;
-            return Err(GatewayError::internal(
-                "the durable root is not the one the gateway computed",
-            ));
         }
         Ok(())
     }

@@ -38,6 +38,9 @@ pub struct NodeConfig {
 /// records stay in order); different channels commit in parallel, so PostgreSQL's own group
 /// commit of the WAL batches their flushes.
 const COMMIT_CONNECTIONS: usize = 4;
+/// Read (and side-state) connections per node, used in turn: one would serialize every
+/// channel's reads behind each other.
+const READ_CONNECTIONS: usize = 4;
 
 /// Who owns a shard, as this node sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +66,9 @@ type HeldMap = Arc<Mutex<HashMap<u32, Held>>>;
 pub struct PgNode {
     id: String,
     config: NodeConfig,
-    /// Reads and the side state.
-    store: PgStore,
+    /// Reads and the side state, used in turn.
+    stores: Vec<PgStore>,
+    next_store: std::sync::atomic::AtomicUsize,
     /// Lease lookups and acquisitions, on a connection of their own.
     leasing: PgStore,
     /// Renewals, on a connection of their own: an acquisition that waits for a lock never
@@ -111,7 +115,11 @@ impl PgNode {
             lock_ms: (lease / 4).max(50),
             ..leases
         };
-        let store = PgStore::connect_to(t, shards, reads).await?;
+        let mut stores = Vec::with_capacity(READ_CONNECTIONS);
+        for _ in 0..READ_CONNECTIONS {
+            stores.push(PgStore::connect_to(t, shards, reads).await?);
+        }
+        let store = &stores[0];
         store.init().await?;
         let leasing = PgStore::connect_to(t, shards, leases).await?;
         let renewing = PgStore::connect_to(t, shards, renewals).await?;
@@ -136,7 +144,8 @@ impl PgNode {
         let node = Arc::new(PgNode {
             id,
             config,
-            store,
+            stores,
+            next_store: std::sync::atomic::AtomicUsize::new(0),
             leasing,
             renewing,
             held,
@@ -153,9 +162,12 @@ impl PgNode {
         &self.id
     }
 
-    /// The store for reads and the side state.
+    /// A store for reads and the side state (the node's read connections in turn).
     pub fn store(&self) -> &PgStore {
-        &self.store
+        let k = self
+            .next_store
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.stores[k % self.stores.len()]
     }
 
     /// The shard count.
