@@ -5,6 +5,8 @@
 
 pub mod chain;
 pub mod check;
+pub mod cluster;
+pub mod cluster_check;
 pub mod cluster_db;
 pub mod paid;
 pub mod pg;
