@@ -92,7 +92,10 @@ impl ClusterDb {
     ) -> Vec<tokio_postgres::Row> {
         match self.client().await.query(sql, params).await {
             Ok(rows) => rows,
-            Err(e) => panic!("{sql}: {e}"),
+            Err(e) => match e.as_db_error() {
+                Some(db) => panic!("{sql}: {}", db.message()),
+                None => panic!("{sql}: {e}"),
+            },
         }
     }
 
