@@ -87,7 +87,7 @@ pub fn reason(body: &[u8]) -> Reason {
 
 /// An authorization on lane 0 for a POST of `body` to `path`, acknowledging the gateway's
 /// durable head, at seq = the log's size (right when lane 0 is the only lane used).
-pub fn next_auth(
+pub async fn next_auth(
     gw: &tally_server::Gateway,
     ch: &TestChannel,
     path: &str,
@@ -111,7 +111,9 @@ pub fn next_auth(
         lane: 0,
         seq: size,
         request_hash: request_hash(
-            &gw.request_salt(&ch.id).expect("bound channel has a salt"),
+            &gw.request_salt(&ch.id)
+                .await
+                .expect("bound channel has a salt"),
             "POST",
             path,
             "",

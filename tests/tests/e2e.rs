@@ -115,7 +115,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     let url = stack.server.url();
 
     // Forged signature: signed by another key.
-    let auth = next_auth(gw, &ch, "/v1/echo", b"a");
+    let auth = next_auth(gw, &ch, "/v1/echo", b"a").await;
     let other = SecretKey::generate(&mut rand::rngs::OsRng);
     let (status, _, body) = raw(&url, "/v1/echo", b"a", &auth, &other).await;
     assert_eq!((status, reason(&body)), (402, Reason::InvalidSignature));
@@ -141,7 +141,9 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     // Same seq, different request: refused as stale.
     let mut other_req = auth;
     other_req.request_hash = request_hash(
-        &gw.request_salt(&ch.id).expect("bound channel has a salt"),
+        &gw.request_salt(&ch.id)
+            .await
+            .expect("bound channel has a salt"),
         "POST",
         "/v1/echo",
         "",
@@ -158,7 +160,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     ));
 
     // Reordered: seq 2 before seq 1.
-    let mut ahead = next_auth(gw, &ch, "/v1/echo", b"c");
+    let mut ahead = next_auth(gw, &ch, "/v1/echo", b"c").await;
     ahead.seq += 1;
     let (status, _, body) = raw(&url, "/v1/echo", b"c", &ahead, &ch.session).await;
     assert_eq!(status, 409);
@@ -171,7 +173,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     ));
 
     // Wrong acknowledged root.
-    let mut fork = next_auth(gw, &ch, "/v1/echo", b"c");
+    let mut fork = next_auth(gw, &ch, "/v1/echo", b"c").await;
     fork.ack_root = tally_core::Hash([7; 32]);
     let (status, _, body) = raw(&url, "/v1/echo", b"c", &fork, &ch.session).await;
     assert_eq!(status, 409);
@@ -181,10 +183,10 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     ));
 
     // Over the deposit: 25 deposited, 10 spent, a second 10 fits, a third does not.
-    let a = next_auth(gw, &ch, "/v1/echo", b"d");
+    let a = next_auth(gw, &ch, "/v1/echo", b"d").await;
     let (status, _, _) = raw(&url, "/v1/echo", b"d", &a, &ch.session).await;
     assert_eq!(status, 200);
-    let a = next_auth(gw, &ch, "/v1/echo", b"e");
+    let a = next_auth(gw, &ch, "/v1/echo", b"e").await;
     let (status, headers, body) = raw(&url, "/v1/echo", b"e", &a, &ch.session).await;
     assert_eq!(status, 402);
     assert_eq!(
@@ -195,7 +197,7 @@ async fn gateway_rejects_forgery_replay_reorder_and_over_limit() {
     );
     assert!(headers.contains_key("payment-required"));
     // max_amount below the price.
-    let mut low = next_auth(gw, &ch, "/v1/echo", b"e");
+    let mut low = next_auth(gw, &ch, "/v1/echo", b"e").await;
     low.max_amount = 1;
     let (status, _, body) = raw(&url, "/v1/echo", b"e", &low, &ch.session).await;
     assert_eq!(status, 402);
@@ -355,7 +357,7 @@ async fn gateway_restart_loses_no_receipt_and_client_resumes() {
         }
     }
     // A raw request recorded just before the crash, whose response the client never saw.
-    let lost = next_auth(&gw, &ch, "/v1/echo", b"lost");
+    let lost = next_auth(&gw, &ch, "/v1/echo", b"lost").await;
     let (status, _, _) = raw(&server.url(), "/v1/echo", b"lost", &lost, &ch.session).await;
     assert_eq!(status, 200);
     server.stop().await;
@@ -681,19 +683,19 @@ async fn bad_lanes_seqs_and_acknowledgements_are_refused() {
     let (gw, url) = (&stack.gateway, stack.server.url());
     let size = || gw.store().unwrap().head(&ch.id).map_or(0, |h| h.size);
     // Lane 1, seq 0, acknowledging the empty log: recorded.
-    let mut first = next_auth(gw, &ch, "/v1/echo", b"a");
+    let mut first = next_auth(gw, &ch, "/v1/echo", b"a").await;
     first.lane = 1;
     let (status, _, body) = raw(&url, "/v1/echo", b"a", &first, &ch.session).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     // Lane 1, seq 1, acknowledging size 1: recorded.
-    let mut second = next_auth(gw, &ch, "/v1/echo", b"b");
+    let mut second = next_auth(gw, &ch, "/v1/echo", b"b").await;
     second.lane = 1;
     second.seq = 1;
     let (status, _, body) = raw(&url, "/v1/echo", b"b", &second, &ch.session).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(size(), 2);
     // Lane 0 is unused so far: its next seq is 0.
-    let mut at2 = next_auth(gw, &ch, "/v1/echo", b"c");
+    let mut at2 = next_auth(gw, &ch, "/v1/echo", b"c").await;
     at2.seq = 0;
 
     let mut over = at2;
@@ -734,7 +736,7 @@ async fn bad_lanes_seqs_and_acknowledgements_are_refused() {
     assert!(matches!(reason(&body), Reason::StateMismatch { .. }));
 
     // Lane 1 acknowledged size 1; acknowledging the (true) empty log now goes backwards.
-    let mut back = next_auth(gw, &ch, "/v1/echo", b"c");
+    let mut back = next_auth(gw, &ch, "/v1/echo", b"c").await;
     back.lane = 1;
     back.seq = 2;
     back.ack_size = 0;

@@ -159,7 +159,7 @@ async fn an_unclean_restart_refuses_appends_until_an_honest_restore() {
         .expect("a restore nonce while a restore is required");
 
     // A paid request on the unrestored channel: refused, nothing appended.
-    let auth = next_auth(&gateway, &ch, "/v1/echo", b"new");
+    let auth = next_auth(&gateway, &ch, "/v1/echo", b"new").await;
     let (status, _, body) = raw(&url, "/v1/echo", b"new", &auth, &ch.session).await;
     assert_eq!(status, 409);
     assert!(matches!(reason(&body), Reason::RestoreRequired { size, .. } if size == head.size));

@@ -239,7 +239,7 @@ async fn the_same_request_hashes_differently_on_two_channels() {
         client_b.request_salt().await.unwrap(),
     );
     assert_ne!(sa, sb);
-    assert_eq!(stack.gateway.request_salt(&a.id).unwrap(), sa);
+    assert_eq!(stack.gateway.request_salt(&a.id).await.unwrap(), sa);
     assert_eq!(
         ha,
         request_hash(&sa, "POST", "/v1/echo", "", b"the same body")

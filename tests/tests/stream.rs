@@ -147,7 +147,7 @@ async fn trailer_request(
     max_amount: u128,
 ) -> (Vec<u8>, http::HeaderMap) {
     let url = stack.server.url();
-    let mut auth = next_auth(&stack.gateway, ch, path, body);
+    let mut auth = next_auth(&stack.gateway, ch, path, body).await;
     auth.max_amount = max_amount;
     let payload = PaymentPayload::new(
         accepted_at(&url, "POST", path).await,

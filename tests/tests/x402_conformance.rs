@@ -230,7 +230,7 @@ async fn stock_payments(stack: &Stack) -> Vec<(String, String)> {
     let sign = |auth: &tally_core::Authorization, key: &SecretKey| auth.sign(key);
     let accepted = accepted_at(&url, "POST", "/v1/echo").await;
 
-    let auth = next_auth(&stack.gateway, &ch, "/v1/echo", b"stock");
+    let auth = next_auth(&stack.gateway, &ch, "/v1/echo", b"stock").await;
     let mut p = PaymentPayload::new(accepted.clone(), &auth, sign(&auth, &ch.session));
     p.accepted.asset = p.accepted.asset.to_uppercase().replacen("0X", "0x", 1);
     let resource = serde_json::json!({"url": format!("{url}/v1/echo"),
@@ -258,7 +258,7 @@ async fn stock_payments(stack: &Stack) -> Vec<(String, String)> {
             Box::new(|p: &mut PaymentPayload| p.accepted.pay_to = format!("0x{}", "12".repeat(20))),
         ),
     ] {
-        let auth = next_auth(&stack.gateway, &ch, "/v1/echo", b"mismatch");
+        let auth = next_auth(&stack.gateway, &ch, "/v1/echo", b"mismatch").await;
         let mut p = PaymentPayload::new(accepted.clone(), &auth, sign(&auth, &ch.session));
         change(&mut p);
         let text = encode_header("PAYMENT-SIGNATURE", &p).unwrap();

@@ -20,6 +20,12 @@ pub const CHECKPOINT: &str = "tally-checkpoint";
 /// On a granted dispute: the payee's EIP-712 signature over the checkpoint state right after
 /// the credit, `base64(JSON(CreditState))` (spec/HTTP.md §7, CHAIN.md §4.2).
 pub const CREDIT_STATE: &str = "tally-credit-state";
+/// Which writer served a channel in cluster mode: `<shard>.<epoch>` of the serving node's
+/// lease (spec/CLUSTER.md §6). Informational: safety is the database's fence, not this.
+pub const EPOCH: &str = "tally-epoch";
+/// Set by a cluster node on a request it forwards to the channel's owner (spec/CLUSTER.md
+/// §7): the owner never forwards such a request again, so a stale view cannot loop.
+pub const FORWARDED: &str = "tally-forwarded";
 /// Every header payload above is at most this long (base64 text), so proofs never travel
 /// in headers (spec/HTTP.md §2). The widest tally payment is about 1.4 KB once `accepted`
 /// carries the full x402 requirement; the rest is room for the `resource` a stock x402

@@ -17,10 +17,11 @@ use tally_core::hash::TreeHasher;
 use tally_core::sequence::{LaneTail, LogState};
 use tally_core::{ChannelId, Hash, PublicKey, Record};
 use tally_http::WireCheckpoint;
-use tally_log::{Frontier, LogStore};
+use tally_log::Frontier;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::bindings::{Bindings, Closing};
+use crate::backend::{Log, Side};
+use crate::bindings::Closing;
 use crate::errors::GatewayError;
 
 /// A response kept so a retry of a lane's last seq gets the same bytes (spec/HTTP.md §9).
@@ -192,8 +193,8 @@ impl ChannelState {
 
     /// Moves the durable head up to the store's: records of this channel that became
     /// durable since (possibly appended by other requests' tasks) leave `pending`.
-    pub fn sync_durable(&mut self, store: &LogStore) -> Result<(), GatewayError> {
-        let Some(head) = store.head(&self.id) else {
+    pub(crate) async fn sync_durable(&mut self, store: &Log) -> Result<(), GatewayError> {
+        let Some(head) = store.head(&self.id).await? else {
             return Ok(());
         };
         while self.durable.size < head.size {
@@ -265,34 +266,33 @@ impl ChannelState {
 
     /// Rebuilds a channel's state from the durable log, the stored checkpoints, the keyed
     /// index of each lane's last record and the bindings (session key, close agreement).
-    pub fn load(
+    pub(crate) async fn load(
         id: ChannelId,
-        store: &LogStore,
+        store: &Log,
         generation: u64,
-        bindings: &Bindings,
+        side: &Side,
         promising: bool,
     ) -> Result<Self, GatewayError> {
-        let salt = bindings
+        let salt = side
             .salt(&id)
-            .map_err(|e| GatewayError::internal(format!("request salt: {e}")))?;
-        let session_key = bindings
+            .await
+            .map_err(|e| e.into_gateway("request salt"))?;
+        let session_key = side
             .session(&id)
-            .map_err(|e| GatewayError::internal(format!("session binding: {e}")))?;
-        let closing = bindings
+            .await
+            .map_err(|e| e.into_gateway("session binding"))?;
+        let closing = side
             .closing(&id)
-            .map_err(|e| GatewayError::internal(format!("close agreement: {e}")))?;
-        let read = |index: u64| -> Result<Record, GatewayError> {
-            let bytes = store
-                .record(&id, index)
-                .map_err(|e| GatewayError::internal(format!("reading the log: {e}")))?;
-            Record::from_bytes(&bytes)
-                .map_err(|e| GatewayError::internal(format!("stored record: {e}")))
-        };
-        let durable = match store.head(&id) {
+            .await
+            .map_err(|e| e.into_gateway("close agreement"))?;
+        let durable = match store.head(&id).await? {
             Some(h) if h.size > 0 => LogState {
                 size: h.size,
                 root: h.root,
-                cumulative: read(h.size - 1)?.outcome.cumulative,
+                cumulative: read_record(store, &id, h.size - 1)
+                    .await?
+                    .outcome
+                    .cumulative,
             },
             _ => LogState {
                 size: 0,
@@ -300,17 +300,14 @@ impl ChannelState {
                 cumulative: 0,
             },
         };
-        let frontier = tally_log::frontier_at(store, &id, durable.size, &durable.root)
-            .map_err(|e| GatewayError::internal(format!("loading the log's edge: {e}")))?;
-        let marked = bindings
+        let frontier = store.frontier_at(&id, durable.size, &durable.root).await?;
+        let marked = side
             .is_promising(&id)
-            .map_err(|e| GatewayError::internal(format!("promise mark: {e}")))?;
+            .await
+            .map_err(|e| e.into_gateway("promise mark"))?;
         let mut lanes = HashMap::new();
-        for (lane, index) in store
-            .keyed(&id)
-            .map_err(|e| GatewayError::internal(format!("reading lanes: {e}")))?
-        {
-            let a = read(index)?.authorization;
+        for (lane, index) in store.keyed(&id).await? {
+            let a = read_record(store, &id, index).await?.authorization;
             lanes.insert(
                 lane,
                 LaneState {
@@ -328,10 +325,7 @@ impl ChannelState {
                 },
             );
         }
-        let (checkpoint_size, checkpoint_cumulative) = match store
-            .latest_checkpoint(&id)
-            .map_err(|e| GatewayError::internal(format!("reading checkpoints: {e}")))?
-        {
+        let (checkpoint_size, checkpoint_cumulative) = match store.latest_checkpoint(&id).await? {
             Some((size, bytes)) => {
                 let wire: WireCheckpoint = serde_json::from_slice(&bytes)
                     .map_err(|e| GatewayError::internal(format!("stored checkpoint: {e}")))?;
@@ -366,6 +360,16 @@ impl ChannelState {
             generation,
         })
     }
+}
+
+/// The record at `index` of the durable log, decoded.
+pub(crate) async fn read_record(
+    store: &Log,
+    id: &ChannelId,
+    index: u64,
+) -> Result<Record, GatewayError> {
+    let bytes = store.record(id, index).await?;
+    Record::from_bytes(&bytes).map_err(|e| GatewayError::internal(format!("stored record: {e}")))
 }
 
 pub(crate) type Slot = Arc<AsyncMutex<Option<ChannelState>>>;

@@ -26,7 +26,9 @@ use tally_http::headers::{CREDIT_STATE, PAYMENT_RESPONSE};
 use tally_http::path::canonical_path;
 use tally_http::{Reason, Terms};
 
+use crate::backend::Log;
 use crate::bindings::CreditMark;
+use crate::channel::read_record;
 use crate::errors::GatewayError;
 use crate::gateway::{Admitted, Answer, Gateway, Purpose, RequestView};
 
@@ -54,7 +56,7 @@ pub async fn dispute(
             index,
             ..
         } => {
-            let credit = replayed_credit_state(gateway, &channel, index)?;
+            let credit = replayed_credit_state(gateway, &channel, index).await?;
             let mut resp = cached.into_response();
             if let Some(value) = credit {
                 resp.headers_mut().insert(CREDIT_STATE, value);
@@ -75,19 +77,21 @@ pub async fn dispute(
         return Err(refused("the disputed record is from another channel"));
     }
     let index = disputed.outcome.index;
-    let stored = gateway
-        .store()?
-        .record(&channel, index)
-        .map_err(|_| refused(format!("record {index} is not in this log")))?;
+    let log = gateway.log()?;
+    if index >= durable_size(&log, &channel).await? {
+        return Err(refused(format!("record {index} is not in this log")));
+    }
+    let stored = log.record(&channel, index).await?;
     if stored != disputed.to_bytes() {
         return Err(refused(format!("record {index} differs from the log's")));
     }
     if let Some(mark) = gateway
-        .bindings()
+        .side()
         .credit_for(&channel, index)
-        .map_err(|e| GatewayError::internal(format!("reading credits: {e}")))?
+        .await
+        .map_err(|e| e.into_gateway("reading credits"))?
     {
-        if credit_landed(gateway, &channel, &mark)? {
+        if credit_landed(&log, &channel, &mark).await? {
             return Err(refused(format!(
                 "record {index} was already credited by record {}",
                 mark.index
@@ -95,7 +99,7 @@ pub async fn dispute(
         }
     }
     let x = &request.exchange;
-    let salt = gateway.request_salt(&channel)?;
+    let salt = gateway.request_salt(&channel).await?;
     if request_hash_with_body_hash(&salt, &x.method, &x.path, &x.query, &x.request_body_hash)
         != disputed.authorization.request_hash
     {
@@ -109,7 +113,7 @@ pub async fn dispute(
     if amount <= 0 {
         return Err(refused("the record charged nothing"));
     }
-    let terms = signed_terms(gateway, &disputed)?;
+    let terms = signed_terms(gateway, &disputed).await?;
     let charged = amount.unsigned_abs();
     let path = canonical_path(&x.path)
         .map_err(|e| refused(format!("the stated path has no canonical form: {e}")))?;
@@ -165,7 +169,10 @@ pub async fn dispute(
     resp.headers_mut()
         .insert(PAYMENT_RESPONSE, recorded.payment_response);
     let outcome = &recorded.receipt.outcome;
-    if let Some(value) = gateway.credit_state(&channel, outcome.index, outcome.cumulative)? {
+    if let Some(value) = gateway
+        .credit_state(&channel, outcome.index, outcome.cumulative)
+        .await?
+    {
         resp.headers_mut().insert(CREDIT_STATE, value);
     }
     Ok(resp)
@@ -174,45 +181,52 @@ pub async fn dispute(
 /// The `TALLY-CREDIT-STATE` of a dispute answered again from the held response (a retry of
 /// its seq, spec/HTTP.md §9), so a client whose first answer was lost still gets the
 /// payee's signature over the state after its credit.
-fn replayed_credit_state(
+async fn replayed_credit_state(
     gateway: &Gateway,
     channel: &tally_core::ChannelId,
     index: u64,
 ) -> Result<Option<HeaderValue>, GatewayError> {
-    let Ok(bytes) = gateway.store()?.record(channel, index) else {
+    let log = gateway.log()?;
+    if index >= durable_size(&log, channel).await? {
         return Ok(None);
-    };
-    let record = Record::from_bytes(&bytes)
-        .map_err(|e| GatewayError::internal(format!("stored record {index}: {e}")))?;
+    }
+    let record = read_record(&log, channel, index).await?;
     if record.outcome.amount >= 0 {
         return Ok(None);
     }
-    gateway.credit_state(channel, index, record.outcome.cumulative)
+    gateway
+        .credit_state(channel, index, record.outcome.cumulative)
+        .await
+}
+
+/// The durable log's size. Reads below it either succeed or fail loudly: a failed read is
+/// never taken for "not there" (a credit mark read as not landed could credit twice).
+async fn durable_size(log: &Log, channel: &tally_core::ChannelId) -> Result<u64, GatewayError> {
+    Ok(log.head(channel).await?.map_or(0, |h| h.size))
 }
 
 /// Whether a credit mark is backed by its credit record: the record at the mark's index is
 /// a credit, authorized by the very dispute request the mark names.
-fn credit_landed(
-    gateway: &Gateway,
+async fn credit_landed(
+    log: &Log,
     channel: &tally_core::ChannelId,
     mark: &CreditMark,
 ) -> Result<bool, GatewayError> {
-    let store = gateway.store()?;
-    let Ok(bytes) = store.record(channel, mark.index) else {
+    if mark.index >= durable_size(log, channel).await? {
         return Ok(false);
-    };
-    let record = Record::from_bytes(&bytes)
-        .map_err(|e| GatewayError::internal(format!("stored record {}: {e}", mark.index)))?;
+    }
+    let record = read_record(log, channel, mark.index).await?;
     Ok(record.outcome.amount < 0 && record.authorization.request_hash == mark.request_hash)
 }
 
 /// The terms document the disputed record's authorization signed.
-fn signed_terms(gateway: &Gateway, record: &Record) -> Result<Terms, GatewayError> {
+async fn signed_terms(gateway: &Gateway, record: &Record) -> Result<Terms, GatewayError> {
     let hash = record.authorization.terms_hash;
     let bytes = gateway
-        .bindings()
+        .side()
         .terms(&hash)
-        .map_err(|e| GatewayError::internal(format!("reading terms: {e}")))?
+        .await
+        .map_err(|e| e.into_gateway("reading terms"))?
         .ok_or_else(|| refused(format!("the record's terms {hash} were never served here")))?;
     Terms::parse(&bytes).map_err(|e| GatewayError::internal(format!("stored terms {hash}: {e}")))
 }

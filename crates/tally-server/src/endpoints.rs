@@ -142,20 +142,18 @@ async fn healthz(State(gw): State<Gateway>) -> Response {
 }
 
 async fn metrics(State(gw): State<Gateway>) -> Response {
-    let Ok(store) = gw.store() else {
-        return GatewayError::new(Reason::StoreUnavailable, "the log is being reopened")
-            .into_response();
+    let log = match gw.log() {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
     };
-    let channels = store.channels();
-    let records: u64 = channels
-        .iter()
-        .filter_map(|c| store.head(c))
-        .map(|h| h.size)
-        .sum();
+    let (channels, records) = match log.totals().await {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     let (promised, oldest) = gw.inner.promises.outstanding();
-    let log_pending = store.pending();
+    let log_pending = log.pending();
     let gauges = crate::metrics::Gauges {
-        channels: channels.len(),
+        channels,
         log_records: records,
         in_memory: gw.inner.channels.len(),
         promised,
@@ -234,8 +232,8 @@ async fn records(
 ) -> Result<Json<RecordsPage>, GatewayError> {
     let id = read.channel;
     let from = query_u64(&q, "from")?.unwrap_or(0);
-    let store = gw.store()?;
-    let size = store.head(&id).map_or(0, |h| h.size);
+    let store = gw.log()?;
+    let size = store.head(&id).await?.map_or(0, |h| h.size);
     let to = query_u64(&q, "to")?
         .unwrap_or(size)
         .min(from.saturating_add(MAX_RECORDS_PER_PAGE))
@@ -248,11 +246,15 @@ async fn records(
         .acquire()
         .await
         .map_err(|_| GatewayError::internal("page renderer closed"))?;
+    let bodies = match from < to {
+        true => store.records(&id, from..to).await?,
+        false => Vec::new(),
+    };
     let signer = gw.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<Vec<_>, GatewayError> {
-        let mut out = Vec::new();
-        if from < to {
-            for bytes in store.records(&id, from..to).map_err(log_error)? {
+        let mut out = Vec::with_capacity(bodies.len());
+        {
+            for bytes in bodies {
                 let record = Record::from_bytes(&bytes)
                     .map_err(|e| GatewayError::internal(format!("stored record: {e}")))?;
                 out.push(signer.wire_record(&record));
@@ -298,9 +300,12 @@ async fn inclusion(
     let id = read.channel;
     let index = required(&q, "index")?;
     let size = required(&q, "size")?;
-    let store = gw.store()?;
-    let proof = store.inclusion_proof(&id, index, size).map_err(log_error)?;
-    let root = store.root_at(&id, size).map_err(log_error)?;
+    let store = gw.log()?;
+    let proof = store
+        .inclusion_proof(&id, index, size)
+        .await?
+        .map_err(log_error)?;
+    let root = store.root_at(&id, size).await?;
     Ok(Json(InclusionProof {
         index,
         size,
@@ -317,13 +322,16 @@ async fn consistency(
     let id = read.channel;
     let old = required(&q, "old")?;
     let new = required(&q, "new")?;
-    let store = gw.store()?;
-    let proof = store.consistency_proof(&id, old, new).map_err(log_error)?;
+    let store = gw.log()?;
+    let proof = store
+        .consistency_proof(&id, old, new)
+        .await?
+        .map_err(log_error)?;
     Ok(Json(ConsistencyProof {
         old,
         new,
-        old_root: store.root_at(&id, old).map_err(log_error)?,
-        new_root: store.root_at(&id, new).map_err(log_error)?,
+        old_root: store.root_at(&id, old).await?,
+        new_root: store.root_at(&id, new).await?,
         proof,
     }))
 }
@@ -334,7 +342,7 @@ async fn checkpoints(
 ) -> Result<Json<Checkpoints>, GatewayError> {
     let id = read.channel;
     let mut out = Vec::new();
-    for (_, bytes) in gw.store()?.checkpoints(&id).map_err(log_error)? {
+    for (_, bytes) in gw.log()?.checkpoints(&id).await? {
         let cp: WireCheckpoint = serde_json::from_slice(&bytes)
             .map_err(|e| GatewayError::internal(format!("stored checkpoint: {e}")))?;
         out.push(cp);

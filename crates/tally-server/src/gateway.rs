@@ -37,6 +37,7 @@ use tally_http::{
 use tally_log::LogStore;
 use tokio::sync::OwnedMutexGuard;
 
+use crate::backend::{Backend, Log, Side, StoreSlot};
 use crate::bindings::{Bindings, Closing};
 use crate::channel::{self, CachedResponse, ChannelState, Channels};
 use crate::durability::Durability;
@@ -49,7 +50,6 @@ pub use admission::{Admission, Admitted, Recorded, RequestView};
 pub use admit::Purpose;
 pub use record::Answer;
 pub use settings::Settings;
-use store::StoreSlot;
 
 /// A channel's lock with its state (`None` until loaded from the log).
 pub(crate) type ChannelGuard = OwnedMutexGuard<Option<ChannelState>>;
@@ -72,7 +72,6 @@ mod record;
 mod restore;
 mod session;
 mod settings;
-mod store;
 
 pub(crate) struct Inner {
     /// `eip155:<chain id>`, rendered once.
@@ -86,8 +85,8 @@ pub(crate) struct Inner {
     pub(crate) payee: Address,
     pub(crate) token: Address,
     pub(crate) settings: Settings,
-    pub(crate) store: Arc<StoreSlot>,
-    pub(crate) bindings: Bindings,
+    pub(crate) store: crate::backend::Backend,
+    pub(crate) side: crate::backend::Side,
     pub(crate) channels: Channels,
     pub(crate) funding: FundingCache,
     pub(crate) metrics: Metrics,
@@ -98,7 +97,7 @@ pub(crate) struct Inner {
     pub(crate) payee_key: Option<PrivateKeySigner>,
     /// The channels this run (this process, this generation of the log store) marked as
     /// promising (spec/HTTP.md §5.6); emptied when the store is reopened.
-    pub(crate) promising: std::sync::Mutex<(u64, std::collections::HashSet<ChannelId>)>,
+    pub(crate) promising: std::sync::Mutex<std::collections::HashMap<ChannelId, u64>>,
     /// Receipts promised and not yet durable.
     pub(crate) promises: crate::durability::Promises,
     /// What the provider console shows of the settlement worker (spec/HTTP.md §11.3).
@@ -150,6 +149,43 @@ fn state_mismatch(st: &ChannelState, message: impl Into<String>) -> GatewayError
     )
 }
 
+/// The settings' addresses (contract, payee, token), after checking what no gateway can
+/// run with: a payee key that is not `pay_to`'s, lanes out of range, zero body limits, an
+/// invalid metered price.
+fn check_settings(
+    settings: &Settings,
+    payee_key: Option<&PrivateKeySigner>,
+) -> Result<(Address, Address, Address), StartError> {
+    let contract = parse_address("contract", &settings.chain.contract)?;
+    let payee = parse_address("pay_to", &settings.chain.pay_to)?;
+    let token = parse_address("asset", &settings.chain.asset)?;
+    if let Some(k) = payee_key {
+        if k.address() != payee {
+            return Err(StartError::PayeeKeyMismatch {
+                key: k.address().to_string(),
+                pay_to: settings.chain.pay_to.clone(),
+            });
+        }
+    }
+    if settings.max_lanes == 0 || settings.max_lanes > tally_core::sequence::MAX_LANES {
+        return Err(StartError::Config(format!(
+            "max_lanes {} is not in 1..={}",
+            settings.max_lanes,
+            tally_core::sequence::MAX_LANES
+        )));
+    }
+    if settings.max_request_bytes == 0 || settings.max_response_bytes == 0 {
+        return Err(StartError::Config("body limits must be positive".into()));
+    }
+    for r in &settings.routes {
+        if let Price::Metered(m) = &r.price {
+            m.check()
+                .map_err(|e| StartError::Config(format!("route {}: {e}", r.path)))?;
+        }
+    }
+    Ok((contract, payee, token))
+}
+
 impl Gateway {
     /// Opens the log and bindings under `settings.data_dir` and renders the terms. The
     /// gateway holds no payee key: it meters, but cannot cosign cooperative closes.
@@ -170,36 +206,64 @@ impl Gateway {
         funding: Arc<dyn tally_chain::Funding>,
         payee_key: Option<PrivateKeySigner>,
     ) -> Result<Gateway, StartError> {
-        let contract = parse_address("contract", &settings.chain.contract)?;
-        let payee = parse_address("pay_to", &settings.chain.pay_to)?;
-        let token = parse_address("asset", &settings.chain.asset)?;
-        if let Some(k) = &payee_key {
-            if k.address() != payee {
-                return Err(StartError::PayeeKeyMismatch {
-                    key: k.address().to_string(),
-                    pay_to: settings.chain.pay_to.clone(),
-                });
-            }
-        }
-        if settings.max_lanes == 0 || settings.max_lanes > tally_core::sequence::MAX_LANES {
-            return Err(StartError::Config(format!(
-                "max_lanes {} is not in 1..={}",
-                settings.max_lanes,
-                tally_core::sequence::MAX_LANES
-            )));
-        }
-        if settings.max_request_bytes == 0 || settings.max_response_bytes == 0 {
-            return Err(StartError::Config("body limits must be positive".into()));
-        }
-        for r in &settings.routes {
-            if let Price::Metered(m) = &r.price {
-                m.check()
-                    .map_err(|e| StartError::Config(format!("route {}: {e}", r.path)))?;
-            }
-        }
+        check_settings(&settings, payee_key.as_ref())?;
         std::fs::create_dir_all(&settings.data_dir)?;
         let store = StoreSlot::open(settings.data_dir.join("log"), settings.store.clone())?;
         let bindings = Bindings::open(&settings.data_dir.join("bindings"))?;
+        let gateway = Self::build(
+            settings,
+            key,
+            funding,
+            payee_key,
+            Backend::Sled(Arc::new(store)),
+            Side::Sled(Arc::new(bindings)),
+        )?;
+        // Disputes are judged under the terms a record was signed under, so every document
+        // ever served is kept (spec/HTTP.md §7).
+        if let Side::Sled(b) = &gateway.inner.side {
+            b.remember_terms(&gateway.inner.terms_hash, &gateway.inner.terms_bytes)?;
+        }
+        Ok(gateway)
+    }
+
+    /// A gateway node of a cluster (spec/CLUSTER.md): its log and side state in the
+    /// PostgreSQL database `node` is joined to, shared with the other nodes. No sled store is
+    /// opened; `settings.data_dir` is unused.
+    pub async fn open_cluster(
+        settings: Settings,
+        key: SecretKey,
+        funding: Arc<dyn tally_chain::Funding>,
+        payee_key: Option<PrivateKeySigner>,
+        node: Arc<tally_store_pg::PgNode>,
+    ) -> Result<Gateway, StartError> {
+        let gateway = Self::build(
+            settings,
+            key,
+            funding,
+            payee_key,
+            Backend::Pg(node.clone()),
+            Side::Pg(node),
+        )?;
+        let i = &gateway.inner;
+        i.side
+            .remember_terms(i.terms_hash, i.terms_bytes.to_vec())
+            .await
+            .map_err(|e| {
+                StartError::Config(format!("storing the terms in the cluster database: {e}"))
+            })?;
+        Ok(gateway)
+    }
+
+    /// The gateway over a store, with the terms rendered.
+    fn build(
+        settings: Settings,
+        key: SecretKey,
+        funding: Arc<dyn tally_chain::Funding>,
+        payee_key: Option<PrivateKeySigner>,
+        store: Backend,
+        side: Side,
+    ) -> Result<Gateway, StartError> {
+        let (contract, payee, token) = check_settings(&settings, payee_key.as_ref())?;
         let public = key.public();
         let terms = Terms {
             format: TERMS_FORMAT.into(),
@@ -217,9 +281,6 @@ impl Gateway {
         };
         let terms_bytes = Bytes::from(terms.render());
         let terms_hash = tally_http::terms::terms_hash(&terms_bytes);
-        // Disputes are judged under the terms a record was signed under, so every document
-        // ever served is kept (spec/HTTP.md §7).
-        bindings.remember_terms(&terms_hash, &terms_bytes)?;
         let metrics = Metrics::default();
         let funding =
             FundingCache::new(funding, settings.funding_ttl).counting(metrics.chain_reads.clone());
@@ -236,8 +297,8 @@ impl Gateway {
                 payee,
                 token,
                 settings,
-                store: Arc::new(store),
-                bindings,
+                store,
+                side,
                 channels: Channels::new(settings_capacity),
                 funding,
                 metrics,
@@ -279,10 +340,21 @@ impl Gateway {
         self.inner.public
     }
 
-    /// The log store (read side: proofs and records). `store_unavailable` while it is being
-    /// reopened after a failed write.
+    /// The sled log store of a single-node gateway (read side: proofs and records), for
+    /// tools and tests that read it directly. `store_unavailable` while it is being reopened
+    /// after a failed write; refused in cluster mode, whose log is in PostgreSQL.
     pub fn store(&self) -> Result<Arc<LogStore>, GatewayError> {
-        self.inner.store.current().map(|(s, _)| s)
+        match self.inner.store.reader()? {
+            Log::Sled(s) => Ok(s),
+            Log::Pg(_) => Err(GatewayError::internal(
+                "cluster mode: the log is in PostgreSQL, not in a sled store",
+            )),
+        }
+    }
+
+    /// The log for reads (either store).
+    pub(crate) fn log(&self) -> Result<Log, GatewayError> {
+        self.inner.store.reader()
     }
 
     /// Why the log cannot take writes, if it cannot (for `/healthz`).
@@ -358,14 +430,15 @@ impl Gateway {
     }
 
     /// The session key bound to `channel`, read from the database.
-    pub(crate) fn stored_session(
+    pub(crate) async fn stored_session(
         &self,
         channel: &ChannelId,
     ) -> Result<Option<PublicKey>, GatewayError> {
         self.inner
-            .bindings
+            .side
             .session(channel)
-            .map_err(|e| GatewayError::internal(format!("session binding: {e}")))
+            .await
+            .map_err(|e| e.into_gateway("session binding"))
     }
 
     /// Locks `channel` and loads its state if needed, creating its slot. Only for channels
@@ -374,51 +447,57 @@ impl Gateway {
     async fn lock_slot(&self, channel: &ChannelId) -> Result<ChannelGuard, GatewayError> {
         let slot = self.inner.channels.slot(channel);
         let mut guard = slot.lock_owned().await;
-        if guard.is_none() {
+        // A cluster node that lost the channel's shard and took it back (a new epoch) must
+        // not keep state from before: another node may have appended in between.
+        let stale = match guard.as_ref() {
+            None => true,
+            Some(st) => self
+                .inner
+                .store
+                .for_generation(channel, st.generation)
+                .is_err(),
+        };
+        if stale {
             let i = &self.inner;
-            let (store, generation) = i.store.current()?;
-            let promising = self.set_promising(generation, |p| p.contains(channel));
-            *guard = Some(ChannelState::load(
-                *channel,
-                &store,
-                generation,
-                &i.bindings,
-                promising,
-            )?);
+            let (store, generation) = i.store.current(channel).await?;
+            let promising = self.promising_here(channel, generation);
+            *guard =
+                Some(ChannelState::load(*channel, &store, generation, &i.side, promising).await?);
         }
         Ok(guard)
     }
 
-    /// Reads or changes the set of channels this run marked as promising, as of the log
-    /// store's `generation`. The set belongs to one generation: the first use with a newer
-    /// one empties it (promises of the old store may be lost, so its channels restore
-    /// first), and a caller still holding an older generation works on an empty set that is
-    /// thrown away. No window exists in which a reopened store meets the old set.
-    pub(crate) fn set_promising<T>(
+    /// Whether this run marked `channel` as promising under `generation` (spec/HTTP.md
+    /// §5.6). A mark of an older generation (a reopened sled store; a cluster shard lost and
+    /// retaken, so another node may have served the channel in between) does not count: its
+    /// promises may be lost, so the channel restores first.
+    pub(crate) fn promising_here(&self, channel: &ChannelId, generation: u64) -> bool {
+        self.promising_set().get(channel) == Some(&generation)
+    }
+
+    /// Notes (`Some`) or drops (`None`) this run's promise mark of `channel`.
+    pub(crate) fn note_promising(&self, channel: ChannelId, generation: Option<u64>) {
+        let mut set = self.promising_set();
+        match generation {
+            Some(g) => set.insert(channel, g),
+            None => set.remove(&channel),
+        };
+    }
+
+    fn promising_set(
         &self,
-        generation: u64,
-        f: impl FnOnce(&mut std::collections::HashSet<ChannelId>) -> T,
-    ) -> T {
-        let mut guard = match self.inner.promising.lock() {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ChannelId, u64>> {
+        match self.inner.promising.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
-        };
-        let (owner, set) = &mut *guard;
-        if generation > *owner {
-            *owner = generation;
-            set.clear();
         }
-        if generation < *owner {
-            return f(&mut std::collections::HashSet::new());
-        }
-        f(set)
     }
 
     /// Locks a channel that has a bound session key; any other id is `unknown_channel`
     /// without a slot being created.
     async fn lock(&self, channel: &ChannelId) -> Result<ChannelGuard, GatewayError> {
         if self.inner.channels.existing(channel).is_none()
-            && self.stored_session(channel)?.is_none()
+            && self.stored_session(channel).await?.is_none()
         {
             return Err(GatewayError::new(
                 Reason::UnknownChannel,
@@ -434,29 +513,25 @@ impl Gateway {
     }
 
     /// Record `index` of a loaded channel: from memory while pending, else from the log.
-    fn record_of(&self, st: &ChannelState, index: u64) -> Result<Record, GatewayError> {
+    async fn record_of(&self, st: &ChannelState, index: u64) -> Result<Record, GatewayError> {
         match st.pending_record(index) {
             Some(bytes) => Record::from_bytes(bytes)
                 .map_err(|e| GatewayError::internal(format!("pending record {index}: {e}"))),
-            None => self.stored_record(&st.id, index),
+            None => self.stored_record(&st.id, index).await,
         }
     }
 
-    fn stored_record(&self, channel: &ChannelId, index: u64) -> Result<Record, GatewayError> {
-        let bytes = self
-            .store()?
-            .record(channel, index)
-            .map_err(|e| GatewayError::internal(format!("reading record {index}: {e}")))?;
-        Record::from_bytes(&bytes)
-            .map_err(|e| GatewayError::internal(format!("stored record {index}: {e}")))
+    async fn stored_record(&self, channel: &ChannelId, index: u64) -> Result<Record, GatewayError> {
+        crate::channel::read_record(&self.log()?, channel, index).await
     }
+
     /// A snapshot of a channel's state for the state endpoint.
     pub async fn channel_state(
         &self,
         channel: &ChannelId,
     ) -> Result<tally_http::api::ChannelState, GatewayError> {
         let mut guard = self.lock(channel).await?;
-        let store = self.store()?;
+        let store = self.log()?;
         // Promised records become durable within `max_delay`: the state read waits for them,
         // so a client never sees a head below the receipts it holds (its mirror would take
         // that for lost records).
@@ -470,7 +545,7 @@ impl Gateway {
         };
         loop {
             let st = loaded(&mut guard)?;
-            st.sync_durable(&store)?;
+            st.sync_durable(&store).await?;
             if st.durable.size >= target {
                 break;
             }
@@ -489,7 +564,7 @@ impl Gateway {
         let st = loaded(&mut guard)?;
         let last_record = match st.durable.size {
             0 => None,
-            n => Some(self.wire_record(&self.stored_record(&st.id, n - 1)?)),
+            n => Some(self.wire_record(&self.stored_record(&st.id, n - 1).await?)),
         };
         Ok(tally_http::api::ChannelState {
             channel_id: st.id,
@@ -536,12 +611,16 @@ impl Gateway {
         }
         // Only the marks this run holds the promises of: a channel still waiting for its
         // restore keeps its mark for the next run.
-        let generation = self.inner.store.current()?.1;
-        let held: Vec<ChannelId> = self.set_promising(generation, |p| p.iter().copied().collect());
-        let gw = self.clone();
-        tokio::task::spawn_blocking(move || gw.bindings().clear_promising(&held))
+        let held: Vec<ChannelId> = self
+            .promising_set()
+            .iter()
+            .filter(|(c, g)| self.inner.store.for_generation(c, **g).is_ok())
+            .map(|(c, _)| *c)
+            .collect();
+        self.inner
+            .side
+            .clear_promising(held)
             .await
-            .map_err(|e| GatewayError::internal(format!("clearing promise marks: {e}")))?
             .map_err(|e| GatewayError::internal(format!("clearing promise marks: {e}")))
     }
 
@@ -553,8 +632,8 @@ impl Gateway {
         self.inner.funding.refresh(channel).await
     }
 
-    pub(crate) fn bindings(&self) -> &Bindings {
-        &self.inner.bindings
+    pub(crate) fn side(&self) -> &Side {
+        &self.inner.side
     }
 }
 
@@ -571,12 +650,11 @@ impl tally_chain::CheckpointSource for Gateway {
         &self,
     ) -> tally_chain::BoxFuture<'_, Result<Vec<ChainCheckpoint>, ChainError>> {
         Box::pin(async move {
-            let store = self.store().map_err(|e| ChainError::Source(e.message))?;
+            let source = |e: GatewayError| ChainError::Source(e.message);
+            let store = self.log().map_err(source)?;
             let mut out = Vec::new();
-            for channel in store.channels() {
-                let Some((_, bytes)) = store
-                    .latest_checkpoint(&channel)
-                    .map_err(|e| ChainError::Source(e.to_string()))?
+            for channel in store.channels().await.map_err(source)? {
+                let Some((_, bytes)) = store.latest_checkpoint(&channel).await.map_err(source)?
                 else {
                     continue;
                 };
@@ -601,8 +679,9 @@ impl tally_chain::CheckpointSource for Gateway {
     ) -> tally_chain::BoxFuture<'_, Result<Vec<tally_chain::AgreedClose>, ChainError>> {
         Box::pin(async move {
             let stored = self
-                .bindings()
+                .side()
                 .closings()
+                .await
                 .map_err(|e| ChainError::Source(e.to_string()))?;
             Ok(stored
                 .into_iter()

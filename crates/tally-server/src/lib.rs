@@ -22,10 +22,12 @@
 //! signature verified (beyond a bounded, rate-limited few); forward a paid request it could
 //! not record (a poisoned log); put a secret (key, token, node URL) into a response or a log.
 
+mod backend;
 pub mod bindings;
 pub mod bucket;
 pub mod channel;
 pub mod channel_body;
+mod cluster;
 pub mod config;
 pub mod console;
 pub mod dispute;

@@ -118,7 +118,7 @@ impl Proxy {
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.contains_key(CONNECTION) {
         for name in &HOP_BY_HOP[1..] {
             headers.remove(name);

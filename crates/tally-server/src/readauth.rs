@@ -112,7 +112,7 @@ impl FromRequestParts<Gateway> for ReadAuthorized {
             None => parts.uri.path_and_query().map(|p| p.as_str().to_string()),
         }
         .unwrap_or_default();
-        authorize(gw, &channel, parts.method.as_str(), &target, &parts.headers)?;
+        authorize(gw, &channel, parts.method.as_str(), &target, &parts.headers).await?;
         Ok(ReadAuthorized { channel })
     }
 }
@@ -121,7 +121,7 @@ impl FromRequestParts<Gateway> for ReadAuthorized {
 /// admin token; otherwise a `TALLY-READ-AUTH` token must parse, lie within
 /// ±[`READ_AUTH_WINDOW_MS`] of this clock, and verify under the channel's bound session key
 /// over `(channel, method, target, issued_at_ms)`.
-pub fn authorize(
+pub async fn authorize(
     gw: &Gateway,
     channel: &ChannelId,
     method: &str,
@@ -143,10 +143,7 @@ pub fn authorize(
     token
         .check_time(now_ms(), READ_AUTH_WINDOW_MS)
         .map_err(|e| unauthorized(e.to_string()))?;
-    let key = gw
-        .bindings()
-        .session(channel)
-        .map_err(|e| GatewayError::internal(format!("session binding: {e}")))?;
+    let key = gw.stored_session(channel).await?;
     // Unbound or unknown: verify against the provider's own key anyway (it cannot pass), so
     // the answer costs what a bad signature costs and reads the same.
     let (key, bound) = match key {

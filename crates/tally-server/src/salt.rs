@@ -14,10 +14,11 @@ impl Gateway {
     /// The salt of a bound channel, for recomputing its request hashes (admission,
     /// disputes). A channel bound before salts existed has none: it must bind again (the
     /// same key), which draws one, so the client learns it before its next request.
-    pub fn request_salt(&self, channel: &ChannelId) -> Result<RequestSalt, GatewayError> {
-        self.bindings()
+    pub async fn request_salt(&self, channel: &ChannelId) -> Result<RequestSalt, GatewayError> {
+        self.side()
             .salt(channel)
-            .map_err(|e| GatewayError::internal(format!("request salt: {e}")))?
+            .await
+            .map_err(|e| e.into_gateway("request salt"))?
             .ok_or_else(|| {
                 GatewayError::new(
                     Reason::UnknownChannel,
@@ -33,11 +34,9 @@ impl Gateway {
     ) -> Result<RequestSalt, GatewayError> {
         let mut fresh = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut fresh);
-        let gw = self.clone();
-        let id = *channel;
-        tokio::task::spawn_blocking(move || gw.bindings().salt_or_insert(&id, RequestSalt(fresh)))
+        self.side()
+            .salt_or_insert(*channel, RequestSalt(fresh))
             .await
-            .map_err(|e| GatewayError::internal(format!("salt writer: {e}")))?
-            .map_err(|e| GatewayError::internal(format!("storing request salt: {e}")))
+            .map_err(|e| e.into_gateway("storing request salt"))
     }
 }

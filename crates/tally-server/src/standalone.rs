@@ -138,43 +138,33 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         .parse()
         .map_err(|e| StartError::Config(format!("upstream {:?}: {e}", cfg.upstream)))?;
     let proxy = Proxy::new(&upstream).map_err(StartError::Config)?;
-    let gateway =
-        Gateway::open_with_payee(cfg.gateway_settings()?, key, funding, payee_key.clone())?;
+    let node = match cfg.store.postgres()? {
+        None => None,
+        Some(pg) => Some(join_cluster(&pg).await?),
+    };
+    let gateway = match &node {
+        None => Gateway::open_with_payee(cfg.gateway_settings()?, key, funding, payee_key.clone())?,
+        Some(node) => {
+            let settings = cfg.gateway_settings()?;
+            Gateway::open_cluster(settings, key, funding, payee_key.clone(), node.clone()).await?
+        }
+    };
     if let Some(rc) = cfg.relay.as_ref().filter(|r| r.enabled) {
         start_relay(rc, &url, &gateway, payee_key.as_ref()).await?;
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = match (&cfg.settlement, payee_key) {
         (Some(s), Some(payee)) => {
-            let address = payee.address();
-            let client = TallyClient::with_chain_id(
-                tally_chain::channel::connect(url, payee.clone()),
-                address,
-                contract,
-                cfg.chain.chain_id,
-            );
-            let settle = s.settle_config();
-            let worker = SettlementWorker::new(
-                client,
-                EthereumWallet::from(payee),
-                gateway.clone(),
-                settle.clone(),
-            )?
-            .on_tick({
-                let view = gateway.settlement_view().clone();
-                view.started();
-                move |tick| {
-                    view.observe(tick);
-                    log_tick(tick);
-                }
-            });
-            tracing::info!(
-                threshold = %settle.threshold,
-                interval_s = settle.claim_interval.as_secs(),
-                confirmations = settle.confirmations,
-                "claiming for {address}"
-            );
-            Some(tokio::spawn(worker.run(stopped.clone())))
+            let start = worker_starter(&gateway, &url, contract, cfg.chain.chain_id, s, payee)?;
+            Some(match &node {
+                // One worker across the cluster: the holder of the settlement lease's.
+                Some(node) => tokio::spawn(crate::cluster::run_while_leader(
+                    node.clone(),
+                    stopped.clone(),
+                    start,
+                )),
+                None => start(stopped.clone()),
+            })
         }
         _ => {
             tracing::info!(
@@ -195,7 +185,16 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         "listening on {}",
         cfg.listen
     );
-    let app = proxy_app_with_limits(&gateway, proxy, &limits);
+    let mut app = proxy_app_with_limits(&gateway, proxy, &limits);
+    if let Some(node) = &node {
+        // Requests for channels another node owns go there (spec/CLUSTER.md §7).
+        let timeout = Duration::from_millis(cfg.upstream_timeout_ms) + Duration::from_secs(5);
+        let router = crate::cluster::Router::new(node.clone(), timeout);
+        app = app.layer(axum::middleware::from_fn_with_state(
+            router,
+            crate::cluster::route,
+        ));
+    }
     let served = crate::serve_with_limits(listener, app, limits, stop_signal()).await;
     // Every promised record durable, then the promise marks cleared: the next run needs no
     // restore (spec/HTTP.md §5.6).
@@ -208,21 +207,106 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
     if let Some(task) = worker {
         // The worker stops at the same Ctrl-C; a claim in flight stays recorded onchain
         // and is picked up (replaced or confirmed) by the next run.
-        match task.await {
-            Ok(w) => {
-                let stats = w.stats();
-                tracing::info!(
-                    ticks = stats.ticks,
-                    claims = stats.submitted.len(),
-                    errors = stats.errors,
-                    last_error = %stats.last_error.as_deref().map(redact_text).unwrap_or_default(),
-                    "settlement worker stopped"
-                );
-            }
-            Err(e) => tracing::error!(error = %e, "settlement worker task failed"),
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "settlement worker task failed");
         }
     }
+    if let Some(node) = &node {
+        // Other nodes take this node's shards at once instead of waiting out the leases.
+        node.release_all().await;
+    }
     served.map_err(StartError::Io)
+}
+
+/// Joins the cluster database (spec/CLUSTER.md): connects, migrates the schema, registers
+/// this node and starts renewing its leases.
+async fn join_cluster(
+    pg: &crate::config::PgSettings,
+) -> Result<Arc<tally_store_pg::PgNode>, StartError> {
+    let node = tally_store_pg::PgNode::start(tally_store_pg::NodeConfig {
+        url: pg.url.clone(),
+        shards: pg.shards,
+        lease_ms: pg.lease_ms,
+        node_url: pg.node_url.clone(),
+    })
+    .await
+    .map_err(|e| {
+        StartError::Config(format!("cluster database: {}", redact_text(&e.to_string())))
+    })?;
+    tracing::info!(
+        node = node.id(),
+        shards = pg.shards,
+        lease_ms = pg.lease_ms,
+        "joined the cluster"
+    );
+    Ok(node)
+}
+
+/// What starts a settlement worker for the payee (spec/CHAIN.md §9): a new worker each call,
+/// run until its receiver turns true, its stats logged when it stops.
+fn worker_starter(
+    gateway: &Gateway,
+    url: &alloy::transports::http::reqwest::Url,
+    contract: alloy::primitives::Address,
+    chain_id: u64,
+    s: &crate::config::SettlementConfig,
+    payee: alloy::signers::local::PrivateKeySigner,
+) -> Result<impl Fn(tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()>, StartError>
+{
+    let address = payee.address();
+    let settle = s.settle_config();
+    let make = {
+        let (gateway, url, settle) = (gateway.clone(), url.clone(), settle.clone());
+        move || {
+            let client = TallyClient::with_chain_id(
+                tally_chain::channel::connect(url.clone(), payee.clone()),
+                address,
+                contract,
+                chain_id,
+            );
+            SettlementWorker::new(
+                client,
+                EthereumWallet::from(payee.clone()),
+                gateway.clone(),
+                settle.clone(),
+            )
+        }
+    };
+    // Checked once now, so a bad configuration fails the start, not the first lease.
+    drop(make()?);
+    tracing::info!(
+        threshold = %settle.threshold,
+        interval_s = settle.claim_interval.as_secs(),
+        confirmations = settle.confirmations,
+        "claiming for {address}"
+    );
+    let view = gateway.settlement_view().clone();
+    Ok(move |stopped: tokio::sync::watch::Receiver<bool>| {
+        let worker = match make() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "the settlement worker could not start");
+                return tokio::spawn(async {});
+            }
+        };
+        let view = view.clone();
+        view.started();
+        let worker = worker.on_tick(move |tick| {
+            view.observe(tick);
+            log_tick(tick);
+        });
+        tokio::spawn(async move {
+            let w = worker.run(stopped).await;
+            let stats = w.stats();
+            tracing::info!(
+                ticks = stats.ticks,
+                claims = stats.submitted.len(),
+                errors = stats.errors,
+                last_error = %stats.last_error.as_deref().map(redact_text).unwrap_or_default(),
+                "settlement worker stopped"
+            );
+        })
+    })
 }
 
 /// Starts the relay `[relay]` describes (spec/HTTP.md §12) on `gateway`: for its payee,

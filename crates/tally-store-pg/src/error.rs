@@ -49,6 +49,12 @@ pub enum PgError {
         /// The count given to `connect`.
         configured: u16,
     },
+    /// A shard's lease changed hands every time this node looked it up; ask again shortly.
+    #[error("the lease of shard {shard} is changing hands; retry")]
+    Unsettled {
+        /// The shard looked up.
+        shard: u32,
+    },
     /// `shards` was 0.
     #[error("shards must be at least 1")]
     BadShards,

@@ -34,7 +34,9 @@ mod checkpoint;
 mod error;
 mod lease;
 mod log;
+mod members;
 mod merkle;
+mod node;
 mod schema;
 
 use tokio::sync::{Mutex, MutexGuard};
@@ -45,6 +47,8 @@ pub use bindings_backend::LeasedBindings;
 pub use error::PgError;
 pub use lease::Lease;
 pub use log::Head;
+pub use members::Holder;
+pub use node::{Committed, NodeConfig, Owner, PgNode, QueueFull};
 pub use schema::SCHEMA_VERSION;
 
 /// A channel id (PROTOCOL.md §8.1): 32 bytes, of which the first two pick the shard. The same

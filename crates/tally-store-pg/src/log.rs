@@ -169,6 +169,39 @@ impl PgStore {
         }
     }
 
+    /// Every channel with at least one record, in id order.
+    pub async fn channels(&self) -> Result<Vec<ChannelId>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT channel FROM tally_heads WHERE size > 0 ORDER BY channel",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let bytes: &[u8] = row.try_get(0)?;
+                let id = <[u8; 32]>::try_from(bytes).map_err(|_| PgError::OutOfRange("channel"))?;
+                Ok(ChannelId(id))
+            })
+            .collect()
+    }
+
+    /// How many channels have records, and how many records they hold in all (for metrics).
+    pub async fn totals(&self) -> Result<(u64, u64), PgError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*), COALESCE(sum(size), 0)::int8 FROM tally_heads WHERE size > 0",
+                &[],
+            )
+            .await?;
+        Ok((
+            to_u64(row.try_get(0)?, "channels")?,
+            to_u64(row.try_get(1)?, "records")?,
+        ))
+    }
+
     /// The records of `channel` in `range`, clamped to the committed head, in order.
     pub async fn records(
         &self,

@@ -206,6 +206,13 @@ impl PgStore {
         root_in(&*client, channel, size).await
     }
 
+    /// The frontier of `channel`'s tree at `size` (the hashes a node extends in memory for
+    /// records not yet committed), from `popcount(size)` stored hashes.
+    pub async fn frontier(&self, channel: &ChannelId, size: u64) -> Result<Frontier, PgError> {
+        let client = self.client().await?;
+        with_hashes(&*client, channel, |r| Frontier::load(r, size)).await
+    }
+
     /// The record at `index`, refused at or beyond the head.
     pub async fn record(&self, channel: &ChannelId, index: u64) -> Result<Vec<u8>, PgError> {
         let size = {

@@ -8,7 +8,7 @@ use crate::merkle::{insert_nodes, Node};
 use crate::{ChannelId, PgError};
 
 /// The newest schema version this code writes and understands.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Records read per query while a migration computes the hashes of existing logs.
 const BACKFILL_CHUNK: u64 = 4096;
@@ -114,6 +114,16 @@ CREATE TABLE tally_restores (
 );
 ";
 
+/// Version 4 (spec/CLUSTER.md §7): where each node is reached, so a node that does not own a
+/// channel's shard can forward the request to the lease owner named in `tally_leases`.
+const V4: &str = "
+CREATE TABLE tally_members (
+    node TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+";
+
 /// Applies the versions up to `target` missing from the database in one transaction under the
 /// migration lock, then records or checks the shard count. `target` is
 /// [`SCHEMA_VERSION`] except in migration tests.
@@ -151,6 +161,11 @@ pub(crate) async fn init(client: &mut Client, shards: u16, target: i32) -> Resul
     if found < 3 && target >= 3 {
         tx.batch_execute(V3).await?;
         tx.execute("INSERT INTO tally_schema (version) VALUES (3)", &[])
+            .await?;
+    }
+    if found < 4 && target >= 4 {
+        tx.batch_execute(V4).await?;
+        tx.execute("INSERT INTO tally_schema (version) VALUES (4)", &[])
             .await?;
     }
     tx.execute(

@@ -183,17 +183,22 @@ pub fn grid(now_ms: u64) -> (u64, u64, usize) {
 
 /// Gathers the console's data now.
 pub async fn gather(gw: &Gateway, now_ms: u64) -> Result<ConsoleData, GatewayError> {
-    let store = gw.store()?;
-    let all = store.channels();
+    let store = gw.log()?;
+    let all = store.channels().await?;
     let ids: Vec<ChannelId> = all.iter().take(MAX_CHANNELS).copied().collect();
     let mut channels = Vec::with_capacity(ids.len());
     for id in &ids {
         channels.push(channel_row(gw, id).await);
     }
     let (start_ms, step_ms, buckets) = grid(now_ms);
-    let scan_ids = ids.clone();
+    let mut fetched = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let size = store.head(id).await?.map_or(0, |h| h.size);
+        let from = size.saturating_sub(MAX_RECORDS_PER_CHANNEL);
+        fetched.push((*id, store.records(id, from..size).await?));
+    }
     let (series, credits) =
-        tokio::task::spawn_blocking(move || scan(&store, &scan_ids, (start_ms, step_ms, buckets)))
+        tokio::task::spawn_blocking(move || scan(fetched, (start_ms, step_ms, buckets)))
             .await
             .map_err(|e| GatewayError::internal(format!("console scan: {e}")))??;
     let m = gw.metrics();
@@ -292,20 +297,14 @@ fn funding_row(f: &ChannelFunding) -> FundingRow {
 
 type Scanned = (Vec<ActivitySeries>, Vec<CreditRow>);
 
-/// Reads each channel's newest records and buckets them (blocking: sled reads).
+/// Buckets each channel's newest records (CPU work: run off the async workers).
 fn scan(
-    store: &tally_log::LogStore,
-    ids: &[ChannelId],
+    fetched: Vec<(ChannelId, Vec<Vec<u8>>)>,
     (start_ms, step_ms, n): (u64, u64, usize),
 ) -> Result<Scanned, GatewayError> {
     let mut series = Vec::new();
     let mut credits = Vec::new();
-    for id in ids {
-        let size = store.head(id).map_or(0, |h| h.size);
-        let from = size.saturating_sub(MAX_RECORDS_PER_CHANNEL);
-        let records = store
-            .records(id, from..size)
-            .map_err(|e| GatewayError::internal(format!("console scan: {e}")))?;
+    for (id, records) in fetched {
         let mut calls = vec![0u64; n];
         let mut revenue = vec![0u128; n];
         let mut seen = false;

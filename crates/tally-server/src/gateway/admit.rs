@@ -115,16 +115,16 @@ impl Gateway {
             .lock_verified(&auth.channel_id, &auth_bytes, &sig)
             .await?;
         let generation = loaded(&mut guard)?.generation;
-        let store = i.store.for_generation(generation)?;
+        let store = i.store.for_generation(&auth.channel_id, generation)?;
         let st = loaded(&mut guard)?;
-        st.sync_durable(&store)?;
+        st.sync_durable(&store).await?;
         if st.restore_required {
             return Err(restore::restore_required(st));
         }
         // Held in the channel's state (loaded with the binding): no database read per request.
         let salt = match st.salt {
             Some(salt) => salt,
-            None => self.request_salt(&auth.channel_id)?,
+            None => self.request_salt(&auth.channel_id).await?,
         };
         if auth.terms_hash != i.terms_hash {
             return Err(GatewayError::new(
@@ -138,7 +138,7 @@ impl Gateway {
         if let Some(cp) = &checkpoint {
             self.accept_checkpoint_locked(st, cp).await?;
         }
-        if let Some(replay) = self.retried(st, &auth, salt)? {
+        if let Some(replay) = self.retried(st, &auth, salt).await? {
             return Ok(replay);
         }
         if let Some(c) = &st.closing {
@@ -151,12 +151,14 @@ impl Gateway {
             )
             .with_required(required()));
         }
-        check_lane(st, &auth, i.settings.max_lanes).map_err(|e| match *e.reason {
-            // A seq gap is answered with the lane's last record, like any stale seq.
-            Reason::StaleSeq { .. } => self.stale_seq(st, &auth),
-            _ => e,
-        })?;
-        check_acknowledgement(st, &auth, &store)?;
+        if let Err(e) = check_lane(st, &auth, i.settings.max_lanes) {
+            return Err(match *e.reason {
+                // A seq gap is answered with the lane's last record, like any stale seq.
+                Reason::StaleSeq { .. } => self.stale_seq(st, &auth).await,
+                _ => e,
+            });
+        }
+        check_acknowledgement(st, &auth, &store).await?;
         check_minimum(&purpose, auth.max_amount).map_err(|e| match e.reason.status() {
             402 => e.with_required(required()),
             _ => e,
@@ -247,7 +249,7 @@ impl Gateway {
         let checked = match self.inner.channels.existing(channel) {
             Some(_) => false,
             None => {
-                let key = self.stored_session(channel)?.ok_or_else(unbound)?;
+                let key = self.stored_session(channel).await?.ok_or_else(unbound)?;
                 verify_authorization(&key, message, sig)?;
                 true
             }
@@ -266,7 +268,7 @@ impl Gateway {
     /// A request at a seq its lane already recorded: a retry of the lane's last request is
     /// answered from the held response, or with its record; anything else below the lane's
     /// next seq is a stale seq. `None`: not a retry.
-    fn retried(
+    async fn retried(
         &self,
         st: &ChannelState,
         auth: &Authorization,
@@ -283,7 +285,7 @@ impl Gateway {
             .as_ref()
             .filter(|l| l.seq == auth.seq && l.request_hash == auth.request_hash)
         else {
-            return Err(self.stale_seq(st, auth));
+            return Err(self.stale_seq(st, auth).await);
         };
         if let Some(c) = &last.cached {
             // Held once its receipt was sent: when durable, or at once when promised.
@@ -307,7 +309,7 @@ impl Gateway {
             .metrics
             .replays
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let stored = self.stored_record(&st.id, last.index)?;
+        let stored = self.stored_record(&st.id, last.index).await?;
         Err(GatewayError::new(
             Reason::AlreadyRecorded {
                 record: Box::new(self.wire_record(&stored)),
@@ -320,17 +322,20 @@ impl Gateway {
     }
 
     /// `stale_seq`, with the lane's last record so the client can resync the lane.
-    fn stale_seq(&self, st: &ChannelState, auth: &Authorization) -> GatewayError {
+    async fn stale_seq(&self, st: &ChannelState, auth: &Authorization) -> GatewayError {
         let lane = st.lanes.get(&auth.lane);
         let expected = lane.map_or(0, |l| l.tail.next_seq);
         // Only a record whose receipt was already sent: durable, or promised (its response
         // held). A pending record nobody has a receipt for is never signed out (P8), since a
         // failed commit may yet give its index another outcome.
-        let last_record = lane
+        let sent = lane
             .and_then(|l| l.last.as_ref())
-            .filter(|l| l.index < st.durable.size || l.cached.is_some())
-            .and_then(|l| self.record_of(st, l.index).ok())
-            .map(|r| Box::new(self.wire_record(&r)));
+            .filter(|l| l.index < st.durable.size || l.cached.is_some());
+        let last_record = match sent {
+            Some(l) => self.record_of(st, l.index).await.ok(),
+            None => None,
+        }
+        .map(|r| Box::new(self.wire_record(&r)));
         GatewayError::new(
             Reason::StaleSeq {
                 lane: auth.lane,
@@ -446,10 +451,10 @@ fn check_lane(st: &ChannelState, auth: &Authorization, max_lanes: u32) -> Result
 /// R7 at admission: the acknowledged state is one the log has (durable, or appended in memory
 /// and promised), recent enough that the record this request may become stays within the
 /// acknowledgement window even if every request now in flight is appended first.
-fn check_acknowledgement(
+async fn check_acknowledgement(
     st: &mut ChannelState,
     auth: &Authorization,
-    store: &LogStore,
+    store: &Log,
 ) -> Result<(), GatewayError> {
     let worst_index = st.next_index().saturating_add(st.in_flight);
     tally_core::sequence::check_ack_bounds(auth.ack_size, worst_index, st.next_index())
@@ -460,7 +465,7 @@ fn check_acknowledgement(
     } else if st.acked.is_some_and(|a| a.size == auth.ack_size) {
         st.acked.unwrap_or(st.durable)
     } else {
-        let state = state_at(store, &st.id, auth.ack_size)?;
+        let state = state_at(store, &st.id, auth.ack_size).await?;
         st.acked = Some(state);
         state
     };
@@ -482,22 +487,17 @@ fn check_acknowledgement(
 
 /// The durable log's state at `size` (≤ its head): the root from the tiles, the cumulative
 /// from the record before it.
-pub(super) fn state_at(
-    store: &LogStore,
+pub(super) async fn state_at(
+    store: &Log,
     channel: &ChannelId,
     size: u64,
 ) -> Result<LogState, GatewayError> {
-    let root = store
-        .root_at(channel, size)
-        .map_err(|e| GatewayError::internal(format!("root at {size}: {e}")))?;
+    let root = store.root_at(channel, size).await?;
     let cumulative = match size {
         0 => 0,
         n => {
-            let bytes = store
-                .record(channel, n - 1)
-                .map_err(|e| GatewayError::internal(format!("reading record {}: {e}", n - 1)))?;
-            Record::from_bytes(&bytes)
-                .map_err(|e| GatewayError::internal(format!("stored record {}: {e}", n - 1)))?
+            crate::channel::read_record(store, channel, n - 1)
+                .await?
                 .outcome
                 .cumulative
         }

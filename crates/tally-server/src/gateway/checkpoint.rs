@@ -11,7 +11,8 @@ impl Gateway {
     ) -> Result<WireCheckpoint, GatewayError> {
         let mut guard = self.lock(channel).await?;
         let st = loaded(&mut guard)?;
-        st.sync_durable(&*self.store()?)?;
+        let store = self.inner.store.for_generation(channel, st.generation)?;
+        st.sync_durable(&store).await?;
         self.accept_checkpoint_locked(st, wire).await
     }
 
@@ -52,12 +53,12 @@ impl Gateway {
                 cp.size, st.durable.size
             )));
         }
-        let store = self.store()?;
+        let store = self.inner.store.for_generation(&st.id, st.generation)?;
         // A checkpoint that does not advance is answered, never written again: a public
         // checkpoint replayed by anyone must cost no write or fsync (spec/HTTP.md §6).
         let advances = cp.size > st.checkpoint_size;
         if !advances {
-            if let Some(stored) = stored_checkpoint_at(&store, &st.id, cp.size)? {
+            if let Some(stored) = stored_checkpoint_at(&store, &st.id, cp.size).await? {
                 if stored.eip712 == wire.eip712
                     && stored
                         .note
@@ -70,7 +71,7 @@ impl Gateway {
         let (root, cumulative) = if cp.size == st.durable.size {
             (st.durable.root, st.durable.cumulative)
         } else {
-            let s = admit::state_at(&store, &st.id, cp.size)?;
+            let s = admit::state_at(&store, &st.id, cp.size).await?;
             (s.root, s.cumulative)
         };
         if root != cp.root || cumulative != cp.cumulative {
@@ -104,15 +105,9 @@ impl Gateway {
         }
         let bytes = serde_json::to_vec(&out)
             .map_err(|e| GatewayError::internal(format!("checkpoint JSON: {e}")))?;
-        let gw = self.clone();
-        let id = st.id;
-        tokio::task::spawn_blocking(move || {
-            gw.store()?
-                .put_checkpoint(&id, cp.size, &cp.root, &bytes)
-                .map_err(|e| GatewayError::internal(format!("storing checkpoint: {e}")))
-        })
-        .await
-        .map_err(|e| GatewayError::internal(format!("checkpoint writer: {e}")))??;
+        store
+            .put_checkpoint(&st.id, cp.size, &cp.root, bytes)
+            .await?;
         st.checkpoint_size = cp.size;
         st.checkpoint_cumulative = cp.cumulative;
         st.checkpoint_at = Instant::now();
@@ -129,14 +124,12 @@ fn note_body_len(note: &str) -> usize {
 }
 
 /// The stored, cosigned checkpoint at `size`, if there is one.
-fn stored_checkpoint_at(
-    store: &LogStore,
+async fn stored_checkpoint_at(
+    store: &crate::backend::Log,
     channel: &ChannelId,
     size: u64,
 ) -> Result<Option<WireCheckpoint>, GatewayError> {
-    let all = store
-        .checkpoints(channel)
-        .map_err(|e| GatewayError::internal(format!("reading checkpoints: {e}")))?;
+    let all = store.checkpoints(channel).await?;
     match all.into_iter().find(|(s, _)| *s == size) {
         None => Ok(None),
         Some((_, bytes)) => serde_json::from_slice(&bytes)
@@ -149,12 +142,12 @@ impl Gateway {
     /// Waits, holding the channel's lock, until the durable head reaches `size` (at most
     /// [`promise_wait`](Gateway::promise_wait)): the writer commits without the lock.
     async fn wait_durable(&self, st: &mut ChannelState, size: u64) -> Result<(), GatewayError> {
-        let store = self.inner.store.for_generation(st.generation)?;
+        let store = self.inner.store.for_generation(&st.id, st.generation)?;
         let deadline = Instant::now() + self.promise_wait();
-        st.sync_durable(&store)?;
+        st.sync_durable(&store).await?;
         while st.durable.size < size && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
-            st.sync_durable(&store)?;
+            st.sync_durable(&store).await?;
         }
         Ok(())
     }

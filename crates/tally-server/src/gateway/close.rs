@@ -24,14 +24,15 @@ impl Gateway {
         // A channel nobody bound a session to may still close (at size 0, all refunded): its
         // Close signature is checked before it gets a slot in memory.
         let bound = self.inner.channels.existing(channel).is_some()
-            || self.stored_session(channel)?.is_some();
+            || self.stored_session(channel).await?.is_some();
         if !bound {
             self.check_close_signature(channel, req).await?;
         }
         let mut guard = self.lock_slot(channel).await?;
-        let store = self.store()?;
+        let generation = loaded(&mut guard)?.generation;
+        let store = self.inner.store.for_generation(channel, generation)?;
         let st = loaded(&mut guard)?;
-        st.sync_durable(&store)?;
+        st.sync_durable(&store).await?;
         // Promised records may be missing from the durable log until the client restores
         // them (spec/HTTP.md §5.6): no close below them.
         if st.restore_required {
@@ -123,12 +124,9 @@ impl Gateway {
             let id = *channel;
             tokio::spawn(async move {
                 let mut guard = guard;
-                let written = tokio::task::spawn_blocking(move || {
-                    gw.inner.bindings.mark_closing(&id, &closing)
-                })
-                .await;
+                let written = gw.side().mark_closing(id, closing).await;
                 match written {
-                    Ok(Ok(())) => {
+                    Ok(()) => {
                         if let Some(st) = guard.as_mut() {
                             st.closing = Some(closing);
                         }
@@ -136,19 +134,14 @@ impl Gateway {
                     }
                     // Unknown whether the mark landed: forget the state, so the next use
                     // reloads it (and the mark, if it is there) from the database.
-                    Ok(Err(e)) => {
-                        *guard = None;
-                        Err(format!("storing the close: {e}"))
-                    }
                     Err(e) => {
                         *guard = None;
-                        Err(format!("close writer: {e}"))
+                        Err(e.into_gateway("storing the close"))
                     }
                 }
             })
             .await
-            .map_err(|e| GatewayError::internal(format!("close writer task: {e}")))?
-            .map_err(GatewayError::internal)?;
+            .map_err(|e| GatewayError::internal(format!("close writer task: {e}")))??;
         }
         Ok(CloseSigned {
             size: cp.size,

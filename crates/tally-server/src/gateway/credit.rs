@@ -13,7 +13,7 @@ impl Gateway {
     ///
     /// The provider gives up nothing it is owed by signing: the state is its own log's, and
     /// every later client-signed checkpoint (a larger size) still replaces it onchain.
-    pub(crate) fn credit_state(
+    pub(crate) async fn credit_state(
         &self,
         channel: &ChannelId,
         index: u64,
@@ -26,10 +26,7 @@ impl Gateway {
         let size = index
             .checked_add(1)
             .ok_or_else(|| GatewayError::internal("credit index out of range"))?;
-        let root = self
-            .store()?
-            .root_at(channel, size)
-            .map_err(|e| GatewayError::internal(format!("the root after the credit: {e}")))?;
+        let root = self.log()?.root_at(channel, size).await?;
         let cp = Checkpoint {
             channel_id: *channel,
             size,

@@ -21,9 +21,9 @@ impl Gateway {
         seq: u64,
     ) -> Result<(u64, HeaderValue), GatewayError> {
         let mut guard = self.lock(channel).await?;
-        let store = self.store()?;
+        let store = self.log()?;
         let st = loaded(&mut guard)?;
-        st.sync_durable(&store)?;
+        st.sync_durable(&store).await?;
         let not_found = || {
             GatewayError::new(
                 Reason::NotFound,
@@ -45,12 +45,13 @@ impl Gateway {
             if last.index >= st.durable.size && last.cached.is_none() {
                 return Err(busy());
             }
-            self.record_of(st, last.index)?
+            self.record_of(st, last.index).await?
         } else if seq < last.seq {
             let below = last.index.min(st.durable.size);
             drop(guard);
-            let index = self.scan_for(channel, lane, seq, below)?;
-            self.stored_record(channel, index.ok_or_else(not_found)?)?
+            let index = self.scan_for(channel, lane, seq, below).await?;
+            self.stored_record(channel, index.ok_or_else(not_found)?)
+                .await?
         } else {
             return Err(not_found());
         };
@@ -69,7 +70,7 @@ impl Gateway {
     /// The index of `(lane, seq)` among the durable records below `below`, looking back at
     /// most [`RECEIPT_SCAN`] records; seqs only grow along a lane, so the scan stops at the
     /// lane's first record below `seq`.
-    fn scan_for(
+    async fn scan_for(
         &self,
         channel: &ChannelId,
         lane: u32,
@@ -77,10 +78,7 @@ impl Gateway {
         below: u64,
     ) -> Result<Option<u64>, GatewayError> {
         let from = below.saturating_sub(RECEIPT_SCAN);
-        let records = self
-            .store()?
-            .records(channel, from..below)
-            .map_err(|e| GatewayError::internal(format!("reading records: {e}")))?;
+        let records = self.log()?.records(channel, from..below).await?;
         for (offset, bytes) in records.iter().enumerate().rev() {
             let record = Record::from_bytes(bytes)
                 .map_err(|e| GatewayError::internal(format!("stored record: {e}")))?;

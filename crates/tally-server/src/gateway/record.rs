@@ -56,7 +56,9 @@ impl Gateway {
                 )
             })?;
         release_reservation(st, &auth);
-        let store = i.store.for_generation(admission.generation)?;
+        let store = i
+            .store
+            .for_generation(&auth.channel_id, admission.generation)?;
         let index = st.next_index();
         let cumulative = apply_amount(st.tail_cumulative(), answer.amount).ok_or_else(|| {
             GatewayError::internal("the amount would take the cumulative out of range")
@@ -92,11 +94,7 @@ impl Gateway {
         if ticket.refused_now() {
             // Nothing was queued: the state is as before this record.
             return Err(match ticket.await {
-                Err(tally_log::LogError::Busy) => GatewayError::new(
-                    Reason::Overloaded,
-                    "the log's queue is full; nothing was recorded",
-                ),
-                Err(e) => GatewayError::internal(format!("log append: {e}")),
+                Err(e) => e,
                 Ok(_) => GatewayError::internal("log append refused"),
             });
         }
@@ -141,9 +139,10 @@ impl Gateway {
         drop(guard);
         if let Err(e) = ticket.await {
             // What reached the disk is unknown (the store is poisoned, or an earlier append
-            // of this channel failed): forget the state; it reloads from the log.
+            // of this channel failed), or the cluster node lost the channel's shard: forget
+            // the state; it reloads from the log.
             *slot.lock().await = None;
-            return Err(GatewayError::internal(format!("log append: {e}")));
+            return Err(e);
         }
         i.metrics.commit.observe(commit_start.elapsed());
         let (receipt, payment_response) = self.sign_receipt(outcome, &admission.payer)?;
@@ -199,7 +198,7 @@ impl Gateway {
     /// does not clear the mark. Without that, the lost index could be given a new outcome.
     fn keep_promise(
         &self,
-        ticket: tally_log::Ticket,
+        ticket: crate::backend::Ticket,
         slot: channel::Slot,
         id: u64,
         started: Instant,
@@ -216,8 +215,7 @@ impl Gateway {
                     tracing::error!(error = %e, "a promised record's group commit failed");
                     let mut guard = slot.lock().await;
                     if let Some(st) = guard.as_ref() {
-                        let (channel, generation) = (st.id, st.generation);
-                        gw.set_promising(generation, |p| p.remove(&channel));
+                        gw.note_promising(st.id, None);
                     }
                     *guard = None;
                     drop(guard);
@@ -237,7 +235,7 @@ impl Gateway {
         answer: &Answer,
         payment_response: &HeaderValue,
         index: u64,
-        store: &LogStore,
+        store: &crate::backend::Log,
     ) -> Result<Option<u64>, GatewayError> {
         let mut guard = slot.lock().await;
         let Some(st) = guard
@@ -246,7 +244,7 @@ impl Gateway {
         else {
             return Ok(None);
         };
-        if st.sync_durable(store).is_err() {
+        if st.sync_durable(store).await.is_err() {
             return Ok(None);
         }
         st.hold_response(
@@ -264,13 +262,12 @@ impl Gateway {
     /// Marks the channel, durably, as one whose receipts may be promised (spec/HTTP.md §5.6):
     /// once per channel and run, after a synchronous record, under the channel's lock.
     async fn mark_promising(&self, st: &mut ChannelState) -> Result<(), GatewayError> {
-        let gw = self.clone();
         let channel = st.id;
-        tokio::task::spawn_blocking(move || gw.bindings().mark_promising(&channel))
+        self.side()
+            .mark_promising(channel)
             .await
-            .map_err(|e| GatewayError::internal(format!("promise mark writer: {e}")))?
-            .map_err(|e| GatewayError::internal(format!("storing the promise mark: {e}")))?;
-        self.set_promising(st.generation, |p| p.insert(channel));
+            .map_err(|e| e.into_gateway("storing the promise mark"))?;
+        self.note_promising(channel, Some(st.generation));
         st.promising = true;
         Ok(())
     }
@@ -287,12 +284,10 @@ impl Gateway {
             index,
             request_hash: auth.request_hash,
         };
-        let gw = self.clone();
-        let channel = auth.channel_id;
-        tokio::task::spawn_blocking(move || gw.bindings().mark_credited(&channel, disputed, &mark))
+        self.side()
+            .mark_credited(auth.channel_id, disputed, mark)
             .await
-            .map_err(|e| GatewayError::internal(format!("credit writer: {e}")))?
-            .map_err(|e| GatewayError::internal(format!("storing credit mark: {e}")))
+            .map_err(|e| e.into_gateway("storing credit mark"))
     }
 }
 

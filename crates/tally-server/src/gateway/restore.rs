@@ -41,15 +41,18 @@ impl Gateway {
         }
         // Authenticated before any channel state is touched: a stranger's upload costs a
         // binding read and one verification.
-        let key = self.stored_session(channel)?.ok_or_else(admit::unbound)?;
+        let key = self
+            .stored_session(channel)
+            .await?
+            .ok_or_else(admit::unbound)?;
         statement
             .verify(&key, &upload.signature)
             .map_err(|_| GatewayError::new(Reason::InvalidSignature, "restore statement"))?;
         let mut guard = self.lock(channel).await?;
         let generation = loaded(&mut guard)?.generation;
-        let store = self.inner.store.for_generation(generation)?;
+        let store = self.inner.store.for_generation(channel, generation)?;
         let st = loaded(&mut guard)?;
-        st.sync_durable(&store)?;
+        st.sync_durable(&store).await?;
         if !st.restore_required {
             // A repeat of a restore that already took effect (a client's concurrent requests
             // each met `restore_required`) is answered as done; anything else is refused.
@@ -66,36 +69,31 @@ impl Gateway {
             ));
         }
         check_base(st, &statement)?;
-        let checked = self.check_chunk(st, &store, &statement, upload, &key)?;
+        let checked = self
+            .check_chunk(st, &store, &statement, upload, &key)
+            .await?;
         let appended = checked.len() as u64;
         // The client's word is kept before anything it releases is acted on.
         let bytes = statement.to_bytes();
         let sig = upload.signature;
-        let gw = self.clone();
-        let id = *channel;
-        tokio::task::spawn_blocking(move || {
-            gw.bindings()
-                .keep_restore(&id, &statement.nonce, statement.size, &bytes, &sig)
-        })
-        .await
-        .map_err(|e| GatewayError::internal(format!("restore writer: {e}")))?
-        .map_err(|e| GatewayError::internal(format!("keeping the restore statement: {e}")))?;
+        self.side()
+            .keep_restore(*channel, statement.nonce, statement.size, bytes, sig)
+            .await
+            .map_err(|e| e.into_gateway("keeping the restore statement"))?;
         if !checked.is_empty() {
             let start = st.durable.size;
             // From here the state in memory is stale; if this future is dropped or the append
             // fails, the channel reloads from the log on its next use (and still needs its
             // restore, with a new nonce).
             *guard = None;
-            store
-                .append_keyed(*channel, start, checked)
-                .await
-                .map_err(|e| GatewayError::internal(format!("appending restored records: {e}")))?;
+            store.append_keyed(*channel, start, checked).await?;
         }
         // Reload from the log (lanes, head, edge); the channel is open again only once the
         // client said it holds nothing further.
-        let mut fresh = ChannelState::load(*channel, &store, generation, self.bindings(), false)?;
+        let mut fresh =
+            ChannelState::load(*channel, &store, generation, self.side(), false).await?;
         if statement.complete {
-            self.set_promising(generation, |p| p.insert(*channel));
+            self.note_promising(*channel, Some(generation));
             fresh.promising = true;
             fresh.restore_required = false;
         } else {
@@ -110,10 +108,10 @@ impl Gateway {
     /// Checks every record of the chunk (both signatures, exact extension of the log, lanes
     /// and acknowledgements) and that they lead to the statement's state; returns them keyed
     /// by lane for the append.
-    fn check_chunk(
+    async fn check_chunk(
         &self,
         st: &ChannelState,
-        store: &LogStore,
+        store: &crate::backend::Log,
         statement: &Restore,
         upload: &RestoreUpload,
         key: &PublicKey,
@@ -140,9 +138,16 @@ impl Gateway {
                 .verify_receipt(&self.inner.public, &wr.provider_signature)
                 .map_err(|_| bad("not a receipt this provider signed".into()))?;
             let base = st.durable.size;
+            // The one state `check_position` asks for is the acknowledged one; below the
+            // durable head it is read from the log first.
+            let ack = record.authorization.ack_size;
+            let durable_ack = match ack < base {
+                true => admit::state_at(store, &st.id, ack).await.ok(),
+                false => None,
+            };
             let state_at = |size: u64| match size.checked_sub(base) {
                 Some(k) => usize::try_from(k).ok().and_then(|k| states.get(k)).copied(),
-                None => admit::state_at(store, &st.id, size).ok(),
+                None => durable_ack.filter(|s| s.size == size),
             };
             let cumulative = tally_core::check_position(&record, head, &lanes, state_at)
                 .map_err(|e| bad(e.to_string()))?;

@@ -1,8 +1,7 @@
 //! Session binding (spec/HTTP.md §5.2).
 
 use super::*;
-use crate::bindings::BindingsError;
-use tally_log::RuleError;
+use tally_log::bindings::BindingsErrorKind;
 
 impl Gateway {
     /// Binds a session key to a channel (spec/HTTP.md §5.2): the binding must be signed by
@@ -64,18 +63,14 @@ impl Gateway {
             match st.session_key {
                 Some(_) => Ok(salt),
                 None => {
-                    let db = gw.clone();
-                    tokio::task::spawn_blocking(move || db.inner.bindings.bind(&id, &key))
-                        .await
-                        .map_err(|e| GatewayError::internal(format!("binding writer: {e}")))?
-                        .map_err(|e| match e {
-                            // The store's own first-writer-wins line (spec/CLUSTER.md §2).
-                            BindingsError::Rule(RuleError::SessionConflict) => GatewayError::new(
-                                Reason::SessionKeyConflict,
-                                "another session key is bound to this channel",
-                            ),
-                            e => GatewayError::internal(format!("storing binding: {e}")),
-                        })?;
+                    gw.side().bind(id, key).await.map_err(|e| match e.kind {
+                        // The store's own first-writer-wins line (spec/CLUSTER.md §2).
+                        BindingsErrorKind::SessionConflict => GatewayError::new(
+                            Reason::SessionKeyConflict,
+                            "another session key is bound to this channel",
+                        ),
+                        _ => e.into_gateway("storing binding"),
+                    })?;
                     st.session_key = Some(key);
                     Ok(salt)
                 }
