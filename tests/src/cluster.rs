@@ -273,16 +273,19 @@ impl Cluster {
         }
     }
 
-    /// Which node holds `shard`'s lease, and the lease. A lease's owner id starts with the
-    /// node's name (unique per process start, CLUSTER.md §3); the node whose address it
-    /// names is taken; failing that, the node found by pausing each in turn for less than a
-    /// lease: the owner's renewals (every third of a lease) stop while it is paused.
+    /// Which node holds `shard`'s lease, and the lease. The owner's id is registered with
+    /// its base URL (`tally_members`) and starts with its address (`127.0.0.1:<port>-…`,
+    /// unique per process start, CLUSTER.md §3); failing both, the node found by pausing
+    /// each in turn for less than a lease: the owner's renewals (every third of a lease) stop
+    /// while it is paused.
     pub async fn owner_of(&self, shard: u32) -> (usize, LeaseRow) {
         let lease = self.live_lease(shard).await;
+        let registered = self.db.member_url(&lease.owner).await;
         let named: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {
                 let n = &self.nodes[i];
-                lease.owner.starts_with(&n.url) || lease.owner.contains(&format!(":{}", n.port))
+                registered.as_deref() == Some(n.url.as_str())
+                    || lease.owner.starts_with(&format!("127.0.0.1:{}-", n.port))
             })
             .collect();
         if let [i] = named[..] {

@@ -157,6 +157,14 @@ impl ClusterDb {
             .collect()
     }
 
+    /// The base URL node `owner` registered (`tally_members`, schema version 4), if any.
+    pub async fn member_url(&self, owner: &str) -> Option<String> {
+        let rows = self
+            .rows("SELECT url FROM tally_members WHERE node = $1", &[&owner])
+            .await;
+        rows.first().map(|r| r.get(0))
+    }
+
     /// The lease row of `shard`, if any.
     pub async fn lease(&self, shard: u32) -> Option<LeaseRow> {
         self.leases().await.into_iter().find(|l| l.shard == shard)

@@ -50,9 +50,6 @@ pub struct Stamp {
     pub epoch: Option<(u32, u64)>,
 }
 
-/// The cluster's epoch header (spec/CLUSTER.md §6).
-pub const TALLY_EPOCH: &str = "tally-epoch";
-
 /// Parses a `TALLY-EPOCH` value, `<shard>.<epoch>`.
 pub fn parse_epoch(value: &str) -> Option<(u32, u64)> {
     let (shard, epoch) = value.trim().split_once('.')?;
@@ -97,7 +94,7 @@ pub async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> R
             }
             let epoch = r
                 .headers
-                .get(TALLY_EPOCH)
+                .get(tally_http::headers::EPOCH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_epoch);
             seen.stamps.push(Stamp {
