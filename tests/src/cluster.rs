@@ -331,8 +331,9 @@ impl Cluster {
     }
 
     /// Waits until every channel of `payers` commits beyond its head at the call (traffic
-    /// resumed for each); fails after `within`.
-    pub async fn wait_progress(&self, payers: &[Payer], within: Duration) {
+    /// resumed for each); fails after `within`, or at once if a client of `load` stopped
+    /// (its panic, printed above, says why).
+    pub async fn wait_progress(&self, payers: &[Payer], load: &Load, within: Duration) {
         let mut from = Vec::new();
         for p in payers {
             from.push(self.db.size(&p.ch.id).await);
@@ -340,6 +341,7 @@ impl Cluster {
         let t = Instant::now();
         for (p, size) in payers.iter().zip(from) {
             while self.db.size(&p.ch.id).await <= size {
+                load.assert_running();
                 assert!(
                     t.elapsed() < within,
                     "{}: no commit beyond {size} in {within:?}\n{}",
@@ -389,6 +391,19 @@ impl Load {
             .map(|(c, client)| tokio::spawn(traffic(client, c, in_flight, stop.clone())))
             .collect();
         Load { stop, workers }
+    }
+
+    /// Fails the test if a client stopped before [`Self::stop`]: it met an answer it cannot
+    /// go on from (crate::traffic::call panics on anything but a receipt, a lost response,
+    /// a transport failure or a `503`).
+    pub fn assert_running(&self) {
+        let stopped: Vec<usize> = (0..self.workers.len())
+            .filter(|&c| self.workers[c].is_finished())
+            .collect();
+        assert!(
+            stopped.is_empty(),
+            "traffic client(s) {stopped:?} stopped under load: see the panic above"
+        );
     }
 
     /// Stops it; each client with what it saw, in the order given.

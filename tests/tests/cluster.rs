@@ -60,7 +60,7 @@ impl Run {
         }
         let load = Load::start(clients, IN_FLIGHT);
         cluster
-            .wait_progress(&payers, Duration::from_secs(30))
+            .wait_progress(&payers, &load, Duration::from_secs(30))
             .await;
         let busy = payers[0].shard;
         Run {
@@ -110,7 +110,7 @@ impl Run {
     async fn progress(&self, payers: &[&Payer], within: Duration) {
         for p in payers {
             self.cluster
-                .wait_progress(std::slice::from_ref(*p), within)
+                .wait_progress(std::slice::from_ref(*p), &self.load, within)
                 .await;
         }
     }
@@ -120,6 +120,7 @@ impl Run {
     /// `(shard, epoch, records)` counted once its leases had expired.
     async fn end(self, stale: &[(u32, u64, u64)], t_fault: Instant, name: &str) -> Totals {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        self.load.assert_running();
         let mut paid: Vec<(Client, Seen)> = self.load.stop().await;
         last_calls(&mut paid, &self.payers).await;
         let failover = first_receipt_after(&paid, &self.payers, self.busy, t_fault);
