@@ -440,18 +440,22 @@ pub async fn last_calls(paid: &mut [(Client, Seen)], payers: &[Payer]) {
     }
 }
 
-/// The time from `t` to the first receipt of a `shard` channel that arrived after it.
+/// The time from `t` to the first receipt of a `shard` channel that arrived after it from a
+/// writer of an epoch above `epoch` (`TALLY-EPOCH`): the failover time when `epoch` is the
+/// stale owner's. A receipt without the header counts by its time alone (the checks fail on
+/// it anyway).
 pub fn first_receipt_after(
     paid: &[(Client, Seen)],
     payers: &[Payer],
     shard: u32,
     t: Instant,
+    epoch: u64,
 ) -> Option<Duration> {
     paid.iter()
         .zip(payers)
         .filter(|(_, p)| p.shard == shard)
         .flat_map(|((_, seen), _)| seen.stamps.iter())
-        .filter(|s| s.at > t)
+        .filter(|s| s.at > t && s.epoch.is_none_or(|(_, e)| e > epoch))
         .map(|s| s.at - t)
         .min()
 }

@@ -117,13 +117,19 @@ impl Run {
 
     /// Stops the load, makes one last call per client, and checks what must hold after
     /// every fault (tally_e2e::cluster_check); `stale` are the stale node's
-    /// `(shard, epoch, records)` counted once its leases had expired.
-    async fn end(self, stale: &[(u32, u64, u64)], t_fault: Instant, name: &str) -> Totals {
+    /// `(shard, epoch, records)` counted once its leases had expired. Prints the failover
+    /// time: from `t_fault` to the first receipt of the busy shard served above `epoch`.
+    async fn end(
+        self,
+        stale: &[(u32, u64, u64)],
+        (t_fault, epoch): (Instant, u64),
+        name: &str,
+    ) -> Totals {
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.load.assert_running();
         let mut paid: Vec<(Client, Seen)> = self.load.stop().await;
         last_calls(&mut paid, &self.payers).await;
-        let failover = first_receipt_after(&paid, &self.payers, self.busy, t_fault);
+        let failover = first_receipt_after(&paid, &self.payers, self.busy, t_fault, epoch);
         assert_no_stale_appends(&self.cluster, stale).await;
         let totals = assert_consistent(&self.cluster, paid, &self.payers).await;
         eprintln!(
@@ -161,7 +167,7 @@ async fn kill_9_a_node_under_load() {
         eprintln!("kill -9: node {k} restarted in {restart:?}");
         let all: Vec<&Payer> = run.payers.iter().collect();
         run.progress(&all, Duration::from_secs(20)).await;
-        run.end(&stale, t_kill, "kill -9").await;
+        run.end(&stale, (t_kill, old.epoch), "kill -9").await;
     })
     .await;
 }
@@ -194,7 +200,7 @@ async fn sigstop_past_the_lease_then_sigcont() {
             now.as_ref().is_some_and(|l| l.epoch >= new.epoch),
             "the busy shard's lease went back: {now:?} after {new:?}"
         );
-        run.end(&stale, t_stop, "SIGSTOP").await;
+        run.end(&stale, (t_stop, old.epoch), "SIGSTOP").await;
     })
     .await;
 }
@@ -216,8 +222,9 @@ async fn postgres_restart_under_load() {
             "PostgreSQL restart: every channel committed again {:?} after the restart",
             t_start.elapsed()
         );
-        // No node was stale: every node lost the database at once.
-        run.end(&[], t_stop, "PostgreSQL restart").await;
+        // No node was stale: every node lost the database at once. The time printed runs
+        // from the restart to the first receipt after it.
+        run.end(&[], (t_start, 0), "PostgreSQL restart").await;
     })
     .await;
 }
@@ -243,7 +250,7 @@ async fn a_cut_database_connection() {
             t_restore - t_cut,
             t_restore.elapsed()
         );
-        run.end(&stale, t_cut, "cut").await;
+        run.end(&stale, (t_cut, old.epoch), "cut").await;
     })
     .await;
 }
