@@ -161,12 +161,20 @@ impl Cluster {
         }
     }
 
-    /// Every node's stderr so far, for a failure message.
+    /// The last lines of every node's stderr, for a failure message.
     pub fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| format!("---- {} ----\n{}", n.url, n.process.output()))
-            .collect()
+        let mut out = String::new();
+        for n in &self.nodes {
+            let all = n.process.output();
+            let lines: Vec<&str> = all.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            out.push_str(&format!(
+                "---- {} (last lines) ----\n{}\n",
+                n.url,
+                tail.join("\n")
+            ));
+        }
+        out
     }
 }
 
@@ -322,8 +330,10 @@ impl Cluster {
             }
             assert!(
                 t.elapsed() < within,
-                "shard {shard} was not taken over from {old:?} in {within:?}: {:?}\n{}",
+                "shard {shard} was not taken over from {old:?} in {within:?}: {:?}\n\
+                 database sessions:\n{}{}",
                 self.db.lease(shard).await,
+                self.db.activity().await,
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;

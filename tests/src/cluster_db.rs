@@ -165,6 +165,44 @@ impl ClusterDb {
         rows.first().map(|r| r.get(0))
     }
 
+    /// Sessions idle inside a transaction that has written (it holds row locks: a fenced
+    /// commit between its gate and its `COMMIT`, CLUSTER.md §4) for at least `ms`
+    /// milliseconds: while one node is paused, such a session can only be its own.
+    pub async fn stalled_writers(&self, ms: u32) -> u64 {
+        let secs = f64::from(ms) / 1000.0;
+        let rows = self
+            .rows(
+                "SELECT count(*) FROM pg_stat_activity \
+                  WHERE state = 'idle in transaction' AND backend_xid IS NOT NULL \
+                    AND pid <> pg_backend_pid() AND now() - state_change > make_interval(secs => $1)",
+                &[&secs],
+            )
+            .await;
+        rows.first().map_or(0, |r| unsigned(r.get(0)))
+    }
+
+    /// One line per other session of the database (state, what it waits on, how long its
+    /// transaction has been open, its last statement), for a failure message.
+    pub async fn activity(&self) -> String {
+        let rows = self
+            .rows(
+                "SELECT coalesce(state, ''), coalesce(wait_event_type || '/' || wait_event, ''), \
+                        coalesce(extract(epoch FROM now() - xact_start)::float8, 0), \
+                        left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 90) \
+                   FROM pg_stat_activity WHERE datname = current_database() \
+                    AND pid <> pg_backend_pid() ORDER BY xact_start NULLS LAST",
+                &[],
+            )
+            .await;
+        rows.iter()
+            .map(|r| {
+                let (state, wait, open, query): (String, String, f64, String) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
+                format!("  [{state}] wait {wait:<24} open {open:>6.2}s  {query}\n")
+            })
+            .collect()
+    }
+
     /// The lease row of `shard`, if any.
     pub async fn lease(&self, shard: u32) -> Option<LeaseRow> {
         self.leases().await.into_iter().find(|l| l.shard == shard)

@@ -205,6 +205,55 @@ async fn sigstop_past_the_lease_then_sigcont() {
     .await;
 }
 
+/// Pauses node `k` at random moments, a few ms each, until PostgreSQL shows one of its
+/// sessions idle inside a transaction that has written (a commit between its gate and its
+/// `COMMIT`, holding the lease row `FOR SHARE` and the head row, CLUSTER.md §4), and leaves it
+/// paused there; returns when it was paused and how many tries it took.
+async fn pause_inside_a_commit(run: &Run, k: usize) -> Option<(Instant, usize)> {
+    let node = &run.cluster.nodes[k].process;
+    for attempt in 1..=300 {
+        node.pause();
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        if run.cluster.db.stalled_writers(20).await > 0 {
+            // Still there 100 ms later: not another node's commit that was merely slow.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if run.cluster.db.stalled_writers(120).await > 0 {
+                return Some((t, attempt));
+            }
+        }
+        node.resume();
+        let gap = rand::Rng::gen_range(&mut rand::thread_rng(), 1..30);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+    }
+    None
+}
+
+/// The paused writer at its worst: the owner is stopped inside its commit transaction,
+/// holding the busy shard's lease row `FOR SHARE` and a channel's head row. The shard must
+/// still be taken over within a few leases (nothing may wait on the paused session), and
+/// whatever the paused commit does when it wakes, nothing lands under its old epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_a_writer_inside_its_commit() {
+    serial("SIGSTOP inside a commit", async {
+        let run = Run::begin().await;
+        let (k, old, held) = run.busy_owner().await;
+        let Some((t_stop, tries)) = pause_inside_a_commit(&run, k).await else {
+            panic!("node {k} was never paused inside a commit in 300 tries");
+        };
+        eprintln!("SIGSTOP inside a commit: node {k} caught mid-commit after {tries} tries");
+        run.takeover_from(k, &old).await;
+        sleep_until(t_stop + lease() * 3).await;
+        let stale = run.cluster.epoch_counts(&held).await;
+        run.cluster.nodes[k].process.resume();
+        let all: Vec<&Payer> = run.payers.iter().collect();
+        run.progress(&all, Duration::from_secs(20)).await;
+        run.end(&stale, (t_stop, old.epoch), "SIGSTOP inside a commit")
+            .await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_under_load() {
     serial("PostgreSQL restart", async {
