@@ -281,11 +281,9 @@ impl Cluster {
         }
     }
 
-    /// Which node holds `shard`'s lease, and the lease. The owner's id is registered with
-    /// its base URL (`tally_members`) and starts with its address (`127.0.0.1:<port>-…`,
-    /// unique per process start, CLUSTER.md §3); failing both, the node found by pausing
-    /// each in turn for less than a lease: the owner's renewals (every third of a lease) stop
-    /// while it is paused.
+    /// Which node holds `shard`'s lease, and the lease: the owner's id is registered with
+    /// its base URL (`tally_members`, CLUSTER.md §7) and starts with its address
+    /// (`127.0.0.1:<port>-<random>`, unique per process start, CLUSTER.md §3).
     pub async fn owner_of(&self, shard: u32) -> (usize, LeaseRow) {
         let lease = self.live_lease(shard).await;
         let registered = self.db.member_url(&lease.owner).await;
@@ -296,26 +294,12 @@ impl Cluster {
                     || lease.owner.starts_with(&format!("127.0.0.1:{}-", n.port))
             })
             .collect();
-        if let [i] = named[..] {
-            return (i, lease);
-        }
-        for (i, node) in self.nodes.iter().enumerate() {
-            if !node.process.is_running() {
-                continue;
-            }
-            node.process.pause();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let before = self.db.lease(shard).await;
-            tokio::time::sleep(Duration::from_millis(LEASE_MS / 2)).await;
-            let after = self.db.lease(shard).await;
-            node.process.resume();
-            if before == after {
-                let lease = self.live_lease(shard).await;
-                eprintln!("cluster: node {i} owns shard {shard} ({})", lease.owner);
-                return (i, lease);
+        match named[..] {
+            [i] => (i, lease),
+            _ => {
+                panic!("no single node owns shard {shard}: {lease:?}, registered at {registered:?}")
             }
         }
-        panic!("no node owns shard {shard} ({lease:?})")
     }
 
     /// Waits until `shard` is taken over from `old` (a live lease at a higher epoch, CLUSTER.md

@@ -112,11 +112,6 @@ impl GatewayProcess {
         }
     }
 
-    /// Whether a process is running (started and not crashed).
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
     /// SIGSTOP: the process freezes mid-whatever (a long GC pause, a VM stall); the kernel
     /// still accepts connections on its listening socket.
     pub fn pause(&self) {
