@@ -464,6 +464,94 @@ async fn dispute_of_a_charged_5xx_returns_a_cosigned_credit() {
     stack.stop().await;
 }
 
+/// Two disputes of one record admitted before either is recorded (on two lanes, at once):
+/// both passed the "already credited?" check at admission; the gateway credits the record
+/// once, under the channel's lock, and refuses the second (a regression test: both were
+/// credited before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_disputes_admitted_together_credit_the_record_once() {
+    use tally_server::gateway::{Admitted, Answer, Purpose, RequestView};
+    let stack = Stack::start(|s| s.charge_server_errors = true).await;
+    let (ch, client, _cdir) = stack.client(1_000_000).await;
+    for i in 0..4 {
+        let r = client
+            .post("/v1/echo")
+            .body(format!("paid {i}"))
+            .send()
+            .await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let failed = client
+        .post("/v1/fail")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("fail route: {e}"));
+    let disputed = failed.receipt.map(|r| r.outcome.index).unwrap_or(u64::MAX);
+    let gw = &stack.gateway;
+    let path = format!("/tally/v1/channels/{}/disputes", ch.id.to_hex());
+    let accepted = tally_e2e::paid::accepted_at(&stack.server.url(), "POST", &path).await;
+    let mut admissions = Vec::new();
+    for lane in [40u32, 41] {
+        let body = format!("dispute on lane {lane}");
+        let mut auth = tally_e2e::paid::next_auth(gw, &ch, &path, body.as_bytes()).await;
+        (auth.lane, auth.seq, auth.max_amount) = (lane, 0, 0);
+        let payload =
+            tally_http::PaymentPayload::new(accepted.clone(), &auth, auth.sign(&ch.session));
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            PAYMENT_SIGNATURE,
+            encode_header("PAYMENT-SIGNATURE", &payload)
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+        let view = RequestView {
+            method: "POST",
+            path: &path,
+            query: "",
+            headers: &headers,
+        };
+        match gw.admit(&view, Purpose::Dispute).await {
+            Ok(Admitted::Fresh(a)) => admissions.push(a),
+            Ok(Admitted::Replay { .. }) => panic!("a fresh dispute was taken for a retry"),
+            Err(e) => panic!("admitting a dispute: {}", e.message),
+        }
+    }
+    let credit = || Answer {
+        status: 200,
+        content_type: None,
+        body: bytes::Bytes::from_static(b"{}"),
+        body_hash: tally_core::request::body_hash(b"{}"),
+        units: [0; tally_core::METERS],
+        amount: -(ECHO_PRICE as i128),
+        credits: Some(disputed),
+    };
+    let mut outcomes = Vec::new();
+    for a in admissions {
+        outcomes.push(gw.record(a, credit()).await);
+    }
+    assert!(outcomes[0].is_ok(), "the first credit is recorded");
+    match &outcomes[1] {
+        Err(e) => assert!(
+            matches!(*e.reason, Reason::DisputeRefused { .. }),
+            "{}",
+            e.message
+        ),
+        Ok(_) => panic!("the record was credited twice"),
+    }
+    let head = gw
+        .store()
+        .unwrap()
+        .head(&ch.id)
+        .unwrap_or_else(|| panic!("no head"));
+    assert_eq!(
+        head.size,
+        disputed + 2,
+        "one credit record after the disputed one"
+    );
+    stack.stop().await;
+}
+
 /// A man in the middle that rewrites the gateway's answers, to check the client notices.
 #[derive(Clone, Copy)]
 enum Tamper {

@@ -75,6 +75,27 @@ pub enum Command {
     /// Check a log store's integrity (every channel, or one).
     #[command(after_help = EXIT_CODES)]
     Fsck(FsckArgs),
+    /// Provider side: the cluster database of `[store] kind = "postgres"` (spec/CLUSTER.md).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Db(DbCommand),
+}
+
+/// `tally db …`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create or migrate the cluster schema and record the shard count (idempotent; every
+    /// node also does it at start). Refuses a database of another shard count or a newer
+    /// schema.
+    #[command(after_help = EXIT_CODES)]
+    Init(DbInitArgs),
+}
+
+/// `tally db init`.
+#[derive(Debug, Args)]
+pub struct DbInitArgs {
+    /// The gateway configuration whose `[store]` names the database.
+    #[arg(long)]
+    pub config: PathBuf,
 }
 
 /// `tally demo`.
@@ -85,8 +106,13 @@ pub struct DemoArgs {
     pub calls: u64,
     /// Keep the artifacts (profile, gateway data, statement, bundle) in this new directory
     /// instead of a temporary one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     pub keep: Option<PathBuf>,
+    /// Run the cluster-mode demo instead (spec/CLUSTER.md): a throwaway PostgreSQL (needs
+    /// PostgreSQL 15: `bash tools/install-postgres.sh`), N `tally serve` nodes behind a
+    /// load balancer, the channel's owner killed mid-way, the failover measured.
+    #[arg(long, value_name = "NODES", num_args = 0..=1, default_missing_value = "3")]
+    pub cluster: Option<usize>,
 }
 
 /// `tally keygen`.

@@ -138,6 +138,8 @@ fn help_on_every_command_documents_exit_codes() {
         vec!["settle", "--help"],
         vec!["export", "--help"],
         vec!["fsck", "--help"],
+        vec!["db", "--help"],
+        vec!["db", "init", "--help"],
     ] {
         let o = run(&args);
         expect(&o, 0);

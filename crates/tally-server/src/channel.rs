@@ -137,7 +137,16 @@ pub struct ChannelState {
     /// The generation of the log store this state was loaded from: after the store is
     /// reopened, state of an older generation may not append.
     pub generation: u64,
+    /// Which load of the channel this is, unique in the process: an admission taken from
+    /// one state never settles or records into a state loaded after it (the state may be
+    /// dropped and reloaded within one generation, after a failed commit).
+    pub load: u64,
+    /// Set when the state was found out of step with the log: it is reloaded on next use.
+    pub stale: bool,
 }
+
+/// A process-wide counter of channel-state loads.
+static LOADS: AtomicU64 = AtomicU64::new(1);
 
 impl ChannelState {
     /// The index the next appended record gets.
@@ -194,13 +203,23 @@ impl ChannelState {
     /// Moves the durable head up to the store's: records of this channel that became
     /// durable since (possibly appended by other requests' tasks) leave `pending`.
     pub(crate) async fn sync_durable(&mut self, store: &Log) -> Result<(), GatewayError> {
+        // The size first (one read on PostgreSQL); the root only when it moved.
+        if store.size(&self.id).await? == self.durable.size {
+            return Ok(());
+        }
         let Some(head) = store.head(&self.id).await? else {
             return Ok(());
         };
         while self.durable.size < head.size {
-            let p = self.pending.pop_front().ok_or_else(|| {
-                GatewayError::internal("the log grew beyond what this channel appended")
-            })?;
+            let Some(p) = self.pending.pop_front() else {
+                // Another writer's records, or this state was loaded while appends of an
+                // earlier one were still queued: reload from the log.
+                self.stale = true;
+                return Err(GatewayError::new(
+                    tally_http::Reason::StoreUnavailable,
+                    "the channel's state is being reloaded; nothing was recorded; retry",
+                ));
+            };
             self.durable = LogState {
                 size: self.durable.size + 1,
                 root: p.root,
@@ -208,6 +227,7 @@ impl ChannelState {
             };
         }
         if self.durable.root != head.root {
+            self.stale = true;
             return Err(GatewayError::internal(
                 "the durable root is not the one the gateway computed",
             ));
@@ -358,6 +378,8 @@ impl ChannelState {
             cached_bytes: 0,
             closing,
             generation,
+            load: LOADS.fetch_add(1, Ordering::Relaxed),
+            stale: false,
         })
     }
 }

@@ -32,7 +32,7 @@ use crate::channel::read_record;
 use crate::errors::GatewayError;
 use crate::gateway::{Admitted, Answer, Gateway, Purpose, RequestView};
 
-fn refused(why: impl Into<String>) -> GatewayError {
+pub(crate) fn refused(why: impl Into<String>) -> GatewayError {
     let why = why.into();
     GatewayError::new(Reason::DisputeRefused { why: why.clone() }, why)
 }

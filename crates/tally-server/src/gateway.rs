@@ -346,7 +346,7 @@ impl Gateway {
     pub fn store(&self) -> Result<Arc<LogStore>, GatewayError> {
         match self.inner.store.reader()? {
             Log::Sled(s) => Ok(s),
-            Log::Pg(_) => Err(GatewayError::internal(
+            Log::Pg(..) => Err(GatewayError::internal(
                 "cluster mode: the log is in PostgreSQL, not in a sled store",
             )),
         }
@@ -447,24 +447,38 @@ impl Gateway {
     async fn lock_slot(&self, channel: &ChannelId) -> Result<ChannelGuard, GatewayError> {
         let slot = self.inner.channels.slot(channel);
         let mut guard = slot.lock_owned().await;
-        // A cluster node that lost the channel's shard and took it back (a new epoch) must
-        // not keep state from before: another node may have appended in between.
-        let stale = match guard.as_ref() {
-            None => true,
-            Some(st) => self
-                .inner
-                .store
-                .for_generation(channel, st.generation)
-                .is_err(),
+        let keep = match guard.as_ref() {
+            None => false,
+            Some(st) if st.stale => false,
+            Some(st) => self.still_current(channel, st.generation).await?,
         };
-        if stale {
+        if !keep {
             let i = &self.inner;
             let (store, generation) = i.store.current(channel).await?;
+            // Appends of a state dropped after a failed commit may still be queued: they
+            // could commit after the head is read.
+            store.quiesce(channel).await?;
             let promising = self.promising_here(channel, generation);
             *guard =
                 Some(ChannelState::load(*channel, &store, generation, &i.side, promising).await?);
         }
         Ok(guard)
+    }
+
+    /// Whether a state loaded under `generation` may still be used. A cluster node that lost
+    /// its own trust in the channel's shard (late renewals) and got the same epoch back held
+    /// the shard throughout, so nobody else wrote: the state stays. A new epoch means another
+    /// node may have appended in between: the state is reloaded.
+    async fn still_current(
+        &self,
+        channel: &ChannelId,
+        generation: u64,
+    ) -> Result<bool, GatewayError> {
+        let store = &self.inner.store;
+        if store.for_generation(channel, generation).is_ok() {
+            return Ok(true);
+        }
+        Ok(store.current(channel).await?.1 == generation)
     }
 
     /// Whether this run marked `channel` as promising under `generation` (spec/HTTP.md
@@ -611,11 +625,11 @@ impl Gateway {
         }
         // Only the marks this run holds the promises of: a channel still waiting for its
         // restore keeps its mark for the next run.
-        let held: Vec<ChannelId> = self
+        let held: Vec<(ChannelId, u64)> = self
             .promising_set()
             .iter()
             .filter(|(c, g)| self.inner.store.for_generation(c, **g).is_ok())
-            .map(|(c, _)| *c)
+            .map(|(c, g)| (*c, *g))
             .collect();
         self.inner
             .side

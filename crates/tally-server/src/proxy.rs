@@ -14,7 +14,7 @@ use http::{HeaderMap, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tally_http::headers::{CHECKPOINT, PAYMENT_SIGNATURE};
+use tally_http::headers::{CHECKPOINT, FORWARDED, PAYMENT_SIGNATURE};
 use tally_http::Reason;
 use tower::Service;
 
@@ -36,6 +36,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// The payment headers, which the upstream never sees.
 const PAYMENT_SIGNATURE_NAME: HeaderName = HeaderName::from_static(PAYMENT_SIGNATURE);
 const CHECKPOINT_NAME: HeaderName = HeaderName::from_static(CHECKPOINT);
+const FORWARDED_NAME: HeaderName = HeaderName::from_static(FORWARDED);
 
 /// Forwards requests to `upstream` (scheme and authority; the request's path and query are
 /// kept).
@@ -96,6 +97,8 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(PAYMENT_SIGNATURE_NAME);
         parts.headers.remove(CHECKPOINT_NAME);
+        // Between cluster nodes only (spec/CLUSTER.md §7): it names a node.
+        parts.headers.remove(FORWARDED_NAME);
         if let Ok(v) = http::HeaderValue::from_str(self.authority.as_str()) {
             parts.headers.insert(HOST, v);
         }

@@ -224,7 +224,7 @@ async fn join_cluster(
     pg: &crate::config::PgSettings,
 ) -> Result<Arc<tally_store_pg::PgNode>, StartError> {
     let node = tally_store_pg::PgNode::start(tally_store_pg::NodeConfig {
-        url: pg.url.clone(),
+        target: pg.target.clone(),
         shards: pg.shards,
         lease_ms: pg.lease_ms,
         node_url: pg.node_url.clone(),

@@ -38,6 +38,7 @@ mod members;
 mod merkle;
 mod node;
 mod schema;
+pub mod throwaway;
 
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls};
@@ -62,9 +63,86 @@ pub fn shard_of(channel: &ChannelId, shards: u16) -> u32 {
     prefix % u32::from(shards.max(1))
 }
 
+/// How to reach the database: a libpq-style connection string or URI, and the password kept
+/// apart from it (it never appears in a string that could be printed). `Debug` omits both.
+#[derive(Clone, Default)]
+pub struct Target {
+    /// `host=… port=… user=… dbname=…` or `postgresql://user@host/db`, without a password.
+    pub url: String,
+    /// The password, if the server asks for one.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Target { .. }")
+    }
+}
+
+impl Target {
+    /// A target without a password.
+    pub fn new(url: &str) -> Target {
+        Target {
+            url: url.into(),
+            password: None,
+        }
+    }
+
+    /// Checks `url` parses and carries no password (passwords belong in a file, never in a
+    /// config string that may be logged or shown).
+    pub fn check_url(url: &str) -> Result<(), String> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("the database url does not parse: {e}"))?;
+        if config.get_password().is_some() {
+            return Err("the database url carries a password; put it in password_file".into());
+        }
+        Ok(())
+    }
+
+    /// The connection settings: the parsed url, the password, a 5 s connect timeout unless
+    /// the url sets one, and TCP keepalives so a dead peer is noticed in seconds.
+    fn config(&self) -> Result<tokio_postgres::Config, PgError> {
+        let mut config: tokio_postgres::Config = self.url.parse()?;
+        if let Some(p) = &self.password {
+            config.password(p.as_bytes());
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.keepalives(true);
+        config.keepalives_idle(std::time::Duration::from_secs(10));
+        Ok(config)
+    }
+}
+
+/// Server-side limits a connection sets on itself (`SET` after every connect), so no
+/// statement or transaction of a stalled node holds locks other nodes wait for (a paused
+/// node's open transaction would otherwise hold its lease row for hours).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// `statement_timeout`, ms (0: none).
+    pub statement_ms: u64,
+    /// `lock_timeout`, ms (0: none).
+    pub lock_ms: u64,
+    /// `idle_in_transaction_session_timeout`, ms (0: none).
+    pub idle_in_transaction_ms: u64,
+}
+
+impl Limits {
+    fn sql(&self) -> String {
+        format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}; \
+             SET idle_in_transaction_session_timeout = {}",
+            self.statement_ms, self.lock_ms, self.idle_in_transaction_ms
+        )
+    }
+}
+
 /// One node's handle on the cluster database: one connection, reopened when it drops.
 pub struct PgStore {
-    url: String,
+    target: Target,
+    limits: Limits,
     shards: u16,
     client: Mutex<Client>,
 }
@@ -74,12 +152,22 @@ impl PgStore {
     /// dbname=tally`; no TLS: the database is expected on a private network). `shards` must
     /// be the same on every node and for the database's life; [`init`](Self::init) checks it.
     pub async fn connect(url: &str, shards: u16) -> Result<PgStore, PgError> {
+        Self::connect_to(&Target::new(url), shards, Limits::default()).await
+    }
+
+    /// [`connect`](Self::connect) with a password and server-side [`Limits`].
+    pub async fn connect_to(
+        target: &Target,
+        shards: u16,
+        limits: Limits,
+    ) -> Result<PgStore, PgError> {
         if shards == 0 {
             return Err(PgError::BadShards);
         }
-        let client = open(url).await?;
+        let client = open(target, &limits).await?;
         Ok(PgStore {
-            url: url.to_string(),
+            target: target.clone(),
+            limits,
             shards,
             client: Mutex::new(client),
         })
@@ -111,7 +199,7 @@ impl PgStore {
     pub(crate) async fn client(&self) -> Result<MutexGuard<'_, Client>, PgError> {
         let mut guard = self.client.lock().await;
         if guard.is_closed() {
-            *guard = open(&self.url).await?;
+            *guard = open(&self.target, &self.limits).await?;
         }
         Ok(guard)
     }
@@ -119,10 +207,11 @@ impl PgStore {
 
 /// Opens a connection and drives it on a task of its own. The task ends when the connection
 /// does; its error then reaches the caller of the next query, which fails as closed.
-async fn open(url: &str) -> Result<Client, PgError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn open(target: &Target, limits: &Limits) -> Result<Client, PgError> {
+    let (client, connection) = target.config()?.connect(NoTls).await?;
     tokio::spawn(async move {
         let _ended = connection.await;
     });
+    client.batch_execute(&limits.sql()).await?;
     Ok(client)
 }

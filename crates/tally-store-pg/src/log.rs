@@ -187,6 +187,29 @@ impl PgStore {
             .collect()
     }
 
+    /// Which epochs wrote `channel`'s records: `(epoch, first index, count)` per epoch, in
+    /// order of first index. Since a takeover fences every older epoch (CLUSTER.md §4), the
+    /// runs are contiguous and the epochs increase along the log; audits check exactly that.
+    pub async fn writers(&self, channel: &ChannelId) -> Result<Vec<(u64, u64, u64)>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT epoch, min(idx), count(*) FROM tally_records WHERE channel = $1
+                  GROUP BY epoch ORDER BY min(idx)",
+                &[&channel.0.as_slice()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    to_u64(row.try_get(0)?, "epoch")?,
+                    to_u64(row.try_get(1)?, "index")?,
+                    to_u64(row.try_get(2)?, "count")?,
+                ))
+            })
+            .collect()
+    }
+
     /// How many channels have records, and how many records they hold in all (for metrics).
     pub async fn totals(&self) -> Result<(u64, u64), PgError> {
         let client = self.client().await?;

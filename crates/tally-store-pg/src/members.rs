@@ -26,9 +26,20 @@ SELECT l.owner, m.url, l.epoch,
  WHERE l.shard = $1";
 
 impl PgStore {
-    /// Registers (or re-registers) `node` as reachable at `url`.
+    /// Registers (or re-registers) `node` as reachable at `url`, and forgets nodes that
+    /// started over a day ago and hold no live lease (every process start is a new node id,
+    /// so the table would otherwise only grow).
     pub async fn register_member(&self, node: &str, url: &str) -> Result<(), PgError> {
         let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM tally_members m
+                  WHERE m.started_at < now() - interval '1 day'
+                    AND NOT EXISTS (SELECT 1 FROM tally_leases l
+                                     WHERE l.owner = m.node AND l.expires_at > now())",
+                &[],
+            )
+            .await?;
         client
             .execute(
                 "INSERT INTO tally_members (node, url) VALUES ($1, $2)

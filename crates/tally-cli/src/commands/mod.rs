@@ -5,6 +5,7 @@ pub mod bill;
 pub mod channel;
 pub mod checkpoint;
 pub mod contract;
+pub mod db;
 pub mod demo;
 pub mod dispute;
 pub mod export;
@@ -19,7 +20,7 @@ pub mod verify;
 pub mod verify_proof;
 pub mod watch;
 
-use crate::cli::{ChannelCommand, Cli, Command, ContractCommand, DisputeCommand};
+use crate::cli::{ChannelCommand, Cli, Command, ContractCommand, DbCommand, DisputeCommand};
 use crate::error::Result;
 use crate::output::Output;
 
@@ -50,6 +51,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Settle(a) => settle::run(a, out).await,
         Command::Export(a) => export::run(a, out).await,
         Command::Fsck(a) => fsck::run(a, out),
+        Command::Db(DbCommand::Init(a)) => db::init(a, out).await,
     }
 }
 

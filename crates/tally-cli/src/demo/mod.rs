@@ -7,6 +7,7 @@
 //! one transfer per call is the channel's whole life (open, claims, payouts, withdraw). Every step goes through the same library code as the
 //! matching command; any failure ends the demo with an error (and a non-zero exit).
 
+pub mod cluster;
 mod exit;
 mod stream;
 mod summary;

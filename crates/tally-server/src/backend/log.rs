@@ -13,16 +13,19 @@ use std::task::{Context, Poll};
 use tally_core::{ChannelId, Hash};
 use tally_http::Reason;
 use tally_log::{Blake3Hasher, Frontier, Head, LogStore};
-use tally_store_pg::{PgError, PgNode};
+use tally_store_pg::{Lease, PgError, PgNode};
 use tokio::sync::oneshot;
 
 use crate::errors::GatewayError;
 
-/// A log store handle, cheap to clone.
+/// A log store handle, cheap to clone. On PostgreSQL it carries the lease a channel's state
+/// was loaded under, when it was got for writing ([`super::Backend::for_generation`]): its
+/// appends and checkpoints are fenced by that very lease, so a shard lost and retaken in the
+/// meantime (a newer epoch of this same node) refuses them.
 #[derive(Clone)]
 pub(crate) enum Log {
     Sled(Arc<LogStore>),
-    Pg(Arc<PgNode>),
+    Pg(Arc<PgNode>, Option<Lease>),
 }
 
 /// Why a store call failed, worded for the gateway: a lost lease is the client's
@@ -30,10 +33,14 @@ pub(crate) enum Log {
 pub(crate) fn pg_error(what: &str, e: &PgError) -> GatewayError {
     match e {
         PgError::Fenced { .. } | PgError::Unsettled { .. } => fenced(),
-        PgError::Db(_) => GatewayError::new(
-            Reason::StoreUnavailable,
-            format!("the cluster database failed ({what}); retry shortly"),
-        ),
+        PgError::Db(e) => {
+            // The server's text is for the log, never for the client.
+            tracing::warn!(error = %e, "{what}: the cluster database failed");
+            GatewayError::new(
+                Reason::StoreUnavailable,
+                format!("the cluster database failed ({what}); retry shortly"),
+            )
+        }
         _ => GatewayError::internal(format!("{what}: {e}")),
     }
 }
@@ -51,11 +58,44 @@ fn sled_error(what: &str, e: tally_log::LogError) -> GatewayError {
 }
 
 impl Log {
+    /// Waits until no append of `channel` is queued any more (PostgreSQL: a queued append may
+    /// commit after a read of the head, so a state loaded before would be behind the log).
+    pub(crate) async fn quiesce(&self, channel: &ChannelId) -> Result<(), GatewayError> {
+        let Log::Pg(n, _) = self else {
+            // sled: a failed commit poisons the store, and the reopen starts a new generation.
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while n.queued_for(channel) > 0 {
+            if std::time::Instant::now() > deadline {
+                return Err(GatewayError::new(
+                    Reason::StoreUnavailable,
+                    "the channel's earlier appends are still being committed; retry",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+
+    /// The durable size alone: one read on PostgreSQL, where [`Log::head`] needs two.
+    pub(crate) async fn size(&self, channel: &ChannelId) -> Result<u64, GatewayError> {
+        match self {
+            Log::Sled(s) => Ok(s.head(channel).map_or(0, |h| h.size)),
+            Log::Pg(n, _) => Ok(n
+                .store()
+                .head(channel)
+                .await
+                .map_err(|e| pg_error("head", &e))?
+                .map_or(0, |h| h.size)),
+        }
+    }
+
     /// The durable head (size and root), `None` for a channel without records.
     pub(crate) async fn head(&self, channel: &ChannelId) -> Result<Option<Head>, GatewayError> {
         match self {
             Log::Sled(s) => Ok(s.head(channel)),
-            Log::Pg(n) => {
+            Log::Pg(n, _) => {
                 let store = n.store();
                 let Some(h) = store
                     .head(channel)
@@ -81,7 +121,7 @@ impl Log {
     ) -> Result<Hash, GatewayError> {
         match self {
             Log::Sled(s) => s.root_at(channel, size).map_err(|e| sled_error("root", e)),
-            Log::Pg(n) => n
+            Log::Pg(n, _) => n
                 .store()
                 .root_at(channel, size)
                 .await
@@ -99,7 +139,7 @@ impl Log {
             Log::Sled(s) => s
                 .record(channel, index)
                 .map_err(|e| sled_error("reading the log", e)),
-            Log::Pg(n) => n
+            Log::Pg(n, _) => n
                 .store()
                 .record(channel, index)
                 .await
@@ -117,7 +157,7 @@ impl Log {
             Log::Sled(s) => s
                 .records(channel, range)
                 .map_err(|e| sled_error("reading the log", e)),
-            Log::Pg(n) => n
+            Log::Pg(n, _) => n
                 .store()
                 .records(channel, range)
                 .await
@@ -135,7 +175,7 @@ impl Log {
     ) -> Result<Result<Vec<Hash>, tally_log::LogError>, GatewayError> {
         match self {
             Log::Sled(s) => Ok(s.inclusion_proof(channel, index, size)),
-            Log::Pg(n) => match n.store().inclusion_proof(channel, index, size).await {
+            Log::Pg(n, _) => match n.store().inclusion_proof(channel, index, size).await {
                 Ok(p) => Ok(Ok(p)),
                 Err(PgError::Log(e)) => Ok(Err(e)),
                 Err(e) => Err(pg_error("proof", &e)),
@@ -152,7 +192,7 @@ impl Log {
     ) -> Result<Result<Vec<Hash>, tally_log::LogError>, GatewayError> {
         match self {
             Log::Sled(s) => Ok(s.consistency_proof(channel, old, new)),
-            Log::Pg(n) => match n.store().consistency_proof(channel, old, new).await {
+            Log::Pg(n, _) => match n.store().consistency_proof(channel, old, new).await {
                 Ok(p) => Ok(Ok(p)),
                 Err(PgError::Log(e)) => Ok(Err(e)),
                 Err(e) => Err(pg_error("proof", &e)),
@@ -169,7 +209,7 @@ impl Log {
             Log::Sled(s) => s
                 .latest_checkpoint(channel)
                 .map_err(|e| sled_error("reading checkpoints", e)),
-            Log::Pg(n) => n
+            Log::Pg(n, _) => n
                 .store()
                 .latest_checkpoint(channel)
                 .await
@@ -186,7 +226,7 @@ impl Log {
             Log::Sled(s) => s
                 .checkpoints(channel)
                 .map_err(|e| sled_error("reading checkpoints", e)),
-            Log::Pg(n) => n
+            Log::Pg(n, _) => n
                 .store()
                 .checkpoints(channel)
                 .await
@@ -198,7 +238,7 @@ impl Log {
     pub(crate) async fn keyed(&self, channel: &ChannelId) -> Result<Vec<(u32, u64)>, GatewayError> {
         match self {
             Log::Sled(s) => s.keyed(channel).map_err(|e| sled_error("reading lanes", e)),
-            Log::Pg(n) => n
+            Log::Pg(n, _) => n
                 .store()
                 .keyed(channel)
                 .await
@@ -210,7 +250,7 @@ impl Log {
     pub(crate) async fn channels(&self) -> Result<Vec<ChannelId>, GatewayError> {
         match self {
             Log::Sled(s) => Ok(s.channels()),
-            Log::Pg(n) => n
+            Log::Pg(n, _) => n
                 .store()
                 .channels()
                 .await
@@ -230,7 +270,7 @@ impl Log {
                     .sum();
                 Ok((channels.len(), records))
             }
-            Log::Pg(n) => {
+            Log::Pg(n, _) => {
                 let (channels, records) = n
                     .store()
                     .totals()
@@ -246,7 +286,7 @@ impl Log {
     pub(crate) fn pending(&self) -> tally_log::Pending {
         match self {
             Log::Sled(s) => s.pending(),
-            Log::Pg(n) => tally_log::Pending {
+            Log::Pg(n, _) => tally_log::Pending {
                 records: n.queued() as u64,
                 oldest: None,
             },
@@ -265,7 +305,7 @@ impl Log {
             Log::Sled(s) => {
                 tally_log::frontier_at(s, channel, size, root).map_err(|e| sled_error(what, e))
             }
-            Log::Pg(n) => {
+            Log::Pg(n, _) => {
                 let f = n
                     .store()
                     .frontier(channel, size)
@@ -300,10 +340,10 @@ impl Log {
                     .map_err(|e| GatewayError::internal(format!("checkpoint writer: {e}")))?
                     .map_err(|e| sled_error(what, e))
             }
-            Log::Pg(n) => {
-                let lease = n.held(n.shard_of(channel)).ok_or_else(fenced)?;
+            Log::Pg(n, lease) => {
+                let lease = lease.as_ref().ok_or_else(fenced)?;
                 n.store()
-                    .put_checkpoint(&lease, channel, size, root, &body)
+                    .put_checkpoint(lease, channel, size, root, &body)
                     .await
                     .map_err(|e| pg_error(what, &e))
             }
@@ -321,8 +361,8 @@ impl Log {
     ) -> Ticket {
         match self {
             Log::Sled(s) => Ticket::Sled(s.append_keyed(channel, start, records)),
-            Log::Pg(n) => {
-                let Some(lease) = n.held(n.shard_of(&channel)) else {
+            Log::Pg(n, lease) => {
+                let Some(lease) = lease.clone() else {
                     return Ticket::Refused(Some(fenced()));
                 };
                 match n.enqueue(lease, channel, start, records) {

@@ -43,7 +43,10 @@ impl Backend {
                 Ok((Log::Sled(store), generation))
             }
             Backend::Pg(node) => match node.owner(node.shard_of(channel)).await {
-                Ok(Owner::Mine(lease)) => Ok((Log::Pg(node.clone()), lease.epoch)),
+                Ok(Owner::Mine(lease)) => {
+                    let epoch = lease.epoch;
+                    Ok((Log::Pg(node.clone(), Some(lease)), epoch))
+                }
                 Ok(Owner::Other(_)) => Err(fenced()),
                 Err(e) => Err(pg_error("taking the channel's shard", &e)),
             },
@@ -60,7 +63,7 @@ impl Backend {
         match self {
             Backend::Sled(slot) => Ok(Log::Sled(slot.for_generation(generation)?)),
             Backend::Pg(node) => match node.held(node.shard_of(channel)) {
-                Some(lease) if lease.epoch == generation => Ok(Log::Pg(node.clone())),
+                Some(lease) if lease.epoch == generation => Ok(Log::Pg(node.clone(), Some(lease))),
                 _ => Err(fenced()),
             },
         }
@@ -70,7 +73,7 @@ impl Backend {
     pub(crate) fn reader(&self) -> Result<Log, GatewayError> {
         match self {
             Backend::Sled(slot) => Ok(Log::Sled(slot.current()?.0)),
-            Backend::Pg(node) => Ok(Log::Pg(node.clone())),
+            Backend::Pg(node) => Ok(Log::Pg(node.clone(), None)),
         }
     }
 

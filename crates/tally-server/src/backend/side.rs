@@ -28,6 +28,9 @@ pub(crate) enum Side {
 pub(crate) struct SideError {
     pub(crate) kind: BindingsErrorKind,
     message: String,
+    /// The database failed (a dropped connection, a restart): worth a retry, and its text
+    /// is for the log, not for the client.
+    transient: bool,
 }
 
 impl std::fmt::Display for SideError {
@@ -42,6 +45,13 @@ impl SideError {
     pub(crate) fn into_gateway(self, what: &str) -> GatewayError {
         match self.kind {
             BindingsErrorKind::Fenced => fenced(),
+            _ if self.transient => {
+                tracing::warn!(error = %self.message, "{what}: the cluster database failed");
+                GatewayError::new(
+                    tally_http::Reason::StoreUnavailable,
+                    format!("the cluster database failed ({what}); retry shortly"),
+                )
+            }
             _ => GatewayError::internal(format!("{what}: {}", self.message)),
         }
     }
@@ -56,6 +66,7 @@ impl From<BindingsError> for SideError {
         SideError {
             kind,
             message: e.to_string(),
+            transient: false,
         }
     }
 }
@@ -70,6 +81,7 @@ impl From<PgError> for SideError {
         SideError {
             kind,
             message: e.to_string(),
+            transient: matches!(e, PgError::Db(_)),
         }
     }
 }
@@ -78,6 +90,7 @@ fn lost() -> SideError {
     SideError {
         kind: BindingsErrorKind::Fenced,
         message: "this node does not hold the channel's shard".into(),
+        transient: false,
     }
 }
 
@@ -92,13 +105,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| SideError {
             kind: BindingsErrorKind::Other,
             message: format!("side-state writer: {e}"),
+            transient: false,
         })?
         .map_err(SideError::from)
 }
 
-/// The lease this node holds for `channel`'s shard, or a fenced refusal.
-fn lease(n: &PgNode, channel: &ChannelId) -> Result<tally_store_pg::Lease, SideError> {
-    n.held(n.shard_of(channel)).ok_or_else(lost)
+/// The lease this node holds for `channel`'s shard at epoch `generation` (the one the
+/// channel's state was loaded under), or a fenced refusal: a shard lost and retaken since is
+/// a newer epoch, whose writes this state must not make.
+fn lease(
+    n: &PgNode,
+    channel: &ChannelId,
+    generation: u64,
+) -> Result<tally_store_pg::Lease, SideError> {
+    n.held(n.shard_of(channel))
+        .filter(|l| l.epoch == generation)
+        .ok_or_else(lost)
 }
 
 impl Side {
@@ -160,16 +182,18 @@ impl Side {
         }
     }
 
-    /// First writer wins; fenced on PostgreSQL (CLUSTER.md §2).
+    /// First writer wins; fenced on PostgreSQL (CLUSTER.md §2) by the lease of the state's
+    /// `generation`.
     pub(crate) async fn mark_closing(
         &self,
         channel: ChannelId,
         closing: Closing,
+        generation: u64,
     ) -> Result<(), SideError> {
         match self {
             Side::Sled(b) => blocking(b, move |b| b.mark_closing(&channel, &closing)).await,
             Side::Pg(n) => {
-                let lease = lease(n, &channel)?;
+                let lease = lease(n, &channel, generation)?;
                 let mark = CloseMark::from(closing);
                 Ok(n.store().mark_closing(&lease, &channel, &mark).await?)
             }
@@ -203,17 +227,18 @@ impl Side {
         }
     }
 
-    /// Replaces the record's mark; fenced on PostgreSQL.
+    /// Replaces the record's mark; fenced on PostgreSQL by the lease of `generation`.
     pub(crate) async fn mark_credited(
         &self,
         channel: ChannelId,
         index: u64,
         mark: CreditMark,
+        generation: u64,
     ) -> Result<(), SideError> {
         match self {
             Side::Sled(b) => blocking(b, move |b| b.mark_credited(&channel, index, &mark)).await,
             Side::Pg(n) => {
-                let lease = lease(n, &channel)?;
+                let lease = lease(n, &channel, generation)?;
                 Ok(n.store()
                     .mark_credited(&lease, &channel, index, &mark)
                     .await?)
@@ -221,12 +246,17 @@ impl Side {
         }
     }
 
-    /// Set once, before the channel's first promise; fenced on PostgreSQL.
-    pub(crate) async fn mark_promising(&self, channel: ChannelId) -> Result<(), SideError> {
+    /// Set once, before the channel's first promise; fenced on PostgreSQL by the lease of
+    /// `generation`.
+    pub(crate) async fn mark_promising(
+        &self,
+        channel: ChannelId,
+        generation: u64,
+    ) -> Result<(), SideError> {
         match self {
             Side::Sled(b) => blocking(b, move |b| b.mark_promising(&channel)).await,
             Side::Pg(n) => {
-                let lease = lease(n, &channel)?;
+                let lease = lease(n, &channel, generation)?;
                 Ok(n.store().mark_promising(&lease, &channel).await?)
             }
         }
@@ -239,20 +269,32 @@ impl Side {
         }
     }
 
-    /// Clears the marks of `channels` once every promise made for them is durable; on
-    /// PostgreSQL one fenced write per shard, skipping shards this node no longer holds
-    /// (their marks stay: the new owner requires a restore, which is always safe).
-    pub(crate) async fn clear_promising(&self, channels: Vec<ChannelId>) -> Result<(), SideError> {
+    /// Clears the marks of `channels` (each with the generation its promises were made
+    /// under) once every promise made for them is durable; on PostgreSQL one fenced write per
+    /// shard, skipping channels whose shard this node no longer holds at that epoch (their
+    /// marks stay: the next owner requires a restore, which is always safe).
+    pub(crate) async fn clear_promising(
+        &self,
+        channels: Vec<(ChannelId, u64)>,
+    ) -> Result<(), SideError> {
         match self {
-            Side::Sled(b) => blocking(b, move |b| b.clear_promising(channels.iter())).await,
+            Side::Sled(b) => {
+                let ids: Vec<ChannelId> = channels.into_iter().map(|(c, _)| c).collect();
+                blocking(b, move |b| b.clear_promising(ids.iter())).await
+            }
             Side::Pg(n) => {
-                let mut by_shard: std::collections::BTreeMap<u32, Vec<ChannelId>> =
+                let mut by_shard: std::collections::BTreeMap<u32, (u64, Vec<ChannelId>)> =
                     std::collections::BTreeMap::new();
-                for c in channels {
-                    by_shard.entry(n.shard_of(&c)).or_default().push(c);
+                for (c, generation) in channels {
+                    let entry = by_shard
+                        .entry(n.shard_of(&c))
+                        .or_insert((generation, Vec::new()));
+                    if entry.0 == generation {
+                        entry.1.push(c);
+                    }
                 }
-                for (shard, chans) in by_shard {
-                    if let Some(lease) = n.held(shard) {
+                for (shard, (generation, chans)) in by_shard {
+                    if let Some(lease) = n.held(shard).filter(|l| l.epoch == generation) {
                         n.store().clear_promising(&lease, &chans).await?;
                     }
                 }

@@ -115,6 +115,10 @@ async fn forward(router: &Router, shard: u32, holder: Holder, req: Request) -> R
     let sent = router.client.request(Request::from_parts(parts, body));
     match tokio::time::timeout(router.timeout, sent).await {
         Ok(Ok(resp)) => {
+            if resp.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+                // Possibly "no longer the owner": ask the database next time.
+                router.node.forget(shard);
+            }
             let (mut parts, body) = resp.into_parts();
             crate::proxy::strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))

@@ -52,11 +52,20 @@ pub async fn run_while_leader(
     }
 }
 
+/// How long a stopped worker may take to finish its tick before it is aborted: the new
+/// leaseholder's worker may already run, and the overlap must stay short (CLUSTER.md §9).
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+
 async fn stop_worker(running: Option<(watch::Sender<bool>, JoinHandle<()>)>) {
-    if let Some((stop, task)) = running {
+    if let Some((stop, mut task)) = running {
         let _ = stop.send(true);
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "settlement worker task failed");
+        match tokio::time::timeout(STOP_WITHIN, &mut task).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "settlement worker task failed"),
+            Ok(Ok(())) => {}
+            Err(_) => {
+                tracing::warn!("the settlement worker did not stop in time; aborted");
+                task.abort();
+            }
         }
     }
 }

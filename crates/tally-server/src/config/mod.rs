@@ -21,7 +21,7 @@ use crate::gateway::Settings;
 use crate::listen::ServerLimits;
 
 mod store;
-pub use store::{PgSettings, StoreConfig, StoreKind, MIN_LEASE_MS};
+pub use store::{PgSettings, StoreConfig, StoreKind, MAX_LEASE_MS, MAX_SHARDS, MIN_LEASE_MS};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]

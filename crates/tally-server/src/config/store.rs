@@ -68,12 +68,12 @@ impl Default for StoreConfig {
     }
 }
 
-/// What a `postgres` store needs, checked: the connection string with its password, and
-/// this node's place in the cluster.
-#[derive(Clone)]
+/// What a `postgres` store needs, checked: the database with its password, and this node's
+/// place in the cluster.
+#[derive(Clone, Debug)]
 pub struct PgSettings {
-    /// The libpq string, password included when one was configured: never log it.
-    pub url: String,
+    /// The database (its `Debug` shows nothing of it).
+    pub target: tally_store_pg::Target,
     /// Shards (CLUSTER.md §3).
     pub shards: u16,
     /// Lease length, ms.
@@ -82,19 +82,14 @@ pub struct PgSettings {
     pub node_url: String,
 }
 
-impl std::fmt::Debug for PgSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgSettings")
-            .field("shards", &self.shards)
-            .field("lease_ms", &self.lease_ms)
-            .field("node_url", &self.node_url)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Shortest lease accepted: renewals run every third of it, and a database round trip
 /// must fit well inside that.
 pub const MIN_LEASE_MS: u64 = 300;
+/// Longest lease accepted: a dead node's channels wait this long for a new owner.
+pub const MAX_LEASE_MS: u64 = 60_000;
+/// Most shards: a node renews each lease it holds every third of `lease_ms`, one statement
+/// each, and a stranger's requests for random channels can make it take every free shard.
+pub const MAX_SHARDS: u16 = 1024;
 
 impl StoreConfig {
     /// Makes relative paths relative to the config file's directory.
@@ -107,9 +102,10 @@ impl StoreConfig {
     }
 
     /// The checked PostgreSQL settings, `None` for sled. Refuses a `postgres` store without
-    /// `url` or `node_url`, a zero shard count, a lease under [`MIN_LEASE_MS`], and a `url`
-    /// that carries a password (it belongs in `password_file`, where it is kept out of the
-    /// config file and of every log line).
+    /// `url` or `node_url`, a `node_url` that is not `http://`, shards outside
+    /// 1..=[`MAX_SHARDS`], a lease outside [`MIN_LEASE_MS`]..=[`MAX_LEASE_MS`], and a `url`
+    /// that does not parse or carries a password (it belongs in `password_file`, where it is
+    /// kept out of the config file and of every log line).
     pub fn postgres(&self) -> Result<Option<PgSettings>, StartError> {
         if self.kind == StoreKind::Sled {
             if self.url.is_some() || self.node_url.is_some() || self.password_file.is_some() {
@@ -124,30 +120,37 @@ impl StoreConfig {
         let Some(url) = &self.url else {
             return bad("kind = \"postgres\" needs url");
         };
-        if url.split_whitespace().any(|kv| kv.starts_with("password")) {
-            return bad("put the database password in password_file, not in url");
+        if let Err(why) = tally_store_pg::Target::check_url(url) {
+            return bad(&why);
         }
         let Some(node_url) = &self.node_url else {
             return bad("kind = \"postgres\" needs node_url (where other nodes forward to)");
         };
-        if !(node_url.starts_with("http://") || node_url.starts_with("https://")) {
-            return bad("node_url must be an http:// or https:// URL");
+        // Forwarding between nodes is plain HTTP on the private network (CLUSTER.md §7).
+        if !node_url.starts_with("http://") {
+            return bad("node_url must be an http:// URL (nodes forward over plain HTTP)");
         }
-        if self.shards == 0 {
-            return bad("shards must be at least 1");
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return bad(&format!("shards must be in 1..={MAX_SHARDS}"));
         }
-        if self.lease_ms < MIN_LEASE_MS {
-            return bad(&format!("lease_ms must be at least {MIN_LEASE_MS}"));
+        if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(&self.lease_ms) {
+            return bad(&format!(
+                "lease_ms must be in {MIN_LEASE_MS}..={MAX_LEASE_MS}"
+            ));
         }
-        let mut url = url.clone();
-        if let Some(file) = &self.password_file {
-            let password = super::read_secret_file(file)?;
-            // libpq quoting: single quotes around, backslash before ' and \.
-            let quoted = password.trim().replace('\\', "\\\\").replace('\'', "\\'");
-            url.push_str(&format!(" password='{quoted}'"));
-        }
+        let password = match &self.password_file {
+            Some(file) => Some(
+                super::read_secret_file(file)?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            None => None,
+        };
         Ok(Some(PgSettings {
-            url,
+            target: tally_store_pg::Target {
+                url: url.clone(),
+                password,
+            },
             shards: self.shards,
             lease_ms: self.lease_ms,
             node_url: node_url.trim_end_matches('/').to_string(),
@@ -188,7 +191,21 @@ mod tests {
         assert!(pg("host=127.0.0.1 password=x", Some("http://a:1"))
             .postgres()
             .is_err());
+        assert!(pg("postgresql://u:pw@db/tally", Some("http://a:1"))
+            .postgres()
+            .is_err());
+        assert!(
+            pg("postgresql://u@db/tally?password=pw", Some("http://a:1"))
+                .postgres()
+                .is_err()
+        );
         assert!(pg("host=127.0.0.1", Some("a:1")).postgres().is_err());
+        assert!(pg("host=127.0.0.1", Some("https://a:1"))
+            .postgres()
+            .is_err());
+        assert!(pg("postgresql://u@db/tally", Some("http://a:1"))
+            .postgres()
+            .is_ok());
         let ok = pg("host=127.0.0.1", Some("http://a:1/"))
             .postgres()
             .unwrap()
@@ -202,17 +219,23 @@ mod tests {
     }
 
     #[test]
-    fn tiny_leases_and_zero_shards_are_refused() {
+    fn leases_and_shards_out_of_range_are_refused() {
         let mut c = pg("host=127.0.0.1", Some("http://a:1"));
         c.lease_ms = MIN_LEASE_MS - 1;
+        assert!(c.postgres().is_err());
+        c.lease_ms = MAX_LEASE_MS + 1;
         assert!(c.postgres().is_err());
         c.lease_ms = MIN_LEASE_MS;
         c.shards = 0;
         assert!(c.postgres().is_err());
+        c.shards = MAX_SHARDS + 1;
+        assert!(c.postgres().is_err());
+        c.shards = MAX_SHARDS;
+        assert!(c.postgres().is_ok());
     }
 
     #[test]
-    fn the_password_file_is_quoted_into_the_url() {
+    fn the_password_file_is_kept_apart_from_the_url() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, "it's\n").unwrap();
@@ -221,6 +244,11 @@ mod tests {
         let mut c = pg("host=127.0.0.1", Some("http://a:1"));
         c.password_file = Some(file);
         let s = c.postgres().unwrap().unwrap();
-        assert!(s.url.ends_with(" password='it\\'s'"), "{}", s.url);
+        assert_eq!(s.target.password.as_deref(), Some("it's"));
+        assert_eq!(s.target.url, "host=127.0.0.1");
+        assert!(
+            !format!("{s:?}").contains("it's"),
+            "the password stays out of Debug"
+        );
     }
 }

@@ -51,6 +51,8 @@ pub enum Admitted {
 pub struct Admission {
     pub(super) slot: channel::Slot,
     pub(super) generation: u64,
+    /// The load of the channel state this admission was taken from ([`ChannelState::load`]).
+    pub(super) load: u64,
     pub(super) authorization: Authorization,
     pub(super) signature: tally_core::Signature,
     /// `authorization.signed_hash(&signature)`, from the bytes the signature was checked on.
@@ -108,9 +110,9 @@ impl Drop for Admission {
             return;
         }
         let slot = self.slot.clone();
-        let (generation, auth) = (self.generation, self.authorization);
+        let (load, auth) = (self.load, self.authorization);
         let release = move |state: &mut Option<ChannelState>| {
-            if let Some(st) = state.as_mut().filter(|s| s.generation == generation) {
+            if let Some(st) = state.as_mut().filter(|s| s.load == load) {
                 release_reservation(st, &auth);
             }
         };

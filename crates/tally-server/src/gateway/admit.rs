@@ -177,11 +177,13 @@ impl Gateway {
         st.lanes.entry(auth.lane).or_default().busy = Some((auth.seq, auth.request_hash));
         let session_key = st.session_key.ok_or_else(unbound)?;
         let cumulatives = (st.checkpoint_cumulative, st.tail_cumulative());
+        let load = st.load;
         let slot = ChannelGuard::mutex(&guard).clone();
         drop(guard);
         Ok(Admitted::Fresh(Admission {
             slot,
             generation,
+            load,
             authorization: auth,
             signature: sig,
             authorization_hash: tally_core::hash::blake3_of(&[&auth_bytes, &sig.0]),

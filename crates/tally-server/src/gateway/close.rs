@@ -124,7 +124,7 @@ impl Gateway {
             let id = *channel;
             tokio::spawn(async move {
                 let mut guard = guard;
-                let written = gw.side().mark_closing(id, closing).await;
+                let written = gw.side().mark_closing(id, closing, generation).await;
                 match written {
                     Ok(()) => {
                         if let Some(st) = guard.as_mut() {

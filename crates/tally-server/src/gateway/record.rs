@@ -48,7 +48,7 @@ impl Gateway {
         admission.consumed = true;
         let st = guard
             .as_mut()
-            .filter(|s| s.generation == admission.generation)
+            .filter(|s| s.load == admission.load && !s.stale)
             .ok_or_else(|| {
                 GatewayError::new(
                     Reason::StoreUnavailable,
@@ -84,7 +84,15 @@ impl Gateway {
             .check_consistency()
             .map_err(|e| GatewayError::internal(format!("built an invalid record: {e}")))?;
         if let Some(disputed) = answer.credits {
-            self.mark_credit(&auth, disputed, index).await?;
+            // Under the lock: two disputes of one record admitted at once (on two lanes)
+            // both passed the check at admission; only the first may append its credit.
+            if self.credited_here(st, disputed).await? {
+                return Err(crate::dispute::refused(format!(
+                    "record {disputed} was already credited"
+                )));
+            }
+            self.mark_credit(&auth, disputed, index, admission.generation)
+                .await?;
         }
         let bytes = Bytes::from(record.to_bytes());
         let mut frontier = st.frontier.clone();
@@ -128,7 +136,7 @@ impl Gateway {
             );
             let checkpoint_request = checkpoint_due(&i.settings.checkpoint, st);
             drop(guard);
-            self.keep_promise(ticket, slot, promise_id, commit_start);
+            self.keep_promise(ticket, slot, auth.channel_id, promise_id, commit_start);
             self.count_metered(&answer);
             return Ok(Recorded {
                 receipt,
@@ -200,6 +208,7 @@ impl Gateway {
         &self,
         ticket: crate::backend::Ticket,
         slot: channel::Slot,
+        channel: ChannelId,
         id: u64,
         started: Instant,
     ) {
@@ -213,10 +222,10 @@ impl Gateway {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "a promised record's group commit failed");
+                    // First, whatever holds the slot now: the next load of the channel must
+                    // require a restore, even if another failure already emptied the slot.
+                    gw.note_promising(channel, None);
                     let mut guard = slot.lock().await;
-                    if let Some(st) = guard.as_ref() {
-                        gw.note_promising(st.id, None);
-                    }
                     *guard = None;
                     drop(guard);
                     gw.inner.promises.close(id);
@@ -238,10 +247,7 @@ impl Gateway {
         store: &crate::backend::Log,
     ) -> Result<Option<u64>, GatewayError> {
         let mut guard = slot.lock().await;
-        let Some(st) = guard
-            .as_mut()
-            .filter(|s| s.generation == admission.generation)
-        else {
+        let Some(st) = guard.as_mut().filter(|s| s.load == admission.load) else {
             return Ok(None);
         };
         if st.sync_durable(store).await.is_err() {
@@ -264,12 +270,29 @@ impl Gateway {
     async fn mark_promising(&self, st: &mut ChannelState) -> Result<(), GatewayError> {
         let channel = st.id;
         self.side()
-            .mark_promising(channel)
+            .mark_promising(channel, st.generation)
             .await
             .map_err(|e| e.into_gateway("storing the promise mark"))?;
         self.note_promising(channel, Some(st.generation));
         st.promising = true;
         Ok(())
+    }
+
+    /// Whether record `disputed` already has a credit in this channel's log, durable or still
+    /// pending: its mark names an index the log holds, whose record is a credit authorized by
+    /// the very request the mark names (spec/HTTP.md §7). A mark whose credit never landed
+    /// (its append failed) does not count.
+    async fn credited_here(&self, st: &ChannelState, disputed: u64) -> Result<bool, GatewayError> {
+        let mark = self
+            .side()
+            .credit_for(&st.id, disputed)
+            .await
+            .map_err(|e| e.into_gateway("reading credits"))?;
+        let Some(mark) = mark.filter(|m| m.index < st.next_index()) else {
+            return Ok(false);
+        };
+        let record = self.record_of(st, mark.index).await?;
+        Ok(record.outcome.amount < 0 && record.authorization.request_hash == mark.request_hash)
     }
 
     /// Marks `disputed` as credited by the record about to be appended at `index`, durably,
@@ -279,13 +302,14 @@ impl Gateway {
         auth: &Authorization,
         disputed: u64,
         index: u64,
+        generation: u64,
     ) -> Result<(), GatewayError> {
         let mark = crate::bindings::CreditMark {
             index,
             request_hash: auth.request_hash,
         };
         self.side()
-            .mark_credited(auth.channel_id, disputed, mark)
+            .mark_credited(auth.channel_id, disputed, mark, generation)
             .await
             .map_err(|e| e.into_gateway("storing credit mark"))
     }

@@ -1,5 +1,5 @@
 //! One gateway node in cluster mode (spec/CLUSTER.md §3, §7, §8): its leases, kept renewed,
-//! and its ordered commit queue. The gateway asks [`PgNode::owner`] who owns a channel's shard
+//! and its ordered commit queues. The gateway asks [`PgNode::owner`] who owns a channel's shard
 //! before it loads or writes the channel: this node (a [`Lease`] it holds, taking a free or
 //! expired shard on the way), or another node, to which the request is forwarded.
 //!
@@ -15,16 +15,17 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use tokio_postgres::error::SqlState;
 
 pub use writer::{Committed, QueueFull};
 
-use crate::{shard_of, ChannelId, Holder, Lease, PgError, PgStore};
+use crate::{shard_of, ChannelId, Holder, Lease, Limits, PgError, PgStore, Target};
 
 /// How a node joins the cluster.
 #[derive(Clone)]
 pub struct NodeConfig {
-    /// The libpq connection string (password included if any: never logged).
-    pub url: String,
+    /// The database and its password.
+    pub target: Target,
     /// Shards (CLUSTER.md §3), the same on every node.
     pub shards: u16,
     /// Lease length, ms; renewed every third of it.
@@ -32,6 +33,11 @@ pub struct NodeConfig {
     /// This node's base URL as the other nodes reach it.
     pub node_url: String,
 }
+
+/// Commit connections per node. Each channel always commits through the same one (its
+/// records stay in order); different channels commit in parallel, so PostgreSQL's own group
+/// commit of the WAL batches their flushes.
+const COMMIT_CONNECTIONS: usize = 4;
 
 /// Who owns a shard, as this node sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,13 +65,18 @@ pub struct PgNode {
     config: NodeConfig,
     /// Reads and the side state.
     store: PgStore,
-    /// Lease acquisition and renewal, on a connection of their own so a slow query never
-    /// delays a renewal.
+    /// Lease lookups and acquisitions, on a connection of their own.
     leasing: PgStore,
+    /// Renewals, on a connection of their own: an acquisition that waits for a lock never
+    /// delays them.
+    renewing: PgStore,
     held: HeldMap,
     /// Other nodes' leases, trusted for a moment, to spare a query per forwarded request.
     others: Mutex<HashMap<u32, (Holder, Instant)>>,
-    queue: writer::Queue,
+    /// One commit queue per commit connection.
+    queues: Vec<writer::Queue>,
+    /// Queued appends per channel, over all queues.
+    in_queue: writer::InQueue,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,10 +91,34 @@ impl PgNode {
     /// under a fresh id (`<node_url host>-<random>`: unique per process start, CLUSTER.md §3)
     /// and starts the renewal task and the commit writer. Both end when the node is dropped.
     pub async fn start(config: NodeConfig) -> Result<Arc<PgNode>, PgError> {
-        let store = PgStore::connect(&config.url, config.shards).await?;
+        let (lease, t, shards) = (config.lease_ms, &config.target, config.shards);
+        // No statement, lock wait or open transaction of this node may outlast a fraction of
+        // a lease: a paused or cut-off node must not hold rows other nodes need.
+        let reads = Limits {
+            statement_ms: lease.max(1000),
+            lock_ms: (lease / 2).max(100),
+            idle_in_transaction_ms: (lease / 2).max(100),
+        };
+        // A lookup that would wait for a lock gives up quickly (the row is changing hands);
+        // a renewal waits longer: this node's own commits hold its lease rows in share mode
+        // for a moment each.
+        let leases = Limits {
+            statement_ms: (lease / 3).max(100),
+            lock_ms: (lease / 10).max(50),
+            idle_in_transaction_ms: (lease / 3).max(100),
+        };
+        let renewals = Limits {
+            lock_ms: (lease / 4).max(50),
+            ..leases
+        };
+        let store = PgStore::connect_to(t, shards, reads).await?;
         store.init().await?;
-        let leasing = PgStore::connect(&config.url, config.shards).await?;
-        let writes = PgStore::connect(&config.url, config.shards).await?;
+        let leasing = PgStore::connect_to(t, shards, leases).await?;
+        let renewing = PgStore::connect_to(t, shards, renewals).await?;
+        let mut writes = Vec::with_capacity(COMMIT_CONNECTIONS);
+        for _ in 0..COMMIT_CONNECTIONS {
+            writes.push(PgStore::connect_to(t, shards, reads).await?);
+        }
         let host = config
             .node_url
             .split("://")
@@ -93,15 +128,21 @@ impl PgNode {
         let id = format!("{host}-{:016x}", rand::random::<u64>());
         store.register_member(&id, &config.node_url).await?;
         let held: HeldMap = Arc::default();
-        let queue = writer::spawn(writes, held.clone());
+        let in_queue: writer::InQueue = Arc::default();
+        let queues = writes
+            .into_iter()
+            .map(|w| writer::spawn(w, held.clone(), in_queue.clone()))
+            .collect();
         let node = Arc::new(PgNode {
             id,
             config,
             store,
             leasing,
+            renewing,
             held,
             others: Mutex::default(),
-            queue,
+            queues,
+            in_queue,
         });
         tokio::spawn(renew_loop(Arc::downgrade(&node)));
         Ok(node)
@@ -152,18 +193,10 @@ impl PgNode {
                 return Ok(Owner::Other(holder.clone()));
             }
         }
-        // A lease that changes hands between the two statements is looked up again.
+        // A lease that changes hands between the statements is looked up again. The holder
+        // is read first, without locks: a live lease of another node is answered without
+        // touching its row (an acquisition would wait behind the owner's commits).
         for _ in 0..3 {
-            let sent = Instant::now();
-            if let Some(lease) = self
-                .leasing
-                .acquire(shard, &self.id, self.config.lease_ms)
-                .await?
-            {
-                self.trust(lease.clone(), sent);
-                lock(&self.others).remove(&shard);
-                return Ok(Owner::Mine(lease));
-            }
             if let Some(holder) = self.leasing.holder(shard).await? {
                 if holder.expires_in_ms > 0 && holder.node != self.id {
                     let keep = holder.expires_in_ms.min(self.config.lease_ms / 3);
@@ -172,14 +205,36 @@ impl PgNode {
                     return Ok(Owner::Other(holder));
                 }
             }
+            let sent = Instant::now();
+            match self
+                .leasing
+                .acquire(shard, &self.id, self.config.lease_ms)
+                .await
+            {
+                Ok(Some(lease)) => {
+                    self.trust(lease.clone(), sent);
+                    lock(&self.others).remove(&shard);
+                    return Ok(Owner::Mine(lease));
+                }
+                Ok(None) => {}
+                // A lock wait past `lock_timeout` (or the statement's own limit): the row is
+                // busy changing hands.
+                Err(PgError::Db(e))
+                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                        || e.code() == Some(&SqlState::QUERY_CANCELED) =>
+                {
+                    return Err(PgError::Unsettled { shard });
+                }
+                Err(e) => return Err(e),
+            }
         }
         Err(PgError::Unsettled { shard })
     }
 
-    /// Forgets what this node believed about `shard`: after a write was fenced, or a
-    /// forwarded request found the cached owner gone.
+    /// Forgets which other node owns `shard` (a forward could not reach it, or it answered
+    /// that it no longer owns the shard); the next lookup asks the database. This node's own
+    /// leases are untouched: only the database says those are gone.
     pub fn forget(&self, shard: u32) {
-        lock(&self.held).remove(&shard);
         lock(&self.others).remove(&shard);
     }
 
@@ -203,12 +258,25 @@ impl PgNode {
         start: u64,
         records: Vec<(u32, Vec<u8>)>,
     ) -> Result<oneshot::Receiver<Committed>, QueueFull> {
-        self.queue.send(lease, channel, start, records)
+        // Bytes 2..4 of the id pick the queue (0..2 pick the shard): spread within a shard.
+        let pick = usize::from(u16::from_be_bytes([channel.0[2], channel.0[3]]));
+        let queue = self
+            .queues
+            .get(pick % self.queues.len().max(1))
+            .ok_or(QueueFull)?;
+        queue.send(lease, channel, start, records)
     }
 
-    /// Commits waiting in the queue.
+    /// Appends of `channel` queued and not yet resolved (committed or refused). A channel's
+    /// state is loaded from the database only at 0: a queued append may still commit after
+    /// the read.
+    pub fn queued_for(&self, channel: &ChannelId) -> usize {
+        lock(&self.in_queue).get(channel).copied().unwrap_or(0)
+    }
+
+    /// Commits waiting in the queues.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queues.iter().map(writer::Queue::len).sum()
     }
 
     /// Gives up every lease at once (a clean shutdown), so other nodes take the shards over
@@ -242,7 +310,7 @@ impl PgNode {
         let leases: Vec<Lease> = lock(&self.held).values().map(|h| h.lease.clone()).collect();
         for lease in leases {
             let sent = Instant::now();
-            match self.leasing.renew(&lease).await {
+            match self.renewing.renew(&lease).await {
                 Ok(renewed) => self.trust(renewed, sent),
                 Err(PgError::Fenced { .. }) => {
                     tracing::warn!(

@@ -4,9 +4,10 @@
 //! (lanes, promise mode); committing in queue order keeps each one's expected head right.
 //! Consecutive appends of one channel under one lease go in one transaction.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,10 +37,15 @@ struct Job {
     done: oneshot::Sender<Committed>,
 }
 
+/// Appends queued and not yet resolved, per channel: a channel's state must not be loaded
+/// from the database while some are (they may still commit after the read).
+pub(super) type InQueue = Arc<Mutex<HashMap<ChannelId, usize>>>;
+
 /// The sending side, held by the node.
 pub(super) struct Queue {
     tx: mpsc::Sender<Job>,
     len: Arc<AtomicUsize>,
+    in_queue: InQueue,
 }
 
 impl Queue {
@@ -58,8 +64,14 @@ impl Queue {
             records,
             done,
         };
-        self.tx.try_send(job).map_err(|_| QueueFull)?;
+        // Counted before the send, so the writer's decrement can never come first.
         self.len.fetch_add(1, Ordering::Relaxed);
+        count(&self.in_queue, &channel, true);
+        if self.tx.try_send(job).is_err() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            count(&self.in_queue, &channel, false);
+            return Err(QueueFull);
+        }
         Ok(rx)
     }
 
@@ -68,15 +80,40 @@ impl Queue {
     }
 }
 
-/// Starts the writer on `writes`; it ends when the queue's sender is dropped.
-pub(super) fn spawn(writes: PgStore, held: HeldMap) -> Queue {
-    let (tx, rx) = mpsc::channel(CAPACITY);
-    let len = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(run(writes, held, rx, len.clone()));
-    Queue { tx, len }
+/// One more (`up`) or one fewer queued append of `channel`.
+fn count(in_queue: &InQueue, channel: &ChannelId, up: bool) {
+    let mut map = lock(in_queue);
+    if up {
+        *map.entry(*channel).or_default() += 1;
+    } else if let Some(n) = map.get_mut(channel) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(channel);
+        }
+    }
 }
 
-async fn run(writes: PgStore, held: HeldMap, mut rx: mpsc::Receiver<Job>, len: Arc<AtomicUsize>) {
+/// Starts the writer on `writes`; it ends when the queue's sender is dropped.
+pub(super) fn spawn(writes: PgStore, held: HeldMap, in_queue: InQueue) -> Queue {
+    let (tx, rx) = mpsc::channel(CAPACITY);
+    let len = Arc::new(AtomicUsize::new(0));
+    let shared = Shared {
+        held,
+        in_queue: in_queue.clone(),
+        len: len.clone(),
+    };
+    tokio::spawn(run(writes, shared, rx));
+    Queue { tx, len, in_queue }
+}
+
+/// What the writer shares with the node.
+struct Shared {
+    held: HeldMap,
+    in_queue: InQueue,
+    len: Arc<AtomicUsize>,
+}
+
+async fn run(writes: PgStore, shared: Shared, mut rx: mpsc::Receiver<Job>) {
     let mut next: Option<Job> = None;
     loop {
         let first = match next.take() {
@@ -101,8 +138,8 @@ async fn run(writes: PgStore, held: HeldMap, mut rx: mpsc::Receiver<Job>, len: A
                 break;
             }
         }
-        len.fetch_sub(batch.len(), Ordering::Relaxed);
-        commit(&writes, &held, batch).await;
+        shared.len.fetch_sub(batch.len(), Ordering::Relaxed);
+        commit(&writes, &shared, batch).await;
     }
 }
 
@@ -113,7 +150,7 @@ fn extends(last: &Job, job: &Job) -> bool {
         && job.start == last.start + last.records.len() as u64
 }
 
-async fn commit(writes: &PgStore, held: &HeldMap, batch: Vec<Job>) {
+async fn commit(writes: &PgStore, shared: &Shared, batch: Vec<Job>) {
     let lease = batch[0].lease.clone();
     let channel = batch[0].channel;
     let start = batch[0].start;
@@ -125,12 +162,13 @@ async fn commit(writes: &PgStore, held: &HeldMap, batch: Vec<Job>) {
         Ok(_) => {
             for job in batch {
                 let n = job.records.len() as u64;
+                count(&shared.in_queue, &channel, false);
                 let _gone = job.done.send(Ok(job.start..job.start + n));
             }
         }
         Err(e) => {
             if matches!(e, PgError::Fenced { .. }) {
-                let mut held = lock(held);
+                let mut held = lock(&shared.held);
                 if held
                     .get(&lease.shard)
                     .is_some_and(|h| h.lease.epoch == lease.epoch)
@@ -140,6 +178,7 @@ async fn commit(writes: &PgStore, held: &HeldMap, batch: Vec<Job>) {
             }
             let e = Arc::new(e);
             for job in batch {
+                count(&shared.in_queue, &channel, false);
                 let _gone = job.done.send(Err(e.clone()));
             }
         }
