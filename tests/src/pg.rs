@@ -1,30 +1,38 @@
-//! A throwaway PostgreSQL 15 for the cluster tests (spec/CLUSTER.md): the very server of
-//! tally-store-pg's own tests (its `tests/support` module, included here rather than copied),
-//! plus what a fault test needs on top: the port (to put a [`crate::tcp_proxy::TcpProxy`] in
-//! front of it) and a crash and restart on the same data directory and port.
-
-#[path = "../../crates/tally-store-pg/tests/support/mod.rs"]
-mod support;
+//! A throwaway PostgreSQL 15 for the cluster tests (spec/CLUSTER.md): tally-store-pg's
+//! throwaway server (the one its own tests and `tally demo --cluster` use), driven from async
+//! tests, with what a fault test needs on top: the address (to put a
+//! [`crate::tcp_proxy::TcpProxy`] in front of it) and a crash and restart on the same data
+//! directory and port.
 
 use std::net::SocketAddr;
+
+use tally_store_pg::throwaway::PgServer;
+
+fn ok<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
 
 /// A PostgreSQL server in a temporary directory, listening on 127.0.0.1 only; stopped with
 /// `pg_ctl stop -m immediate` when dropped. A missing PostgreSQL fails the test (run
 /// `bash tools/install-postgres.sh`); it never skips.
 pub struct Postgres {
-    server: support::PgServer,
-    port: u16,
+    server: PgServer,
 }
 
 impl Postgres {
-    /// initdb, start and create the `tally` database (blocking: a few seconds of initdb).
+    /// initdb, start and create the `tally` database (a few seconds of initdb, off the
+    /// runtime's workers).
     pub async fn start() -> Postgres {
-        let server = match tokio::task::spawn_blocking(support::PgServer::start).await {
-            Ok(s) => s,
-            Err(e) => panic!("starting PostgreSQL: {e}"),
-        };
-        let port = port_of(&server.url());
-        Postgres { server, port }
+        let started = ok(
+            "starting PostgreSQL",
+            tokio::task::spawn_blocking(PgServer::start).await,
+        );
+        Postgres {
+            server: ok("starting PostgreSQL", started),
+        }
     }
 
     /// The libpq connection string of the `tally` database.
@@ -40,32 +48,32 @@ impl Postgres {
 
     /// Where the server listens.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from(([127, 0, 0, 1], self.server.port()))
     }
 
     /// Kills the server as a crash would (`pg_ctl stop -m immediate`: no checkpoint, every
-    /// connection dropped).
+    /// connection dropped). Blocks this worker while `pg_ctl` runs: multi-thread runtimes
+    /// only.
     pub async fn stop_immediate(&self) {
-        tokio::task::block_in_place(|| self.server.stop_immediate());
+        ok(
+            "pg_ctl stop -m immediate",
+            tokio::task::block_in_place(|| self.server.stop_immediate()),
+        );
     }
 
     /// Starts it again on the same data directory and port; crash recovery replays the WAL.
+    /// Multi-thread runtimes only, as [`Self::stop_immediate`].
     pub async fn start_again(&self) {
-        tokio::task::block_in_place(|| self.server.pg_ctl_start());
+        ok(
+            "pg_ctl start",
+            tokio::task::block_in_place(|| self.server.pg_ctl_start()),
+        );
     }
-}
-
-/// The `port=` of a libpq key=value string.
-fn port_of(url: &str) -> u16 {
-    url.split_whitespace()
-        .find_map(|kv| kv.strip_prefix("port="))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {url}"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{port_of, Postgres};
+    use super::Postgres;
 
     async fn answers(pg: &Postgres) -> bool {
         match tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await {
@@ -81,18 +89,10 @@ mod tests {
     async fn the_server_crashes_and_comes_back_on_its_port() {
         let pg = Postgres::start().await;
         assert!(answers(&pg).await, "the fresh server does not answer");
-        assert_eq!(port_of(&pg.url()), pg.addr().port());
+        assert!(pg.url().contains(&format!("port={}", pg.addr().port())));
         pg.stop_immediate().await;
         assert!(!answers(&pg).await, "the stopped server still answers");
         pg.start_again().await;
         assert!(answers(&pg).await, "the restarted server does not answer");
-    }
-
-    #[test]
-    fn the_port_is_read_from_the_libpq_string() {
-        assert_eq!(
-            port_of("host=127.0.0.1 port=5433 user=postgres dbname=tally"),
-            5433
-        );
     }
 }
