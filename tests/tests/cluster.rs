@@ -118,22 +118,30 @@ impl Run {
     /// Stops the load, makes one last call per client, and checks what must hold after
     /// every fault (tally_e2e::cluster_check); `stale` are the stale node's
     /// `(shard, epoch, records)` counted once its leases had expired. Prints the failover
-    /// time: from `t_fault` to the first receipt of the busy shard served above `epoch`.
+    /// time: from `t` (the moment named `from`) to the first receipt of the busy shard served
+    /// above `epoch`; there must be one.
     async fn end(
         self,
         stale: &[(u32, u64, u64)],
-        (t_fault, epoch): (Instant, u64),
+        (t, from, epoch): (Instant, &str, u64),
         name: &str,
     ) -> Totals {
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.load.assert_running();
         let mut paid: Vec<(Client, Seen)> = self.load.stop().await;
         last_calls(&mut paid, &self.payers).await;
-        let failover = first_receipt_after(&paid, &self.payers, self.busy, t_fault, epoch);
+        let failover = first_receipt_after(&paid, &self.payers, self.busy, t, epoch);
         assert_no_stale_appends(&self.cluster, stale).await;
         let totals = assert_consistent(&self.cluster, paid, &self.payers).await;
+        let Some(failover) = failover else {
+            panic!(
+                "{name}: no receipt of shard {} above epoch {epoch} after the {from}",
+                self.busy
+            );
+        };
         eprintln!(
-            "{name}: failover (fault → first receipt of shard {}) {failover:?}; {totals:?}",
+            "{name}: {from} → first receipt of shard {} above epoch {epoch}: {failover:?}; \
+             {totals:?}",
             self.busy
         );
         assert!(totals.receipts > 0, "{totals:?}");
@@ -167,7 +175,8 @@ async fn kill_9_a_node_under_load() {
         eprintln!("kill -9: node {k} restarted in {restart:?}");
         let all: Vec<&Payer> = run.payers.iter().collect();
         run.progress(&all, Duration::from_secs(20)).await;
-        run.end(&stale, (t_kill, old.epoch), "kill -9").await;
+        run.end(&stale, (t_kill, "SIGKILL", old.epoch), "kill -9")
+            .await;
     })
     .await;
 }
@@ -200,7 +209,8 @@ async fn sigstop_past_the_lease_then_sigcont() {
             now.as_ref().is_some_and(|l| l.epoch >= new.epoch),
             "the busy shard's lease went back: {now:?} after {new:?}"
         );
-        run.end(&stale, (t_stop, old.epoch), "SIGSTOP").await;
+        run.end(&stale, (t_stop, "SIGSTOP", old.epoch), "SIGSTOP")
+            .await;
     })
     .await;
 }
@@ -248,8 +258,12 @@ async fn sigstop_a_writer_inside_its_commit() {
         run.cluster.nodes[k].process.resume();
         let all: Vec<&Payer> = run.payers.iter().collect();
         run.progress(&all, Duration::from_secs(20)).await;
-        run.end(&stale, (t_stop, old.epoch), "SIGSTOP inside a commit")
-            .await;
+        run.end(
+            &stale,
+            (t_stop, "SIGSTOP", old.epoch),
+            "SIGSTOP inside a commit",
+        )
+        .await;
     })
     .await;
 }
@@ -273,7 +287,8 @@ async fn postgres_restart_under_load() {
         );
         // No node was stale: every node lost the database at once. The time printed runs
         // from the restart to the first receipt after it.
-        run.end(&[], (t_start, 0), "PostgreSQL restart").await;
+        run.end(&[], (t_start, "restart", 0), "PostgreSQL restart")
+            .await;
     })
     .await;
 }
@@ -299,7 +314,7 @@ async fn a_cut_database_connection() {
             t_restore - t_cut,
             t_restore.elapsed()
         );
-        run.end(&stale, (t_cut, old.epoch), "cut").await;
+        run.end(&stale, (t_cut, "cut", old.epoch), "cut").await;
     })
     .await;
 }
