@@ -135,7 +135,12 @@ async fn terms(State(gw): State<Gateway>) -> Response {
 /// `ok` while the gateway can record; 503 with the reason while its log cannot take writes
 /// (and a recovery attempt is started), so a load balancer stops sending paid traffic.
 async fn healthz(State(gw): State<Gateway>) -> Response {
-    match gw.ensure_writable() {
+    if let Err(e) = gw.ensure_writable() {
+        return e.into_response();
+    }
+    // A cluster node that cannot reach its database can serve nothing: the load balancer
+    // should send its traffic elsewhere.
+    match gw.inner.store.reachable().await {
         Ok(()) => "ok\n".into_response(),
         Err(e) => e.into_response(),
     }

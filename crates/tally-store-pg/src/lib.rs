@@ -188,6 +188,12 @@ impl PgStore {
         schema::init(&mut client, self.shards, version.min(SCHEMA_VERSION)).await
     }
 
+    /// One trivial query: whether the database answers on this store's connection.
+    pub async fn ping(&self) -> Result<(), PgError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
     /// The number of shards this store was opened with.
     pub fn shards(&self) -> u16 {
         self.shards

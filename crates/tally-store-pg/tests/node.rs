@@ -18,17 +18,17 @@ fn config(pg: &PgServer, node_url: &str, lease_ms: u64) -> NodeConfig {
     }
 }
 
+async fn node(pg: &PgServer, url: &str, lease_ms: u64) -> std::sync::Arc<PgNode> {
+    PgNode::start(config(pg, url, lease_ms)).await.unwrap()
+}
+
 /// The first node to ask takes a free shard; the second is told who holds it and where it is
 /// reached (schema version 4's members), and the settlement lease is a shard of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_asker_owns_a_shard_and_others_learn_where_it_is() {
     let pg = PgServer::start();
-    let a = PgNode::start(config(&pg, "http://127.0.0.1:1001", 60_000))
-        .await
-        .unwrap();
-    let b = PgNode::start(config(&pg, "http://127.0.0.1:1002", 60_000))
-        .await
-        .unwrap();
+    let a = node(&pg, "http://127.0.0.1:1001", 60_000).await;
+    let b = node(&pg, "http://127.0.0.1:1002", 60_000).await;
     assert_ne!(a.id(), b.id());
     assert!(a.id().starts_with("127.0.0.1:1001-"), "{}", a.id());
     let Owner::Mine(lease) = a.owner(2).await.unwrap() else {
@@ -55,9 +55,7 @@ async fn the_first_asker_owns_a_shard_and_others_learn_where_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_appends_commit_in_order() {
     let pg = PgServer::start();
-    let node = PgNode::start(config(&pg, "http://127.0.0.1:1001", 60_000))
-        .await
-        .unwrap();
+    let node = node(&pg, "http://127.0.0.1:1001", 60_000).await;
     let ch = ChannelId([3; 32]);
     let Owner::Mine(lease) = node.owner(node.shard_of(&ch)).await.unwrap() else {
         panic!("free shard");
@@ -96,9 +94,7 @@ async fn queued_appends_commit_in_order() {
 async fn a_takeover_fences_the_old_owner() {
     let pg = PgServer::start();
     let lease_ms = 600;
-    let a = PgNode::start(config(&pg, "http://127.0.0.1:1001", lease_ms))
-        .await
-        .unwrap();
+    let a = node(&pg, "http://127.0.0.1:1001", lease_ms).await;
     let ch = ChannelId([1; 32]);
     let shard = a.shard_of(&ch);
     let Owner::Mine(old) = a.owner(shard).await.unwrap() else {
@@ -123,9 +119,7 @@ async fn a_takeover_fences_the_old_owner() {
         )
         .await
         .unwrap();
-    let b = PgNode::start(config(&pg, "http://127.0.0.1:1002", lease_ms))
-        .await
-        .unwrap();
+    let b = node(&pg, "http://127.0.0.1:1002", lease_ms).await;
     let Owner::Mine(new) = b.owner(shard).await.unwrap() else {
         panic!("an expired lease is taken over");
     };
@@ -162,12 +156,8 @@ async fn a_takeover_fences_the_old_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn released_leases_are_taken_at_once() {
     let pg = PgServer::start();
-    let a = PgNode::start(config(&pg, "http://127.0.0.1:1001", 60_000))
-        .await
-        .unwrap();
-    let b = PgNode::start(config(&pg, "http://127.0.0.1:1002", 60_000))
-        .await
-        .unwrap();
+    let a = node(&pg, "http://127.0.0.1:1001", 60_000).await;
+    let b = node(&pg, "http://127.0.0.1:1002", 60_000).await;
     assert!(matches!(a.owner(0).await.unwrap(), Owner::Mine(_)));
     assert!(matches!(b.owner(0).await.unwrap(), Owner::Other(_)));
     a.release_all().await;
@@ -185,12 +175,8 @@ async fn released_leases_are_taken_at_once() {
 async fn a_held_lease_row_blocks_no_other_node() {
     let pg = PgServer::start();
     let lease_ms = 600;
-    let a = PgNode::start(config(&pg, "http://127.0.0.1:1001", lease_ms))
-        .await
-        .unwrap();
-    let b = PgNode::start(config(&pg, "http://127.0.0.1:1002", lease_ms))
-        .await
-        .unwrap();
+    let a = node(&pg, "http://127.0.0.1:1001", lease_ms).await;
+    let b = node(&pg, "http://127.0.0.1:1002", lease_ms).await;
     assert!(matches!(a.owner(0).await.unwrap(), Owner::Mine(_)));
     assert!(matches!(b.owner(1).await.unwrap(), Owner::Mine(_)));
     let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)

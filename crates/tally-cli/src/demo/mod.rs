@@ -276,6 +276,32 @@ enum DemoCall {
     Item,
 }
 
+/// Writes the demo client's profile (keys `session.key` and `checkpoint.key` already in
+/// `pdir`) for `channel` at `provider` on the local chain, and loads it.
+pub(super) fn save_profile(
+    pdir: &Path,
+    provider: &str,
+    channel: tally_core::ChannelId,
+    local: &chain::LocalChain,
+    chain_id: u64,
+) -> Result<Profile> {
+    Profile::save(
+        pdir,
+        &ProfileFile {
+            provider: provider.into(),
+            channel_id: channel.to_hex(),
+            session_key_file: "session.key".into(),
+            checkpoint_key_file: "checkpoint.key".into(),
+            rpc_url: Some(local.rpc.clone()),
+            chain: Some(ChainRef {
+                chain_id,
+                contract: local.contract.to_string(),
+            }),
+        },
+    )?;
+    Profile::load(pdir)
+}
+
 fn demo_call(i: u64, flaky_at: u64) -> DemoCall {
     if i == flaky_at {
         DemoCall::Flaky
@@ -311,21 +337,7 @@ async fn paid_part(
     channel_id: tally_core::ChannelId,
     calls: u64,
 ) -> Result<DemoSummary> {
-    Profile::save(
-        pdir,
-        &ProfileFile {
-            provider: serving.url(),
-            channel_id: channel_id.to_hex(),
-            session_key_file: "session.key".into(),
-            checkpoint_key_file: "checkpoint.key".into(),
-            rpc_url: Some(local.rpc.clone()),
-            chain: Some(ChainRef {
-                chain_id,
-                contract: local.contract.to_string(),
-            }),
-        },
-    )?;
-    let profile = Profile::load(pdir)?;
+    let profile = save_profile(pdir, &serving.url(), channel_id, local, chain_id)?;
     let client = profile.connect().await?;
 
     step(

@@ -86,6 +86,23 @@ impl Backend {
         }
     }
 
+    /// Whether the store answers now: always for sled (its problems are [`Backend::problem`]);
+    /// on PostgreSQL one trivial query, within a second.
+    pub(crate) async fn reachable(&self) -> Result<(), GatewayError> {
+        let Backend::Pg(node) = self else {
+            return Ok(());
+        };
+        let ping = node.store().ping();
+        match tokio::time::timeout(std::time::Duration::from_secs(1), ping).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(pg_error("health check", &e)),
+            Err(_) => Err(GatewayError::new(
+                tally_http::Reason::StoreUnavailable,
+                "the cluster database did not answer within a second",
+            )),
+        }
+    }
+
     /// Fails fast while the sled store cannot take writes (starting a recovery).
     pub(crate) fn ensure_writable(
         &self,

@@ -16,13 +16,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tally_client::ClientError;
-use tally_core::bundle::ChainRef;
 use tally_http::headers::EPOCH;
 use tally_store_pg::PgStore;
 
 use crate::error::{CliError, Result};
 use crate::output::Output;
-use crate::profile::{Profile, ProfileFile};
 use crate::{chain, keys, upstream};
 use balancer::Balancer;
 use nodes::Nodes;
@@ -173,21 +171,9 @@ async fn paid_part(
         },
     )
     .await?;
-    Profile::save(
-        &pdir,
-        &ProfileFile {
-            provider: lb.url(),
-            channel_id: channel.to_hex(),
-            session_key_file: "session.key".into(),
-            checkpoint_key_file: "checkpoint.key".into(),
-            rpc_url: Some(local.rpc.clone()),
-            chain: Some(ChainRef {
-                chain_id,
-                contract: local.contract.to_string(),
-            }),
-        },
-    )?;
-    let client = Profile::load(&pdir)?.connect().await?;
+    let client = super::save_profile(&pdir, &lb.url(), channel, local, chain_id)?
+        .connect()
+        .await?;
     let shard = tally_store_pg::shard_of(&channel, SHARDS);
     step(
         out,
