@@ -5,8 +5,13 @@
 
 pub mod chain;
 pub mod check;
+pub mod cluster;
+pub mod cluster_check;
+pub mod cluster_db;
 pub mod paid;
+pub mod pg;
 pub mod process;
+pub mod tcp_proxy;
 pub mod traffic;
 
 pub use check::{assert_mirror_is_log, checked_log, open_mirror, stored_checkpoint};

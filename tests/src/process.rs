@@ -103,9 +103,42 @@ impl GatewayProcess {
     }
 }
 
+impl GatewayProcess {
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        match &self.child {
+            Some(c) => c.id(),
+            None => panic!("the gateway is not running"),
+        }
+    }
+
+    /// SIGSTOP: the process freezes mid-whatever (a long GC pause, a VM stall); the kernel
+    /// still accepts connections on its listening socket.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`]: it resumes where it stopped, unaware of the time lost.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = ok(
+            "kill",
+            Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(self.pid().to_string())
+                .status(),
+        );
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+}
+
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SIGKILL ends a stopped process too.
             let _ = c.kill();
             let _ = c.wait();
         }

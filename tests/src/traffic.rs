@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tally_client::{Client, ClientError};
 use tally_core::request::request_hash;
 use tally_core::Receipt;
+use tally_http::Reason;
 
 use crate::{TestChannel, ECHO_PRICE};
 
@@ -31,6 +32,28 @@ pub struct Seen {
     pub lost: Vec<(u64, [u8; 32])>,
     /// Transport failures while the gateway was down or dying.
     pub transport_errors: usize,
+    /// `503` answers (`store_unavailable`, `overloaded`): in a cluster, a shard between a
+    /// dead owner and its successor (spec/CLUSTER.md §7, §8). Retryable, nothing recorded.
+    pub unavailable: usize,
+    /// When each receipt arrived and the epoch its response named, in arrival order.
+    pub stamps: Vec<Stamp>,
+}
+
+/// One receipt's arrival.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    /// When the response was read.
+    pub at: Instant,
+    /// The record's index.
+    pub index: u64,
+    /// `TALLY-EPOCH: <shard>.<epoch>` of the response (spec/CLUSTER.md §6), if present.
+    pub epoch: Option<(u32, u64)>,
+}
+
+/// Parses a `TALLY-EPOCH` value, `<shard>.<epoch>`.
+pub fn parse_epoch(value: &str) -> Option<(u32, u64)> {
+    let (shard, epoch) = value.trim().split_once('.')?;
+    Some((shard.parse().ok()?, epoch.parse().ok()?))
 }
 
 impl Seen {
@@ -43,10 +66,13 @@ impl Seen {
         self.already_recorded += other.already_recorded;
         self.lost.extend(other.lost);
         self.transport_errors += other.transport_errors;
+        self.unavailable += other.unavailable;
+        self.stamps.extend(other.stamps);
     }
 }
 
-/// Sends one paid request and files the outcome. `Err` is a transport failure.
+/// Sends one paid request and files the outcome. `Err` is a transport failure or a `503`
+/// (both retryable).
 pub async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> Result<(), String> {
     let salt = client
         .request_salt()
@@ -66,6 +92,16 @@ pub async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> R
             if receipt.outcome.index > before {
                 seen.resynced += 1;
             }
+            let epoch = r
+                .headers
+                .get(tally_http::headers::EPOCH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_epoch);
+            seen.stamps.push(Stamp {
+                at: Instant::now(),
+                index: receipt.outcome.index,
+                epoch,
+            });
             seen.receipts.push(receipt);
             seen.ok += 1;
             Ok(())
@@ -79,6 +115,14 @@ pub async fn call(client: &Client, path: &str, body: &str, seen: &mut Seen) -> R
         Err(ClientError::Http(e)) => {
             seen.transport_errors += 1;
             Err(e)
+        }
+        Err(ClientError::Refused {
+            reason: reason @ (Reason::StoreUnavailable | Reason::Overloaded),
+            message,
+        }) => {
+            // Not recorded (spec/HTTP.md §9): the lane's seq stays, the next call may retry.
+            seen.unavailable += 1;
+            Err(format!("{}: {message}", reason.code()))
         }
         Err(e) => panic!("{body}: the client could not go on: {e}"),
     }

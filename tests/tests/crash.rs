@@ -365,6 +365,9 @@ async fn sigkilled_gateway_process_loses_no_receipt_and_charges_nothing_twice() 
             totals.resynced += seen.resynced;
             totals.already_recorded += seen.already_recorded;
             totals.transport_errors += seen.transport_errors;
+            // One node on sled: nothing is ever unavailable (traffic::call files a 503 as
+            // retryable for the cluster tests).
+            assert_eq!(seen.unavailable, 0, "client {c} was answered 503");
             totals.receipts.extend(seen.receipts);
         }
         // Every checkpoint the provider cosigned is in its store, at its size.
