@@ -100,9 +100,14 @@ struct ClusterRun {
     metered: Run,
     /// Gateway CPU per call, summed over the nodes, µs.
     cpu_per_call: f64,
-    commits_per_s: f64,
-    calls_per_commit: f64,
-    pg_us_per_commit: f64,
+    /// PostgreSQL transactions per second (reads included) and WAL flushes per second.
+    xacts_per_s: f64,
+    flushes_per_s: f64,
+    calls_per_flush: f64,
+    /// The PostgreSQL processes' CPU per paid call, µs.
+    pg_us_per_call: f64,
+    /// A raw `fdatasync` of 4 KiB on this disk, p50, µs.
+    fsync_p50: f64,
 }
 
 /// Part 2: three nodes, one database, a round-robin balancer in front.
@@ -127,6 +132,7 @@ async fn three_nodes(world: &mut World, cfg: &Config) -> ClusterRun {
             c
         })
         .collect();
+    World::spread(&chans, &urls).await;
     let clients = crate::child::connect_clients(configs, cfg.lanes).await;
     let per_task = (cfg.requests / cfg.lanes).max(1);
     let load = |path, per_task| Load {
@@ -140,15 +146,21 @@ async fn three_nodes(world: &mut World, cfg: &Config) -> ClusterRun {
     let _ = load(PAID, (20 / cfg.lanes).max(1)).run().await;
     let free = load(FREE, per_task).run().await;
     let cpu0: Vec<u64> = pids.iter().map(|&p| ticks(p)).collect();
-    let (commits0, pg0) = (world.commits(), world.pg_ticks());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (db0, pg0) = (world.db_counts(), world.pg_ticks());
     let metered = load(PAID, per_task).run().await;
     let cpu1: Vec<u64> = pids.iter().map(|&p| ticks(p)).collect();
     let pg1 = world.pg_ticks();
-    // pg_stat_database is fed by the backends at most once a second.
+    // pg_stat_* are fed by the backends at most once a second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let commits = world.commits().saturating_sub(commits0) as f64;
+    let db1 = world.db_counts();
+    let (xacts, flushes) = ((db1.0 - db0.0) as f64, (db1.1 - db0.1) as f64);
     let secs = metered.n / metered.rps;
-    println!("== 2. {NODES} nodes on one PostgreSQL, requests round-robin over the nodes");
+    println!(
+        "== 2. {NODES} nodes on one PostgreSQL, requests round-robin over the nodes \
+         (channel i's shard first taken through node i mod {NODES})"
+    );
+    println!("(the two lines below show node 0's CPU only; every node's follows)");
     print_run("unmetered, full load, through the balancer", &free);
     print_run("metered,   full load, through the balancer", &metered);
     let mut total_cpu = 0.0;
@@ -163,22 +175,28 @@ async fn three_nodes(world: &mut World, cfg: &Config) -> ClusterRun {
         );
     }
     let pg_us = pg1.saturating_sub(pg0) as f64 / TICKS_PER_S * 1e6;
+    let (fsync_p50, _) = crate::probe::fsync_latency(work.path());
     let run = ClusterRun {
         cpu_per_call: total_cpu / metered.n,
-        commits_per_s: commits / secs,
-        calls_per_commit: metered.n / commits.max(1.0),
-        pg_us_per_commit: pg_us / commits.max(1.0),
+        xacts_per_s: xacts / secs,
+        flushes_per_s: flushes / secs,
+        calls_per_flush: metered.n / flushes.max(1.0),
+        pg_us_per_call: pg_us / metered.n,
+        fsync_p50,
         metered,
     };
     println!(
-        "cluster: {:.0} metered req/s in total; gateway CPU {:.1} us per call over all nodes; \
-         PostgreSQL {:.0} commits/s ({:.2} calls per commit), its CPU {:.1} us per commit, {:.1} us per call",
+        "cluster: {:.0} metered req/s in total ({:.0} records appended); gateway CPU {:.1} us per call \
+         over all nodes; PostgreSQL: {:.0} transactions/s ({:.1} per call, reads included), \
+         {:.0} WAL flushes/s ({:.2} calls per flush), its CPU {:.1} us per call",
         run.metered.rps,
+        (db1.2 - db0.2) as f64,
         run.cpu_per_call,
-        run.commits_per_s,
-        run.calls_per_commit,
-        run.pg_us_per_commit,
-        pg_us / run.metered.n
+        run.xacts_per_s,
+        xacts / run.metered.n,
+        run.flushes_per_s,
+        run.calls_per_flush,
+        run.pg_us_per_call
     );
     forwarded_share(world, &clients, &chans, &urls).await;
     failovers(world, &lb, &mut nodes, &clients, &chans, &urls).await;
@@ -276,15 +294,19 @@ fn sizing(c: &ClusterRun, single_pg_cpu: f64) {
         );
     }
     println!(
-        "database: measured {:.0} commits/s ({:.2} calls per commit) at {:.0} calls/s, PostgreSQL CPU \
-         {:.1} us per commit; {TARGET_RPS:.0} calls/s at this batching needs {:.0} commits/s; \
-         CPU-bound ceiling of one PostgreSQL on {CORES_PER_NODE} cores at {:.0} %: {:.0} commits/s",
-        c.commits_per_s,
-        c.calls_per_commit,
+        "database, measured: {:.0} transactions/s and {:.0} WAL flushes/s ({:.2} paid calls per flush) \
+         at {:.0} paid calls/s; PostgreSQL CPU {:.1} us per call -> one PostgreSQL on \
+         {CORES_PER_NODE} cores at {:.0} % serves at most {:.0} calls/s (CPU); the disk's fdatasync \
+         p50 {:.0} us allows {:.0} serial flushes/s -> {:.0} calls/s at this batching",
+        c.xacts_per_s,
+        c.flushes_per_s,
+        c.calls_per_flush,
         c.metered.rps,
-        c.pg_us_per_commit,
-        TARGET_RPS / c.calls_per_commit.max(1e-9),
+        c.pg_us_per_call,
         USABLE * 100.0,
-        capacity(c.pg_us_per_commit.max(1e-9))
+        capacity(c.pg_us_per_call.max(1e-9)),
+        c.fsync_p50,
+        1e6 / c.fsync_p50.max(1e-9),
+        1e6 / c.fsync_p50.max(1e-9) * c.calls_per_flush
     );
 }

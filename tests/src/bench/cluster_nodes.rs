@@ -156,12 +156,35 @@ impl World {
             .filter(|s| !s.is_empty())
     }
 
-    /// Transactions committed in the `tally` database so far.
-    pub fn commits(&self) -> u64 {
-        self.psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'tally'")
-            .trim()
-            .parse()
-            .unwrap_or(0)
+    /// `(transactions committed in the tally database, reads included; WAL flushes of the
+    /// server; records in every channel's log)` so far. The statistics are fed by the
+    /// backends at most once a second: wait that long after a run before reading them.
+    pub fn db_counts(&self) -> (u64, u64, u64) {
+        let out = self.psql(
+            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = 'tally'), \
+             (SELECT wal_sync FROM pg_stat_wal), \
+             (SELECT COALESCE(sum(size), 0) FROM tally_heads)",
+        );
+        let mut it = out.trim().split('|').map(|v| v.parse().unwrap_or(0));
+        let mut next = || it.next().unwrap_or(0);
+        (next(), next(), next())
+    }
+
+    /// Takes channel `i`'s shard through node `i mod n` (a request naming the channel in its
+    /// path: the routing layer takes a free shard for the node it reached, CLUSTER.md §7),
+    /// so the channels' owners spread over the nodes whatever order requests come in.
+    pub async fn spread(chans: &[TestChannel], urls: &[String]) {
+        let http = reqwest::Client::new();
+        for (i, ch) in chans.iter().enumerate() {
+            let url = format!(
+                "{}{}/channels/{}/records",
+                urls[i % urls.len()],
+                tally_http::headers::API_PREFIX,
+                ch.id.to_hex()
+            );
+            // Any answer will do (unauthenticated: refused); the shard was taken on the way.
+            let _ = http.get(url).send().await;
+        }
     }
 
     /// CPU ticks (user + kernel) of the PostgreSQL server and its live backends.
