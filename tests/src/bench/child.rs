@@ -168,10 +168,18 @@ impl Gateway {
         }
     }
 
-    /// A clean stop: SIGTERM (a node releases its leases and flushes its promises), then
-    /// [`stop`](Self::stop).
-    pub fn terminate(self) {
+    /// A clean stop: SIGTERM, then up to 30 s for the process to end by itself (a node
+    /// flushes its promises and releases its leases, so the next node need not wait them
+    /// out), then [`stop`](Self::stop). Closing its input first would end it at once.
+    pub fn terminate(mut self) {
         self.signal("TERM");
+        let begin = std::time::Instant::now();
+        while begin.elapsed() < Duration::from_secs(30) {
+            if !matches!(self.process.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.stop();
     }
 }
@@ -287,13 +295,14 @@ pub async fn serve_node(config: PathBuf, url: String, upstream_port: u16, delay_
         }
     }
     println!("{url} {}", upstream.url());
-    let _ = tokio::task::spawn_blocking(|| {
+    let input = tokio::task::spawn_blocking(|| {
         let mut sink = String::new();
         while matches!(std::io::stdin().read_line(&mut sink), Ok(n) if n > 0) {}
-    })
-    .await;
-    if node.is_finished() {
-        let _ = node.await;
+    });
+    // Ends when the node does (a SIGTERM: after its clean shutdown) or when stdin closes.
+    tokio::select! {
+        _ = node => {}
+        _ = input => {}
     }
     std::process::exit(0);
 }
