@@ -211,13 +211,20 @@ async fn fault(
             t1 - t0,
             l1 - l0
         ),
-        None => println!(
-            "  SIG{signal} of node {owner} (shard {shard}, epoch {old}): NO paid call at a new epoch \
-             within 30 s ({} answers 503, {} transport errors, {} lost responses)",
-            u1 - u0,
-            t1 - t0,
-            l1 - l0
-        ),
+        None => {
+            println!(
+                "  SIG{signal} of node {owner} (shard {shard}, epoch {old}): NO paid call at a new epoch \
+                 within 30 s ({} answers 503, {} transport errors, {} lost responses); lease owner now: \
+                 node {}; the nodes' database sessions (pid|state|waiting for|transaction open s|statement):",
+                u1 - u0,
+                t1 - t0,
+                l1 - l0,
+                new_owner.map_or("?".into(), |i| i.to_string()),
+            );
+            for line in world.sessions().lines() {
+                println!("    {line}");
+            }
+        }
     }
     if signal == "KILL" {
         if let Some(n) = nodes[owner].take() {

@@ -187,6 +187,18 @@ impl World {
         }
     }
 
+    /// The database sessions of the nodes: state, what they wait for, how long their
+    /// transaction has been open, the statement (for a failover that does not complete).
+    pub fn sessions(&self) -> String {
+        self.psql(
+            "SELECT pid, state, coalesce(wait_event_type || ':' || wait_event, '-'), \
+             coalesce(round(extract(epoch FROM now() - xact_start)::numeric, 1)::text, '-'), \
+             left(regexp_replace(query, '\\s+', ' ', 'g'), 90) \
+             FROM pg_stat_activity WHERE datname = 'tally' AND pid <> pg_backend_pid() \
+             ORDER BY xact_start NULLS LAST",
+        )
+    }
+
     /// CPU ticks (user + kernel) of the PostgreSQL server and its live backends.
     pub fn pg_ticks(&self) -> u64 {
         let port = self.port();
