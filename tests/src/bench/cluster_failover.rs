@@ -1,6 +1,6 @@
 //! Failover in the cluster scenario (issue 15, spec/CLUSTER.md §8): every channel keeps
 //! paying through the balancer while the node owning the busy channel's shard is SIGKILLed
-//! (later, another owner SIGSTOPped and resumed); measured is the time from the signal to
+//! (then, three times, the owner of the moment is SIGSTOPped and resumed); measured is the time from the signal to
 //! the busy channel's first paid call served at a new epoch (`TALLY-EPOCH`), i.e. by
 //! another node. The balancer stops sending to the signalled node at once, as a health
 //! check would; requests already forwarded to it, and forwards from nodes that still trust
@@ -75,6 +75,9 @@ async fn keep_paying(c: Client, stop: Arc<AtomicBool>, seen: Arc<Mutex<Seen>>) {
     }
 }
 
+/// SIGSTOP rounds after the SIGKILL: the owner of the moment is stopped, measured, resumed.
+const STOP_ROUNDS: usize = 3;
+
 /// A `TALLY-EPOCH` value, `<shard>.<epoch>` (spec/CLUSTER.md §6).
 fn parse_epoch(value: &str) -> Option<(u32, u64)> {
     let (shard, epoch) = value.trim().split_once('.')?;
@@ -104,7 +107,10 @@ pub async fn failovers(
     );
     let _ = fault(world, lb, nodes, &chans[0], urls, &seen[0], "KILL").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    if let Some(i) = fault(world, lb, nodes, &chans[0], urls, &seen[0], "STOP").await {
+    for _ in 0..STOP_ROUNDS {
+        let Some(i) = fault(world, lb, nodes, &chans[0], urls, &seen[0], "STOP").await else {
+            break;
+        };
         if let Some(n) = nodes[i].as_ref() {
             n.signal("CONT");
         }
