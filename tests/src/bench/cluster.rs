@@ -145,8 +145,9 @@ async fn three_nodes(world: &mut World, cfg: &Config) -> ClusterRun {
     };
     let _ = load(PAID, (20 / cfg.lanes).max(1)).run().await;
     let free = load(FREE, per_task).run().await;
-    let cpu0: Vec<u64> = pids.iter().map(|&p| ticks(p)).collect();
+    // pg_stat_* are fed by the backends at most once a second: let the last run's land.
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let cpu0: Vec<u64> = pids.iter().map(|&p| ticks(p)).collect();
     let (db0, pg0) = (world.db_counts(), world.pg_ticks());
     let metered = load(PAID, per_task).run().await;
     let cpu1: Vec<u64> = pids.iter().map(|&p| ticks(p)).collect();
@@ -163,17 +164,7 @@ async fn three_nodes(world: &mut World, cfg: &Config) -> ClusterRun {
     println!("(the two lines below show node 0's CPU only; every node's follows)");
     print_run("unmetered, full load, through the balancer", &free);
     print_run("metered,   full load, through the balancer", &metered);
-    let mut total_cpu = 0.0;
-    for (i, (a, b)) in cpu0.iter().zip(&cpu1).enumerate() {
-        let us = (b - a) as f64 / TICKS_PER_S * 1e6;
-        total_cpu += us;
-        println!(
-            "node {i}: CPU {:.1} us per call it received ({:.0} calls), {:.1} us per call of the cluster",
-            us / (metered.n / NODES as f64),
-            metered.n / NODES as f64,
-            us / metered.n
-        );
-    }
+    let total_cpu = per_node_cpu(&cpu0, &cpu1, metered.n);
     let pg_us = pg1.saturating_sub(pg0) as f64 / TICKS_PER_S * 1e6;
     let (fsync_p50, _) = crate::probe::fsync_latency(work.path());
     let run = ClusterRun {
@@ -205,6 +196,22 @@ async fn three_nodes(world: &mut World, cfg: &Config) -> ClusterRun {
     }
     lb_server.stop().await;
     run
+}
+
+/// Prints each node's CPU per call between two samples; returns their sum, µs.
+fn per_node_cpu(cpu0: &[u64], cpu1: &[u64], calls: f64) -> f64 {
+    let mut total_cpu = 0.0;
+    for (i, (a, b)) in cpu0.iter().zip(cpu1).enumerate() {
+        let us = b.saturating_sub(*a) as f64 / TICKS_PER_S * 1e6;
+        total_cpu += us;
+        println!(
+            "node {i}: CPU {:.1} us per call it received ({:.0} calls), {:.1} us per call of the cluster",
+            us / (calls / NODES as f64),
+            calls / NODES as f64,
+            us / calls
+        );
+    }
+    total_cpu
 }
 
 fn ticks(pid: u32) -> u64 {
