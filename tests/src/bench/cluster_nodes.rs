@@ -157,17 +157,25 @@ impl World {
     }
 
     /// `(transactions committed in the tally database, reads included; WAL flushes of the
-    /// server; records in every channel's log)` so far. The statistics are fed by the
-    /// backends at most once a second: wait that long after a run before reading them.
-    pub fn db_counts(&self) -> (u64, u64, u64) {
+    /// server; records in every channel's log; transaction ids assigned, i.e. write
+    /// transactions, exact)` so far. The first two are statistics the backends report when
+    /// they go idle, up to 10 s late (PostgreSQL 15's idle interval): wait that long around a
+    /// run before reading them.
+    pub fn db_counts(&self) -> DbCounts {
         let out = self.psql(
             "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = 'tally'), \
              (SELECT wal_sync FROM pg_stat_wal), \
-             (SELECT COALESCE(sum(size), 0) FROM tally_heads)",
+             (SELECT COALESCE(sum(size), 0) FROM tally_heads), \
+             pg_current_xact_id()::text::bigint",
         );
         let mut it = out.trim().split('|').map(|v| v.parse().unwrap_or(0));
         let mut next = || it.next().unwrap_or(0);
-        (next(), next(), next())
+        DbCounts {
+            xacts: next(),
+            flushes: next(),
+            records: next(),
+            xids: next(),
+        }
     }
 
     /// Takes channel `i`'s shard through node `i mod n` (a request naming the channel in its
@@ -236,6 +244,27 @@ impl World {
                 String::from_utf8_lossy(&o.stderr)
             )),
             Err(e) => fail(&format!("psql: {e}")),
+        }
+    }
+}
+
+/// Database counters ([`World::db_counts`]).
+#[derive(Clone, Copy, Default)]
+pub struct DbCounts {
+    pub xacts: u64,
+    pub flushes: u64,
+    pub records: u64,
+    pub xids: u64,
+}
+
+impl DbCounts {
+    /// `self - earlier`, counter by counter; the probe's own transaction id taken off.
+    pub fn since(&self, earlier: &DbCounts) -> DbCounts {
+        DbCounts {
+            xacts: self.xacts.saturating_sub(earlier.xacts),
+            flushes: self.flushes.saturating_sub(earlier.flushes),
+            records: self.records.saturating_sub(earlier.records),
+            xids: self.xids.saturating_sub(earlier.xids).saturating_sub(1),
         }
     }
 }
