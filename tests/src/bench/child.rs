@@ -156,11 +156,65 @@ impl Gateway {
         drop(self.input.take());
         let _ = self.process.wait();
     }
+
+    /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`) to the process, by its pid.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status();
+        if !matches!(sent, Ok(s) if s.success()) {
+            fail(&format!("kill -{signal} {}", self.pid));
+        }
+    }
+
+    /// A clean stop: SIGTERM, then up to 30 s for the process to end by itself (a node
+    /// flushes its promises and releases its leases, so the next node need not wait them
+    /// out), then [`stop`](Self::stop). Closing its input first would end it at once.
+    pub fn terminate(mut self) {
+        self.signal("TERM");
+        let begin = std::time::Instant::now();
+        while begin.elapsed() < Duration::from_secs(30) {
+            if !matches!(self.process.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
+    }
 }
 
 /// Starts the gateway process (under `TALLY_BENCH_WRAP`, e.g. valgrind, if set) and returns
 /// it once it serves.
 pub fn start(gdir: &Path, channels: u32, delay_ms: u64, promise: bool) -> Gateway {
+    let mode = if promise { "promise" } else { "sync" };
+    let args = [
+        "--serve-child".to_string(),
+        gdir.display().to_string(),
+        channels.to_string(),
+        delay_ms.to_string(),
+        mode.to_string(),
+    ];
+    spawn_child(&args)
+}
+
+/// Starts a `tally serve` node process (`--serve-node`, [`serve_node`]) over the config file
+/// `config`, listening at `url`, with its upstream on `upstream_port`; returns it once
+/// `/healthz` answers.
+pub fn start_node(config: &Path, url: &str, upstream_port: u16, delay_ms: u64) -> Gateway {
+    let args = [
+        "--serve-node".to_string(),
+        config.display().to_string(),
+        url.to_string(),
+        upstream_port.to_string(),
+        delay_ms.to_string(),
+    ];
+    spawn_child(&args)
+}
+
+/// Runs this executable with `args` (under `TALLY_BENCH_WRAP` if set) and reads the
+/// `<gateway url> <upstream url>` line it prints once it serves.
+fn spawn_child(args: &[String]) -> Gateway {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => fail(&format!("current exe: {e}")),
@@ -179,11 +233,7 @@ pub fn start(gdir: &Path, channels: u32, delay_ms: u64, promise: bool) -> Gatewa
         None => Command::new(&exe),
     };
     let mut child = match command
-        .arg("--serve-child")
-        .arg(gdir)
-        .arg(channels.to_string())
-        .arg(delay_ms.to_string())
-        .arg(if promise { "promise" } else { "sync" })
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("TALLY_BENCH_LOG").is_some() {
@@ -215,6 +265,48 @@ pub fn start(gdir: &Path, channels: u32, delay_ms: u64, promise: bool) -> Gatewa
     }
 }
 
+/// Node mode (`--serve-node`): the bench's upstream on `upstream_port`, and
+/// `tally_server::standalone::run` over `config` (what `tally serve` runs, spec/CLUSTER.md
+/// §10) listening at `url`; prints `<url> <upstream url>` once `/healthz` answers and exits
+/// when stdin closes (a SIGTERM stops it cleanly first, releasing its leases).
+pub async fn serve_node(config: PathBuf, url: String, upstream_port: u16, delay_ms: u64) {
+    let app = upstream(Duration::from_millis(delay_ms));
+    let upstream = match tally_e2e::Server::bind(&format!("127.0.0.1:{upstream_port}"), app).await {
+        Ok(s) => s,
+        Err(e) => fail(&format!("upstream on port {upstream_port}: {e}")),
+    };
+    // `RUST_LOG=warn` shows the nodes' warnings (failed forwards, lost leases) on stderr; by
+    // default a node logs nothing, as the gateway of the other scenarios.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tally_server::standalone::init_logging(tally_server::standalone::LogFormat::Text);
+    }
+    let node = tokio::spawn(async move {
+        if let Err(e) = tally_server::standalone::run(&config).await {
+            fail(&format!("tally serve: {e}"));
+        }
+    });
+    let http = reqwest::Client::new();
+    let begin = std::time::Instant::now();
+    loop {
+        match http.get(format!("{url}/healthz")).send().await {
+            Ok(r) if r.status() == 200 => break,
+            _ if begin.elapsed() > Duration::from_secs(30) => fail("the node did not come up"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    println!("{url} {}", upstream.url());
+    let input = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while matches!(std::io::stdin().read_line(&mut sink), Ok(n) if n > 0) {}
+    });
+    // Ends when the node does (a SIGTERM: after its clean shutdown) or when stdin closes.
+    tokio::select! {
+        _ = node => {}
+        _ = input => {}
+    }
+    std::process::exit(0);
+}
+
 /// One tally client per channel, each allowed `lanes` requests in flight.
 pub async fn clients(
     url: &str,
@@ -222,16 +314,28 @@ pub async fn clients(
     channels: u32,
     lanes: u32,
 ) -> Vec<tally_client::Client> {
+    let configs = (0..channels)
+        .map(|i| {
+            let (session, signer, id) = channel_keys(i);
+            tally_client::ClientConfig::new(
+                url.to_string(),
+                work.join(format!("client{i}")),
+                id,
+                session,
+                signer,
+            )
+        })
+        .collect();
+    connect_clients(configs, lanes).await
+}
+
+/// Connects one client per configuration, each allowed `lanes` requests in flight.
+pub async fn connect_clients(
+    configs: Vec<tally_client::ClientConfig>,
+    lanes: u32,
+) -> Vec<tally_client::Client> {
     let mut out = Vec::new();
-    for i in 0..channels {
-        let (session, signer, id) = channel_keys(i);
-        let mut cfg = tally_client::ClientConfig::new(
-            url.to_string(),
-            work.join(format!("client{i}")),
-            id,
-            session,
-            signer,
-        );
+    for (i, mut cfg) in configs.into_iter().enumerate() {
         cfg.lanes = lanes;
         match tally_client::Client::connect(cfg).await {
             Ok(c) => out.push(c),

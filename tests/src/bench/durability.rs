@@ -6,23 +6,31 @@
 
 use crate::load::print_run;
 use crate::probe::{bucket_quantile_us, crypto_floor, fsync_latency, scrape_buckets};
-use crate::report::{half_load, start_mode, FREE, PAID};
+use crate::report::{half_load, start_mode, Bench, FREE, PAID};
 use crate::Config;
 
 /// What one mode measured.
-struct Mode {
-    name: &'static str,
-    added_p50: f64,
-    added_p99: f64,
-    overhead_p99: f64,
-    cpu_per_call: f64,
-    full_rps: f64,
-    free_rps: f64,
+pub(crate) struct Mode {
+    pub(crate) name: &'static str,
+    pub(crate) added_p50: f64,
+    pub(crate) added_p99: f64,
+    pub(crate) overhead_p99: f64,
+    pub(crate) cpu_per_call: f64,
+    pub(crate) full_rps: f64,
+    pub(crate) free_rps: f64,
 }
 
 async fn run_mode(cfg: &Config, promise: bool) -> Mode {
     let name = if promise { "promise" } else { "sync" };
     let b = start_mode(cfg, promise).await;
+    let m = measure(&b, cfg, name).await;
+    b.stop();
+    m
+}
+
+/// Full load (metered and unmetered), then half load beside the unmetered baseline of the
+/// same gateway, on a started bench; prints the runs under `name`.
+pub(crate) async fn measure(b: &Bench, cfg: &Config, name: &'static str) -> Mode {
     let per_task = cfg.requests / cfg.lanes;
     let warm = (20 / cfg.lanes).max(1);
     let _ = b.load(PAID, cfg.lanes, warm).run().await;
@@ -30,9 +38,8 @@ async fn run_mode(cfg: &Config, promise: bool) -> Mode {
     let free_max = b.load(FREE, cfg.lanes, per_task).run().await;
     let metered_max = b.load(PAID, cfg.lanes, per_task).run().await;
     let before = scrape_buckets(&b.url, "tally_metering_overhead_seconds").await;
-    let (free_half, metered_half, inside, _) = half_load(&b, cfg, per_task, metered_max.rps).await;
+    let (free_half, metered_half, inside, _) = half_load(b, cfg, per_task, metered_max.rps).await;
     let after = scrape_buckets(&b.url, "tally_metering_overhead_seconds").await;
-    b.stop();
     println!("-- {name} mode");
     print_run("unmetered, full load", &free_max);
     print_run("metered,   full load", &metered_max);

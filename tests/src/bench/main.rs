@@ -18,7 +18,12 @@
 //! `--scenario stream` (issue 12) measures streamed paid responses: SSE events/s metered
 //! vs unmetered, and the time to first and last byte that metering adds (stream.rs).
 //!
-//! Usage: `tally-bench [--scenario default|lanes-delay|lanes-load|durability|stream] [--channels N]
+//! `--scenario cluster` (issue 15) compares, on one node, the sled store with the PostgreSQL
+//! store (both durability modes), then runs a 3-node cluster on one PostgreSQL behind a
+//! round-robin balancer: throughput, CPU per call per node, forwarded share, failover after
+//! SIGKILL and SIGSTOP of a shard's owner, and the node count for 100k calls/s (cluster.rs).
+//!
+//! Usage: `tally-bench [--scenario default|lanes-delay|lanes-load|durability|stream|cluster] [--channels N]
 //! [--requests M] [--lanes L] [--upstream-delay-ms D]`. `--requests` is per channel, split
 //! over its `L` concurrent sending tasks (protocol v2 lanes, DESIGN.md §7).
 //! `TALLY_BENCH_WRAP="valgrind --tool=callgrind ..."` runs the gateway process under the
@@ -28,6 +33,10 @@
 
 mod allocs;
 mod child;
+mod cluster;
+mod cluster_failover;
+mod cluster_lb;
+mod cluster_nodes;
 mod durability;
 mod load;
 mod probe;
@@ -63,7 +72,7 @@ pub(crate) fn fail(msg: &str) -> ! {
 }
 
 const USAGE: &str =
-    "usage: tally-bench [--scenario default|lanes-delay|lanes-load|durability|stream] \
+    "usage: tally-bench [--scenario default|lanes-delay|lanes-load|durability|stream|cluster] \
     [--channels N] [--requests M] [--lanes L] [--upstream-delay-ms D]";
 
 fn parse(args: &[String]) -> Args {
@@ -95,11 +104,21 @@ async fn main() {
         child::serve_child(dir, channels, delay, promise).await;
         return;
     }
+    if argv.get(1).map(String::as_str) == Some("--serve-node") {
+        let config = PathBuf::from(argv.get(2).cloned().unwrap_or_default());
+        let url = argv.get(3).cloned().unwrap_or_default();
+        let port = argv.get(4).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let delay = argv.get(5).and_then(|v| v.parse().ok()).unwrap_or(0);
+        child::serve_node(config, url, port, delay).await;
+        return;
+    }
     let a = parse(&argv);
     // (channels, requests per channel, lanes, upstream delay) of each scenario.
     let scenario = a.scenario.as_deref().unwrap_or("default");
     let (c, r, l, d) = match scenario {
         "default" | "durability" => (16, 400, 1, 0),
+        // Issue 15: sled vs PostgreSQL on one node, then a 3-node cluster.
+        "cluster" => (16, 400, 1, 0),
         // Issue 10: one channel, 32 lanes, a 50 ms upstream.
         "lanes-delay" => (1, 1280, 32, 50),
         // Issue 10: 16 channels × 8 lanes, no delay.
@@ -120,6 +139,7 @@ async fn main() {
         "lanes-delay" => report::delay_scenario(&cfg).await,
         "durability" => durability::scenario(&cfg).await,
         "stream" => stream::scenario(&cfg).await,
+        "cluster" => cluster::scenario(&cfg).await,
         _ => report::load_scenario(&cfg).await,
     }
     println!("load average at end: {}", probe::loadavg());

@@ -49,6 +49,24 @@ pub(crate) async fn start_mode(cfg: &Config, promise: bool) -> Bench {
 }
 
 impl Bench {
+    /// A bench over a gateway process started some other way (a `tally serve` node,
+    /// cluster.rs) and its clients; `work` holds their files.
+    pub(crate) fn from_parts(
+        work: tempfile::TempDir,
+        gateway: child::Gateway,
+        clients: Vec<tally_client::Client>,
+    ) -> Bench {
+        Bench {
+            gdir: work.path().join("gateway"),
+            pid: gateway.pid,
+            url: gateway.url.clone(),
+            upstream: gateway.upstream.clone(),
+            work,
+            gateway,
+            clients,
+        }
+    }
+
     pub(crate) fn load(&self, path: &'static str, lanes: u32, per_task: u32) -> Load<'_> {
         Load {
             clients: &self.clients,
@@ -62,6 +80,11 @@ impl Bench {
 
     pub(crate) fn stop(self) {
         self.gateway.stop();
+    }
+
+    /// Stops the gateway cleanly (SIGTERM first: a cluster node releases its leases).
+    pub(crate) fn terminate(self) {
+        self.gateway.terminate();
     }
 }
 
