@@ -71,19 +71,24 @@ pub async fn route(State(router): State<Router>, req: Request, next: Next) -> Re
     };
     let node = &router.node;
     let shard = node.shard_of(&channel);
-    match node.owner(shard).await {
-        Ok(Owner::Mine(lease)) => {
-            let mut resp = next.run(req).await;
-            if let Ok(v) = HeaderValue::from_str(&format!("{}.{}", lease.shard, lease.epoch)) {
-                resp.headers_mut().insert(EPOCH_NAME, v);
-            }
-            resp
-        }
-        Ok(Owner::Other(holder)) => {
+    match node.peek(shard).await {
+        Ok(Some(Owner::Other(holder))) => {
             if req.headers().contains_key(FORWARDED_NAME) {
                 return moved(&holder, "this node does not own the channel's shard");
             }
             forward(&router, shard, holder, req).await
+        }
+        // This node's, or nobody's: served here. The gateway takes a free shard only for a
+        // channel it has checked (a bound session, a valid binding), never for a stranger's
+        // random id.
+        Ok(_) => {
+            let mut resp = next.run(req).await;
+            if let Some(lease) = node.held(shard) {
+                if let Ok(v) = HeaderValue::from_str(&format!("{}.{}", lease.shard, lease.epoch)) {
+                    resp.headers_mut().insert(EPOCH_NAME, v);
+                }
+            }
+            resp
         }
         Err(e) => {
             tracing::warn!(shard, error = %e, "routing a request: the shard's owner is unknown");

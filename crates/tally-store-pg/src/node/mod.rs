@@ -193,29 +193,40 @@ impl PgNode {
             .map(|h| h.lease.clone())
     }
 
-    /// Who owns `shard`: this node's trusted lease; else the database is asked: a free or
-    /// expired lease is taken (epoch + 1), this node's own live one extended; else the live
-    /// holder is returned (cached for up to a third of `lease_ms`).
-    pub async fn owner(&self, shard: u32) -> Result<Owner, PgError> {
+    /// Who owns `shard`, without taking it: this node's trusted lease, or another node's live
+    /// one (read without locking its row, cached for up to a third of `lease_ms`); `None` when
+    /// the shard is free, expired, or this node's own but no longer trusted. Routing asks
+    /// this, so a stranger's request for a random channel never makes the node take a shard
+    /// (the gateway takes it only for a channel it has checked, [`PgNode::owner`]).
+    pub async fn peek(&self, shard: u32) -> Result<Option<Owner>, PgError> {
         if let Some(lease) = self.held(shard) {
-            return Ok(Owner::Mine(lease));
+            return Ok(Some(Owner::Mine(lease)));
         }
         if let Some((holder, until)) = lock(&self.others).get(&shard) {
             if *until > Instant::now() {
-                return Ok(Owner::Other(holder.clone()));
+                return Ok(Some(Owner::Other(holder.clone())));
             }
         }
-        // A lease that changes hands between the statements is looked up again. The holder
-        // is read first, without locks: a live lease of another node is answered without
-        // touching its row (an acquisition would wait behind the owner's commits).
+        match self.leasing.holder(shard).await? {
+            Some(holder) if holder.expires_in_ms > 0 && holder.node != self.id => {
+                let keep = holder.expires_in_ms.min(self.config.lease_ms / 3);
+                let until = Instant::now() + Duration::from_millis(keep);
+                lock(&self.others).insert(shard, (holder.clone(), until));
+                Ok(Some(Owner::Other(holder)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Who owns `shard`, taking it if it is free or expired (epoch + 1) or extending this
+    /// node's own live lease (same epoch). The holder is read first, without locks: a live
+    /// lease of another node is answered without touching its row (an acquisition would wait
+    /// behind the owner's commits, which hold the row in share mode).
+    pub async fn owner(&self, shard: u32) -> Result<Owner, PgError> {
+        // A lease that changes hands between the statements is looked up again.
         for _ in 0..3 {
-            if let Some(holder) = self.leasing.holder(shard).await? {
-                if holder.expires_in_ms > 0 && holder.node != self.id {
-                    let keep = holder.expires_in_ms.min(self.config.lease_ms / 3);
-                    let until = Instant::now() + Duration::from_millis(keep);
-                    lock(&self.others).insert(shard, (holder.clone(), until));
-                    return Ok(Owner::Other(holder));
-                }
+            if let Some(owner) = self.peek(shard).await? {
+                return Ok(owner);
             }
             let sent = Instant::now();
             match self
