@@ -31,9 +31,13 @@ async fn the_first_asker_owns_a_shard_and_others_learn_where_it_is() {
     let b = node(&pg, "http://127.0.0.1:1002", 60_000).await;
     assert_ne!(a.id(), b.id());
     assert!(a.id().starts_with("127.0.0.1:1001-"), "{}", a.id());
+    // Peeking (what routing does) takes nothing.
+    assert!(a.peek(2).await.unwrap().is_none());
+    assert!(a.store().holder(2).await.unwrap().is_none(), "a peek took the shard");
     let Owner::Mine(lease) = a.owner(2).await.unwrap() else {
         panic!("a free shard is taken by the first node to ask");
     };
+    assert!(matches!(a.peek(2).await.unwrap(), Some(Owner::Mine(_))));
     assert_eq!((lease.shard, lease.epoch), (2, 1));
     match b.owner(2).await.unwrap() {
         Owner::Other(h) => {
