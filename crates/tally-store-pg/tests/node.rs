@@ -33,7 +33,10 @@ async fn the_first_asker_owns_a_shard_and_others_learn_where_it_is() {
     assert!(a.id().starts_with("127.0.0.1:1001-"), "{}", a.id());
     // Peeking (what routing does) takes nothing.
     assert!(a.peek(2).await.unwrap().is_none());
-    assert!(a.store().holder(2).await.unwrap().is_none(), "a peek took the shard");
+    assert!(
+        a.store().holder(2).await.unwrap().is_none(),
+        "a peek took the shard"
+    );
     let Owner::Mine(lease) = a.owner(2).await.unwrap() else {
         panic!("a free shard is taken by the first node to ask");
     };

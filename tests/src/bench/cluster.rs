@@ -136,7 +136,7 @@ async fn three_nodes(world: &mut World, cfg: &Config) -> ClusterRun {
             c
         })
         .collect();
-    World::spread(&chans, &urls).await;
+    world.spread(&chans, &urls).await;
     let clients = crate::child::connect_clients(configs, cfg.lanes).await;
     let per_task = (cfg.requests / cfg.lanes).max(1);
     let load = |path, per_task| Load {

@@ -178,20 +178,41 @@ impl World {
         }
     }
 
-    /// Takes channel `i`'s shard through node `i mod n` (a request naming the channel in its
-    /// path: the routing layer takes a free shard for the node it reached, CLUSTER.md §7),
-    /// so the channels' owners spread over the nodes whatever order requests come in.
-    pub async fn spread(chans: &[TestChannel], urls: &[String]) {
+    /// Takes channel `i`'s shard through node `i mod n`, so the channels' owners spread over
+    /// the nodes whatever order requests come in: its session is bound there (what a client
+    /// does first), and a node takes a free shard for a channel it has checked, such as one
+    /// whose binding verified (routing alone takes none, CLUSTER.md §7). The clients bind the
+    /// same key again later, through the balancer: a no-op.
+    pub async fn spread(&self, chans: &[TestChannel], urls: &[String]) {
+        let terms = self.env.chain_terms();
+        let contract: alloy::primitives::Address = match terms.contract.parse() {
+            Ok(a) => a,
+            Err(e) => fail(&format!("contract address: {e}")),
+        };
         let http = reqwest::Client::new();
         for (i, ch) in chans.iter().enumerate() {
+            let session = ch.session.public();
+            let digest =
+                tally_chain::eip712::session_digest(terms.chain_id, contract, &ch.id, &session);
+            let sig = match tally_chain::eip712::sign_digest(&ch.checkpoint, &digest) {
+                Ok(s) => s,
+                Err(e) => fail(&format!("signing a session binding: {e}")),
+            };
+            let binding = tally_http::SessionBinding {
+                session_key: session,
+                eip712: tally_http::payment::WireEip712Sig::from_parts(sig.parts()),
+            };
             let url = format!(
-                "{}{}/channels/{}/records",
+                "{}{}/channels/{}/session",
                 urls[i % urls.len()],
                 tally_http::headers::API_PREFIX,
                 ch.id.to_hex()
             );
-            // Any answer will do (unauthenticated: refused); the shard was taken on the way.
-            let _ = http.get(url).send().await;
+            match http.post(&url).json(&binding).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => fail(&format!("binding through {url}: {}", r.status())),
+                Err(e) => fail(&format!("binding through {url}: {e}")),
+            }
         }
     }
 
