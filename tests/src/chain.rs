@@ -46,6 +46,23 @@ fn ok<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
 }
 
 impl ChainEnv {
+    /// The config of a `tally serve` process on `127.0.0.1:port` in front of `upstream` with
+    /// its funding read from this chain: the test routes, uncharged 5xx, and channels served
+    /// at the contract's minimum withdraw delay (the test chain opens them there). The
+    /// process tests (crash, promise crash, cluster) each add what they test.
+    pub fn gateway_file(&self, port: u16, upstream: &str) -> tally_cli::gateway::GatewayFile {
+        let mut file = tally_cli::gateway::GatewayFile::new(
+            &format!("127.0.0.1:{port}"),
+            upstream,
+            &self.rpc_url(),
+            self.chain_terms(),
+            routes(),
+        );
+        file.charge_server_errors = false;
+        file.min_withdraw_delay = Some(WITHDRAW_DELAY);
+        file
+    }
+
     /// Spawns anvil and deploys; panics (failing the test) if anvil is missing.
     pub async fn new() -> ChainEnv {
         let builder = ok("locating anvil", anvil::builder());

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tally_cli::gateway::GatewayFile;
 use tally_client::Client;
 use tally_core::SecretKey;
 use tally_server::config::{StoreConfig, StoreKind};
@@ -21,7 +20,7 @@ use crate::pg::Postgres;
 use crate::process::{free_port, GatewayProcess};
 use crate::tcp_proxy::TcpProxy;
 use crate::traffic::{call, traffic, Seen};
-use crate::{client_config, routes, spawn_upstream, tmp, Server, TestChannel};
+use crate::{client_config, spawn_upstream, tmp, Server, TestChannel};
 
 /// Shards of the test database (CLUSTER.md §3).
 pub const SHARDS: u16 = 8;
@@ -77,15 +76,7 @@ fn write_config(
     key_file: &Path,
     env: &ChainEnv,
 ) -> PathBuf {
-    let mut file = GatewayFile::new(
-        &format!("127.0.0.1:{port}"),
-        upstream,
-        &env.rpc_url(),
-        env.chain_terms(),
-        routes(),
-    );
-    file.charge_server_errors = false;
-    file.min_withdraw_delay = Some(crate::chain::WITHDRAW_DELAY);
+    let mut file = env.gateway_file(port, upstream);
     file.provider_key_file = key_file.to_path_buf();
     file.store = Some(StoreConfig {
         kind: StoreKind::Postgres,

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tally_cli::gateway::GatewayFile;
 use tally_client::Client;
 use tally_core::encoding::Canonical;
 use tally_core::{Record, Restore, SecretKey};
@@ -42,15 +41,7 @@ fn ok<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
 }
 
 fn write_config(dir: &Path, port: u16, upstream: &str, env: &ChainEnv) -> PathBuf {
-    let mut file = GatewayFile::new(
-        &format!("127.0.0.1:{port}"),
-        upstream,
-        &env.rpc_url(),
-        env.chain_terms(),
-        routes(),
-    );
-    file.charge_server_errors = false;
-    file.min_withdraw_delay = Some(tally_e2e::chain::WITHDRAW_DELAY);
+    let mut file = env.gateway_file(port, upstream);
     file.durability = Some(DurabilityConfig::Table {
         mode: "promise".into(),
         max_delay_ms: 5,
