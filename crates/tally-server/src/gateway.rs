@@ -296,7 +296,9 @@ impl Gateway {
             let (store, generation) = i.store.current(channel).await?;
             // Appends of a state dropped after a failed commit may still be queued: they
             // could commit after the head is read.
-            store.quiesce(channel).await?;
+            if store.quiesce(channel).await? {
+                self.note_promising(*channel, None);
+            }
             let promising = self.promising_here(channel, generation);
             *guard =
                 Some(ChannelState::load(*channel, &store, generation, &i.side, promising).await?);

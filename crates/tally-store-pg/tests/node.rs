@@ -92,6 +92,12 @@ async fn queued_appends_commit_in_order() {
             actual: 50
         }
     ));
+    // The failure is noted before the append leaves the queue count: whoever waited for the
+    // count to reach 0 (a state about to load) learns that promises may be lost (once).
+    assert!(!node.take_failure(&ChannelId([4; 32])));
+    assert_eq!(node.queued_for(&ch), 0);
+    assert!(node.take_failure(&ch));
+    assert!(!node.take_failure(&ch));
 }
 
 /// A node that stops renewing (here: its leases are taken over after they ran out) is

@@ -60,10 +60,12 @@ fn sled_error(what: &str, e: tally_log::LogError) -> GatewayError {
 impl Log {
     /// Waits until no append of `channel` is queued any more (PostgreSQL: a queued append may
     /// commit after a read of the head, so a state loaded before would be behind the log).
-    pub(crate) async fn quiesce(&self, channel: &ChannelId) -> Result<(), GatewayError> {
+    /// `true` if a commit of the channel failed meanwhile: promises made before it may be
+    /// lost, so the state about to be loaded must require a restore if the channel is marked.
+    pub(crate) async fn quiesce(&self, channel: &ChannelId) -> Result<bool, GatewayError> {
         let Log::Pg(n, _) = self else {
             // sled: a failed commit poisons the store, and the reopen starts a new generation.
-            return Ok(());
+            return Ok(false);
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while n.queued_for(channel) > 0 {
@@ -75,7 +77,7 @@ impl Log {
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        Ok(())
+        Ok(n.take_failure(channel))
     }
 
     /// The durable size alone: one read on PostgreSQL, where [`Log::head`] needs two.

@@ -154,9 +154,14 @@ impl Gateway {
         drop(guard);
         if let Err(e) = ticket.await {
             // What reached the disk is unknown (the store is poisoned, or an earlier append
-            // of this channel failed), or the cluster node lost the channel's shard: forget
-            // the state; it reloads from the log.
-            *slot.lock().await = None;
+            // of this channel failed), or the cluster node lost the channel's shard: records
+            // promised before this one may be lost with it, so the channel restores before
+            // its next append; and this state is forgotten (a newer load is left alone).
+            self.note_promising(auth.channel_id, None);
+            let mut guard = slot.lock().await;
+            if guard.as_ref().is_some_and(|s| s.load == admission.load) {
+                *guard = None;
+            }
             return Err(e);
         }
         i.metrics.commit.observe(commit_start.elapsed());

@@ -207,7 +207,9 @@ impl PgNode {
                 return Ok(Some(Owner::Other(holder.clone())));
             }
         }
-        match self.leasing.holder(shard).await? {
+        // On a read connection: a stranger's requests for many shards must not queue before
+        // this node's acquisitions and takeovers on the leasing connection.
+        match self.store().holder(shard).await? {
             Some(holder) if holder.expires_in_ms > 0 && holder.node != self.id => {
                 let keep = holder.expires_in_ms.min(self.config.lease_ms / 3);
                 let until = Instant::now() + Duration::from_millis(keep);
@@ -294,7 +296,20 @@ impl PgNode {
     /// state is loaded from the database only at 0: a queued append may still commit after
     /// the read.
     pub fn queued_for(&self, channel: &ChannelId) -> usize {
-        lock(&self.in_queue).get(channel).copied().unwrap_or(0)
+        lock(&self.in_queue)
+            .queued
+            .get(channel)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether a commit of `channel` failed since the last call (and forgets it): records
+    /// promised before the failure may be lost, so a state loaded now must not trust a
+    /// promise mark of its own (spec/CLUSTER.md §8). Noted before the failed appends leave
+    /// the queue count, so a caller that saw [`queued_for`](Self::queued_for) reach 0 sees
+    /// it.
+    pub fn take_failure(&self, channel: &ChannelId) -> bool {
+        lock(&self.in_queue).failed.remove(channel)
     }
 
     /// Commits waiting in the queues.

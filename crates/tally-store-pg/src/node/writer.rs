@@ -38,8 +38,16 @@ struct Job {
 }
 
 /// Appends queued and not yet resolved, per channel: a channel's state must not be loaded
-/// from the database while some are (they may still commit after the read).
-pub(super) type InQueue = Arc<Mutex<HashMap<ChannelId, usize>>>;
+/// from the database while some are (they may still commit after the read). Channels whose
+/// commit failed are noted in `failed` *before* their count drops, so whoever waits for the
+/// count to reach 0 also learns of the failure (records promised before it may be lost).
+#[derive(Default)]
+pub(super) struct Counts {
+    pub(super) queued: HashMap<ChannelId, usize>,
+    pub(super) failed: std::collections::HashSet<ChannelId>,
+}
+
+pub(super) type InQueue = Arc<Mutex<Counts>>;
 
 /// The sending side, held by the node.
 pub(super) struct Queue {
@@ -82,7 +90,8 @@ impl Queue {
 
 /// One more (`up`) or one fewer queued append of `channel`.
 fn count(in_queue: &InQueue, channel: &ChannelId, up: bool) {
-    let mut map = lock(in_queue);
+    let mut counts = lock(in_queue);
+    let map = &mut counts.queued;
     if up {
         *map.entry(*channel).or_default() += 1;
     } else if let Some(n) = map.get_mut(channel) {
@@ -177,6 +186,7 @@ async fn commit(writes: &PgStore, shared: &Shared, batch: Vec<Job>) {
                 }
             }
             let e = Arc::new(e);
+            lock(&shared.in_queue).failed.insert(channel);
             for job in batch {
                 count(&shared.in_queue, &channel, false);
                 let _gone = job.done.send(Err(e.clone()));
